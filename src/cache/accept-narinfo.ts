@@ -1,0 +1,157 @@
+/**
+ * The write rules for a narinfo: what must be true before the cache will serve a store path.
+ * Independent of HTTP; the route only hands over the text and the hash part from the URL.
+ *
+ * A narinfo is accepted only when
+ *   1. it parses exactly as Nix parses it (and without the ambiguities Nix tolerates),
+ *   2. its StorePath is the path the URL names,
+ *   3. its URL names a NAR file this cache received and verified, and every size, hash and the
+ *      compression it states agree with what the cache measured,
+ *   4. at least one Sig verifies against a trusted uploader key over the fingerprint
+ *      `1;<path>;<sha256:nix32 NarHash>;<NarSize>;<sorted full refs>`, and no Sig under a trusted
+ *      key name fails to verify (that is a forgery or a tampered field),
+ *   5. every reference other than the path itself already has a narinfo here.
+ * A second upload for the same path with the same content merges new signatures; one with
+ * different content is refused and the first stays.
+ */
+import { NarwhalError } from '../errors.js'
+import { extensionFor, normaliseCompressionField } from '../nix/compression.js'
+import { fingerprintNarInfo } from '../nix/fingerprint.js'
+import { formatNixHash, parseNixHash } from '../nix/hash.js'
+import { parseNarInfo, formatNarInfo, type NarInfo } from '../nix/narinfo.js'
+import { decodeNix32, encodeNix32 } from '../nix/nix32.js'
+import { FILE_HASH_PATTERN, STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
+import type { TrustedKeys } from '../signing/keys.js'
+import type { Metadata, NarFileRow } from '../db/metadata.js'
+
+export type AcceptResult = 'created' | 'merged' | 'unchanged'
+
+const NAR_URL = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar(\\.[a-z0-9]+)?$`)
+
+function invalid (message: string): NarwhalError {
+  return new NarwhalError('NARWHAL_NARINFO_INVALID', message)
+}
+
+/** Rule 3: the narinfo describes the NAR file the cache holds, field by field. */
+function checkAgainstNarFile (info: NarInfo, metadata: Metadata): NarFileRow {
+  const match = NAR_URL.exec(info.url)
+  if (match === null) {
+    throw invalid(`narinfo field URL: ${JSON.stringify(info.url)} is not nar/<52-char nix32 file hash>.nar[.ext]; ` +
+      'narwhal only serves NARs uploaded to it')
+  }
+  const fileHash = match[1] ?? ''
+  const extension = match[2] ?? ''
+  const nar = metadata.narFile(fileHash)
+  if (nar === undefined) {
+    throw new NarwhalError('NARWHAL_MISSING_DEPENDENCY',
+      `narinfo field URL: NAR file ${info.url} has not been uploaded to this cache; upload the NAR before its narinfo`)
+  }
+  const compression = normaliseCompressionField(info.compression)
+  if (compression !== nar.compression) {
+    throw invalid(`narinfo field Compression: says ${compression} but the NAR file is ${nar.compression}`)
+  }
+  if (extension !== extensionFor(compression)) {
+    throw invalid(`narinfo field URL: extension "${extension}" does not match Compression ${compression} ` +
+      `(Nix names it "${extensionFor(compression)}")`)
+  }
+  if (info.fileHash !== undefined && encodeNix32(info.fileHash) !== nar.fileHash) {
+    throw invalid(`narinfo field FileHash: ${formatNixHash(info.fileHash)} is not the hash of ${info.url}`)
+  }
+  if (info.fileSize !== undefined && info.fileSize !== BigInt(nar.fileSize)) {
+    throw invalid(`narinfo field FileSize: ${info.fileSize} but ${info.url} has ${nar.fileSize} bytes`)
+  }
+  if (encodeNix32(info.narHash) !== nar.narHash) {
+    throw invalid(`narinfo field NarHash: ${formatNixHash(info.narHash)} but ${info.url} decompresses to a NAR ` +
+      `with sha256:${nar.narHash}`)
+  }
+  if (info.narSize !== BigInt(nar.narSize)) {
+    throw invalid(`narinfo field NarSize: ${info.narSize} but ${info.url} decompresses to ${nar.narSize} bytes`)
+  }
+  return nar
+}
+
+/** Rule 4. Returns the names of the trusted keys that signed. */
+function checkSignatures (info: NarInfo, trusted: TrustedKeys): string[] {
+  if (trusted.size === 0) {
+    throw new NarwhalError('NARWHAL_NO_TRUSTED_KEY', 'this cache trusts no uploader key, so it accepts no narinfo; ' +
+      'start it with --trusted-key NAME:BASE64 (or NARWHAL_TRUSTED_KEYS, or trustedKeys in the config file)')
+  }
+  const { verifiedBy, forgedUnderTrustedName } = trusted.check(fingerprintNarInfo(info), info.sigs)
+  if (forgedUnderTrustedName.length > 0) {
+    throw new NarwhalError('NARWHAL_SIGNATURE_REJECTED', `narinfo field Sig: the signature by ${forgedUnderTrustedName.join(', ')} ` +
+      'does not verify over this narinfo (StorePath, NarHash, NarSize and References are signed; one was changed)')
+  }
+  if (verifiedBy.length === 0) {
+    throw new NarwhalError('NARWHAL_SIGNATURE_REJECTED', 'narinfo field Sig: no signature by a trusted uploader key ' +
+      `(this cache trusts: ${trusted.names().join(', ')}); sign it, e.g. nix copy --to 'URL?secret-key=FILE'`)
+  }
+  return verifiedBy
+}
+
+/** Rule 5. */
+function checkReferences (info: NarInfo, ownBaseName: string, metadata: Metadata): Array<{ hashPart: string, baseName: string }> {
+  return info.references.map(baseName => {
+    const { hashPart } = parseStorePathBaseName(baseName, 'References')
+    if (baseName !== ownBaseName) {
+      const stored = metadata.storePathOf(hashPart)
+      if (stored !== `${STORE_DIR}/${baseName}`) {
+        throw new NarwhalError('NARWHAL_MISSING_DEPENDENCY', `narinfo field References: ${baseName} is not in this cache; ` +
+          'upload the references of a path before the path itself')
+      }
+    }
+    return { hashPart, baseName }
+  })
+}
+
+function sameContent (a: { storePath: string, narHash: string, narSize: number, references: string[] }, info: NarInfo): boolean {
+  return a.storePath === info.storePath && a.narHash === encodeNix32(info.narHash) && BigInt(a.narSize) === info.narSize &&
+    [...a.references].sort().join(' ') === [...info.references].sort().join(' ')
+}
+
+export function acceptNarinfo (text: string, urlHashPart: string, metadata: Metadata, trusted: TrustedKeys): AcceptResult {
+  const info = parseNarInfo(text)
+  const baseName = info.storePath.slice(STORE_DIR.length + 1)
+  const { hashPart } = parseStorePathBaseName(baseName, 'StorePath')
+  if (hashPart !== urlHashPart) {
+    throw invalid(`narinfo field StorePath: ${info.storePath} does not belong at ${urlHashPart}.narinfo`)
+  }
+  checkSignatures(info, trusted)
+
+  return metadata.transaction((): AcceptResult => {
+    const existing = metadata.narinfo(hashPart)
+    if (existing !== undefined) {
+      if (!sameContent(existing, info)) {
+        throw new NarwhalError('NARWHAL_CONFLICT', `${info.storePath} is already in this cache with NarHash ` +
+          `sha256:${existing.narHash}; a narinfo with different content for the same path is refused`)
+      }
+      const merged = [...new Set([...existing.sigs, ...info.sigs])].sort()
+      if (merged.length === existing.sigs.length) return 'unchanged'
+      const current = parseNarInfo(existing.narinfo)
+      metadata.updateSignatures(existing.id, merged, formatNarInfo({ ...current, sigs: merged }))
+      return 'merged'
+    }
+    const nar = checkAgainstNarFile(info, metadata)
+    const references = checkReferences(info, baseName, metadata)
+    const stored: NarInfo = {
+      ...info,
+      compression: nar.compression,
+      fileHash: decodeNix32(nar.fileHash),
+      fileSize: BigInt(nar.fileSize),
+      narHash: parseNixHash(`sha256:${nar.narHash}`, 'NarHash'),
+      sigs: [...new Set(info.sigs)].sort()
+    }
+    metadata.insertNarinfo({
+      hashPart,
+      storePath: info.storePath,
+      narFileId: nar.id,
+      narHash: nar.narHash,
+      narSize: nar.narSize,
+      deriver: info.deriver ?? null,
+      ca: info.ca ?? null,
+      sigs: stored.sigs,
+      narinfo: formatNarInfo(stored),
+      references
+    })
+    return 'created'
+  })
+}

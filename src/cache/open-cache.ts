@@ -1,0 +1,56 @@
+/**
+ * Opens a cache's data folder: database (migrated), NAR store (tmp/ emptied) and the trusted
+ * uploader keys. Shared by `narwhal serve` and the tests, so both run the same start-up.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
+import type { Config } from '../config/config.js'
+import { ConfigError } from '../config/config.js'
+import { migrate, openDatabase, type Db } from '../db/database.js'
+import { Metadata } from '../db/metadata.js'
+import { NarwhalError } from '../errors.js'
+import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
+import { BlobStore } from '../storage/blob-store.js'
+import { layoutFor, type Layout } from '../storage/layout.js'
+
+export interface OpenCache {
+  layout: Layout
+  db: Db
+  metadata: Metadata
+  blobs: BlobStore
+  trustedKeys: TrustedKeys
+  /** True when this call created the database, i.e. the first start on this data folder. */
+  created: boolean
+}
+
+/** Configured keys, plus the key narwhal generated in the data folder on its first start. */
+export function loadTrustedKeys (config: Readonly<Config>, layout: Layout): TrustedKeys {
+  const keys: PublicKey[] = config.trustedKeys.map((text, i) => {
+    try {
+      return parsePublicKey(text)
+    } catch (err) {
+      throw new ConfigError(`trustedKeys[${i}]: ${err instanceof NarwhalError ? err.message : 'not a public key'} ` +
+        '(expected NAME:BASE64 of 32 bytes, as written by nix-store --generate-binary-cache-key)')
+    }
+  })
+  if (existsSync(layout.generatedPublicKey)) {
+    const generated = parsePublicKey(readFileSync(layout.generatedPublicKey, 'utf8'))
+    if (!keys.some(k => k.name === generated.name)) keys.push(generated)
+  }
+  return new TrustedKeys(keys)
+}
+
+export function openDataDir (dataDir: string): { layout: Layout, db: Db, created: boolean } {
+  const layout = layoutFor(dataDir)
+  mkdirSync(dataDir, { recursive: true })
+  const created = !existsSync(layout.database)
+  const db = openDatabase(layout.database)
+  migrate(db)
+  return { layout, db, created }
+}
+
+export function openCache (config: Readonly<Config>): OpenCache {
+  const { layout, db, created } = openDataDir(config.dataDir)
+  const blobs = new BlobStore(layout)
+  blobs.init()
+  return { layout, db, metadata: new Metadata(db), blobs, trustedKeys: loadTrustedKeys(config, layout), created }
+}

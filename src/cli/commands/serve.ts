@@ -1,0 +1,42 @@
+/** `narwhal serve`: migrate, set up on first start, listen, and shut down cleanly on SIGTERM/SIGINT. */
+import { loadConfig } from '../../config/config.js'
+import { loadTrustedKeys, openCache } from '../../cache/open-cache.js'
+import { buildApp } from '../../server/app.js'
+import { firstStartMessage, setUpFirstStart } from '../first-start.js'
+import { parse } from '../usage.js'
+
+export async function serveCommand (args: string[]): Promise<number> {
+  const { values } = parse(args, {
+    config: { type: 'string' },
+    data: { type: 'string' },
+    listen: { type: 'string' },
+    'trusted-key': { type: 'string', multiple: true }
+  })
+  const config = loadConfig({
+    configFile: values.config,
+    dataDir: values.data,
+    listen: values.listen,
+    trustedKeys: values['trusted-key']
+  })
+  const cache = openCache(config)
+  let message: string | undefined
+  if (cache.created) {
+    const result = setUpFirstStart(config, cache.layout, cache.metadata)
+    cache.trustedKeys = loadTrustedKeys(config, cache.layout)
+    const keyTexts = [...config.trustedKeys, ...(result.generatedPublicKey === undefined ? [] : [result.generatedPublicKey])]
+    message = firstStartMessage(config, cache.layout, result, keyTexts)
+  }
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys })
+  if (cache.trustedKeys.size === 0) {
+    app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
+  }
+  await app.listen({ host: config.listen.host, port: config.listen.port })
+  if (message !== undefined) process.stdout.write(message + '\n')
+  const stop = (): void => {
+    app.close().then(() => cache.db.close(), (err: unknown) => app.log.error({ err }, 'error while closing'))
+  }
+  process.once('SIGTERM', stop)
+  process.once('SIGINT', stop)
+  await new Promise<void>(resolve => app.server.once('close', () => resolve()))
+  return 0
+}

@@ -1,0 +1,178 @@
+/**
+ * Server configuration: typed defaults, then an optional JSON file, then `NARWHAL_*` environment
+ * variables, then command-line flags. Loaded and validated once; unknown keys and bad values stop
+ * the start with a message naming the key. The result is frozen and passed in, never global.
+ */
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+
+export interface Limits {
+  /** Largest NAR file accepted, in bytes. Default 64 GiB: Nix NARs of several GiB are common. */
+  narBytes: number
+  /** Largest narinfo accepted. Real ones are under 2 KiB; 64 KiB leaves room for many Sig lines. */
+  narinfoBytes: number
+  /** Largest build log (as sent, possibly compressed). */
+  logBytes: number
+  /** Largest `.ls` listing; a NAR with many files has a long one. */
+  listingBytes: number
+  /** Largest realisation, debuginfo link or nix-cache-info. */
+  smallFileBytes: number
+}
+
+export interface Config {
+  /** Folder holding the database, the NAR files and generated keys. */
+  dataDir: string
+  listen: { host: string, port: number }
+  /** Public keys (`name:base64`) whose signatures make an upload acceptable. */
+  trustedKeys: string[]
+  /** `Priority` in nix-cache-info. Lower is tried first; cache.nixos.org uses 40. */
+  priority: number
+  /** When true, reads need a token with read scope as well. */
+  private: boolean
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+  limits: Limits
+}
+
+export function defaultConfig (): Config {
+  return {
+    dataDir: './data',
+    listen: { host: '127.0.0.1', port: 5000 },
+    trustedKeys: [],
+    // 30: consulted before cache.nixos.org (40), so a team's own builds win when both have a path.
+    priority: 30,
+    private: false,
+    logLevel: 'info',
+    limits: {
+      narBytes: 64 * 1024 ** 3,
+      narinfoBytes: 64 * 1024,
+      logBytes: 64 * 1024 ** 2,
+      listingBytes: 64 * 1024 ** 2,
+      smallFileBytes: 64 * 1024
+    }
+  }
+}
+
+export class ConfigError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+/** The settings that may come from flags; undefined means "not given". */
+export interface ConfigOverrides {
+  configFile?: string | undefined
+  dataDir?: string | undefined
+  listen?: string | undefined
+  trustedKeys?: string[] | undefined
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+export function parseListen (value: string, key: string): { host: string, port: number } {
+  const match = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(value)
+  const port = Number(match?.[2])
+  if (match === null || !Number.isInteger(port) || port > 65535) {
+    throw new ConfigError(`${key}: expected HOST:PORT (for example 127.0.0.1:5000), got ${JSON.stringify(value)}`)
+  }
+  const host = (match[1] ?? '').replace(/^\[(.*)\]$/, '$1')
+  return { host, port }
+}
+
+function isRecord (v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+function expectInteger (v: unknown, key: string, min: number): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
+    throw new ConfigError(`${key}: expected an integer >= ${min}, got ${JSON.stringify(v)}`)
+  }
+  return v
+}
+
+function expectString (v: unknown, key: string): string {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(`${key}: expected a non-empty string, got ${JSON.stringify(v)}`)
+  return v
+}
+
+function rejectUnknown (obj: Record<string, unknown>, known: string[], where: string): void {
+  for (const key of Object.keys(obj)) {
+    if (!known.includes(key)) throw new ConfigError(`${where}${key}: unknown setting (known: ${known.join(', ')})`)
+  }
+}
+
+/** Applies a parsed JSON config file onto `config`, validating every key. */
+function applyFile (config: Config, raw: unknown, file: string): void {
+  if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits'], '')
+  if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
+  if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
+  if (raw.trustedKeys !== undefined) {
+    if (!Array.isArray(raw.trustedKeys)) throw new ConfigError('trustedKeys: expected an array of "name:base64" strings')
+    config.trustedKeys = raw.trustedKeys.map((k, i) => expectString(k, `trustedKeys[${i}]`))
+  }
+  if (raw.priority !== undefined) config.priority = expectInteger(raw.priority, 'priority', 0)
+  if (raw.private !== undefined) {
+    if (typeof raw.private !== 'boolean') throw new ConfigError('private: expected true or false')
+    config.private = raw.private
+  }
+  if (raw.logLevel !== undefined) config.logLevel = expectLogLevel(raw.logLevel, 'logLevel')
+  if (raw.limits !== undefined) {
+    if (!isRecord(raw.limits)) throw new ConfigError('limits: expected an object')
+    const known = Object.keys(config.limits)
+    rejectUnknown(raw.limits, known, 'limits.')
+    for (const key of known as Array<keyof Limits>) {
+      if (raw.limits[key] !== undefined) config.limits[key] = expectInteger(raw.limits[key], `limits.${key}`, 1)
+    }
+  }
+}
+
+function expectLogLevel (v: unknown, key: string): Config['logLevel'] {
+  const level = LOG_LEVELS.find(l => l === v)
+  if (level === undefined) throw new ConfigError(`${key}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(v)}`)
+  return level
+}
+
+function splitKeys (value: string): string[] {
+  return value.split(/\s+/).filter(k => k !== '')
+}
+
+/** The environment variables narwhal reads, so an unknown NARWHAL_ variable can be flagged. */
+export const ENV_KEYS = ['NARWHAL_CONFIG', 'NARWHAL_DATA', 'NARWHAL_LISTEN', 'NARWHAL_TRUSTED_KEYS', 'NARWHAL_PRIORITY',
+  'NARWHAL_PRIVATE', 'NARWHAL_LOG_LEVEL'] as const
+
+export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  const config = defaultConfig()
+  const file = overrides.configFile ?? env.NARWHAL_CONFIG
+  if (file !== undefined && file !== '') {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (err) {
+      throw new ConfigError(`config file ${file}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+    }
+    let raw: unknown
+    try {
+      raw = JSON.parse(text)
+    } catch (err) {
+      throw new ConfigError(`config file ${file}: not valid JSON (${(err as Error).message})`)
+    }
+    applyFile(config, raw, path.resolve(file))
+  }
+  if (env.NARWHAL_DATA !== undefined && env.NARWHAL_DATA !== '') config.dataDir = env.NARWHAL_DATA
+  if (env.NARWHAL_LISTEN !== undefined && env.NARWHAL_LISTEN !== '') config.listen = parseListen(env.NARWHAL_LISTEN, 'NARWHAL_LISTEN')
+  if (env.NARWHAL_TRUSTED_KEYS !== undefined && env.NARWHAL_TRUSTED_KEYS.trim() !== '') config.trustedKeys = splitKeys(env.NARWHAL_TRUSTED_KEYS)
+  if (env.NARWHAL_PRIORITY !== undefined && env.NARWHAL_PRIORITY !== '') {
+    config.priority = expectInteger(Number(env.NARWHAL_PRIORITY), 'NARWHAL_PRIORITY', 0)
+  }
+  if (env.NARWHAL_PRIVATE !== undefined && env.NARWHAL_PRIVATE !== '') {
+    if (!['true', 'false', '1', '0'].includes(env.NARWHAL_PRIVATE)) throw new ConfigError('NARWHAL_PRIVATE: expected true or false')
+    config.private = env.NARWHAL_PRIVATE === 'true' || env.NARWHAL_PRIVATE === '1'
+  }
+  if (env.NARWHAL_LOG_LEVEL !== undefined && env.NARWHAL_LOG_LEVEL !== '') config.logLevel = expectLogLevel(env.NARWHAL_LOG_LEVEL, 'NARWHAL_LOG_LEVEL')
+  if (overrides.dataDir !== undefined) config.dataDir = overrides.dataDir
+  if (overrides.listen !== undefined) config.listen = parseListen(overrides.listen, '--listen')
+  if (overrides.trustedKeys !== undefined && overrides.trustedKeys.length > 0) config.trustedKeys = overrides.trustedKeys
+  config.dataDir = path.resolve(config.dataDir)
+  return Object.freeze(config)
+}

@@ -1,0 +1,206 @@
+/**
+ * All SQL narwhal runs, as prepared statements behind named methods. Nothing outside src/db
+ * writes SQL, so the schema (migrations/) and its uses can be read side by side.
+ *
+ * Hashes are stored as nix32 strings, sizes as SQLite integers (64-bit, so NARs over 4 GiB fit;
+ * better-sqlite3 returns them as numbers, exact up to 2^53 bytes).
+ */
+import type { Db } from './database.js'
+
+export interface NarFileRow {
+  id: number
+  fileHash: string
+  fileSize: number
+  compression: string
+  narHash: string
+  narSize: number
+}
+
+export interface NarinfoRecord {
+  hashPart: string
+  storePath: string
+  narFileId: number
+  narHash: string
+  narSize: number
+  deriver: string | null
+  ca: string | null
+  sigs: string[]
+  narinfo: string
+  references: Array<{ hashPart: string, baseName: string }>
+}
+
+export interface StoredNarinfo {
+  id: number
+  hashPart: string
+  storePath: string
+  narFileId: number
+  narHash: string
+  narSize: number
+  sigs: string[]
+  narinfo: string
+  references: string[]
+}
+
+export interface AuxFile { contentType: string, contentEncoding: string | null, body: Buffer }
+export type AuxKind = 'log' | 'ls' | 'realisation' | 'debuginfo'
+
+export type TokenScope = 'read' | 'push' | 'admin'
+export interface TokenRow {
+  id: number
+  name: string
+  scope: TokenScope
+  createdAt: number
+  expiresAt: number | null
+  revokedAt: number | null
+}
+
+export class Metadata {
+  private readonly db: Db
+  private readonly stmts
+
+  constructor (db: Db) {
+    this.db = db
+    this.stmts = {
+      narFileByHash: db.prepare<[string], NarFileRow>(
+        `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
+                nar_size AS narSize FROM nar_files WHERE file_hash = ?`),
+      insertNarFile: db.prepare(
+        `INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at)
+         VALUES (@fileHash, @fileSize, @compression, @narHash, @narSize, @now, @now)
+         ON CONFLICT (file_hash) DO NOTHING`),
+      narinfoText: db.prepare<[string], { narinfo: string }>(
+        'SELECT narinfo FROM narinfos WHERE hash_part = ?'),
+      narinfoByHash: db.prepare<[string], Omit<StoredNarinfo, 'sigs' | 'references'> & { sigs: string }>(
+        `SELECT id, hash_part AS hashPart, store_path AS storePath, nar_file_id AS narFileId,
+                nar_hash AS narHash, nar_size AS narSize, sigs, narinfo FROM narinfos WHERE hash_part = ?`),
+      refsOf: db.prepare<[number], { baseName: string }>(
+        'SELECT ref_base_name AS baseName FROM narinfo_refs WHERE narinfo_id = ? ORDER BY ref_base_name'),
+      hasNarinfo: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM narinfos WHERE hash_part = ?'),
+      storePathOf: db.prepare<[string], { storePath: string }>('SELECT store_path AS storePath FROM narinfos WHERE hash_part = ?'),
+      insertNarinfo: db.prepare(
+        `INSERT INTO narinfos (hash_part, store_path, nar_file_id, nar_hash, nar_size, deriver, ca, sigs, narinfo,
+                               created_at, last_accessed_at)
+         VALUES (@hashPart, @storePath, @narFileId, @narHash, @narSize, @deriver, @ca, @sigs, @narinfo, @now, @now)`),
+      insertRef: db.prepare(
+        'INSERT OR IGNORE INTO narinfo_refs (narinfo_id, ref_hash_part, ref_base_name) VALUES (?, ?, ?)'),
+      updateSigs: db.prepare('UPDATE narinfos SET sigs = @sigs, narinfo = @narinfo WHERE id = @id'),
+      narinfoCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM narinfos'),
+      auxGet: db.prepare<[string, string], AuxFile>(
+        `SELECT content_type AS contentType, content_encoding AS contentEncoding, body
+         FROM aux_files WHERE kind = ? AND name = ?`),
+      auxPut: db.prepare(
+        `INSERT INTO aux_files (kind, name, content_type, content_encoding, body, created_at)
+         VALUES (@kind, @name, @contentType, @contentEncoding, @body, @now)
+         ON CONFLICT (kind, name) DO UPDATE SET content_type = excluded.content_type,
+           content_encoding = excluded.content_encoding, body = excluded.body`),
+      auxExists: db.prepare<[string, string], { one: number }>('SELECT 1 AS one FROM aux_files WHERE kind = ? AND name = ?'),
+      insertToken: db.prepare(
+        `INSERT INTO tokens (name, scope, token_hash, created_at, expires_at)
+         VALUES (@name, @scope, @tokenHash, @now, @expiresAt)`),
+      tokenByHash: db.prepare<[string], TokenRow>(
+        `SELECT id, name, scope, created_at AS createdAt, expires_at AS expiresAt, revoked_at AS revokedAt
+         FROM tokens WHERE token_hash = ?`),
+      listTokens: db.prepare<[], TokenRow>(
+        `SELECT id, name, scope, created_at AS createdAt, expires_at AS expiresAt, revoked_at AS revokedAt
+         FROM tokens ORDER BY id`),
+      revokeToken: db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+      tokenCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM tokens')
+    }
+  }
+
+  /** Runs fn in one write transaction (BEGIN IMMEDIATE), so checks and inserts cannot interleave. */
+  transaction<T> (fn: () => T): T {
+    return this.db.transaction(fn).immediate()
+  }
+
+  narFile (fileHash: string): NarFileRow | undefined {
+    return this.stmts.narFileByHash.get(fileHash)
+  }
+
+  recordNarFile (row: Omit<NarFileRow, 'id'>, now = Date.now()): NarFileRow {
+    this.stmts.insertNarFile.run({ ...row, now })
+    const stored = this.stmts.narFileByHash.get(row.fileHash)
+    if (stored === undefined) throw new Error('nar_files row vanished after insert')
+    return stored
+  }
+
+  narinfoText (hashPart: string): string | undefined {
+    return this.stmts.narinfoText.get(hashPart)?.narinfo
+  }
+
+  narinfo (hashPart: string): StoredNarinfo | undefined {
+    const row = this.stmts.narinfoByHash.get(hashPart)
+    if (row === undefined) return undefined
+    return {
+      ...row,
+      sigs: row.sigs === '' ? [] : row.sigs.split('\n'),
+      references: this.stmts.refsOf.all(row.id).map(r => r.baseName)
+    }
+  }
+
+  hasNarinfo (hashPart: string): boolean {
+    return this.stmts.hasNarinfo.get(hashPart) !== undefined
+  }
+
+  storePathOf (hashPart: string): string | undefined {
+    return this.stmts.storePathOf.get(hashPart)?.storePath
+  }
+
+  insertNarinfo (rec: NarinfoRecord, now = Date.now()): void {
+    const result = this.stmts.insertNarinfo.run({
+      hashPart: rec.hashPart,
+      storePath: rec.storePath,
+      narFileId: rec.narFileId,
+      narHash: rec.narHash,
+      narSize: rec.narSize,
+      deriver: rec.deriver,
+      ca: rec.ca,
+      sigs: rec.sigs.join('\n'),
+      narinfo: rec.narinfo,
+      now
+    })
+    const id = Number(result.lastInsertRowid)
+    for (const ref of rec.references) this.stmts.insertRef.run(id, ref.hashPart, ref.baseName)
+  }
+
+  updateSignatures (id: number, sigs: string[], narinfo: string): void {
+    this.stmts.updateSigs.run({ id, sigs: sigs.join('\n'), narinfo })
+  }
+
+  narinfoCount (): number {
+    return this.stmts.narinfoCount.get()?.n ?? 0
+  }
+
+  auxFile (kind: AuxKind, name: string): AuxFile | undefined {
+    return this.stmts.auxGet.get(kind, name)
+  }
+
+  hasAuxFile (kind: AuxKind, name: string): boolean {
+    return this.stmts.auxExists.get(kind, name) !== undefined
+  }
+
+  putAuxFile (kind: AuxKind, name: string, file: AuxFile, now = Date.now()): void {
+    this.stmts.auxPut.run({ kind, name, ...file, now })
+  }
+
+  insertToken (t: { name: string, scope: TokenScope, tokenHash: string, expiresAt: number | null }, now = Date.now()): number {
+    return Number(this.stmts.insertToken.run({ ...t, now }).lastInsertRowid)
+  }
+
+  tokenByHash (tokenHash: string): TokenRow | undefined {
+    return this.stmts.tokenByHash.get(tokenHash)
+  }
+
+  listTokens (): TokenRow[] {
+    return this.stmts.listTokens.all()
+  }
+
+  /** Returns false when no live token has that id. */
+  revokeToken (id: number, now = Date.now()): boolean {
+    return this.stmts.revokeToken.run(now, id).changes > 0
+  }
+
+  tokenCount (): number {
+    return this.stmts.tokenCount.get()?.n ?? 0
+  }
+}

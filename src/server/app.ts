@@ -1,0 +1,36 @@
+/**
+ * buildApp(): the Fastify instance that serves one cache. It never listens; `narwhal serve`
+ * (src/cli/commands/serve.ts) does, and tests use inject() or listen on port 0.
+ */
+import Fastify, { type FastifyInstance } from 'fastify'
+import { registerAuth } from './auth.js'
+import type { CacheContext } from './context.js'
+import { registerErrorHandler } from './error-handler.js'
+import { registerRoutes } from './routes/index.js'
+
+export interface AppOptions {
+  /** Pino logging; false silences it (tests). */
+  logger?: boolean
+}
+
+export function buildApp (context: CacheContext, options: AppOptions = {}): FastifyInstance {
+  const app = Fastify({
+    logger: options.logger === false ? false : { level: context.config.logLevel },
+    // Nix 2.8 strips only one trailing slash from the cache URL, so `…/cache//x` does arrive.
+    routerOptions: { ignoreDuplicateSlashes: true },
+    // A NAR upload can take many minutes; the limits are on bytes, not on time.
+    requestTimeout: 0,
+    connectionTimeout: 0,
+    keepAliveTimeout: 65_000,
+    return503OnClosing: true
+  })
+  app.decorate('narwhal', context)
+  // Every body is read by its route with a limit for its kind (NARs stream, never buffered), so
+  // Fastify's own parsers, and its 1 MiB bodyLimit, are replaced by one that reads nothing.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
+  registerErrorHandler(app)
+  registerAuth(app)
+  registerRoutes(app)
+  return app
+}

@@ -1,0 +1,36 @@
+/**
+ * Turns every error into a short plain-text answer that names the rule. Nix prints the body of
+ * a failed upload to the user, so 4xx bodies say what was wrong; 5xx bodies never carry details
+ * (file paths, OS errors), which go to the log only.
+ */
+import type { FastifyError, FastifyInstance } from 'fastify'
+import { isNarwhalError } from '../errors.js'
+
+function fastifyStatus (err: FastifyError): number | undefined {
+  if (err.validation !== undefined) return 400
+  const status = err.statusCode
+  return status !== undefined && status >= 400 && status < 500 ? status : undefined
+}
+
+export function registerErrorHandler (app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    reply.header('content-type', 'text/plain; charset=utf-8')
+    if (isNarwhalError(err) && err.statusCode < 500) {
+      request.log.info({ code: err.code, reason: err.message }, 'request refused')
+      return reply.code(err.statusCode).send(`${err.code}: ${err.message}\n`)
+    }
+    const clientStatus = fastifyStatus(err)
+    if (clientStatus !== undefined) {
+      const code = err.validation !== undefined ? 'NARWHAL_BAD_NAME' : 'NARWHAL_BAD_REQUEST'
+      request.log.info({ code, reason: err.message }, 'request refused')
+      return reply.code(clientStatus).send(`${code}: ${err.message}\n`)
+    }
+    request.log.error({ err }, 'internal error')
+    return reply.code(500).send('NARWHAL_INTERNAL: internal error; the server log has the details\n')
+  })
+
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).header('content-type', 'text/plain; charset=utf-8')
+      .send(`NARWHAL_NOT_FOUND: nothing is served at ${request.method} ${(request.url.split('?')[0] ?? '').slice(0, 200)}\n`)
+  })
+}

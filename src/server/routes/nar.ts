@@ -1,0 +1,79 @@
+/**
+ * `nar/<filehash52>.nar[.ext]`: NAR files, content-addressed by the SHA-256 of their bytes.
+ *
+ * GET/HEAD stream the file exactly as stored, with Content-Length, Range support, an immutable
+ * Cache-Control and no transport Content-Encoding (Nix would decompress twice). The file is
+ * checked before any header is sent, so a missing file is a clean 404, never a truncated 200.
+ *
+ * PUT verifies while the bytes arrive (storage/nar-ingest.ts) and records the NAR only after it
+ * was proven to hash to its name and to decompress to a well-formed NAR.
+ */
+import { createReadStream } from 'node:fs'
+import type { FastifyInstance } from 'fastify'
+import { NarwhalError } from '../../errors.js'
+import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
+import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
+import { checkDeclaredLength } from '../body.js'
+import { parseRange } from '../range.js'
+
+const params = {
+  type: 'object',
+  properties: { file: { type: 'string', pattern: `^${FILE_HASH_PATTERN}\\.nar(\\.(xz|bz2|zst|lzip|lz4|br))?$` } },
+  required: ['file']
+} as const
+
+interface Params { file: string }
+
+function fileHashOf (file: string): string {
+  return file.slice(0, 52)
+}
+
+export function narRoutes (app: FastifyInstance): void {
+  const { metadata, blobs, config } = app.narwhal
+
+  app.get<{ Params: Params }>('/nar/:file', { schema: { params } }, async (request, reply) => {
+    const fileHash = fileHashOf(request.params.file)
+    const row = metadata.narFile(fileHash)
+    const size = row === undefined ? undefined : await blobs.narSize(fileHash)
+    if (row === undefined || size === undefined) {
+      if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')
+      throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+    }
+    if (size !== row.fileSize) {
+      request.log.error({ fileHash, size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
+      throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+    }
+    reply.header('content-type', 'application/x-nix-nar')
+      .header('accept-ranges', 'bytes')
+      .header('cache-control', 'public, max-age=31536000, immutable')
+      .header('etag', `"${fileHash}"`)
+    const range = parseRange(request.headers.range, size)
+    if (range.kind === 'unsatisfiable') {
+      return reply.code(416).header('content-range', `bytes */${size}`).header('content-type', 'text/plain; charset=utf-8')
+        .send('NARWHAL_BAD_REQUEST: the requested range is outside the file\n')
+    }
+    const start = range.kind === 'partial' ? range.start : 0
+    const end = range.kind === 'partial' ? range.end : size - 1
+    if (range.kind === 'partial') reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`)
+    reply.header('content-length', end - start + 1)
+    if (request.method === 'HEAD' || size === 0) return reply.send()
+    return reply.send(createReadStream(blobs.narPath(fileHash), { start, end, highWaterMark: 1 << 20 }))
+  })
+
+  app.put<{ Params: Params }>('/nar/:file', { schema: { params } }, async (request, reply) => {
+    const fileHash = fileHashOf(request.params.file)
+    const limit = config.limits.narBytes
+    checkDeclaredLength(request, limit, 'NAR file', 'limits.narBytes')
+    const body = request.raw as AsyncIterable<Buffer>
+    const known = metadata.narFile(fileHash)
+    if (known !== undefined && await blobs.narSize(fileHash) === known.fileSize) {
+      // Already received and verified: re-uploads of identical bytes succeed (Nix re-sends on --repair).
+      await checkReupload(body, fileHash, limit)
+      return reply.code(200).header('content-type', 'text/plain; charset=utf-8').send('unchanged\n')
+    }
+    const nar = await ingestNar(body, fileHash, blobs, { maxBytes: limit })
+    metadata.recordNarFile(nar)
+    request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored')
+    return reply.code(201).header('content-type', 'text/plain; charset=utf-8').send('created\n')
+  })
+}

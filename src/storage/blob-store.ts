@@ -1,0 +1,109 @@
+/**
+ * Content-addressed NAR files on disk. Knows nothing of HTTP or SQL.
+ *
+ * Writes follow one sequence: a temp file opened with O_EXCL in store/tmp, bytes written as they
+ * arrive, fsync, rename to the final name, fsync of the directory. An existing final file is
+ * success (the name is the hash of the content). Any failure before the rename removes the temp
+ * file, so a failed upload leaves nothing behind.
+ */
+import { randomBytes } from 'node:crypto'
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import fs from 'node:fs/promises'
+import path from 'node:path'
+import { LAYOUT_VERSION, narFilePath, type Layout } from './layout.js'
+
+export class TempFile {
+  readonly path: string
+  private readonly handle: fs.FileHandle
+  private closed = false
+
+  constructor (filePath: string, handle: fs.FileHandle) {
+    this.path = filePath
+    this.handle = handle
+  }
+
+  async write (chunk: Uint8Array): Promise<void> {
+    let offset = 0
+    while (offset < chunk.length) {
+      const { bytesWritten } = await this.handle.write(chunk, offset, chunk.length - offset)
+      offset += bytesWritten
+    }
+  }
+
+  /** Flushes to stable storage and closes; call before commit. */
+  async sync (): Promise<void> {
+    await this.handle.sync()
+    await this.close()
+  }
+
+  async close (): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    await this.handle.close()
+  }
+
+  /** Removes the temp file; safe to call after any failure, and more than once. */
+  async discard (): Promise<void> {
+    await this.close().catch(() => {})
+    await fs.rm(this.path, { force: true })
+  }
+}
+
+export class BlobStore {
+  readonly layout: Layout
+
+  constructor (layout: Layout) {
+    this.layout = layout
+  }
+
+  /**
+   * Creates the folders, checks the layout version and empties tmp/: anything there is an upload
+   * that a crash or kill interrupted, never a committed object.
+   */
+  init (): void {
+    mkdirSync(this.layout.narDir, { recursive: true })
+    mkdirSync(this.layout.tmpDir, { recursive: true })
+    if (existsSync(this.layout.versionFile)) {
+      const version = readFileSync(this.layout.versionFile, 'utf8').trim()
+      if (version !== LAYOUT_VERSION) {
+        throw new Error(`store layout version ${version} in ${this.layout.versionFile} is not supported (expected ${LAYOUT_VERSION})`)
+      }
+    } else {
+      writeFileSync(this.layout.versionFile, LAYOUT_VERSION + '\n')
+    }
+    for (const name of readdirSync(this.layout.tmpDir)) {
+      rmSync(path.join(this.layout.tmpDir, name), { force: true, recursive: true })
+    }
+  }
+
+  async createTemp (): Promise<TempFile> {
+    const filePath = path.join(this.layout.tmpDir, randomBytes(12).toString('hex') + '.part')
+    const handle = await fs.open(filePath, 'wx', 0o644)
+    return new TempFile(filePath, handle)
+  }
+
+  /** Moves a synced temp file to its content-addressed name. An existing file is success. */
+  async commitNar (temp: TempFile, fileHash: string): Promise<void> {
+    const dest = narFilePath(this.layout, fileHash)
+    const dir = path.dirname(dest)
+    await fs.mkdir(dir, { recursive: true })
+    await fs.rename(temp.path, dest)
+    // The rename is only durable once the directory entry is on disk.
+    const dirHandle = await fs.open(dir, 'r')
+    try { await dirHandle.sync() } finally { await dirHandle.close() }
+  }
+
+  narPath (fileHash: string): string {
+    return narFilePath(this.layout, fileHash)
+  }
+
+  /** The size of a stored NAR, or undefined when the file is missing. */
+  async narSize (fileHash: string): Promise<number | undefined> {
+    try {
+      return (await fs.stat(this.narPath(fileHash))).size
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+  }
+}

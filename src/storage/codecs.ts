@@ -1,0 +1,62 @@
+/**
+ * Streaming decompressors (and compressors) for NAR bodies, one per method in
+ * `nix/compression.ts`. Every codec is a Node Transform so a NAR flows through it in constant
+ * memory, whatever its size: xz via liblzma (lzma-native), zstd via libzstd (zstd-napi), bzip2 in
+ * pure JavaScript (unbzip2-stream), gzip and brotli from Node's own zlib.
+ */
+import { PassThrough, Transform, type TransformCallback } from 'node:stream'
+import zlib from 'node:zlib'
+import lzma from 'lzma-native'
+import { CompressStream, DecompressStream } from 'zstd-napi'
+import bz2 from 'unbzip2-stream'
+import type { Compression } from '../nix/compression.js'
+
+/** A decompressing Transform for a verifiable method. */
+export function createDecompressor (method: Compression): Transform {
+  switch (method) {
+    case 'none': return new PassThrough({ highWaterMark: 1 << 20 })
+    case 'xz': return lzma.createDecompressor()
+    case 'zstd': return new DecompressStream()
+    case 'bzip2': return wrapClassicStream(bz2())
+    case 'gzip': return zlib.createGunzip({ chunkSize: 1 << 18 })
+    case 'br': return zlib.createBrotliDecompress({ chunkSize: 1 << 18 })
+  }
+}
+
+/** A compressing Transform, for the pusher and for tests. */
+export function createCompressor (method: Compression, level?: number): Transform {
+  switch (method) {
+    case 'none': return new PassThrough({ highWaterMark: 1 << 20 })
+    case 'xz': return lzma.createCompressor({ preset: level ?? 6 })
+    case 'zstd': return new CompressStream(level === undefined ? {} : { compressionLevel: level })
+    case 'gzip': return zlib.createGzip(level === undefined ? {} : { level })
+    case 'br': return zlib.createBrotliCompress()
+    case 'bzip2': throw new Error('narwhal does not compress with bzip2; use zstd or xz')
+  }
+}
+
+/**
+ * unbzip2-stream is a classic `through` stream that does not follow the streams3 contract
+ * (no backpressure, synchronous 'data'), so it is driven from a real Transform here.
+ */
+function wrapClassicStream (inner: ReturnType<typeof bz2>): Transform {
+  let failed: Error | undefined
+  const outer = new Transform({
+    transform (chunk: Buffer, _enc, done: TransformCallback) {
+      if (failed !== undefined) { done(failed); return }
+      inner.write(chunk)
+      done(failed)
+    },
+    flush (done: TransformCallback) {
+      if (failed !== undefined) { done(failed); return }
+      inner.once('end', () => done(failed))
+      inner.end()
+    }
+  })
+  inner.on('data', (data: Buffer) => outer.push(data))
+  inner.on('error', (err: Error) => {
+    failed = err
+    outer.destroy(err)
+  })
+  return outer
+}
