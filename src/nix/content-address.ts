@@ -2,7 +2,7 @@
  * The narinfo `CA` field: how a content-addressed path was made ([2.8]
  * `src/libstore/content-address.cc` `parseContentAddress`).
  *
- *   CA: fixed:r:sha256:1b9ha3ajsl0ycfgwgrxmawgrfz5w9s1b5sp8xflrra6nmxh3c2kv   (recursive NAR hash)
+ *   CA: fixed:r:sha256:0p4g10gbcfbai4cdz5509rps0c9j2wfc9fw2ihxcxj0n9w9fr75j   (recursive NAR hash)
  *   CA: fixed:sha1:<hash>                                                   (flat file hash)
  *   CA: text:sha256:<hash>                                                  (builtins.toFile etc.)
  *

@@ -58,7 +58,7 @@ const Expect = {
   EntryClose: 16,
   End: 17
 } as const
-type Expect = typeof Expect[keyof typeof Expect]
+type Expectation = typeof Expect[keyof typeof Expect]
 
 /** Longest acceptable token per expectation, so a bogus length fails before any data is read. */
 const MAX_TOKEN: readonly number[] = [13, 1, 4, 9, 10, 0, 8, 0, 1, 6, MAX_TARGET_BYTES, 5, 1, 4, MAX_NAME_BYTES, 4, 1, 0]
@@ -71,7 +71,7 @@ const DESCRIPTION: readonly string[] = [
 ]
 
 const Phase = { Length: 0, Data: 1, Skip: 2, Padding: 3, Done: 4 } as const
-type Phase = typeof Phase[keyof typeof Phase]
+type ReaderPhase = typeof Phase[keyof typeof Phase]
 
 const KW = {
   magic: Buffer.from('nix-archive-1'),
@@ -104,8 +104,8 @@ interface DirectoryFrame {
 export class NarReader {
   readonly #onEntry: ((entry: NarEntry) => void) | undefined
 
-  #phase: Phase = Phase.Length
-  #expect: Expect = Expect.Magic
+  #phase: ReaderPhase = Phase.Length
+  #expect: Expectation = Expect.Magic
   /** Absolute offset of the next byte to consume. A number is exact up to 8 PiB. */
   #pos = 0
   /** Where the current token's length field started, for error messages. */
@@ -377,7 +377,7 @@ export class NarReader {
     }
   }
 
-  #keyword (token: Buffer, keyword: Buffer, next: Expect): void {
+  #keyword (token: Buffer, keyword: Buffer, next: Expectation): void {
     if (!token.equals(keyword)) this.#unexpected()
     this.#expect = next
   }

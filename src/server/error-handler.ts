@@ -15,6 +15,10 @@ function fastifyStatus (err: FastifyError): number | undefined {
 export function registerErrorHandler (app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError, request, reply) => {
     reply.header('content-type', 'text/plain; charset=utf-8')
+    // A refusal can come before the body was read (a NAR that is too large, in the wrong
+    // compression, without a token). Closing the connection after the answer is the only way to
+    // stop the upload; keeping it alive would leave an unread body blocking the socket.
+    if (!request.raw.complete) reply.header('connection', 'close')
     if (isNarwhalError(err) && err.statusCode < 500) {
       request.log.info({ code: err.code, reason: err.message }, 'request refused')
       return reply.code(err.statusCode).send(`${err.code}: ${err.message}\n`)

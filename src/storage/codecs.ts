@@ -4,7 +4,7 @@
  * memory, whatever its size: xz via liblzma (lzma-native), zstd via libzstd (zstd-napi), bzip2 in
  * pure JavaScript (unbzip2-stream), gzip and brotli from Node's own zlib.
  */
-import { PassThrough, Transform, type TransformCallback } from 'node:stream'
+import { PassThrough, Transform, type Duplex, type TransformCallback } from 'node:stream'
 import zlib from 'node:zlib'
 import lzma from 'lzma-native'
 import { CompressStream, DecompressStream } from 'zstd-napi'
@@ -15,9 +15,9 @@ import type { Compression } from '../nix/compression.js'
 export function createDecompressor (method: Compression): Transform {
   switch (method) {
     case 'none': return new PassThrough({ highWaterMark: 1 << 20 })
-    case 'xz': return lzma.createDecompressor()
+    case 'xz': return driveInner(lzma.createDecompressor())
     case 'zstd': return new DecompressStream()
-    case 'bzip2': return wrapClassicStream(bz2())
+    case 'bzip2': return driveInner(bz2())
     case 'gzip': return zlib.createGunzip({ chunkSize: 1 << 18 })
     case 'br': return zlib.createBrotliDecompress({ chunkSize: 1 << 18 })
   }
@@ -27,7 +27,7 @@ export function createDecompressor (method: Compression): Transform {
 export function createCompressor (method: Compression, level?: number): Transform {
   switch (method) {
     case 'none': return new PassThrough({ highWaterMark: 1 << 20 })
-    case 'xz': return lzma.createCompressor({ preset: level ?? 6 })
+    case 'xz': return driveInner(lzma.createCompressor({ preset: level ?? 6 }))
     case 'zstd': return new CompressStream(level === undefined ? {} : { compressionLevel: level })
     case 'gzip': return zlib.createGzip(level === undefined ? {} : { level })
     case 'br': return zlib.createBrotliCompress()
@@ -36,16 +36,19 @@ export function createCompressor (method: Compression, level?: number): Transfor
 }
 
 /**
- * unbzip2-stream is a classic `through` stream that does not follow the streams3 contract
- * (no backpressure, synchronous 'data'), so it is driven from a real Transform here.
+ * Drives a stream that does not follow Node's current stream contract from a real Transform:
+ * unbzip2-stream is a classic `through` stream, and lzma-native's readable-stream@3 Transform
+ * never reports its end inside stream.pipeline() (seen here with Node 20: all bytes arrive, the
+ * pipeline never settles). Plain write()/'data'/'end' work with both.
  */
-function wrapClassicStream (inner: ReturnType<typeof bz2>): Transform {
+function driveInner (inner: Duplex): Transform {
   let failed: Error | undefined
   const outer = new Transform({
     transform (chunk: Buffer, _enc, done: TransformCallback) {
       if (failed !== undefined) { done(failed); return }
-      inner.write(chunk)
-      done(failed)
+      // Input-side backpressure: wait while the inner stream's buffer is full.
+      if (inner.write(chunk)) done()
+      else inner.once('drain', () => done(failed))
     },
     flush (done: TransformCallback) {
       if (failed !== undefined) { done(failed); return }

@@ -100,7 +100,7 @@ export async function buildClosure (options: { dataBytes?: number } = {}): Promi
         args = [ "-c" script ];
         nonce = "${nonce}";
       };
-      dep = mk "narwhal-dep-${nonce}" "/bin/mkdir $out; echo dependency > $out/file; echo ${data} > $out/data-ref";
+      dep = mk "narwhal-dep-${nonce}" "/bin/mkdir $out; echo dependency > $out/file; echo ${'$'}{builtins.storePath ${JSON.stringify(data)}} > $out/data-ref";
     in mk "narwhal-top-${nonce}" "/bin/mkdir -p $out/bin; echo \${dep} > $out/dep-ref; echo building top; printf '#!/bin/sh\\necho hello\\n' > $out/bin/hello; /bin/chmod +x $out/bin/hello"
   `)
   const top = (await runOk('nix-build', ['--no-out-link', expr], { env: nixEnv() })).trim()
