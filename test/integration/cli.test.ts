@@ -1,0 +1,129 @@
+/**
+ * The command-line contract, run as a user would: `narwhal serve` on an empty data folder sets
+ * itself up and prints what to paste, the printed key and token work with the real `nix copy`,
+ * the token is never printed again, and `narwhal token …` changes apply to the running server.
+ */
+import { test, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import path from 'node:path'
+import { generateKeyPair } from '../../src/signing/keys.js'
+import { buildClosure, netrcFile, nix, nixOk, runOk, tempDir } from '../helpers/nix.js'
+
+const CLI = path.resolve('dist/src/cli/main.js')
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  server.close()
+  if (address === null || typeof address === 'string') throw new Error('no port')
+  return address.port
+}
+
+interface Served { child: ChildProcess, output: () => string, url: string }
+
+/** Starts `narwhal serve` with the given env and waits until it answers. */
+async function serve (t: TestContext, env: Record<string, string>, args: string[] = []): Promise<Served> {
+  const child = spawn('node', [CLI, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
+  child.stderr?.on('data', (d: Buffer) => { output += d.toString() })
+  t.after(() => { child.kill('SIGTERM') })
+  const url = `http://${env.NARWHAL_LISTEN ?? ''}`
+  for (let i = 0; i < 100; i++) {
+    // The first-start message is printed after listen(); wait for it (or for a restart's log line).
+    if (/Server listening/.test(output) && (/first start/.test(output) || i > 5)) break
+    if (child.exitCode !== null) throw new Error(`narwhal serve exited ${child.exitCode}: ${output}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  return { child, output: () => output, url }
+}
+
+async function stop (served: Served): Promise<void> {
+  served.child.kill('SIGTERM')
+  if (served.child.exitCode === null) await once(served.child, 'exit')
+}
+
+test('first start prints a working key and token once; token commands apply to the running server', async (t) => {
+  const data = tempDir('narwhal-cli-data-')
+  const env = { NARWHAL_DATA: data, NARWHAL_LISTEN: `127.0.0.1:${await freePort()}` }
+  const first = await serve(t, env)
+  const text = first.output()
+  const publicKey = /extra-trusted-public-keys = (\S+)/.exec(text)?.[1]
+  const token = /machine 127\.0\.0\.1 login narwhal password (nw_\S+)/.exec(text)?.[1]
+  const secretKey = /secret key file: +(\S+)/.exec(text)?.[1]
+  assert.ok(publicKey !== undefined && token !== undefined && secretKey !== undefined, `first-start message:\n${text}`)
+  assert.equal(secretKey, path.join(data, 'keys', 'cache.secret'))
+
+  const closure = await buildClosure()
+  await nixOk(['copy', '--to', `${first.url}?secret-key=${secretKey}`, closure.top], { config: [`netrc-file = ${netrcFile(token)}`] })
+  await nixOk(['store', 'verify', '--recursive', '--store', first.url, closure.top], { config: [`trusted-public-keys = ${publicKey}`] })
+
+  // A restart on the same folder keeps key and data, and never shows the token again.
+  await stop(first)
+  const second = await serve(t, env)
+  assert.doesNotMatch(second.output(), /nw_/)
+  assert.doesNotMatch(second.output(), /first start/)
+  await nixOk(['store', 'verify', '--recursive', '--store', second.url, closure.top], { config: [`trusted-public-keys = ${publicKey}`] })
+
+  // A token created while the server runs works at once; revoked, it stops at once.
+  const created = (await runOk('node', [CLI, 'token', 'create', '--scope', 'push', '--name', 'ci', '--data', data])).trim()
+  assert.match(created, /^nw_[A-Za-z0-9_-]{43}$/)
+  const list = await runOk('node', [CLI, 'token', 'list', '--data', data])
+  const id = /^(\d+)\tpush\tci\t/m.exec(list)?.[1]
+  assert.ok(id !== undefined, list)
+  assert.doesNotMatch(list, /nw_/, 'token list never shows tokens')
+  const other = await buildClosure()
+  const push = (tok: string): Promise<{ code: number, stderr: string }> =>
+    nix(['copy', '--to', `${second.url}?secret-key=${secretKey}`, other.top], { config: [`netrc-file = ${netrcFile(tok)}`] })
+  await runOk('node', [CLI, 'token', 'revoke', id, '--data', data])
+  const refused = await push(created)
+  assert.notEqual(refused.code, 0)
+  assert.match(refused.stderr, /NARWHAL_UNAUTHORIZED: the token is unknown, revoked or expired/)
+  const fresh = (await runOk('node', [CLI, 'token', 'create', '--scope', 'push', '--data', data])).trim()
+  assert.equal((await push(fresh)).code, 0)
+})
+
+test('serve takes --data, --listen and --trusted-key flags; a bad flag value names the flag', async (t) => {
+  const data = tempDir('narwhal-cli-data-')
+  const listen = `127.0.0.1:${await freePort()}`
+  const key = generateKeyPair('someone-1').publicKeyText
+  const served = await serve(t, { NARWHAL_LISTEN: listen }, ['--data', data, '--listen', listen, '--trusted-key', key])
+  const text = served.output()
+  assert.match(text, new RegExp(`extra-trusted-public-keys = ${key.replace(/[+/]/g, '\\$&')}`))
+  assert.match(text, /secret key file: +YOUR-SECRET-KEY-FILE/, 'no key is generated when one is configured')
+  const info = await (await fetch(`${served.url}/nix-cache-info`)).text()
+  assert.equal(info, 'StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n')
+
+  const bad = spawn('node', [CLI, 'serve', '--data', tempDir(), '--listen', 'nonsense'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  bad.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const [code] = await once(bad, 'exit') as [number]
+  assert.equal(code, 2)
+  assert.match(stderr, /--listen: expected HOST:PORT/)
+})
+
+test('a private cache substitutes with a read token in netrc and refuses without one', async (t) => {
+  const data = tempDir('narwhal-cli-data-')
+  const listen = `127.0.0.1:${await freePort()}`
+  const first = await serve(t, { NARWHAL_DATA: data, NARWHAL_LISTEN: listen, NARWHAL_PRIVATE: 'true' })
+  const text = first.output()
+  const publicKey = /extra-trusted-public-keys = (\S+)/.exec(text)?.[1] ?? ''
+  const token = /password (nw_\S+)/.exec(text)?.[1] ?? ''
+  const closure = await buildClosure()
+  await nixOk(['copy', '--to', `${first.url}?secret-key=${path.join(data, 'keys', 'cache.secret')}`, closure.top],
+    { config: [`netrc-file = ${netrcFile(token)}`] })
+  const readToken = (await runOk('node', [CLI, 'token', 'create', '--scope', 'read', '--data', data])).trim()
+  const trust = `trusted-public-keys = ${publicKey}`
+
+  const without = await nix(['copy', '--from', first.url, '--to', tempDir(), closure.top], { config: [trust] })
+  assert.notEqual(without.code, 0, 'no token: the private cache looks empty to Nix')
+  assert.equal((await fetch(`${first.url}/${path.basename(closure.top).slice(0, 32)}.narinfo`)).status, 401)
+
+  const store = tempDir('narwhal-store-')
+  await nixOk(['copy', '--from', first.url, '--to', store, closure.top], { config: [trust, `netrc-file = ${netrcFile(readToken)}`] })
+})
