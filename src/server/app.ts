@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { registerAuth } from './auth.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
+import { registerMetrics } from './metrics.js'
 import { registerRoutes } from './routes/index.js'
 
 export interface AppOptions {
@@ -31,6 +32,7 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
   app.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
   registerErrorHandler(app)
   registerAuth(app)
+  registerMetrics(app)
   registerRoutes(app)
   return app
 }

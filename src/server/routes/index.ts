@@ -9,6 +9,7 @@
  *   GET PUT  /log/<drv>, /<hash32>.ls, /realisations/…, /build-trace-v2/…, /debuginfo/<id>
  *                                        routes/aux-files.ts
  *   GET      /healthz                    here: for load balancers and container checks
+ *   GET      /metrics                    server/metrics.ts: Prometheus
  */
 import type { FastifyInstance } from 'fastify'
 import { auxFileRoutes } from './aux-files.js'
