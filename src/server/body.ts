@@ -3,7 +3,10 @@
  * (see storage/nar-ingest.ts).
  */
 import type { FastifyRequest } from 'fastify'
+import { Readable } from 'node:stream'
 import { NarwhalError } from '../errors.js'
+import { VERIFIABLE_COMPRESSIONS } from '../nix/compression.js'
+import { createDecompressor } from '../storage/codecs.js'
 
 /** The declared Content-Length, refused up front when it is over `limit`. */
 export function checkDeclaredLength (request: FastifyRequest, limit: number, what: string, limitName: string): void {
@@ -21,6 +24,31 @@ export async function readBody (request: FastifyRequest, limit: number, what: st
     length += chunk.length
     if (length > limit) throw new NarwhalError('NARWHAL_TOO_LARGE', `${what} is larger than the limit of ${limit} bytes (${limitName})`)
     chunks.push(chunk)
+  }
+  return Buffer.concat(chunks)
+}
+
+/**
+ * Undoes the Content-Encoding Nix 2.32+ puts on narinfos with `?narinfo-compression=…`. The
+ * decoded size is capped as well, so a small compressed body cannot expand without bound.
+ */
+export async function decodeBody (body: Buffer, encoding: string | undefined, limit: number, what: string, limitName: string): Promise<Buffer> {
+  if (encoding === undefined || encoding === '' || encoding === 'identity' || encoding === 'none') return body
+  const method = VERIFIABLE_COMPRESSIONS.find(m => m === encoding)
+  if (method === undefined) {
+    throw new NarwhalError('NARWHAL_UNSUPPORTED_COMPRESSION', `${what}: Content-Encoding ${encoding} is not one of ${VERIFIABLE_COMPRESSIONS.join(', ')}`)
+  }
+  const chunks: Buffer[] = []
+  let length = 0
+  try {
+    for await (const chunk of Readable.from([body]).pipe(createDecompressor(method)) as AsyncIterable<Buffer>) {
+      length += chunk.length
+      if (length > limit) throw new NarwhalError('NARWHAL_TOO_LARGE', `${what} decompresses to more than the limit of ${limit} bytes (${limitName})`)
+      chunks.push(chunk)
+    }
+  } catch (err) {
+    if (err instanceof NarwhalError) throw err
+    throw new NarwhalError('NARWHAL_BAD_REQUEST', `${what}: body is not valid ${method} data (Content-Encoding: ${encoding})`)
   }
   return Buffer.concat(chunks)
 }

@@ -9,7 +9,7 @@ import type { FastifyInstance } from 'fastify'
 import { acceptNarinfo } from '../../cache/accept-narinfo.js'
 import { NarwhalError } from '../../errors.js'
 import { HASH_PART_PATTERN } from '../../nix/store-path.js'
-import { readBody } from '../body.js'
+import { decodeBody, readBody } from '../body.js'
 
 const params = {
   type: 'object',
@@ -28,7 +28,8 @@ export function narinfoRoutes (app: FastifyInstance): void {
 
   app.put<{ Params: Params }>('/:hash.narinfo', { schema: { params } }, async (request, reply) => {
     const { limits } = app.narwhal.config
-    const body = await readBody(request, limits.narinfoBytes, 'narinfo', 'limits.narinfoBytes')
+    const received = await readBody(request, limits.narinfoBytes, 'narinfo', 'limits.narinfoBytes')
+    const body = await decodeBody(received, request.headers['content-encoding'], limits.narinfoBytes, 'narinfo', 'limits.narinfoBytes')
     const text = body.toString('utf8')
     if (!Buffer.from(text, 'utf8').equals(body)) {
       throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
