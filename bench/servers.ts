@@ -1,0 +1,75 @@
+/**
+ * The servers under test, each on its own loopback port: narwhal (`narwhal serve`, as shipped),
+ * nginx serving the files `nix copy --to file://…` wrote (the fastest way to serve a Nix cache
+ * today), and nginx with WebDAV PUT (the plain upload baseline).
+ */
+import type { ChildProcess } from 'node:child_process'
+import { mkdirSync, writeFileSync, mkdtempSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { freePort, sh, startProcess } from './tools.js'
+
+const CLI = path.resolve('dist/src/cli/main.js')
+
+export interface Narwhal { url: string, child: ChildProcess, token: string, secretKey: string, publicKey: string, dataDir: string }
+
+export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}): Promise<Narwhal> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-data-'))
+  const keyDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-key-'))
+  const secretKey = path.join(keyDir, 'secret')
+  const publicKey = (await sh('node', [CLI, 'keygen', 'bench-1', '--secret-out', secretKey, '--public-out', path.join(keyDir, 'public')])).trim()
+  const token = (await sh('node', [CLI, 'token', 'create', '--scope', 'push', '--data', dataDir])).trim()
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const child = await startProcess('node', [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--trusted-key', publicKey],
+    { ...env, ...extraEnv }, async () => (await fetch(`${url}/nix-cache-info`)).ok)
+  return { url, child, token, secretKey, publicKey, dataDir }
+}
+
+export interface Nginx { staticUrl: string, davUrl: string, staticRoot: string, davRoot: string, child: ChildProcess }
+
+export async function startNginx (): Promise<Nginx> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-nginx-'))
+  const staticRoot = path.join(dir, 'static')
+  const davRoot = path.join(dir, 'dav')
+  for (const d of [staticRoot, davRoot, path.join(dir, 'tmp')]) mkdirSync(d, { recursive: true })
+  const [staticPort, davPort] = [await freePort(), await freePort()]
+  const conf = path.join(dir, 'nginx.conf')
+  writeFileSync(conf, `
+user root;
+worker_processes auto;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  client_body_temp_path ${dir}/tmp;
+  proxy_temp_path ${dir}/tmp;
+  fastcgi_temp_path ${dir}/tmp;
+  uwsgi_temp_path ${dir}/tmp;
+  scgi_temp_path ${dir}/tmp;
+  server { listen 127.0.0.1:${staticPort}; root ${staticRoot}; }
+  server {
+    listen 127.0.0.1:${davPort};
+    root ${davRoot};
+    client_max_body_size 0;
+    dav_methods PUT;
+    create_full_put_path on;
+  }
+}
+`)
+  const staticUrl = `http://127.0.0.1:${staticPort}`
+  const child = await startProcess('nginx', ['-c', conf, '-p', dir], process.env, async () => {
+    const r = await fetch(`${staticUrl}/none`)
+    return r.status === 404
+  })
+  return { staticUrl, davUrl: `http://127.0.0.1:${davPort}`, staticRoot, davRoot, child }
+}
+
+export async function resetDir (dir: string): Promise<void> {
+  await sh('find', [dir, '-mindepth', '1', '-delete'])
+}

@@ -1,0 +1,74 @@
+/**
+ * Small helpers for the benchmarks: run commands, time them, take medians, parse wrk output.
+ * Benchmarks print figures; they never assert on time.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import { readFileSync } from 'node:fs'
+
+export function sh (file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { env, maxBuffer: 256 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err !== null) reject(new Error(`${file} ${args.slice(0, 6).join(' ')}… failed: ${String(stderr).slice(-2000)}`))
+      else resolve(String(stdout))
+    })
+  })
+}
+
+export async function timed (fn: () => Promise<unknown>): Promise<number> {
+  const start = process.hrtime.bigint()
+  await fn()
+  return Number(process.hrtime.bigint() - start) / 1e9
+}
+
+export function median (values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid] ?? NaN : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2
+}
+
+export async function repeat (times: number, fn: () => Promise<number>): Promise<number> {
+  const values: number[] = []
+  for (let i = 0; i < times; i++) values.push(await fn())
+  return median(values)
+}
+
+export async function freePort (): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const address = server.address()
+  server.close()
+  if (address === null || typeof address === 'string') throw new Error('no port')
+  return address.port
+}
+
+/** Requests per second from `wrk -t2 -cN -dDs URL`. */
+export async function wrkRate (url: string, connections: number, seconds: number): Promise<number> {
+  const out = await sh('wrk', [`-t${Math.min(2, connections)}`, `-c${connections}`, `-d${seconds}s`, '--latency', url])
+  const rate = /Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]
+  if (rate === undefined) throw new Error(`wrk printed no rate:\n${out}`)
+  if (/Non-2xx or 3xx responses/.test(out) && !url.includes('0000000000')) throw new Error(`wrk saw errors on ${url}:\n${out}`)
+  return Number(rate)
+}
+
+/** Starts a long-running process and resolves once `ready()` answers true. */
+export async function startProcess (file: string, args: string[], env: NodeJS.ProcessEnv, ready: () => Promise<boolean>): Promise<ChildProcess> {
+  const child = spawn(file, args, { env, stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+  for (let i = 0; i < 200; i++) {
+    if (child.exitCode !== null) throw new Error(`${file} exited ${child.exitCode}: ${stderr}`)
+    if (await ready().catch(() => false)) return child
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  throw new Error(`${file} did not become ready: ${stderr}`)
+}
+
+/** Peak resident memory (VmHWM) of a process, in MiB. */
+export function peakRssMiB (pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1]
+  return kb === undefined ? NaN : Number(kb) / 1024
+}
