@@ -14,7 +14,7 @@ function str (s: string): Buffer {
   return Buffer.concat([header, bytes, pad])
 }
 
-export function* bigNarChunks (size: number, fill: number): Generator<Buffer> {
+export function * bigNarChunks (size: number, fill: number): Generator<Buffer> {
   const length = Buffer.alloc(8)
   length.writeBigUInt64LE(BigInt(size))
   yield Buffer.concat(['nix-archive-1', '(', 'type', 'regular', 'contents'].map(str).concat([length]))
