@@ -137,10 +137,6 @@ function splitKeys (value: string): string[] {
   return value.split(/\s+/).filter(k => k !== '')
 }
 
-/** The environment variables narwhal reads, so an unknown NARWHAL_ variable can be flagged. */
-export const ENV_KEYS = ['NARWHAL_CONFIG', 'NARWHAL_DATA', 'NARWHAL_LISTEN', 'NARWHAL_TRUSTED_KEYS', 'NARWHAL_PRIORITY',
-  'NARWHAL_PRIVATE', 'NARWHAL_LOG_LEVEL'] as const
-
 export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   const config = defaultConfig()
   const file = overrides.configFile ?? env.NARWHAL_CONFIG

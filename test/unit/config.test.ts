@@ -1,0 +1,69 @@
+/** Configuration: defaults, JSON file, NARWHAL_* environment, flags; bad input names the key. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { writeFileSync, mkdtempSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { ConfigError, loadConfig } from '../../src/config/config.js'
+
+function configFile (content: unknown): string {
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-config-')), 'narwhal.json')
+  writeFileSync(file, typeof content === 'string' ? content : JSON.stringify(content))
+  return file
+}
+
+test('defaults: ./data, 127.0.0.1:5000, priority 30, public, no trusted key', () => {
+  const config = loadConfig({}, {})
+  assert.equal(config.dataDir, path.resolve('data'))
+  assert.deepEqual(config.listen, { host: '127.0.0.1', port: 5000 })
+  assert.equal(config.priority, 30)
+  assert.equal(config.private, false)
+  assert.deepEqual(config.trustedKeys, [])
+  assert.ok(config.limits.narBytes > 4 * 1024 ** 3, 'NARs over 4 GiB are accepted by default')
+  assert.ok(Object.isFrozen(config))
+})
+
+test('file, then environment, then flags: each later one wins', () => {
+  const file = configFile({ dataDir: 'from-file', listen: '0.0.0.0:6000', priority: 50, trustedKeys: ['file-1:a'], limits: { narinfoBytes: 1000 } })
+  const fromFile = loadConfig({ configFile: file }, {})
+  assert.equal(fromFile.dataDir, path.join(path.dirname(file), 'from-file'), 'relative paths in the file are relative to it')
+  assert.deepEqual(fromFile.listen, { host: '0.0.0.0', port: 6000 })
+  assert.equal(fromFile.priority, 50)
+  assert.equal(fromFile.limits.narinfoBytes, 1000)
+  assert.equal(fromFile.limits.logBytes, 64 * 1024 ** 2, 'limits not in the file keep their defaults')
+
+  const env = { NARWHAL_CONFIG: file, NARWHAL_DATA: '/srv/env', NARWHAL_LISTEN: '[::1]:7000', NARWHAL_TRUSTED_KEYS: ' a-1:x   b-1:y ', NARWHAL_PRIVATE: 'true' }
+  const fromEnv = loadConfig({}, env)
+  assert.equal(fromEnv.dataDir, '/srv/env')
+  assert.deepEqual(fromEnv.listen, { host: '::1', port: 7000 })
+  assert.deepEqual(fromEnv.trustedKeys, ['a-1:x', 'b-1:y'])
+  assert.equal(fromEnv.private, true)
+  assert.equal(fromEnv.priority, 50, 'the file named by NARWHAL_CONFIG is read')
+
+  const fromFlags = loadConfig({ dataDir: '/srv/flag', listen: '127.0.0.1:8000', trustedKeys: ['c-1:z'] }, env)
+  assert.equal(fromFlags.dataDir, '/srv/flag')
+  assert.equal(fromFlags.listen.port, 8000)
+  assert.deepEqual(fromFlags.trustedKeys, ['c-1:z'])
+})
+
+test('unknown keys and bad values stop the start, naming the key', () => {
+  const cases: Array<[unknown, RegExp]> = [
+    [{ dataDri: 'x' }, /^dataDri: unknown setting/],
+    [{ limits: { narbytes: 1 } }, /^limits\.narbytes: unknown setting/],
+    [{ limits: { narBytes: -1 } }, /^limits\.narBytes: expected an integer >= 1/],
+    [{ priority: 'high' }, /^priority: expected an integer/],
+    [{ listen: 'localhost' }, /^listen: expected HOST:PORT/],
+    [{ listen: '127.0.0.1:70000' }, /^listen: expected HOST:PORT/],
+    [{ private: 'yes' }, /^private: expected true or false/],
+    [{ trustedKeys: 'a-1:x' }, /^trustedKeys: expected an array/],
+    [{ logLevel: 'loud' }, /^logLevel: expected one of/],
+    ['{ not json', /not valid JSON/]
+  ]
+  for (const [content, message] of cases) {
+    assert.throws(() => loadConfig({ configFile: configFile(content) }, {}), (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      `config ${JSON.stringify(content)}`)
+  }
+  assert.throws(() => loadConfig({}, { NARWHAL_PRIORITY: '-3' }), /NARWHAL_PRIORITY: expected an integer >= 0/)
+  assert.throws(() => loadConfig({}, { NARWHAL_PRIVATE: 'maybe' }), /NARWHAL_PRIVATE: expected true or false/)
+  assert.throws(() => loadConfig({ configFile: '/nonexistent/narwhal.json' }, {}), /config file \/nonexistent\/narwhal.json: cannot be read \(ENOENT\)/)
+})
