@@ -23,13 +23,21 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
     requestTimeout: 0,
     connectionTimeout: 0,
     keepAliveTimeout: 65_000,
-    return503OnClosing: true
+    return503OnClosing: true,
+    // One log line per read would cost more than the read itself (a narinfo hit is one indexed
+    // lookup); writes, refusals and errors are logged at info, every request at debug.
+    disableRequestLogging: true
   })
   app.decorate('narwhal', context)
   // Every body is read by its route with a limit for its kind (NARs stream, never buffered), so
   // Fastify's own parsers, and its 1 MiB bodyLimit, are replaced by one that reads nothing.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (_request, _payload, done) => { done(null) })
+  if (context.config.logLevel === 'debug' || context.config.logLevel === 'trace') {
+    app.addHook('onResponse', async (request, reply) => {
+      request.log.debug({ method: request.method, url: request.url, status: reply.statusCode, ms: reply.elapsedTime }, 'request')
+    })
+  }
   registerErrorHandler(app)
   registerAuth(app)
   registerMetrics(app)
