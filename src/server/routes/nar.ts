@@ -31,33 +31,41 @@ function fileHashOf (file: string): string {
 export function narRoutes (app: FastifyInstance): void {
   const { metadata, blobs, config } = app.narwhal
 
-  app.get<{ Params: Params }>('/nar/:file', { schema: { params } }, async (request, reply) => {
-    const fileHash = fileHashOf(request.params.file)
-    const row = metadata.narFile(fileHash)
-    const size = row === undefined ? undefined : await blobs.narSize(fileHash)
-    if (row === undefined || size === undefined) {
-      if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')
-      throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+  // GET and HEAD as one route rather than Fastify's generated HEAD route, which answers a reply
+  // sent without a payload with Content-Length: 0 (and would read a streamed file to its end);
+  // a HEAD must state the file's length without reading its bytes.
+  app.route<{ Params: Params }>({
+    method: ['GET', 'HEAD'],
+    url: '/nar/:file',
+    schema: { params },
+    handler: async (request, reply) => {
+      const fileHash = fileHashOf(request.params.file)
+      const row = metadata.narFile(fileHash)
+      const size = row === undefined ? undefined : await blobs.narSize(fileHash)
+      if (row === undefined || size === undefined) {
+        if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')
+        throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+      }
+      if (size !== row.fileSize) {
+        request.log.error({ fileHash, size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
+        throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+      }
+      reply.header('content-type', 'application/x-nix-nar')
+        .header('accept-ranges', 'bytes')
+        .header('cache-control', 'public, max-age=31536000, immutable')
+        .header('etag', `"${fileHash}"`)
+      const range = parseRange(request.headers.range, size)
+      if (range.kind === 'unsatisfiable') {
+        return reply.code(416).header('content-range', `bytes */${size}`).header('content-type', 'text/plain; charset=utf-8')
+          .send('NARWHAL_BAD_REQUEST: the requested range is outside the file\n')
+      }
+      const start = range.kind === 'partial' ? range.start : 0
+      const end = range.kind === 'partial' ? range.end : size - 1
+      if (range.kind === 'partial') reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`)
+      reply.header('content-length', end - start + 1)
+      if (request.method === 'HEAD' || size === 0) return reply.send()
+      return reply.send(createReadStream(blobs.narPath(fileHash), { start, end, highWaterMark: 1 << 20 }))
     }
-    if (size !== row.fileSize) {
-      request.log.error({ fileHash, size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
-      throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
-    }
-    reply.header('content-type', 'application/x-nix-nar')
-      .header('accept-ranges', 'bytes')
-      .header('cache-control', 'public, max-age=31536000, immutable')
-      .header('etag', `"${fileHash}"`)
-    const range = parseRange(request.headers.range, size)
-    if (range.kind === 'unsatisfiable') {
-      return reply.code(416).header('content-range', `bytes */${size}`).header('content-type', 'text/plain; charset=utf-8')
-        .send('NARWHAL_BAD_REQUEST: the requested range is outside the file\n')
-    }
-    const start = range.kind === 'partial' ? range.start : 0
-    const end = range.kind === 'partial' ? range.end : size - 1
-    if (range.kind === 'partial') reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`)
-    reply.header('content-length', end - start + 1)
-    if (request.method === 'HEAD' || size === 0) return reply.send()
-    return reply.send(createReadStream(blobs.narPath(fileHash), { start, end, highWaterMark: 1 << 20 }))
   })
 
   app.put<{ Params: Params }>('/nar/:file', { schema: { params } }, async (request, reply) => {

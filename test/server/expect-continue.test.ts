@@ -1,0 +1,78 @@
+/**
+ * Rule (fact sheet §13.9): libcurl sends `Expect: 100-continue` on PUTs over 1 MiB and waits for
+ * the interim answer before sending the body. The server answers `100 Continue`, reads the body
+ * and gives a final status; a refusal is a final status the client receives without having to
+ * send the body, never a 100 followed by nothing.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import { startServer, type TestServer } from '../helpers/server.js'
+import { collect, freshNar, rowCounts, type Nar } from '../helpers/upload.js'
+
+interface ContinueResult { continued: boolean, status: number, body: string, bodySent: boolean }
+
+/** A PUT as curl does it: headers with Expect, the body only after `100 Continue`. */
+function putWithExpect (server: TestServer, nar: Nar, headers: Record<string, string | number>): Promise<ContinueResult> {
+  return new Promise((resolve, reject) => {
+    let continued = false
+    let bodySent = false
+    const req = http.request({
+      host: '127.0.0.1',
+      port: server.port,
+      method: 'PUT',
+      path: `/${nar.url}`,
+      agent: false,
+      headers: { expect: '100-continue', 'content-length': nar.bytes.length, 'content-type': 'application/x-nix-nar', ...headers }
+    }, res => {
+      collect(res).then(bytes => resolve({ continued, status: res.statusCode ?? 0, body: bytes.toString('utf8'), bodySent }), reject)
+    })
+    req.on('continue', () => {
+      continued = true
+      bodySent = true
+      req.end(nar.bytes)
+    })
+    req.on('error', reject)
+    req.setTimeout(15_000, () => req.destroy(new Error('no answer to a PUT with Expect: 100-continue')))
+  })
+}
+
+test('PUT with Expect: 100-continue: 100 Continue, then the body, then 201', async (t) => {
+  const server = await startServer(t)
+  // Over 1 MiB, the size at which curl starts sending Expect.
+  const nar = await freshNar('zstd', { randomBytes: 1536 * 1024 })
+  assert.ok(nar.bytes.length > 1024 * 1024)
+  const result = await putWithExpect(server, nar, { authorization: `Bearer ${server.token('push')}` })
+  assert.equal(result.continued, true, 'the client got 100 Continue')
+  assert.equal(result.status, 201, result.body)
+  assert.equal(result.body, 'created\n')
+  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+})
+
+test('PUT with Expect: 100-continue of a NAR already stored: 100, then 200', async (t) => {
+  const server = await startServer(t)
+  const nar = await freshNar('zstd')
+  const token = server.token('push')
+  assert.equal((await putWithExpect(server, nar, { authorization: `Bearer ${token}` })).status, 201)
+  const again = await putWithExpect(server, nar, { authorization: `Bearer ${token}` })
+  assert.equal(again.continued, true)
+  assert.equal(again.status, 200)
+  assert.equal(again.body, 'unchanged\n')
+})
+
+test('PUT with Expect: 100-continue refused (no token, too large): a final status arrives, nothing stored', async (t) => {
+  const server = await startServer(t)
+  const nar = await freshNar('xz')
+  const unauthorised = await putWithExpect(server, nar, {})
+  assert.equal(unauthorised.status, 401)
+  assert.match(unauthorised.body, /^NARWHAL_UNAUTHORIZED: /)
+
+  const tooLarge = await putWithExpect(server, nar, {
+    authorization: `Bearer ${server.token('push')}`,
+    'content-length': 100 * 1024 ** 4
+  })
+  assert.equal(tooLarge.status, 413)
+  assert.match(tooLarge.body, /^NARWHAL_TOO_LARGE: NAR file of 109951162777600 bytes is larger than the limit of 68719476736 bytes \(limits\.narBytes\)/)
+  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+})

@@ -1,0 +1,96 @@
+/**
+ * Rule (fact sheet §13.14, §13.16): NAR files are served exactly as uploaded: Content-Length of
+ * the file, `Accept-Ranges: bytes` honoured with correct 206/416 answers (Nix resumes downloads
+ * with `Range: bytes=N-`), immutable caching, and never a transport Content-Encoding (Nix would
+ * decompress twice). HEAD gives the same headers and no body.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { startServer, type TestServer } from '../helpers/server.js'
+import { freshNar, parseRaw, put, rawHttp, request, type Nar } from '../helpers/upload.js'
+
+async function serverWithNar (t: Parameters<typeof startServer>[0]): Promise<{ server: TestServer, nar: Nar }> {
+  const server = await startServer(t)
+  const nar = await freshNar('xz', { randomBytes: 32 * 1024 })
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  return { server, nar }
+}
+
+test('GET of a NAR: 200, the exact bytes, Content-Length, Accept-Ranges, immutable, no Content-Encoding', async (t) => {
+  const { server, nar } = await serverWithNar(t)
+  // node:http does not decode anything, and the client says it would accept gzip and br.
+  const answer = await request(server, 'GET', `/${nar.url}`, { headers: { 'accept-encoding': 'gzip, deflate, br, zstd' } })
+  assert.equal(answer.status, 200)
+  assert.ok(answer.bytes.equals(nar.bytes), 'served bytes are the uploaded bytes')
+  assert.equal(answer.headers['content-length'], String(nar.bytes.length))
+  assert.equal(answer.headers['accept-ranges'], 'bytes')
+  assert.match(answer.headers['cache-control'] ?? '', /\bimmutable\b/)
+  assert.equal(answer.headers['content-encoding'], undefined)
+  assert.equal(answer.headers['content-type'], 'application/x-nix-nar')
+})
+
+test('HEAD of a present NAR: 200, Content-Length of the file, and no body', async (t) => {
+  const { server, nar } = await serverWithNar(t)
+  const raw = parseRaw(await rawHttp(server.port, `HEAD /${nar.url} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`))
+  assert.equal(raw.status, 200)
+  assert.match(raw.head, new RegExp(`\r\ncontent-length: ${nar.bytes.length}\r\n`, 'i'))
+  assert.match(raw.head, /\r\naccept-ranges: bytes\r\n/i)
+  assert.doesNotMatch(raw.head, /\r\ncontent-encoding:/i)
+  assert.equal(raw.rest.length, 0, 'HEAD answer carried a body')
+})
+
+test('Range bytes=10-: 206 with Content-Range and the tail of the file', async (t) => {
+  const { server, nar } = await serverWithNar(t)
+  const size = nar.bytes.length
+  const answer = await request(server, 'GET', `/${nar.url}`, { headers: { range: 'bytes=10-' } })
+  assert.equal(answer.status, 206)
+  assert.equal(answer.headers['content-range'], `bytes 10-${size - 1}/${size}`)
+  assert.equal(answer.headers['content-length'], String(size - 10))
+  assert.ok(answer.bytes.equals(nar.bytes.subarray(10)))
+})
+
+test('Range bytes=0-9 and a suffix bytes=-5: 206 with exactly those bytes', async (t) => {
+  const { server, nar } = await serverWithNar(t)
+  const size = nar.bytes.length
+  const first = await request(server, 'GET', `/${nar.url}`, { headers: { range: 'bytes=0-9' } })
+  assert.equal(first.status, 206)
+  assert.equal(first.headers['content-range'], `bytes 0-9/${size}`)
+  assert.equal(first.headers['content-length'], '10')
+  assert.ok(first.bytes.equals(nar.bytes.subarray(0, 10)))
+
+  const suffix = await request(server, 'GET', `/${nar.url}`, { headers: { range: 'bytes=-5' } })
+  assert.equal(suffix.status, 206)
+  assert.equal(suffix.headers['content-range'], `bytes ${size - 5}-${size - 1}/${size}`)
+  assert.ok(suffix.bytes.equals(nar.bytes.subarray(size - 5)))
+
+  // A last byte past the end is clamped to the end (RFC 9110 §14.1.2).
+  const clamped = await request(server, 'GET', `/${nar.url}`, { headers: { range: `bytes=${size - 3}-${size + 1000}` } })
+  assert.equal(clamped.status, 206)
+  assert.equal(clamped.headers['content-range'], `bytes ${size - 3}-${size - 1}/${size}`)
+  assert.ok(clamped.bytes.equals(nar.bytes.subarray(size - 3)))
+
+  // Resuming from the last byte.
+  const last = await request(server, 'GET', `/${nar.url}`, { headers: { range: `bytes=${size - 1}-` } })
+  assert.equal(last.status, 206)
+  assert.equal(last.bytes.length, 1)
+})
+
+test('a range starting at or beyond the end: 416 with Content-Range bytes */size', async (t) => {
+  const { server, nar } = await serverWithNar(t)
+  const size = nar.bytes.length
+  for (const range of [`bytes=${size}-`, `bytes=${size + 100}-${size + 200}`, 'bytes=-0']) {
+    const answer = await request(server, 'GET', `/${nar.url}`, { headers: { range } })
+    assert.equal(answer.status, 416, range)
+    assert.equal(answer.headers['content-range'], `bytes */${size}`, range)
+    assert.match(answer.body, /^NARWHAL_BAD_REQUEST: /)
+  }
+})
+
+test('a Range header narwhal does not answer (several ranges, another unit) gets the whole file', async (t) => {
+  const { server, nar } = await serverWithNar(t)
+  for (const range of ['bytes=0-1,5-6', 'items=0-1', 'bytes=abc']) {
+    const answer = await request(server, 'GET', `/${nar.url}`, { headers: { range } })
+    assert.equal(answer.status, 200, range)
+    assert.ok(answer.bytes.equals(nar.bytes), range)
+  }
+})
