@@ -22,6 +22,7 @@ import { parseNarInfo, formatNarInfo, type NarInfo } from '../nix/narinfo.js'
 import { decodeNix32, encodeNix32 } from '../nix/nix32.js'
 import { FILE_HASH_PATTERN, STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
 import type { TrustedKeys } from '../signing/keys.js'
+import { signatureKeyName } from '../signing/signature.js'
 import type { Metadata, NarFileRow } from '../db/metadata.js'
 
 export type AcceptResult = 'created' | 'merged' | 'unchanged'
@@ -78,7 +79,7 @@ function checkSignatures (info: NarInfo, trusted: TrustedKeys): string[] {
   }
   const { verifiedBy, forgedUnderTrustedName } = trusted.check(fingerprintNarInfo(info), info.sigs)
   if (forgedUnderTrustedName.length > 0) {
-    throw new NarwhalError('NARWHAL_SIGNATURE_REJECTED', `narinfo field Sig: the signature by ${forgedUnderTrustedName.join(', ')} ` +
+    throw new NarwhalError('NARWHAL_SIGNATURE_REJECTED', `narinfo field Sig: the signature by ${forgedUnderTrustedName.map(sig => signatureKeyName(sig) ?? 'an unnamed key').join(', ')} ` +
       'does not verify over this narinfo (StorePath, NarHash, NarSize and References are signed; one was changed)')
   }
   if (verifiedBy.length === 0) {

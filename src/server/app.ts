@@ -2,7 +2,7 @@
  * buildApp(): the Fastify instance that serves one cache. It never listens; `narwhal serve`
  * (src/cli/commands/serve.ts) does, and tests use inject() or listen on port 0.
  */
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { registerAuth } from './auth.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
@@ -26,7 +26,7 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
     return503OnClosing: true,
     // One log line per read would cost more than the read itself (a narinfo hit is one indexed
     // lookup); writes, refusals and errors are logged at info, every request at debug.
-    disableRequestLogging: true
+    logController: new LogController({ disableRequestLogging: true })
   })
   app.decorate('narwhal', context)
   // Every body is read by its route with a limit for its kind (NARs stream, never buffered), so

@@ -129,7 +129,7 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
       if (decompressError !== undefined && err === decompressError) {
         throw new NarwhalError('NARWHAL_NAR_INVALID', method === 'br'
           ? `NAR file is neither a NAR nor compressed with a method narwhal verifies (${VERIFIABLE_COMPRESSIONS.join(', ')})`
-          : `NAR file is not valid ${method} data: ${decompressError.message}`)
+          : `NAR file is not valid ${method} data (it does not decompress)`)
       }
       throw err
     }
