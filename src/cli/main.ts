@@ -5,17 +5,23 @@
  */
 import { ConfigError } from '../config/config.js'
 import { NarwhalError } from '../errors.js'
-import { keygenCommand } from './commands/keygen.js'
-import { migrateCommand } from './commands/migrate.js'
-import { serveCommand } from './commands/serve.js'
-import { tokenCommand } from './commands/token.js'
 import { UsageError } from './usage.js'
 
-const COMMANDS: Record<string, { run: (args: string[]) => Promise<number>, summary: string }> = {
-  serve: { run: serveCommand, summary: 'serve [--config FILE] [--data DIR] [--listen HOST:PORT] [--trusted-key NAME:BASE64]...' },
-  keygen: { run: keygenCommand, summary: 'keygen NAME --secret-out FILE --public-out FILE' },
-  token: { run: tokenCommand, summary: 'token create --scope push|read|admin [--name LABEL] [--expires-days N] [--data DIR] | token list | token revoke ID' },
-  migrate: { run: migrateCommand, summary: 'migrate [--data DIR]   (serve also migrates on start)' }
+type Run = (args: string[]) => Promise<number>
+
+/**
+ * The command table. Each command's module is loaded only when that command runs: the hook and
+ * queue commands must not pay for loading the server (Fastify, SQLite, codecs) at every start.
+ */
+const COMMANDS: Record<string, { load: () => Promise<Run>, summary: string }> = {
+  serve: { load: async () => (await import('./commands/serve.js')).serveCommand, summary: 'serve [--config FILE] [--data DIR] [--listen HOST:PORT] [--trusted-key NAME:BASE64]...' },
+  keygen: { load: async () => (await import('./commands/keygen.js')).keygenCommand, summary: 'keygen NAME --secret-out FILE --public-out FILE' },
+  token: { load: async () => (await import('./commands/token.js')).tokenCommand, summary: 'token create --scope push|read|admin [--name LABEL] [--expires-days N] [--data DIR] | token list | token revoke ID' },
+  migrate: { load: async () => (await import('./commands/migrate.js')).migrateCommand, summary: 'migrate [--data DIR]   (serve also migrates on start)' },
+  hook: { load: async () => (await import('./commands/hook.js')).hookCommand, summary: 'hook   (post-build-hook: records $DRV_PATH/$OUT_PATHS in $NARWHAL_QUEUE_DIR, exits 0)' },
+  pusher: { load: async () => (await import('./commands/pusher.js')).pusherCommand, summary: 'pusher [--config FILE]   (drains the queue to the server)' },
+  push: { load: async () => (await import('./commands/push.js')).pushCommand, summary: 'push PATH... [--config FILE]' },
+  queue: { load: async () => (await import('./commands/queue.js')).queueCommand, summary: 'queue status [--config FILE] | queue wait [--timeout SECONDS] [--config FILE]' }
 }
 
 function usage (): string {
@@ -34,7 +40,8 @@ async function main (argv: string[]): Promise<number> {
     return 2
   }
   try {
-    return await command.run(rest)
+    const run = await command.load()
+    return await run(rest)
   } catch (err) {
     if (err instanceof UsageError || err instanceof ConfigError || err instanceof NarwhalError) {
       process.stderr.write(`narwhal ${name}: ${err.message}\n`)

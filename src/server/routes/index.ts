@@ -9,10 +9,13 @@
  *   GET PUT  /log/<drv>, /<hash32>.ls, /realisations/…, /build-trace-v2/…, /debuginfo/<id>
  *                                        routes/aux-files.ts
  *   GET      /healthz                    here: for load balancers and container checks
+ *   POST     /api/v1/missing-paths       routes/batch.ts: the pusher's batched "what is missing?" (src/api/v1.ts)
+ *   POST     /api/v1/upload-batch        routes/batch.ts: multipart NARs + narinfos, each verified like its PUT
  *   GET      /metrics                    server/metrics.ts: Prometheus
  */
 import type { FastifyInstance } from 'fastify'
 import { auxFileRoutes } from './aux-files.js'
+import { batchRoutes } from './batch.js'
 import { cacheInfoRoutes } from './cache-info.js'
 import { narRoutes } from './nar.js'
 import { narinfoRoutes } from './narinfo.js'
@@ -22,5 +25,7 @@ export function registerRoutes (app: FastifyInstance): void {
   narinfoRoutes(app)
   narRoutes(app)
   auxFileRoutes(app)
+  // A plugin of its own: @fastify/multipart's body parser must not reach the other routes.
+  app.register(batchRoutes)
   app.get('/healthz', async (_request, reply) => reply.header('content-type', 'text/plain; charset=utf-8').send('ok\n'))
 }

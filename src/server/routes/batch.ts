@@ -1,0 +1,141 @@
+/**
+ * narwhal's batch API for the pusher (wire types and rules: src/api/v1.ts).
+ *
+ *   POST /api/v1/missing-paths   which of these hash parts have no narinfo here
+ *   POST /api/v1/upload-batch    multipart: NARs and narinfos, in order
+ *
+ * The batch route does not have rules of its own: each part goes through exactly the code of the
+ * single PUT it stands for (storage/nar-ingest.ts ingestNar/checkReupload for NARs,
+ * cache/accept-narinfo.ts acceptNarinfo for narinfos), so a batch is verified exactly like the
+ * PUTs `nix copy` makes. @fastify/multipart is registered inside this plugin's scope only: every
+ * other route keeps buildApp's "read nothing" body parser.
+ */
+import multipart from '@fastify/multipart'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import {
+  MAX_BATCH_PARTS, MAX_MISSING_QUERY, MISSING_PATHS_ROUTE, UPLOAD_BATCH_ROUTE,
+  type BatchPartResult, type MissingPathsResponse, type UploadBatchResponse
+} from '../../api/v1.js'
+import { acceptNarinfo } from '../../cache/accept-narinfo.js'
+import { NarwhalError, isNarwhalError } from '../../errors.js'
+import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
+import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
+import { readBody } from '../body.js'
+
+const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar(\\.(xz|bz2|zst|lzip|lz4|br))?$`)
+const NARINFO_PART = new RegExp(`^(${HASH_PART_PATTERN})\\.narinfo$`)
+
+async function readLimited (stream: AsyncIterable<Buffer>, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let length = 0
+  for await (const chunk of stream) {
+    length += chunk.length
+    if (length > limit) throw new NarwhalError('NARWHAL_TOO_LARGE', `narinfo is larger than the limit of ${limit} bytes (limits.narinfoBytes)`)
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks)
+}
+
+/** Reads what is left of a part so the next one can be parsed. */
+async function drain (stream: AsyncIterable<Buffer>): Promise<void> {
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-unused-vars
+    for await (const _chunk of stream) { /* discard */ }
+  } catch {
+    // The stream already failed (e.g. its size limit); nothing more to read.
+  }
+}
+
+export async function batchRoutes (app: FastifyInstance): Promise<void> {
+  const { metadata, blobs, config, trustedKeys } = app.narwhal
+
+  app.post(MISSING_PATHS_ROUTE, async (request, reply) => {
+    const body = await readBody(request, 1024 * 1024, 'missing-paths query', '1 MiB')
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(body.toString('utf8'))
+    } catch {
+      throw new NarwhalError('NARWHAL_BAD_REQUEST', 'missing-paths query: the body is not JSON')
+    }
+    const hashParts = (parsed as { hashParts?: unknown } | null)?.hashParts
+    if (!Array.isArray(hashParts) || !hashParts.every((h): h is string => typeof h === 'string' && isValidHashPart(h))) {
+      throw new NarwhalError('NARWHAL_BAD_REQUEST', 'missing-paths query: expected {"hashParts": [32-character nix32 hash parts]}')
+    }
+    if (hashParts.length > MAX_MISSING_QUERY) {
+      throw new NarwhalError('NARWHAL_TOO_LARGE', `missing-paths query: at most ${MAX_MISSING_QUERY} hash parts per request`)
+    }
+    const answer: MissingPathsResponse = { missing: hashParts.filter(h => !metadata.hasNarinfo(h)) }
+    return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
+  })
+
+  // Verified exactly like PUT /nar/<file> (routes/nar.ts).
+  async function narPart (request: FastifyRequest, name: string, fileHash: string, stream: AsyncIterable<Buffer>): Promise<BatchPartResult> {
+    const limit = config.limits.narBytes
+    const known = metadata.narFile(fileHash)
+    if (known !== undefined && await blobs.narSize(fileHash) === known.fileSize) {
+      await checkReupload(stream, fileHash, limit)
+      return { name, status: 200, result: 'unchanged' }
+    }
+    const nar = await ingestNar(stream, fileHash, blobs, { maxBytes: limit })
+    metadata.recordNarFile(nar)
+    request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored (batch)')
+    return { name, status: 201, result: 'created' }
+  }
+
+  // Verified exactly like PUT /<hash>.narinfo (routes/narinfo.ts).
+  async function narinfoPart (request: FastifyRequest, name: string, hash: string, stream: AsyncIterable<Buffer>): Promise<BatchPartResult> {
+    const body = await readLimited(stream, config.limits.narinfoBytes)
+    const text = body.toString('utf8')
+    if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
+    const result = acceptNarinfo(text, hash, metadata, trustedKeys)
+    request.log.info({ hash, result }, 'narinfo stored (batch)')
+    return { name, status: result === 'created' ? 201 : 200, result }
+  }
+
+  await app.register(async (scope) => {
+    await scope.register(multipart, {
+      throwFileSizeLimit: true,
+      limits: {
+        fileSize: config.limits.narBytes,
+        files: MAX_BATCH_PARTS,
+        parts: MAX_BATCH_PARTS,
+        fields: MAX_BATCH_PARTS,
+        fieldSize: config.limits.narinfoBytes,
+        fieldNameSize: 200
+      }
+    })
+
+    scope.post(UPLOAD_BATCH_ROUTE, async (request, reply) => {
+      if (!request.isMultipart()) {
+        throw new NarwhalError('NARWHAL_BAD_REQUEST', 'upload-batch: expected a multipart/form-data body')
+      }
+      const results: BatchPartResult[] = []
+      for await (const part of request.parts()) {
+        const name = part.fieldname
+        const stream: AsyncIterable<Buffer> = part.type === 'file'
+          ? part.file
+          : (async function * () { yield Buffer.from(String(part.value), 'utf8') })()
+        try {
+          const nar = NAR_PART.exec(name)
+          const narinfo = NARINFO_PART.exec(name)
+          if (nar !== null) {
+            results.push(await narPart(request, name, nar[1] ?? '', stream))
+          } else if (narinfo !== null) {
+            results.push(await narinfoPart(request, name, narinfo[1] ?? '', stream))
+          } else {
+            throw new NarwhalError('NARWHAL_BAD_NAME', `upload-batch part ${JSON.stringify(name.slice(0, 120))}: ` +
+              'expected nar/<filehash52>.nar[.ext] or <hash32>.narinfo')
+          }
+        } catch (err) {
+          if (!isNarwhalError(err) || err.statusCode >= 500) throw err
+          request.log.info({ part: name, code: err.code, reason: err.message }, 'batch part refused')
+          results.push({ name, status: err.statusCode, code: err.code, message: err.message })
+        } finally {
+          if (part.type === 'file') await drain(part.file)
+        }
+      }
+      const answer: UploadBatchResponse = { results }
+      return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
+    })
+  })
+}

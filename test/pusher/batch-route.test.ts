@@ -1,0 +1,72 @@
+/**
+ * The server side of the pusher's API: the batched missing-paths query and the multipart upload,
+ * whose parts must be verified exactly like the single PUTs.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { MISSING_PATHS_ROUTE, UPLOAD_BATCH_ROUTE, type UploadBatchResponse } from '../../src/api/v1.js'
+import { closureInfo, hashPartOf, topologicalOrder } from '../../src/pusher/closure.js'
+import { dumpCompressed } from '../../src/pusher/nar-file.js'
+import { buildNarinfo, loadSecretKeys } from '../../src/pusher/signer.js'
+import { buildClosure, nixKeyPair, tempDir } from '../helpers/nix.js'
+import { startServer } from '../helpers/server.js'
+
+test('missing-paths answers in one round trip, needs a push token, and checks its input', async (t) => {
+  const key = await nixKeyPair('batch-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const token = server.token('push')
+  const ask = (body: unknown, auth = `Bearer ${token}`): Promise<Response> => fetch(server.url + MISSING_PATHS_ROUTE, {
+    method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify(body)
+  })
+  const hashes = ['m6w0ra3ns1bjzrazws3m2m2gn9z4rlng', '00kjynz8n03652qccs76ivsvark3pr3d']
+  const ok = await ask({ hashParts: hashes })
+  assert.equal(ok.status, 200)
+  assert.deepEqual(await ok.json(), { missing: hashes })
+  assert.equal((await ask({ hashParts: hashes }, '')).status, 401)
+  assert.equal((await ask({ hashParts: hashes }, `Bearer ${server.token('read')}`)).status, 403)
+  const bad = await ask({ hashParts: ['../etc/passwd'] })
+  assert.equal(bad.status, 400)
+  assert.match(await bad.text(), /^NARWHAL_BAD_REQUEST: missing-paths query/)
+})
+
+test('upload-batch verifies each part like its PUT: good parts stored, bad parts refused with the PUT\'s code', async (t) => {
+  const key = await nixKeyPair('batch-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const token = server.token('push')
+  const closure = await buildClosure()
+  const infos = topologicalOrder(await closureInfo([closure.top]))
+  const keys = loadSecretKeys([key.secretFile])
+  const tmp = tempDir()
+  const form = new FormData()
+  const nars = []
+  for (const info of infos) {
+    const nar = await dumpCompressed(info.path, tmp, 'zstd')
+    nars.push(nar)
+    form.append(nar.url, new Blob([readFileSync(nar.file)]), 'nar')
+  }
+  // A NAR whose bytes do not hash to its name, and a narinfo whose NAR never came.
+  const wrongName = `nar/${'0'.repeat(52)}.nar.zst`
+  form.append(wrongName, new Blob([readFileSync(nars[0]!.file)]), 'nar')
+  const orphan = { ...nars[0]!, url: `nar/${'1'.repeat(52)}.nar.zst`, fileHash: '1'.repeat(52) }
+  form.append(`${hashPartOf(infos[0]!.path)}.narinfo`, new Blob([buildNarinfo(infos[0]!, orphan, keys)]), 'narinfo')
+  for (const [i, info] of infos.entries()) {
+    form.append(`${hashPartOf(info.path)}.narinfo`, new Blob([buildNarinfo(info, nars[i]!, keys)]), 'narinfo')
+  }
+  form.append('../../etc/passwd', new Blob(['x']), 'x')
+  const response = await fetch(server.url + UPLOAD_BATCH_ROUTE, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: form })
+  assert.equal(response.status, 200)
+  const { results } = await response.json() as UploadBatchResponse
+  assert.deepEqual(results.map(r => r.status), [201, 201, 201, 400, 422, 201, 201, 201, 400])
+  assert.equal(results[3]?.code, 'NARWHAL_NAR_INVALID')
+  assert.equal(results[4]?.code, 'NARWHAL_MISSING_DEPENDENCY')
+  assert.equal(results[8]?.code, 'NARWHAL_BAD_NAME')
+  assert.equal(server.cache.metadata.narinfoCount(), 3)
+  // The wrong-name NAR left nothing behind.
+  assert.equal(server.storedFiles().length, 3)
+
+  const unauthorised = await fetch(server.url + UPLOAD_BATCH_ROUTE, { method: 'POST', body: new FormData() })
+  assert.equal(unauthorised.status, 401)
+  const notMultipart = await fetch(server.url + UPLOAD_BATCH_ROUTE, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' })
+  assert.equal(notMultipart.status, 400)
+})
