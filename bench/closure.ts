@@ -58,8 +58,8 @@ let
     ${list}
   ];
   mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" script ]; };
-  step = prev: i: mk "bench-step-\${toString i}" "echo \${prev} > $out; echo \${builtins.elemAt real (builtins.div (i * (builtins.length real)) 60)} >> $out";
-  chain = builtins.foldl' step (mk "bench-step-root" "echo root > $out") (builtins.genList (i: i) 60);
+  step = prev: i: mk "bench-step-\${toString i}" "echo \${prev} > $out; echo \${builtins.elemAt real (builtins.div (i * (builtins.length real)) 300)} >> $out";
+  chain = builtins.foldl' step (mk "bench-step-root" "echo root > $out") (builtins.genList (i: i) 300);
 in mk "bench-top" "echo \${chain} > $out; echo \${builtins.concatStringsSep " " real} >> $out"
 `)
   const top = (await sh('nix-build', ['--no-out-link', expr], env)).trim()

@@ -133,6 +133,21 @@ function expectLogLevel (v: unknown, key: string): Config['logLevel'] {
   return level
 }
 
+/** Reads and parses a JSON config file; the errors name the file and say what is wrong. */
+export function readJsonConfigFile (file: string): unknown {
+  let text: string
+  try {
+    text = readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError(`config file ${file}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
+  }
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError(`config file ${file}: not valid JSON (${(err as Error).message})`)
+  }
+}
+
 function splitKeys (value: string): string[] {
   return value.split(/\s+/).filter(k => k !== '')
 }
@@ -140,21 +155,7 @@ function splitKeys (value: string): string[] {
 export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   const config = defaultConfig()
   const file = overrides.configFile ?? env.NARWHAL_CONFIG
-  if (file !== undefined && file !== '') {
-    let text: string
-    try {
-      text = readFileSync(file, 'utf8')
-    } catch (err) {
-      throw new ConfigError(`config file ${file}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-    }
-    let raw: unknown
-    try {
-      raw = JSON.parse(text)
-    } catch (err) {
-      throw new ConfigError(`config file ${file}: not valid JSON (${(err as Error).message})`)
-    }
-    applyFile(config, raw, path.resolve(file))
-  }
+  if (file !== undefined && file !== '') applyFile(config, readJsonConfigFile(file), path.resolve(file))
   if (env.NARWHAL_DATA !== undefined && env.NARWHAL_DATA !== '') config.dataDir = env.NARWHAL_DATA
   if (env.NARWHAL_LISTEN !== undefined && env.NARWHAL_LISTEN !== '') config.listen = parseListen(env.NARWHAL_LISTEN, 'NARWHAL_LISTEN')
   if (env.NARWHAL_TRUSTED_KEYS !== undefined && env.NARWHAL_TRUSTED_KEYS.trim() !== '') config.trustedKeys = splitKeys(env.NARWHAL_TRUSTED_KEYS)

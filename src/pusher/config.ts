@@ -16,9 +16,8 @@
  * The hook reads only NARWHAL_QUEUE_DIR (it must stay tiny), so the queue folder's default is the
  * same in both places.
  */
-import { readFileSync } from 'node:fs'
 import path from 'node:path'
-import { ConfigError } from '../config/config.js'
+import { ConfigError, readJsonConfigFile } from '../config/config.js'
 
 export const DEFAULT_QUEUE_DIR = '/var/lib/narwhal/queue'
 
@@ -154,21 +153,7 @@ export function queueDirFromEnv (env: NodeJS.ProcessEnv = process.env): string {
 export function loadPusherConfig (options: PusherConfigOptions = {}, env: NodeJS.ProcessEnv = process.env): Readonly<PusherConfig> {
   const config = defaultPusherConfig()
   const file = options.configFile ?? env.NARWHAL_PUSHER_CONFIG
-  if (file !== undefined && file !== '') {
-    let text: string
-    try {
-      text = readFileSync(file, 'utf8')
-    } catch (err) {
-      throw new ConfigError(`config file ${file}: cannot be read (${(err as NodeJS.ErrnoException).code ?? 'error'})`)
-    }
-    let raw: unknown
-    try {
-      raw = JSON.parse(text)
-    } catch (err) {
-      throw new ConfigError(`config file ${file}: not valid JSON (${(err as Error).message})`)
-    }
-    applyFile(config, raw, path.resolve(file))
-  }
+  if (file !== undefined && file !== '') applyFile(config, readJsonConfigFile(file), path.resolve(file))
   const set = (name: string): string | undefined => {
     const v = env[name]
     return v === undefined || v.trim() === '' ? undefined : v.trim()
