@@ -20,7 +20,9 @@ export function registerErrorHandler (app: FastifyInstance): void {
     // stop the upload; keeping it alive would leave an unread body blocking the socket.
     if (!request.raw.complete) reply.header('connection', 'close')
     if (isNarwhalError(err) && err.statusCode < 500) {
-      request.log.info({ code: err.code, reason: err.message }, 'request refused')
+      // A miss is ordinary traffic (nix copy asks about every path of a closure), not a refusal.
+      if (err.code === 'NARWHAL_NOT_FOUND') request.log.debug({ code: err.code, reason: err.message }, 'not found')
+      else request.log.info({ code: err.code, reason: err.message }, 'request refused')
       return reply.code(err.statusCode).send(`${err.code}: ${err.message}\n`)
     }
     const clientStatus = fastifyStatus(err)
