@@ -166,7 +166,8 @@ test('verify returns false, never throws, for malformed or foreign signatures', 
   const body = good.slice(4)
   for (const sig of ['', 'k-1', 'k-1:', ':' + body, 'k-2:' + body, 'k-1:' + body.slice(1), 'k-1:' + body + 'AAAA',
     'k-1:' + Buffer.alloc(64).toString('base64'), 'k-1:' + Buffer.alloc(64, 0xff).toString('base64'), 'k-1:' + body + '\n',
-    'k-1:' + body.replace(/\//g, '_')]) {
+    // The URL-safe alphabet differs only where the signature has '+' or '/'.
+    ...(/[+/]/.test(body) ? ['k-1:' + body.replace(/\+/g, '-').replace(/\//g, '_')] : [])]) {
     assert.equal(key.verify(FINGERPRINT, sig), false, sig)
   }
   assert.equal(key.verify(FINGERPRINT, good), true)
