@@ -19,7 +19,7 @@ import { signatureKeyName } from '../signing/signature.js'
 import type { SecretKey } from '../signing/keys.js'
 import type { BatchPartResult } from '../api/v1.js'
 import { baseName, hashPartOf, topologicalOrder, type PathInfo } from './closure.js'
-import type { PushCompression } from './config.js'
+import type { PushCompression, PusherConfig } from './config.js'
 import { dumpCompressed, type NarFile } from './nar-file.js'
 import { RefusedError, TransientError, withRetries, type BackoffOptions } from './retry.js'
 import { buildNarinfo } from './signer.js'
@@ -49,6 +49,19 @@ export interface PushOptions {
   backoff: BackoffOptions
   onProgress?: (p: PushProgress) => void
   signal?: AbortSignal
+}
+
+/** The part of PushOptions that comes straight from the pusher configuration. */
+export function pushSettings (config: Readonly<PusherConfig>): Pick<PushOptions, 'compression' | 'compressionLevel' |
+'concurrency' | 'skipSignedBy' | 'batchNarBytes' | 'batchMaxBytes'> {
+  return {
+    compression: config.compression,
+    compressionLevel: config.compressionLevel,
+    concurrency: config.concurrency,
+    skipSignedBy: config.skipSignedBy,
+    batchNarBytes: config.batchNarBytes,
+    batchMaxBytes: config.batchMaxBytes
+  }
 }
 
 export interface PushResult {

@@ -68,22 +68,8 @@ export interface QueueStatus {
   lastSeq: number
 }
 
-interface JobRow {
-  seq: number
-  jobId: string
-  drvPath: string
-  outPaths: string
-  state: JobState
-  attempts: number
-  nextAttemptAt: number
-  lastError: string | null
-  note: string | null
-  pathsTotal: number
-  pathsUploaded: number
-  bytesUploaded: number
-  createdAt: number
-  updatedAt: number
-}
+/** A job as stored: outPaths is one space-separated string. */
+type JobRow = Omit<Job, 'outPaths'> & { outPaths: string }
 
 const JOB_COLUMNS = `seq, job_id AS jobId, drv_path AS drvPath, out_paths AS outPaths, state, attempts,
   next_attempt_at AS nextAttemptAt, last_error AS lastError, note, paths_total AS pathsTotal,

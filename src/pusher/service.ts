@@ -14,7 +14,7 @@ import path from 'node:path'
 import type { SecretKey } from '../signing/keys.js'
 import { closureInfo, invalidPaths, NixCommandError, outputsOf } from './closure.js'
 import type { PusherConfig } from './config.js'
-import { pushClosure, type PushResult } from './push-closure.js'
+import { pushClosure, pushSettings, type PushResult } from './push-closure.js'
 import type { Job, Queue } from './queue.js'
 import { backoffDelay, RefusedError, sleep, TransientError, type BackoffOptions } from './retry.js'
 import type { CacheClient } from './uploader.js'
@@ -89,12 +89,7 @@ export async function processJob (job: Job, options: ServiceOptions): Promise<Jo
       client: options.client,
       keys: options.keys,
       tmpDir: path.join(config.queueDir, 'tmp'),
-      compression: config.compression,
-      compressionLevel: config.compressionLevel,
-      concurrency: config.concurrency,
-      skipSignedBy: config.skipSignedBy,
-      batchNarBytes: config.batchNarBytes,
-      batchMaxBytes: config.batchMaxBytes,
+      ...pushSettings(config),
       requestAttempts: 3,
       backoff: { baseMs: 250, maxMs: Math.min(5000, config.maxRetryDelaySeconds * 1000) },
       signal: options.signal

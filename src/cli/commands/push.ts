@@ -9,7 +9,7 @@ import path from 'node:path'
 import { closureInfo, outputsOf } from '../../pusher/closure.js'
 import { loadPusherConfig } from '../../pusher/config.js'
 import { ProgressBar } from '../../pusher/progress.js'
-import { pushClosure } from '../../pusher/push-closure.js'
+import { pushClosure, pushSettings } from '../../pusher/push-closure.js'
 import { summarise } from '../../pusher/service.js'
 import { loadSecretKeys, readTokenFile } from '../../pusher/signer.js'
 import { CacheClient } from '../../pusher/uploader.js'
@@ -40,12 +40,7 @@ export async function pushCommand (args: string[]): Promise<number> {
       client,
       keys,
       tmpDir,
-      compression: config.compression,
-      compressionLevel: config.compressionLevel,
-      concurrency: config.concurrency,
-      skipSignedBy: config.skipSignedBy,
-      batchNarBytes: config.batchNarBytes,
-      batchMaxBytes: config.batchMaxBytes,
+      ...pushSettings(config),
       requestAttempts: 5,
       backoff: { baseMs: 500, maxMs: Math.min(30_000, config.maxRetryDelaySeconds * 1000) },
       onProgress: p => bar.update(p, p.pathsDone === p.pathsTotal)
