@@ -40,6 +40,8 @@ export const ERROR_STATUS = {
   NARWHAL_UNSUPPORTED_COMPRESSION: 415,
   /** A narinfo whose NAR or references are not (yet) in the cache. */
   NARWHAL_MISSING_DEPENDENCY: 422,
+  /** Accepting the upload would eat into the free-space reserve of the data folder's disk. */
+  NARWHAL_INSUFFICIENT_STORAGE: 507,
   /** Anything unexpected. The message sent to clients is generic. */
   NARWHAL_INTERNAL: 500
 } as const

@@ -17,6 +17,8 @@ export interface Limits {
   listingBytes: number
   /** Largest realisation, debuginfo link or nix-cache-info. */
   smallFileBytes: number
+  /** Free disk space a NAR upload must leave behind; below it uploads get 507 and reads go on. */
+  freeSpaceReserveBytes: number
 }
 
 export interface Config {
@@ -47,7 +49,9 @@ export function defaultConfig (): Config {
       narinfoBytes: 64 * 1024,
       logBytes: 64 * 1024 ** 2,
       listingBytes: 64 * 1024 ** 2,
-      smallFileBytes: 64 * 1024
+      smallFileBytes: 64 * 1024,
+      // 1 GiB: room for SQLite's WAL and the logs, so a full disk never stops the cache serving.
+      freeSpaceReserveBytes: 1024 ** 3
     }
   }
 }
@@ -122,7 +126,7 @@ function applyFile (config: Config, raw: unknown, file: string): void {
     const known = Object.keys(config.limits)
     rejectUnknown(raw.limits, known, 'limits.')
     for (const key of known as Array<keyof Limits>) {
-      if (raw.limits[key] !== undefined) config.limits[key] = expectInteger(raw.limits[key], `limits.${key}`, 1)
+      if (raw.limits[key] !== undefined) config.limits[key] = expectInteger(raw.limits[key], `limits.${key}`, key === 'freeSpaceReserveBytes' ? 0 : 1)
     }
   }
 }

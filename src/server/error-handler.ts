@@ -19,7 +19,8 @@ export function registerErrorHandler (app: FastifyInstance): void {
     // compression, without a token). Closing the connection after the answer is the only way to
     // stop the upload; keeping it alive would leave an unread body blocking the socket.
     if (!request.raw.complete) reply.header('connection', 'close')
-    if (isNarwhalError(err) && err.statusCode < 500) {
+    // Every NarwhalError but NARWHAL_INTERNAL carries a message written for clients (507 included).
+    if (isNarwhalError(err) && err.code !== 'NARWHAL_INTERNAL') {
       // A miss is ordinary traffic (nix copy asks about every path of a closure), not a refusal.
       if (err.code === 'NARWHAL_NOT_FOUND') request.log.debug({ code: err.code, reason: err.message }, 'not found')
       else request.log.info({ code: err.code, reason: err.message }, 'request refused')

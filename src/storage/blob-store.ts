@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto'
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
+import { NarwhalError } from '../errors.js'
 import { LAYOUT_VERSION, narFilePath, type Layout } from './layout.js'
 
 export class TempFile {
@@ -91,6 +92,20 @@ export class BlobStore {
     // The rename is only durable once the directory entry is on disk.
     const dirHandle = await fs.open(dir, 'r')
     try { await dirHandle.sync() } finally { await dirHandle.close() }
+  }
+
+  /**
+   * Refuses an upload of `bytes` that would leave less than `reserve` bytes free on the store's
+   * file system, before anything is written: a full disk must not stop the cache from serving.
+   */
+  async ensureRoom (bytes: number, reserve: number): Promise<void> {
+    if (reserve <= 0) return
+    const stats = await fs.statfs(this.layout.storeDir)
+    const free = stats.bavail * stats.bsize
+    if (free - bytes < reserve) {
+      throw new NarwhalError('NARWHAL_INSUFFICIENT_STORAGE', `the cache's disk has ${free} bytes free; storing ${bytes} more ` +
+        `would leave less than the reserve of ${reserve} bytes (limits.freeSpaceReserveBytes)`)
+    }
   }
 
   narPath (fileHash: string): string {

@@ -31,6 +31,10 @@ export interface IngestedNar {
 export interface IngestOptions {
   /** Refuse bodies longer than this many bytes (compressed). */
   maxBytes: number
+  /** The body's declared length (Content-Length), or 0 when unknown. */
+  declaredBytes: number
+  /** Free space the upload must leave on the disk (limits.freeSpaceReserveBytes). */
+  reserveBytes: number
 }
 
 /** Splits the first bytes off an async iterable so the method can be detected, then replays all. */
@@ -110,6 +114,7 @@ function chooseMethod (head: Buffer): Compression {
 
 export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: string, store: BlobStore,
   options: IngestOptions): Promise<IngestedNar> {
+  await store.ensureRoom(options.declaredBytes, options.reserveBytes)
   const temp = await store.createTemp()
   try {
     const { head, all } = await withHead(body, DETECTION_BYTES)
@@ -126,6 +131,9 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
       await pipeline(all, storeAndHash(temp, fileHash, counter, options.maxBytes), decompressor, narSink(reader, narHash))
     } catch (err) {
       if (isNarwhalError(err)) throw err
+      // File-system errors (a full disk while writing the temp file) reach every stage of the
+      // pipeline, the decompressor included; they are not the body's fault.
+      if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err
       if (decompressError !== undefined && err === decompressError) {
         throw new NarwhalError('NARWHAL_NAR_INVALID', method === 'br'
           ? `NAR file is neither a NAR nor compressed with a method narwhal verifies (${VERIFIABLE_COMPRESSIONS.join(', ')})`
@@ -149,6 +157,9 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
     }
   } catch (err) {
     await temp.discard()
+    if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
+      throw new NarwhalError('NARWHAL_INSUFFICIENT_STORAGE', 'the cache\'s disk filled up during the upload; nothing was stored')
+    }
     throw err
   }
 }

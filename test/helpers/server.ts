@@ -30,8 +30,8 @@ function walk (dir: string): string[] {
     e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)])
 }
 
-export async function startServer (t: TestContext, options: { trustedKeys?: string[], private?: boolean, env?: Record<string, string> } = {}): Promise<TestServer> {
-  const dataDir = tempDir('narwhal-data-')
+export async function startServer (t: TestContext, options: { trustedKeys?: string[], private?: boolean, env?: Record<string, string>, dataDir?: string } = {}): Promise<TestServer> {
+  const dataDir = options.dataDir ?? tempDir('narwhal-data-')
   const config = loadConfig({ dataDir, listen: '127.0.0.1:0', trustedKeys: options.trustedKeys }, {
     NARWHAL_PRIVATE: options.private === true ? 'true' : 'false',
     ...options.env

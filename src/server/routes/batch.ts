@@ -76,7 +76,7 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
       await checkReupload(stream, fileHash, limit)
       return { name, status: 200, result: 'unchanged' }
     }
-    const nar = await ingestNar(stream, fileHash, blobs, { maxBytes: limit })
+    const nar = await ingestNar(stream, fileHash, blobs, { maxBytes: limit, declaredBytes: 0, reserveBytes: config.limits.freeSpaceReserveBytes })
     metadata.recordNarFile(nar)
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored (batch)')
     return { name, status: 201, result: 'created' }
@@ -127,7 +127,7 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
               'expected nar/<filehash52>.nar[.ext] or <hash32>.narinfo')
           }
         } catch (err) {
-          if (!isNarwhalError(err) || err.statusCode >= 500) throw err
+          if (!isNarwhalError(err) || err.code === 'NARWHAL_INTERNAL') throw err
           request.log.info({ part: name, code: err.code, reason: err.message }, 'batch part refused')
           results.push({ name, status: err.statusCode, code: err.code, message: err.message })
         } finally {

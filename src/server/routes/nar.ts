@@ -79,7 +79,11 @@ export function narRoutes (app: FastifyInstance): void {
       await checkReupload(body, fileHash, limit)
       return reply.code(200).header('content-type', 'text/plain; charset=utf-8').send('unchanged\n')
     }
-    const nar = await ingestNar(body, fileHash, blobs, { maxBytes: limit })
+    const nar = await ingestNar(body, fileHash, blobs, {
+      maxBytes: limit,
+      declaredBytes: Number(request.headers['content-length'] ?? 0) || 0,
+      reserveBytes: config.limits.freeSpaceReserveBytes
+    })
     metadata.recordNarFile(nar)
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored')
     return reply.code(201).header('content-type', 'text/plain; charset=utf-8').send('created\n')
