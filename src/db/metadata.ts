@@ -93,7 +93,6 @@ export class Metadata {
          VALUES (@kind, @name, @contentType, @contentEncoding, @body, @now)
          ON CONFLICT (kind, name) DO UPDATE SET content_type = excluded.content_type,
            content_encoding = excluded.content_encoding, body = excluded.body`),
-      auxExists: db.prepare<[string, string], { one: number }>('SELECT 1 AS one FROM aux_files WHERE kind = ? AND name = ?'),
       insertToken: db.prepare(
         `INSERT INTO tokens (name, scope, token_hash, created_at, expires_at)
          VALUES (@name, @scope, @tokenHash, @now, @expiresAt)`),
@@ -103,8 +102,7 @@ export class Metadata {
       listTokens: db.prepare<[], TokenRow>(
         `SELECT id, name, scope, created_at AS createdAt, expires_at AS expiresAt, revoked_at AS revokedAt
          FROM tokens ORDER BY id`),
-      revokeToken: db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
-      tokenCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM tokens')
+      revokeToken: db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
     }
   }
 
@@ -175,10 +173,6 @@ export class Metadata {
     return this.stmts.auxGet.get(kind, name)
   }
 
-  hasAuxFile (kind: AuxKind, name: string): boolean {
-    return this.stmts.auxExists.get(kind, name) !== undefined
-  }
-
   putAuxFile (kind: AuxKind, name: string, file: AuxFile, now = Date.now()): void {
     this.stmts.auxPut.run({ kind, name, ...file, now })
   }
@@ -198,9 +192,5 @@ export class Metadata {
   /** Returns false when no live token has that id. */
   revokeToken (id: number, now = Date.now()): boolean {
     return this.stmts.revokeToken.run(now, id).changes > 0
-  }
-
-  tokenCount (): number {
-    return this.stmts.tokenCount.get()?.n ?? 0
   }
 }

@@ -20,7 +20,10 @@ export type Compression = typeof VERIFIABLE_COMPRESSIONS[number]
 export type DetectedCompression = Compression | 'lz4' | 'lzip' | 'unknown'
 
 /** Extensions Nix gives NAR files (`compression-algo.hh`), used to validate URL names. */
-export const NAR_EXTENSIONS = ['', '.xz', '.bz2', '.zst', '.lzip', '.lz4', '.br'] as const
+export const NAR_EXTENSIONS = ['.xz', '.bz2', '.zst', '.lzip', '.lz4', '.br'] as const
+
+/** Regular-expression source for the optional extension after `.nar` in a NAR file name. */
+export const NAR_EXTENSION_PATTERN = `(${NAR_EXTENSIONS.map(e => '\\' + e).join('|')})?`
 
 /** The extension Nix writes for a method; everything not listed gets none. */
 export function extensionFor (compression: string): string {

@@ -17,12 +17,13 @@ import {
   type BatchPartResult, type MissingPathsResponse, type UploadBatchResponse
 } from '../../api/v1.js'
 import { acceptNarinfo } from '../../cache/accept-narinfo.js'
+import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
 import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
 import { readBody } from '../body.js'
 
-const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar(\\.(xz|bz2|zst|lzip|lz4|br))?$`)
+const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
 const NARINFO_PART = new RegExp(`^(${HASH_PART_PATTERN})\\.narinfo$`)
 
 async function readLimited (stream: AsyncIterable<Buffer>, limit: number): Promise<Buffer> {

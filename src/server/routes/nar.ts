@@ -10,6 +10,7 @@
  */
 import { createReadStream } from 'node:fs'
 import type { FastifyInstance } from 'fastify'
+import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
 import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
@@ -18,7 +19,7 @@ import { parseRange } from '../range.js'
 
 const params = {
   type: 'object',
-  properties: { file: { type: 'string', pattern: `^${FILE_HASH_PATTERN}\\.nar(\\.(xz|bz2|zst|lzip|lz4|br))?$` } },
+  properties: { file: { type: 'string', pattern: `^${FILE_HASH_PATTERN}\\.nar${NAR_EXTENSION_PATTERN}$` } },
   required: ['file']
 } as const
 
