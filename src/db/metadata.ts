@@ -102,7 +102,29 @@ export class Metadata {
       listTokens: db.prepare<[], TokenRow>(
         `SELECT id, name, scope, created_at AS createdAt, expires_at AS expiresAt, revoked_at AS revokedAt
          FROM tokens ORDER BY id`),
-      revokeToken: db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
+      revokeToken: db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+      // The given hash parts plus every narinfo that references one of them, transitively: the
+      // set that must go together so no served narinfo is left with a missing reference.
+      withReferrers: db.prepare<[string], { hashPart: string, storePath: string, narFileId: number }>(
+        `WITH RECURSIVE doomed(hash_part) AS (
+           SELECT value FROM json_each(?)
+           UNION
+           SELECT n.hash_part FROM narinfo_refs r
+             JOIN doomed d ON r.ref_hash_part = d.hash_part
+             JOIN narinfos n ON n.id = r.narinfo_id)
+         SELECT n.hash_part AS hashPart, n.store_path AS storePath, n.nar_file_id AS narFileId
+         FROM doomed d JOIN narinfos n ON n.hash_part = d.hash_part ORDER BY n.hash_part`),
+      deleteNarinfo: db.prepare('DELETE FROM narinfos WHERE hash_part = ?'),
+      narFileById: db.prepare<[number], NarFileRow>(
+        `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
+                nar_size AS narSize FROM nar_files WHERE id = ?`),
+      narFileIsNamed: db.prepare<[number], { one: number }>('SELECT 1 AS one FROM narinfos WHERE nar_file_id = ? LIMIT 1'),
+      unnamedNarFiles: db.prepare<[number], NarFileRow & { createdAt: number }>(
+        `SELECT f.id, f.file_hash AS fileHash, f.file_size AS fileSize, f.compression, f.nar_hash AS narHash,
+                f.nar_size AS narSize, f.created_at AS createdAt
+         FROM nar_files f WHERE f.created_at < ? AND NOT EXISTS (SELECT 1 FROM narinfos n WHERE n.nar_file_id = f.id)
+         ORDER BY f.id`),
+      deleteNarFile: db.prepare('DELETE FROM nar_files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = ?)')
     }
   }
 
@@ -192,5 +214,38 @@ export class Metadata {
   /** Returns false when no live token has that id. */
   revokeToken (id: number, now = Date.now()): boolean {
     return this.stmts.revokeToken.run(now, id).changes > 0
+  }
+
+  /**
+   * The narinfos named by `hashParts` (those that exist) together with every narinfo whose
+   * closure contains one of them. Removing fewer would leave a served narinfo with a reference
+   * the cache cannot give.
+   */
+  withReferrers (hashParts: string[]): Array<{ hashPart: string, storePath: string, narFileId: number }> {
+    return this.stmts.withReferrers.all(JSON.stringify(hashParts))
+  }
+
+  /** Deletes one narinfo (its reference rows go with it); false when there was none. */
+  deleteNarinfo (hashPart: string): boolean {
+    return this.stmts.deleteNarinfo.run(hashPart).changes > 0
+  }
+
+  narFileById (id: number): NarFileRow | undefined {
+    return this.stmts.narFileById.get(id)
+  }
+
+  /** True when some narinfo points at this NAR file. */
+  narFileIsNamed (id: number): boolean {
+    return this.stmts.narFileIsNamed.get(id) !== undefined
+  }
+
+  /** NAR file rows no narinfo points at, recorded before `createdBefore` (unix ms). */
+  unnamedNarFiles (createdBefore: number): Array<NarFileRow & { createdAt: number }> {
+    return this.stmts.unnamedNarFiles.all(createdBefore)
+  }
+
+  /** Deletes a NAR file row unless a narinfo points at it; true when it was deleted. */
+  deleteNarFileRow (id: number): boolean {
+    return this.stmts.deleteNarFile.run(id, id).changes > 0
   }
 }
