@@ -3,7 +3,9 @@
  * (src/cli/commands/serve.ts) does, and tests use inject() or listen on port 0.
  */
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { registerAuth } from './auth.js'
+import { holdContinue } from './body.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
 import { registerMetrics } from './metrics.js'
@@ -29,6 +31,12 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
     logController: new LogController({ disableRequestLogging: true })
   })
   app.decorate('narwhal', context)
+  // Answer `Expect: 100-continue` only once a route decides to read the body (body.ts acceptBody),
+  // so a refused upload gets its final status without being invited to send gigabytes first.
+  app.server.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {
+    holdContinue(request, response)
+    app.server.emit('request', request, response)
+  })
   // Every body is read by its route with a limit for its kind (NARs stream, never buffered), so
   // Fastify's own parsers, and its 1 MiB bodyLimit, are replaced by one that reads nothing.
   app.removeAllContentTypeParsers()

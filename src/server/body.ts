@@ -3,10 +3,31 @@
  * (see storage/nar-ingest.ts).
  */
 import type { FastifyRequest } from 'fastify'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import { Readable } from 'node:stream'
 import { NarwhalError } from '../errors.js'
 import { VERIFIABLE_COMPRESSIONS } from '../nix/compression.js'
 import { createDecompressor } from '../storage/codecs.js'
+
+/**
+ * Requests that sent `Expect: 100-continue` and have not been told to go on. Node would answer
+ * `100 Continue` before any hook ran, inviting the body of an upload that auth or a limit is about
+ * to refuse; app.ts takes that answer over (the server's 'checkContinue' event) and a route sends
+ * it through acceptBody() only once it has decided to read the body.
+ */
+const awaitingContinue = new WeakMap<IncomingMessage, ServerResponse>()
+
+export function holdContinue (request: IncomingMessage, response: ServerResponse): void {
+  awaitingContinue.set(request, response)
+}
+
+/** Tells a client waiting on `Expect: 100-continue` to send its body; a no-op otherwise. */
+export function acceptBody (request: FastifyRequest): void {
+  const response = awaitingContinue.get(request.raw)
+  if (response === undefined) return
+  awaitingContinue.delete(request.raw)
+  response.writeContinue()
+}
 
 /** The declared Content-Length, refused up front when it is over `limit`. */
 export function checkDeclaredLength (request: FastifyRequest, limit: number, what: string, limitName: string): void {
@@ -18,6 +39,7 @@ export function checkDeclaredLength (request: FastifyRequest, limit: number, wha
 
 export async function readBody (request: FastifyRequest, limit: number, what: string, limitName: string): Promise<Buffer> {
   checkDeclaredLength(request, limit, what, limitName)
+  acceptBody(request)
   const chunks: Buffer[] = []
   let length = 0
   for await (const chunk of request.raw as AsyncIterable<Buffer>) {

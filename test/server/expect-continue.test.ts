@@ -1,8 +1,8 @@
 /**
  * Rule (fact sheet §13.9): libcurl sends `Expect: 100-continue` on PUTs over 1 MiB and waits for
  * the interim answer before sending the body. The server answers `100 Continue`, reads the body
- * and gives a final status; a refusal is a final status the client receives without having to
- * send the body, never a 100 followed by nothing.
+ * and gives a final status; a refusal (auth, size limit) is a final status sent instead of
+ * `100 Continue`, so the client never sends a body that is about to be refused.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -60,11 +60,13 @@ test('PUT with Expect: 100-continue of a NAR already stored: 100, then 200', asy
   assert.equal(again.body, 'unchanged\n')
 })
 
-test('PUT with Expect: 100-continue refused (no token, too large): a final status arrives, nothing stored', async (t) => {
+test('PUT with Expect: 100-continue refused (no token, too large): a final status without 100 Continue, nothing stored', async (t) => {
   const server = await startServer(t)
   const nar = await freshNar('xz')
   const unauthorised = await putWithExpect(server, nar, {})
   assert.equal(unauthorised.status, 401)
+  assert.equal(unauthorised.continued, false, 'a refused upload is not invited to send its body')
+  assert.equal(unauthorised.bodySent, false)
   assert.match(unauthorised.body, /^NARWHAL_UNAUTHORIZED: /)
 
   const tooLarge = await putWithExpect(server, nar, {
@@ -72,6 +74,7 @@ test('PUT with Expect: 100-continue refused (no token, too large): a final statu
     'content-length': 100 * 1024 ** 4
   })
   assert.equal(tooLarge.status, 413)
+  assert.equal(tooLarge.continued, false, 'an upload over the limit is not invited to send its body')
   assert.match(tooLarge.body, /^NARWHAL_TOO_LARGE: NAR file of 109951162777600 bytes is larger than the limit of 68719476736 bytes \(limits\.narBytes\)/)
   assert.deepEqual(server.storedFiles(), [])
   assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })

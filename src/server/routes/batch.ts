@@ -21,7 +21,7 @@ import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
 import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
-import { readBody } from '../body.js'
+import { acceptBody, readBody } from '../body.js'
 
 const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
 const NARINFO_PART = new RegExp(`^(${HASH_PART_PATTERN})\\.narinfo$`)
@@ -110,6 +110,7 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
       if (!request.isMultipart()) {
         throw new NarwhalError('NARWHAL_BAD_REQUEST', 'upload-batch: expected a multipart/form-data body')
       }
+      acceptBody(request)
       const results: BatchPartResult[] = []
       for await (const part of request.parts()) {
         const name = part.fieldname

@@ -14,7 +14,7 @@ import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
 import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
-import { checkDeclaredLength } from '../body.js'
+import { acceptBody, checkDeclaredLength } from '../body.js'
 import { parseRange } from '../range.js'
 
 const params = {
@@ -73,6 +73,7 @@ export function narRoutes (app: FastifyInstance): void {
     const fileHash = fileHashOf(request.params.file)
     const limit = config.limits.narBytes
     checkDeclaredLength(request, limit, 'NAR file', 'limits.narBytes')
+    acceptBody(request)
     const body = request.raw as AsyncIterable<Buffer>
     const known = metadata.narFile(fileHash)
     if (known !== undefined && await blobs.narSize(fileHash) === known.fileSize) {
