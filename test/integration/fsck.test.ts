@@ -154,6 +154,11 @@ test('fsck exit status: 2 for bad usage or no cache, 3 when --repair leaves a pr
   const noCache = await fsck(path.join(tempDir(), 'nothing-here'))
   assert.equal(noCache.code, 2)
   assert.match(noCache.stderr, /no cache in .*narwhal\.sqlite does not exist/)
+  const notADatabase = tempDir()
+  writeFileSync(path.join(notADatabase, 'narwhal.sqlite'), 'garbage')
+  const broken = await fsck(notADatabase)
+  assert.equal(broken.code, 2)
+  assert.match(broken.stderr, /cannot open .*narwhal\.sqlite: file is not a database/)
 
   const server = await startServer(t)
   const strayDir = path.join(server.cache.layout.narDir, 'backup')

@@ -16,6 +16,7 @@ import { existsSync } from 'node:fs'
 import { loadConfig } from '../../config/config.js'
 import { openDataDir } from '../../cache/open-cache.js'
 import { checkCache, DEFAULT_GRACE_MS, repairCache, type FsckProgress, type FsckReport, type RepairResult } from '../../cache/fsck.js'
+import type { Db } from '../../db/database.js'
 import { Metadata } from '../../db/metadata.js'
 import { formatBytes } from '../../pusher/service.js'
 import { BlobStore } from '../../storage/blob-store.js'
@@ -66,7 +67,13 @@ export async function fsckCommand (args: string[]): Promise<number> {
   }
   // Not openCache(): its BlobStore.init() empties store/tmp, which would cut off a running
   // server's uploads in flight.
-  const { db } = openDataDir(config.dataDir)
+  let db: Db
+  try {
+    db = openDataDir(config.dataDir).db
+  } catch (err) {
+    process.stderr.write(`narwhal fsck: cannot open ${layout.database}: ${(err as Error).message}\n`)
+    return EXIT_CANNOT_RUN
+  }
   try {
     const cache = { layout, metadata: new Metadata(db), blobs: new BlobStore(layout) }
     let report: FsckReport
