@@ -69,14 +69,31 @@ function removeUnnamed (metadata: Metadata, blobs: BlobStore, rows: NarFileRow[]
  */
 export function removeNarinfos (metadata: Metadata, blobs: BlobStore, hashParts: string[], options: RemoveOptions = {}): Removal {
   const dryRun = options.dryRun ?? false
+  return inTransaction(metadata, dryRun, () => removeWithReferrers(metadata, blobs, hashParts, [], dryRun))
+}
+
+/**
+ * Removes NAR files that cannot be served (missing, truncated or corrupt on disk): every narinfo
+ * naming one of them, with its referrers, then their rows and whatever is left of their files.
+ * Without the row, a later upload of the same NAR stores it afresh instead of taking the row for
+ * proof that the cache already holds it.
+ */
+export function removeNarFiles (metadata: Metadata, blobs: BlobStore, narFileIds: number[], options: RemoveOptions = {}): Removal {
+  const dryRun = options.dryRun ?? false
   return inTransaction(metadata, dryRun, () => {
-    const doomed = metadata.withReferrers(hashParts)
-    for (const n of doomed) metadata.deleteNarinfo(n.hashPart)
-    const fileIds = [...new Set(doomed.map(n => n.narFileId))]
-    const candidates = fileIds.map(id => metadata.narFileById(id)).filter((row): row is NarFileRow => row !== undefined)
-    const narFiles = removeUnnamed(metadata, blobs, candidates, dryRun)
-    return { storePaths: doomed.map(n => n.storePath), narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
+    const namers = metadata.narinfosNaming(narFileIds).map(n => n.hashPart)
+    return removeWithReferrers(metadata, blobs, namers, narFileIds, dryRun)
   })
+}
+
+/** The narinfos with their referrers, then the NAR files left unnamed; call inside a transaction. */
+function removeWithReferrers (metadata: Metadata, blobs: BlobStore, hashParts: string[], narFileIds: number[], dryRun: boolean): Removal {
+  const doomed = metadata.withReferrers(hashParts)
+  for (const n of doomed) metadata.deleteNarinfo(n.hashPart)
+  const fileIds = [...new Set([...narFileIds, ...doomed.map(n => n.narFileId)])]
+  const candidates = fileIds.map(id => metadata.narFileById(id)).filter((row): row is NarFileRow => row !== undefined)
+  const narFiles = removeUnnamed(metadata, blobs, candidates, dryRun)
+  return { storePaths: doomed.map(n => n.storePath), narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
 }
 
 /**

@@ -17,6 +17,7 @@ const COMMANDS: Record<string, { load: () => Promise<Run>, summary: string }> = 
   serve: { load: async () => (await import('./commands/serve.js')).serveCommand, summary: 'serve [--config FILE] [--data DIR] [--listen HOST:PORT] [--trusted-key NAME:BASE64]...' },
   keygen: { load: async () => (await import('./commands/keygen.js')).keygenCommand, summary: 'keygen NAME --secret-out FILE --public-out FILE' },
   token: { load: async () => (await import('./commands/token.js')).tokenCommand, summary: 'token create --scope push|read|admin [--name LABEL] [--expires-days N] [--data DIR] | token list | token revoke ID' },
+  fsck: { load: async () => (await import('./commands/fsck.js')).fsckCommand, summary: 'fsck [--repair] [--verify-content] [--grace SECONDS] [--json] [--data DIR]   (exit 0 clean, 1 problems found/repaired, 3 unrepaired)' },
   migrate: { load: async () => (await import('./commands/migrate.js')).migrateCommand, summary: 'migrate [--data DIR]   (serve also migrates on start)' },
   hook: { load: async () => (await import('./commands/hook.js')).hookCommand, summary: 'hook   (post-build-hook: records $DRV_PATH/$OUT_PATHS in $NARWHAL_QUEUE_DIR, exits 0)' },
   pusher: { load: async () => (await import('./commands/pusher.js')).pusherCommand, summary: 'pusher [--config FILE]   (drains the queue to the server)' },

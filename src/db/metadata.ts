@@ -124,7 +124,30 @@ export class Metadata {
                 f.nar_size AS narSize, f.created_at AS createdAt
          FROM nar_files f WHERE f.created_at < ? AND NOT EXISTS (SELECT 1 FROM narinfos n WHERE n.nar_file_id = f.id)
          ORDER BY f.id`),
-      deleteNarFile: db.prepare('DELETE FROM nar_files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = ?)')
+      deleteNarFile: db.prepare('DELETE FROM nar_files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = ?)'),
+      // fsck: reading everything in id order, a page at a time, and the inconsistencies SQL can see.
+      narFilesPage: db.prepare<[number, number], NarFileRow>(
+        `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
+                nar_size AS narSize FROM nar_files WHERE id > ? ORDER BY id LIMIT ?`),
+      narinfosPage: db.prepare<[number, number], Omit<StoredNarinfo, 'sigs' | 'references'>>(
+        `SELECT id, hash_part AS hashPart, store_path AS storePath, nar_file_id AS narFileId,
+                nar_hash AS narHash, nar_size AS narSize, narinfo FROM narinfos WHERE id > ? ORDER BY id LIMIT ?`),
+      narinfosWithoutNarFile: db.prepare<[], { hashPart: string, storePath: string, narFileId: number }>(
+        `SELECT n.hash_part AS hashPart, n.store_path AS storePath, n.nar_file_id AS narFileId FROM narinfos n
+         WHERE NOT EXISTS (SELECT 1 FROM nar_files f WHERE f.id = n.nar_file_id) ORDER BY n.id`),
+      // A reference counts as present only when a narinfo holds exactly that store path, as
+      // acceptNarinfo required when the referrer was written.
+      missingReferences: db.prepare<[], { hashPart: string, storePath: string, refBaseName: string }>(
+        `SELECT n.hash_part AS hashPart, n.store_path AS storePath, r.ref_base_name AS refBaseName
+         FROM narinfo_refs r JOIN narinfos n ON n.id = r.narinfo_id
+         WHERE NOT EXISTS (SELECT 1 FROM narinfos m WHERE m.hash_part = r.ref_hash_part
+                                                     AND m.store_path = '/nix/store/' || r.ref_base_name)
+         ORDER BY n.id, r.ref_base_name`),
+      narFileTotals: db.prepare<[], { files: number, bytes: number }>(
+        'SELECT count(*) AS files, coalesce(sum(file_size), 0) AS bytes FROM nar_files'),
+      narinfosNaming: db.prepare<[string], { hashPart: string, storePath: string }>(
+        `SELECT hash_part AS hashPart, store_path AS storePath FROM narinfos
+         WHERE nar_file_id IN (SELECT value FROM json_each(?)) ORDER BY hash_part`)
     }
   }
 
@@ -247,5 +270,40 @@ export class Metadata {
   /** Deletes a NAR file row unless a narinfo points at it; true when it was deleted. */
   deleteNarFileRow (id: number): boolean {
     return this.stmts.deleteNarFile.run(id, id).changes > 0
+  }
+
+  // fsck
+
+  /** Up to `limit` NAR file rows with ids above `afterId`, in id order: page through all of them. */
+  narFilesPage (afterId: number, limit: number): NarFileRow[] {
+    return this.stmts.narFilesPage.all(afterId, limit)
+  }
+
+  /** How many NAR file rows there are and the sum of their sizes. */
+  narFileTotals (): { files: number, bytes: number } {
+    return this.stmts.narFileTotals.get() ?? { files: 0, bytes: 0 }
+  }
+
+  /** Up to `limit` narinfos with ids above `afterId`, in id order, with their references. */
+  narinfosPage (afterId: number, limit: number): Array<Omit<StoredNarinfo, 'sigs'>> {
+    return this.stmts.narinfosPage.all(afterId, limit).map(row => ({
+      ...row,
+      references: this.stmts.refsOf.all(row.id).map(r => r.baseName)
+    }))
+  }
+
+  /** Narinfos whose NAR file row is gone (the foreign key forbids it; a hand edit may not). */
+  narinfosWithoutNarFile (): Array<{ hashPart: string, storePath: string, narFileId: number }> {
+    return this.stmts.narinfosWithoutNarFile.all()
+  }
+
+  /** Each reference, other than to a path the cache holds, with the narinfo that names it. */
+  missingReferences (): Array<{ hashPart: string, storePath: string, refBaseName: string }> {
+    return this.stmts.missingReferences.all()
+  }
+
+  /** The narinfos that point at any of these NAR files. */
+  narinfosNaming (narFileIds: number[]): Array<{ hashPart: string, storePath: string }> {
+    return this.stmts.narinfosNaming.all(JSON.stringify(narFileIds))
   }
 }

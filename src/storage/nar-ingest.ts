@@ -11,6 +11,7 @@
  * the temp file synced and renamed to its final name; on any failure it is removed.
  */
 import { createHash, type Hash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
 import { Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { NarwhalError, isNarwhalError } from '../errors.js'
@@ -112,6 +113,20 @@ function chooseMethod (head: Buffer): Compression {
   return detected === 'unknown' ? 'br' : detected
 }
 
+/** Turns a decompressor's error into a refusal that names the method; passes others through. */
+function explainPipelineError (err: unknown, decompressError: Error | undefined, method: Compression): unknown {
+  if (isNarwhalError(err)) return err
+  // File-system errors (a full disk while writing the temp file) reach every stage of the
+  // pipeline, the decompressor included; they are not the body's fault.
+  if ((err as NodeJS.ErrnoException).syscall !== undefined) return err
+  if (decompressError !== undefined && err === decompressError) {
+    return new NarwhalError('NARWHAL_NAR_INVALID', method === 'br'
+      ? `NAR file is neither a NAR nor compressed with a method narwhal verifies (${VERIFIABLE_COMPRESSIONS.join(', ')})`
+      : `NAR file is not valid ${method} data (it does not decompress)`)
+  }
+  return err
+}
+
 export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: string, store: BlobStore,
   options: IngestOptions): Promise<IngestedNar> {
   await store.ensureRoom(options.declaredBytes, options.reserveBytes)
@@ -130,16 +145,7 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
     try {
       await pipeline(all, storeAndHash(temp, fileHash, counter, options.maxBytes), decompressor, narSink(reader, narHash))
     } catch (err) {
-      if (isNarwhalError(err)) throw err
-      // File-system errors (a full disk while writing the temp file) reach every stage of the
-      // pipeline, the decompressor included; they are not the body's fault.
-      if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err
-      if (decompressError !== undefined && err === decompressError) {
-        throw new NarwhalError('NARWHAL_NAR_INVALID', method === 'br'
-          ? `NAR file is neither a NAR nor compressed with a method narwhal verifies (${VERIFIABLE_COMPRESSIONS.join(', ')})`
-          : `NAR file is not valid ${method} data (it does not decompress)`)
-      }
-      throw err
+      throw explainPipelineError(err, decompressError, method)
     }
     const actualFileHash = encodeNix32(fileHash.digest())
     if (actualFileHash !== expectedFileHash) {
@@ -179,5 +185,52 @@ export async function checkReupload (body: AsyncIterable<Buffer>, expectedFileHa
   const actual = encodeNix32(hash.digest())
   if (actual !== expectedFileHash) {
     throw new NarwhalError('NARWHAL_NAR_INVALID', `NAR file bytes hash to sha256:${actual}, not to the sha256:${expectedFileHash} in its name`)
+  }
+}
+
+/**
+ * Measures a stored NAR file the way ingestNar measured it on upload, for
+ * `narwhal fsck --verify-content`: one streaming pass in constant memory. Throws the same
+ * refusals as an upload when the bytes no longer decompress to a well-formed NAR.
+ */
+export async function measureStoredNar (file: string): Promise<IngestedNar> {
+  const source = createReadStream(file, { highWaterMark: 1 << 20 })
+  try {
+    return await measure(source)
+  } finally {
+    // A failed pipeline stops reading part-way; close the file now rather than at garbage collection.
+    source.destroy()
+  }
+}
+
+async function measure (source: AsyncIterable<Buffer>): Promise<IngestedNar> {
+  const { head, all } = await withHead(source, DETECTION_BYTES)
+  if (head.length === 0) throw new NarwhalError('NARWHAL_NAR_INVALID', 'NAR file is empty')
+  const method = chooseMethod(head)
+  const fileHash = createHash('sha256')
+  const narHash = createHash('sha256')
+  let fileSize = 0
+  const reader = new NarReader()
+  const decompressor = createDecompressor(method)
+  let decompressError: Error | undefined
+  decompressor.once('error', (err: Error) => { decompressError ??= err })
+  async function * hashed (chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    for await (const chunk of chunks) {
+      fileSize += chunk.length
+      fileHash.update(chunk)
+      yield chunk
+    }
+  }
+  try {
+    await pipeline(all, hashed, decompressor, narSink(reader, narHash))
+  } catch (err) {
+    throw explainPipelineError(err, decompressError, method)
+  }
+  return {
+    fileHash: encodeNix32(fileHash.digest()),
+    fileSize,
+    compression: method,
+    narHash: encodeNix32(narHash.digest()),
+    narSize: Number(reader.bytesRead)
   }
 }

@@ -1,0 +1,377 @@
+/**
+ * `narwhal fsck`: does the metadata database agree with the files on disk, and can every narinfo
+ * the cache serves be substituted with its whole closure?
+ *
+ * checkCache() only reads and returns every problem it finds, each with the fix --repair would
+ * apply. repairCache() applies those fixes through the shared removal rules (remove-paths.ts), so
+ * a narinfo that cannot be served goes together with every narinfo whose closure it breaks, and a
+ * later upload of the same path (nix copy --to) heals the cache.
+ *
+ * It may run while the server runs (SQLite WAL lets both in). What a live server may be in the
+ * middle of writing is left alone: files in store/tmp, and files in store/nar without a row
+ * (Nix's upload renames a NAR into place a moment before its row is written), count as uploads
+ * in flight while younger than the grace period. Nothing else the server does is mistaken for
+ * damage: a NAR file's row is written only after its file is in place, so a row whose file is
+ * missing never belongs to an upload in progress.
+ */
+import { lstatSync, readdirSync, readFileSync, rmSync, type Stats } from 'node:fs'
+import path from 'node:path'
+import type { Metadata, NarFileRow, StoredNarinfo } from '../db/metadata.js'
+import { extensionFor } from '../nix/compression.js'
+import { parseNarInfo } from '../nix/narinfo.js'
+import { encodeNix32 } from '../nix/nix32.js'
+import { FILE_HASH_PATTERN, STORE_DIR } from '../nix/store-path.js'
+import type { BlobStore } from '../storage/blob-store.js'
+import { LAYOUT_VERSION, type Layout } from '../storage/layout.js'
+import { measureStoredNar } from '../storage/nar-ingest.js'
+import { removeNarFiles, removeNarinfos, removeUnrecordedNarFile, type Removal } from './remove-paths.js'
+
+export type ProblemKind =
+  /** A narinfo whose nar_files row is gone (the foreign key forbids it; a hand edit may not). */
+  | 'narinfo-without-nar-file'
+  /** A narinfo naming a reference the cache does not hold: its closure cannot be substituted. */
+  | 'missing-reference'
+  /** A narinfo whose stored text disagrees with its row or its NAR file's row. */
+  | 'narinfo-inconsistent'
+  /** A nar_files row whose file is not on disk (or is not a regular file). */
+  | 'nar-file-missing'
+  /** A NAR file whose size on disk differs from its row. */
+  | 'nar-file-size'
+  /** With --verify-content: a NAR file that no longer hashes to its name or decompresses to its NAR. */
+  | 'nar-file-content'
+  /** A file in store/nar with a NAR file name but no row, older than the grace period. */
+  | 'unrecorded-nar-file'
+  /** Anything else in store/nar: misplaced, oddly named, or not a regular file. */
+  | 'stray-file'
+  /** A file in store/tmp older than the grace period: an upload a crash interrupted. */
+  | 'stale-temp-file'
+
+/** What --repair does about a problem. */
+export type Fix =
+  /** removeNarinfos: the narinfo and every narinfo whose closure contains it. */
+  | { action: 'remove-narinfo', hashPart: string }
+  /** removeNarFiles: every narinfo naming the file (with referrers), then the row and the file. */
+  | { action: 'remove-nar-file', narFileId: number }
+  /** removeUnrecordedNarFile: the file, if still no row names it. */
+  | { action: 'remove-unrecorded-nar-file', fileHash: string }
+  /** Delete a file (or a directory in store/tmp) that narwhal never serves. */
+  | { action: 'delete', file: string }
+  /** Left for a person to look at (a directory in store/nar: fsck deletes no trees there). */
+  | { action: 'none' }
+
+export interface Problem {
+  kind: ProblemKind
+  /** A store path, or an absolute file path under the data folder. */
+  subject: string
+  reason: string
+  fix: Fix
+}
+
+export interface FsckProgress { files: number, totalFiles: number, bytes: number, totalBytes: number }
+
+export interface FsckOptions {
+  /** Read every NAR file back: its sha256 and what it decompresses to. */
+  verifyContent: boolean
+  /** Temp files and unrecorded NAR files younger than this (ms) are taken for uploads in flight. */
+  graceMs: number
+  now?: number
+  /** Called after each NAR file whose content was verified. */
+  onProgress?: (progress: FsckProgress) => void
+}
+
+export interface FsckReport {
+  problems: Problem[]
+  checked: { narinfos: number, narFiles: number, narFileBytes: number, contentVerified: boolean }
+  /** Files left alone because an upload may still be writing them. */
+  inFlight: string[]
+}
+
+export interface CacheParts { layout: Layout, metadata: Metadata, blobs: BlobStore }
+
+/** The default grace period: an hour, far longer than any upload's rename-to-row moment. */
+export const DEFAULT_GRACE_MS = 60 * 60 * 1000
+
+const PAGE = 1000
+const NIX32_CHARS = '0-9a-df-np-sv-z'
+const SHARD_NAME = new RegExp(`^[${NIX32_CHARS}]{2}$`)
+const NAR_FILE_NAME = new RegExp(`^${FILE_HASH_PATTERN}$`)
+
+export async function checkCache (cache: CacheParts, options: FsckOptions): Promise<FsckReport> {
+  checkLayoutVersion(cache.layout)
+  const now = options.now ?? Date.now()
+  const problems: Problem[] = []
+  const narinfos = checkNarinfos(cache.metadata, problems)
+  const files = await checkNarFiles(cache, options, problems)
+  const inFlight: string[] = []
+  checkNarDir(cache, now - options.graceMs, problems, inFlight)
+  checkTmpDir(cache.layout, now - options.graceMs, problems, inFlight)
+  return {
+    problems,
+    checked: { narinfos, narFiles: files.count, narFileBytes: files.bytes, contentVerified: options.verifyContent },
+    inFlight
+  }
+}
+
+/** A folder written by another layout version is not ours to judge. */
+function checkLayoutVersion (layout: Layout): void {
+  let version: string
+  try {
+    version = readFileSync(layout.versionFile, 'utf8').trim()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
+    throw err
+  }
+  if (version !== LAYOUT_VERSION) {
+    throw new Error(`store layout version ${version} in ${layout.versionFile} is not supported (expected ${LAYOUT_VERSION})`)
+  }
+}
+
+/** The narinfo rows: each names an existing NAR file, agrees with it, and has its references. */
+function checkNarinfos (metadata: Metadata, problems: Problem[]): number {
+  for (const n of metadata.narinfosWithoutNarFile()) {
+    problems.push({
+      kind: 'narinfo-without-nar-file',
+      subject: n.storePath,
+      reason: `its NAR file (nar_files row ${n.narFileId}) is not recorded`,
+      fix: { action: 'remove-narinfo', hashPart: n.hashPart }
+    })
+  }
+  for (const r of metadata.missingReferences()) {
+    problems.push({
+      kind: 'missing-reference',
+      subject: r.storePath,
+      reason: `references ${STORE_DIR}/${r.refBaseName}, which the cache does not hold, so its closure cannot be substituted`,
+      fix: { action: 'remove-narinfo', hashPart: r.hashPart }
+    })
+  }
+  let count = 0
+  for (let page = metadata.narinfosPage(0, PAGE); page.length > 0; page = metadata.narinfosPage(page[page.length - 1]?.id ?? 0, PAGE)) {
+    for (const row of page) {
+      count++
+      const nar = metadata.narFileById(row.narFileId)
+      if (nar === undefined) continue // reported above
+      const disagreements = narinfoDisagreements(row, nar)
+      if (disagreements.length > 0) {
+        problems.push({
+          kind: 'narinfo-inconsistent',
+          subject: row.storePath,
+          reason: disagreements.join('; '),
+          fix: { action: 'remove-narinfo', hashPart: row.hashPart }
+        })
+      }
+    }
+  }
+  return count
+}
+
+/** Where the stored narinfo text, its row and its NAR file's row disagree (acceptNarinfo made them agree). */
+export function narinfoDisagreements (row: Omit<StoredNarinfo, 'sigs'>, nar: NarFileRow): string[] {
+  let text
+  try {
+    text = parseNarInfo(row.narinfo)
+  } catch (err) {
+    return [`its stored text does not parse: ${(err as Error).message}`]
+  }
+  const out: string[] = []
+  const url = `nar/${nar.fileHash}.nar${extensionFor(nar.compression)}`
+  if (text.storePath !== row.storePath) out.push(`its text says StorePath ${text.storePath}`)
+  if (row.storePath.slice(STORE_DIR.length + 1, STORE_DIR.length + 33) !== row.hashPart) out.push(`it is stored under hash part ${row.hashPart}`)
+  if (text.url !== url) out.push(`its text says URL ${text.url}, its NAR file is ${url}`)
+  if (text.compression !== nar.compression) out.push(`its text says Compression ${text.compression}, its NAR file is ${nar.compression}`)
+  if (text.fileHash !== undefined && encodeNix32(text.fileHash) !== nar.fileHash) out.push(`its text says FileHash sha256:${encodeNix32(text.fileHash)}`)
+  if (text.fileSize !== undefined && text.fileSize !== BigInt(nar.fileSize)) out.push(`its text says FileSize ${text.fileSize}, its NAR file has ${nar.fileSize} bytes`)
+  if (encodeNix32(text.narHash) !== nar.narHash || row.narHash !== nar.narHash) {
+    out.push(`NarHash: text sha256:${encodeNix32(text.narHash)}, row sha256:${row.narHash}, NAR file sha256:${nar.narHash}`)
+  }
+  if (text.narSize !== BigInt(nar.narSize) || row.narSize !== nar.narSize) {
+    out.push(`NarSize: text ${text.narSize}, row ${row.narSize}, NAR file ${nar.narSize}`)
+  }
+  const textRefs = [...new Set(text.references)].sort().join(' ')
+  const rowRefs = [...row.references].sort().join(' ')
+  if (textRefs !== rowRefs) out.push(`its text says References ${textRefs === '' ? '(none)' : textRefs}, its rows ${rowRefs === '' ? '(none)' : rowRefs}`)
+  return out
+}
+
+/** lstat that answers undefined for a missing file; other errors (EACCES, EIO) stop fsck. */
+function lstatOrUndefined (file: string): Stats | undefined {
+  try {
+    return lstatSync(file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+function namedBy (metadata: Metadata, narFileId: number): string {
+  const names = metadata.narinfosNaming([narFileId]).map(n => n.storePath)
+  return names.length === 0 ? 'named by no narinfo' : `named by ${names.join(', ')}`
+}
+
+/** The nar_files rows: each file is on disk with its recorded size (and, verified, its content). */
+async function checkNarFiles (cache: CacheParts, options: FsckOptions, problems: Problem[]): Promise<{ count: number, bytes: number }> {
+  const { metadata, blobs } = cache
+  const totals = metadata.narFileTotals()
+  const progress: FsckProgress = { files: 0, totalFiles: totals.files, bytes: 0, totalBytes: totals.bytes }
+  let count = 0
+  let bytes = 0
+  for (let page = metadata.narFilesPage(0, PAGE); page.length > 0; page = metadata.narFilesPage(page[page.length - 1]?.id ?? 0, PAGE)) {
+    for (const row of page) {
+      count++
+      const file = blobs.narPath(row.fileHash)
+      const problem = (kind: ProblemKind, reason: string): void => {
+        problems.push({ kind, subject: file, reason: `${reason} (${namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
+      }
+      const stats = lstatOrUndefined(file)
+      if (stats === undefined) { problem('nar-file-missing', 'the file is missing'); continue }
+      if (!stats.isFile()) { problem('nar-file-missing', 'it is not a regular file'); continue }
+      bytes += stats.size
+      if (stats.size !== row.fileSize) { problem('nar-file-size', `the file has ${stats.size} bytes, ${row.fileSize} recorded`); continue }
+      if (!options.verifyContent) continue
+      const wrong = await contentDisagreements(file, row)
+      if (wrong.length > 0) problem('nar-file-content', wrong.join('; '))
+      progress.files++
+      progress.bytes += row.fileSize
+      options.onProgress?.({ ...progress })
+    }
+  }
+  return { count, bytes }
+}
+
+/** Reads a NAR file back, as an upload was read; what disagrees with its row. */
+async function contentDisagreements (file: string, row: NarFileRow): Promise<string[]> {
+  let measured
+  try {
+    measured = await measureStoredNar(file)
+  } catch (err) {
+    // A file fsck cannot read (permissions, I/O errors) is not proof of damage: stop rather
+    // than let --repair remove what may be fine.
+    if ((err as NodeJS.ErrnoException).syscall !== undefined) throw err
+    return [`it does not read back as a NAR: ${(err as Error).message}`]
+  }
+  const out: string[] = []
+  if (measured.fileHash !== row.fileHash) out.push(`its bytes hash to sha256:${measured.fileHash}, not to its name`)
+  if (measured.compression !== row.compression) out.push(`it is ${measured.compression} data, recorded as ${row.compression}`)
+  if (measured.narHash !== row.narHash) out.push(`it decompresses to a NAR with sha256:${measured.narHash}, recorded sha256:${row.narHash}`)
+  if (measured.narSize !== row.narSize) out.push(`it decompresses to ${measured.narSize} bytes, ${row.narSize} recorded`)
+  return out
+}
+
+function readDirIfPresent (dir: string): string[] {
+  try {
+    return readdirSync(dir).sort()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
+}
+
+/** What lives in store/nar besides the files of rows: store/nar/<2 chars>/<52-char file hash>. */
+function checkNarDir (cache: CacheParts, youngSince: number, problems: Problem[], inFlight: string[]): void {
+  const { narDir } = cache.layout
+  const stray = (file: string, stats: Stats, reason: string): void => {
+    problems.push(stats.isDirectory()
+      ? { kind: 'stray-file', subject: file, reason: `${reason}; a directory, left for you to look at`, fix: { action: 'none' } }
+      : { kind: 'stray-file', subject: file, reason, fix: { action: 'delete', file } })
+  }
+  for (const shard of readDirIfPresent(narDir)) {
+    const shardPath = path.join(narDir, shard)
+    const shardStats = lstatOrUndefined(shardPath)
+    if (shardStats === undefined) continue
+    if (!shardStats.isDirectory() || !SHARD_NAME.test(shard)) {
+      stray(shardPath, shardStats, 'store/nar holds only folders named by two nix32 characters')
+      continue
+    }
+    for (const name of readDirIfPresent(shardPath)) {
+      const file = path.join(shardPath, name)
+      const stats = lstatOrUndefined(file)
+      if (stats === undefined) continue // removed meanwhile
+      if (!NAR_FILE_NAME.test(name)) {
+        stray(file, stats, 'not named by a NAR file hash (52 nix32 characters)')
+      } else if (!name.startsWith(shard)) {
+        stray(file, stats, `misplaced: a NAR file with this name belongs in store/nar/${name.slice(0, 2)}/`)
+      } else if (cache.metadata.narFile(name) !== undefined) {
+        // Recorded: checked with its row.
+      } else if (stats.isDirectory()) {
+        stray(file, stats, 'a directory with a NAR file name')
+      } else if (stats.mtimeMs >= youngSince) {
+        inFlight.push(file)
+      } else {
+        problems.push({
+          kind: 'unrecorded-nar-file',
+          subject: file,
+          reason: 'no nar_files row names this file, so it is never served (a crash between its rename and its row?)',
+          fix: { action: 'remove-unrecorded-nar-file', fileHash: name }
+        })
+      }
+    }
+  }
+}
+
+/** store/tmp: uploads in flight, or left by a crash; the server empties it on every start. */
+function checkTmpDir (layout: Layout, youngSince: number, problems: Problem[], inFlight: string[]): void {
+  for (const name of readDirIfPresent(layout.tmpDir)) {
+    const file = path.join(layout.tmpDir, name)
+    const stats = lstatOrUndefined(file)
+    if (stats === undefined) continue // the upload finished meanwhile
+    if (stats.mtimeMs >= youngSince) {
+      inFlight.push(file)
+      continue
+    }
+    problems.push({
+      kind: 'stale-temp-file',
+      subject: file,
+      reason: `untouched since ${new Date(stats.mtimeMs).toISOString()}: an upload a crash or kill interrupted`,
+      fix: { action: 'delete', file }
+    })
+  }
+}
+
+export interface RepairResult {
+  /** Narinfos and NAR files removed by the shared removal rules. */
+  removal: Removal
+  /** Unrecorded NAR files, stray files and stale temp files deleted. */
+  deletedFiles: string[]
+  /** Problems --repair leaves for a person. */
+  unrepaired: Problem[]
+  dryRun: boolean
+}
+
+/**
+ * Applies the fixes of `problems`. With dryRun, reports what a real run would remove and changes
+ * nothing.
+ */
+export function repairCache (cache: CacheParts, problems: Problem[], options: { dryRun?: boolean } = {}): RepairResult {
+  const dryRun = options.dryRun ?? false
+  const { metadata, blobs } = cache
+  const hashParts: string[] = []
+  const narFileIds: number[] = []
+  const deletedFiles: string[] = []
+  const unrepaired: Problem[] = []
+  for (const { fix } of problems) {
+    if (fix.action === 'remove-narinfo') hashParts.push(fix.hashPart)
+    if (fix.action === 'remove-nar-file') narFileIds.push(fix.narFileId)
+  }
+  // Files first, then narinfos: a dry run's transactions roll back, so each must plan on its own.
+  const byFile = removeNarFiles(metadata, blobs, narFileIds, { dryRun })
+  const byNarinfo = removeNarinfos(metadata, blobs, hashParts, { dryRun })
+  for (const problem of problems) {
+    const { fix } = problem
+    if (fix.action === 'remove-unrecorded-nar-file') {
+      // False when an upload recorded the file meanwhile: then it is no longer a problem.
+      if (removeUnrecordedNarFile(metadata, blobs, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
+    } else if (fix.action === 'delete') {
+      if (!dryRun) rmSync(fix.file, { force: true, recursive: true })
+      deletedFiles.push(fix.file)
+    } else if (fix.action === 'none') {
+      unrepaired.push(problem)
+    }
+  }
+  return { removal: mergeRemovals(byFile, byNarinfo), deletedFiles, unrepaired, dryRun }
+}
+
+/** Two removals as one; a dry run's two plans may overlap. */
+function mergeRemovals (a: Removal, b: Removal): Removal {
+  const storePaths = [...new Set([...a.storePaths, ...b.storePaths])].sort()
+  const narFiles = [...new Map([...a.narFiles, ...b.narFiles].map(f => [f.id, f])).values()].sort((x, y) => x.id - y.id)
+  return { storePaths, narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
+}

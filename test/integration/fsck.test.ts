@@ -1,0 +1,171 @@
+/**
+ * `narwhal fsck`, run as a real process against the data folder of a running server that the
+ * real `nix copy --to` filled: every kind of damage is named and sets the exit status, --repair
+ * removes each damaged path with its referrers so that everything left substitutes with Nix, a
+ * second fsck is clean, and a re-push with `nix copy --to` heals the cache.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { randomBytes } from 'node:crypto'
+import { closeSync, existsSync, mkdirSync, openSync, readSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs'
+import path from 'node:path'
+import { buildClosure, netrcFile, nix, nixKeyPair, nixOk, run, tempDir, type RunResult, type TestClosure } from '../helpers/nix.js'
+import { startServer, type TestServer } from '../helpers/server.js'
+import { fileHashOf } from '../helpers/upload.js'
+
+const CLI = path.resolve('dist/src/cli/main.js')
+
+function fsck (dataDir: string, ...flags: string[]): Promise<RunResult> {
+  return run('node', [CLI, 'fsck', '--data', dataDir, ...flags])
+}
+
+const hashPartOf = (storePath: string): string => path.basename(storePath).slice(0, 32)
+
+function narFileOf (server: TestServer, storePath: string): string {
+  const { metadata, blobs } = server.cache
+  const info = metadata.narinfo(hashPartOf(storePath))
+  assert.ok(info !== undefined, `${storePath} is in the cache`)
+  const row = metadata.narFileById(info.narFileId)
+  assert.ok(row !== undefined)
+  return blobs.narPath(row.fileHash)
+}
+
+/** Makes a file look untouched for two hours, older than fsck's default grace period. */
+function age (file: string): void {
+  const then = new Date(Date.now() - 2 * 60 * 60 * 1000)
+  utimesSync(file, then, then)
+}
+
+function flipByte (file: string, offset: number): void {
+  const fd = openSync(file, 'r+')
+  try {
+    const byte = Buffer.alloc(1)
+    readSync(fd, byte, 0, 1, offset)
+    writeSync(fd, Buffer.from([(byte[0] ?? 0) ^ 0xff]), 0, 1, offset)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function lines (out: string, pattern: RegExp): string[] {
+  return out.split('\n').filter(l => pattern.test(l))
+}
+
+test('fsck names each kind of damage, --repair removes damaged paths with their referrers, a re-push heals', async (t) => {
+  const key = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const dataDir = server.config.dataDir
+  const netrc = [`netrc-file = ${netrcFile(server.token('push'))}`]
+  const trust = [`trusted-public-keys = ${key.publicKey}`]
+  const closures: TestClosure[] = []
+  for (let i = 0; i < 4; i++) closures.push(await buildClosure())
+  const [c1, c2, c3, c4] = closures as [TestClosure, TestClosure, TestClosure, TestClosure]
+  const to = `${server.url}?secret-key=${key.secretFile}`
+  const tops = closures.map(c => c.top)
+  await nixOk(['copy', '--to', to, ...tops], { config: netrc })
+  assert.equal((await fsck(dataDir, '--verify-content')).code, 0, 'a freshly pushed cache is clean')
+
+  // The damage, one kind per closure (data <- dep <- top), plus loose files.
+  const missing = narFileOf(server, c1.data)
+  unlinkSync(missing) // a leaf dependency's NAR file is gone
+  const truncated = narFileOf(server, c2.dep)
+  truncateSync(truncated, 64)
+  const flipped = narFileOf(server, c3.top)
+  flipByte(flipped, 200) // same size: only --verify-content sees it
+  const rowless = narFileOf(server, c4.data)
+  const db = server.cache.db
+  db.pragma('foreign_keys = OFF') // the foreign key forbids this; a hand edit need not
+  db.prepare('DELETE FROM nar_files WHERE id = (SELECT nar_file_id FROM narinfos WHERE hash_part = ?)').run(hashPartOf(c4.data))
+  db.pragma('foreign_keys = ON')
+  age(rowless)
+  const junk = randomBytes(1000)
+  const dropped = server.cache.blobs.narPath(fileHashOf(junk))
+  mkdirSync(path.dirname(dropped), { recursive: true })
+  writeFileSync(dropped, junk)
+  age(dropped)
+  const crashedPart = path.join(server.cache.layout.tmpDir, 'crashed.part')
+  writeFileSync(crashedPart, 'half an upload')
+  age(crashedPart)
+  const livePart = path.join(server.cache.layout.tmpDir, 'live.part')
+  writeFileSync(livePart, 'an upload in flight')
+  const narinfosBefore = server.cache.metadata.narinfoCount()
+
+  // Checking changes nothing, names every problem but the flipped byte, and exits 1.
+  const quick = await fsck(dataDir)
+  assert.equal(quick.code, 1, quick.stdout + quick.stderr)
+  assert.deepEqual(lines(quick.stdout, /^[a-z-]+ \/\S+: /).map(l => l.split(':')[0]).sort(), [
+    `narinfo-without-nar-file ${c4.data}`,
+    `nar-file-missing ${missing}`,
+    `nar-file-size ${truncated}`,
+    `unrecorded-nar-file ${rowless}`,
+    `unrecorded-nar-file ${dropped}`,
+    `stale-temp-file ${crashedPart}`
+  ].sort())
+  assert.match(quick.stdout, new RegExp(`^would remove ${c1.top}$`, 'm'), 'the dry run names the referrers too')
+  assert.match(quick.stdout, new RegExp(`^in flight .*: ${livePart}$`, 'm'))
+  assert.match(quick.stdout, /6 problems; --repair would remove 8 store paths/)
+  assert.equal(server.cache.metadata.narinfoCount(), narinfosBefore)
+  assert.ok(existsSync(dropped) && existsSync(crashedPart))
+
+  const full = await fsck(dataDir, '--verify-content', '--json')
+  assert.equal(full.code, 1)
+  const report = JSON.parse(full.stdout) as { problems: Array<{ kind: string, subject: string, reason: string }>, repair: { dryRun: boolean } }
+  assert.equal(report.repair.dryRun, true)
+  const content = report.problems.find(p => p.kind === 'nar-file-content')
+  assert.equal(content?.subject, flipped)
+  assert.match(content?.reason ?? '', new RegExp(`not valid xz data|hash to sha256:\\S+, not to its name.*named by ${c3.top}`))
+
+  // Repair: every damaged path goes with its referrers; what stays substitutes.
+  const repaired = await fsck(dataDir, '--repair', '--verify-content')
+  assert.equal(repaired.code, 1, repaired.stdout + repaired.stderr)
+  const removed = [c1.data, c1.dep, c1.top, c2.dep, c2.top, c3.top, c4.data, c4.dep, c4.top]
+  assert.deepEqual(lines(repaired.stdout, /^removed \/nix\/store\//).map(l => l.slice('removed '.length)).sort(), [...removed].sort())
+  assert.match(repaired.stdout, /7 problems; removed 9 store paths, 8 NAR files .* and 3 other files/)
+  for (const storePath of removed) {
+    assert.equal((await fetch(`${server.url}/${hashPartOf(storePath)}.narinfo`)).status, 404, `${storePath} is gone`)
+  }
+  const gone = await nix(['path-info', '--store', server.url, c3.top])
+  assert.notEqual(gone.code, 0, 'Nix no longer finds a removed path')
+  assert.equal(existsSync(livePart), true, 'an upload in flight is left alone')
+  assert.equal(existsSync(crashedPart) || existsSync(dropped) || existsSync(flipped), false)
+  const kept = [c2.data, c3.data, c3.dep]
+  const survivors = tempDir('narwhal-store-')
+  await nixOk(['copy', '--from', server.url, '--to', survivors, ...kept], { config: trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', server.url, ...kept], { config: trust })
+
+  const again = await fsck(dataDir, '--verify-content')
+  assert.equal(again.code, 0, again.stdout + again.stderr)
+  assert.match(again.stdout, /: clean$/m)
+
+  // A re-push of the original closures heals the cache (a fresh Nix cache folder per call, so
+  // Nix does not remember the removed paths as present).
+  await nixOk(['copy', '--to', to, ...tops], { config: netrc })
+  const healed = tempDir('narwhal-store-')
+  await nixOk(['copy', '--from', server.url, '--to', healed, ...tops], { config: trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', server.url, ...tops], { config: trust })
+  const final = await fsck(dataDir, '--verify-content')
+  assert.equal(final.code, 0, final.stdout + final.stderr)
+})
+
+test('fsck exit status: 2 for bad usage or no cache, 3 when --repair leaves a problem for a person', async (t) => {
+  const badGrace = await fsck(tempDir(), '--grace', 'soon')
+  assert.equal(badGrace.code, 2)
+  assert.match(badGrace.stderr, /--grace: expected a number of seconds/)
+  const noCache = await fsck(path.join(tempDir(), 'nothing-here'))
+  assert.equal(noCache.code, 2)
+  assert.match(noCache.stderr, /no cache in .*narwhal\.sqlite does not exist/)
+  const notADatabase = tempDir()
+  writeFileSync(path.join(notADatabase, 'narwhal.sqlite'), 'garbage')
+  const broken = await fsck(notADatabase)
+  assert.equal(broken.code, 2)
+  assert.match(broken.stderr, /cannot open .*narwhal\.sqlite: file is not a database/)
+
+  const server = await startServer(t)
+  const strayDir = path.join(server.cache.layout.narDir, 'backup')
+  mkdirSync(strayDir, { recursive: true })
+  const result = await fsck(server.config.dataDir, '--repair')
+  assert.equal(result.code, 3, result.stdout + result.stderr)
+  assert.match(result.stdout, new RegExp(`^stray-file ${strayDir}: .*left for you to look at$`, 'm'))
+  assert.match(result.stdout, new RegExp(`^left: ${strayDir}$`, 'm'))
+  assert.equal(existsSync(strayDir), true)
+})
