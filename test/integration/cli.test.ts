@@ -34,7 +34,8 @@ async function serve (t: TestContext, env: Record<string, string>, args: string[
   child.stderr?.on('data', (d: Buffer) => { output += d.toString() })
   t.after(() => { child.kill('SIGTERM') })
   const url = `http://${env.NARWHAL_LISTEN ?? ''}`
-  for (let i = 0; i < 100; i++) {
+  // Up to 60 s: a loaded 2-core machine has taken over 10 s to start Node, Fastify and SQLite.
+  for (let i = 0; i < 600; i++) {
     // The first-start message is printed after listen(); wait for it (or for a restart's log line).
     if (/Server listening/.test(output) && (/first start/.test(output) || i > 5)) break
     if (child.exitCode !== null) throw new Error(`narwhal serve exited ${child.exitCode}: ${output}`)
