@@ -25,7 +25,7 @@ import { generateKeyPair, type SecretKey } from '../../src/signing/keys.js'
 import { checkDatabase, checkDisk, checkServed, fetchHashed, tempFiles } from '../helpers/cache-consistency.js'
 import { nix, nixEnv, nixKeyPair, nixOk, netrcFile, runOk, tempDir } from '../helpers/nix.js'
 import { createToken, spawnServer, type ServerProcess } from '../helpers/server-process.js'
-import { compressBytes, fileHashOf, makeNarinfo, runBytes, sha256, sleep, type Nar } from '../helpers/upload.js'
+import { compressBytes, eventually, fileHashOf, makeNarinfo, runBytes, sha256, sleep, type Nar } from '../helpers/upload.js'
 
 const ROUNDS = 6
 /** Sizes of the random file in each round's closures: small, medium, a few MB. */
@@ -39,7 +39,12 @@ const FAST_CHAIN_LENGTH = 30
 const FAST_PAUSE_MS = 40
 /** One upload-batch request per round (the pusher's route): a chain of 128-256 KB NARs. */
 const BATCH_CHAIN_LENGTH = 8
-/** Kills land between these many milliseconds after the uploads start, spread over the rounds. */
+/**
+ * Kills land between these many milliseconds after their anchor, spread over the rounds. Even
+ * rounds count from the start of the uploads (so a kill may find the server before its first
+ * commit); odd rounds from the round's first stored narinfo, so that on a busy machine, where a
+ * cold server takes seconds to get going, kills still land while it is committing.
+ */
 const KILL_AFTER_MS = [200, 3600] as const
 
 interface Closure { top: string, dep: string, data: string, paths: string[] }
@@ -385,7 +390,13 @@ test('kill -9 during concurrent nix copy pushes and raw PUTs: after each restart
       uploadChain(server, fixtures.fastChain, token, acked, problems, { bodyMs: 0, pauseMs: FAST_PAUSE_MS }),
       uploadBatch(server, fixtures.batchChain, token, acked, problems)
     ]
+    const uploadsBegan = Date.now()
     const delay = delays[round] ?? 0
+    const anchor = round % 2 === 0 ? 'the uploads began' : 'the first narinfo was stored'
+    if (round % 2 === 1) {
+      const before = acked.narinfos.size
+      await eventually(() => acked.narinfos.size > before, 30_000)
+    }
     await sleep(delay)
     await server.kill()
     const killedAt = Date.now()
@@ -411,12 +422,12 @@ test('kill -9 during concurrent nix copy pushes and raw PUTs: after each restart
     const restartMs = Date.now() - killedAt - clientsMs
     const check = await checkCache(server, dataDir, attempted, acked)
     problems.push(...check.problems)
-    t.diagnostic(`round ${round + 1}: killed after ${delay} ms; nix copy finished ${pushesComplete}/${finished.length}, ` +
+    t.diagnostic(`round ${round + 1}: killed ${delay} ms after ${anchor} (${killedAt - uploadsBegan} ms after the uploads began); nix copy finished ${pushesComplete}/${finished.length}, ` +
       `raw uploads finished ${chainsComplete}/${uploads.length}; the kill left ${left} temp files (gone after the start), ` +
       `${check.filesWithoutRow} NAR files without a row, ${check.narsWithoutNarinfo} NARs without a narinfo; ` +
       `${check.narinfos} narinfos served, ${check.narFiles} NAR files on disk ` +
       `(round ${Date.now() - roundStarted} ms: clients ended ${clientsMs} ms after the kill, restart ${restartMs} ms)`)
-    assert.deepEqual(problems, [], `round ${round + 1} (kill after ${delay} ms); server log tail:\n${server.log().slice(-3000)}`)
+    assert.deepEqual(problems, [], `round ${round + 1} (kill ${delay} ms after ${anchor}); server log tail:\n${server.log().slice(-3000)}`)
   }
   assert.ok(tempFilesLeft.some(n => n > 0), `no kill landed during an upload body (temp files left per round: ${tempFilesLeft.join(', ')})`)
 
