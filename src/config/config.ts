@@ -93,13 +93,15 @@ export function defaultConfig (): Config {
       enabled: true,
       // Short, so that Nix's retries (about 0.3, 0.9, 2 and 4.5 s after a 429) reach a fresh window.
       windowSeconds: 1,
-      // Off: one `nix copy --from` already makes ~3,500 reads/s here (README, Limits), and a team
-      // behind one NAT address makes several times that; any per-address read budget that
-      // protects others from one client would also throttle a legitimate team.
+      // Off: one `nix copy --from` of 2,000 paths makes ~2,000 reads/s here, a team behind one
+      // NAT address several times that, and Nix fails a substitution whose retries do not fit in
+      // the budget (200/s failed such a copy, 1,000/s did not).
       reads: 0,
-      // Per token: `nix copy --to` peaked at ~150 PUTs/s here; 500 leaves room, stops a runaway loop.
-      writes: 500,
-      // Per address: a scanner trying tokens gets 429 instead of filling the log with 401 lines.
+      // Off: Nix 2.8 retries an upload without its body (fixed upstream only in 2026,
+      // NixOS/nix#15047), so a 429 on a PUT fails `nix copy --to`. narwhal's pusher retries
+      // properly; a budget suits a cache that only it writes to.
+      writes: 0,
+      // Per address: a scanner trying tokens gets 429 instead of a 401 log line per guess.
       failedAuth: 30
     },
     timeouts: {

@@ -3,16 +3,17 @@
  * `Retry-After` in whole seconds.
  *
  * Three budgets, each counted in fixed windows of `rateLimit.windowSeconds`:
- *   reads       GET/HEAD, per client        (default unlimited)
- *   writes      PUT/POST, per client        (a client that writes always has a push token)
- *   failedAuth  401s for a presented token that is unknown, revoked or expired, per address;
- *               past it such requests get 429 instead of 401 (counted in server/auth.ts)
+ *   reads       GET/HEAD, per client          (default unlimited)
+ *   writes      PUT/POST, per client          (default unlimited)
+ *   failedAuth  requests whose token is unknown, revoked or expired, per address (default 30);
+ *               past it they get 429 instead of 401 (counted in server/auth.ts)
  * A client is its token when it presents a live one, else its address (server/client-key.ts).
  * /healthz and /metrics are never limited: load balancers and Prometheus poll them.
  *
  * Nix 2.8 retries a 429 four times, 250 ms · 2^n apart with jitter (about 4.6 s in all), and
- * ignores Retry-After; with one-second windows a throttled client gets through on a retry
- * instead of failing.
+ * ignores Retry-After; with one-second windows a throttled download gets through on a retry.
+ * Its retried uploads are sent without their body, though (NixOS/nix#15047), so a 429 on a PUT
+ * fails `nix copy --to`: the reason writes are unlimited unless configured.
  *
  * The counters are @fastify/rate-limit's in-memory LRU store: they belong to this process, so
  * several worker processes would each grant the whole budget.

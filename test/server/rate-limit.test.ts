@@ -145,15 +145,19 @@ test('trustProxy: behind a trusted proxy the client is X-Forwarded-For; without 
     'an address that is not the proxy is counted as itself, whatever it forwards')
 })
 
-test('defaults: reads are not limited; NARWHAL_RATE_LIMIT=false turns every budget off', async (t) => {
+test('defaults: reads and writes are not limited; NARWHAL_RATE_LIMIT=false turns every budget off', async (t) => {
   const server = await startServer(t)
   const answers = await Promise.all(Array.from({ length: 300 }, async () => (await fetch(`${server.url}/nix-cache-info`)).status))
   assert.deepEqual(new Set(answers), new Set([200]))
+  const token = server.token('push')
+  const writes = await Promise.all(Array.from({ length: 100 }, async () =>
+    (await fetch(`${server.url}/nix-cache-info`, { method: 'PUT', body: CACHE_INFO_PUT, headers: { authorization: `Bearer ${token}` } })).status))
+  assert.deepEqual(new Set(writes), new Set([204]))
 
   const off = await startServer(t, { env: { NARWHAL_RATE_LIMIT: 'false', NARWHAL_RATE_LIMIT_WRITES: '1', NARWHAL_RATE_LIMIT_FAILED_AUTH: '1' } })
-  const token = off.token('push')
+  const offToken = off.token('push')
   for (let i = 0; i < 3; i++) {
-    assert.equal((await from(off, '127.0.0.1', 'PUT', '/nix-cache-info', { token, body: CACHE_INFO_PUT })).status, 204)
+    assert.equal((await from(off, '127.0.0.1', 'PUT', '/nix-cache-info', { token: offToken, body: CACHE_INFO_PUT })).status, 204)
     assert.equal((await from(off, '127.0.0.1', 'PUT', '/nix-cache-info', { token: 'nw_guess', body: CACHE_INFO_PUT })).status, 401)
   }
 })

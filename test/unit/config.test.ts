@@ -70,7 +70,7 @@ test('unknown keys and bad values stop the start, naming the key', () => {
 
 test('rateLimit, timeouts and trustProxy: defaults, file, environment, and bad values naming the key', () => {
   const defaults = loadConfig({}, {})
-  assert.deepEqual(defaults.rateLimit, { enabled: true, windowSeconds: 1, reads: 0, writes: 500, failedAuth: 30 })
+  assert.deepEqual(defaults.rateLimit, { enabled: true, windowSeconds: 1, reads: 0, writes: 0, failedAuth: 30 })
   assert.deepEqual(defaults.timeouts, { idleSeconds: 60, headersSeconds: 30 })
   assert.deepEqual(defaults.trustProxy, [])
 
@@ -80,7 +80,7 @@ test('rateLimit, timeouts and trustProxy: defaults, file, environment, and bad v
     trustProxy: ['10.0.0.1', '192.168.0.0/16', 'fd00::/8', 'loopback']
   })
   const fromFile = loadConfig({ configFile: file }, {})
-  assert.deepEqual(fromFile.rateLimit, { enabled: true, windowSeconds: 2, reads: 5000, writes: 500, failedAuth: 30 })
+  assert.deepEqual(fromFile.rateLimit, { enabled: true, windowSeconds: 2, reads: 5000, writes: 0, failedAuth: 30 })
   assert.deepEqual(fromFile.timeouts, { idleSeconds: 120, headersSeconds: 30 })
   assert.deepEqual(fromFile.trustProxy, ['10.0.0.1', '192.168.0.0/16', 'fd00::/8', 'loopback'])
 
