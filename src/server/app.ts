@@ -6,6 +6,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { registerAuth } from './auth.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
+import { registerIdleTimeout } from './idle-timeout.js'
 import { registerMetrics } from './metrics.js'
 import { registerRateLimit } from './rate-limit.js'
 import { registerRoutes } from './routes/index.js'
@@ -25,7 +26,8 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
     // A NAR upload can take many minutes: no limit on a request's total time. What is limited is
     // silence: a socket on which no byte moved either way for timeouts.idleSeconds is destroyed
     // (Node's socket timeout), which stops a stalled upload (its temp file is then removed, see
-    // storage/nar-ingest.ts) and a download to a client that stopped reading.
+    // storage/nar-ingest.ts) and a download to a client that stopped reading. The server's own
+    // work is not silence: see idle-timeout.ts.
     requestTimeout: 0,
     connectionTimeout: timeouts.idleSeconds * 1000,
     keepAliveTimeout: 65_000,
@@ -54,6 +56,7 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
     })
   }
   registerErrorHandler(app)
+  registerIdleTimeout(app, timeouts.idleSeconds * 1000)
   registerAuth(app)
   registerRateLimit(app)
   registerMetrics(app)

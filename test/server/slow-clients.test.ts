@@ -91,6 +91,10 @@ test('an upload that stalls mid-body is closed after timeouts.idleSeconds and le
   const nar = await freshNar('zstd', { randomBytes: 1024 * 1024 })
   const token = server.token('push')
   const client = await connect(server.port)
+  // First a whole request on the same connection, as curl reuses its connections: the idle
+  // timeout must hold for a kept-alive connection's later requests too.
+  client.socket.write('GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n')
+  assert.ok(await eventually(() => client.received().includes('Priority: ')), 'the first request was answered')
   client.socket.write(`PUT /${nar.url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
     `Content-Type: application/x-nix-nar\r\nContent-Length: ${nar.bytes.length}\r\n\r\n`)
   client.socket.write(nar.bytes.subarray(0, Math.floor(nar.bytes.length / 2)))
@@ -156,4 +160,19 @@ test('a download to a client that stops reading is closed after the idle timeout
   assert.equal(answer.status, 200)
   assert.ok(answer.rest.length < nar.bytes.length, `the client got ${answer.rest.length} of ${nar.bytes.length} bytes, not all`)
   assert.equal((await get(`${server.url}/${nar.url}`)).bytes.length, nar.bytes.length, 'the next download is whole')
+})
+
+test('the server\'s own work after the body (a slow fsync) is not the client\'s silence: the upload is answered', async (t) => {
+  const server = await startServer(t, { env: SHORT })
+  // Stand-in for fsync of a huge NAR on a slow disk: the commit takes twice the idle timeout.
+  const blobs = server.cache.blobs
+  const commit = blobs.commitNar.bind(blobs)
+  blobs.commitNar = async (temp, fileHash) => {
+    await sleep(4000)
+    await commit(temp, fileHash)
+  }
+  const nar = await freshNar('zstd')
+  const answer = await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))
+  assert.equal(answer.status, 201, answer.body)
+  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
 })
