@@ -89,9 +89,10 @@ export function registerRateLimit (app: FastifyInstance): void {
     if (result.isAllowed || !result.isExceeded) return
     const retryAfter = Math.max(1, result.ttlInSeconds)
     const now = Date.now()
-    if ((loggedUntil.get(result.key) ?? 0) <= now) {
+    const logKey = `${budget} ${result.key}`
+    if ((loggedUntil.get(logKey) ?? 0) <= now) {
       if (loggedUntil.size >= CLIENTS_REMEMBERED) loggedUntil.clear()
-      loggedUntil.set(result.key, now + result.ttl)
+      loggedUntil.set(logKey, now + result.ttl)
       request.log.info({ code: 'NARWHAL_RATE_LIMITED', budget, client: result.key, max: result.max }, 'client over its request budget')
     }
     reply.header('retry-after', String(retryAfter))
