@@ -40,6 +40,8 @@ export const ERROR_STATUS = {
   NARWHAL_UNSUPPORTED_COMPRESSION: 415,
   /** A narinfo whose NAR or references are not (yet) in the cache. */
   NARWHAL_MISSING_DEPENDENCY: 422,
+  /** The client used up its request budget for the current window (rateLimit.*); Retry-After says when to come back. */
+  NARWHAL_RATE_LIMITED: 429,
   /** Accepting the upload would eat into the free-space reserve of the data folder's disk. */
   NARWHAL_INSUFFICIENT_STORAGE: 507,
   /** Anything unexpected. The message sent to clients is generic. */

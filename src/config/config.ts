@@ -4,6 +4,7 @@
  * the start with a message naming the key. The result is frozen and passed in, never global.
  */
 import { readFileSync } from 'node:fs'
+import { isIP } from 'node:net'
 import path from 'node:path'
 
 export interface Limits {
@@ -21,6 +22,34 @@ export interface Limits {
   freeSpaceReserveBytes: number
 }
 
+/**
+ * Per-client request budgets. A client is its token when it presents a valid one, else its
+ * address (an IPv6 address by its /64, which one machine usually holds whole). The counters
+ * live in this process's memory.
+ */
+export interface RateLimit {
+  enabled: boolean
+  /**
+   * Length of one counting window. Nix retries a 429 only four times, over about 4 s, and ignores
+   * Retry-After, so a window longer than ~3 s turns a throttled Nix client into a failed one.
+   */
+  windowSeconds: number
+  /** GET/HEAD requests per client per window; 0 means unlimited. */
+  reads: number
+  /** PUT/POST requests per client per window; 0 means unlimited. */
+  writes: number
+  /** 401 answers per address per window before further bad credentials get 429; 0 means unlimited. */
+  failedAuth: number
+}
+
+/** Time limits on a connection; none of them bounds a whole transfer, which may take hours. */
+export interface Timeouts {
+  /** A socket with no byte moving in either direction for this long is closed. */
+  idleSeconds: number
+  /** A request must have sent all its headers within this long (slowloris). */
+  headersSeconds: number
+}
+
 export interface Config {
   /** Folder holding the database, the NAR files and generated keys. */
   dataDir: string
@@ -33,6 +62,13 @@ export interface Config {
   private: boolean
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   limits: Limits
+  rateLimit: RateLimit
+  timeouts: Timeouts
+  /**
+   * Addresses (IP, CIDR, or loopback/linklocal/uniquelocal) of reverse proxies whose
+   * X-Forwarded-For names the client. Empty: the client is the TCP peer.
+   */
+  trustProxy: string[]
 }
 
 export function defaultConfig (): Config {
@@ -52,7 +88,29 @@ export function defaultConfig (): Config {
       smallFileBytes: 64 * 1024,
       // 1 GiB: room for SQLite's WAL and the logs, so a full disk never stops the cache serving.
       freeSpaceReserveBytes: 1024 ** 3
-    }
+    },
+    rateLimit: {
+      enabled: true,
+      // Short, so that Nix's retries (about 0.3, 0.9, 2 and 4.5 s after a 429) reach a fresh window.
+      windowSeconds: 1,
+      // Off: one `nix copy --from` of 2,000 paths makes ~2,000 reads/s here, a team behind one
+      // NAT address several times that, and Nix fails a substitution whose retries do not fit in
+      // the budget (200/s failed such a copy, 1,000/s did not).
+      reads: 0,
+      // Off: Nix 2.8 retries an upload without its body (fixed upstream only in 2026,
+      // NixOS/nix#15047), so a 429 on a PUT fails `nix copy --to`. narwhal's pusher retries
+      // properly; a budget suits a cache that only it writes to.
+      writes: 0,
+      // Per address: a scanner trying tokens gets 429 instead of a 401 log line per guess.
+      failedAuth: 30
+    },
+    timeouts: {
+      // Longer than any pause of a moving transfer (a client compressing its next chunk), short
+      // enough that dead and stalled clients do not hold sockets and temp files for long.
+      idleSeconds: 60,
+      headersSeconds: 30
+    },
+    trustProxy: []
   }
 }
 
@@ -108,7 +166,7 @@ function rejectUnknown (obj: Record<string, unknown>, known: string[], where: st
 /** Applies a parsed JSON config file onto `config`, validating every key. */
 function applyFile (config: Config, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits'], '')
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy'], '')
   if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
   if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
   if (raw.trustedKeys !== undefined) {
@@ -129,6 +187,82 @@ function applyFile (config: Config, raw: unknown, file: string): void {
       if (raw.limits[key] !== undefined) config.limits[key] = expectInteger(raw.limits[key], `limits.${key}`, key === 'freeSpaceReserveBytes' ? 0 : 1)
     }
   }
+  if (raw.rateLimit !== undefined) {
+    if (!isRecord(raw.rateLimit)) throw new ConfigError('rateLimit: expected an object')
+    rejectUnknown(raw.rateLimit, Object.keys(config.rateLimit), 'rateLimit.')
+    const r = raw.rateLimit
+    if (r.enabled !== undefined) {
+      if (typeof r.enabled !== 'boolean') throw new ConfigError('rateLimit.enabled: expected true or false')
+      config.rateLimit.enabled = r.enabled
+    }
+    if (r.windowSeconds !== undefined) config.rateLimit.windowSeconds = expectWindow(r.windowSeconds, 'rateLimit.windowSeconds')
+    for (const key of ['reads', 'writes', 'failedAuth'] as const) {
+      if (r[key] !== undefined) config.rateLimit[key] = expectInteger(r[key], `rateLimit.${key}`, 0)
+    }
+  }
+  if (raw.timeouts !== undefined) {
+    if (!isRecord(raw.timeouts)) throw new ConfigError('timeouts: expected an object')
+    const known = Object.keys(config.timeouts)
+    rejectUnknown(raw.timeouts, known, 'timeouts.')
+    for (const key of known as Array<keyof Timeouts>) {
+      if (raw.timeouts[key] !== undefined) config.timeouts[key] = expectInteger(raw.timeouts[key], `timeouts.${key}`, 1)
+    }
+  }
+  if (raw.trustProxy !== undefined) {
+    if (!Array.isArray(raw.trustProxy)) throw new ConfigError('trustProxy: expected an array of addresses or CIDR ranges')
+    config.trustProxy = raw.trustProxy.map((v, i) => expectProxyAddress(v, `trustProxy[${i}]`))
+  }
+}
+
+/** Windows are whole seconds, at most an hour: longer ones are bans, not rate limits. */
+function expectWindow (v: unknown, key: string): number {
+  const seconds = expectInteger(v, key, 1)
+  if (seconds > 3600) throw new ConfigError(`${key}: expected at most 3600 seconds, got ${seconds}`)
+  return seconds
+}
+
+const PROXY_KEYWORDS = ['loopback', 'linklocal', 'uniquelocal']
+
+/**
+ * An address, a CIDR range or one of proxy-addr's names. `true` (trust every hop) is not
+ * offered: it would let any client choose the address it is counted under.
+ */
+function expectProxyAddress (v: unknown, key: string): string {
+  const text = expectString(v, key)
+  if (PROXY_KEYWORDS.includes(text)) return text
+  const [address = '', prefix, ...rest] = text.split('/')
+  const family = isIP(address)
+  const bits = family === 6 ? 128 : 32
+  const prefixOk = prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= bits)
+  if (family === 0 || !prefixOk || rest.length > 0) {
+    throw new ConfigError(`${key}: expected an IP address, a CIDR range (10.0.0.0/8) or one of ${PROXY_KEYWORDS.join(', ')}, got ${JSON.stringify(text)}`)
+  }
+  return text
+}
+
+function expectBoolean (v: string, key: string): boolean {
+  if (!['true', 'false', '1', '0'].includes(v)) throw new ConfigError(`${key}: expected true or false`)
+  return v === 'true' || v === '1'
+}
+
+/** The NARWHAL_* variables of the rateLimit, timeouts and trustProxy settings. */
+function applyProtectionEnv (config: Config, env: NodeJS.ProcessEnv): void {
+  const given = (name: string): string | undefined => env[name] !== undefined && env[name] !== '' ? env[name] : undefined
+  const integer = (name: string, min: number): number | undefined => {
+    const value = given(name)
+    return value === undefined ? undefined : expectInteger(Number(value), name, min)
+  }
+  const enabled = given('NARWHAL_RATE_LIMIT')
+  if (enabled !== undefined) config.rateLimit.enabled = expectBoolean(enabled, 'NARWHAL_RATE_LIMIT')
+  const window = given('NARWHAL_RATE_LIMIT_WINDOW_SECONDS')
+  if (window !== undefined) config.rateLimit.windowSeconds = expectWindow(Number(window), 'NARWHAL_RATE_LIMIT_WINDOW_SECONDS')
+  config.rateLimit.reads = integer('NARWHAL_RATE_LIMIT_READS', 0) ?? config.rateLimit.reads
+  config.rateLimit.writes = integer('NARWHAL_RATE_LIMIT_WRITES', 0) ?? config.rateLimit.writes
+  config.rateLimit.failedAuth = integer('NARWHAL_RATE_LIMIT_FAILED_AUTH', 0) ?? config.rateLimit.failedAuth
+  config.timeouts.idleSeconds = integer('NARWHAL_IDLE_TIMEOUT_SECONDS', 1) ?? config.timeouts.idleSeconds
+  config.timeouts.headersSeconds = integer('NARWHAL_HEADERS_TIMEOUT_SECONDS', 1) ?? config.timeouts.headersSeconds
+  const proxies = given('NARWHAL_TRUST_PROXY')
+  if (proxies !== undefined) config.trustProxy = splitKeys(proxies.replaceAll(',', ' ')).map(p => expectProxyAddress(p, 'NARWHAL_TRUST_PROXY'))
 }
 
 function expectLogLevel (v: unknown, key: string): Config['logLevel'] {
@@ -166,11 +300,9 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
   if (env.NARWHAL_PRIORITY !== undefined && env.NARWHAL_PRIORITY !== '') {
     config.priority = expectInteger(Number(env.NARWHAL_PRIORITY), 'NARWHAL_PRIORITY', 0)
   }
-  if (env.NARWHAL_PRIVATE !== undefined && env.NARWHAL_PRIVATE !== '') {
-    if (!['true', 'false', '1', '0'].includes(env.NARWHAL_PRIVATE)) throw new ConfigError('NARWHAL_PRIVATE: expected true or false')
-    config.private = env.NARWHAL_PRIVATE === 'true' || env.NARWHAL_PRIVATE === '1'
-  }
+  if (env.NARWHAL_PRIVATE !== undefined && env.NARWHAL_PRIVATE !== '') config.private = expectBoolean(env.NARWHAL_PRIVATE, 'NARWHAL_PRIVATE')
   if (env.NARWHAL_LOG_LEVEL !== undefined && env.NARWHAL_LOG_LEVEL !== '') config.logLevel = expectLogLevel(env.NARWHAL_LOG_LEVEL, 'NARWHAL_LOG_LEVEL')
+  applyProtectionEnv(config, env)
   if (overrides.dataDir !== undefined) config.dataDir = overrides.dataDir
   if (overrides.listen !== undefined) config.listen = parseListen(overrides.listen, '--listen')
   if (overrides.trustedKeys !== undefined && overrides.trustedKeys.length > 0) config.trustedKeys = overrides.trustedKeys

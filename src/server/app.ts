@@ -8,7 +8,9 @@ import { registerAuth } from './auth.js'
 import { holdContinue } from './body.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
+import { registerIdleTimeout } from './idle-timeout.js'
 import { registerMetrics } from './metrics.js'
+import { registerRateLimit } from './rate-limit.js'
 import { registerRoutes } from './routes/index.js'
 
 export interface AppOptions {
@@ -17,14 +19,29 @@ export interface AppOptions {
 }
 
 export function buildApp (context: CacheContext, options: AppOptions = {}): FastifyInstance {
+  const { timeouts, trustProxy } = context.config
+  const headersMs = timeouts.headersSeconds * 1000
   const app = Fastify({
     logger: options.logger === false ? false : { level: context.config.logLevel },
     // Nix 2.8 strips only one trailing slash from the cache URL, so `…/cache//x` does arrive.
     routerOptions: { ignoreDuplicateSlashes: true },
-    // A NAR upload can take many minutes; the limits are on bytes, not on time.
+    // A NAR upload can take many minutes: no limit on a request's total time. What is limited is
+    // silence: a socket on which no byte moved either way for timeouts.idleSeconds is destroyed
+    // (Node's socket timeout), which stops a stalled upload (its temp file is then removed, see
+    // storage/nar-ingest.ts) and a download to a client that stopped reading. The server's own
+    // work is not silence: see idle-timeout.ts.
     requestTimeout: 0,
-    connectionTimeout: 0,
+    connectionTimeout: timeouts.idleSeconds * 1000,
     keepAliveTimeout: 65_000,
+    http: {
+      // Headers trickled a byte at a time keep a socket busy but never start a request (slowloris).
+      headersTimeout: headersMs,
+      // How often Node checks headersTimeout; its default of 30 s would let a slow header live
+      // up to 30 s past its limit. One pass over the open connections per second costs nothing.
+      connectionsCheckingInterval: Math.min(1000, headersMs / 2)
+    },
+    // Behind a reverse proxy every client would otherwise count as the proxy's address.
+    trustProxy: trustProxy.length > 0 ? trustProxy : false,
     return503OnClosing: true,
     // One log line per read would cost more than the read itself (a narinfo hit is one indexed
     // lookup); writes, refusals and errors are logged at info, every request at debug.
@@ -47,7 +64,9 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
     })
   }
   registerErrorHandler(app)
+  registerIdleTimeout(app, timeouts.idleSeconds * 1000)
   registerAuth(app)
+  registerRateLimit(app)
   registerMetrics(app)
   registerRoutes(app)
   return app

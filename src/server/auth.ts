@@ -2,17 +2,50 @@
  * Who may do what. Writes (PUT) need a token with push scope; reads need a read token only when
  * the cache is configured private. Tokens are looked up in SQLite on every request, so a token
  * created or revoked with `narwhal token …` takes effect at once, without a restart.
+ *
+ * The token a request was let in with is kept on it (request.narwhalToken), so the rate limit
+ * counts the request against that token rather than against its address.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { hashToken, scopeAllows, tokenFromAuthorization, type Scope } from '../auth/tokens.js'
+import type { Metadata, TokenRow } from '../db/metadata.js'
 import { NarwhalError } from '../errors.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The live token the request presented: undefined until looked up, null when it has none. */
+    narwhalToken: TokenRow | null | undefined
+  }
+}
 
 function neededScope (request: FastifyRequest, isPrivate: boolean): Scope | undefined {
   if (request.method === 'GET' || request.method === 'HEAD') return isPrivate ? 'read' : undefined
   return 'push'
 }
 
+/** The token's row when it is known, not revoked and not expired. */
+function liveTokenRow (metadata: Metadata, token: string, now = Date.now()): TokenRow | undefined {
+  const row = metadata.tokenByHash(hashToken(token))
+  if (row === undefined || row.revokedAt !== null || (row.expiresAt !== null && row.expiresAt <= now)) return undefined
+  return row
+}
+
+/**
+ * The live token a request presents, looked up at most once per request. For requests that need
+ * no token (reads of a public cache) this is only asked when a read budget is set: Nix sends its
+ * netrc credentials with every request, so a team's clients can be counted apart even there.
+ */
+export function presentedToken (request: FastifyRequest, metadata: Metadata): TokenRow | null {
+  if (request.narwhalToken === undefined) {
+    const token = tokenFromAuthorization(request.headers.authorization)
+    request.narwhalToken = token === undefined ? null : liveTokenRow(metadata, token) ?? null
+  }
+  return request.narwhalToken
+}
+
 export function registerAuth (app: FastifyInstance): void {
+  app.decorateRequest('narwhalToken', undefined)
+
   app.addHook('onRequest', async (request, reply) => {
     const needed = neededScope(request, app.narwhal.config.private)
     if (needed === undefined) return
@@ -22,9 +55,13 @@ export function registerAuth (app: FastifyInstance): void {
       throw new NarwhalError('NARWHAL_UNAUTHORIZED', `this request needs a token with ${needed} scope ` +
         '(Authorization: Bearer TOKEN, or TOKEN as the password in a netrc file)')
     }
-    const row = app.narwhal.metadata.tokenByHash(hashToken(token))
-    const now = Date.now()
-    if (row === undefined || row.revokedAt !== null || (row.expiresAt !== null && row.expiresAt <= now)) {
+    const row = liveTokenRow(app.narwhal.metadata, token)
+    request.narwhalToken = row ?? null
+    if (row === undefined) {
+      // Counted per address; past rateLimit.failedAuth in a window this throws 429 instead
+      // (rate-limit.ts). A request without credentials is not counted: Nix 2.8 reads its 401 as
+      // "not in this cache", which is how an anonymous client of a private cache must go on seeing it.
+      await app.countFailedAuth(request, reply)
       reply.header('www-authenticate', 'Basic realm="narwhal"')
       throw new NarwhalError('NARWHAL_UNAUTHORIZED', 'the token is unknown, revoked or expired')
     }

@@ -21,8 +21,10 @@ export function registerErrorHandler (app: FastifyInstance): void {
     if (!request.raw.complete) reply.header('connection', 'close')
     // Every NarwhalError but NARWHAL_INTERNAL carries a message written for clients (507 included).
     if (isNarwhalError(err) && err.code !== 'NARWHAL_INTERNAL') {
-      // A miss is ordinary traffic (nix copy asks about every path of a closure), not a refusal.
+      // A miss is ordinary traffic (nix copy asks about every path of a closure), not a refusal;
+      // a throttled client is logged once per window by server/rate-limit.ts, not per request.
       if (err.code === 'NARWHAL_NOT_FOUND') request.log.debug({ code: err.code, reason: err.message }, 'not found')
+      else if (err.code === 'NARWHAL_RATE_LIMITED') request.log.debug({ code: err.code, reason: err.message }, 'throttled')
       else request.log.info({ code: err.code, reason: err.message }, 'request refused')
       return reply.code(err.statusCode).send(`${err.code}: ${err.message}\n`)
     }

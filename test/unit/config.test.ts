@@ -67,3 +67,56 @@ test('unknown keys and bad values stop the start, naming the key', () => {
   assert.throws(() => loadConfig({}, { NARWHAL_PRIVATE: 'maybe' }), /NARWHAL_PRIVATE: expected true or false/)
   assert.throws(() => loadConfig({ configFile: '/nonexistent/narwhal.json' }, {}), /config file \/nonexistent\/narwhal.json: cannot be read \(ENOENT\)/)
 })
+
+test('rateLimit, timeouts and trustProxy: defaults, file, environment, and bad values naming the key', () => {
+  const defaults = loadConfig({}, {})
+  assert.deepEqual(defaults.rateLimit, { enabled: true, windowSeconds: 1, reads: 0, writes: 0, failedAuth: 30 })
+  assert.deepEqual(defaults.timeouts, { idleSeconds: 60, headersSeconds: 30 })
+  assert.deepEqual(defaults.trustProxy, [])
+
+  const file = configFile({
+    rateLimit: { reads: 5000, windowSeconds: 2 },
+    timeouts: { idleSeconds: 120 },
+    trustProxy: ['10.0.0.1', '192.168.0.0/16', 'fd00::/8', 'loopback']
+  })
+  const fromFile = loadConfig({ configFile: file }, {})
+  assert.deepEqual(fromFile.rateLimit, { enabled: true, windowSeconds: 2, reads: 5000, writes: 0, failedAuth: 30 })
+  assert.deepEqual(fromFile.timeouts, { idleSeconds: 120, headersSeconds: 30 })
+  assert.deepEqual(fromFile.trustProxy, ['10.0.0.1', '192.168.0.0/16', 'fd00::/8', 'loopback'])
+
+  const fromEnv = loadConfig({ configFile: file }, {
+    NARWHAL_RATE_LIMIT: 'false',
+    NARWHAL_RATE_LIMIT_WINDOW_SECONDS: '3',
+    NARWHAL_RATE_LIMIT_READS: '0',
+    NARWHAL_RATE_LIMIT_WRITES: '7',
+    NARWHAL_RATE_LIMIT_FAILED_AUTH: '9',
+    NARWHAL_IDLE_TIMEOUT_SECONDS: '5',
+    NARWHAL_HEADERS_TIMEOUT_SECONDS: '4',
+    NARWHAL_TRUST_PROXY: '127.0.0.1, ::1'
+  })
+  assert.deepEqual(fromEnv.rateLimit, { enabled: false, windowSeconds: 3, reads: 0, writes: 7, failedAuth: 9 })
+  assert.deepEqual(fromEnv.timeouts, { idleSeconds: 5, headersSeconds: 4 })
+  assert.deepEqual(fromEnv.trustProxy, ['127.0.0.1', '::1'])
+
+  const cases: Array<[unknown, RegExp]> = [
+    [{ rateLimit: { read: 1 } }, /^rateLimit\.read: unknown setting \(known: enabled, windowSeconds, reads, writes, failedAuth\)/],
+    [{ rateLimit: { enabled: 'yes' } }, /^rateLimit\.enabled: expected true or false/],
+    [{ rateLimit: { writes: -1 } }, /^rateLimit\.writes: expected an integer >= 0/],
+    [{ rateLimit: { windowSeconds: 0 } }, /^rateLimit\.windowSeconds: expected an integer >= 1/],
+    [{ rateLimit: { windowSeconds: 86400 } }, /^rateLimit\.windowSeconds: expected at most 3600 seconds/],
+    [{ rateLimit: 5 }, /^rateLimit: expected an object/],
+    [{ timeouts: { idleSeconds: 0 } }, /^timeouts\.idleSeconds: expected an integer >= 1/],
+    [{ timeouts: { requestSeconds: 10 } }, /^timeouts\.requestSeconds: unknown setting/],
+    [{ trustProxy: true }, /^trustProxy: expected an array/],
+    [{ trustProxy: ['proxy.example'] }, /^trustProxy\[0\]: expected an IP address, a CIDR range/],
+    [{ trustProxy: ['10.0.0.0/33'] }, /^trustProxy\[0\]: expected an IP address, a CIDR range/]
+  ]
+  for (const [content, message] of cases) {
+    assert.throws(() => loadConfig({ configFile: configFile(content) }, {}), (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      `config ${JSON.stringify(content)}`)
+  }
+  assert.throws(() => loadConfig({}, { NARWHAL_RATE_LIMIT: 'on' }), /^ConfigError: NARWHAL_RATE_LIMIT: expected true or false/)
+  assert.throws(() => loadConfig({}, { NARWHAL_RATE_LIMIT_READS: 'many' }), /NARWHAL_RATE_LIMIT_READS: expected an integer >= 0/)
+  assert.throws(() => loadConfig({}, { NARWHAL_IDLE_TIMEOUT_SECONDS: '0' }), /NARWHAL_IDLE_TIMEOUT_SECONDS: expected an integer >= 1/)
+  assert.throws(() => loadConfig({}, { NARWHAL_TRUST_PROXY: '*' }), /NARWHAL_TRUST_PROXY: expected an IP address/)
+})

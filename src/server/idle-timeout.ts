@@ -1,0 +1,21 @@
+/**
+ * The idle timeout (timeouts.idleSeconds, Node's socket timeout) measures the client's silence,
+ * not the server's work. Once a request's body has been read to its end, the server may work for
+ * a long time with no byte moving: fsync of a multi-GiB NAR flushes what the page cache held back,
+ * which on a slow disk takes a minute. So the timeout is suspended from the body's last byte until
+ * the answer starts, and restored for the answer's bytes (a download to a client that stops
+ * reading is still cut off).
+ */
+import type { FastifyInstance } from 'fastify'
+
+export function registerIdleTimeout (app: FastifyInstance, idleMs: number): void {
+  app.addHook('onRequest', async (request) => {
+    const socket = request.raw.socket
+    // 'end' is only emitted for a body that was read whole; a refused upload keeps the timeout.
+    request.raw.once('end', () => socket.setTimeout(0))
+  })
+  app.addHook('onSend', async (request, _reply, payload) => {
+    request.raw.socket.setTimeout(idleMs)
+    return payload
+  })
+}

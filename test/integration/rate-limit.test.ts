@@ -1,0 +1,118 @@
+/**
+ * Budgets against the real clients. What Nix 2.8 does with a 429 (src/libstore/filetransfer.cc,
+ * checked against the installed binary): every 4xx but 408 and 429 is final; a 429 is retried up
+ * to `download-attempts` (5) times, 250 ms · 2^n apart plus jitter (about 4.6 s in all), without
+ * reading Retry-After. A retried download works, so a substitution gets through a read budget
+ * whose one-second windows its retries reach. A retried upload is sent without its body (the
+ * buffer was already read; fixed upstream in 2026, NixOS/nix#15047), so a 429 on a PUT fails
+ * `nix copy --to`: writes are unlimited unless configured, and a writes budget is for caches
+ * written by narwhal's pusher, which re-sends the body and honours Retry-After.
+ *
+ * The server's metrics prove that 429s were really answered along the way.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { existsSync, readFileSync } from 'node:fs'
+import path from 'node:path'
+import { closureInfo } from '../../src/pusher/closure.js'
+import { pushClosure } from '../../src/pusher/push-closure.js'
+import { loadSecretKeys } from '../../src/pusher/signer.js'
+import { CacheClient } from '../../src/pusher/uploader.js'
+import { buildClosure, netrcFile, nix, nixKeyPair, nixOk, run, tempDir } from '../helpers/nix.js'
+import { startServer, type TestServer } from '../helpers/server.js'
+
+async function rateLimited (server: TestServer): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text()
+  return Number(/narwhal_refusals_total\{code="NARWHAL_RATE_LIMITED"\} (\d+)/.exec(text)?.[1] ?? 0)
+}
+
+/** A server holding a pushed closure, and a second one on the same data with the given budgets. */
+async function cacheWithBudgets (t: test.TestContext, env: Record<string, string>) {
+  const key = await nixKeyPair('test-uploader-1')
+  const open = await startServer(t, { trustedKeys: [key.publicKey] })
+  const closure = await buildClosure()
+  await nixOk(['copy', '--to', `${open.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(open.token('push'))}`] })
+  const limited = await startServer(t, { trustedKeys: [key.publicKey], dataDir: open.config.dataDir, env })
+  return { key, closure, server: limited }
+}
+
+test('nix copy --from and nix-store -r substitute through a read budget of 2 per second: Nix retries the 429s', async (t) => {
+  const { key, closure, server } = await cacheWithBudgets(t, { NARWHAL_RATE_LIMIT_READS: '2', NARWHAL_RATE_LIMIT_WINDOW_SECONDS: '1' })
+
+  const store = tempDir('narwhal-store-')
+  const copied = await nix(['copy', '--from', server.url, '--to', store, closure.top], { config: [`trusted-public-keys = ${key.publicKey}`] })
+  assert.equal(copied.code, 0, copied.stderr)
+  assert.match(copied.stderr, /HTTP error 429/, 'Nix saw 429s and retried them')
+  assert.equal(readFileSync(path.join(store, closure.top, 'dep-ref'), 'utf8').trim(), closure.dep)
+  const afterCopy = await rateLimited(server)
+  assert.ok(afterCopy > 0, 'nix copy --from was throttled')
+
+  const storeB = tempDir('narwhal-store-b-')
+  const realised = await run('nix-store', ['--store', storeB, '--realise', closure.top,
+    '--option', 'substituters', server.url, '--option', 'trusted-public-keys', key.publicKey],
+  { env: { ...process.env, XDG_CACHE_HOME: tempDir() } })
+  assert.equal(realised.code, 0, realised.stderr)
+  assert.ok(existsSync(path.join(storeB, closure.data, 'random.bin')))
+  assert.ok(await rateLimited(server) > afterCopy, 'nix-store -r was throttled')
+})
+
+test('a read budget Nix cannot fit into its retries fails the substitution after five attempts', async (t) => {
+  // One read per minute: after the first request every retry lands in the same window.
+  const { key, closure, server } = await cacheWithBudgets(t, { NARWHAL_RATE_LIMIT_READS: '1', NARWHAL_RATE_LIMIT_WINDOW_SECONDS: '60' })
+  const result = await nix(['copy', '--from', server.url, '--to', tempDir('narwhal-store-'), closure.top],
+    { config: [`trusted-public-keys = ${key.publicKey}`] })
+  assert.notEqual(result.code, 0)
+  assert.match(result.stderr, /error: unable to download '[^']+': HTTP error 429/)
+  const retries = result.stderr.match(/retrying in \d+ ms/g) ?? []
+  assert.ok(retries.length >= 4, `Nix retried before giving up (${retries.length} retries)`)
+})
+
+test('Nix 2.8 cannot retry an upload: a 429 on a PUT fails nix copy --to, which is why writes are unlimited by default', async (t) => {
+  const key = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, {
+    trustedKeys: [key.publicKey],
+    // A short idle timeout: each retry without a body stalls until the server gives up on it.
+    env: { NARWHAL_RATE_LIMIT_WRITES: '1', NARWHAL_RATE_LIMIT_WINDOW_SECONDS: '1', NARWHAL_IDLE_TIMEOUT_SECONDS: '3' }
+  })
+  const closure = await buildClosure()
+  const result = await nix(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top],
+    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  assert.ok(await rateLimited(server) > 0, 'a PUT was refused with 429')
+  assert.match(result.stderr, /unable to upload '[^']+': HTTP error 429/)
+  // If this starts passing, the installed Nix retries uploads properly and writes could get a
+  // default budget; until then the retry goes out without its body and the copy fails.
+  assert.notEqual(result.code, 0, 'nix copy --to failed after its upload was refused once')
+  // The cause: a retry that passed the budget sent headers and no body; the server waited for the
+  // body until its idle timeout closed the socket (with no timeout it would wait for ever).
+  assert.match(result.stderr, /Server returned nothing|Failed to open\/read local data/)
+  assert.ok(server.cache.metadata.narinfoCount() < closure.all.length)
+})
+
+test('narwhal push gets through a write budget of 2 per second: it re-sends the body and honours Retry-After', async (t) => {
+  const key = await nixKeyPair('pusher-test-1')
+  const server = await startServer(t, {
+    trustedKeys: [key.publicKey],
+    env: { NARWHAL_RATE_LIMIT_WRITES: '2', NARWHAL_RATE_LIMIT_WINDOW_SECONDS: '1' }
+  })
+  const client = new CacheClient(server.url, server.token('push'))
+  t.after(() => client.close())
+  const closure = await buildClosure()
+  const result = await pushClosure(await closureInfo([closure.top]), {
+    client,
+    keys: loadSecretKeys([key.secretFile]),
+    tmpDir: tempDir('narwhal-push-tmp-'),
+    compression: 'zstd',
+    concurrency: 3,
+    skipSignedBy: [],
+    batchNarBytes: 0,
+    batchMaxBytes: 8 * 1024 * 1024,
+    requestAttempts: 8,
+    backoff: { baseMs: 100, maxMs: 2000 }
+  })
+  assert.deepEqual(result.failed, [])
+  assert.equal(result.uploaded.length, closure.all.length)
+  assert.ok(await rateLimited(server) > 0, 'the push was throttled')
+  const store = tempDir('narwhal-store-')
+  await nixOk(['copy', '--from', server.url, '--to', store, closure.top], { config: [`trusted-public-keys = ${key.publicKey}`] })
+  assert.equal(readFileSync(path.join(store, closure.top, 'dep-ref'), 'utf8').trim(), closure.dep)
+})

@@ -1,0 +1,178 @@
+/**
+ * Rule: time limits are on silence, never on the length of a transfer. A socket on which no byte
+ * moves for timeouts.idleSeconds is closed: a stalled upload leaves nothing behind (no temp file,
+ * no row) and a download to a client that stopped reading releases its file. Headers must be
+ * complete within timeouts.headersSeconds, however busily they trickle in (slowloris). An upload
+ * that is slow but keeps moving is never cut, however long it takes in all.
+ *
+ * Raw sockets (node:net), because no HTTP client stalls on purpose.
+ */
+import { test, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { readdirSync, readlinkSync } from 'node:fs'
+import net from 'node:net'
+import { startServer } from '../helpers/server.js'
+import { eventually, freshNar, get, parseRaw, put, rowCounts, sleep } from '../helpers/upload.js'
+
+/** Short timeouts, so the tests take seconds; the defaults are 60 s idle and 30 s for headers. */
+const SHORT = { NARWHAL_IDLE_TIMEOUT_SECONDS: '2', NARWHAL_HEADERS_TIMEOUT_SECONDS: '1' }
+
+interface OpenSocket {
+  socket: net.Socket
+  received: () => Buffer
+  /** Resolves when the server closed the connection (ended or reset it). */
+  closed: Promise<void>
+  isClosed: () => boolean
+}
+
+/**
+ * A connect function whose sockets are destroyed when the test ends. Call it before startServer:
+ * after-hooks run in the order registered, and a test that fails with a socket still open must
+ * not leave the server's close waiting for that socket.
+ */
+function sockets (t: TestContext): (port: number) => Promise<OpenSocket> {
+  const opened: net.Socket[] = []
+  t.after(() => { for (const socket of opened) socket.destroy() })
+  return async (port) => {
+    const socket = net.connect(port, '127.0.0.1')
+    opened.push(socket)
+    await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
+    const chunks: Buffer[] = []
+    let isClosed = false
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk))
+    socket.on('error', () => {})
+    const closed = new Promise<void>(resolve => socket.once('close', () => { isClosed = true; resolve() }))
+    return { socket, received: () => Buffer.concat(chunks), closed, isClosed: () => isClosed }
+  }
+}
+
+/** Waits for `promise` at most `ms`; false when it did not settle in time. */
+async function within (promise: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(false), ms) })
+  try {
+    return await Promise.race([promise.then(() => true), timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Paths this process holds open file descriptors on (Linux /proc). */
+function openFiles (): string[] {
+  const paths: string[] = []
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try { paths.push(readlinkSync(`/proc/self/fd/${fd}`)) } catch { /* closed meanwhile */ }
+  }
+  return paths
+}
+
+test('headers trickled a byte at a time are cut off after timeouts.headersSeconds (slowloris)', async (t) => {
+  // The idle timeout is long here, so only the headers timeout can close the socket.
+  const connect = sockets(t)
+  const server = await startServer(t, { env: { NARWHAL_IDLE_TIMEOUT_SECONDS: '60', NARWHAL_HEADERS_TIMEOUT_SECONDS: '1' } })
+  const client = await connect(server.port)
+  client.socket.write('GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n')
+  const started = Date.now()
+  let sent = 0
+  while (!client.isClosed() && Date.now() - started < 20_000) {
+    client.socket.write(`X-Slow-${sent++}: y\r\n`)
+    await sleep(200)
+  }
+  assert.ok(client.isClosed(), 'the server closed a connection whose headers never ended')
+  assert.ok(sent >= 4, `the headers kept arriving (${sent} lines) until the server gave up`)
+  const answer = client.received()
+  if (answer.length > 0) assert.equal(parseRaw(answer).status, 408, 'if anything is answered, it is 408')
+  assert.equal((await get(`${server.url}/healthz`)).status, 200)
+})
+
+test('an upload that stalls mid-body is closed after timeouts.idleSeconds and leaves nothing; the server goes on', async (t) => {
+  const connect = sockets(t)
+  const server = await startServer(t, { env: SHORT })
+  const nar = await freshNar('zstd', { randomBytes: 1024 * 1024 })
+  const token = server.token('push')
+  const client = await connect(server.port)
+  // First a whole request on the same connection, as curl reuses its connections: the idle
+  // timeout must hold for a kept-alive connection's later requests too.
+  client.socket.write('GET /nix-cache-info HTTP/1.1\r\nHost: x\r\n\r\n')
+  assert.ok(await eventually(() => client.received().includes('Priority: ')), 'the first request was answered')
+  client.socket.write(`PUT /${nar.url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${token}\r\n` +
+    `Content-Type: application/x-nix-nar\r\nContent-Length: ${nar.bytes.length}\r\n\r\n`)
+  client.socket.write(nar.bytes.subarray(0, Math.floor(nar.bytes.length / 2)))
+
+  assert.ok(await eventually(() => server.storedFiles().some(f => f.endsWith('.part'))), 'the upload was in flight: a temp file exists')
+  // The client now says nothing and keeps the socket open; only the server can end this.
+  assert.ok(await within(client.closed, 20_000), 'the server closed the stalled upload')
+  assert.ok(await eventually(() => server.storedFiles().length === 0), `files left behind: ${server.storedFiles().join(', ')}`)
+  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+
+  assert.equal((await get(`${server.url}/nix-cache-info`)).status, 200)
+  const whole = await put(`${server.url}/${nar.url}`, nar.bytes, token)
+  assert.equal(whole.status, 201, whole.body)
+})
+
+test('an upload that is slow but keeps moving succeeds, though it takes longer than the idle timeout', async (t) => {
+  const connect = sockets(t)
+  const server = await startServer(t, { env: SHORT })
+  const nar = await freshNar('zstd', { randomBytes: 64 * 1024 })
+  const client = await connect(server.port)
+  client.socket.write(`PUT /${nar.url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.token('push')}\r\n` +
+    `Content-Type: application/x-nix-nar\r\nContent-Length: ${nar.bytes.length}\r\nConnection: close\r\n\r\n`)
+  // Ten pieces half a second apart: about 5 s in all against a 2 s idle timeout.
+  const pieces = 10
+  const size = Math.ceil(nar.bytes.length / pieces)
+  const started = Date.now()
+  for (let offset = 0; offset < nar.bytes.length; offset += size) {
+    assert.equal(client.isClosed(), false, `the server cut the upload off after ${Date.now() - started} ms`)
+    client.socket.write(nar.bytes.subarray(offset, offset + size))
+    await sleep(500)
+  }
+  assert.ok(Date.now() - started > 2000 * 2, 'the upload took more than twice the idle timeout')
+  assert.ok(await within(client.closed, 20_000), 'the server answered and closed (Connection: close)')
+  const answer = parseRaw(client.received())
+  assert.equal(answer.status, 201, answer.rest.toString('utf8'))
+  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+})
+
+test('a download to a client that stops reading is closed after the idle timeout and its file released', async (t) => {
+  const connect = sockets(t)
+  const server = await startServer(t, { env: SHORT })
+  // Far more than the socket buffers of both ends hold, so the server must wait for the client.
+  const nar = await freshNar('zstd', { randomBytes: 32 * 1024 * 1024 })
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  const narFile = server.cache.blobs.narPath(nar.fileHash)
+
+  const serverSide = new Promise<net.Socket>(resolve => server.app.server.once('connection', resolve))
+  const client = await connect(server.port)
+  const serverSocket = await serverSide
+  client.socket.write(`GET /${nar.url} HTTP/1.1\r\nHost: x\r\n\r\n`)
+  assert.ok(await eventually(() => client.received().includes('\r\n\r\n')), 'the download started')
+  client.socket.pause()
+  assert.ok(openFiles().includes(narFile), 'while the download is stalled the server holds the NAR file open')
+
+  // The paused client reads nothing, so it cannot see the close; the server's side shows it.
+  const released = await eventually(() => !openFiles().includes(narFile), 20_000)
+  assert.ok(released, 'the server closed the NAR file of the stalled download')
+  assert.equal(serverSocket.destroyed, true, 'the server destroyed the stalled connection')
+
+  client.socket.resume()
+  await within(client.closed, 20_000)
+  const answer = parseRaw(client.received())
+  assert.equal(answer.status, 200)
+  assert.ok(answer.rest.length < nar.bytes.length, `the client got ${answer.rest.length} of ${nar.bytes.length} bytes, not all`)
+  assert.equal((await get(`${server.url}/${nar.url}`)).bytes.length, nar.bytes.length, 'the next download is whole')
+})
+
+test('the server\'s own work after the body (a slow fsync) is not the client\'s silence: the upload is answered', async (t) => {
+  const server = await startServer(t, { env: SHORT })
+  // Stand-in for fsync of a huge NAR on a slow disk: the commit takes twice the idle timeout.
+  const blobs = server.cache.blobs
+  const commit = blobs.commitNar.bind(blobs)
+  blobs.commitNar = async (temp, fileHash) => {
+    await sleep(4000)
+    await commit(temp, fileHash)
+  }
+  const nar = await freshNar('zstd')
+  const answer = await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))
+  assert.equal(answer.status, 201, answer.body)
+  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+})
