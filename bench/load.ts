@@ -13,11 +13,11 @@
  *             narinfo hits (StorePath checked), 15 % misses (404 expected), 40 % NARs (200 and
  *             exactly FileSize bytes expected); paths pushed during the run join the hits
  *   pushers   each loop: `nix-store --add` of a folder of random and compressible files of mixed
- *             sizes (1 KiB to 16 MiB; one time in two instead a 2 MiB path shared by every
- *             pusher in the same 5-second window, so one path is sometimes uploaded by two
- *             clients at once), `nix-build` of a small derivation referencing it and one
+ *             sizes (1 KiB to 16 MiB), `nix-build` of a small derivation referencing it and one
  *             preloaded path, then the upload of that closure: even pushers run `nix copy --to`,
- *             odd ones `narwhal push`; after each upload both new narinfos must be served (200)
+ *             odd ones `narwhal push`; after each upload both new narinfos must be served (200).
+ *             One time in three, a race: two pushers take the same new path (at least 16 MiB)
+ *             and start their uploads together, as two CI builders of one output do
  *
  * An error is any answer other than the expected one, a socket error or timeout, a push that
  * failed, a 5xx the server counted in /metrics (clients retry some 5xx, so their own exit status
@@ -43,7 +43,6 @@ import { startNarwhal, type Narwhal } from './servers.js'
 import { nixEnv, sh, writeNetrc } from './tools.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
-const RUN_ID = randomBytes(4).toString('hex')
 const OUT_DIR = path.resolve('bench/out')
 
 function setting (name: string, fallback: number, min: number): number {
@@ -180,29 +179,43 @@ const randomBytesAsync = promisify(randomBytes)
  * A new store path: a folder of 1 to 3 files of mixed sizes, random or compressible. The random
  * bytes and the writes stay off the event loop the readers share.
  */
-async function addRandomPath (work: string, env: NodeJS.ProcessEnv): Promise<string> {
+async function addRandomPath (work: string, env: NodeJS.ProcessEnv, options: { large?: boolean } = {}): Promise<string> {
   const nonce = randomBytes(6).toString('hex')
   const dir = path.join(work, `narwhal-load-${nonce}`)
   mkdirSync(dir)
   for (let i = 0, n = 1 + randomInt(3); i < n; i++) {
-    const size = pick(FILE_SIZES)
-    const data = Math.random() < 0.5 ? await randomBytesAsync(size) : Buffer.alloc(size, `narwhal load ${nonce} ${i}\n`)
+    const size = options.large === true && i === 0 ? 16 * 1024 ** 2 : pick(FILE_SIZES)
+    const random = (options.large === true && i === 0) || Math.random() < 0.5
+    const data = random ? await randomBytesAsync(size) : Buffer.alloc(size, `narwhal load ${nonce} ${i}\n`)
     await writeFile(path.join(dir, `file-${i}`), data)
   }
   return await addToStore(dir, env)
 }
 
 /**
- * The same store path for every pusher that asks within one 5-second window of this run: pushers
- * that pick it at about the same time upload one path concurrently, as two CI builders of one
- * output do.
+ * Where two pushers meet to upload one path at the same moment, as two CI builders of one output
+ * do: the first to want a race opens the slot and makes the path, the next one joins, and each
+ * starts its upload once both are ready (or alone after 10 s).
  */
-async function addSharedPath (work: string, env: NodeJS.ProcessEnv): Promise<string> {
-  const seed = `${RUN_ID}-${Math.floor(Date.now() / 5000)}`
-  const dir = path.join(mkdtempSync(path.join(work, 'shared-')), `narwhal-load-shared-${seed}`)
-  mkdirSync(dir)
-  await writeFile(path.join(dir, 'file'), Buffer.alloc(2 * 1024 ** 2, `narwhal load shared ${seed}\n`))
-  return await addToStore(dir, env)
+class RaceSlot {
+  private arrivals = 0
+  private release: () => void = () => {}
+  private readonly met = new Promise<void>(resolve => { this.release = resolve })
+
+  constructor (readonly path: Promise<string>) {
+    // A failed path is reported by each pusher that awaits it; this keeps it from being unhandled.
+    path.catch(() => {})
+  }
+
+  /** Resolves true when the other pusher is ready too, false after `ms` alone. */
+  async arrive (ms: number): Promise<boolean> {
+    if (++this.arrivals >= 2) this.release()
+    let timer: NodeJS.Timeout | undefined
+    const alone = new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(false), ms) })
+    const met = await Promise.race([this.met.then(() => true), alone])
+    clearTimeout(timer)
+    return met
+  }
 }
 
 async function addToStore (dir: string, env: NodeJS.ProcessEnv): Promise<string> {
@@ -229,6 +242,10 @@ interface PusherContext {
   made: string[]
   /** Every path a push brought into the cache, with its NAR file size. */
   pushed: Map<string, number>
+  /** A race a pusher opened that no other has joined yet. */
+  openRace: RaceSlot | undefined
+  /** Races in which both pushers started their upload together. */
+  races: number
   tokenFile: string
   deadline: number
 }
@@ -241,14 +258,25 @@ async function pusher (index: number, ctx: PusherContext, tally: Tally): Promise
     while (Date.now() < ctx.deadline) {
       let top: string
       let fresh: string
+      let race: RaceSlot | undefined
+      if (Math.random() < 1 / 3) {
+        // At least 16 MiB, so that the second upload begins before the first is stored.
+        race = ctx.openRace ?? new RaceSlot(addRandomPath(work, env, { large: true }))
+        ctx.openRace = ctx.openRace === undefined ? race : undefined
+      }
       try {
-        fresh = Math.random() < 1 / 2 ? await addSharedPath(work, env) : await addRandomPath(work, env)
+        fresh = race === undefined ? await addRandomPath(work, env) : await race.path
         ctx.made.push(fresh)
         top = await buildReferrer(fresh, pick(ctx.preloaded), env)
         ctx.made.push(top)
       } catch (err) {
         tally.fail(`client-side setup: ${describe(err).slice(-300)}`)
         continue
+      }
+      if (race !== undefined) {
+        // Both pushers of a race see true; each counts half of it.
+        if (await race.arrive(10_000)) ctx.races += 0.5
+        if (ctx.openRace === race) ctx.openRace = undefined
       }
       const started = process.hrtime.bigint()
       try {
@@ -462,12 +490,13 @@ async function main (): Promise<void> {
     process.stderr.write(`load: ${READERS} readers, ${PUSHERS} pushers, ${SECONDS} s; server pid ${pid}…\n`)
     const loadStart = Date.now()
     const deadline = loadStart + SECONDS * 1000
-    const ctx: PusherContext = { server, pool, hits, preloaded, made, pushed: new Map(), tokenFile, deadline }
-    await Promise.all([
-      ...Array.from({ length: READERS }, async () => await reader(pool, hits, misses, tallies, deadline)),
-      ...Array.from({ length: PUSHERS }, async (_, i) => await pusher(i, ctx, i % 2 === 0 ? tallies.nixCopy : tallies.narwhalPush))
+    const ctx: PusherContext = { server, pool, hits, preloaded, made, pushed: new Map(), openRace: undefined, races: 0, tokenFile, deadline }
+    const secondsSinceStart = (): number => (Date.now() - loadStart) / 1000
+    // Readers stop at the deadline; a pusher finishes the upload it has begun, which can take longer.
+    const [readSeconds, pushSeconds] = await Promise.all([
+      Promise.all(Array.from({ length: READERS }, async () => await reader(pool, hits, misses, tallies, deadline))).then(secondsSinceStart),
+      Promise.all(Array.from({ length: PUSHERS }, async (_, i) => await pusher(i, ctx, i % 2 === 0 ? tallies.nixCopy : tallies.narwhalPush))).then(secondsSinceStart)
     ])
-    const elapsed = (Date.now() - loadStart) / 1000
     loopDelay.disable()
     memory.sample()
     memory.stop()
@@ -499,7 +528,8 @@ async function main (): Promise<void> {
       `## Load test, ${startedAt.toISOString().slice(0, 16).replace('T', ' ')} UTC`,
       '',
       `${machine()}, Node ${process.version}, ${nixVersion}; loadavg ${loadBefore.toFixed(2)} before the run. ` +
-        `${READERS} readers (one keep-alive connection each), ${PUSHERS} pushers, ${elapsed.toFixed(1)} s of load; ` +
+        `${READERS} readers (one keep-alive connection each) for ${readSeconds.toFixed(1)} s, ${PUSHERS} pushers ` +
+        `(the last upload ended at ${pushSeconds.toFixed(1)} s); ` +
         `server: \`narwhal serve\`${WORKERS === undefined ? '' : `, NARWHAL_WORKERS=${WORKERS}`}, log level warn; ` +
         `preloaded ${preloaded.length} of ${closure.paths.length} bench-closure paths (${mb(preloadBytes)} MB zstd NAR). ` +
         'Client and server share the machine, so latencies include the client\'s own queueing ' +
@@ -507,13 +537,13 @@ async function main (): Promise<void> {
       '',
       '| kind | served | per s | errors | p50 ms | p99 ms | max ms | MB |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-      ...rows.map(r => `| ${r.name} | ${r.served} | ${(r.served / elapsed).toFixed(1)} | ${r.errors} | ${ms(r.latency, 50)} | ${ms(r.latency, 99)} | ${ms(r.latency, 'max')} | ${mb(r.bytes)} |`),
+      ...rows.map(r => `| ${r.name} | ${r.served} | ${(r.served / ([tallies.nixCopy, tallies.narwhalPush].includes(r) ? pushSeconds : readSeconds)).toFixed(1)} | ${r.errors} | ${ms(r.latency, 50)} | ${ms(r.latency, 99)} | ${ms(r.latency, 'max')} | ${mb(r.bytes)} |`),
       ...serverRows.map(r => `| ${r.what}${r.detail === '' ? '' : ` (${r.detail})`} |  |  | ${r.errors} |  |  |  |  |`),
-      `| **all reads / all errors** | **${reads}** | **${(reads / elapsed).toFixed(0)}** | **${totalErrors}** |  |  |  | **${mb(tallies.hit.bytes + tallies.miss.bytes + tallies.nar.bytes)}** |`,
+      `| **all reads / all errors** | **${reads}** | **${(reads / readSeconds).toFixed(0)}** | **${totalErrors}** |  |  |  | **${mb(tallies.hit.bytes + tallies.miss.bytes + tallies.nar.bytes)}** |`,
       '',
       `Uploads completed: ${pushed} closures (${tallies.nixCopy.served} by nix copy, ${tallies.narwhalPush.served} by narwhal push), ` +
         `${ctx.pushed.size} distinct new store paths, ${mb([...ctx.pushed.values()].reduce((a, b) => a + b, 0))} MB of zstd NAR; push latency is one whole ` +
-        'client run (a new path of 1 KiB to 48 MiB, or a 2 MiB path shared with pushers in the same 5 s window, plus its referrer).',
+        `client run (a new path of 1 KiB to 48 MiB plus its referrer). Races (two pushers starting to upload one new path together): ${ctx.races}.`,
       `Server memory (VmRSS summed over its process tree, ${memory.samples} samples every 250 ms): ${(rssBeforeKiB / 1024).toFixed(0)} MiB ` +
         `before the load, peak ${(memory.peakKiB / 1024).toFixed(0)} MiB, ${(rssEndKiB / 1024).toFixed(0)} MiB at the end; ` +
         `VmHWM ${(hwmKiB / 1024).toFixed(0)} MiB.`
