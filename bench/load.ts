@@ -341,6 +341,17 @@ function processTree (pid: number): number[] {
   return pids
 }
 
+/** CPU seconds (user + system) a process has used, from /proc/<pid>/stat (clock ticks of 1/100 s). */
+function cpuSeconds (pid: number): number {
+  try {
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return 0
+  }
+}
+
 function statusKiB (pid: number, field: 'VmRSS' | 'VmHWM'): number {
   try {
     const kb = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
@@ -375,14 +386,21 @@ class MemorySampler {
   }
 }
 
-interface ServerCounts { fiveXx: number, byStatus: Map<string, number>, refusals: Map<string, number> }
+interface ServerCounts {
+  fiveXx: number
+  byStatus: Map<string, number>
+  refusals: Map<string, number>
+  /** The server's own event-loop delay since the previous scrape (prom-client resets it on each), seconds. */
+  loopDelayP99: number
+  loopDelayMax: number
+}
 
 /** What the server itself counted (GET /metrics): every status it answered, every refusal code. */
 async function serverCounts (pool: Pool): Promise<ServerCounts> {
   const res = await pool.request({ method: 'GET', path: '/metrics' })
   const { text } = await readBody(res.body, true)
   if (res.statusCode !== 200) throw new Error(`/metrics answered ${res.statusCode}`)
-  const counts: ServerCounts = { fiveXx: 0, byStatus: new Map(), refusals: new Map() }
+  const counts: ServerCounts = { fiveXx: 0, byStatus: new Map(), refusals: new Map(), loopDelayP99: NaN, loopDelayMax: NaN }
   for (const line of text.split('\n')) {
     const request = /^narwhal_http_requests_total\{(.*)\} (\d+)$/.exec(line)
     if (request !== null) {
@@ -392,6 +410,9 @@ async function serverCounts (pool: Pool): Promise<ServerCounts> {
       counts.byStatus.set(key, (counts.byStatus.get(key) ?? 0) + Number(request[2]))
       if (status.startsWith('5')) counts.fiveXx += Number(request[2])
     }
+    const delay = /^narwhal_nodejs_eventloop_lag_(p99|max)_seconds ([\d.e+-]+)$/.exec(line)
+    if (delay?.[1] === 'p99') counts.loopDelayP99 = Number(delay[2])
+    if (delay?.[1] === 'max') counts.loopDelayMax = Number(delay[2])
     const refusal = /^narwhal_refusals_total\{code="([^"]*)"\} (\d+)$/.exec(line)
     if (refusal !== null) counts.refusals.set(refusal[1] ?? '?', Number(refusal[2]))
   }
@@ -485,6 +506,9 @@ async function main (): Promise<void> {
     const pid = server.child.pid ?? 0
     const memory = new MemorySampler(pid)
     const rssBeforeKiB = memory.lastKiB
+    const cpuBefore = processTree(pid).reduce((sum, p) => sum + cpuSeconds(p), 0)
+    const clientCpuBefore = process.cpuUsage()
+    await serverCounts(pool) // resets the server's event-loop delay histogram, so the final scrape covers the load only
     const loopDelay = monitorEventLoopDelay({ resolution: 10 })
     loopDelay.enable()
     process.stderr.write(`load: ${READERS} readers, ${PUSHERS} pushers, ${SECONDS} s; server pid ${pid}…\n`)
@@ -502,6 +526,9 @@ async function main (): Promise<void> {
     memory.stop()
     const rssEndKiB = memory.lastKiB
     const hwmKiB = processTree(pid).reduce((sum, p) => sum + statusKiB(p, 'VmHWM'), 0)
+    const serverCpu = processTree(pid).reduce((sum, p) => sum + cpuSeconds(p), 0) - cpuBefore
+    const clientCpuUsage = process.cpuUsage(clientCpuBefore)
+    const clientCpu = (clientCpuUsage.user + clientCpuUsage.system) / 1e6
 
     const counts = serverExit === undefined ? await serverCounts(pool) : undefined
     stopping = true
@@ -524,6 +551,8 @@ async function main (): Promise<void> {
     const pushed = tallies.nixCopy.served + tallies.narwhalPush.served
     const reads = tallies.hit.served + tallies.miss.served + tallies.nar.served
 
+    const loadSeconds = Math.max(readSeconds, pushSeconds)
+    const percentOfCore = (seconds: number): string => `${(100 * seconds / loadSeconds).toFixed(0)} % of one core`
     const lines = [
       `## Load test, ${startedAt.toISOString().slice(0, 16).replace('T', ' ')} UTC`,
       '',
@@ -532,8 +561,7 @@ async function main (): Promise<void> {
         `(the last upload ended at ${pushSeconds.toFixed(1)} s); ` +
         `server: \`narwhal serve\`${WORKERS === undefined ? '' : `, NARWHAL_WORKERS=${WORKERS}`}, log level warn; ` +
         `preloaded ${preloaded.length} of ${closure.paths.length} bench-closure paths (${mb(preloadBytes)} MB zstd NAR). ` +
-        'Client and server share the machine, so latencies include the client\'s own queueing ' +
-        `(client event-loop delay p99 ${(loopDelay.percentile(99) / 1e6).toFixed(1)} ms, max ${(loopDelay.max / 1e6).toFixed(0)} ms).`,
+        'Client and server share the machine, so latencies include the client\'s own queueing.',
       '',
       '| kind | served | per s | errors | p50 ms | p99 ms | max ms | MB |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
@@ -541,12 +569,17 @@ async function main (): Promise<void> {
       ...serverRows.map(r => `| ${r.what}${r.detail === '' ? '' : ` (${r.detail})`} |  |  | ${r.errors} |  |  |  |  |`),
       `| **all reads / all errors** | **${reads}** | **${(reads / readSeconds).toFixed(0)}** | **${totalErrors}** |  |  |  | **${mb(tallies.hit.bytes + tallies.miss.bytes + tallies.nar.bytes)}** |`,
       '',
-      `Uploads completed: ${pushed} closures (${tallies.nixCopy.served} by nix copy, ${tallies.narwhalPush.served} by narwhal push), ` +
+      `- Uploads completed: ${pushed} closures (${tallies.nixCopy.served} by nix copy, ${tallies.narwhalPush.served} by narwhal push), ` +
         `${ctx.pushed.size} distinct new store paths, ${mb([...ctx.pushed.values()].reduce((a, b) => a + b, 0))} MB of zstd NAR; push latency is one whole ` +
         `client run (a new path of 1 KiB to 48 MiB plus its referrer). Races (two pushers starting to upload one new path together): ${ctx.races}.`,
-      `Server memory (VmRSS summed over its process tree, ${memory.samples} samples every 250 ms): ${(rssBeforeKiB / 1024).toFixed(0)} MiB ` +
+      `- Server memory (VmRSS summed over its process tree, ${memory.samples} samples every 250 ms): ${(rssBeforeKiB / 1024).toFixed(0)} MiB ` +
         `before the load, peak ${(memory.peakKiB / 1024).toFixed(0)} MiB, ${(rssEndKiB / 1024).toFixed(0)} MiB at the end; ` +
-        `VmHWM ${(hwmKiB / 1024).toFixed(0)} MiB.`
+        `VmHWM ${(hwmKiB / 1024).toFixed(0)} MiB.`,
+      `- CPU time during the load: server ${serverCpu.toFixed(1)} s (${percentOfCore(serverCpu)}), this load client ${clientCpu.toFixed(1)} s ` +
+        `(${percentOfCore(clientCpu)}; the nix and narwhal push processes it starts are not counted); the machine has ${os.cpus().length} cores.`,
+      `- Event-loop delay during the load: server p99 ${((counts?.loopDelayP99 ?? NaN) * 1000).toFixed(0)} ms, ` +
+        `max ${((counts?.loopDelayMax ?? NaN) * 1000).toFixed(0)} ms (its /metrics); load client p99 ` +
+        `${(loopDelay.percentile(99) / 1e6).toFixed(0)} ms, max ${(loopDelay.max / 1e6).toFixed(0)} ms.`
     ]
     const details: string[] = []
     for (const r of rows) {
