@@ -530,7 +530,10 @@ async function main (): Promise<void> {
     const clientCpuUsage = process.cpuUsage(clientCpuBefore)
     const clientCpu = (clientCpuUsage.user + clientCpuUsage.system) / 1e6
 
-    const counts = serverExit === undefined ? await serverCounts(pool) : undefined
+    let countsProblem = 'not read: the server died'
+    const counts = serverExit === undefined
+      ? await serverCounts(pool).catch((err: unknown) => { countsProblem = `not read: ${describe(err)}`; return undefined })
+      : undefined
     stopping = true
     server.child.kill('SIGTERM')
     const shutdown = await new Promise<string>(resolve => {
@@ -542,7 +545,7 @@ async function main (): Promise<void> {
 
     const rows = [tallies.hit, tallies.miss, tallies.nar, tallies.nixCopy, tallies.narwhalPush]
     const serverRows: Array<{ what: string, errors: number, detail: string }> = [
-      { what: 'server: 5xx answers counted in /metrics', errors: counts?.fiveXx ?? 0, detail: counts === undefined ? 'not read: the server died' : '' },
+      { what: 'server: 5xx answers counted in /metrics', errors: counts?.fiveXx ?? (serverExit === undefined ? 1 : 0), detail: counts === undefined ? countsProblem : '' },
       { what: 'server: error-level log lines', errors: log.errors.length, detail: '' },
       { what: 'server: died during the run', errors: serverExit === undefined ? 0 : 1, detail: serverExit ?? '' },
       { what: 'server: shutdown on SIGTERM', errors: shutdown === 'clean' || serverExit !== undefined ? 0 : 1, detail: shutdown }
