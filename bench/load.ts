@@ -610,6 +610,7 @@ async function main (): Promise<void> {
     if (server.child.exitCode === null) server.child.kill('SIGTERM')
     await pool.close()
     rmSync(server.dataDir, { recursive: true, force: true })
+    rmSync(path.dirname(tokenFile), { recursive: true, force: true })
     await deleteMadePaths(made)
   }
   process.exitCode = exitCode
