@@ -15,22 +15,13 @@ import os from 'node:os'
 import path from 'node:path'
 import { buildBenchClosure } from './closure.js'
 import { startNarwhal } from './servers.js'
-import { median, sh, timed } from './tools.js'
+import { median, nixEnv, sh, timed, writeNetrc } from './tools.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const RUNS = QUICK ? 1 : 3
 // nix copy's xz takes about 10 minutes per GB on a 2-core machine; BENCH_SKIP_XZ=1 leaves it out.
 const SKIP_XZ = process.env.BENCH_SKIP_XZ === '1'
 const CLI = path.resolve('dist/src/cli/main.js')
-
-function nixEnv (extra: string[] = []): NodeJS.ProcessEnv {
-  return {
-    ...process.env,
-    XDG_CACHE_HOME: mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-nixcache-')),
-    NIX_CONFIG: ['experimental-features = nix-command', 'substituters =', 'narinfo-cache-negative-ttl = 0',
-      'narinfo-cache-positive-ttl = 0', ...extra].join('\n')
-  }
-}
 
 interface Row { name: string, seconds: number }
 
@@ -53,10 +44,8 @@ async function main (): Promise<void> {
     ...(SKIP_XZ ? ['zstd'] as const : ['xz', 'zstd'] as const).map(compression => ({
       name: `nix copy --to http:// (${compression})`,
       run: async (server: Awaited<ReturnType<typeof startNarwhal>>) => {
-        const netrc = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-netrc-')), 'netrc')
-        writeFileSync(netrc, `machine 127.0.0.1 login bench password ${server.token}\n`, { mode: 0o600 })
         await sh('nix', ['copy', '--to', `${server.url}?secret-key=${server.secretKey}&compression=${compression}`, closure.top],
-          nixEnv([`netrc-file = ${netrc}`]))
+          nixEnv([`netrc-file = ${writeNetrc(server.token)}`]))
       }
     }))
   ]

@@ -17,7 +17,7 @@ import path from 'node:path'
 import { buildBenchClosure } from './closure.js'
 import { bigNarInfo, bigNarStream } from './big-nar.js'
 import { resetDir, startNarwhal, startNginx } from './servers.js'
-import { peakRssMiB, repeat, sh, timed, wrkRate } from './tools.js'
+import { nixEnv, peakRssMiB, repeat, sh, timed, wrkRate, writeNetrc } from './tools.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const WRK_SECONDS = QUICK ? 2 : 5
@@ -32,22 +32,6 @@ function ensureTools (): void {
   const packages = missing.map(t => t === 'nix' ? 'nix-bin' : t)
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' })
   execFileSync('apt-get', ['install', '-y', '-qq', ...packages], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
-}
-
-function nixEnv (extra: string[] = []): NodeJS.ProcessEnv {
-  const cache = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-nixcache-'))
-  return {
-    ...process.env,
-    XDG_CACHE_HOME: cache,
-    NIX_CONFIG: ['experimental-features = nix-command', 'substituters =', 'narinfo-cache-negative-ttl = 0',
-      'narinfo-cache-positive-ttl = 0', ...extra].join('\n')
-  }
-}
-
-function netrc (token: string): string {
-  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-netrc-')), 'netrc')
-  writeFileSync(file, `machine 127.0.0.1 login bench password ${token}\n`, { mode: 0o600 })
-  return file
 }
 
 /** Downloads every URL with curl (what Nix uses), `parallel` transfers at a time; MB/s. */
@@ -107,7 +91,7 @@ async function main (): Promise<void> {
   const narwhal = await startNarwhal(process.env)
   try {
     const to = `${narwhal.url}?secret-key=${narwhal.secretKey}&compression=zstd`
-    await sh('nix', ['copy', '--to', to, closure.top], nixEnv([`netrc-file = ${netrc(narwhal.token)}`]))
+    await sh('nix', ['copy', '--to', to, closure.top], nixEnv([`netrc-file = ${writeNetrc(narwhal.token)}`]))
     await sh('nix', ['copy', '--to', `file://${nginx.staticRoot}?secret-key=${narwhal.secretKey}&compression=zstd`, closure.top], env)
 
     const hit = `/${path.basename(closure.top).slice(0, 32)}.narinfo`
@@ -145,7 +129,7 @@ async function main (): Promise<void> {
       const nw = await repeat(runs, async () => {
         const fresh = await startNarwhal(process.env)
         try {
-          return await timed(async () => await sh('nix', ['copy', '--to', `${fresh.url}?secret-key=${fresh.secretKey}&compression=${compression}`, closure.top], nixEnv([`netrc-file = ${netrc(fresh.token)}`])))
+          return await timed(async () => await sh('nix', ['copy', '--to', `${fresh.url}?secret-key=${fresh.secretKey}&compression=${compression}`, closure.top], nixEnv([`netrc-file = ${writeNetrc(fresh.token)}`])))
         } finally {
           fresh.child.kill('SIGTERM')
         }

@@ -4,7 +4,7 @@
  * today), and nginx with WebDAV PUT (the plain upload baseline).
  */
 import type { ChildProcess } from 'node:child_process'
-import { mkdirSync, writeFileSync, mkdtempSync } from 'node:fs'
+import { closeSync, mkdirSync, openSync, writeFileSync, mkdtempSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { freePort, sh, startProcess } from './tools.js'
@@ -13,7 +13,8 @@ const CLI = path.resolve('dist/src/cli/main.js')
 
 export interface Narwhal { url: string, child: ChildProcess, token: string, secretKey: string, publicKey: string, dataDir: string }
 
-export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}): Promise<Narwhal> {
+/** `narwhal serve` on a fresh data folder; its log (stdout) goes to `logFile` when given. */
+export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}, logFile?: string): Promise<Narwhal> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-data-'))
   const keyDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-key-'))
   const secretKey = path.join(keyDir, 'secret')
@@ -21,9 +22,15 @@ export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<str
   const token = (await sh('node', [CLI, 'token', 'create', '--scope', 'push', '--data', dataDir])).trim()
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
-  const child = await startProcess('node', [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--trusted-key', publicKey],
-    { ...env, ...extraEnv }, async () => (await fetch(`${url}/nix-cache-info`)).ok)
-  return { url, child, token, secretKey, publicKey, dataDir }
+  const log = logFile === undefined ? 'ignore' : openSync(logFile, 'a')
+  try {
+    const child = await startProcess('node', [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--trusted-key', publicKey],
+      { ...env, ...extraEnv }, async () => (await fetch(`${url}/nix-cache-info`)).ok, log)
+    return { url, child, token, secretKey, publicKey, dataDir }
+  } finally {
+    // The child holds its own copy of the descriptor.
+    if (log !== 'ignore') closeSync(log)
+  }
 }
 
 export interface Nginx { staticUrl: string, davUrl: string, staticRoot: string, davRoot: string, child: ChildProcess }

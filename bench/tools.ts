@@ -5,7 +5,9 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 
 export function sh (file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -53,9 +55,30 @@ export async function wrkRate (url: string, connections: number, seconds: number
   return Number(rate)
 }
 
-/** Starts a long-running process and resolves once `ready()` answers true. */
-export async function startProcess (file: string, args: string[], env: NodeJS.ProcessEnv, ready: () => Promise<boolean>): Promise<ChildProcess> {
-  const child = spawn(file, args, { env, stdio: ['ignore', 'ignore', 'pipe'] })
+/** The environment for a Nix client: its own narinfo cache, no substituters, no cached answers. */
+export function nixEnv (extra: string[] = []): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    XDG_CACHE_HOME: mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-nixcache-')),
+    NIX_CONFIG: ['experimental-features = nix-command', 'substituters =', 'narinfo-cache-negative-ttl = 0',
+      'narinfo-cache-positive-ttl = 0', ...extra].join('\n')
+  }
+}
+
+/** A netrc file giving `token` to 127.0.0.1, for `nix copy --to` (NIX_CONFIG `netrc-file = …`). */
+export function writeNetrc (token: string): string {
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-netrc-')), 'netrc')
+  writeFileSync(file, `machine 127.0.0.1 login bench password ${token}\n`, { mode: 0o600 })
+  return file
+}
+
+/**
+ * Starts a long-running process and resolves once `ready()` answers true. Its stdout goes to
+ * `stdout` (a file descriptor) when given, so a server's log can be kept; otherwise nowhere.
+ */
+export async function startProcess (file: string, args: string[], env: NodeJS.ProcessEnv, ready: () => Promise<boolean>,
+  stdout: number | 'ignore' = 'ignore'): Promise<ChildProcess> {
+  const child = spawn(file, args, { env, stdio: ['ignore', stdout, 'pipe'] })
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
   for (let i = 0; i < 200; i++) {
