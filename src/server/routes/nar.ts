@@ -13,7 +13,8 @@ import type { FastifyInstance } from 'fastify'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
-import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
+import { storeNar } from '../../cache/store-nar.js'
+import { checkReupload } from '../../storage/nar-ingest.js'
 import { checkDeclaredLength } from '../body.js'
 import { parseRange } from '../range.js'
 
@@ -80,12 +81,11 @@ export function narRoutes (app: FastifyInstance): void {
       await checkReupload(body, fileHash, limit)
       return reply.code(200).header('content-type', 'text/plain; charset=utf-8').send('unchanged\n')
     }
-    const nar = await ingestNar(body, fileHash, blobs, {
+    const nar = await storeNar(body, fileHash, { metadata, blobs }, {
       maxBytes: limit,
       declaredBytes: Number(request.headers['content-length'] ?? 0) || 0,
       reserveBytes: config.limits.freeSpaceReserveBytes
     })
-    metadata.recordNarFile(nar)
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored')
     return reply.code(201).header('content-type', 'text/plain; charset=utf-8').send('created\n')
   })
