@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
+import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
 
 export interface Limits {
   /** Largest NAR file accepted, in bytes. Default 64 GiB: Nix NARs of several GiB are common. */
@@ -21,6 +22,20 @@ export interface Limits {
   freeSpaceReserveBytes: number
 }
 
+/** Garbage collection (`narwhal gc`, and the schedule `narwhal serve` runs). Times in ms. */
+export interface GcSettings {
+  /** Evict least recently used paths until the NAR files take at most this many bytes; null: no limit. */
+  maxSize: number | null
+  /** Evict paths not used for this long; null: no age limit. */
+  olderThan: number | null
+  /** `narwhal serve` collects this often; null: never (only `narwhal gc` does). */
+  interval: number | null
+  /** NAR files no narinfo names are removed once they are this old (Nix uploads a NAR before its narinfo). */
+  unnamedNarGrace: number
+  /** maxSize never evicts a path used this recently: a push or a substitution may be under way. */
+  keepRecent: number
+}
+
 export interface Config {
   /** Folder holding the database, the NAR files and generated keys. */
   dataDir: string
@@ -33,6 +48,7 @@ export interface Config {
   private: boolean
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
   limits: Limits
+  gc: GcSettings
 }
 
 export function defaultConfig (): Config {
@@ -52,6 +68,15 @@ export function defaultConfig (): Config {
       smallFileBytes: 64 * 1024,
       // 1 GiB: room for SQLite's WAL and the logs, so a full disk never stops the cache serving.
       freeSpaceReserveBytes: 1024 ** 3
+    },
+    gc: {
+      maxSize: null,
+      olderThan: null,
+      // Hourly: with no maxSize or olderThan set, a run only removes NAR files that no narinfo
+      // named within unnamedNarGrace (uploads that were never completed).
+      interval: 3_600_000,
+      unnamedNarGrace: 86_400_000,
+      keepRecent: 3_600_000
     }
   }
 }
@@ -99,6 +124,50 @@ function expectString (v: unknown, key: string): string {
   return v
 }
 
+function expectSize (v: unknown, key: string): number {
+  const bytes = typeof v === 'number' ? (Number.isSafeInteger(v) && v >= 0 ? v : undefined) : typeof v === 'string' ? parseSize(v) : undefined
+  if (bytes === undefined) throw new ConfigError(`${key}: expected ${SIZE_HELP}, got ${JSON.stringify(v)}`)
+  return bytes
+}
+
+function expectDuration (v: unknown, key: string): number {
+  const ms = typeof v === 'string' ? parseDuration(v) : undefined
+  if (ms === undefined) throw new ConfigError(`${key}: expected ${DURATION_HELP}, got ${JSON.stringify(v)}`)
+  return ms
+}
+
+/** "off" (or null in a JSON file) turns a setting off. */
+function isOff (v: unknown): boolean {
+  return v === null || v === 'off'
+}
+
+const GC_KEYS = ['maxSize', 'olderThan', 'interval', 'unnamedNarGrace', 'keepRecent'] as const
+type GcKey = typeof GC_KEYS[number]
+
+/** Sets one gc setting from a file value or an environment string; `key` names it in errors. */
+function applyGcSetting (gc: GcSettings, name: GcKey, v: unknown, key: string): void {
+  switch (name) {
+    case 'maxSize':
+      gc.maxSize = isOff(v) ? null : expectSize(v, key)
+      break
+    case 'olderThan':
+      gc.olderThan = isOff(v) ? null : expectDuration(v, key)
+      break
+    case 'interval': {
+      const ms = isOff(v) ? null : expectDuration(v, key)
+      if (ms === 0) throw new ConfigError(`${key}: must be longer than 0 (use "off" to turn the schedule off)`)
+      gc.interval = ms
+      break
+    }
+    case 'unnamedNarGrace':
+      gc.unnamedNarGrace = expectDuration(v, key)
+      break
+    case 'keepRecent':
+      gc.keepRecent = expectDuration(v, key)
+      break
+  }
+}
+
 function rejectUnknown (obj: Record<string, unknown>, known: string[], where: string): void {
   for (const key of Object.keys(obj)) {
     if (!known.includes(key)) throw new ConfigError(`${where}${key}: unknown setting (known: ${known.join(', ')})`)
@@ -108,7 +177,7 @@ function rejectUnknown (obj: Record<string, unknown>, known: string[], where: st
 /** Applies a parsed JSON config file onto `config`, validating every key. */
 function applyFile (config: Config, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits'], '')
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'gc'], '')
   if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
   if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
   if (raw.trustedKeys !== undefined) {
@@ -129,6 +198,18 @@ function applyFile (config: Config, raw: unknown, file: string): void {
       if (raw.limits[key] !== undefined) config.limits[key] = expectInteger(raw.limits[key], `limits.${key}`, key === 'freeSpaceReserveBytes' ? 0 : 1)
     }
   }
+  if (raw.gc !== undefined) {
+    if (!isRecord(raw.gc)) throw new ConfigError('gc: expected an object')
+    rejectUnknown(raw.gc, [...GC_KEYS], 'gc.')
+    for (const key of GC_KEYS) {
+      if (raw.gc[key] !== undefined) applyGcSetting(config.gc, key, raw.gc[key], `gc.${key}`)
+    }
+  }
+}
+
+/** NARWHAL_GC_MAX_SIZE, NARWHAL_GC_OLDER_THAN, …: the gc keys in upper snake case. */
+function gcEnvName (key: GcKey): string {
+  return 'NARWHAL_GC_' + key.replace(/[A-Z]/g, c => '_' + c).toUpperCase()
 }
 
 function expectLogLevel (v: unknown, key: string): Config['logLevel'] {
@@ -171,6 +252,10 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
     config.private = env.NARWHAL_PRIVATE === 'true' || env.NARWHAL_PRIVATE === '1'
   }
   if (env.NARWHAL_LOG_LEVEL !== undefined && env.NARWHAL_LOG_LEVEL !== '') config.logLevel = expectLogLevel(env.NARWHAL_LOG_LEVEL, 'NARWHAL_LOG_LEVEL')
+  for (const key of GC_KEYS) {
+    const value = env[gcEnvName(key)]
+    if (value !== undefined && value !== '') applyGcSetting(config.gc, key, value, gcEnvName(key))
+  }
   if (overrides.dataDir !== undefined) config.dataDir = overrides.dataDir
   if (overrides.listen !== undefined) config.listen = parseListen(overrides.listen, '--listen')
   if (overrides.trustedKeys !== undefined && overrides.trustedKeys.length > 0) config.trustedKeys = overrides.trustedKeys
