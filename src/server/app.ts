@@ -3,6 +3,7 @@
  * (src/cli/commands/serve.ts) does, and tests use inject() or listen on port 0.
  */
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import { AccessTracker } from '../cache/access-tracker.js'
 import { registerAuth } from './auth.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
@@ -14,7 +15,7 @@ export interface AppOptions {
   logger?: boolean
 }
 
-export function buildApp (context: CacheContext, options: AppOptions = {}): FastifyInstance {
+export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOptions = {}): FastifyInstance {
   const app = Fastify({
     logger: options.logger === false ? false : { level: context.config.logLevel },
     // Nix 2.8 strips only one trailing slash from the cache URL, so `…/cache//x` does arrive.
@@ -28,7 +29,10 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
     // lookup); writes, refusals and errors are logged at info, every request at debug.
     logController: new LogController({ disableRequestLogging: true })
   })
-  app.decorate('narwhal', context)
+  const access = new AccessTracker(context.retention, { onError: err => app.log.warn({ err }, 'could not record read times for gc') })
+  app.decorate('narwhal', { ...context, access })
+  // Read times still pending are written before the caller closes the database.
+  app.addHook('onClose', async () => { access.close() })
   // Every body is read by its route with a limit for its kind (NARs stream, never buffered), so
   // Fastify's own parsers, and its 1 MiB bodyLimit, are replaced by one that reads nothing.
   app.removeAllContentTypeParsers()

@@ -26,7 +26,7 @@ export async function serveCommand (args: string[]): Promise<number> {
     const keyTexts = [...config.trustedKeys, ...(result.generatedPublicKey === undefined ? [] : [result.generatedPublicKey])]
     message = firstStartMessage(config, cache.layout, result, keyTexts)
   }
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }

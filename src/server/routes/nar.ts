@@ -52,6 +52,7 @@ export function narRoutes (app: FastifyInstance): void {
         request.log.error({ fileHash, size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
         throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
       }
+      app.narwhal.access.narFile(fileHash)
       reply.header('content-type', 'application/x-nix-nar')
         .header('accept-ranges', 'bytes')
         .header('cache-control', 'public, max-age=31536000, immutable')
