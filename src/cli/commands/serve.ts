@@ -1,5 +1,6 @@
-/** `narwhal serve`: migrate, set up on first start, listen, and shut down cleanly on SIGTERM/SIGINT. */
+/** `narwhal serve`: migrate, set up on first start, listen, collect garbage on schedule, and shut down cleanly on SIGTERM/SIGINT. */
 import { loadConfig } from '../../config/config.js'
+import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { loadTrustedKeys, openCache } from '../../cache/open-cache.js'
 import { buildApp } from '../../server/app.js'
 import { firstStartMessage, setUpFirstStart } from '../first-start.js'
@@ -32,8 +33,9 @@ export async function serveCommand (args: string[]): Promise<number> {
   }
   await app.listen({ host: config.listen.host, port: config.listen.port })
   if (message !== undefined) process.stdout.write(message + '\n')
+  const stopGc = startGcSchedule(cache, config.gc, app.log)
   const stop = (): void => {
-    app.close().then(() => cache.db.close(), (err: unknown) => app.log.error({ err }, 'error while closing'))
+    stopGc().then(async () => await app.close()).then(() => cache.db.close(), (err: unknown) => app.log.error({ err }, 'error while closing'))
   }
   process.once('SIGTERM', stop)
   process.once('SIGINT', stop)
