@@ -12,9 +12,11 @@ import path from 'node:path'
 import { loadConfig } from '../../src/config/config.js'
 import { collectGarbage, type GcOptions, type GcReport } from '../../src/cache/gc.js'
 import { effectiveLastUse } from '../../src/cache/gc-plan.js'
+import { startGcSchedule } from '../../src/cache/gc-schedule.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { tempDir } from '../helpers/nix.js'
+import { eventually } from '../helpers/upload.js'
 
 const DAY = 86_400_000
 const NOW = Date.now()
@@ -274,4 +276,27 @@ test('effective last use: a reference inherits its referrers\' latest use; pins 
     { referrer: 6, reference: 7 }, { referrer: 7, reference: 6 }]
   const { effective } = effectiveLastUse({ paths, edges, narFiles: [] })
   assert.deepEqual(effective, [50, 50, 20, Infinity, Infinity, Infinity, Infinity])
+})
+
+test('the schedule collects in a worker thread every interval, logs each run, and stops cleanly', async () => {
+  const cache = fabricate({ stale: { uploaded: 10 }, fresh: { uploaded: 0 } }, { unnamed: { abandoned: 2 * DAY } })
+  const runs: Array<Record<string, unknown>> = []
+  const failures: unknown[] = []
+  const log = { info: (fields: object) => { runs.push(fields as Record<string, unknown>) }, error: (fields: object) => { failures.push(fields) } }
+  const settings = { maxSize: null, olderThan: DAY, interval: 50, unnamedNarGrace: DAY, keepRecent: 0 }
+  const stop = startGcSchedule(cache.layout.dataDir, settings, log)
+  assert.ok(await eventually(() => runs.length >= 2, 30_000), 'two scheduled runs')
+  await stop()
+  const after = runs.length
+  assert.deepEqual(failures, [])
+  assert.deepEqual({ storePaths: runs[0]?.storePaths, narFiles: runs[0]?.narFiles, unnamedNarFiles: runs[0]?.unnamedNarFiles, bytes: runs[0]?.bytes },
+    { storePaths: 1, narFiles: 1, unnamedNarFiles: 1, bytes: 200 })
+  assert.equal(runs[1]?.storePaths, 0, 'the next run finds nothing more')
+  assert.deepEqual(present(cache), names('fresh'))
+  await new Promise(resolve => setTimeout(resolve, 200))
+  assert.equal(runs.length, after, 'no run after stop')
+
+  const off = startGcSchedule(cache.layout.dataDir, { ...settings, interval: null }, log)
+  await off()
+  assert.equal(runs.length, after)
 })

@@ -3,13 +3,9 @@
  * from the configuration's gc section. Safe while `narwhal serve` runs on the same folder: each
  * batch of removals is one short write transaction that re-checks its plan.
  */
-import { collectGarbage, type GcReport } from '../../cache/gc.js'
-import { openDataDir } from '../../cache/open-cache.js'
+import { collectGarbage, openForGc, type GcReport } from '../../cache/gc.js'
 import { loadConfig } from '../../config/config.js'
 import { DURATION_HELP, formatBytes, parseDuration, parseSize, SIZE_HELP } from '../../config/units.js'
-import { Metadata } from '../../db/metadata.js'
-import { Retention } from '../../db/retention.js'
-import { BlobStore } from '../../storage/blob-store.js'
 import { extensionFor } from '../../nix/compression.js'
 import { parse, UsageError } from '../usage.js'
 
@@ -74,9 +70,7 @@ export async function gcCommand (args: string[]): Promise<number> {
   const maxSize = sizeFlag(values['max-size'], '--max-size') ?? config.gc.maxSize
   const olderThan = durationFlag(values['older-than'], '--older-than') ?? config.gc.olderThan
   const keepRecent = durationFlag(values['keep-recent'], '--keep-recent') ?? config.gc.keepRecent
-  // Not openCache: its start-up empties store/tmp, where a running server keeps uploads in progress.
-  const { layout, db } = openDataDir(config.dataDir)
-  const cache = { metadata: new Metadata(db), retention: new Retention(db), blobs: new BlobStore(layout) }
+  const cache = openForGc(config.dataDir)
   try {
     const report = await collectGarbage(cache, {
       maxSize,
@@ -94,6 +88,6 @@ export async function gcCommand (args: string[]): Promise<number> {
     }))
     return 0
   } finally {
-    db.close()
+    cache.close()
   }
 }

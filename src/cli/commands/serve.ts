@@ -33,7 +33,8 @@ export async function serveCommand (args: string[]): Promise<number> {
   }
   await app.listen({ host: config.listen.host, port: config.listen.port })
   if (message !== undefined) process.stdout.write(message + '\n')
-  const stopGc = startGcSchedule(cache, config.gc, app.log)
+  // With several server processes, only one may run the schedule (see cache/gc-schedule.ts).
+  const stopGc = startGcSchedule(config.dataDir, config.gc, app.log)
   const stop = (): void => {
     stopGc().then(async () => await app.close()).then(() => cache.db.close(), (err: unknown) => app.log.error({ err }, 'error while closing'))
   }
