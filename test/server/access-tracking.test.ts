@@ -114,3 +114,17 @@ test('the tracker flushes early when many reads are pending', async (t) => {
   assert.equal(tracker.pending, 0)
   assert.ok(lastUse(server, nar).narinfo >= before && lastUse(server, nar).narFile >= before)
 })
+
+test('the pusher asking which paths are missing counts as use of those present', async (t) => {
+  const { server, nar } = await serverWithPath(t)
+  const other = await freshNar('xz')
+  const answer = await fetch(`${server.url}/api/v1/missing-paths`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ hashParts: [nar.hashPart, other.hashPart] })
+  })
+  assert.deepEqual(await answer.json(), { missing: [other.hashPart] })
+  const before = Date.now()
+  server.app.narwhal.access.flush()
+  assert.ok(lastUse(server, nar).narinfo >= before)
+})

@@ -66,7 +66,13 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
     if (hashParts.length > MAX_MISSING_QUERY) {
       throw new NarwhalError('NARWHAL_TOO_LARGE', `missing-paths query: at most ${MAX_MISSING_QUERY} hash parts per request`)
     }
-    const answer: MissingPathsResponse = { missing: hashParts.filter(h => !metadata.hasNarinfo(h)) }
+    const missing: string[] = []
+    for (const h of hashParts) {
+      // A path the pusher finds here is one its upload will reference: use, for gc, like a narinfo GET.
+      if (metadata.hasNarinfo(h)) app.narwhal.access.narinfo(h)
+      else missing.push(h)
+    }
+    const answer: MissingPathsResponse = { missing }
     return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
   })
 
