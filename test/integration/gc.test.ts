@@ -184,3 +184,28 @@ test('narwhal serve collects on its schedule: old paths, unnamed NARs past their
   assert.equal(code, 0, output)
   assert.doesNotMatch(output, /gc run failed|"level":50/)
 })
+
+test('after a gc, a pusher with Nix\'s default narinfo cache skips paths it uploaded before; narinfo-cache-positive-ttl = 0 fixes it', async (t) => {
+  // What the README says about the client-side narinfo cache, shown with the real Nix 2.8.
+  const key = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const closure = await buildClosure()
+  const pusherCache = tempDir('narwhal-pusher-cache-')
+  const pushAs = async (ttl: string): Promise<void> => {
+    await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], {
+      config: [`netrc-file = ${netrcFile(server.token('push'))}`, `narinfo-cache-positive-ttl = ${ttl}`],
+      env: { XDG_CACHE_HOME: pusherCache }
+    })
+  }
+  const held = async (): Promise<number> => (await Promise.all(closure.all.map(async p => await status(`${server.url}/${hashOf(p)}.narinfo`)))).filter(s => s === 200).length
+
+  await pushAs('2592000')
+  assert.equal(await held(), 3)
+  await runOk('node', [CLI, 'gc', '--max-size', '0', '--keep-recent', '0', '--data', server.config.dataDir])
+  assert.equal(await held(), 0)
+
+  await pushAs('2592000')
+  assert.equal(await held(), 0, 'Nix trusted its cached narinfos and uploaded nothing, yet succeeded')
+  await pushAs('0')
+  assert.equal(await held(), 3, 'with a positive TTL of 0 Nix asks the server and uploads again')
+})
