@@ -9,8 +9,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import type { GcSettings } from '../config/config.js'
-import { collectGarbage, openForGc } from './gc.js'
-import { gcLogFields } from './gc-log.js'
+import { collectGarbage, gcLogFields, openForGc } from './gc.js'
 
 export interface GcWorkerInput { dataDir: string, settings: GcSettings }
 export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }

@@ -156,3 +156,18 @@ export async function collectGarbage (cache: GcCache, options: GcOptions): Promi
   }
   return report
 }
+
+/** The fields logged for one run (by the server's schedule). */
+export function gcLogFields (report: GcReport): Record<string, unknown> {
+  return {
+    storePaths: report.storePaths.length,
+    narFiles: report.narFiles.length,
+    unnamedNarFiles: report.unnamedNarFiles.length,
+    bytes: report.bytes,
+    remainingBytes: report.remainingBytes,
+    kept: report.kept,
+    expiredPins: report.expiredPins,
+    maxSizeReached: report.maxSizeReached,
+    ms: report.finishedAt - report.startedAt
+  }
+}
