@@ -128,3 +128,17 @@ test('the pusher asking which paths are missing counts as use of those present',
   server.app.narwhal.access.flush()
   assert.ok(lastUse(server, nar).narinfo >= before)
 })
+
+test('a read within a minute of the recorded one is not written again', async (t) => {
+  const { server, nar } = await serverWithPath(t)
+  const access = server.app.narwhal.access
+  const t0 = Date.now()
+  access.narinfo(nar.hashPart)
+  access.flush(t0)
+  access.narinfo(nar.hashPart)
+  access.flush(t0 + 30_000)
+  assert.equal(lastUse(server, nar).narinfo, t0, 'within the resolution: the row is left as it is')
+  access.narinfo(nar.hashPart)
+  access.flush(t0 + 120_000)
+  assert.equal(lastUse(server, nar).narinfo, t0 + 120_000)
+})
