@@ -7,6 +7,7 @@ import type { Config } from '../config/config.js'
 import { ConfigError } from '../config/config.js'
 import { migrate, openDatabase, type Db } from '../db/database.js'
 import { Metadata } from '../db/metadata.js'
+import { Retention } from '../db/retention.js'
 import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
 import { BlobStore } from '../storage/blob-store.js'
@@ -16,6 +17,7 @@ export interface OpenCache {
   layout: Layout
   db: Db
   metadata: Metadata
+  retention: Retention
   blobs: BlobStore
   trustedKeys: TrustedKeys
   /** True when this call created the database, i.e. the first start on this data folder. */
@@ -52,5 +54,5 @@ export function openCache (config: Readonly<Config>): OpenCache {
   const { layout, db, created } = openDataDir(config.dataDir)
   const blobs = new BlobStore(layout)
   blobs.init()
-  return { layout, db, metadata: new Metadata(db), blobs, trustedKeys: loadTrustedKeys(config, layout), created }
+  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs, trustedKeys: loadTrustedKeys(config, layout), created }
 }

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
 import path from 'node:path'
+import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
 
 export interface Limits {
   /** Largest NAR file accepted, in bytes. Default 64 GiB: Nix NARs of several GiB are common. */
@@ -50,6 +51,20 @@ export interface Timeouts {
   headersSeconds: number
 }
 
+/** Garbage collection (`narwhal gc`, and the schedule `narwhal serve` runs). Times in ms. */
+export interface GcSettings {
+  /** Evict least recently used paths until the NAR files take at most this many bytes; null: no limit. */
+  maxSize: number | null
+  /** Evict paths not used for this long; null: no age limit. */
+  olderThan: number | null
+  /** `narwhal serve` collects this often; null: never (only `narwhal gc` does). */
+  interval: number | null
+  /** NAR files no narinfo names are removed once they are this old (Nix uploads a NAR before its narinfo). */
+  unnamedNarGrace: number
+  /** maxSize never evicts a path used this recently: a push or a substitution may be under way. */
+  keepRecent: number
+}
+
 export interface Config {
   /** Folder holding the database, the NAR files and generated keys. */
   dataDir: string
@@ -69,6 +84,7 @@ export interface Config {
    * X-Forwarded-For names the client. Empty: the client is the TCP peer.
    */
   trustProxy: string[]
+  gc: GcSettings
 }
 
 export function defaultConfig (): Config {
@@ -110,7 +126,16 @@ export function defaultConfig (): Config {
       idleSeconds: 60,
       headersSeconds: 30
     },
-    trustProxy: []
+    trustProxy: [],
+    gc: {
+      maxSize: null,
+      olderThan: null,
+      // Hourly: with no maxSize or olderThan set, a run only removes NAR files that no narinfo
+      // named within unnamedNarGrace (uploads that were never completed).
+      interval: 3_600_000,
+      unnamedNarGrace: 86_400_000,
+      keepRecent: 3_600_000
+    }
   }
 }
 
@@ -157,6 +182,50 @@ function expectString (v: unknown, key: string): string {
   return v
 }
 
+function expectSize (v: unknown, key: string): number {
+  const bytes = typeof v === 'number' ? (Number.isSafeInteger(v) && v >= 0 ? v : undefined) : typeof v === 'string' ? parseSize(v) : undefined
+  if (bytes === undefined) throw new ConfigError(`${key}: expected ${SIZE_HELP}, got ${JSON.stringify(v)}`)
+  return bytes
+}
+
+function expectDuration (v: unknown, key: string): number {
+  const ms = typeof v === 'string' ? parseDuration(v) : undefined
+  if (ms === undefined) throw new ConfigError(`${key}: expected ${DURATION_HELP}, got ${JSON.stringify(v)}`)
+  return ms
+}
+
+/** "off" (or null in a JSON file) turns a setting off. */
+function isOff (v: unknown): boolean {
+  return v === null || v === 'off'
+}
+
+const GC_KEYS = ['maxSize', 'olderThan', 'interval', 'unnamedNarGrace', 'keepRecent'] as const
+type GcKey = typeof GC_KEYS[number]
+
+/** Sets one gc setting from a file value or an environment string; `key` names it in errors. */
+function applyGcSetting (gc: GcSettings, name: GcKey, v: unknown, key: string): void {
+  switch (name) {
+    case 'maxSize':
+      gc.maxSize = isOff(v) ? null : expectSize(v, key)
+      break
+    case 'olderThan':
+      gc.olderThan = isOff(v) ? null : expectDuration(v, key)
+      break
+    case 'interval': {
+      const ms = isOff(v) ? null : expectDuration(v, key)
+      if (ms === 0) throw new ConfigError(`${key}: must be longer than 0 (use "off" to turn the schedule off)`)
+      gc.interval = ms
+      break
+    }
+    case 'unnamedNarGrace':
+      gc.unnamedNarGrace = expectDuration(v, key)
+      break
+    case 'keepRecent':
+      gc.keepRecent = expectDuration(v, key)
+      break
+  }
+}
+
 function rejectUnknown (obj: Record<string, unknown>, known: string[], where: string): void {
   for (const key of Object.keys(obj)) {
     if (!known.includes(key)) throw new ConfigError(`${where}${key}: unknown setting (known: ${known.join(', ')})`)
@@ -166,7 +235,7 @@ function rejectUnknown (obj: Record<string, unknown>, known: string[], where: st
 /** Applies a parsed JSON config file onto `config`, validating every key. */
 function applyFile (config: Config, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy'], '')
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc'], '')
   if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
   if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
   if (raw.trustedKeys !== undefined) {
@@ -211,6 +280,13 @@ function applyFile (config: Config, raw: unknown, file: string): void {
   if (raw.trustProxy !== undefined) {
     if (!Array.isArray(raw.trustProxy)) throw new ConfigError('trustProxy: expected an array of addresses or CIDR ranges')
     config.trustProxy = raw.trustProxy.map((v, i) => expectProxyAddress(v, `trustProxy[${i}]`))
+  }
+  if (raw.gc !== undefined) {
+    if (!isRecord(raw.gc)) throw new ConfigError('gc: expected an object')
+    rejectUnknown(raw.gc, [...GC_KEYS], 'gc.')
+    for (const key of GC_KEYS) {
+      if (raw.gc[key] !== undefined) applyGcSetting(config.gc, key, raw.gc[key], `gc.${key}`)
+    }
   }
 }
 
@@ -265,6 +341,11 @@ function applyProtectionEnv (config: Config, env: NodeJS.ProcessEnv): void {
   if (proxies !== undefined) config.trustProxy = splitKeys(proxies.replaceAll(',', ' ')).map(p => expectProxyAddress(p, 'NARWHAL_TRUST_PROXY'))
 }
 
+/** NARWHAL_GC_MAX_SIZE, NARWHAL_GC_OLDER_THAN, …: the gc keys in upper snake case. */
+function gcEnvName (key: GcKey): string {
+  return 'NARWHAL_GC_' + key.replace(/[A-Z]/g, c => '_' + c).toUpperCase()
+}
+
 function expectLogLevel (v: unknown, key: string): Config['logLevel'] {
   const level = LOG_LEVELS.find(l => l === v)
   if (level === undefined) throw new ConfigError(`${key}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(v)}`)
@@ -303,6 +384,10 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
   if (env.NARWHAL_PRIVATE !== undefined && env.NARWHAL_PRIVATE !== '') config.private = expectBoolean(env.NARWHAL_PRIVATE, 'NARWHAL_PRIVATE')
   if (env.NARWHAL_LOG_LEVEL !== undefined && env.NARWHAL_LOG_LEVEL !== '') config.logLevel = expectLogLevel(env.NARWHAL_LOG_LEVEL, 'NARWHAL_LOG_LEVEL')
   applyProtectionEnv(config, env)
+  for (const key of GC_KEYS) {
+    const value = env[gcEnvName(key)]
+    if (value !== undefined && value !== '') applyGcSetting(config.gc, key, value, gcEnvName(key))
+  }
   if (overrides.dataDir !== undefined) config.dataDir = overrides.dataDir
   if (overrides.listen !== undefined) config.listen = parseListen(overrides.listen, '--listen')
   if (overrides.trustedKeys !== undefined && overrides.trustedKeys.length > 0) config.trustedKeys = overrides.trustedKeys

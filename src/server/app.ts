@@ -3,6 +3,7 @@
  * (src/cli/commands/serve.ts) does, and tests use inject() or listen on port 0.
  */
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import { AccessTracker } from '../cache/access-tracker.js'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { registerAuth } from './auth.js'
 import { holdContinue } from './body.js'
@@ -18,7 +19,7 @@ export interface AppOptions {
   logger?: boolean
 }
 
-export function buildApp (context: CacheContext, options: AppOptions = {}): FastifyInstance {
+export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOptions = {}): FastifyInstance {
   const { timeouts, trustProxy } = context.config
   const headersMs = timeouts.headersSeconds * 1000
   const app = Fastify({
@@ -47,7 +48,10 @@ export function buildApp (context: CacheContext, options: AppOptions = {}): Fast
     // lookup); writes, refusals and errors are logged at info, every request at debug.
     logController: new LogController({ disableRequestLogging: true })
   })
-  app.decorate('narwhal', context)
+  const access = new AccessTracker(context.retention, { onError: err => app.log.warn({ err }, 'could not record read times for gc') })
+  app.decorate('narwhal', { ...context, access })
+  // Read times still pending are written before the caller closes the database.
+  app.addHook('onClose', async () => { access.close() })
   // Answer `Expect: 100-continue` only once a route decides to read the body (body.ts acceptBody),
   // so a refused upload gets its final status without being invited to send gigabytes first.
   app.server.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {

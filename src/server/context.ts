@@ -2,7 +2,9 @@
  * What every route needs, built once at start and hung on the Fastify instance.
  */
 import type { Config } from '../config/config.js'
+import type { AccessTracker } from '../cache/access-tracker.js'
 import type { Metadata } from '../db/metadata.js'
+import type { Retention } from '../db/retention.js'
 import type { TrustedKeys } from '../signing/keys.js'
 import type { BlobStore } from '../storage/blob-store.js'
 
@@ -11,6 +13,9 @@ export interface CacheContext {
   metadata: Metadata
   blobs: BlobStore
   trustedKeys: TrustedKeys
+  retention: Retention
+  /** Notes narinfo and NAR reads for garbage collection; made by buildApp. */
+  access: AccessTracker
 }
 
 declare module 'fastify' {

@@ -1,10 +1,51 @@
 /**
  * Prometheus metrics at GET /metrics: process defaults (memory, event-loop lag, GC) plus what an
  * operator of a cache asks first: how many requests of each kind and outcome, how many uploads
- * were refused and why, how many bytes came in and went out.
+ * were refused and why, how many bytes came in and went out, and what garbage collection did.
  */
 import type { FastifyInstance } from 'fastify'
-import { Counter, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+import type { Retention } from '../db/retention.js'
+
+/**
+ * Garbage collection may run in another process (`narwhal gc`, or the one server process that
+ * runs the schedule), so these are read from the database's record of runs at each scrape.
+ */
+function registerGcMetrics (registry: Registry, retention: Retention): void {
+  const fromTotals = (name: string, help: string, pick: (t: ReturnType<Retention['gcTotals']>) => number): void => {
+    registry.registerMetric(new Counter({
+      name,
+      help,
+      registers: [],
+      collect () {
+        this.reset()
+        this.inc(pick(retention.gcTotals()))
+      }
+    }))
+  }
+  fromTotals('narwhal_gc_runs_total', 'Garbage collections run (narwhal gc and the schedule, not dry runs)', t => t.runs)
+  fromTotals('narwhal_gc_removed_store_paths_total', 'Store paths (narinfos) removed by garbage collection', t => t.storePaths)
+  fromTotals('narwhal_gc_removed_nar_files_total', 'NAR files removed by garbage collection', t => t.narFiles)
+  fromTotals('narwhal_gc_removed_bytes_total', 'NAR file bytes removed by garbage collection', t => t.bytes)
+  registry.registerMetric(new Gauge({
+    name: 'narwhal_gc_last_run_timestamp_seconds',
+    help: 'When the last garbage collection finished (unix seconds; 0 before the first)',
+    registers: [],
+    collect () {
+      const last = retention.lastGcRun()
+      if (last !== undefined) this.set(last.finishedAt / 1000)
+    }
+  }))
+  registry.registerMetric(new Gauge({
+    name: 'narwhal_gc_remaining_bytes',
+    help: 'NAR file bytes the cache held after the last garbage collection',
+    registers: [],
+    collect () {
+      const last = retention.lastGcRun()
+      if (last !== undefined) this.set(last.remainingBytes)
+    }
+  }))
+}
 
 export function registerMetrics (app: FastifyInstance): void {
   const registry = new Registry()
@@ -23,6 +64,7 @@ export function registerMetrics (app: FastifyInstance): void {
   })
   const bytesIn = new Counter({ name: 'narwhal_received_bytes_total', help: 'Request body bytes announced by Content-Length', registers: [registry] })
   const bytesOut = new Counter({ name: 'narwhal_sent_bytes_total', help: 'Response bytes sent (Content-Length)', registers: [registry] })
+  registerGcMetrics(registry, app.narwhal.retention)
 
   app.addHook('onResponse', async (request, reply) => {
     requests.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode })

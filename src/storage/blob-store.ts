@@ -7,7 +7,7 @@
  * file, so a failed upload leaves nothing behind.
  */
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { NarwhalError } from '../errors.js'
@@ -83,15 +83,21 @@ export class BlobStore {
     return new TempFile(filePath, handle)
   }
 
-  /** Moves a synced temp file to its content-addressed name. An existing file is success. */
-  async commitNar (temp: TempFile, fileHash: string): Promise<void> {
+  /**
+   * Moves a synced temp file to its content-addressed name. An existing file is success.
+   *
+   * Synchronous on purpose: the caller runs it inside the SQLite write transaction that records
+   * the NAR's row (cache/store-nar.ts), so garbage collection, which deletes a row and unlinks
+   * its file in one write transaction too (cache/remove-paths.ts), cannot run in between.
+   */
+  commitNar (temp: TempFile, fileHash: string): void {
     const dest = narFilePath(this.layout, fileHash)
     const dir = path.dirname(dest)
-    await fs.mkdir(dir, { recursive: true })
-    await fs.rename(temp.path, dest)
+    mkdirSync(dir, { recursive: true })
+    renameSync(temp.path, dest)
     // The rename is only durable once the directory entry is on disk.
-    const dirHandle = await fs.open(dir, 'r')
-    try { await dirHandle.sync() } finally { await dirHandle.close() }
+    const fd = openSync(dir, 'r')
+    try { fsyncSync(fd) } finally { closeSync(fd) }
   }
 
   /**

@@ -8,7 +8,8 @@
  *
  * The bytes must hash to the name in the URL, decompress with the detected method, and form a
  * complete, well-formed NAR whose hash and size are returned for the metadata row. Only then is
- * the temp file synced and renamed to its final name; on any failure it is removed.
+ * the temp file synced and handed back, still under its temp name: the caller renames it into
+ * place together with recording its row (cache/store-nar.ts). On any failure it is removed.
  */
 import { createHash, type Hash } from 'node:crypto'
 import { createReadStream } from 'node:fs'
@@ -27,6 +28,12 @@ export interface IngestedNar {
   compression: Compression
   narHash: string
   narSize: number
+}
+
+/** A NAR proven to be what its name says, synced to disk under a temp name, not yet visible. */
+export interface VerifiedNar {
+  nar: IngestedNar
+  temp: TempFile
 }
 
 export interface IngestOptions {
@@ -128,7 +135,7 @@ function explainPipelineError (err: unknown, decompressError: Error | undefined,
 }
 
 export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: string, store: BlobStore,
-  options: IngestOptions): Promise<IngestedNar> {
+  options: IngestOptions): Promise<VerifiedNar> {
   await store.ensureRoom(options.declaredBytes, options.reserveBytes)
   const temp = await store.createTemp()
   try {
@@ -153,14 +160,14 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
         `NAR file bytes hash to sha256:${actualFileHash}, not to the sha256:${expectedFileHash} in its name`)
     }
     await temp.sync()
-    await store.commitNar(temp, actualFileHash)
-    return {
+    const nar: IngestedNar = {
       fileHash: actualFileHash,
       fileSize: counter.bytes,
       compression: method,
       narHash: encodeNix32(narHash.digest()),
       narSize: Number(reader.bytesRead)
     }
+    return { nar, temp }
   } catch (err) {
     await temp.discard()
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {

@@ -18,7 +18,7 @@ import { formatNarInfo } from '../../src/nix/narinfo.js'
 import { decodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { createCompressor } from '../../src/storage/codecs.js'
-import { ingestNar } from '../../src/storage/nar-ingest.js'
+import { storeNar } from '../../src/cache/store-nar.js'
 import { collect, fileHashOf } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 
@@ -40,8 +40,9 @@ async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ 
   const nar = await collect(Readable.from(dumpPath(dir)))
   const compressed = await collect(Readable.from([nar]).pipe(createCompressor('xz')))
   const fileHash = fileHashOf(compressed)
-  const ingested = await ingestNar(Readable.from([compressed]), fileHash, cache.blobs, { maxBytes: 1 << 30, declaredBytes: 0, reserveBytes: 0 })
-  const row = cache.metadata.recordNarFile(ingested)
+  const ingested = await storeNar(Readable.from([compressed]), fileHash, cache, { maxBytes: 1 << 30, declaredBytes: 0, reserveBytes: 0 })
+  const row = cache.metadata.narFile(ingested.fileHash)
+  assert.ok(row !== undefined)
   const hashPart = hashPartOf(c)
   const storePath = `/nix/store/${hashPart}-path-${c}`
   const references = refs.map(r => `${hashPartOf(r)}-path-${r}`)

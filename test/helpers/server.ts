@@ -37,7 +37,7 @@ export async function startServer (t: TestContext, options: { trustedKeys?: stri
     ...options.env
   })
   const cache = openCache(config)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys }, { logger: false })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention }, { logger: false })
   await app.listen({ host: '127.0.0.1', port: 0 })
   t.after(async () => {
     await app.close()

@@ -164,12 +164,18 @@ test('a download to a client that stops reading is closed after the idle timeout
 
 test('the server\'s own work after the body (a slow fsync) is not the client\'s silence: the upload is answered', async (t) => {
   const server = await startServer(t, { env: SHORT })
-  // Stand-in for fsync of a huge NAR on a slow disk: the commit takes twice the idle timeout.
+  // Stand-in for fsync of a huge NAR on a slow disk: syncing the verified temp file takes twice
+  // the idle timeout.
   const blobs = server.cache.blobs
-  const commit = blobs.commitNar.bind(blobs)
-  blobs.commitNar = async (temp, fileHash) => {
-    await sleep(4000)
-    await commit(temp, fileHash)
+  const createTemp = blobs.createTemp.bind(blobs)
+  blobs.createTemp = async () => {
+    const temp = await createTemp()
+    const sync = temp.sync.bind(temp)
+    temp.sync = async () => {
+      await sleep(4000)
+      await sync()
+    }
+    return temp
   }
   const nar = await freshNar('zstd')
   const answer = await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))

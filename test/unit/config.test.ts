@@ -120,3 +120,33 @@ test('rateLimit, timeouts and trustProxy: defaults, file, environment, and bad v
   assert.throws(() => loadConfig({}, { NARWHAL_IDLE_TIMEOUT_SECONDS: '0' }), /NARWHAL_IDLE_TIMEOUT_SECONDS: expected an integer >= 1/)
   assert.throws(() => loadConfig({}, { NARWHAL_TRUST_PROXY: '*' }), /NARWHAL_TRUST_PROXY: expected an IP address/)
 })
+
+test('gc settings: sizes and durations from the file and NARWHAL_GC_*, "off", and errors naming the key', () => {
+  const defaults = loadConfig({}, {}).gc
+  assert.deepEqual(defaults, { maxSize: null, olderThan: null, interval: 3_600_000, unnamedNarGrace: 86_400_000, keepRecent: 3_600_000 })
+
+  const file = configFile({ gc: { maxSize: '200G', olderThan: '90d', interval: '15m', unnamedNarGrace: '12h', keepRecent: '0' } })
+  assert.deepEqual(loadConfig({ configFile: file }, {}).gc,
+    { maxSize: 200 * 1024 ** 3, olderThan: 90 * 86_400_000, interval: 900_000, unnamedNarGrace: 43_200_000, keepRecent: 0 })
+  assert.equal(loadConfig({ configFile: configFile({ gc: { maxSize: 1000 } }) }, {}).gc.maxSize, 1000, 'a number is bytes')
+
+  const fromEnv = loadConfig({ configFile: file }, { NARWHAL_GC_MAX_SIZE: '1T', NARWHAL_GC_OLDER_THAN: 'off', NARWHAL_GC_INTERVAL: 'off', NARWHAL_GC_UNNAMED_NAR_GRACE: '90m', NARWHAL_GC_KEEP_RECENT: '2h' }).gc
+  assert.deepEqual(fromEnv, { maxSize: 1024 ** 4, olderThan: null, interval: null, unnamedNarGrace: 5_400_000, keepRecent: 7_200_000 })
+
+  const cases: Array<[unknown, RegExp]> = [
+    [{ gc: { maxsize: '1G' } }, /^gc\.maxsize: unknown setting/],
+    [{ gc: { maxSize: 'big' } }, /^gc\.maxSize: expected a size like 500M/],
+    [{ gc: { maxSize: -1 } }, /^gc\.maxSize: expected a size/],
+    [{ gc: { olderThan: '30 days' } }, /^gc\.olderThan: expected a duration like 90m, 12h, 30d/],
+    [{ gc: { olderThan: 30 } }, /^gc\.olderThan: expected a duration/],
+    [{ gc: { interval: '0' } }, /^gc\.interval: must be longer than 0/],
+    [{ gc: { unnamedNarGrace: 'off' } }, /^gc\.unnamedNarGrace: expected a duration/],
+    [{ gc: 'daily' }, /^gc: expected an object/]
+  ]
+  for (const [content, message] of cases) {
+    assert.throws(() => loadConfig({ configFile: configFile(content) }, {}), (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      `config ${JSON.stringify(content)}`)
+  }
+  assert.throws(() => loadConfig({}, { NARWHAL_GC_MAX_SIZE: '20 gigs' }), /NARWHAL_GC_MAX_SIZE: expected a size/)
+  assert.throws(() => loadConfig({}, { NARWHAL_GC_KEEP_RECENT: '1y' }), /NARWHAL_GC_KEEP_RECENT: expected a duration/)
+})

@@ -1,5 +1,6 @@
-/** `narwhal serve`: migrate, set up on first start, listen, and shut down cleanly on SIGTERM/SIGINT. */
+/** `narwhal serve`: migrate, set up on first start, listen, collect garbage on schedule, and shut down cleanly on SIGTERM/SIGINT. */
 import { loadConfig } from '../../config/config.js'
+import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { loadTrustedKeys, openCache } from '../../cache/open-cache.js'
 import { buildApp } from '../../server/app.js'
 import { firstStartMessage, setUpFirstStart } from '../first-start.js'
@@ -26,14 +27,16 @@ export async function serveCommand (args: string[]): Promise<number> {
     const keyTexts = [...config.trustedKeys, ...(result.generatedPublicKey === undefined ? [] : [result.generatedPublicKey])]
     message = firstStartMessage(config, cache.layout, result, keyTexts)
   }
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
   await app.listen({ host: config.listen.host, port: config.listen.port })
   if (message !== undefined) process.stdout.write(message + '\n')
+  // With several server processes, only one may run the schedule (see cache/gc-schedule.ts).
+  const stopGc = startGcSchedule(config.dataDir, config.gc, app.log)
   const stop = (): void => {
-    app.close().then(() => cache.db.close(), (err: unknown) => app.log.error({ err }, 'error while closing'))
+    stopGc().then(async () => await app.close()).then(() => cache.db.close(), (err: unknown) => app.log.error({ err }, 'error while closing'))
   }
   process.once('SIGTERM', stop)
   process.once('SIGINT', stop)

@@ -5,7 +5,7 @@
  *   POST /api/v1/upload-batch    multipart: NARs and narinfos, in order
  *
  * The batch route does not have rules of its own: each part goes through exactly the code of the
- * single PUT it stands for (storage/nar-ingest.ts ingestNar/checkReupload for NARs,
+ * single PUT it stands for (cache/store-nar.ts storeNar and storage/nar-ingest.ts checkReupload for NARs,
  * cache/accept-narinfo.ts acceptNarinfo for narinfos), so a batch is verified exactly like the
  * PUTs `nix copy` makes. @fastify/multipart is registered inside this plugin's scope only: every
  * other route keeps buildApp's "read nothing" body parser.
@@ -20,7 +20,8 @@ import { acceptNarinfo } from '../../cache/accept-narinfo.js'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
-import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
+import { storeNar } from '../../cache/store-nar.js'
+import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, readBody } from '../body.js'
 
 const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
@@ -65,7 +66,13 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
     if (hashParts.length > MAX_MISSING_QUERY) {
       throw new NarwhalError('NARWHAL_TOO_LARGE', `missing-paths query: at most ${MAX_MISSING_QUERY} hash parts per request`)
     }
-    const answer: MissingPathsResponse = { missing: hashParts.filter(h => !metadata.hasNarinfo(h)) }
+    const missing: string[] = []
+    for (const h of hashParts) {
+      // A path the pusher finds here is one its upload will reference: use, for gc, like a narinfo GET.
+      if (metadata.hasNarinfo(h)) app.narwhal.access.narinfo(h)
+      else missing.push(h)
+    }
+    const answer: MissingPathsResponse = { missing }
     return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
   })
 
@@ -77,8 +84,7 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
       await checkReupload(stream, fileHash, limit)
       return { name, status: 200, result: 'unchanged' }
     }
-    const nar = await ingestNar(stream, fileHash, blobs, { maxBytes: limit, declaredBytes: 0, reserveBytes: config.limits.freeSpaceReserveBytes })
-    metadata.recordNarFile(nar)
+    const nar = await storeNar(stream, fileHash, { metadata, blobs }, { maxBytes: limit, declaredBytes: 0, reserveBytes: config.limits.freeSpaceReserveBytes })
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored (batch)')
     return { name, status: 201, result: 'created' }
   }

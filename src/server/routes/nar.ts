@@ -13,7 +13,8 @@ import type { FastifyInstance } from 'fastify'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
-import { checkReupload, ingestNar } from '../../storage/nar-ingest.js'
+import { storeNar } from '../../cache/store-nar.js'
+import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { parseRange } from '../range.js'
 
@@ -51,6 +52,7 @@ export function narRoutes (app: FastifyInstance): void {
         request.log.error({ fileHash, size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
         throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
       }
+      app.narwhal.access.narFile(fileHash)
       reply.header('content-type', 'application/x-nix-nar')
         .header('accept-ranges', 'bytes')
         .header('cache-control', 'public, max-age=31536000, immutable')
@@ -81,12 +83,11 @@ export function narRoutes (app: FastifyInstance): void {
       await checkReupload(body, fileHash, limit)
       return reply.code(200).header('content-type', 'text/plain; charset=utf-8').send('unchanged\n')
     }
-    const nar = await ingestNar(body, fileHash, blobs, {
+    const nar = await storeNar(body, fileHash, { metadata, blobs }, {
       maxBytes: limit,
       declaredBytes: Number(request.headers['content-length'] ?? 0) || 0,
       reserveBytes: config.limits.freeSpaceReserveBytes
     })
-    metadata.recordNarFile(nar)
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored')
     return reply.code(201).header('content-type', 'text/plain; charset=utf-8').send('created\n')
   })

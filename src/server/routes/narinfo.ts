@@ -23,6 +23,7 @@ export function narinfoRoutes (app: FastifyInstance): void {
   app.get<{ Params: Params }>('/:hash.narinfo', { schema: { params } }, async (request, reply) => {
     const text = app.narwhal.metadata.narinfoText(request.params.hash)
     if (text === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `${request.params.hash}.narinfo is not in this cache`)
+    app.narwhal.access.narinfo(request.params.hash)
     return reply.header('content-type', 'text/x-nix-narinfo').send(text)
   })
 

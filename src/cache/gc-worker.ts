@@ -1,0 +1,34 @@
+/**
+ * One scheduled collection, run in a worker thread (started by cache/gc-schedule.ts) on its own
+ * database connection. Planning reads every narinfo and reference, which for a large cache takes
+ * long enough to stall a server's event loop; in a thread it stalls nothing, and the server's
+ * requests wait at most for one batch's write transaction.
+ *
+ * The parent posts "stop" to end the run between batches; the thread is never terminated
+ * mid-run, which could cut a batch between unlinking its files and committing.
+ */
+import { parentPort, workerData } from 'node:worker_threads'
+import type { GcSettings } from '../config/config.js'
+import { collectGarbage, gcLogFields, openForGc } from './gc.js'
+
+export interface GcWorkerInput { dataDir: string, settings: GcSettings }
+export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }
+
+const { dataDir, settings } = workerData as GcWorkerInput
+let stopping = false
+parentPort?.on('message', (message: unknown) => { if (message === 'stop') stopping = true })
+
+let result: GcWorkerResult
+try {
+  const cache = openForGc(dataDir)
+  try {
+    const report = await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping })
+    result = { ok: true, fields: gcLogFields(report) }
+  } finally {
+    cache.close()
+  }
+} catch (err) {
+  result = { ok: false, error: err instanceof Error ? err.stack ?? err.message : String(err) }
+}
+parentPort?.postMessage(result)
+parentPort?.close()

@@ -1,0 +1,173 @@
+/**
+ * Garbage collection: one run of `narwhal gc`, or of the server's schedule (cache/gc-schedule.ts).
+ *
+ *   1. pins past their keep-until are deleted;
+ *   2. NAR files no narinfo names are removed once older than the grace period;
+ *   3. the eviction plan is made from a snapshot (cache/gc-plan.ts): least recently used first,
+ *      by effective last use, so a dependency of a recently used or pinned path is never a
+ *      candidate;
+ *   4. the plan is carried out in batches, each one write transaction (cache/remove-paths.ts,
+ *      the removal shared with fsck), so readers and uploads wait for a batch, never for a run.
+ *
+ * The cache keeps serving while a run goes on, maybe in another process, so each batch checks,
+ * inside its transaction, that what it removes is still what was planned: a path that was used
+ * or pinned since the snapshot, or that gained a referrer not in the plan, is kept (counted as
+ * `kept`). A dry run reports the plan and changes nothing.
+ */
+import { Metadata, type NarFileRow } from '../db/metadata.js'
+import { Retention } from '../db/retention.js'
+import { BlobStore } from '../storage/blob-store.js'
+import { planGc, type GcPolicy, type PlannedEviction } from './gc-plan.js'
+import { openDataDir } from './open-cache.js'
+import { removeNarinfos, removeUnnamedNarFiles } from './remove-paths.js'
+
+export interface GcCache {
+  metadata: Metadata
+  blobs: BlobStore
+  retention: Retention
+}
+
+/**
+ * A data folder opened for a collection on a connection of its own. Not openCache: the server's
+ * start-up empties store/tmp, where a running server keeps the uploads in flight.
+ */
+export function openForGc (dataDir: string): GcCache & { close: () => void } {
+  const { layout, db } = openDataDir(dataDir)
+  return { metadata: new Metadata(db), retention: new Retention(db), blobs: new BlobStore(layout), close: () => db.close() }
+}
+
+export interface GcOptions extends GcPolicy {
+  /** NAR files no narinfo names are removed once older than this many ms. */
+  unnamedNarGrace: number
+  dryRun?: boolean
+  trigger: 'cli' | 'schedule'
+  /** Paths removed per write transaction. */
+  batchSize?: number
+  now?: number
+  /** Asked between batches; true ends the run early (the server is shutting down). */
+  shouldStop?: () => boolean
+}
+
+export interface GcReport {
+  dryRun: boolean
+  expiredPins: number
+  /** Store paths whose narinfos were (or would be) removed. */
+  storePaths: string[]
+  /** NAR files removed because the evicted narinfos were the last to name them. */
+  narFiles: NarFileRow[]
+  /** NAR files removed because no narinfo named them for longer than the grace period. */
+  unnamedNarFiles: NarFileRow[]
+  /** Size of all removed NAR files. */
+  bytes: number
+  /** NAR file bytes before and after the run. */
+  totalBytes: number
+  remainingBytes: number
+  /** Planned evictions left in place because the path was used, pinned or referenced meanwhile. */
+  kept: number
+  /** Whether NAR files now take at most maxSize; null without maxSize. */
+  maxSizeReached: boolean | null
+  startedAt: number
+  finishedAt: number
+}
+
+const yieldToEventLoop = async (): Promise<void> => { await new Promise(resolve => setImmediate(resolve)) }
+
+/**
+ * True when removing `eviction` now removes exactly planned paths, none of them pinned and none
+ * used since the snapshot. Runs inside the batch's write transaction.
+ */
+function stillAsPlanned (retention: Retention, eviction: PlannedEviction, planned: Map<number, PlannedEviction>, now: number): boolean {
+  return retention.referrerClosure([eviction.hashPart], now).every(row => {
+    const plan = planned.get(row.id)
+    return plan !== undefined && row.pinned === 0 && row.lastUse <= plan.lastUse
+  })
+}
+
+export async function collectGarbage (cache: GcCache, options: GcOptions): Promise<GcReport> {
+  const { metadata, blobs, retention } = cache
+  const dryRun = options.dryRun ?? false
+  const startedAt = options.now ?? Date.now()
+  const expiredPins = dryRun ? 0 : retention.deleteExpiredPins(startedAt)
+  const unnamed = removeUnnamedNarFiles(metadata, blobs, startedAt - options.unnamedNarGrace, { dryRun })
+
+  const snapshot = retention.gcSnapshot(startedAt)
+  if (dryRun) {
+    const gone = new Set(unnamed.narFiles.map(f => f.id))
+    snapshot.narFiles = snapshot.narFiles.filter(f => !gone.has(f.id))
+  }
+  const plan = planGc(snapshot, options, startedAt)
+
+  let storePaths: string[]
+  let narFiles: NarFileRow[] = []
+  let kept = 0
+  if (dryRun) {
+    const paths = retention.storePathsOf(plan.evict.map(e => e.id))
+    storePaths = plan.evict.map(e => paths.get(e.id) ?? e.hashPart)
+    narFiles = plan.narFileIds.map(id => metadata.narFileById(id)).filter((f): f is NarFileRow => f !== undefined)
+  } else {
+    storePaths = []
+    const planned = new Map(plan.evict.map(e => [e.id, e]))
+    const batchSize = options.batchSize ?? 100
+    for (let start = 0; start < plan.evict.length; start += batchSize) {
+      if (options.shouldStop?.() === true) break
+      const batch = plan.evict.slice(start, start + batchSize)
+      const removal = metadata.transaction(() => {
+        const now = Date.now()
+        const go = batch.filter(e => planned.has(e.id) && stillAsPlanned(retention, e, planned, now))
+        const going = new Set(go)
+        // A path kept now is no longer planned, so its references (which removing would take it
+        // along with) fail the check in turn and stay too.
+        for (const e of batch) if (!going.has(e)) planned.delete(e.id)
+        return removeNarinfos(metadata, blobs, go.map(e => e.hashPart))
+      })
+      kept += batch.length - removal.storePaths.length
+      storePaths.push(...removal.storePaths)
+      narFiles.push(...removal.narFiles)
+      await yieldToEventLoop()
+    }
+  }
+
+  const bytes = unnamed.bytes + narFiles.reduce((sum, f) => sum + f.fileSize, 0)
+  const remainingBytes = dryRun ? plan.remainingBytes : retention.totalNarBytes()
+  const report: GcReport = {
+    dryRun,
+    expiredPins,
+    storePaths,
+    narFiles,
+    unnamedNarFiles: unnamed.narFiles,
+    bytes,
+    totalBytes: plan.totalBytes + unnamed.bytes,
+    remainingBytes,
+    kept,
+    maxSizeReached: options.maxSize === null ? null : remainingBytes <= options.maxSize,
+    startedAt,
+    finishedAt: Date.now()
+  }
+  if (!dryRun) {
+    retention.recordGcRun({
+      startedAt,
+      finishedAt: report.finishedAt,
+      trigger: options.trigger,
+      storePaths: storePaths.length,
+      narFiles: narFiles.length + unnamed.narFiles.length,
+      bytes,
+      remainingBytes
+    })
+  }
+  return report
+}
+
+/** The fields logged for one run (by the server's schedule). */
+export function gcLogFields (report: GcReport): Record<string, unknown> {
+  return {
+    storePaths: report.storePaths.length,
+    narFiles: report.narFiles.length,
+    unnamedNarFiles: report.unnamedNarFiles.length,
+    bytes: report.bytes,
+    remainingBytes: report.remainingBytes,
+    kept: report.kept,
+    expiredPins: report.expiredPins,
+    maxSizeReached: report.maxSizeReached,
+    ms: report.finishedAt - report.startedAt
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * The SQL of retention: last-use times, pins, the snapshot a collection plans from, and the
+ * record of collections. Removal itself goes through Metadata (src/cache/remove-paths.ts), the
+ * one path shared with fsck.
+ *
+ * A path's own last use is the later of its narinfo's and its NAR file's last_accessed_at: a NAR
+ * download is use of every path whose narinfo names that file. Both start at the upload time.
+ */
+import type { Db } from './database.js'
+
+/**
+ * A read within this long of the recorded last use is not written again. Eviction works in
+ * hours and days; skipping the row rewrite keeps the flush of a busy server's hot paths down to
+ * index lookups.
+ */
+export const TOUCH_RESOLUTION_MS = 60_000
+
+/** One narinfo as a collection plans with it. */
+export interface GcPathRow {
+  id: number
+  hashPart: string
+  narFileId: number
+  /** Unix ms of the last narinfo or NAR read (or the upload). */
+  lastUse: number
+  /** 1 when a pin that has not expired names this path. */
+  pinned: number
+}
+
+/** `referrer` lists `reference` among its References (self-references left out). */
+export interface GcEdgeRow { referrer: number, reference: number }
+
+export interface GcSnapshot {
+  paths: GcPathRow[]
+  edges: GcEdgeRow[]
+  narFiles: Array<{ id: number, fileSize: number }>
+}
+
+export interface PinRow {
+  hashPart: string
+  storePath: string
+  keepUntil: number | null
+  createdAt: number
+  note: string | null
+}
+
+export interface GcRunRow {
+  startedAt: number
+  finishedAt: number
+  trigger: 'cli' | 'schedule'
+  storePaths: number
+  narFiles: number
+  bytes: number
+  remainingBytes: number
+}
+
+export class Retention {
+  private readonly db: Db
+  private readonly stmts
+
+  constructor (db: Db) {
+    this.db = db
+    this.stmts = {
+      touchNarinfo: db.prepare(
+        'UPDATE narinfos SET last_accessed_at = @now WHERE hash_part = @key AND last_accessed_at < @before'),
+      touchNarFile: db.prepare(
+        'UPDATE nar_files SET last_accessed_at = @now WHERE file_hash = @key AND last_accessed_at < @before'),
+      gcPaths: db.prepare<[number], GcPathRow>(
+        `SELECT n.id, n.hash_part AS hashPart, n.nar_file_id AS narFileId,
+                max(n.last_accessed_at, f.last_accessed_at) AS lastUse,
+                EXISTS (SELECT 1 FROM pins p WHERE p.hash_part = n.hash_part AND (p.keep_until IS NULL OR p.keep_until > ?)) AS pinned
+         FROM narinfos n JOIN nar_files f ON f.id = n.nar_file_id`),
+      gcEdges: db.prepare<[], GcEdgeRow>(
+        `SELECT r.narinfo_id AS referrer, n.id AS reference
+         FROM narinfo_refs r JOIN narinfos n ON n.hash_part = r.ref_hash_part
+         WHERE n.id != r.narinfo_id`),
+      narFileSizes: db.prepare<[], { id: number, fileSize: number }>('SELECT id, file_size AS fileSize FROM nar_files'),
+      // The given paths and everything that references them, transitively (what removeNarinfos
+      // would remove), with their last use and pin as they are now.
+      referrerClosure: db.prepare<[string, number], { id: number, lastUse: number, pinned: number }>(
+        `WITH RECURSIVE doomed(hash_part) AS (
+           SELECT value FROM json_each(?)
+           UNION
+           SELECT n.hash_part FROM narinfo_refs r
+             JOIN doomed d ON r.ref_hash_part = d.hash_part
+             JOIN narinfos n ON n.id = r.narinfo_id)
+         SELECT n.id, max(n.last_accessed_at, f.last_accessed_at) AS lastUse,
+                EXISTS (SELECT 1 FROM pins p WHERE p.hash_part = n.hash_part AND (p.keep_until IS NULL OR p.keep_until > ?)) AS pinned
+         FROM doomed d JOIN narinfos n ON n.hash_part = d.hash_part JOIN nar_files f ON f.id = n.nar_file_id`),
+      storePathsOf: db.prepare<[string], { id: number, storePath: string }>(
+        'SELECT n.id, n.store_path AS storePath FROM json_each(?) j JOIN narinfos n ON n.id = j.value'),
+      totalNarBytes: db.prepare<[], { bytes: number | null }>('SELECT sum(file_size) AS bytes FROM nar_files'),
+      upsertPin: db.prepare(
+        `INSERT INTO pins (hash_part, store_path, keep_until, created_at, note)
+         VALUES (@hashPart, @storePath, @keepUntil, @now, @note)
+         ON CONFLICT (hash_part) DO UPDATE SET store_path = excluded.store_path, keep_until = excluded.keep_until,
+           note = excluded.note`),
+      deletePin: db.prepare('DELETE FROM pins WHERE hash_part = ?'),
+      listPins: db.prepare<[], PinRow>(
+        `SELECT hash_part AS hashPart, store_path AS storePath, keep_until AS keepUntil, created_at AS createdAt, note
+         FROM pins ORDER BY store_path`),
+      deleteExpiredPins: db.prepare('DELETE FROM pins WHERE keep_until IS NOT NULL AND keep_until <= ?'),
+      insertGcRun: db.prepare(
+        `INSERT INTO gc_runs (started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes)
+         VALUES (@startedAt, @finishedAt, @trigger, @storePaths, @narFiles, @bytes, @remainingBytes)`),
+      lastGcRun: db.prepare<[], GcRunRow>(
+        `SELECT started_at AS startedAt, finished_at AS finishedAt, trigger, store_paths AS storePaths,
+                nar_files AS narFiles, bytes, remaining_bytes AS remainingBytes
+         FROM gc_runs ORDER BY id DESC LIMIT 1`),
+      gcTotals: db.prepare<[], { runs: number, storePaths: number | null, narFiles: number | null, bytes: number | null }>(
+        'SELECT count(*) AS runs, sum(store_paths) AS storePaths, sum(nar_files) AS narFiles, sum(bytes) AS bytes FROM gc_runs')
+    }
+  }
+
+  /**
+   * Records reads noted since the last call, in one write transaction. A time never moves back,
+   * so several server processes may flush the same keys in any order.
+   */
+  touch (narinfoHashParts: Iterable<string>, narFileHashes: Iterable<string>, now = Date.now()): void {
+    const before = now - TOUCH_RESOLUTION_MS
+    this.db.transaction(() => {
+      for (const key of narinfoHashParts) this.stmts.touchNarinfo.run({ key, now, before })
+      for (const key of narFileHashes) this.stmts.touchNarFile.run({ key, now, before })
+    }).immediate()
+  }
+
+  /** Every narinfo, reference and NAR file size, read in one transaction so they agree. */
+  gcSnapshot (now = Date.now()): GcSnapshot {
+    return this.db.transaction(() => ({
+      paths: this.stmts.gcPaths.all(now),
+      edges: this.stmts.gcEdges.all(),
+      narFiles: this.stmts.narFileSizes.all()
+    }))()
+  }
+
+  /** What removing `hashParts` would take with it, as it stands now (call inside the removal's transaction). */
+  referrerClosure (hashParts: string[], now = Date.now()): Array<{ id: number, lastUse: number, pinned: number }> {
+    return this.stmts.referrerClosure.all(JSON.stringify(hashParts), now)
+  }
+
+  /** Store paths of narinfo ids (those that exist). */
+  storePathsOf (ids: number[]): Map<number, string> {
+    return new Map(this.stmts.storePathsOf.all(JSON.stringify(ids)).map(r => [r.id, r.storePath]))
+  }
+
+  /** The size of every NAR file the cache holds, named or not. */
+  totalNarBytes (): number {
+    return this.stmts.totalNarBytes.get()?.bytes ?? 0
+  }
+
+  /** Adds a pin, or replaces the expiry and note of an existing one. */
+  addPin (pin: { hashPart: string, storePath: string, keepUntil: number | null, note: string | null }, now = Date.now()): void {
+    this.stmts.upsertPin.run({ ...pin, now })
+  }
+
+  /** False when no pin names that path. */
+  removePin (hashPart: string): boolean {
+    return this.stmts.deletePin.run(hashPart).changes > 0
+  }
+
+  listPins (): PinRow[] {
+    return this.stmts.listPins.all()
+  }
+
+  /** Deletes pins whose keep-until has passed; returns how many. */
+  deleteExpiredPins (now = Date.now()): number {
+    return this.stmts.deleteExpiredPins.run(now).changes
+  }
+
+  recordGcRun (run: GcRunRow): void {
+    this.stmts.insertGcRun.run(run)
+  }
+
+  lastGcRun (): GcRunRow | undefined {
+    return this.stmts.lastGcRun.get()
+  }
+
+  /** Sums over every recorded collection, for /metrics. */
+  gcTotals (): { runs: number, storePaths: number, narFiles: number, bytes: number } {
+    const row = this.stmts.gcTotals.get()
+    return { runs: row?.runs ?? 0, storePaths: row?.storePaths ?? 0, narFiles: row?.narFiles ?? 0, bytes: row?.bytes ?? 0 }
+  }
+}

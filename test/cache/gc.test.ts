@@ -1,0 +1,302 @@
+/**
+ * Garbage collection policy on a fabricated cache (rows and files made directly, with chosen
+ * upload and use times): least recently used first by effective last use, closures never broken,
+ * pins with expiry, the grace period of unnamed NAR files, dry runs, max-size, and re-checks of
+ * the plan while the cache keeps changing.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createHash } from 'node:crypto'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { loadConfig } from '../../src/config/config.js'
+import { collectGarbage, type GcOptions, type GcReport } from '../../src/cache/gc.js'
+import { effectiveLastUse } from '../../src/cache/gc-plan.js'
+import { startGcSchedule } from '../../src/cache/gc-schedule.js'
+import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
+import { encodeNix32 } from '../../src/nix/nix32.js'
+import { tempDir } from '../helpers/nix.js'
+import { eventually } from '../helpers/upload.js'
+
+const DAY = 86_400_000
+const NOW = Date.now()
+const daysAgo = (d: number): number => NOW - d * DAY
+
+const hashPart = (name: string): string => encodeNix32(createHash('sha256').update(name).digest().subarray(0, 20))
+const fileHash = (name: string): string => encodeNix32(createHash('sha256').update('file:' + name).digest())
+const storePath = (name: string): string => `/nix/store/${hashPart(name)}-${name}`
+
+interface PathSpec {
+  refs?: string[]
+  /** Days ago the NAR and narinfo were uploaded. */
+  uploaded: number
+  /** Days ago the narinfo was last read, if ever. */
+  narinfoRead?: number
+  /** Days ago the NAR was last downloaded, if ever. */
+  narRead?: number
+  /** Name of another path whose NAR file this one shares. */
+  sharesNarOf?: string
+  size?: number
+}
+
+function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): OpenCache {
+  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const addNarFile = (name: string, size: number, at: number): number => {
+    const file = cache.blobs.narPath(fileHash(name))
+    mkdirSync(path.dirname(file), { recursive: true })
+    writeFileSync(file, Buffer.alloc(size))
+    return cache.metadata.recordNarFile({ fileHash: fileHash(name), fileSize: size, compression: 'none', narHash: fileHash(name), narSize: size }, at).id
+  }
+  // References first, as uploads must come.
+  for (const [name, p] of Object.entries(spec)) {
+    const fileId = p.sharesNarOf !== undefined
+      ? (cache.metadata.narFile(fileHash(p.sharesNarOf))?.id ?? -1)
+      : addNarFile(name, p.size ?? 100, daysAgo(p.uploaded))
+    cache.metadata.insertNarinfo({
+      hashPart: hashPart(name),
+      storePath: storePath(name),
+      narFileId: fileId,
+      narHash: fileHash(name),
+      narSize: 100,
+      deriver: null,
+      ca: null,
+      sigs: [],
+      narinfo: `StorePath: ${storePath(name)}\n`,
+      references: (p.refs ?? []).map(r => ({ hashPart: hashPart(r), baseName: `${hashPart(r)}-${r}` }))
+    }, daysAgo(p.uploaded))
+    if (p.narinfoRead !== undefined) cache.retention.touch([hashPart(name)], [], daysAgo(p.narinfoRead))
+    if (p.narRead !== undefined) cache.retention.touch([], [fileHash(p.sharesNarOf ?? name)], daysAgo(p.narRead))
+  }
+  for (const [name, age] of Object.entries(options.unnamed ?? {})) addNarFile(name, 100, NOW - age)
+  return cache
+}
+
+const policy = (p: Partial<GcOptions> = {}): GcOptions =>
+  ({ maxSize: null, olderThan: null, keepRecent: 0, unnamedNarGrace: DAY, trigger: 'cli', now: NOW, ...p })
+
+function present (cache: OpenCache): string[] {
+  return (cache.db.prepare('SELECT store_path AS p FROM narinfos ORDER BY store_path').all() as Array<{ p: string }>).map(r => r.p)
+}
+
+const names = (...n: string[]): string[] => n.map(storePath).sort()
+
+/** Every remaining narinfo can be served whole: its references, its NAR row and its file exist. */
+function assertClosed (cache: OpenCache): void {
+  const dangling = cache.db.prepare(
+    `SELECT r.ref_base_name AS ref FROM narinfo_refs r LEFT JOIN narinfos n ON n.hash_part = r.ref_hash_part
+     WHERE n.id IS NULL`).all()
+  assert.deepEqual(dangling, [], 'no remaining narinfo names a reference the cache lacks')
+  const files = cache.db.prepare(
+    'SELECT f.file_hash AS h FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id').all() as Array<{ h: string | null }>
+  for (const { h } of files) {
+    assert.ok(h !== null && existsSync(cache.blobs.narPath(h)), 'every remaining narinfo has its NAR file')
+  }
+}
+
+test('older-than goes by effective last use: an old dependency of a path used today stays', async () => {
+  const cache = fabricate({
+    lib: { uploaded: 100 },
+    app: { uploaded: 100, refs: ['lib'], narinfoRead: 1 },
+    old: { uploaded: 100 },
+    oldTop: { uploaded: 90, refs: ['old', 'oldTop'], narRead: 50 },
+    // Read 10 days ago, but only its narinfo: still use of the path.
+    peeked: { uploaded: 100, narinfoRead: 10 }
+  })
+  const report = await collectGarbage(cache, policy({ olderThan: 30 * DAY }))
+  assert.deepEqual([...report.storePaths].sort(), names('old', 'oldTop'))
+  assert.deepEqual(present(cache), names('app', 'lib', 'peeked'))
+  assert.equal(report.bytes, 200)
+  assert.equal(report.narFiles.length, 2)
+  assert.equal(existsSync(cache.blobs.narPath(fileHash('old'))), false)
+  assertClosed(cache)
+})
+
+test('max-size evicts least recently used first and stops once NAR files fit', async () => {
+  const spec: Record<string, PathSpec> = {
+    xDep: { uploaded: 30 },
+    xTop: { uploaded: 30, refs: ['xDep'], narRead: 10 },
+    yDep: { uploaded: 30 },
+    yTop: { uploaded: 30, refs: ['yDep'], narRead: 5 },
+    zDep: { uploaded: 30 },
+    zTop: { uploaded: 30, refs: ['zDep'], narRead: 1 }
+  }
+  const fits = fabricate(spec)
+  const first = await collectGarbage(fits, policy({ maxSize: 400 }))
+  assert.deepEqual([...first.storePaths].sort(), names('xDep', 'xTop'), 'the least recently used closure goes whole')
+  assert.equal(first.remainingBytes, 400)
+  assert.equal(first.maxSizeReached, true)
+  assertClosed(fits)
+
+  // One byte less: y's top goes too (a referrer before its reference), and y's dependency stays.
+  const tighter = fabricate(spec)
+  const second = await collectGarbage(tighter, policy({ maxSize: 399 }))
+  assert.deepEqual([...second.storePaths].sort(), names('xDep', 'xTop', 'yTop'))
+  assert.deepEqual(present(tighter), names('yDep', 'zDep', 'zTop'))
+  assert.equal(second.remainingBytes, 300)
+  assertClosed(tighter)
+})
+
+test('max-size keeps paths used within keep-recent and says the limit was not reached', async () => {
+  const cache = fabricate({
+    old: { uploaded: 30 },
+    fresh: { uploaded: 30, narinfoRead: 0.01 },
+    freshDep: { uploaded: 30 },
+    freshTop: { uploaded: 0.5, refs: ['freshDep'] }
+  })
+  const report = await collectGarbage(cache, policy({ maxSize: 0, keepRecent: DAY }))
+  assert.deepEqual(report.storePaths, [storePath('old')])
+  assert.equal(report.maxSizeReached, false)
+  assert.equal(report.remainingBytes, 300)
+  assert.deepEqual(present(cache), names('fresh', 'freshDep', 'freshTop'))
+})
+
+test('a pin keeps its whole closure until it expires; its referrers are not protected', async () => {
+  const spec: Record<string, PathSpec> = {
+    base: { uploaded: 200 },
+    pinnedTop: { uploaded: 200, refs: ['base'] },
+    user: { uploaded: 200, refs: ['pinnedTop'] },
+    loose: { uploaded: 200 }
+  }
+  const cache = fabricate(spec)
+  cache.retention.addPin({ hashPart: hashPart('pinnedTop'), storePath: storePath('pinnedTop'), keepUntil: null, note: 'release 1.0' })
+  const report = await collectGarbage(cache, policy({ maxSize: 0, olderThan: DAY }))
+  assert.deepEqual([...report.storePaths].sort(), names('loose', 'user'))
+  assert.deepEqual(present(cache), names('base', 'pinnedTop'))
+  assert.equal(report.maxSizeReached, false)
+  assertClosed(cache)
+
+  const expiring = fabricate(spec)
+  expiring.retention.addPin({ hashPart: hashPart('pinnedTop'), storePath: storePath('pinnedTop'), keepUntil: NOW - 1, note: null })
+  expiring.retention.addPin({ hashPart: hashPart('loose'), storePath: storePath('loose'), keepUntil: NOW + DAY, note: null })
+  const later = await collectGarbage(expiring, policy({ olderThan: DAY }))
+  assert.equal(later.expiredPins, 1)
+  assert.deepEqual(present(expiring), names('loose'))
+  assert.deepEqual(expiring.retention.listPins().map(p => p.storePath), [storePath('loose')])
+})
+
+test('NAR files no narinfo names go after the grace period, in every run', async () => {
+  const cache = fabricate({ kept: { uploaded: 100 } }, { unnamed: { abandoned: 2 * DAY, uploading: 60_000 } })
+  const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY }))
+  assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [fileHash('abandoned')])
+  assert.deepEqual(report.storePaths, [])
+  assert.equal(report.bytes, 100)
+  assert.equal(existsSync(cache.blobs.narPath(fileHash('abandoned'))), false)
+  assert.equal(existsSync(cache.blobs.narPath(fileHash('uploading'))), true)
+  assert.deepEqual(present(cache), names('kept'))
+})
+
+test('a dry run reports exactly what the real run then removes, and changes nothing', async () => {
+  const spec: Record<string, PathSpec> = {
+    a: { uploaded: 50 },
+    b: { uploaded: 50, refs: ['a'] },
+    c: { uploaded: 50, refs: ['b'], narinfoRead: 40 },
+    d: { uploaded: 50, sharesNarOf: 'a' },
+    e: { uploaded: 50, narRead: 2 }
+  }
+  const cache = fabricate(spec, { unnamed: { stale: 3 * DAY } })
+  const options = policy({ maxSize: 150 })
+  const dry = await collectGarbage(cache, { ...options, dryRun: true })
+  assert.equal(dry.dryRun, true)
+  assert.deepEqual(present(cache), names('a', 'b', 'c', 'd', 'e'), 'the dry run removed nothing')
+  assert.ok(existsSync(cache.blobs.narPath(fileHash('stale'))))
+  assert.equal(cache.retention.lastGcRun(), undefined, 'a dry run is not recorded')
+
+  const real = await collectGarbage(cache, options)
+  const summary = (r: GcReport): unknown => ({
+    storePaths: [...r.storePaths].sort(),
+    narFiles: r.narFiles.map(f => f.fileHash).sort(),
+    unnamed: r.unnamedNarFiles.map(f => f.fileHash),
+    bytes: r.bytes,
+    totalBytes: r.totalBytes,
+    remainingBytes: r.remainingBytes
+  })
+  assert.deepEqual(summary(dry), summary(real))
+  // a, b, c and d go (d shares a's NAR file, which is freed only when both are gone); e fits.
+  assert.deepEqual(present(cache), names('e'))
+  assert.equal(real.bytes, 400)
+  assert.equal(cache.retention.lastGcRun()?.storePaths, 4)
+  assertClosed(cache)
+})
+
+test('a path used, pinned or newly referenced while gc runs is kept, with what it needs', async () => {
+  const spec: Record<string, PathSpec> = {
+    dep: { uploaded: 100 },
+    mid: { uploaded: 100, refs: ['dep'] },
+    top: { uploaded: 100, refs: ['mid'] },
+    other: { uploaded: 100 },
+    pinLater: { uploaded: 100 },
+    refLater: { uploaded: 100 }
+  }
+  const cache = fabricate(spec)
+  let batches = 0
+  const report = await collectGarbage(cache, policy({
+    olderThan: DAY,
+    batchSize: 1,
+    shouldStop: () => {
+      if (batches++ === 0) {
+        // After the plan was made: top is read, pinLater pinned, and a new path referencing
+        // refLater is uploaded (a removal of refLater would take it along).
+        cache.retention.touch([hashPart('top')], [], NOW + 1000)
+        cache.retention.addPin({ hashPart: hashPart('pinLater'), storePath: storePath('pinLater'), keepUntil: null, note: null })
+        cache.metadata.insertNarinfo({
+          hashPart: hashPart('newcomer'),
+          storePath: storePath('newcomer'),
+          narFileId: cache.metadata.narFile(fileHash('other'))?.id ?? -1,
+          narHash: fileHash('other'),
+          narSize: 100,
+          deriver: null,
+          ca: null,
+          sigs: [],
+          narinfo: '',
+          references: [{ hashPart: hashPart('refLater'), baseName: `${hashPart('refLater')}-refLater` }]
+        }, NOW + 1000)
+      }
+      return false
+    }
+  }))
+  assert.deepEqual(report.storePaths, [storePath('other')])
+  assert.equal(report.kept, 5)
+  assert.deepEqual(present(cache), names('dep', 'mid', 'newcomer', 'pinLater', 'refLater', 'top'))
+  assert.ok(existsSync(cache.blobs.narPath(fileHash('other'))), 'a NAR file the newcomer names stays')
+  assertClosed(cache)
+})
+
+test('effective last use: a reference inherits its referrers\' latest use; pins and cycles are kept', () => {
+  const paths = [
+    { id: 1, hashPart: 'a', narFileId: 1, lastUse: 10, pinned: 0 },
+    { id: 2, hashPart: 'b', narFileId: 2, lastUse: 50, pinned: 0 },
+    { id: 3, hashPart: 'c', narFileId: 3, lastUse: 20, pinned: 0 },
+    { id: 4, hashPart: 'd', narFileId: 4, lastUse: 5, pinned: 1 },
+    { id: 5, hashPart: 'e', narFileId: 5, lastUse: 1, pinned: 0 },
+    { id: 6, hashPart: 'f', narFileId: 6, lastUse: 1, pinned: 0 },
+    { id: 7, hashPart: 'g', narFileId: 7, lastUse: 1, pinned: 0 }
+  ]
+  // b -> a, c -> a, d -> e (pinned d), f <-> g (a cycle Nix never makes)
+  const edges = [{ referrer: 2, reference: 1 }, { referrer: 3, reference: 1 }, { referrer: 4, reference: 5 },
+    { referrer: 6, reference: 7 }, { referrer: 7, reference: 6 }]
+  const { effective } = effectiveLastUse({ paths, edges, narFiles: [] })
+  assert.deepEqual(effective, [50, 50, 20, Infinity, Infinity, Infinity, Infinity])
+})
+
+test('the schedule collects in a worker thread every interval, logs each run, and stops cleanly', async () => {
+  const cache = fabricate({ stale: { uploaded: 10 }, fresh: { uploaded: 0 } }, { unnamed: { abandoned: 2 * DAY } })
+  const runs: Array<Record<string, unknown>> = []
+  const failures: unknown[] = []
+  const log = { info: (fields: object) => { runs.push(fields as Record<string, unknown>) }, error: (fields: object) => { failures.push(fields) } }
+  const settings = { maxSize: null, olderThan: DAY, interval: 50, unnamedNarGrace: DAY, keepRecent: 0 }
+  const stop = startGcSchedule(cache.layout.dataDir, settings, log)
+  assert.ok(await eventually(() => runs.length >= 2, 30_000), 'two scheduled runs')
+  await stop()
+  const after = runs.length
+  assert.deepEqual(failures, [])
+  assert.deepEqual({ storePaths: runs[0]?.storePaths, narFiles: runs[0]?.narFiles, unnamedNarFiles: runs[0]?.unnamedNarFiles, bytes: runs[0]?.bytes },
+    { storePaths: 1, narFiles: 1, unnamedNarFiles: 1, bytes: 200 })
+  assert.equal(runs[1]?.storePaths, 0, 'the next run finds nothing more')
+  assert.deepEqual(present(cache), names('fresh'))
+  await new Promise(resolve => setTimeout(resolve, 200))
+  assert.equal(runs.length, after, 'no run after stop')
+
+  const off = startGcSchedule(cache.layout.dataDir, { ...settings, interval: null }, log)
+  await off()
+  assert.equal(runs.length, after)
+})
