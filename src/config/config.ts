@@ -113,9 +113,9 @@ export function defaultConfig (): Config {
       // NAT address several times that, and Nix fails a substitution whose retries do not fit in
       // the budget (200/s failed such a copy, 1,000/s did not).
       reads: 0,
-      // Off: Nix 2.8 retries an upload without its body (fixed upstream only in 2026,
-      // NixOS/nix#15047), so a 429 on a PUT fails `nix copy --to`. narwhal's pusher retries
-      // properly; a budget suits a cache that only it writes to.
+      // Off: pushing is done by trusted builders with tokens; a budget is for caches where that is
+      // not so. Nix 2.8 does get through one (the 429 is answered before `100 Continue`, so its
+      // retry still has the body), within the ~4.6 s its retries span.
       writes: 0,
       // Per address: a scanner trying tokens gets 429 instead of a 401 log line per guess.
       failedAuth: 30

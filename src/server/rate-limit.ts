@@ -12,8 +12,9 @@
  *
  * Nix 2.8 retries a 429 four times, 250 ms · 2^n apart with jitter (about 4.6 s in all), and
  * ignores Retry-After; with one-second windows a throttled download gets through on a retry.
- * Its retried uploads are sent without their body, though (NixOS/nix#15047), so a 429 on a PUT
- * fails `nix copy --to`: the reason writes are unlimited unless configured.
+ * A retried upload is re-sent from where the first attempt stopped reading its buffer (fixed
+ * upstream in 2026, NixOS/nix#15047); it works here only because curl waits for `100 Continue`
+ * and the 429 is sent instead (server/body.ts), before any byte of the body was read.
  *
  * The counters are @fastify/rate-limit's in-memory LRU store: they belong to this process, so
  * several worker processes would each grant the whole budget.

@@ -7,7 +7,7 @@
  * file, so a failed upload leaves nothing behind.
  */
 import { randomBytes } from 'node:crypto'
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { NarwhalError } from '../errors.js'
@@ -50,6 +50,11 @@ export class TempFile {
   }
 }
 
+function fsyncDirectory (dir: string): void {
+  const fd = openSync(dir, 'r')
+  try { fsyncSync(fd) } finally { closeSync(fd) }
+}
+
 export class BlobStore {
   readonly layout: Layout
 
@@ -70,7 +75,15 @@ export class BlobStore {
         throw new Error(`store layout version ${version} in ${this.layout.versionFile} is not supported (expected ${LAYOUT_VERSION})`)
       }
     } else {
-      writeFileSync(this.layout.versionFile, LAYOUT_VERSION + '\n')
+      // Written whole or not at all: an empty VERSION after a power cut would stop every start.
+      const temp = this.layout.versionFile + '.tmp'
+      const fd = openSync(temp, 'w')
+      try {
+        writeSync(fd, LAYOUT_VERSION + '\n')
+        fsyncSync(fd)
+      } finally { closeSync(fd) }
+      renameSync(temp, this.layout.versionFile)
+      fsyncDirectory(this.layout.storeDir)
     }
     for (const name of readdirSync(this.layout.tmpDir)) {
       rmSync(path.join(this.layout.tmpDir, name), { force: true, recursive: true })
@@ -93,11 +106,12 @@ export class BlobStore {
   commitNar (temp: TempFile, fileHash: string): void {
     const dest = narFilePath(this.layout, fileHash)
     const dir = path.dirname(dest)
-    mkdirSync(dir, { recursive: true })
+    // A shard made now is itself only an entry in nar/: without syncing nar/ a power cut could
+    // lose the shard, and with it a file whose row committed.
+    if (mkdirSync(dir, { recursive: true }) !== undefined) fsyncDirectory(this.layout.narDir)
     renameSync(temp.path, dest)
     // The rename is only durable once the directory entry is on disk.
-    const fd = openSync(dir, 'r')
-    try { fsyncSync(fd) } finally { closeSync(fd) }
+    fsyncDirectory(dir)
   }
 
   /**

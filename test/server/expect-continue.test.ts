@@ -7,6 +7,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { collect, freshNar, rowCounts, type Nar } from '../helpers/upload.js'
 
@@ -78,4 +81,16 @@ test('PUT with Expect: 100-continue refused (no token, too large): a final statu
   assert.match(tooLarge.body, /^NARWHAL_TOO_LARGE: NAR file of 109951162777600 bytes is larger than the limit of 68719476736 bytes \(limits\.narBytes\)/)
   assert.deepEqual(server.storedFiles(), [])
   assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+})
+
+test('PUT with Expect: 100-continue short of the free-space reserve: 507 instead of 100 Continue', async (t) => {
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-reserve-')), 'narwhal.json')
+  // No disk here has 8 PiB free.
+  writeFileSync(file, JSON.stringify({ limits: { freeSpaceReserveBytes: Number.MAX_SAFE_INTEGER } }))
+  const server = await startServer(t, { env: { NARWHAL_CONFIG: file } })
+  const nar = await freshNar('zstd')
+  const result = await putWithExpect(server, nar, { authorization: `Bearer ${server.token('push')}` })
+  assert.equal(result.status, 507, result.body)
+  assert.equal(result.continued, false, 'a client short of room is not invited to send its body, so it can retry it whole')
+  assert.deepEqual(server.storedFiles(), [])
 })

@@ -75,17 +75,22 @@ export function narRoutes (app: FastifyInstance): void {
     const fileHash = fileHashOf(request.params.file)
     const limit = config.limits.narBytes
     checkDeclaredLength(request, limit, 'NAR file', 'limits.narBytes')
+    const declaredBytes = Number(request.headers['content-length'] ?? 0) || 0
+    const known = metadata.narFile(fileHash)
+    const stored = known !== undefined && await blobs.narSize(fileHash) === known.fileSize
+    // Checked before `100 Continue` too (ingestNar checks again), so a 507 reaches a client that
+    // has not sent its body yet and can retry it whole.
+    if (!stored) await blobs.ensureRoom(declaredBytes, config.limits.freeSpaceReserveBytes)
     acceptBody(request)
     const body = request.raw as AsyncIterable<Buffer>
-    const known = metadata.narFile(fileHash)
-    if (known !== undefined && await blobs.narSize(fileHash) === known.fileSize) {
+    if (stored) {
       // Already received and verified: re-uploads of identical bytes succeed (Nix re-sends on --repair).
       await checkReupload(body, fileHash, limit)
       return reply.code(200).header('content-type', 'text/plain; charset=utf-8').send('unchanged\n')
     }
     const nar = await storeNar(body, fileHash, { metadata, blobs }, {
       maxBytes: limit,
-      declaredBytes: Number(request.headers['content-length'] ?? 0) || 0,
+      declaredBytes,
       reserveBytes: config.limits.freeSpaceReserveBytes
     })
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored')
