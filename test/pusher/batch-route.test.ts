@@ -70,3 +70,28 @@ test('upload-batch verifies each part like its PUT: good parts stored, bad parts
   const notMultipart = await fetch(server.url + UPLOAD_BATCH_ROUTE, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' })
   assert.equal(notMultipart.status, 400)
 })
+
+test('upload-batch answers a malformed multipart body with 400, never 500, and stores nothing', async (t) => {
+  // Found by test/fuzz/routes.test.ts: busboy's parse errors used to escape as 500s.
+  const server = await startServer(t)
+  const token = server.token('push')
+  const nar = Buffer.from('not even a NAR, and cut short')
+  const fileHash = 'a'.repeat(52)
+  const part = `--x\r\nContent-Disposition: form-data; name="nar/${fileHash}.nar"; filename="part"\r\n` +
+    'Content-Type: application/octet-stream\r\n\r\n'
+  const bodies: Array<[string, string | Buffer]> = [
+    ['closing delimiter with an extra dash', '---x--\r\n'],
+    ['no delimiter at all', 'garbage'],
+    ['a field part cut short', '--x\r\nContent-Disposition: form-data; name="x"\r\n\r\nabc'],
+    ['a file part cut short', Buffer.concat([Buffer.from(part), nar])]
+  ]
+  for (const [why, body] of bodies) {
+    const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
+      method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'multipart/form-data; boundary=x' }, body
+    })
+    assert.equal(answer.status, 400, why)
+    assert.match(await answer.text(), /^NARWHAL_BAD_REQUEST: upload-batch: the multipart body is malformed/, why)
+  }
+  assert.deepEqual(server.storedFiles(), [])
+  assert.equal(server.cache.metadata.narinfoCount(), 0)
+})
