@@ -95,3 +95,21 @@ test('upload-batch answers a malformed multipart body with 400, never 500, and s
   assert.deepEqual(server.storedFiles(), [])
   assert.equal(server.cache.metadata.narinfoCount(), 0)
 })
+
+test('upload-batch refuses a part without a name as NARWHAL_BAD_NAME, and goes on with the next part', async (t) => {
+  // Found by test/fuzz/routes.test.ts: a part whose Content-Disposition has no name parameter
+  // (here a NUL before it) has an undefined field name, which used to crash the route with a 500.
+  const server = await startServer(t)
+  const body = '--x\r\nContent-Disposition: form-data;\0 name="nar/x.nar"; filename="part"\r\n\r\nabc\r\n' +
+    '--x\r\nContent-Disposition: form-data; filename="part"\r\n\r\nabc\r\n' +
+    '--x\r\nContent-Disposition: form-data; name="x"\r\n\r\nabc\r\n--x--\r\n'
+  const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
+    method: 'POST', headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'multipart/form-data; boundary=x' }, body
+  })
+  assert.equal(answer.status, 200)
+  const { results } = await answer.json() as UploadBatchResponse
+  assert.deepEqual(results.map(r => [r.name, r.status, r.code]), [
+    ['', 400, 'NARWHAL_BAD_NAME'], ['', 400, 'NARWHAL_BAD_NAME'], ['x', 400, 'NARWHAL_BAD_NAME']
+  ])
+  assert.deepEqual(server.storedFiles(), [])
+})

@@ -153,7 +153,8 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
         }
         if (next.done === true) break
         const part = next.value
-        const name = part.fieldname
+        // busboy leaves the field name undefined when Content-Disposition has no name parameter.
+        const name: string = typeof part.fieldname === 'string' ? part.fieldname : ''
         const stream: AsyncIterable<Buffer> = part.type === 'file'
           ? partBytes(part.file)
           : (async function * () { yield Buffer.from(String(part.value), 'utf8') })()
