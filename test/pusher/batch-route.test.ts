@@ -113,3 +113,28 @@ test('upload-batch refuses a part without a name as NARWHAL_BAD_NAME, and goes o
   ])
   assert.deepEqual(server.storedFiles(), [])
 })
+
+test('upload-batch answers a batch with a large part that is not form-data (skipped by the parser)', async (t) => {
+  // Found by test/fuzz/routes.test.ts: busboy skips a part whose Content-Disposition is not
+  // form-data, and a skipped part of more than its 16 KiB buffer that ends in the same chunk as
+  // the closing delimiter left the parser paused for ever: the request never got an answer.
+  const server = await startServer(t)
+  const token = server.token('push')
+  for (const size of [20_000, 1_000_000]) {
+    const body = Buffer.concat([
+      Buffer.from('--x\r\nContent-Disposition: inline; name="a"; filename="part"\r\n\r\n'),
+      Buffer.alloc(size, 0x61),
+      Buffer.from('\r\n--x\r\nContent-Disposition: form-data; name="x"\r\n\r\nabc\r\n--x--\r\n')
+    ])
+    const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'multipart/form-data; boundary=x' },
+      body,
+      signal: AbortSignal.timeout(20_000)
+    })
+    assert.equal(answer.status, 200, `${size} bytes`)
+    const { results } = await answer.json() as UploadBatchResponse
+    assert.deepEqual(results.map(r => [r.name, r.code]), [['x', 'NARWHAL_BAD_NAME']], `${size} bytes`)
+  }
+  assert.deepEqual(server.storedFiles(), [])
+})

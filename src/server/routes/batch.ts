@@ -128,6 +128,11 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
   await app.register(async (scope) => {
     await scope.register(multipart, {
       throwFileSizeLimit: true,
+      // busboy (3.2.6) skips a part that is not form-data; when more than this buffer of such a
+      // part arrives in one chunk together with the closing delimiter, its parser stays paused
+      // for ever and the request is never answered. 1 MiB is far above what one socket read
+      // delivers (64 KiB), and it is the buffer the NAR ingest pipeline uses anyway.
+      fileHwm: 1024 * 1024,
       limits: {
         fileSize: config.limits.narBytes,
         files: MAX_BATCH_PARTS,
