@@ -328,5 +328,5 @@ test('ingestNar: chunked valid bodies are stored with their hashes; mutated ones
     assert.ok(referenceAccepts(inner), 'an accepted body decompresses to a canonical NAR')
     assert.equal(result.narHash, encodeNix32(sha256(inner)))
     assert.equal(result.narSize, inner.length)
-  }), 150)
+  }), 250)
 })

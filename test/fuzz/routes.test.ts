@@ -440,7 +440,7 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
     } else {
       assert.deepEqual(snapshot(), before, `a refused write or a read changed the cache: ${shown}`)
     }
-  }), 2500, { timeout: 30_000 })
+  }), 4000, { timeout: 30_000 })
   t.diagnostic(`${created} requests were accepted writes; ${cache.metadata.narinfoCount()} narinfos stored`)
 
   // ---- Afterwards: the server still serves what it stored, byte for byte ---------------------
