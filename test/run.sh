@@ -27,4 +27,4 @@ fi
 npx tsc -p tsconfig.json
 npx eslint .
 # Integration tests start servers and Nix processes; two at a time suits a 2-core machine.
-node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/
+node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/

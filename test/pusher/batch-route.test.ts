@@ -70,3 +70,71 @@ test('upload-batch verifies each part like its PUT: good parts stored, bad parts
   const notMultipart = await fetch(server.url + UPLOAD_BATCH_ROUTE, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' })
   assert.equal(notMultipart.status, 400)
 })
+
+test('upload-batch answers a malformed multipart body with 400, never 500, and stores nothing', async (t) => {
+  // Found by test/fuzz/routes.test.ts: busboy's parse errors used to escape as 500s.
+  const server = await startServer(t)
+  const token = server.token('push')
+  const nar = Buffer.from('not even a NAR, and cut short')
+  const fileHash = 'a'.repeat(52)
+  const part = `--x\r\nContent-Disposition: form-data; name="nar/${fileHash}.nar"; filename="part"\r\n` +
+    'Content-Type: application/octet-stream\r\n\r\n'
+  const bodies: Array<[string, string | Buffer]> = [
+    ['closing delimiter with an extra dash', '---x--\r\n'],
+    ['no delimiter at all', 'garbage'],
+    ['a field part cut short', '--x\r\nContent-Disposition: form-data; name="x"\r\n\r\nabc'],
+    ['a file part cut short', Buffer.concat([Buffer.from(part), nar])]
+  ]
+  for (const [why, body] of bodies) {
+    const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
+      method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'multipart/form-data; boundary=x' }, body
+    })
+    assert.equal(answer.status, 400, why)
+    assert.match(await answer.text(), /^NARWHAL_BAD_REQUEST: upload-batch: the multipart body is malformed/, why)
+  }
+  assert.deepEqual(server.storedFiles(), [])
+  assert.equal(server.cache.metadata.narinfoCount(), 0)
+})
+
+test('upload-batch refuses a part without a name as NARWHAL_BAD_NAME, and goes on with the next part', async (t) => {
+  // Found by test/fuzz/routes.test.ts: a part whose Content-Disposition has no name parameter
+  // (here a NUL before it) has an undefined field name, which used to crash the route with a 500.
+  const server = await startServer(t)
+  const body = '--x\r\nContent-Disposition: form-data;\0 name="nar/x.nar"; filename="part"\r\n\r\nabc\r\n' +
+    '--x\r\nContent-Disposition: form-data; filename="part"\r\n\r\nabc\r\n' +
+    '--x\r\nContent-Disposition: form-data; name="x"\r\n\r\nabc\r\n--x--\r\n'
+  const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
+    method: 'POST', headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'multipart/form-data; boundary=x' }, body
+  })
+  assert.equal(answer.status, 200)
+  const { results } = await answer.json() as UploadBatchResponse
+  assert.deepEqual(results.map(r => [r.name, r.status, r.code]), [
+    ['', 400, 'NARWHAL_BAD_NAME'], ['', 400, 'NARWHAL_BAD_NAME'], ['x', 400, 'NARWHAL_BAD_NAME']
+  ])
+  assert.deepEqual(server.storedFiles(), [])
+})
+
+test('upload-batch answers a batch with a large part that is not form-data (skipped by the parser)', async (t) => {
+  // Found by test/fuzz/routes.test.ts: busboy skips a part whose Content-Disposition is not
+  // form-data, and a skipped part of more than its 16 KiB buffer that ends in the same chunk as
+  // the closing delimiter left the parser paused for ever: the request never got an answer.
+  const server = await startServer(t)
+  const token = server.token('push')
+  for (const size of [20_000, 1_000_000]) {
+    const body = Buffer.concat([
+      Buffer.from('--x\r\nContent-Disposition: inline; name="a"; filename="part"\r\n\r\n'),
+      Buffer.alloc(size, 0x61),
+      Buffer.from('\r\n--x\r\nContent-Disposition: form-data; name="x"\r\n\r\nabc\r\n--x--\r\n')
+    ])
+    const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'multipart/form-data; boundary=x' },
+      body,
+      signal: AbortSignal.timeout(20_000)
+    })
+    assert.equal(answer.status, 200, `${size} bytes`)
+    const { results } = await answer.json() as UploadBatchResponse
+    assert.deepEqual(results.map(r => [r.name, r.code]), [['x', 'NARWHAL_BAD_NAME']], `${size} bytes`)
+  }
+  assert.deepEqual(server.storedFiles(), [])
+})

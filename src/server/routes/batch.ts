@@ -10,7 +10,7 @@
  * PUTs `nix copy` makes. @fastify/multipart is registered inside this plugin's scope only: every
  * other route keeps buildApp's "read nothing" body parser.
  */
-import multipart from '@fastify/multipart'
+import multipart, { type Multipart } from '@fastify/multipart'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import {
   MAX_BATCH_PARTS, MAX_MISSING_QUERY, MISSING_PATHS_ROUTE, UPLOAD_BATCH_ROUTE,
@@ -36,6 +36,38 @@ async function readLimited (stream: AsyncIterable<Buffer>, limit: number): Promi
     chunks.push(chunk)
   }
   return Buffer.concat(chunks)
+}
+
+/**
+ * A multipart body that does not parse (busboy's "Unexpected end of multipart data", "Malformed
+ * part header", …) is the client's fault: 400, never 500. Errors that already carry a 4xx status
+ * (@fastify/multipart's limits) keep it.
+ */
+function multipartError (err: unknown): unknown {
+  if (isNarwhalError(err)) return err
+  const status = (err as { statusCode?: unknown } | null)?.statusCode
+  if (typeof status === 'number' && status >= 400 && status < 500) return err
+  const reason = err instanceof Error ? err.message.slice(0, 200) : 'unreadable'
+  return new NarwhalError('NARWHAL_BAD_REQUEST', `upload-batch: the multipart body is malformed (${reason})`)
+}
+
+/**
+ * A part's bytes, with a parse error of the body around them reported by multipartError. It has
+ * no return(): a reader that stops early must not destroy the part, which drain() still reads.
+ */
+function partBytes (source: AsyncIterable<Buffer>): AsyncIterable<Buffer> {
+  const iterator = source[Symbol.asyncIterator]()
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: async () => {
+        try {
+          return await iterator.next()
+        } catch (err) {
+          throw multipartError(err)
+        }
+      }
+    })
+  }
 }
 
 /** Reads what is left of a part so the next one can be parsed. */
@@ -102,6 +134,11 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
   await app.register(async (scope) => {
     await scope.register(multipart, {
       throwFileSizeLimit: true,
+      // busboy (3.2.6) skips a part that is not form-data; when more than this buffer of such a
+      // part arrives in one chunk together with the closing delimiter, its parser stays paused
+      // for ever and the request is never answered. 1 MiB is far above what one socket read
+      // delivers (64 KiB), and it is the buffer the NAR ingest pipeline uses anyway.
+      fileHwm: 1024 * 1024,
       limits: {
         fileSize: config.limits.narBytes,
         files: MAX_BATCH_PARTS,
@@ -118,10 +155,20 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
       }
       acceptBody(request)
       const results: BatchPartResult[] = []
-      for await (const part of request.parts()) {
-        const name = part.fieldname
+      const parts = request.parts()[Symbol.asyncIterator]()
+      for (;;) {
+        let next: IteratorResult<Multipart>
+        try {
+          next = await parts.next()
+        } catch (err) {
+          throw multipartError(err)
+        }
+        if (next.done === true) break
+        const part = next.value
+        // busboy leaves the field name undefined when Content-Disposition has no name parameter.
+        const name: string = typeof part.fieldname === 'string' ? part.fieldname : ''
         const stream: AsyncIterable<Buffer> = part.type === 'file'
-          ? part.file
+          ? partBytes(part.file)
           : (async function * () { yield Buffer.from(String(part.value), 'utf8') })()
         try {
           const nar = NAR_PART.exec(name)
