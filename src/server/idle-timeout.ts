@@ -7,15 +7,21 @@
  * reading is still cut off).
  */
 import type { FastifyInstance } from 'fastify'
+import type { Socket } from 'node:net'
+
+/** app.inject() (tests) hands routes a stand-in socket without timers. */
+function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {
+  if (typeof socket.setTimeout === 'function') (socket as Socket).setTimeout(ms)
+}
 
 export function registerIdleTimeout (app: FastifyInstance, idleMs: number): void {
   app.addHook('onRequest', async (request) => {
     const socket = request.raw.socket
     // 'end' is only emitted for a body that was read whole; a refused upload keeps the timeout.
-    request.raw.once('end', () => socket.setTimeout(0))
+    request.raw.once('end', () => setIdleTimeout(socket, 0))
   })
   app.addHook('onSend', async (request, _reply, payload) => {
-    request.raw.socket.setTimeout(idleMs)
+    setIdleTimeout(request.raw.socket, idleMs)
     return payload
   })
 }
