@@ -7,11 +7,17 @@
  *
  * These are the files `nix-store --generate-binary-cache-key` writes (no trailing newline) and
  * the strings `trusted-public-keys` holds, so keys move freely between narwhal and Nix. Nix signs
- * with libsodium; here @noble/ed25519 does the same RFC 8032 arithmetic, with SHA-512 from
- * node:crypto so the synchronous API is available.
+ * with libsodium; here @noble/ed25519 does the same RFC 8032 arithmetic for keys and signing, with
+ * SHA-512 from node:crypto so the synchronous API is available.
+ *
+ * Verification, which the server does for every narinfo uploaded, uses node:crypto (OpenSSL): it
+ * is about ten times faster than the JavaScript arithmetic (0.3 ms against 3-4.5 ms here), and it
+ * checks the same equation as libsodium, Nix's library: S below the group order, and the
+ * recomputed R compared byte for byte with the signature's (cofactorless). As libsodium does, a
+ * key of small order is refused when it is loaded.
  */
 
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, createPublicKey, randomBytes, verify as verifySignature, type KeyObject } from 'node:crypto'
 import * as ed from '@noble/ed25519'
 import { NarwhalError } from '../errors.js'
 import { encodeBase64 } from '../nix/base64.js'
@@ -31,21 +37,29 @@ export function isValidKeyName (name: string): boolean {
   return KEY_NAME.test(name)
 }
 
+/** The DER header of an Ed25519 SubjectPublicKeyInfo (RFC 8410), the form node:crypto loads. */
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
+
 export class PublicKey {
   readonly name: string
   readonly bytes: Uint8Array
+  readonly #keyObject: KeyObject
 
   constructor (name: string, bytes: Uint8Array) {
     checkName(name, 'public key')
     if (bytes.length !== PUBLIC_KEY_BYTES) throw keyInvalid(`public key "${name}" must be ${PUBLIC_KEY_BYTES} bytes`)
+    let point: ed.Point
     try {
       // A string that is not a curve point can never verify anything; say so when it is loaded.
-      ed.Point.fromBytes(bytes)
+      point = ed.Point.fromBytes(bytes)
     } catch {
       throw keyInvalid(`public key "${name}" is not an Ed25519 point`)
     }
+    // Signatures under a key of small order can be made without any secret (libsodium refuses them).
+    if (point.isSmallOrder()) throw keyInvalid(`public key "${name}" is a point of small order, which no real key is`)
     this.name = name
     this.bytes = Uint8Array.from(bytes)
+    this.#keyObject = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, this.bytes]), format: 'der', type: 'spki' })
   }
 
   /** True only if `sig` is `<this name>:<base64>` and verifies over `data`. Never throws. */
@@ -53,8 +67,7 @@ export class PublicKey {
     const parsed = tryParseSignature(sig)
     if (parsed === undefined || parsed.name !== this.name) return false
     try {
-      // zip215: false is RFC 8032's strict rule set, the closer match to libsodium's checks.
-      return ed.verify(parsed.bytes, Buffer.from(data, 'utf8'), this.bytes, { zip215: false })
+      return verifySignature(null, Buffer.from(data, 'utf8'), this.#keyObject, parsed.bytes)
     } catch {
       return false
     }
