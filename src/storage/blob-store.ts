@@ -7,7 +7,7 @@
  * file, so a failed upload leaves nothing behind.
  */
 import { randomBytes } from 'node:crypto'
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
 import fs from 'node:fs/promises'
 import path from 'node:path'
 import { NarwhalError } from '../errors.js'
@@ -130,6 +130,28 @@ export class BlobStore {
 
   narPath (fileHash: string): string {
     return narFilePath(this.layout, fileHash)
+  }
+
+  /**
+   * Opens a stored NAR for reading: its descriptor and size, or undefined when it is missing.
+   * Synchronous, on purpose: opening a file and reading its size are two system calls that take
+   * microseconds once the inode is cached, while each asynchronous call is a round trip through
+   * libuv's thread pool that costs more than the call itself (see the NAR GET route).
+   */
+  openNar (fileHash: string): { fd: number, size: number } | undefined {
+    let fd: number
+    try {
+      fd = openSync(this.narPath(fileHash), 'r')
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw err
+    }
+    try {
+      return { fd, size: fstatSync(fd).size }
+    } catch (err) {
+      closeSync(fd)
+      throw err
+    }
   }
 
   /** The size of a stored NAR, or undefined when the file is missing. */

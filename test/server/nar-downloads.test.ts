@@ -94,3 +94,17 @@ test('a Range header narwhal does not answer (several ranges, another unit) gets
     assert.ok(answer.bytes.equals(nar.bytes), range)
   }
 })
+
+test('a NAR larger than one read (64 KiB) streams: the exact bytes, whole and from an offset', async (t) => {
+  const server = await startServer(t)
+  const nar = await freshNar('zstd', { randomBytes: 3 * 1024 * 1024 })
+  assert.ok(nar.bytes.length > 2 * 1024 * 1024, 'random bytes do not compress')
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  const whole = await request(server, 'GET', `/${nar.url}`)
+  assert.equal(whole.status, 200)
+  assert.equal(whole.headers['content-length'], String(nar.bytes.length))
+  assert.ok(whole.bytes.equals(nar.bytes))
+  const tail = await request(server, 'GET', `/${nar.url}`, { headers: { range: 'bytes=1048577-' } })
+  assert.equal(tail.status, 206)
+  assert.ok(tail.bytes.equals(nar.bytes.subarray(1048577)))
+})
