@@ -58,7 +58,7 @@ export function registerMetrics (app: FastifyInstance): void {
   })
   const refusals = new Counter({
     name: 'narwhal_refusals_total',
-    help: 'Requests refused, by NARWHAL_ error code',
+    help: 'Requests refused, by NARWHAL_ error code (misses are not refusals: see status 404 in narwhal_http_requests_total)',
     labelNames: ['code'] as const,
     registers: [registry]
   })
@@ -75,6 +75,8 @@ export function registerMetrics (app: FastifyInstance): void {
   })
   app.addHook('onError', async (_request, _reply, err) => {
     const code = (err as { code?: unknown }).code
+    // A miss is not a refusal; misses are counted in requests_total under status 404.
+    if (code === 'NARWHAL_NOT_FOUND') return
     refusals.inc({ code: typeof code === 'string' && code.startsWith('NARWHAL_') ? code : 'OTHER' })
   })
   app.get('/metrics', async (_request, reply) => {

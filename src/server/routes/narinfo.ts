@@ -22,7 +22,13 @@ interface Params { hash: string }
 export function narinfoRoutes (app: FastifyInstance): void {
   app.get<{ Params: Params }>('/:hash.narinfo', { schema: { params } }, async (request, reply) => {
     const text = app.narwhal.metadata.narinfoText(request.params.hash)
-    if (text === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `${request.params.hash}.narinfo is not in this cache`)
+    if (text === undefined) {
+      // Answered here rather than thrown: a miss is ordinary traffic (Nix asks for every path of
+      // a closure before it uploads), and building an Error with its stack trace for each one
+      // cost more than the lookup. Same status and body as the error handler gives.
+      return reply.code(404).header('content-type', 'text/plain; charset=utf-8')
+        .send(`NARWHAL_NOT_FOUND: ${request.params.hash}.narinfo is not in this cache\n`)
+    }
     app.narwhal.access.narinfo(request.params.hash)
     return reply.header('content-type', 'text/x-nix-narinfo').send(text)
   })
