@@ -7,7 +7,8 @@
  *
  * Prints one table of medians with the narwhal/nginx ratio and writes it to BENCHMARKS.md with
  * the date and the machine. Installs nginx, wrk and Nix from Debian when missing (as root).
- * Set BENCH_QUICK=1 for a smaller closure and shorter runs (a smoke run, not for the record).
+ * Set BENCH_QUICK=1 for a smaller closure and shorter runs (a smoke run, not for the record),
+ * BENCH_SKIP_XZ=1 to leave out the xz upload (one run of about 9 minutes per GB per server).
  */
 import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
@@ -120,7 +121,9 @@ async function main (): Promise<void> {
     }
     rows.push({ what: 'substitution', how: 'nix copy --from into an empty store', nginx: await repeat(RUNS, async () => await substitute(nginx.staticUrl)), narwhal: await repeat(RUNS, async () => await substitute(narwhal.url)), unit: 's', goal: '≤ 1.1', higherIsBetter: false })
 
-    for (const compression of QUICK ? ['zstd'] : ['zstd', 'xz']) {
+    // xz takes Nix about 9 minutes per GB here, so it runs once and BENCH_SKIP_XZ=1 leaves it out.
+    const skipXz = QUICK || process.env.BENCH_SKIP_XZ === '1'
+    for (const compression of skipXz ? ['zstd'] : ['zstd', 'xz']) {
       const runs = compression === 'xz' ? 1 : RUNS
       const ng = await repeat(runs, async () => {
         await resetDir(nginx.davRoot)
