@@ -7,22 +7,12 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { createServer } from 'node:net'
 import path from 'node:path'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { buildClosure, netrcFile, nix, nixOk, runOk, tempDir } from '../helpers/nix.js'
+import { freePort } from '../helpers/server-process.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
 
 interface Served { child: ChildProcess, output: () => string, url: string }
 

@@ -10,11 +10,11 @@ import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import path from 'node:path'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, runOk, tempDir, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, put, sleep } from '../helpers/upload.js'
+import { freePort } from '../helpers/server-process.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 
@@ -120,16 +120,6 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
   await runOk('node', [CLI, 'pin', 'remove', pinned.top, '--data', data])
   assert.doesNotMatch(await runOk('node', [CLI, 'pin', 'list', '--data', data]), /\/nix\/store/)
 })
-
-async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
 
 async function until (check: () => Promise<boolean> | boolean, what: string, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms
