@@ -6,6 +6,7 @@
  * better-sqlite3 returns them as numbers, exact up to 2^53 bytes).
  */
 import type { Db } from './database.js'
+import { REFERRERS_CTE } from './referrers-sql.js'
 
 export interface NarFileRow {
   id: number
@@ -106,12 +107,7 @@ export class Metadata {
       // The given hash parts plus every narinfo that references one of them, transitively: the
       // set that must go together so no served narinfo is left with a missing reference.
       withReferrers: db.prepare<[string], { hashPart: string, storePath: string, narFileId: number }>(
-        `WITH RECURSIVE doomed(hash_part) AS (
-           SELECT value FROM json_each(?)
-           UNION
-           SELECT n.hash_part FROM narinfo_refs r
-             JOIN doomed d ON r.ref_hash_part = d.hash_part
-             JOIN narinfos n ON n.id = r.narinfo_id)
+        `${REFERRERS_CTE}
          SELECT n.hash_part AS hashPart, n.store_path AS storePath, n.nar_file_id AS narFileId
          FROM doomed d JOIN narinfos n ON n.hash_part = d.hash_part ORDER BY n.hash_part`),
       deleteNarinfo: db.prepare('DELETE FROM narinfos WHERE hash_part = ?'),

@@ -7,6 +7,7 @@
  * download is use of every path whose narinfo names that file. Both start at the upload time.
  */
 import type { Db } from './database.js'
+import { REFERRERS_CTE } from './referrers-sql.js'
 
 /**
  * A read within this long of the recorded last use is not written again. Eviction works in
@@ -77,12 +78,7 @@ export class Retention {
       // The given paths and everything that references them, transitively (what removeNarinfos
       // would remove), with their last use and pin as they are now.
       referrerClosure: db.prepare<[string, number], { id: number, lastUse: number, pinned: number }>(
-        `WITH RECURSIVE doomed(hash_part) AS (
-           SELECT value FROM json_each(?)
-           UNION
-           SELECT n.hash_part FROM narinfo_refs r
-             JOIN doomed d ON r.ref_hash_part = d.hash_part
-             JOIN narinfos n ON n.id = r.narinfo_id)
+        `${REFERRERS_CTE}
          SELECT n.id, max(n.last_accessed_at, f.last_accessed_at) AS lastUse,
                 EXISTS (SELECT 1 FROM pins p WHERE p.hash_part = n.hash_part AND (p.keep_until IS NULL OR p.keep_until > ?)) AS pinned
          FROM doomed d JOIN narinfos n ON n.hash_part = d.hash_part JOIN nar_files f ON f.id = n.nar_file_id`),

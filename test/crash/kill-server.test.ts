@@ -19,13 +19,13 @@ import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import path from 'node:path'
 import { UPLOAD_BATCH_ROUTE, type UploadBatchResponse } from '../../src/api/v1.js'
-import { extensionFor, type Compression } from '../../src/nix/compression.js'
+import type { Compression } from '../../src/nix/compression.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { generateKeyPair, type SecretKey } from '../../src/signing/keys.js'
 import { checkDatabase, checkDisk, checkServed, fetchHashed, tempFiles } from '../helpers/cache-consistency.js'
 import { nix, nixEnv, nixKeyPair, nixOk, netrcFile, runOk, tempDir } from '../helpers/nix.js'
 import { createToken, spawnServer, type ServerProcess } from '../helpers/server-process.js'
-import { compressBytes, eventually, fileHashOf, makeNarinfo, runBytes, sha256, sleep, type Nar } from '../helpers/upload.js'
+import { eventually, makeNarinfo, narFromBytes, runBytes, sleep, type Nar } from '../helpers/upload.js'
 
 const ROUNDS = 6
 /** Sizes of the random file in each round's closures: small, medium, a few MB. */
@@ -127,21 +127,7 @@ function regularFileNar (contents: Buffer): Buffer {
 }
 
 async function narOf (storePath: string, nar: Buffer, compression: Compression): Promise<Nar> {
-  const bytes = await compressBytes(nar, compression)
-  const fileHash = fileHashOf(bytes)
-  const baseName = path.basename(storePath)
-  return {
-    storePath,
-    baseName,
-    hashPart: baseName.slice(0, 32),
-    nar,
-    bytes,
-    compression,
-    fileHash,
-    url: `nar/${fileHash}.nar${extensionFor(compression)}`,
-    narHash: sha256(nar),
-    narSize: BigInt(nar.length)
-  }
+  return await narFromBytes(storePath, nar, compression)
 }
 
 /** Signed narinfos for NARs in order, each referencing the one before (uploaded in that order). */

@@ -103,7 +103,11 @@ export interface Nar {
 }
 
 export async function makeNar (storePath: string, compression: Compression | 'lz4' = 'xz'): Promise<Nar> {
-  const nar = await runBytes('nix-store', ['--dump', storePath])
+  return await narFromBytes(storePath, await runBytes('nix-store', ['--dump', storePath]), compression)
+}
+
+/** The upload of a NAR given as bytes (from `nix-store --dump` or built by a test). */
+export async function narFromBytes (storePath: string, nar: Buffer, compression: Compression | 'lz4'): Promise<Nar> {
   const bytes = await compressBytes(nar, compression)
   const fileHash = fileHashOf(bytes)
   const baseName = path.basename(storePath)
