@@ -3,13 +3,17 @@
  * the cache is configured private. Tokens are looked up in SQLite on every request, so a token
  * created or revoked with `narwhal token …` takes effect at once, without a restart.
  *
+ * The check is attached to the routes that need it (server/route-hooks.ts); a request for a URL
+ * no route serves gets its 404 without one.
+ *
  * The token a request was let in with is kept on it (request.narwhalToken), so the rate limit
  * counts the request against that token rather than against its address.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
 import { hashToken, scopeAllows, tokenFromAuthorization, type Scope } from '../auth/tokens.js'
 import type { Metadata, TokenRow } from '../db/metadata.js'
 import { NarwhalError } from '../errors.js'
+import { isWriteMethod, onRouteHook, routeMethods } from './route-hooks.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -46,7 +50,10 @@ export function presentedToken (request: FastifyRequest, metadata: Metadata): To
 export function registerAuth (app: FastifyInstance): void {
   app.decorateRequest('narwhalToken', undefined)
 
-  app.addHook('onRequest', async (request, reply) => {
+  // Only on routes where some method needs a scope: reads of a public cache skip the hook.
+  const isPrivate = app.narwhal.config.private
+  const needsToken = (route: RouteOptions): boolean => isPrivate || routeMethods(route).some(isWriteMethod)
+  onRouteHook(app, 'onRequest', needsToken, async (request, reply) => {
     const needed = neededScope(request, app.narwhal.config.private)
     if (needed === undefined) return
     const token = tokenFromAuthorization(request.headers.authorization)

@@ -5,9 +5,13 @@
  * which on a slow disk takes a minute. So the timeout is suspended from the body's last byte until
  * the answer starts, and restored for the answer's bytes (a download to a client that stops
  * reading is still cut off).
+ *
+ * Only routes that read a body (PUT, POST) get these hooks: a GET has no body to wait for, and a
+ * hook on every read would cost the hot path for nothing.
  */
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { Socket } from 'node:net'
+import { isWriteMethod, onRouteHook, routeMethods } from './route-hooks.js'
 
 /** app.inject() (tests) hands routes a stand-in socket without timers. */
 function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {
@@ -15,12 +19,13 @@ function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {
 }
 
 export function registerIdleTimeout (app: FastifyInstance, idleMs: number): void {
-  app.addHook('onRequest', async (request) => {
+  const readsBody = (route: RouteOptions): boolean => routeMethods(route).some(isWriteMethod)
+  onRouteHook(app, 'onRequest', readsBody, async (request) => {
     const socket = request.raw.socket
     // 'end' is only emitted for a body that was read whole; a refused upload keeps the timeout.
     request.raw.once('end', () => setIdleTimeout(socket, 0))
   })
-  app.addHook('onSend', async (request, _reply, payload) => {
+  onRouteHook(app, 'onSend', readsBody, async (request, _reply, payload) => {
     setIdleTimeout(request.raw.socket, idleMs)
     return payload
   })

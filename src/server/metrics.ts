@@ -66,18 +66,24 @@ export function registerMetrics (app: FastifyInstance): void {
   const bytesOut = new Counter({ name: 'narwhal_sent_bytes_total', help: 'Response bytes sent (Content-Length)', registers: [registry] })
   registerGcMetrics(registry, app.narwhal.retention)
 
-  app.addHook('onResponse', async (request, reply) => {
+  // Callback-style hooks rather than async ones: these run on every request, and an async hook
+  // costs a promise and a microtask each time.
+  app.addHook('onResponse', (request, reply, done) => {
     requests.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode })
-    const received = Number(request.headers['content-length'] ?? 0)
-    if (Number.isFinite(received)) bytesIn.inc(received)
+    const received = request.headers['content-length']
+    if (received !== undefined) {
+      const bytes = Number(received)
+      if (Number.isFinite(bytes)) bytesIn.inc(bytes)
+    }
     const sent = Number(reply.getHeader('content-length') ?? 0)
-    if (request.method !== 'HEAD' && Number.isFinite(sent)) bytesOut.inc(sent)
+    if (request.method !== 'HEAD' && Number.isFinite(sent) && sent > 0) bytesOut.inc(sent)
+    done()
   })
-  app.addHook('onError', async (_request, _reply, err) => {
+  app.addHook('onError', (_request, _reply, err, done) => {
     const code = (err as { code?: unknown }).code
     // A miss is not a refusal; misses are counted in requests_total under status 404.
-    if (code === 'NARWHAL_NOT_FOUND') return
-    refusals.inc({ code: typeof code === 'string' && code.startsWith('NARWHAL_') ? code : 'OTHER' })
+    if (code !== 'NARWHAL_NOT_FOUND') refusals.inc({ code: typeof code === 'string' && code.startsWith('NARWHAL_') ? code : 'OTHER' })
+    done()
   })
   app.get('/metrics', async (_request, reply) => {
     return reply.header('content-type', registry.contentType).send(await registry.metrics())

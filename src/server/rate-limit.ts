@@ -20,11 +20,12 @@
  * several worker processes would each grant the whole budget.
  */
 import fastifyRateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import type { RateLimit } from '../config/config.js'
 import { NarwhalError } from '../errors.js'
 import { presentedToken } from './auth.js'
 import { addressKey, tokenKey } from './client-key.js'
+import { isWriteMethod, onRouteHook, routeMethods } from './route-hooks.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -105,10 +106,12 @@ export function registerRateLimit (app: FastifyInstance): void {
     await check('failedAuth', request, reply)
   })
 
-  // Registered after server/auth.ts's hook, so a token the request was let in with is known.
-  app.addHook('onRequest', async (request, reply) => {
-    if (UNLIMITED_ROUTES.has(request.routeOptions.url ?? '')) return
-    const isRead = request.method === 'GET' || request.method === 'HEAD'
-    await check(isRead ? 'reads' : 'writes', request, reply)
+  // Only on routes with a budget for one of their methods (by default none: reads and writes are
+  // unlimited, and the failed-auth budget is counted from server/auth.ts). Attached after
+  // server/auth.ts's hook, so a token the request was let in with is known.
+  const counted = (route: RouteOptions): boolean => !UNLIMITED_ROUTES.has(route.url) &&
+    routeMethods(route).some(m => budgetOf(isWriteMethod(m) ? 'writes' : 'reads') > 0)
+  onRouteHook(app, 'onRequest', counted, async (request, reply) => {
+    await check(isWriteMethod(request.method) ? 'writes' : 'reads', request, reply)
   })
 }
