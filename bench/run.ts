@@ -7,10 +7,15 @@
  *
  * Prints one table of medians with the narwhal/nginx ratio and writes it to BENCHMARKS.md with
  * the date and the machine. Installs nginx, wrk and Nix from Debian when missing (as root).
+ * narwhal runs twice over one data folder: as one process (the default) and with BENCH_WORKERS
+ * processes (`--workers`; default one per core, at most 8). A bare node:http server with as many
+ * processes answers narinfo requests from memory beside them: the floor for Node on this machine.
+ * Contenders take turns within each measurement, so a drift in the machine's load hits all.
+ *
  * Set BENCH_QUICK=1 for a smaller closure and shorter runs (a smoke run, not for the record),
  * BENCH_SKIP_XZ=1 to leave out the xz upload (one run of about 9 minutes per GB per server).
  */
-import { execFileSync, spawnSync } from 'node:child_process'
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
@@ -18,7 +23,7 @@ import path from 'node:path'
 import { buildBenchClosure } from './closure.js'
 import { bigNarInfo, bigNarStream } from './big-nar.js'
 import { resetDir, startNarwhal, startNginx } from './servers.js'
-import { nixEnv, peakRssMiB, repeat, sh, timed, wrkRate, writeNetrc } from './tools.js'
+import { alternate, freePort, nixEnv, peakRssTreeMiB, sh, startProcess, timed, wrkRate, writeNetrc } from './tools.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const WRK_SECONDS = QUICK ? 2 : 5
@@ -74,104 +79,154 @@ function get (url: string): Promise<number> {
   })
 }
 
-interface Row { what: string, how: string, nginx: number, narwhal: number, unit: string, goal: string, higherIsBetter: boolean }
+interface Row {
+  what: string
+  how: string
+  nginx: number
+  /** narwhal as one process (workers: 1, the default), and with WORKERS processes. */
+  single: number
+  workers: number
+  /** A bare Node http server with WORKERS processes, for the request-rate rows. */
+  floor?: number
+  unit: string
+  goal: string
+}
 
 function format (n: number): string {
+  if (Number.isNaN(n)) return '–'
   return n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toFixed(2)
+}
+
+function ratio (value: number, nginx: number): string {
+  return Number.isNaN(nginx) || Number.isNaN(value) ? '' : (value / nginx).toFixed(2)
+}
+
+/** The worker count for the multi-process narwhal: BENCH_WORKERS, else one per core (at most 8). */
+function benchWorkers (): number {
+  const raw = process.env.BENCH_WORKERS
+  if (raw === undefined) return Math.min(8, os.availableParallelism())
+  if (!/^[1-9]\d*$/.test(raw)) throw new Error(`BENCH_WORKERS: expected an integer >= 1, got ${JSON.stringify(raw)}`)
+  return Number(raw)
+}
+
+async function startFloor (port: number, workers: number, narinfoFile: string, hashPart: string): Promise<ChildProcess> {
+  return await startProcess('node', [path.resolve('dist/bench/floor-server.js'), String(port), String(workers), narinfoFile, hashPart],
+    process.env, async () => (await fetch(`http://127.0.0.1:${port}/${hashPart}.narinfo`)).ok)
+}
+
+/** Uploads the closure with `nix copy --to` to a fresh narwhal with `workers` processes; seconds. */
+async function uploadToFresh (workers: number, top: string, compression: string): Promise<number> {
+  const fresh = await startNarwhal(process.env, { NARWHAL_WORKERS: String(workers) })
+  try {
+    return await timed(async () => await sh('nix', ['copy', '--to', `${fresh.url}?secret-key=${fresh.secretKey}&compression=${compression}`, top],
+      nixEnv([`netrc-file = ${writeNetrc(fresh.token)}`])))
+  } finally {
+    fresh.child.kill('SIGTERM')
+  }
 }
 
 async function main (): Promise<void> {
   ensureTools()
   const rows: Row[] = []
   const env = nixEnv()
+  const workers = benchWorkers()
   console.error('building the closure (first run adds ~1 GB of real files to /nix/store)…')
   const closure = await buildBenchClosure(env, QUICK ? 150 * 1024 * 1024 : 900 * 1024 * 1024)
   console.error(`closure: ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR`)
 
   const nginx = await startNginx()
-  const narwhal = await startNarwhal(process.env)
+  const single = await startNarwhal(process.env, { NARWHAL_WORKERS: '1' })
+  // The same data folder, served by a second narwhal with several processes.
+  const multi = await startNarwhal(process.env, { NARWHAL_WORKERS: String(workers) }, undefined, single)
+  const children: ChildProcess[] = [nginx.child, single.child, multi.child]
   try {
-    const to = `${narwhal.url}?secret-key=${narwhal.secretKey}&compression=zstd`
-    await sh('nix', ['copy', '--to', to, closure.top], nixEnv([`netrc-file = ${writeNetrc(narwhal.token)}`]))
-    await sh('nix', ['copy', '--to', `file://${nginx.staticRoot}?secret-key=${narwhal.secretKey}&compression=zstd`, closure.top], env)
+    const to = `${single.url}?secret-key=${single.secretKey}&compression=zstd`
+    await sh('nix', ['copy', '--to', to, closure.top], nixEnv([`netrc-file = ${writeNetrc(single.token)}`]))
+    await sh('nix', ['copy', '--to', `file://${nginx.staticRoot}?secret-key=${single.secretKey}&compression=zstd`, closure.top], env)
 
-    const hit = `/${path.basename(closure.top).slice(0, 32)}.narinfo`
+    const hashPart = path.basename(closure.top).slice(0, 32)
+    const narinfoFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-floor-')), 'hit.narinfo')
+    writeFileSync(narinfoFile, Buffer.from(await (await fetch(`${single.url}/${hashPart}.narinfo`)).arrayBuffer()))
+    const floorPort = await freePort()
+    children.push(await startFloor(floorPort, workers, narinfoFile, hashPart))
+    const floorUrl = `http://127.0.0.1:${floorPort}`
+
+    const hit = `/${hashPart}.narinfo`
     const miss = '/00000000000000000000000000000000.narinfo'
     for (const [label, suffix] of [['narinfo hits', hit], ['narinfo misses (404)', miss]] as const) {
       for (const c of [1, 16, 64]) {
-        const ng = await repeat(RUNS, async () => await wrkRate(nginx.staticUrl + suffix, c, WRK_SECONDS))
-        const nw = await repeat(RUNS, async () => await wrkRate(narwhal.url + suffix, c, WRK_SECONDS))
-        rows.push({ what: label, how: `wrk, ${c} connection${c > 1 ? 's' : ''}`, nginx: ng, narwhal: nw, unit: 'req/s', goal: '≥ 0.7', higherIsBetter: true })
+        const [ng, one, many, floor] = await alternate(RUNS, [nginx.staticUrl, single.url, multi.url, floorUrl]
+          .map(base => async () => await wrkRate(base + suffix, c, WRK_SECONDS)))
+        rows.push({ what: label, how: `wrk, ${c} connection${c > 1 ? 's' : ''}`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, floor, unit: 'req/s', goal: '≥ 0.7' })
       }
     }
 
     const ngNars = await narUrls(nginx.staticUrl, closure.paths)
-    const nwNars = await narUrls(narwhal.url, closure.paths)
+    const oneNars = await narUrls(single.url, closure.paths)
+    const manyNars = await narUrls(multi.url, closure.paths)
     for (const parallel of [1, 16]) {
-      const ng = await repeat(RUNS, async () => await downloadAll(ngNars.urls, ngNars.bytes, parallel))
-      const nw = await repeat(RUNS, async () => await downloadAll(nwNars.urls, nwNars.bytes, parallel))
-      rows.push({ what: 'NAR download', how: `whole closure, curl, ${parallel} at a time`, nginx: ng, narwhal: nw, unit: 'MB/s', goal: '≥ 0.9', higherIsBetter: true })
+      const [ng, one, many] = await alternate(RUNS, [ngNars, oneNars, manyNars].map(n => async () => await downloadAll(n.urls, n.bytes, parallel)))
+      rows.push({ what: 'NAR download', how: `whole closure, curl, ${parallel} at a time`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, unit: 'MB/s', goal: '≥ 0.9' })
     }
 
     const substitute = async (url: string): Promise<number> => {
       const store = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-store-'))
-      const seconds = await timed(async () => await sh('nix', ['copy', '--from', url, '--to', store, closure.top], nixEnv([`trusted-public-keys = ${narwhal.publicKey}`])))
+      const seconds = await timed(async () => await sh('nix', ['copy', '--from', url, '--to', store, closure.top], nixEnv([`trusted-public-keys = ${single.publicKey}`])))
       await sh('rm', ['-rf', store])
       return seconds
     }
-    rows.push({ what: 'substitution', how: 'nix copy --from into an empty store', nginx: await repeat(RUNS, async () => await substitute(nginx.staticUrl)), narwhal: await repeat(RUNS, async () => await substitute(narwhal.url)), unit: 's', goal: '≤ 1.1', higherIsBetter: false })
+    const [ngSub, oneSub, manySub] = await alternate(RUNS, [nginx.staticUrl, single.url, multi.url].map(url => async () => await substitute(url)))
+    rows.push({ what: 'substitution', how: 'nix copy --from into an empty store', nginx: ngSub ?? NaN, single: oneSub ?? NaN, workers: manySub ?? NaN, unit: 's', goal: '≤ 1.1' })
 
     // xz takes Nix about 9 minutes per GB here, so it runs once and BENCH_SKIP_XZ=1 leaves it out.
     const skipXz = QUICK || process.env.BENCH_SKIP_XZ === '1'
     for (const compression of skipXz ? ['zstd'] : ['zstd', 'xz']) {
       const runs = compression === 'xz' ? 1 : RUNS
-      const ng = await repeat(runs, async () => {
+      const webdav = async (): Promise<number> => {
         await resetDir(nginx.davRoot)
-        return await timed(async () => await sh('nix', ['copy', '--to', `${nginx.davUrl}?secret-key=${narwhal.secretKey}&compression=${compression}`, closure.top], nixEnv()))
-      })
-      const nw = await repeat(runs, async () => {
-        const fresh = await startNarwhal(process.env)
-        try {
-          return await timed(async () => await sh('nix', ['copy', '--to', `${fresh.url}?secret-key=${fresh.secretKey}&compression=${compression}`, closure.top], nixEnv([`netrc-file = ${writeNetrc(fresh.token)}`])))
-        } finally {
-          fresh.child.kill('SIGTERM')
-        }
-      })
-      rows.push({ what: 'upload', how: `nix copy --to, ${compression}${runs === 1 ? ' (1 run)' : ''}`, nginx: ng, narwhal: nw, unit: 's', goal: '≤ 1.1', higherIsBetter: false })
+        return await timed(async () => await sh('nix', ['copy', '--to', `${nginx.davUrl}?secret-key=${single.secretKey}&compression=${compression}`, closure.top], nixEnv()))
+      }
+      const [ng, one, many] = await alternate(runs, [webdav, async () => await uploadToFresh(1, closure.top, compression),
+        async () => await uploadToFresh(workers, closure.top, compression)])
+      rows.push({ what: 'upload', how: `nix copy --to, ${compression}${runs === 1 ? ' (1 run)' : ''}`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, unit: 's', goal: '≤ 1.1' })
     }
 
     if (!QUICK) {
       const size = 4 * 1024 ** 3 + 300 * 1024 ** 2
-      console.error('memory: generating two 4.3 GiB NARs…')
-      const a = bigNarInfo(size, 0)
-      const b = bigNarInfo(size, 1)
-      const putStatus = await put(`${narwhal.url}/nar/${a.fileHash}.nar`, narwhal.token, bigNarStream(size, 0), a.length)
-      if (putStatus !== 201) throw new Error(`big NAR upload answered ${putStatus}`)
-      const [up, down] = await Promise.all([
-        put(`${narwhal.url}/nar/${b.fileHash}.nar`, narwhal.token, bigNarStream(size, 1), b.length),
-        get(`${narwhal.url}/nar/${a.fileHash}.nar`)
-      ])
-      if (up !== 201 || down !== 200) throw new Error(`big NAR transfer answered ${up}/${down}`)
-      const pid = narwhal.child.pid ?? 0
-      rows.push({ what: 'memory', how: 'peak server RSS, 4.3 GiB NAR up while another comes down', nginx: NaN, narwhal: peakRssMiB(pid), unit: 'MiB', goal: '≤ 200 MiB', higherIsBetter: false })
+      console.error('memory: two 4.3 GiB NARs through each narwhal…')
+      const peaks: number[] = []
+      for (const [i, server] of [single, multi].entries()) {
+        // Fresh NAR names per server: the two share a data folder.
+        const a = bigNarInfo(size, 2 * i)
+        const b = bigNarInfo(size, 2 * i + 1)
+        const putStatus = await put(`${server.url}/nar/${a.fileHash}.nar`, server.token, bigNarStream(size, 2 * i), a.length)
+        if (putStatus !== 201) throw new Error(`big NAR upload answered ${putStatus}`)
+        const [up, down] = await Promise.all([
+          put(`${server.url}/nar/${b.fileHash}.nar`, server.token, bigNarStream(size, 2 * i + 1), b.length),
+          get(`${server.url}/nar/${a.fileHash}.nar`)
+        ])
+        if (up !== 201 || down !== 200) throw new Error(`big NAR transfer answered ${up}/${down}`)
+        peaks.push(peakRssTreeMiB(server.child.pid ?? 0).total)
+      }
+      rows.push({ what: 'memory', how: 'peak RSS of the server\'s processes (summed) over the whole run, 4.3 GiB NAR up while another comes down', nginx: NaN, single: peaks[0] ?? NaN, workers: peaks[1] ?? NaN, unit: 'MiB', goal: '≤ 200 MiB' })
     }
   } finally {
-    narwhal.child.kill('SIGTERM')
-    nginx.child.kill('SIGTERM')
+    for (const child of children) child.kill('SIGTERM')
   }
 
   const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU').trim()
   const machine = `${os.cpus().length} cores (${cpu}), ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM, Node ${process.version}, ${spawnSync('nginx', ['-v']).stderr.toString().trim().replace('nginx version: ', '')}`
+  const hasFloor = rows.some(r => r.floor !== undefined)
   const lines = [
-    `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${machine}; loopback; ` +
-      `closure of ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR (zstd); medians of ${RUNS} run${RUNS > 1 ? 's' : ''}${QUICK ? ' (BENCH_QUICK)' : ''}.`,
+    `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${machine}; loopback; load average ${os.loadavg()[0]?.toFixed(1)} at the end; ` +
+      `closure of ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR (zstd); medians of ${RUNS} run${RUNS > 1 ? 's' : ''}, contenders taking turns${QUICK ? ' (BENCH_QUICK)' : ''}. ` +
+      `"1 process" is narwhal's default (workers: 1); "${workers} workers" is \`--workers ${workers}\`` +
+      (hasFloor ? `; "bare Node" is a plain node:http server with ${workers} processes answering from memory (bench/floor-server.ts), the floor for Node here.` : '.'),
     '',
-    '| what | how | nginx | narwhal | unit | narwhal/nginx | goal |',
-    '| --- | --- | ---: | ---: | --- | ---: | --- |',
-    ...rows.map(r => {
-      const ratio = Number.isNaN(r.nginx) ? '' : (r.narwhal / r.nginx).toFixed(2)
-      return `| ${r.what} | ${r.how} | ${Number.isNaN(r.nginx) ? '–' : format(r.nginx)} | ${format(r.narwhal)} | ${r.unit} | ${ratio} | ${r.goal} |`
-    })
+    `| what | how | nginx | narwhal, 1 process | narwhal, ${workers} workers | ratio, 1 process | ratio, ${workers} workers | goal | bare Node (ratio) |`,
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |',
+    ...rows.map(r => `| ${r.what} | ${r.how} | ${format(r.nginx)} | ${format(r.single)} | ${format(r.workers)} | ${ratio(r.single, r.nginx)} | ` +
+      `${ratio(r.workers, r.nginx)} | ${r.goal} | ${r.floor === undefined ? '' : `${format(r.floor)} (${ratio(r.floor, r.nginx)})`} |`)
   ]
   const table = lines.join('\n')
   console.log(table)

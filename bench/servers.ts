@@ -13,13 +13,13 @@ const CLI = path.resolve('dist/src/cli/main.js')
 
 export interface Narwhal { url: string, child: ChildProcess, token: string, secretKey: string, publicKey: string, dataDir: string }
 
-/** `narwhal serve` on a fresh data folder; its log (stdout) goes to `logFile` when given. */
-export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}, logFile?: string): Promise<Narwhal> {
-  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-data-'))
-  const keyDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-key-'))
-  const secretKey = path.join(keyDir, 'secret')
-  const publicKey = (await sh('node', [CLI, 'keygen', 'bench-1', '--secret-out', secretKey, '--public-out', path.join(keyDir, 'public')])).trim()
-  const token = (await sh('node', [CLI, 'token', 'create', '--scope', 'push', '--data', dataDir])).trim()
+/**
+ * `narwhal serve` on a fresh data folder, or on the data folder (and with the key and token) of
+ * `share`, so two configurations can serve the same cache side by side. Its log (stdout) goes to
+ * `logFile` when given.
+ */
+export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}, logFile?: string, share?: Narwhal): Promise<Narwhal> {
+  const { dataDir, secretKey, publicKey, token } = share ?? await freshDataDir()
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
   const log = logFile === undefined ? 'ignore' : openSync(logFile, 'a')
@@ -31,6 +31,15 @@ export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<str
     // The child holds its own copy of the descriptor.
     if (log !== 'ignore') closeSync(log)
   }
+}
+
+async function freshDataDir (): Promise<Pick<Narwhal, 'dataDir' | 'secretKey' | 'publicKey' | 'token'>> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-data-'))
+  const keyDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-key-'))
+  const secretKey = path.join(keyDir, 'secret')
+  const publicKey = (await sh('node', [CLI, 'keygen', 'bench-1', '--secret-out', secretKey, '--public-out', path.join(keyDir, 'public')])).trim()
+  const token = (await sh('node', [CLI, 'token', 'create', '--scope', 'push', '--data', dataDir])).trim()
+  return { dataDir, secretKey, publicKey, token }
 }
 
 export interface Nginx { staticUrl: string, davUrl: string, staticRoot: string, davRoot: string, child: ChildProcess }

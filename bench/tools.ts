@@ -36,6 +36,19 @@ export async function repeat (times: number, fn: () => Promise<number>): Promise
   return median(values)
 }
 
+/**
+ * Runs each measurement `times` times, taking turns (a, b, c, a, b, c, …), and returns each one's
+ * median. On a shared 2-core machine the load drifts over minutes; taking turns spreads the drift
+ * over all contenders instead of handing it to whichever ran last.
+ */
+export async function alternate (times: number, fns: Array<() => Promise<number>>): Promise<number[]> {
+  const values: number[][] = fns.map(() => [])
+  for (let i = 0; i < times; i++) {
+    for (const [j, fn] of fns.entries()) values[j]?.push(await fn())
+  }
+  return values.map(median)
+}
+
 export async function freePort (): Promise<number> {
   const server = createServer()
   server.listen(0, '127.0.0.1')
@@ -94,4 +107,28 @@ export function peakRssMiB (pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
   const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1]
   return kb === undefined ? NaN : Number(kb) / 1024
+}
+
+/** A process and all its descendants (a server's cluster workers), from /proc. */
+export function processTree (pid: number): number[] {
+  const children = (p: number): number[] => {
+    try {
+      return readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
+    } catch {
+      return []
+    }
+  }
+  const all = [pid]
+  for (let i = 0; i < all.length; i++) all.push(...children(all[i] ?? 0))
+  return all
+}
+
+/**
+ * Peak resident memory of a server and its worker processes, summed, in MiB: what the machine
+ * had to give it. An upper bound (the processes need not peak at the same moment, and pages they
+ * share, such as Node's own code, count once per process).
+ */
+export function peakRssTreeMiB (pid: number): { total: number, processes: number } {
+  const pids = processTree(pid)
+  return { total: pids.reduce((sum, p) => sum + peakRssMiB(p), 0), processes: pids.length }
 }
