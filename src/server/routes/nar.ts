@@ -8,7 +8,8 @@
  * PUT verifies while the bytes arrive (storage/nar-ingest.ts) and records the NAR only after it
  * was proven to hash to its name and to decompress to a well-formed NAR.
  */
-import { closeSync, createReadStream, readSync } from 'node:fs'
+import { closeSync, createReadStream, read, readSync } from 'node:fs'
+import { promisify } from 'node:util'
 import type { FastifyInstance } from 'fastify'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
@@ -26,15 +27,26 @@ const params = {
 
 interface Params { file: string }
 
+const readAsync = promisify(read)
+
 function fileHashOf (file: string): string {
   return file.slice(0, 52)
 }
 
 /**
- * Bodies up to this size are read with one read and sent as one buffer; larger ones stream. Most
- * NARs of a closure are small (half of the benchmark closure's are under 200 bytes).
+ * Bodies up to this size are read with one synchronous read on the event loop (a few
+ * microseconds from the page cache) and sent as one buffer. Most NARs of a closure are small
+ * (half of the benchmark closure's are under 200 bytes).
  */
 const SMALL_BODY_BYTES = 64 * 1024
+
+/**
+ * Bodies up to this size are read into one buffer by one read on libuv's thread pool and sent
+ * whole. A stream costs several thread-pool round trips (each read, the end, the close) and the
+ * stream machinery: for a 200 KB NAR it took about 1 ms against nginx's 0.35 ms. The buffer is no
+ * larger than the stream's own 1 MiB read-ahead, so memory per download stays as it was.
+ */
+const WHOLE_BODY_BYTES = 1024 * 1024
 
 /** Reads `length` bytes at `start` and closes the descriptor. */
 function readWhole (fd: number, start: number, length: number): Buffer {
@@ -45,6 +57,22 @@ function readWhole (fd: number, start: number, length: number): Buffer {
       const n = readSync(fd, body, done, length - done, start + done)
       if (n === 0) throw new Error('NAR file ended before its recorded size')
       done += n
+    }
+    return body
+  } finally {
+    closeSync(fd)
+  }
+}
+
+/** readWhole on the thread pool, for bodies too large to read on the event loop. */
+async function readWholeAsync (fd: number, start: number, length: number): Promise<Buffer> {
+  try {
+    const body = Buffer.allocUnsafe(length)
+    let done = 0
+    while (done < length) {
+      const { bytesRead } = await readAsync(fd, body, done, length - done, start + done)
+      if (bytesRead === 0) throw new Error('NAR file ended before its recorded size')
+      done += bytesRead
     }
     return body
   } finally {
@@ -103,6 +131,7 @@ export function narRoutes (app: FastifyInstance): void {
         return reply.send()
       }
       if (length <= SMALL_BODY_BYTES) return reply.send(readWhole(fd, start, length))
+      if (length <= WHOLE_BODY_BYTES) return reply.send(await readWholeAsync(fd, start, length))
       return reply.send(createReadStream('', { fd, start, end, highWaterMark: 1 << 20 }))
     }
   })
