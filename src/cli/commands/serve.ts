@@ -1,9 +1,9 @@
 /** `narwhal serve`: migrate, set up on first start, listen, collect garbage on schedule, and shut down cleanly on SIGTERM/SIGINT. */
 import { loadConfig } from '../../config/config.js'
 import { startGcSchedule } from '../../cache/gc-schedule.js'
-import { loadTrustedKeys, openCache } from '../../cache/open-cache.js'
+import { openCache } from '../../cache/open-cache.js'
 import { buildApp } from '../../server/app.js'
-import { firstStartMessage, setUpFirstStart } from '../first-start.js'
+import { firstStart } from '../first-start.js'
 import { parse } from '../usage.js'
 
 export async function serveCommand (args: string[]): Promise<number> {
@@ -20,13 +20,7 @@ export async function serveCommand (args: string[]): Promise<number> {
     trustedKeys: values['trusted-key']
   })
   const cache = openCache(config)
-  let message: string | undefined
-  if (cache.created) {
-    const result = setUpFirstStart(config, cache.layout, cache.metadata)
-    cache.trustedKeys = loadTrustedKeys(config, cache.layout)
-    const keyTexts = [...config.trustedKeys, ...(result.generatedPublicKey === undefined ? [] : [result.generatedPublicKey])]
-    message = firstStartMessage(config, cache.layout, result, keyTexts)
-  }
+  const message = firstStart(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
