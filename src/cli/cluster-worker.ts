@@ -1,0 +1,55 @@
+/**
+ * One worker of `narwhal serve --workers N`, forked by the primary (cli/cluster.ts); never run by
+ * hand. It takes the configuration the primary loaded (so every process serves the same one, even
+ * if the file changed since), opens the cache the primary already migrated and set up, without
+ * emptying store/tmp (its siblings have uploads in flight there), and listens on the shared port.
+ *
+ * It closes gracefully (in-flight requests finish, pending read times are written, the database
+ * is closed) when the primary asks, on SIGTERM/SIGINT, and when the primary is gone: a cluster
+ * worker whose IPC channel closes gets 'disconnect', and must not outlive its primary.
+ */
+import type { Config } from '../config/config.js'
+import { joinClusterMetrics } from '../server/cluster-metrics.js'
+import { CONFIG_ENV, SHUTDOWN_MESSAGE } from './cluster-protocol.js'
+
+async function runWorker (): Promise<void> {
+  // Before the slow imports below: the primary's metric requests must get an answer at once.
+  joinClusterMetrics()
+  let closeRequested = false
+  let close = (): void => { closeRequested = true }
+  // Listened for before listen(): the primary sends the message only to a worker it saw listening.
+  process.on('message', (message: unknown) => {
+    if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === SHUTDOWN_MESSAGE) close()
+  })
+  process.once('disconnect', () => { close() })
+  process.once('SIGTERM', () => { close() })
+  process.once('SIGINT', () => { close() })
+
+  const config = JSON.parse(process.env[CONFIG_ENV] ?? 'null') as Readonly<Config> | null
+  if (config === null) throw new Error(`${CONFIG_ENV} is not set: this file is started by narwhal serve --workers N, not by hand`)
+  // Loaded only now, so that the lines above run within milliseconds of the fork.
+  const { openCache } = await import('../cache/open-cache.js')
+  const { buildApp } = await import('../server/app.js')
+  const cache = openCache(config, { emptyTmp: false })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention },
+    { clusterWorker: true })
+
+  let closing: Promise<void> | undefined
+  close = () => {
+    closing ??= app.close()
+      .then(() => { cache.db.close() }, (err: unknown) => { app.log.error({ err }, 'error while closing') })
+      // The IPC channel is what keeps a worker alive once its server is closed.
+      .finally(() => { if (process.connected) process.disconnect() })
+  }
+  if (closeRequested) {
+    close()
+    return
+  }
+  await app.listen({ host: config.listen.host, port: config.listen.port })
+}
+
+runWorker().catch((err: unknown) => {
+  process.stderr.write(`narwhal worker ${process.pid}: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`)
+  process.exitCode = 1
+  if (process.connected) process.disconnect()
+})
