@@ -8,6 +8,7 @@
  * is closed) when the primary asks, on SIGTERM/SIGINT, and when the primary is gone: a cluster
  * worker whose IPC channel closes gets 'disconnect', and must not outlive its primary.
  */
+import cluster from 'node:cluster'
 import type { Config } from '../config/config.js'
 import { joinClusterMetrics } from '../server/cluster-metrics.js'
 import { CONFIG_ENV, SHUTDOWN_MESSAGE } from './cluster-protocol.js'
@@ -21,7 +22,14 @@ async function runWorker (): Promise<void> {
   process.on('message', (message: unknown) => {
     if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === SHUTDOWN_MESSAGE) close()
   })
-  process.once('disconnect', () => { close() })
+  // The IPC channel closed: the primary is gone (kill -9, a crash) or this worker let go of it.
+  // Node's own listener, which runs right after this event, would exit on the spot when the
+  // disconnect was not asked for; marking it expected lets requests in flight finish and pending
+  // read times be written first.
+  cluster.worker?.once('disconnect', () => {
+    if (cluster.worker !== undefined) cluster.worker.exitedAfterDisconnect = true
+    close()
+  })
   process.once('SIGTERM', () => { close() })
   process.once('SIGINT', () => { close() })
 
@@ -38,7 +46,8 @@ async function runWorker (): Promise<void> {
   close = () => {
     closing ??= app.close()
       .then(() => { cache.db.close() }, (err: unknown) => { app.log.error({ err }, 'error while closing') })
-      // The IPC channel is what keeps a worker alive once its server is closed.
+      // The IPC channel is what keeps a worker alive once its server is closed; without it the
+      // process ends by itself.
       .finally(() => { if (process.connected) process.disconnect() })
   }
   if (closeRequested) {
