@@ -18,7 +18,8 @@ async function runWorker (): Promise<void> {
   joinClusterMetrics()
   let closeRequested = false
   let close = (): void => { closeRequested = true }
-  // Listened for before listen(): the primary sends the message only to a worker it saw listening.
+  // Listened for from the start; the primary repeats the message when a worker that was still
+  // starting reports listening, in case it came before this line ran.
   process.on('message', (message: unknown) => {
     if (typeof message === 'object' && message !== null && (message as { type?: unknown }).type === SHUTDOWN_MESSAGE) close()
   })
@@ -33,8 +34,10 @@ async function runWorker (): Promise<void> {
   process.once('SIGTERM', () => { close() })
   process.once('SIGINT', () => { close() })
 
-  const config = JSON.parse(process.env[CONFIG_ENV] ?? 'null') as Readonly<Config> | null
-  if (config === null) throw new Error(`${CONFIG_ENV} is not set: this file is started by narwhal serve --workers N, not by hand`)
+  const text = process.env[CONFIG_ENV]
+  if (text === undefined) throw new Error(`${CONFIG_ENV} is not set: this file is started by narwhal serve --workers N, not by hand`)
+  // Validated by the primary's loadConfig; frozen as loadConfig freezes it.
+  const config = Object.freeze(JSON.parse(text) as Config)
   // Loaded only now, so that the lines above run within milliseconds of the fork.
   const { openCache } = await import('../cache/open-cache.js')
   const { buildApp } = await import('../server/app.js')
@@ -45,7 +48,8 @@ async function runWorker (): Promise<void> {
   let closing: Promise<void> | undefined
   close = () => {
     closing ??= app.close()
-      .then(() => { cache.db.close() }, (err: unknown) => { app.log.error({ err }, 'error while closing') })
+      .catch((err: unknown) => { app.log.error({ err }, 'error while closing') })
+      .then(() => { cache.db.close() })
       // The IPC channel is what keeps a worker alive once its server is closed; without it the
       // process ends by itself.
       .finally(() => { if (process.connected) process.disconnect() })

@@ -63,13 +63,15 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
   const stopGc = startGcSchedule(config.dataDir, config.gc, log)
   const slots: Slot[] = Array.from({ length: config.workers }, (_, index) => ({ index, startedAt: 0 }))
   let stopping = false
+  /** Set once the gc schedule has stopped and any run in progress ended. */
+  let gcStopped = false
   let everListening = false
   let exitCode = 0
   let finished: (code: number) => void = () => {}
   const done = new Promise<number>(resolve => { finished = resolve })
 
   const finishIfAllGone = (): void => {
-    if (slots.every(s => s.worker === undefined)) {
+    if (gcStopped && slots.every(s => s.worker === undefined)) {
       stopMetrics()
       log.info({ exitCode }, 'all workers stopped')
       finished(exitCode)
@@ -129,6 +131,7 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
     stopGc()
       .catch((err: unknown) => { log.error({ err }, 'error while stopping the gc schedule') })
       .then(() => {
+        gcStopped = true
         for (const slot of slots) if (slot.worker !== undefined) askToClose(slot.worker)
         finishIfAllGone()
       })
