@@ -118,6 +118,8 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
   }
   checkSignatures(info, trusted)
 
+  // One write transaction (BEGIN IMMEDIATE) from the lookup to the insert: two uploads of one
+  // path, even from two server processes, take turns, and the second sees the first's row.
   return metadata.transaction((): AcceptResult => {
     const existing = metadata.narinfo(hashPart)
     if (existing !== undefined) {

@@ -1,6 +1,7 @@
 /**
- * Opens a cache's data folder: database (migrated), NAR store (tmp/ emptied) and the trusted
- * uploader keys. Shared by `narwhal serve` and the tests, so both run the same start-up.
+ * Opens a cache's data folder: database (migrated), NAR store (tmp/ emptied unless told not to)
+ * and the trusted uploader keys. Shared by `narwhal serve` and the tests, so both run the same
+ * start-up.
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
@@ -50,9 +51,19 @@ export function openDataDir (dataDir: string): { layout: Layout, db: Db, created
   return { layout, db, created }
 }
 
-export function openCache (config: Readonly<Config>): OpenCache {
+export interface OpenCacheOptions {
+  /**
+   * Remove interrupted uploads from store/tmp (the default). False in a worker of `narwhal serve
+   * --workers N`: the primary emptied it before forking, and a worker restarted later would
+   * delete the temp files of uploads its siblings are receiving.
+   */
+  emptyTmp?: boolean
+}
+
+export function openCache (config: Readonly<Config>, options: OpenCacheOptions = {}): OpenCache {
   const { layout, db, created } = openDataDir(config.dataDir)
   const blobs = new BlobStore(layout)
   blobs.init()
+  if (options.emptyTmp ?? true) blobs.emptyTmp()
   return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs, trustedKeys: loadTrustedKeys(config, layout), created }
 }

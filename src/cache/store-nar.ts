@@ -10,6 +10,10 @@
  * inserted next would describe a file that is gone. With the row inserted and the file renamed
  * while this process holds the write lock, a collection sees either neither or both.
  *
+ * The same NAR stored twice at once (two pushers, possibly in two worker processes of `serve
+ * --workers N`) is safe: the write lock makes them take turns, the second's insert finds the
+ * first's row (ON CONFLICT DO NOTHING), and its rename replaces the file with identical bytes.
+ *
  * A crash between the rename and the commit leaves a file without a row: harmless (the name is
  * the content's hash, a re-upload renames over it) and what `removeUnrecordedNarFile` cleans up.
  */

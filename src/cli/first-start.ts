@@ -8,6 +8,7 @@ import { chmodSync, mkdirSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import type { Config } from '../config/config.js'
 import { generateToken, hashToken } from '../auth/tokens.js'
+import { loadTrustedKeys, type OpenCache } from '../cache/open-cache.js'
 import type { Metadata } from '../db/metadata.js'
 import { generateKeyPair } from '../signing/keys.js'
 import type { Layout } from '../storage/layout.js'
@@ -52,4 +53,18 @@ export function firstStartMessage (config: Readonly<Config>, layout: Layout, res
     '  More tokens: narwhal token create --scope push|read --data ' + layout.dataDir,
     ''
   ].join('\n')
+}
+
+/**
+ * When `cache` was just created: sets it up (key pair, token), trusts the generated key and
+ * returns the message to print once the server listens. Otherwise undefined. Runs in the one
+ * process that owns the start (with several workers, the primary), so the token is made and
+ * shown once.
+ */
+export function firstStart (config: Readonly<Config>, cache: OpenCache): string | undefined {
+  if (!cache.created) return undefined
+  const result = setUpFirstStart(config, cache.layout, cache.metadata)
+  cache.trustedKeys = loadTrustedKeys(config, cache.layout)
+  const keyTexts = [...config.trustedKeys, ...(result.generatedPublicKey === undefined ? [] : [result.generatedPublicKey])]
+  return firstStartMessage(config, cache.layout, result, keyTexts)
 }

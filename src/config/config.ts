@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { isIP } from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
 import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
 
@@ -85,7 +86,19 @@ export interface Config {
    */
   trustProxy: string[]
   gc: GcSettings
+  /**
+   * Server processes sharing the port (node:cluster, see cli/cluster.ts). 1 is one process and
+   * no cluster at all, as narwhal always ran.
+   */
+  workers: number
 }
+
+/**
+ * The most processes `workers: "auto"` starts, whatever the core count: each worker is a whole
+ * V8 heap (60-80 MiB here), and every write still goes through SQLite's one writer, so past a
+ * handful of workers memory grows while request rates stop growing.
+ */
+export const MAX_AUTO_WORKERS = 8
 
 export function defaultConfig (): Config {
   return {
@@ -135,7 +148,9 @@ export function defaultConfig (): Config {
       interval: 3_600_000,
       unnamedNarGrace: 86_400_000,
       keepRecent: 3_600_000
-    }
+    },
+    // One process unless asked: more cost memory (a V8 heap each) and change nothing for a small team.
+    workers: 1
   }
 }
 
@@ -152,6 +167,7 @@ export interface ConfigOverrides {
   dataDir?: string | undefined
   listen?: string | undefined
   trustedKeys?: string[] | undefined
+  workers?: string | undefined
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -192,6 +208,19 @@ function expectDuration (v: unknown, key: string): number {
   const ms = typeof v === 'string' ? parseDuration(v) : undefined
   if (ms === undefined) throw new ConfigError(`${key}: expected ${DURATION_HELP}, got ${JSON.stringify(v)}`)
   return ms
+}
+
+/**
+ * A positive integer, or "auto": one per core (os.availableParallelism()), at most
+ * MAX_AUTO_WORKERS. Environment and flag values are text; a JSON file gives a number or "auto".
+ */
+function expectWorkers (v: unknown, key: string): number {
+  if (v === 'auto') return Math.min(os.availableParallelism(), MAX_AUTO_WORKERS)
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) {
+    throw new ConfigError(`${key}: expected a positive integer or "auto", got ${JSON.stringify(v)}`)
+  }
+  return n
 }
 
 /** "off" (or null in a JSON file) turns a setting off. */
@@ -235,7 +264,7 @@ function rejectUnknown (obj: Record<string, unknown>, known: string[], where: st
 /** Applies a parsed JSON config file onto `config`, validating every key. */
 function applyFile (config: Config, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc'], '')
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers'], '')
   if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
   if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
   if (raw.trustedKeys !== undefined) {
@@ -287,6 +316,13 @@ function applyFile (config: Config, raw: unknown, file: string): void {
     for (const key of GC_KEYS) {
       if (raw.gc[key] !== undefined) applyGcSetting(config.gc, key, raw.gc[key], `gc.${key}`)
     }
+  }
+  if (raw.workers !== undefined) {
+    // Text other than "auto" is refused in a file, where a number is written as one.
+    if (typeof raw.workers === 'string' && raw.workers !== 'auto') {
+      throw new ConfigError(`workers: expected a positive integer or "auto", got ${JSON.stringify(raw.workers)}`)
+    }
+    config.workers = expectWorkers(raw.workers, 'workers')
   }
 }
 
@@ -388,9 +424,11 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
     const value = env[gcEnvName(key)]
     if (value !== undefined && value !== '') applyGcSetting(config.gc, key, value, gcEnvName(key))
   }
+  if (env.NARWHAL_WORKERS !== undefined && env.NARWHAL_WORKERS !== '') config.workers = expectWorkers(env.NARWHAL_WORKERS, 'NARWHAL_WORKERS')
   if (overrides.dataDir !== undefined) config.dataDir = overrides.dataDir
   if (overrides.listen !== undefined) config.listen = parseListen(overrides.listen, '--listen')
   if (overrides.trustedKeys !== undefined && overrides.trustedKeys.length > 0) config.trustedKeys = overrides.trustedKeys
+  if (overrides.workers !== undefined) config.workers = expectWorkers(overrides.workers, '--workers')
   config.dataDir = path.resolve(config.dataDir)
   return Object.freeze(config)
 }

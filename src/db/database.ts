@@ -22,7 +22,10 @@ export function openDatabase (file: string, options: { readonly?: boolean } = {}
   // FULL: a narinfo that was answered 200 must survive a power cut, like the NAR it points at.
   db.pragma('synchronous = FULL')
   db.pragma('foreign_keys = ON')
-  // Several processes share the file (server, `narwhal token …`); wait instead of failing.
+  // Several processes share the file (the server's workers, its gc thread, `narwhal token …`);
+  // a writer waits for the others instead of failing. Their write transactions are all short (a
+  // NAR's row and rename, one flush of read times, one gc batch of 100 paths), so 5 s holds a long
+  // queue of them, even with 8 workers flushing read times every 5 s.
   db.pragma('busy_timeout = 5000')
   return db
 }

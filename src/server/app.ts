@@ -17,6 +17,11 @@ import { registerRoutes } from './routes/index.js'
 export interface AppOptions {
   /** Pino logging; false silences it (tests). */
   logger?: boolean
+  /**
+   * True in a worker of `narwhal serve --workers N` (cli/cluster-worker.ts): /metrics then
+   * reports all workers together, gathered through the primary (server/cluster-metrics.ts).
+   */
+  clusterWorker?: boolean
 }
 
 export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOptions = {}): FastifyInstance {
@@ -71,7 +76,7 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
   registerIdleTimeout(app, timeouts.idleSeconds * 1000)
   registerAuth(app)
   registerRateLimit(app)
-  registerMetrics(app)
+  registerMetrics(app, { cluster: options.clusterWorker ?? false })
   registerRoutes(app)
   return app
 }

@@ -6,10 +6,13 @@
 import type { FastifyInstance } from 'fastify'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
 import type { Retention } from '../db/retention.js'
+import { metricsFromPrimary, shareRegistry } from './cluster-metrics.js'
 
 /**
  * Garbage collection may run in another process (`narwhal gc`, or the one server process that
  * runs the schedule), so these are read from the database's record of runs at each scrape.
+ * With several workers each reads the same rows, so merging takes the largest value (a worker
+ * that read a moment later may have seen one more run) instead of adding them up N times.
  */
 function registerGcMetrics (registry: Registry, retention: Retention): void {
   const fromTotals = (name: string, help: string, pick: (t: ReturnType<Retention['gcTotals']>) => number): void => {
@@ -17,6 +20,7 @@ function registerGcMetrics (registry: Registry, retention: Retention): void {
       name,
       help,
       registers: [],
+      aggregator: 'max',
       collect () {
         this.reset()
         this.inc(pick(retention.gcTotals()))
@@ -31,6 +35,7 @@ function registerGcMetrics (registry: Registry, retention: Retention): void {
     name: 'narwhal_gc_last_run_timestamp_seconds',
     help: 'When the last garbage collection finished (unix seconds; 0 before the first)',
     registers: [],
+    aggregator: 'max',
     collect () {
       const last = retention.lastGcRun()
       if (last !== undefined) this.set(last.finishedAt / 1000)
@@ -40,6 +45,7 @@ function registerGcMetrics (registry: Registry, retention: Retention): void {
     name: 'narwhal_gc_remaining_bytes',
     help: 'NAR file bytes the cache held after the last garbage collection',
     registers: [],
+    aggregator: 'max',
     collect () {
       const last = retention.lastGcRun()
       if (last !== undefined) this.set(last.remainingBytes)
@@ -47,9 +53,17 @@ function registerGcMetrics (registry: Registry, retention: Retention): void {
   }))
 }
 
-export function registerMetrics (app: FastifyInstance): void {
+/**
+ * `cluster`: this process is one worker of `narwhal serve --workers N`, and /metrics answers for
+ * all of them (server/cluster-metrics.ts). Request and byte counters are summed over the workers.
+ * So are the process metrics (memory, CPU seconds, handles: what the server as a whole uses, the
+ * figure to compare with one process; the primary, which serves nothing, is left out), except
+ * those prom-client merges otherwise: event-loop lag is averaged, the Node version taken once.
+ */
+export function registerMetrics (app: FastifyInstance, options: { cluster: boolean }): void {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'narwhal_' })
+  if (options.cluster) shareRegistry(registry)
   const requests = new Counter({
     name: 'narwhal_http_requests_total',
     help: 'HTTP requests by method, route and status code',
@@ -86,6 +100,7 @@ export function registerMetrics (app: FastifyInstance): void {
     done()
   })
   app.get('/metrics', async (_request, reply) => {
-    return reply.header('content-type', registry.contentType).send(await registry.metrics())
+    const text = options.cluster ? await metricsFromPrimary() : await registry.metrics()
+    return reply.header('content-type', registry.contentType).send(text)
   })
 }

@@ -17,7 +17,7 @@
  * and the 429 is sent instead (server/body.ts), before any byte of the body was read.
  *
  * The counters are @fastify/rate-limit's in-memory LRU store: they belong to this process, so
- * several worker processes would each grant the whole budget.
+ * with `workers: N` each worker grants the whole budget (said so in the README).
  */
 import fastifyRateLimit, { type RateLimitOptions } from '@fastify/rate-limit'
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'

@@ -62,10 +62,7 @@ export class BlobStore {
     this.layout = layout
   }
 
-  /**
-   * Creates the folders, checks the layout version and empties tmp/: anything there is an upload
-   * that a crash or kill interrupted, never a committed object.
-   */
+  /** Creates the folders and checks (or, in a new store, writes) the layout version. */
   init (): void {
     mkdirSync(this.layout.narDir, { recursive: true })
     mkdirSync(this.layout.tmpDir, { recursive: true })
@@ -85,6 +82,15 @@ export class BlobStore {
       renameSync(temp, this.layout.versionFile)
       fsyncDirectory(this.layout.storeDir)
     }
+  }
+
+  /**
+   * Empties tmp/: anything there is an upload that a crash or kill interrupted, never a committed
+   * object. Only while no process serves this store: with several server processes the primary
+   * does it once before the first worker starts, and a restarted worker must not (its siblings
+   * have uploads in flight there).
+   */
+  emptyTmp (): void {
     for (const name of readdirSync(this.layout.tmpDir)) {
       rmSync(path.join(this.layout.tmpDir, name), { force: true, recursive: true })
     }

@@ -9,7 +9,7 @@
  *     store/VERSION           layout version, "1"
  *     store/nar/<h0h1>/<filehash>   NAR files exactly as uploaded, sharded by the first two chars
  *     store/tmp/<random>.part       uploads in flight; rename()d into nar/ once verified,
- *                                   emptied on every start
+ *                                   emptied on every server start (never when one worker of several restarts)
  *
  * tmp/ and nar/ are on the same file system, so the final rename is atomic: a NAR is either
  * absent or complete under its final name.

@@ -47,16 +47,27 @@ async function waitForExit (child: ChildProcess): Promise<void> {
 }
 
 /**
- * Starts `narwhal serve --data DIR --listen 127.0.0.1:PORT` with the given trusted keys and waits
- * until it answers /nix-cache-info.
+ * Starts `narwhal serve --data DIR --listen 127.0.0.1:PORT` with the given trusted keys (and any
+ * further `args`, and NARWHAL_* settings in `env`) and waits until it answers /nix-cache-info.
  */
-export async function spawnServer (options: { dataDir: string, logFile: string, trustedKeys: string[], timeoutMs?: number }): Promise<ServerProcess> {
+export interface SpawnOptions {
+  dataDir: string
+  logFile: string
+  trustedKeys: string[]
+  timeoutMs?: number
+  /** More arguments for `narwhal serve`. */
+  args?: string[]
+  /** NARWHAL_* settings; the test runner's own are never passed on. */
+  env?: Record<string, string>
+}
+
+export async function spawnServer (options: SpawnOptions): Promise<ServerProcess> {
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
   const args = [CLI, 'serve', '--data', options.dataDir, '--listen', `127.0.0.1:${port}`,
-    ...options.trustedKeys.flatMap(k => ['--trusted-key', k])]
+    ...options.trustedKeys.flatMap(k => ['--trusted-key', k]), ...(options.args ?? [])]
   const logFd = openSync(options.logFile, 'a')
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NARWHAL_')))
+  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NARWHAL_'))), ...options.env }
   const child = spawn('node', args, { env, stdio: ['ignore', logFd, logFd] })
   closeSync(logFd)
   const log = (): string => readFileSync(options.logFile, 'utf8')

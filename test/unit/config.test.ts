@@ -4,7 +4,7 @@ import assert from 'node:assert/strict'
 import { writeFileSync, mkdtempSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { ConfigError, loadConfig } from '../../src/config/config.js'
+import { ConfigError, loadConfig, MAX_AUTO_WORKERS } from '../../src/config/config.js'
 
 function configFile (content: unknown): string {
   const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-config-')), 'narwhal.json')
@@ -149,4 +149,34 @@ test('gc settings: sizes and durations from the file and NARWHAL_GC_*, "off", an
   }
   assert.throws(() => loadConfig({}, { NARWHAL_GC_MAX_SIZE: '20 gigs' }), /NARWHAL_GC_MAX_SIZE: expected a size/)
   assert.throws(() => loadConfig({}, { NARWHAL_GC_KEEP_RECENT: '1y' }), /NARWHAL_GC_KEEP_RECENT: expected a duration/)
+})
+
+test('workers: 1 by default; a number or "auto" from the file, NARWHAL_WORKERS or --workers; bad values name the key', () => {
+  assert.equal(loadConfig({}, {}).workers, 1, 'one process unless asked')
+  const auto = Math.min(os.availableParallelism(), MAX_AUTO_WORKERS)
+  assert.equal(loadConfig({ configFile: configFile({ workers: 3 }) }, {}).workers, 3)
+  assert.equal(loadConfig({ configFile: configFile({ workers: 'auto' }) }, {}).workers, auto)
+  const file = configFile({ workers: 3 })
+  assert.equal(loadConfig({ configFile: file }, { NARWHAL_WORKERS: '5' }).workers, 5, 'the environment beats the file')
+  assert.equal(loadConfig({ configFile: file }, { NARWHAL_WORKERS: 'auto' }).workers, auto)
+  assert.equal(loadConfig({ configFile: file, workers: '2' }, { NARWHAL_WORKERS: '5' }).workers, 2, 'the flag beats both')
+  assert.equal(loadConfig({ workers: 'auto' }, {}).workers, auto)
+  assert.ok(auto >= 1 && auto <= 8, `auto is between 1 and 8, got ${auto}`)
+
+  const cases: Array<[unknown, RegExp]> = [
+    [{ workers: 0 }, /^workers: expected a positive integer or "auto", got 0/],
+    [{ workers: -2 }, /^workers: expected a positive integer or "auto"/],
+    [{ workers: 1.5 }, /^workers: expected a positive integer or "auto"/],
+    [{ workers: '4' }, /^workers: expected a positive integer or "auto", got "4"/],
+    [{ workers: 'all' }, /^workers: expected a positive integer or "auto"/],
+    [{ workers: null }, /^workers: expected a positive integer or "auto"/]
+  ]
+  for (const [content, message] of cases) {
+    assert.throws(() => loadConfig({ configFile: configFile(content) }, {}), (err: unknown) => err instanceof ConfigError && message.test(err.message),
+      `config ${JSON.stringify(content)}`)
+  }
+  assert.throws(() => loadConfig({}, { NARWHAL_WORKERS: '0' }), /^ConfigError: NARWHAL_WORKERS: expected a positive integer or "auto", got "0"/)
+  assert.throws(() => loadConfig({}, { NARWHAL_WORKERS: 'two' }), /^ConfigError: NARWHAL_WORKERS: expected a positive integer or "auto"/)
+  assert.throws(() => loadConfig({}, { NARWHAL_WORKERS: '2x' }), /^ConfigError: NARWHAL_WORKERS: expected a positive integer or "auto"/)
+  assert.throws(() => loadConfig({ workers: '-1' }, {}), /^ConfigError: --workers: expected a positive integer or "auto"/)
 })

@@ -65,7 +65,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
     process.stderr.write(`narwhal fsck: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
     return EXIT_CANNOT_RUN
   }
-  // Not openCache(): its BlobStore.init() empties store/tmp, which would cut off a running
+  // Not openCache(): by default it empties store/tmp (BlobStore.emptyTmp), which would cut off a running
   // server's uploads in flight.
   let db: Db
   try {

@@ -1,9 +1,13 @@
-/** `narwhal serve`: migrate, set up on first start, listen, collect garbage on schedule, and shut down cleanly on SIGTERM/SIGINT. */
+/**
+ * `narwhal serve`: migrate, set up on first start, listen, collect garbage on schedule, and shut
+ * down cleanly on SIGTERM/SIGINT. With `workers` above 1 the same happens across several
+ * processes (cli/cluster.ts); with 1, in this process alone, without node:cluster.
+ */
 import { loadConfig } from '../../config/config.js'
 import { startGcSchedule } from '../../cache/gc-schedule.js'
-import { loadTrustedKeys, openCache } from '../../cache/open-cache.js'
+import { openCache } from '../../cache/open-cache.js'
 import { buildApp } from '../../server/app.js'
-import { firstStartMessage, setUpFirstStart } from '../first-start.js'
+import { firstStart } from '../first-start.js'
 import { parse } from '../usage.js'
 
 export async function serveCommand (args: string[]): Promise<number> {
@@ -11,29 +15,26 @@ export async function serveCommand (args: string[]): Promise<number> {
     config: { type: 'string' },
     data: { type: 'string' },
     listen: { type: 'string' },
-    'trusted-key': { type: 'string', multiple: true }
+    'trusted-key': { type: 'string', multiple: true },
+    workers: { type: 'string' }
   })
   const config = loadConfig({
     configFile: values.config,
     dataDir: values.data,
     listen: values.listen,
-    trustedKeys: values['trusted-key']
+    trustedKeys: values['trusted-key'],
+    workers: values.workers
   })
+  // Loaded only when asked for, so one process runs exactly as it did before workers existed.
+  if (config.workers > 1) return await (await import('../cluster.js')).runCluster(config)
   const cache = openCache(config)
-  let message: string | undefined
-  if (cache.created) {
-    const result = setUpFirstStart(config, cache.layout, cache.metadata)
-    cache.trustedKeys = loadTrustedKeys(config, cache.layout)
-    const keyTexts = [...config.trustedKeys, ...(result.generatedPublicKey === undefined ? [] : [result.generatedPublicKey])]
-    message = firstStartMessage(config, cache.layout, result, keyTexts)
-  }
+  const message = firstStart(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
   await app.listen({ host: config.listen.host, port: config.listen.port })
   if (message !== undefined) process.stdout.write(message + '\n')
-  // With several server processes, only one may run the schedule (see cache/gc-schedule.ts).
   const stopGc = startGcSchedule(config.dataDir, config.gc, app.log)
   const stop = (): void => {
     stopGc().then(async () => await app.close()).then(() => cache.db.close(), (err: unknown) => app.log.error({ err }, 'error while closing'))
