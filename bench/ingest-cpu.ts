@@ -8,6 +8,7 @@
  *   BENCH_XZ_DIR=/usr/lib/python3.11      the xz NAR
  *   BENCH_SMALL=300                       small paths (real small files, one NAR each, zstd)
  *   BENCH_ONLY=large,xz,small,http        a subset of the rows
+ *   BENCH_SERVER_NODE_OPTIONS=…           NODE_OPTIONS for the HTTP row's server (e.g. --cpu-prof)
  *
  * Rows:
  *   - large zstd NAR and xz NAR through storeNar (ingest, fsync, row + rename + directory fsync)
@@ -23,6 +24,7 @@
  * 64 KiB chunks, the size a socket read delivers. Prints a table; never asserts on time.
  */
 import { createHash } from 'node:crypto'
+import { once } from 'node:events'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, createWriteStream } from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
@@ -177,7 +179,8 @@ function request (agent: http.Agent, url: string, method: string, headers: Recor
 
 /** The requests `nix copy --to` makes per path, one path at a time, against a fresh server. */
 async function httpRun (bodies: Body[]): Promise<Sample> {
-  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn' })
+  const nodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS
+  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) })
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
   try {
     const key = parseSecretKey(readFileSync(server.secretKey, 'utf8'))
@@ -215,7 +218,9 @@ async function httpRun (bodies: Body[]): Promise<Sample> {
     return { cpuMs: processCpuMs(pid) - cpuBefore, wallMs }
   } finally {
     agent.destroy()
+    const exited = once(server.child, 'exit')
     server.child.kill('SIGTERM')
+    await exited
     rmSync(server.dataDir, { recursive: true, force: true })
   }
 }
