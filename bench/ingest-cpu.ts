@@ -8,7 +8,8 @@
  *   BENCH_XZ_DIR=/usr/lib/python3.11      the xz NAR
  *   BENCH_SMALL=300                       small paths (real small files, one NAR each, zstd)
  *   BENCH_ONLY=large,xz,small,http        a subset of the rows
- *   BENCH_SERVER_NODE_OPTIONS=…           NODE_OPTIONS for the HTTP row's server (e.g. --cpu-prof)
+ *   BENCH_SERVER_NODE_OPTIONS=…           NODE_OPTIONS for the HTTP row's server (e.g. --require a profiler)
+ *   BENCH_HTTP_CONCURRENCY=1              paths uploaded at a time in the HTTP row, each on its own connection
  *
  * Rows:
  *   - large zstd NAR and xz NAR through storeNar (ingest, fsync, row + rename + directory fsync)
@@ -49,6 +50,7 @@ const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const NAR_DIR = process.env.BENCH_NAR_DIR ?? '/usr/lib/x86_64-linux-gnu'
 const XZ_DIR = process.env.BENCH_XZ_DIR ?? '/usr/lib/python3.11'
 const SMALL = Number(process.env.BENCH_SMALL ?? 300)
+const HTTP_CONCURRENCY = Number(process.env.BENCH_HTTP_CONCURRENCY ?? 1)
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'large,xz,small,http').split(','))
 const CACHE = path.join(os.tmpdir(), 'narwhal-bench-ingest')
 const CHUNK = 64 * 1024
@@ -181,7 +183,7 @@ function request (agent: http.Agent, url: string, method: string, headers: Recor
 async function httpRun (bodies: Body[]): Promise<Sample> {
   const nodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS
   const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) })
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 })
+  const agents = Array.from({ length: HTTP_CONCURRENCY }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }))
   try {
     const key = parseSecretKey(readFileSync(server.secretKey, 'utf8'))
     const auth = { authorization: 'Basic ' + Buffer.from(`bench:${server.token}`).toString('base64') }
@@ -204,20 +206,25 @@ async function httpRun (bodies: Body[]): Promise<Sample> {
     const pid = server.child.pid ?? 0
     const cpuBefore = processCpuMs(pid)
     const start = process.hrtime.bigint()
-    for (const [i, p] of paths.entries()) {
-      const narUrl = `${server.url}/nar/${p.body.fileHash}.nar.zst`
-      const miss = await request(agent, `${server.url}/${p.hashPart}.narinfo`, 'GET', auth)
-      const head = await request(agent, narUrl, 'HEAD', auth)
-      const nar = await request(agent, narUrl, 'PUT', { ...auth, 'content-type': 'application/x-nix-nar', 'content-length': String(p.body.bytes.length) }, p.body.bytes, true)
-      const info = await request(agent, `${server.url}/${p.hashPart}.narinfo`, 'PUT', { ...auth, 'content-type': 'text/x-nix-narinfo' }, narinfos[i])
-      if (miss.status !== 404 || head.status !== 404 || nar.status !== 201 || info.status !== 201) {
-        throw new Error(`unexpected answers ${miss.status} ${head.status} ${nar.status} ${nar.body} ${info.status} ${info.body}`)
+    // Each lane uploads every HTTP_CONCURRENCY-th path, one after another, on its own connection.
+    await Promise.all(agents.map(async (agent, lane) => {
+      for (let i = lane; i < paths.length; i += agents.length) {
+        const p = paths[i]
+        if (p === undefined) continue
+        const narUrl = `${server.url}/nar/${p.body.fileHash}.nar.zst`
+        const miss = await request(agent, `${server.url}/${p.hashPart}.narinfo`, 'GET', auth)
+        const head = await request(agent, narUrl, 'HEAD', auth)
+        const nar = await request(agent, narUrl, 'PUT', { ...auth, 'content-type': 'application/x-nix-nar', 'content-length': String(p.body.bytes.length) }, p.body.bytes, true)
+        const info = await request(agent, `${server.url}/${p.hashPart}.narinfo`, 'PUT', { ...auth, 'content-type': 'text/x-nix-narinfo' }, narinfos[i])
+        if (miss.status !== 404 || head.status !== 404 || nar.status !== 201 || info.status !== 201) {
+          throw new Error(`unexpected answers ${miss.status} ${head.status} ${nar.status} ${nar.body} ${info.status} ${info.body}`)
+        }
       }
-    }
+    }))
     const wallMs = Number(process.hrtime.bigint() - start) / 1e6
     return { cpuMs: processCpuMs(pid) - cpuBefore, wallMs }
   } finally {
-    agent.destroy()
+    for (const agent of agents) agent.destroy()
     const exited = once(server.child, 'exit')
     server.child.kill('SIGTERM')
     await exited
@@ -259,7 +266,7 @@ async function main (): Promise<void> {
     rows.push(row)
   }
   if (ONLY.has('http')) {
-    const row: Row = { what: `${small.length} small paths over HTTP (GET narinfo, HEAD nar, PUT nar, PUT narinfo), server CPU`, unit: 'ms per path', cpu: [], wall: [] }
+    const row: Row = { what: `${small.length} small paths over HTTP (GET narinfo, HEAD nar, PUT nar, PUT narinfo), ${HTTP_CONCURRENCY} at a time, server CPU`, unit: 'ms per path', cpu: [], wall: [] }
     for (let i = 0; i < RUNS; i++) {
       const s = await httpRun(small)
       row.cpu.push(s.cpuMs / small.length)
