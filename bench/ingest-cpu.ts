@@ -7,7 +7,7 @@
  *   BENCH_NAR_DIR=/usr/lib/x86_64-linux-gnu   the large NAR (zstd)
  *   BENCH_XZ_DIR=/usr/lib/python3.11      the xz NAR
  *   BENCH_SMALL=300                       small paths (real small files, one NAR each, zstd)
- *   BENCH_ONLY=large,xz,small,http        a subset of the rows
+ *   BENCH_ONLY=large,xz,small,http,http-large   a subset of the rows
  *   BENCH_SERVER_NODE_OPTIONS=…           NODE_OPTIONS for the HTTP row's server (e.g. --require a profiler)
  *   BENCH_HTTP_CONCURRENCY=1              paths uploaded at a time in the HTTP row, each on its own connection
  *
@@ -15,6 +15,8 @@
  *   - large zstd NAR and xz NAR through storeNar (ingest, fsync, row + rename + directory fsync)
  *     on a fresh data folder: process CPU (user + system, all threads) per MB of NAR;
  *   - small NARs through storeNar one after another: CPU and wall time per path;
+ *   - the large zstd NAR over HTTP (one PUT with `Expect: 100-continue`, in 64 KiB writes) to
+ *     `narwhal serve` in a child process: the server's CPU (from /proc/PID/stat) per MB of NAR;
  *   - small paths over HTTP against `narwhal serve` in a child process, the requests Nix 2.8's
  *     `nix copy --to` makes per path (GET narinfo 404, HEAD nar 404, PUT nar with
  *     `Expect: 100-continue`, PUT signed narinfo), one path at a time: the server's CPU (from
@@ -51,7 +53,7 @@ const NAR_DIR = process.env.BENCH_NAR_DIR ?? '/usr/lib/x86_64-linux-gnu'
 const XZ_DIR = process.env.BENCH_XZ_DIR ?? '/usr/lib/python3.11'
 const SMALL = Number(process.env.BENCH_SMALL ?? 300)
 const HTTP_CONCURRENCY = Number(process.env.BENCH_HTTP_CONCURRENCY ?? 1)
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'large,xz,small,http').split(','))
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'large,xz,small,http-large,http').split(','))
 const CACHE = path.join(os.tmpdir(), 'narwhal-bench-ingest')
 const CHUNK = 64 * 1024
 
@@ -232,6 +234,44 @@ async function httpRun (bodies: Body[]): Promise<Sample> {
   }
 }
 
+/** One PUT of `body` to a fresh server, written in 64 KiB pieces as a socket would carry it. */
+async function httpLargeRun (body: Body): Promise<Sample> {
+  const nodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS
+  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) })
+  try {
+    const pid = server.child.pid ?? 0
+    const cpuBefore = processCpuMs(pid)
+    const start = process.hrtime.bigint()
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${server.url}/nar/${body.fileHash}.nar${extensionFor(body.method)}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${server.token}`, 'content-length': String(body.bytes.length), expect: '100-continue' }
+      }, res => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) })
+      req.on('error', reject)
+      req.on('continue', () => {
+        let at = 0
+        const more = (): void => {
+          while (at < body.bytes.length) {
+            const ok = req.write(body.bytes.subarray(at, at + CHUNK))
+            at += CHUNK
+            if (!ok) { req.once('drain', more); return }
+          }
+          req.end()
+        }
+        more()
+      })
+    })
+    if (status !== 201) throw new Error(`large NAR upload answered ${status}`)
+    const wallMs = Number(process.hrtime.bigint() - start) / 1e6
+    return { cpuMs: processCpuMs(pid) - cpuBefore, wallMs }
+  } finally {
+    const exited = once(server.child, 'exit')
+    server.child.kill('SIGTERM')
+    await exited
+    rmSync(server.dataDir, { recursive: true, force: true })
+  }
+}
+
 interface Row { what: string, unit: string, cpu: number[], wall: number[] }
 
 function fmt (n: number): string {
@@ -241,7 +281,8 @@ function fmt (n: number): string {
 async function main (): Promise<void> {
   const rows: Row[] = []
   const large: Body[] = []
-  if (ONLY.has('large')) large.push(await compressedNar(NAR_DIR, 'zstd'))
+  const bigZstd = ONLY.has('large') || ONLY.has('http-large') ? await compressedNar(NAR_DIR, 'zstd') : undefined
+  if (ONLY.has('large') && bigZstd !== undefined) large.push(bigZstd)
   // Preset 6 is Nix's default; the file is built once.
   if (ONLY.has('xz')) large.push(await compressedNar(XZ_DIR, 'xz', 6))
   const small = ONLY.has('small') || ONLY.has('http') ? await smallNars(SMALL) : []
@@ -251,6 +292,16 @@ async function main (): Promise<void> {
     const row: Row = { what: `${body.method} NAR of ${body.name}: ${fmt(mb)} MB (${fmt(body.bytes.length / 1e6)} MB ${body.method}), storeNar`, unit: 'ms per NAR MB', cpu: [], wall: [] }
     for (let i = 0; i < RUNS; i++) {
       const s = await storeAll([body])
+      row.cpu.push(s.cpuMs / mb)
+      row.wall.push(s.wallMs / mb)
+    }
+    rows.push(row)
+  }
+  if (ONLY.has('http-large') && bigZstd !== undefined) {
+    const mb = bigZstd.narBytes / 1e6
+    const row: Row = { what: `zstd NAR of ${bigZstd.name}: ${fmt(mb)} MB, one PUT over HTTP, server CPU`, unit: 'ms per NAR MB', cpu: [], wall: [] }
+    for (let i = 0; i < RUNS; i++) {
+      const s = await httpLargeRun(bigZstd)
       row.cpu.push(s.cpuMs / mb)
       row.wall.push(s.wallMs / mb)
     }
