@@ -9,7 +9,7 @@
  * output to a callback. For zstd and uncompressed bodies it is synchronous: each input chunk is
  * decompressed in a loop into one output buffer that is reused for every call, and each filled
  * buffer is handed to the callback, which must consume it before returning (a hash and the NAR
- * reader do). Measured with bench/ingest-cpu.ts, this takes libzstd's own time (about what
+ * reader do). Only a chunk that expands past 8 MiB continues after a turn of the event loop. Measured with bench/ingest-cpu.ts, this takes libzstd's own time (about what
  * `zstd -d` takes) where zstd-napi's DecompressStream allocated a fresh 128 KiB buffer per output
  * chunk and pushed each through a stream: 1.7× the CPU for a 1 GB NAR. Decompression contexts are
  * kept for the next upload: creating one (and its window buffer) per upload cost about 0.4 ms of
@@ -88,9 +88,10 @@ export type DecodeSink = (output: Buffer) => void
 
 export interface Decoder {
   /**
-   * Decompresses `chunk` and hands the output to the sink. Synchronous decoders return undefined,
-   * having delivered everything; the others return a promise to wait on before the next write
-   * (backpressure), and deliver their output as it comes.
+   * Decompresses `chunk` and hands the output to the sink. Returns undefined when everything was
+   * delivered before returning (zstd and uncompressed, nearly always); otherwise a promise to wait
+   * on before the next write (backpressure, or a zstd chunk that expands past 8 MiB), the output
+   * being delivered as it comes.
    */
   write: (chunk: Buffer) => Promise<void> | undefined
   /** The input is complete. Throws or rejects with a DecodeError if it stopped inside compressed data. */
@@ -118,6 +119,9 @@ export function createDecoder (method: Compression, sink: DecodeSink): Decoder {
  */
 const ZSTD_OUTPUT = Buffer.allocUnsafe(256 * 1024)
 
+/** Output per turn of the event loop, about 10 ms of decompressing, hashing and reading here. */
+const ZSTD_OUTPUT_PER_TURN = 8 * 1024 * 1024
+
 /** Idle decompression contexts, kept for the next upload. */
 const idleContexts: zstdBinding.DCtx[] = []
 const MAX_IDLE_CONTEXTS = 4
@@ -144,13 +148,22 @@ class ZstdDecoder implements Decoder {
     this.#context = idleContexts.pop() ?? new zstdBinding.DCtx()
   }
 
-  write (chunk: Buffer): undefined {
+  write (chunk: Buffer): Promise<void> | undefined {
     const context = this.#context
     if (context === undefined) throw new Error('zstd decoder used after close')
     // An empty input would only ask libzstd for a hint, which reads as "inside a frame".
     if (chunk.length === 0) return undefined
     if (this.#header !== undefined) this.#readHeader(chunk)
-    let input = chunk
+    return this.#run(context, chunk)
+  }
+
+  /**
+   * Decompresses `input` until it is consumed and flushed. A chunk that expands beyond
+   * ZSTD_OUTPUT_PER_TURN (a well-formed NAR of a huge file of zeros compresses by a factor of
+   * thousands) goes on after a turn of the event loop, so other requests are not held up.
+   */
+  #run (context: zstdBinding.DCtx, input: Buffer): Promise<void> | undefined {
+    let budget = ZSTD_OUTPUT_PER_TURN
     for (;;) {
       let result: [number, number, number]
       try {
@@ -160,7 +173,14 @@ class ZstdDecoder implements Decoder {
         throw new DecodeError((err as Error).message)
       }
       const [remaining, produced, consumed] = result
-      if (produced > 0) this.#sink(ZSTD_OUTPUT.subarray(0, produced))
+      if (produced > 0) {
+        try {
+          this.#sink(ZSTD_OUTPUT.subarray(0, produced))
+        } catch (err) {
+          this.#failed = true
+          throw err
+        }
+      }
       if (remaining === 0) this.#frames++
       input = input.subarray(consumed)
       // Done with this chunk once it is consumed and the context holds no more output: it filled
@@ -173,6 +193,14 @@ class ZstdDecoder implements Decoder {
         // libzstd always progresses or reports an error; never spin if it did not.
         this.#failed = true
         throw new DecodeError('zstd decompression made no progress')
+      }
+      budget -= produced
+      if (budget <= 0) {
+        const rest = input
+        return new Promise<void>(resolve => setImmediate(resolve)).then(() => {
+          if (this.#context !== context) throw new Error('zstd decoder closed while decompressing')
+          return this.#run(context, rest)
+        })
       }
     }
   }

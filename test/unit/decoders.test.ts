@@ -70,11 +70,35 @@ test('zstd: output many times the buffer size from one small chunk is all delive
   let calls = 0
   const hash = createHash('sha256')
   const decoder = createDecoder('zstd', out => { calls++; hash.update(out) })
-  decoder.write(body)
+  assert.equal(decoder.write(body), undefined, 'under 8 MiB of output, synchronous')
   decoder.end()
   decoder.close()
   assert.ok(calls >= 20, `${calls} deliveries`)
   assert.deepEqual(hash.digest(), createHash('sha256').update(data).digest())
+})
+
+test('zstd: a chunk that expands enormously is decoded across turns of the event loop, all of it', async () => {
+  // 256 MiB of zeros compress to a few KiB: one socket read's worth.
+  const data = Buffer.alloc(256 * 1024 * 1024)
+  const body = zstdOneShot(data)
+  assert.ok(body.length < 64 * 1024, `${body.length} bytes`)
+  let turns = 0
+  const ticker = setInterval(() => { turns++ }, 0)
+  const hash = createHash('sha256')
+  let bytes = 0
+  const decoder = createDecoder('zstd', out => { bytes += out.length; hash.update(out) })
+  try {
+    const pending = decoder.write(body)
+    assert.ok(pending instanceof Promise, 'the decoder hands back a promise instead of blocking')
+    await pending
+    await decoder.end()
+  } finally {
+    clearInterval(ticker)
+    decoder.close()
+  }
+  assert.equal(bytes, data.length)
+  assert.deepEqual(hash.digest(), createHash('sha256').update(data).digest())
+  assert.ok(turns >= 5, `timers ran ${turns} times while it decoded`)
 })
 
 test('zstd: concatenated frames (and a skippable frame between them) decode to the concatenation', async () => {
