@@ -65,10 +65,12 @@ export class Metadata {
       narFileByHash: db.prepare<[string], NarFileRow>(
         `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
                 nar_size AS narSize FROM nar_files WHERE file_hash = ?`),
-      insertNarFile: db.prepare(
+      // RETURNING gives the new row in the same statement; on a conflict it returns nothing.
+      insertNarFile: db.prepare<[Omit<NarFileRow, 'id'> & { now: number }], NarFileRow>(
         `INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at)
          VALUES (@fileHash, @fileSize, @compression, @narHash, @narSize, @now, @now)
-         ON CONFLICT (file_hash) DO NOTHING`),
+         ON CONFLICT (file_hash) DO NOTHING
+         RETURNING id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash, nar_size AS narSize`),
       narinfoText: db.prepare<[string], { narinfo: string }>(
         'SELECT narinfo FROM narinfos WHERE hash_part = ?'),
       narinfoByHash: db.prepare<[string], Omit<StoredNarinfo, 'sigs' | 'references'> & { sigs: string }>(
@@ -156,9 +158,9 @@ export class Metadata {
     return this.stmts.narFileByHash.get(fileHash)
   }
 
+  /** Inserts the row of a verified NAR file, or returns the one already recorded for its hash. */
   recordNarFile (row: Omit<NarFileRow, 'id'>, now = Date.now()): NarFileRow {
-    this.stmts.insertNarFile.run({ ...row, now })
-    const stored = this.stmts.narFileByHash.get(row.fileHash)
+    const stored = this.stmts.insertNarFile.get({ ...row, now }) ?? this.stmts.narFileByHash.get(row.fileHash)
     if (stored === undefined) throw new Error('nar_files row vanished after insert')
     return stored
   }

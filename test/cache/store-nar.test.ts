@@ -5,13 +5,17 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, readdirSync } from 'node:fs'
+import { randomBytes, randomInt } from 'node:crypto'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
 import { Readable } from 'node:stream'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache } from '../../src/cache/open-cache.js'
 import { storeNar } from '../../src/cache/store-nar.js'
 import type { TempFile } from '../../src/storage/blob-store.js'
-import { fileHashOf, runBytes } from '../helpers/upload.js'
+import { encodeNix32 } from '../../src/nix/nix32.js'
+import { dumpPath } from '../../src/pusher/nar-writer.js'
+import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 
 test('the NAR file is renamed into place inside the transaction that records its row', async () => {
@@ -41,6 +45,37 @@ test('when the rename fails the row is rolled back and the temp file removed', a
   await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, declaredBytes: 0, reserveBytes: 0 }),
     /simulated rename failure/)
   assert.equal(cache.metadata.narFile(fileHash), undefined)
+  assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
+  cache.db.close()
+})
+
+test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', async () => {
+  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+  const dir = tempDir('narwhal-store-nar-src-')
+  // Random bytes do not compress: the zstd body is as large as the NAR, several write batches.
+  writeFileSync(path.join(dir, 'random.bin'), randomBytes(3 * 1024 * 1024 + 12345))
+  writeFileSync(path.join(dir, 'text.txt'), 'narwhal '.repeat(100_000))
+  const parts: Buffer[] = []
+  for await (const chunk of dumpPath(dir)) parts.push(chunk)
+  const nar = Buffer.concat(parts)
+  for (const method of ['zstd', 'none'] as const) {
+    const body = await compressBytes(nar, method)
+    const chunks: Buffer[] = []
+    for (let i = 0, n = 0; i < body.length; i += n) {
+      n = 1 + randomInt(70_000)
+      chunks.push(body.subarray(i, i + n))
+    }
+    const fileHash = fileHashOf(body)
+    const stored = await storeNar(Readable.from(chunks), fileHash, cache, { maxBytes: body.length, declaredBytes: body.length, reserveBytes: 0 })
+    assert.deepEqual(stored, {
+      fileHash,
+      fileSize: body.length,
+      compression: method,
+      narHash: encodeNix32(sha256(nar)),
+      narSize: nar.length
+    })
+    assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(body), `${method}: the stored file is the body`)
+  }
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
   cache.db.close()
 })

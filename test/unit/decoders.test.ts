@@ -1,0 +1,215 @@
+/**
+ * The decoders the upload path verifies with (createDecoder in src/storage/codecs.ts), above all
+ * the synchronous zstd loop: it reuses one output buffer and keeps decompression contexts for the
+ * next upload, so chunk boundaries, frame boundaries, truncation and context reuse are tested
+ * here against one-shot decompression of the same bytes.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createHash, randomBytes } from 'node:crypto'
+import { Readable, Writable } from 'node:stream'
+import { pipeline } from 'node:stream/promises'
+import zlib from 'node:zlib'
+import { compress as zstdOneShot, decompress as zstdDecompressOneShot } from 'zstd-napi'
+import type { Compression } from '../../src/nix/compression.js'
+import { createCompressor, createDecoder, DecodeError, zstdFrameWindow } from '../../src/storage/codecs.js'
+import { compressBytes } from '../helpers/upload.js'
+
+async function compressed (data: Buffer, method: Compression): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  await pipeline(Readable.from([data]), createCompressor(method), new Writable({
+    write (chunk: Buffer, _enc, done) { chunks.push(chunk); done() }
+  }))
+  return Buffer.concat(chunks)
+}
+
+function pieces (bytes: Buffer, size: number): Buffer[] {
+  const out: Buffer[] = []
+  for (let i = 0; i < bytes.length; i += size) out.push(bytes.subarray(i, i + size))
+  return out
+}
+
+/** Feeds `chunks` to a decoder and returns what it produced (copied: the zstd buffer is reused). */
+async function decode (method: Compression, chunks: Buffer[]): Promise<Buffer> {
+  const output: Buffer[] = []
+  const decoder = createDecoder(method, out => output.push(Buffer.from(out)))
+  try {
+    for (const chunk of chunks) await decoder.write(chunk)
+    await decoder.end()
+  } finally {
+    decoder.close()
+  }
+  return Buffer.concat(output)
+}
+
+/** Compressible but not trivial: text with random words, larger than the 256 KiB output buffer. */
+function sample (bytes: number): Buffer {
+  const words = Array.from({ length: 500 }, () => randomBytes(1 + (randomBytes(1)[0] ?? 0) % 8).toString('hex'))
+  const parts: string[] = []
+  let length = 0
+  while (length <= bytes) {
+    const word = words[(randomBytes(2).readUInt16LE(0)) % words.length] ?? 'x'
+    parts.push(word)
+    length += word.length + 1
+  }
+  return Buffer.from(parts.join(' ')).subarray(0, bytes)
+}
+
+test('zstd: the same output in one chunk, in 1-byte chunks and in uneven chunks', async () => {
+  const data = sample(700 * 1024)
+  const body = await compressed(data, 'zstd')
+  assert.deepEqual(await decode('zstd', [body]), data)
+  assert.deepEqual(await decode('zstd', pieces(body, 1)), data)
+  assert.deepEqual(await decode('zstd', pieces(body, 4093)), data)
+})
+
+test('zstd: output many times the buffer size from one small chunk is all delivered, in order', async () => {
+  const data = Buffer.alloc(5 * 1024 * 1024, 'narwhal ')
+  const body = await compressed(data, 'zstd')
+  assert.ok(body.length < 64 * 1024, 'one socket read holds the whole body')
+  let calls = 0
+  const hash = createHash('sha256')
+  const decoder = createDecoder('zstd', out => { calls++; hash.update(out) })
+  assert.equal(decoder.write(body), undefined, 'under 8 MiB of output, synchronous')
+  decoder.end()
+  decoder.close()
+  assert.ok(calls >= 20, `${calls} deliveries`)
+  assert.deepEqual(hash.digest(), createHash('sha256').update(data).digest())
+})
+
+test('zstd: a chunk that expands enormously is decoded across turns of the event loop, all of it', async () => {
+  // 256 MiB of zeros compress to a few KiB: one socket read's worth.
+  const data = Buffer.alloc(256 * 1024 * 1024)
+  const body = zstdOneShot(data)
+  assert.ok(body.length < 64 * 1024, `${body.length} bytes`)
+  let turns = 0
+  const ticker = setInterval(() => { turns++ }, 0)
+  const hash = createHash('sha256')
+  let bytes = 0
+  const decoder = createDecoder('zstd', out => { bytes += out.length; hash.update(out) })
+  try {
+    const pending = decoder.write(body)
+    assert.ok(pending instanceof Promise, 'the decoder hands back a promise instead of blocking')
+    await pending
+    await decoder.end()
+  } finally {
+    clearInterval(ticker)
+    decoder.close()
+  }
+  assert.equal(bytes, data.length)
+  assert.deepEqual(hash.digest(), createHash('sha256').update(data).digest())
+  assert.ok(turns >= 5, `timers ran ${turns} times while it decoded`)
+})
+
+test('zstd: concatenated frames (and a skippable frame between them) decode to the concatenation', async () => {
+  const a = sample(300 * 1024)
+  const b = sample(10 * 1024)
+  const skippable = Buffer.concat([Buffer.from([0x50, 0x2a, 0x4d, 0x18]), Buffer.from([3, 0, 0, 0]), Buffer.from('abc')])
+  // One streamed frame (window descriptor) and one one-shot frame (single segment, content size).
+  const body = Buffer.concat([await compressed(a, 'zstd'), skippable, zstdOneShot(b)])
+  const expected = Buffer.concat([a, b])
+  assert.deepEqual(zstdDecompressOneShot(body), expected, 'libzstd itself agrees')
+  assert.deepEqual(await decode('zstd', [body]), expected)
+  assert.deepEqual(await decode('zstd', pieces(body, 1)), expected)
+  assert.deepEqual(await decode('zstd', pieces(body, 777)), expected)
+})
+
+test('zstd: a stream cut anywhere but at a frame end is refused as truncated', async () => {
+  const one = await compressed(sample(100 * 1024), 'zstd')
+  const two = Buffer.concat([one, zstdOneShot(Buffer.from('second frame'))])
+  for (const cut of [4, 5, 6, 12, Math.floor(one.length / 2), one.length - 1, one.length + 3, two.length - 1]) {
+    for (const size of [1, 64 * 1024]) {
+      await assert.rejects(decode('zstd', pieces(two.subarray(0, cut), size)), (err: unknown) => {
+        assert.ok(err instanceof DecodeError, `cut at ${cut}: ${String(err)}`)
+        return true
+      })
+    }
+  }
+  // Cut exactly after the first frame: a complete stream of one frame.
+  assert.equal((await decode('zstd', pieces(two.subarray(0, one.length), 1))).length, 100 * 1024)
+})
+
+test('zstd: bytes after a frame that are no frame, and a corrupt block, are refused with DecodeError', async () => {
+  const body = await compressed(sample(100 * 1024), 'zstd')
+  await assert.rejects(decode('zstd', [Buffer.concat([body, Buffer.from('trailing garbage')])]), DecodeError)
+  const corrupt = Buffer.from(body)
+  for (let i = 20; i < 200; i++) corrupt[i] = (corrupt[i] ?? 0) ^ 0x5a
+  await assert.rejects(decode('zstd', pieces(corrupt, 100)), DecodeError)
+})
+
+test('zstd: an error thrown by the sink passes through unchanged, not as a DecodeError', async () => {
+  const body = await compressed(sample(400 * 1024), 'zstd')
+  const mine = new Error('the NAR reader refused')
+  const decoder = createDecoder('zstd', () => { throw mine })
+  assert.throws(() => decoder.write(body), (err: unknown) => err === mine)
+  decoder.close()
+})
+
+test('zstd: decoders interleaved chunk by chunk, and contexts reused after failures, stay independent', async () => {
+  const a = sample(600 * 1024)
+  const b = sample(500 * 1024)
+  const [bodyA, bodyB] = [await compressed(a, 'zstd'), await compressed(b, 'zstd')]
+  for (let round = 0; round < 3; round++) {
+    // A truncated upload and a corrupt one leave their contexts in the middle of a frame.
+    await assert.rejects(decode('zstd', [bodyA.subarray(0, 1000)]), DecodeError)
+    await assert.rejects(decode('zstd', [bodyB.subarray(0, 200), Buffer.alloc(300, 0xff)]), DecodeError)
+    const outA: Buffer[] = []
+    const outB: Buffer[] = []
+    const decA = createDecoder('zstd', out => outA.push(Buffer.from(out)))
+    const decB = createDecoder('zstd', out => outB.push(Buffer.from(out)))
+    const chunksA = pieces(bodyA, 3000)
+    const chunksB = pieces(bodyB, 5000)
+    for (let i = 0; i < Math.max(chunksA.length, chunksB.length); i++) {
+      const ca = chunksA[i]
+      const cb = chunksB[i]
+      if (ca !== undefined) decA.write(ca)
+      if (cb !== undefined) decB.write(cb)
+    }
+    decA.end()
+    decB.end()
+    decA.close()
+    decB.close()
+    assert.deepEqual(Buffer.concat(outA), a)
+    assert.deepEqual(Buffer.concat(outB), b)
+  }
+})
+
+test('zstdFrameWindow reads the window a frame header declares', async () => {
+  // Streaming compression at the default level declares a window of its own.
+  const streamed = await compressed(sample(10 * 1024), 'zstd')
+  const window = zstdFrameWindow(streamed)
+  assert.equal(typeof window, 'number')
+  assert.ok((window as number) >= 1024 && (window as number) <= 8 * 1024 * 1024, String(window))
+  // One-shot compression of 5000 bytes: single segment, the window is the content size.
+  assert.equal(zstdFrameWindow(zstdOneShot(Buffer.alloc(5000, 1))), 5000)
+  assert.equal(zstdFrameWindow(zstdOneShot(Buffer.alloc(100, 1))), 100)
+  assert.equal(zstdFrameWindow(streamed.subarray(0, 4)), 'more')
+  assert.equal(zstdFrameWindow(Buffer.from('not zstd at all')), undefined)
+  // Window descriptor 0x88: exponent 17, mantissa 0 → 2^27 = 128 MiB.
+  assert.equal(zstdFrameWindow(Buffer.from([0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x88])), 128 * 1024 * 1024)
+})
+
+for (const method of ['xz', 'gzip', 'bzip2', 'br', 'none'] as const) {
+  test(`${method}: 1-byte chunks decode like one chunk; truncation is a DecodeError; sink errors pass through`, async () => {
+    const data = sample(300 * 1024)
+    // narwhal does not compress with bzip2; the system's bzip2 does.
+    const body = method === 'bzip2' ? await compressBytes(data, 'bzip2') : await compressed(data, method)
+    assert.deepEqual(await decode(method, [body]), data)
+    assert.deepEqual(await decode(method, pieces(body, method === 'bzip2' ? 97 : 1)), data)
+    if (method !== 'none') {
+      await assert.rejects(decode(method, [body.subarray(0, Math.floor(body.length / 2))]), DecodeError)
+    }
+    const mine = new Error('the NAR reader refused')
+    const decoder = createDecoder(method, () => { throw mine })
+    await assert.rejects(async () => {
+      for (const chunk of pieces(body, 4096)) await decoder.write(chunk)
+      await decoder.end()
+    }, (err: unknown) => err === mine)
+    decoder.close()
+  })
+}
+
+test('gzip one-shot agrees with the gzip decoder (an independent check of the adapter)', async () => {
+  const data = sample(200 * 1024)
+  assert.deepEqual(await decode('gzip', pieces(zlib.gzipSync(data), 10)), data)
+})
