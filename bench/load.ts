@@ -30,7 +30,7 @@
  *   serves from several processes; memory is summed over the whole process tree either way)
  */
 import { randomBytes, randomInt } from 'node:crypto'
-import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { appendFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import path from 'node:path'
@@ -40,7 +40,7 @@ import { Pool } from 'undici'
 import { encodeNix32 } from '../src/nix/nix32.js'
 import { buildBenchClosure } from './closure.js'
 import { startNarwhal, type Narwhal } from './servers.js'
-import { nixEnv, sh, writeNetrc } from './tools.js'
+import { nixEnv, processTree, sh, writeNetrc } from './tools.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 const OUT_DIR = path.resolve('bench/out')
@@ -325,20 +325,6 @@ async function deleteMadePaths (made: string[]): Promise<void> {
   } catch (err) {
     process.stderr.write(`note: could not delete the run's store paths: ${describe(err).slice(0, 300)}\n`)
   }
-}
-
-/** The server's process and all its descendants (a multi-process server is measured whole). */
-function processTree (pid: number): number[] {
-  const pids = [pid]
-  for (let i = 0; i < pids.length; i++) {
-    try {
-      for (const task of readdirSync(`/proc/${pids[i]}/task`)) {
-        const children = readFileSync(`/proc/${pids[i]}/task/${task}/children`, 'utf8').trim()
-        if (children !== '') pids.push(...children.split(/\s+/).map(Number))
-      }
-    } catch {}
-  }
-  return pids
 }
 
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat (clock ticks of 1/100 s). */

@@ -20,6 +20,7 @@ import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
 import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
+import { MAX_AUTO_WORKERS } from '../src/config/config.js'
 import { buildBenchClosure } from './closure.js'
 import { bigNarInfo, bigNarStream } from './big-nar.js'
 import { resetDir, startNarwhal, startNginx } from './servers.js'
@@ -101,10 +102,10 @@ function ratio (value: number, nginx: number): string {
   return Number.isNaN(nginx) || Number.isNaN(value) ? '' : (value / nginx).toFixed(2)
 }
 
-/** The worker count for the multi-process narwhal: BENCH_WORKERS, else one per core (at most 8). */
+/** The worker count for the multi-process narwhal: BENCH_WORKERS, else what `workers: "auto"` starts. */
 function benchWorkers (): number {
   const raw = process.env.BENCH_WORKERS
-  if (raw === undefined) return Math.min(8, os.availableParallelism())
+  if (raw === undefined) return Math.min(MAX_AUTO_WORKERS, os.availableParallelism())
   if (!/^[1-9]\d*$/.test(raw)) throw new Error(`BENCH_WORKERS: expected an integer >= 1, got ${JSON.stringify(raw)}`)
   return Number(raw)
 }
@@ -206,7 +207,7 @@ async function main (): Promise<void> {
           get(`${server.url}/nar/${a.fileHash}.nar`)
         ])
         if (up !== 201 || down !== 200) throw new Error(`big NAR transfer answered ${up}/${down}`)
-        peaks.push(peakRssTreeMiB(server.child.pid ?? 0).total)
+        peaks.push(peakRssTreeMiB(server.child.pid ?? 0))
       }
       rows.push({ what: 'memory', how: 'peak RSS of the server\'s processes (summed) over the whole run, 4.3 GiB NAR up while another comes down', nginx: NaN, single: peaks[0] ?? NaN, workers: peaks[1] ?? NaN, unit: 'MiB', goal: '≤ 200 MiB' })
     }

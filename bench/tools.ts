@@ -5,7 +5,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -28,12 +28,6 @@ export function median (values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b)
   const mid = Math.floor(sorted.length / 2)
   return sorted.length % 2 === 1 ? sorted[mid] ?? NaN : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2
-}
-
-export async function repeat (times: number, fn: () => Promise<number>): Promise<number> {
-  const values: number[] = []
-  for (let i = 0; i < times; i++) values.push(await fn())
-  return median(values)
 }
 
 /**
@@ -109,18 +103,21 @@ export function peakRssMiB (pid: number): number {
   return kb === undefined ? NaN : Number(kb) / 1024
 }
 
-/** A process and all its descendants (a server's cluster workers), from /proc. */
+/**
+ * A server's process and all its descendants (cluster workers), from /proc: a multi-process
+ * server is measured whole. Children are listed per thread, so every task is asked.
+ */
 export function processTree (pid: number): number[] {
-  const children = (p: number): number[] => {
+  const pids = [pid]
+  for (let i = 0; i < pids.length; i++) {
     try {
-      return readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number)
-    } catch {
-      return []
-    }
+      for (const task of readdirSync(`/proc/${pids[i]}/task`)) {
+        const children = readFileSync(`/proc/${pids[i]}/task/${task}/children`, 'utf8').trim()
+        if (children !== '') pids.push(...children.split(/\s+/).map(Number))
+      }
+    } catch {}
   }
-  const all = [pid]
-  for (let i = 0; i < all.length; i++) all.push(...children(all[i] ?? 0))
-  return all
+  return pids
 }
 
 /**
@@ -128,7 +125,6 @@ export function processTree (pid: number): number[] {
  * had to give it. An upper bound (the processes need not peak at the same moment, and pages they
  * share, such as Node's own code, count once per process).
  */
-export function peakRssTreeMiB (pid: number): { total: number, processes: number } {
-  const pids = processTree(pid)
-  return { total: pids.reduce((sum, p) => sum + peakRssMiB(p), 0), processes: pids.length }
+export function peakRssTreeMiB (pid: number): number {
+  return processTree(pid).reduce((sum, p) => sum + peakRssMiB(p), 0)
 }

@@ -212,11 +212,12 @@ function expectDuration (v: unknown, key: string): number {
 
 /**
  * A positive integer, or "auto": one per core (os.availableParallelism()), at most
- * MAX_AUTO_WORKERS. Environment and flag values are text; a JSON file gives a number or "auto".
+ * MAX_AUTO_WORKERS. Environment and flag values are text (`fromText`); a JSON file gives a
+ * number or "auto", and other text there is refused.
  */
-function expectWorkers (v: unknown, key: string): number {
+function expectWorkers (v: unknown, key: string, fromText = true): number {
   if (v === 'auto') return Math.min(os.availableParallelism(), MAX_AUTO_WORKERS)
-  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
+  const n = fromText && typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1) {
     throw new ConfigError(`${key}: expected a positive integer or "auto", got ${JSON.stringify(v)}`)
   }
@@ -317,13 +318,7 @@ function applyFile (config: Config, raw: unknown, file: string): void {
       if (raw.gc[key] !== undefined) applyGcSetting(config.gc, key, raw.gc[key], `gc.${key}`)
     }
   }
-  if (raw.workers !== undefined) {
-    // Text other than "auto" is refused in a file, where a number is written as one.
-    if (typeof raw.workers === 'string' && raw.workers !== 'auto') {
-      throw new ConfigError(`workers: expected a positive integer or "auto", got ${JSON.stringify(raw.workers)}`)
-    }
-    config.workers = expectWorkers(raw.workers, 'workers')
-  }
+  if (raw.workers !== undefined) config.workers = expectWorkers(raw.workers, 'workers', false)
 }
 
 /** Windows are whole seconds, at most an hour: longer ones are bans, not rate limits. */

@@ -9,8 +9,9 @@
  * output to a callback. For zstd and uncompressed bodies it is synchronous: each input chunk is
  * decompressed in a loop into one output buffer that is reused for every call, and each filled
  * buffer is handed to the callback, which must consume it before returning (a hash and the NAR
- * reader do). Only a chunk that expands past 8 MiB continues after a turn of the event loop. Measured with bench/ingest-cpu.ts, this takes libzstd's own time (about what
- * `zstd -d` takes) where zstd-napi's DecompressStream allocated a fresh 128 KiB buffer per output
+ * reader do). Only a chunk that expands past 8 MiB continues after a turn of the event loop.
+ * Measured with bench/ingest-cpu.ts, this takes libzstd's own time (about what `zstd -d` takes)
+ * where zstd-napi's DecompressStream allocated a fresh 128 KiB buffer per output
  * chunk and pushed each through a stream: 1.7× the CPU for a 1 GB NAR. Decompression contexts are
  * kept for the next upload: creating one (and its window buffer) per upload cost about 0.4 ms of
  * CPU, mostly in the garbage collections its native memory set off, more than a small NAR's
