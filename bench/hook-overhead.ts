@@ -24,7 +24,7 @@ import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { spawn } from 'node:child_process'
 import { startNarwhal } from './servers.js'
-import { median, sh, timed } from './tools.js'
+import { median, sh, timed, useScratchTmpdir } from './tools.js'
 
 const BUILDS = Number(process.env.BENCH_BUILDS ?? 30)
 const ROOT = path.resolve('.')
@@ -52,6 +52,7 @@ async function withDaemon<T> (hook: string | undefined, env: NodeJS.ProcessEnv, 
 }
 
 async function main (): Promise<void> {
+  useScratchTmpdir('narwhal-bench-hook')
   if (process.getuid?.() !== 0) throw new Error('hook-overhead starts nix-daemon: run it as root')
   if (await socketAnswers()) throw new Error(`another nix-daemon answers on ${SOCKET}; stop it first`)
   const socketExisted = existsSync(SOCKET)

@@ -46,7 +46,7 @@ import { dumpPath } from '../src/pusher/nar-writer.js'
 import { parseSecretKey } from '../src/signing/keys.js'
 import { createCompressor } from '../src/storage/codecs.js'
 import { startNarwhal } from './servers.js'
-import { median } from './tools.js'
+import { median, useScratchTmpdir } from './tools.js'
 
 const RUNS = Number(process.env.BENCH_RUNS ?? 5)
 const NAR_DIR = process.env.BENCH_NAR_DIR ?? '/usr/lib/x86_64-linux-gnu'
@@ -279,6 +279,7 @@ function fmt (n: number): string {
 }
 
 async function main (): Promise<void> {
+  useScratchTmpdir('narwhal-bench-ingest')
   const rows: Row[] = []
   const large: Body[] = []
   const bigZstd = ONLY.has('large') || ONLY.has('http-large') ? await compressedNar(NAR_DIR, 'zstd') : undefined

@@ -40,7 +40,7 @@ import { Pool } from 'undici'
 import { encodeNix32 } from '../src/nix/nix32.js'
 import { buildBenchClosure } from './closure.js'
 import { startNarwhal, type Narwhal } from './servers.js'
-import { nixEnv, processTree, sh, writeNetrc } from './tools.js'
+import { nixEnv, processTree, sh, useScratchTmpdir, writeNetrc } from './tools.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 const OUT_DIR = path.resolve('bench/out')
@@ -443,6 +443,7 @@ function machine (): string {
 }
 
 async function main (): Promise<void> {
+  useScratchTmpdir('narwhal-load')
   const startedAt = new Date()
   const loadBefore = os.loadavg()[0] ?? NaN
   const nixVersion = (await sh('nix', ['--version'])).trim()

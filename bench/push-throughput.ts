@@ -15,7 +15,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { buildBenchClosure } from './closure.js'
 import { startNarwhal } from './servers.js'
-import { median, nixEnv, sh, timed, writeNetrc } from './tools.js'
+import { median, nixEnv, sh, timed, useScratchTmpdir, writeNetrc } from './tools.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const RUNS = QUICK ? 1 : 3
@@ -26,6 +26,7 @@ const CLI = path.resolve('dist/src/cli/main.js')
 interface Row { name: string, seconds: number }
 
 async function main (): Promise<void> {
+  useScratchTmpdir('narwhal-bench-push')
   const env = nixEnv()
   const closure = await buildBenchClosure(env, (QUICK ? 150 : 500) * 1024 * 1024)
   process.stderr.write(`closure: ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR\n`)

@@ -24,7 +24,7 @@ import { MAX_AUTO_WORKERS } from '../src/config/config.js'
 import { buildBenchClosure } from './closure.js'
 import { bigNarInfo, bigNarStream } from './big-nar.js'
 import { resetDir, startNarwhal, startNginx } from './servers.js'
-import { alternate, freePort, nixEnv, peakRssTreeMiB, sh, startProcess, timed, wrkRate, writeNetrc } from './tools.js'
+import { alternate, freePort, nixEnv, peakRssTreeMiB, sh, startProcess, timed, useScratchTmpdir, writeNetrc, wrkRate } from './tools.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const WRK_SECONDS = QUICK ? 2 : 5
@@ -127,6 +127,7 @@ async function uploadToFresh (workers: number, top: string, compression: string)
 }
 
 async function main (): Promise<void> {
+  useScratchTmpdir('narwhal-bench')
   ensureTools()
   const rows: Row[] = []
   const env = nixEnv()

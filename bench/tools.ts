@@ -5,9 +5,30 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+
+/**
+ * Points TMPDIR (for this process and every server and Nix process it starts) at one fresh folder
+ * and removes it when the benchmark exits, unless BENCH_KEEP=1. A run makes data folders of
+ * several GB (the 4 GiB NAR, the copies of the closure); left in /tmp they fill the disk.
+ */
+export function useScratchTmpdir (name: string): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `${name}-`))
+  process.env.TMPDIR = dir
+  if (process.env.BENCH_KEEP === '1') {
+    console.error(`${name}: BENCH_KEEP=1, keeping ${dir}`)
+    return dir
+  }
+  const remove = (): void => rmSync(dir, { recursive: true, force: true })
+  process.on('exit', remove)
+  // Interrupted: remove the folder, then die of the same signal as without this handler.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => { remove(); process.kill(process.pid, signal) })
+  }
+  return dir
+}
 
 export function sh (file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
   return new Promise((resolve, reject) => {

@@ -24,6 +24,15 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
+# Every temporary folder the tests make (data folders, Nix stores, keys) goes under one folder
+# for this run, removed when the run ends however it ends: hundreds of them per run otherwise
+# pile up in /tmp, some of them stores of several hundred MB.
+TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/narwhal-test-run-XXXXXX")"
+# Like /tmp itself: the end-to-end tests run Nix as an unprivileged user, which makes its own.
+chmod 1777 "$TMPDIR"
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
+
 npx tsc -p tsconfig.json
 npx eslint .
 # Integration tests start servers and Nix processes; two at a time suits a 2-core machine.
