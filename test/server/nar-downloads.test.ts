@@ -6,6 +6,8 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { readdirSync } from 'node:fs'
+import net from 'node:net'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, parseRaw, put, rawHttp, request, type Nar } from '../helpers/upload.js'
 
@@ -124,4 +126,40 @@ test('a NAR between one synchronous read (64 KiB) and 1 MiB is read whole off th
   const head = await request(server, 'HEAD', `/${nar.url}`)
   assert.equal(head.headers['content-length'], String(nar.bytes.length))
   assert.equal(head.bytes.length, 0)
+})
+
+/** Open file descriptors of this process (the test server runs in it). */
+function openFds (): number {
+  return readdirSync('/proc/self/fd').length
+}
+
+test('a large NAR download the client abandons midway: its file is closed, and whole downloads go on and are counted', async (t) => {
+  const server = await startServer(t)
+  // Larger than loopback's socket buffers, so the server is mid-file when the client goes.
+  const nar = await freshNar('zstd', { randomBytes: 24 * 1024 * 1024 })
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  const before = openFds()
+  const received = await new Promise<number>((resolve, reject) => {
+    let bytes = 0
+    const socket = net.connect(server.port, '127.0.0.1', () => socket.write(`GET /${nar.url} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`))
+    socket.on('data', (chunk: Buffer) => {
+      bytes += chunk.length
+      if (bytes >= 2 * 1024 * 1024) { socket.pause(); socket.destroy(); resolve(bytes) }
+    })
+    socket.on('error', reject)
+  })
+  assert.ok(received < nar.bytes.length, 'the client stopped before the end')
+  let after = openFds()
+  for (let i = 0; i < 100 && after > before; i++) {
+    await new Promise(resolve => setTimeout(resolve, 20))
+    after = openFds()
+  }
+  assert.ok(after <= before, `descriptors left open after the client went away: ${after} against ${before}`)
+  for (let i = 0; i < 2; i++) {
+    const whole = await request(server, 'GET', `/${nar.url}`)
+    assert.equal(whole.status, 200)
+    assert.ok(whole.bytes.equals(nar.bytes))
+  }
+  const metrics = await (await fetch(`${server.url}/metrics`)).text()
+  assert.match(metrics, /narwhal_http_requests_total\{method="GET",route="\/nar\/:file",status="200"\} [23]\n/)
 })

@@ -8,8 +8,8 @@
  * PUT verifies while the bytes arrive (storage/nar-ingest.ts) and records the NAR only after it
  * was proven to hash to its name and to decompress to a well-formed NAR.
  */
-import { closeSync, createReadStream, read, readSync } from 'node:fs'
-import { promisify } from 'node:util'
+import { closeSync } from 'node:fs'
+import type { OutgoingHttpHeaders } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
@@ -18,6 +18,7 @@ import { storeNar } from '../../cache/store-nar.js'
 import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { parseRange } from '../range.js'
+import { readWhole, readWholeAsync, sendFileRange, SMALL_BODY_BYTES, WHOLE_BODY_BYTES } from '../file-body.js'
 
 const params = {
   type: 'object',
@@ -27,57 +28,8 @@ const params = {
 
 interface Params { file: string }
 
-const readAsync = promisify(read)
-
 function fileHashOf (file: string): string {
   return file.slice(0, 52)
-}
-
-/**
- * Bodies up to this size are read with one synchronous read on the event loop (a few
- * microseconds from the page cache) and sent as one buffer. Most NARs of a closure are small
- * (half of the benchmark closure's are under 200 bytes).
- */
-const SMALL_BODY_BYTES = 64 * 1024
-
-/**
- * Bodies up to this size are read into one buffer by one read on libuv's thread pool and sent
- * whole. A stream costs several thread-pool round trips (each read, the end, the close) and the
- * stream machinery: for a 200 KB NAR it took about 1 ms against nginx's 0.35 ms. The buffer is no
- * larger than the stream's own 1 MiB read-ahead, so memory per download stays as it was.
- */
-const WHOLE_BODY_BYTES = 1024 * 1024
-
-/** Reads `length` bytes at `start` and closes the descriptor. */
-function readWhole (fd: number, start: number, length: number): Buffer {
-  try {
-    const body = Buffer.allocUnsafe(length)
-    let done = 0
-    while (done < length) {
-      const n = readSync(fd, body, done, length - done, start + done)
-      if (n === 0) throw new Error('NAR file ended before its recorded size')
-      done += n
-    }
-    return body
-  } finally {
-    closeSync(fd)
-  }
-}
-
-/** readWhole on the thread pool, for bodies too large to read on the event loop. */
-async function readWholeAsync (fd: number, start: number, length: number): Promise<Buffer> {
-  try {
-    const body = Buffer.allocUnsafe(length)
-    let done = 0
-    while (done < length) {
-      const { bytesRead } = await readAsync(fd, body, done, length - done, start + done)
-      if (bytesRead === 0) throw new Error('NAR file ended before its recorded size')
-      done += bytesRead
-    }
-    return body
-  } finally {
-    closeSync(fd)
-  }
 }
 
 export function narRoutes (app: FastifyInstance): void {
@@ -89,9 +41,9 @@ export function narRoutes (app: FastifyInstance): void {
   //
   // The common GET is lean: one prepared-statement lookup (only NARs the database records are
   // served: a file without its row is a crashed commit or one garbage collection is removing),
-  // a synchronous open and fstat, then either one read for a small body or a stream of 1 MiB
-  // reads. No thread-pool round trip before the headers: with a closure of many small NARs each
-  // hop (stat, open, read, close) cost more than the bytes.
+  // a synchronous open and fstat, then the body as file-body.ts sends it for its size. No
+  // thread-pool round trip before the headers: with a closure of many small NARs each hop (stat,
+  // open, read, close) cost more than the bytes.
   app.route<{ Params: Params }>({
     method: ['GET', 'HEAD'],
     url: '/nar/:file',
@@ -132,7 +84,13 @@ export function narRoutes (app: FastifyInstance): void {
       }
       if (length <= SMALL_BODY_BYTES) return reply.send(readWhole(fd, start, length))
       if (length <= WHOLE_BODY_BYTES) return reply.send(await readWholeAsync(fd, start, length))
-      return reply.send(createReadStream('', { fd, start, end, highWaterMark: 1 << 20 }))
+      // Large bodies are written by file-body.ts's own loop, straight to the response: Fastify
+      // sends no headers of a hijacked reply but still runs the onResponse hooks (metrics, log).
+      reply.hijack()
+      reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
+      const failed = await sendFileRange(reply.raw, fd, start, length)
+      if (failed !== undefined) request.log.error({ fileHash, err: failed }, 'NAR file could not be read; the download was cut off')
+      return reply
     }
   })
 
