@@ -200,7 +200,7 @@ async function realNar (name: string): Promise<{ bytes: Buffer, fileHash: string
   return { bytes, fileHash: encodeNix32(createHash('sha256').update(bytes).digest()) }
 }
 
-const ingest = (bytes: Buffer): IngestOptions => ({ maxBytes: bytes.length, declaredBytes: 0, reserveBytes: 0 })
+const ingest = (bytes: Buffer): IngestOptions => ({ maxBytes: bytes.length, maxNarSize: bytes.length, declaredBytes: 0, reserveBytes: 0 })
 
 // Nix uploads a NAR, then its narinfo. A push abandoned after the NAR and retried days later (a
 // retried `nix copy`) uploads the NAR again: its grace period must count from that upload, or a

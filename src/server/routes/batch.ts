@@ -115,7 +115,12 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
       await checkReupload(stream, fileHash, limit)
       return { name, status: 200, result: 'unchanged' }
     }
-    const nar = await storeNar(stream, fileHash, { metadata, blobs }, { maxBytes: limit, declaredBytes: 0, reserveBytes: config.limits.freeSpaceReserveBytes })
+    const nar = await storeNar(stream, fileHash, { metadata, blobs }, {
+      maxBytes: limit,
+      maxNarSize: config.limits.narSizeBytes,
+      declaredBytes: 0,
+      reserveBytes: config.limits.freeSpaceReserveBytes
+    })
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored (batch)')
     return { name, status: 201, result: 'created' }
   }

@@ -156,6 +156,7 @@ export function narRoutes (app: FastifyInstance): void {
     }
     const nar = await storeNar(body, fileHash, { metadata, blobs }, {
       maxBytes: limit,
+      maxNarSize: config.limits.narSizeBytes,
       declaredBytes,
       reserveBytes: config.limits.freeSpaceReserveBytes
     })
