@@ -147,7 +147,7 @@ async function storeAll (bodies: Body[]): Promise<Sample> {
     return await measure(async () => {
       for (const body of bodies) {
         await storeNar(Readable.from(chunks(body.bytes)), body.fileHash, cache,
-          { maxBytes: 64 * 1024 ** 3, declaredBytes: body.bytes.length, reserveBytes: 0 })
+          { maxBytes: 64 * 1024 ** 3, maxNarSize: 256 * 1024 ** 3, declaredBytes: body.bytes.length, reserveBytes: 0 })
       }
     })
   } finally {

@@ -12,7 +12,12 @@
  *
  * The same NAR stored twice at once (two pushers, possibly in two worker processes of `serve
  * --workers N`) is safe: the write lock makes them take turns, the second's insert finds the
- * first's row (ON CONFLICT DO NOTHING), and its rename replaces the file with identical bytes.
+ * first's row (ON CONFLICT DO UPDATE, which only restarts its grace period), and its rename
+ * replaces the file with identical bytes.
+ *
+ * Every upload of a NAR, new or not, restarts the grace period after which gc removes a NAR no
+ * narinfo names (nar_files.created_at): Nix uploads the NAR, then the narinfo, and a retry of a
+ * push abandoned long ago must not have its NAR collected between the two.
  *
  * A crash between the rename and the commit leaves a file without a row: harmless (the name is
  * the content's hash, a re-upload renames over it) and what `removeUnrecordedNarFile` cleans up.
@@ -21,12 +26,33 @@ import type { Metadata } from '../db/metadata.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import { ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 
+/**
+ * Whether the cache already holds this NAR, its row and its whole file, so that an upload of it
+ * need only check that the bytes hash to the name (storage/nar-ingest.ts checkReupload) and
+ * store nothing. When it does, the NAR's grace period restarts at `now`.
+ *
+ * The grace period restarts before the file is looked at, and before the body is read: once it
+ * has, gc's removal of unnamed NARs leaves this one alone for a whole grace period, so the file
+ * found here is still there when the upload is answered. (Restarted after the body, a collection
+ * while it arrived could take the NAR and the 200 would answer for a NAR that is gone.) A
+ * re-upload whose bytes turn out wrong has then kept a verified NAR a little longer, which is
+ * harmless. When the row is gone or the file is missing or cut short, the caller stores the
+ * upload with storeNar, which re-creates both.
+ */
+export async function holdsNar (fileHash: string, cache: { metadata: Metadata, blobs: BlobStore }, now = Date.now()): Promise<boolean> {
+  // A read first: most uploads are of new NARs, which need no write here.
+  if (cache.metadata.narFile(fileHash) === undefined) return false
+  const row = cache.metadata.renewNarFile(fileHash, now)
+  return row !== undefined && await cache.blobs.narSize(fileHash) === row.fileSize
+}
+
 export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: BlobStore },
-  options: IngestOptions): Promise<IngestedNar> {
+  options: IngestOptions, now?: number): Promise<IngestedNar> {
   const { nar, temp } = await ingestNar(body, fileHash, cache.blobs, options)
   try {
     cache.metadata.transaction(() => {
-      cache.metadata.recordNarFile(nar)
+      // The time of the commit, not of the request: the grace period counts from the answer.
+      cache.metadata.recordNarFile(nar, now ?? Date.now())
       cache.blobs.commitNar(temp, nar.fileHash)
     })
   } finally {

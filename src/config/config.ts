@@ -12,6 +12,12 @@ import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
 export interface Limits {
   /** Largest NAR file accepted, in bytes. Default 64 GiB: Nix NARs of several GiB are common. */
   narBytes: number
+  /**
+   * Largest NAR accepted once decompressed (its NarSize), in bytes. narBytes bounds only what
+   * the client sends; without this a few KiB of zstd or xz that decompress to terabytes would
+   * have the server decompress, parse and hash without end.
+   */
+  narSizeBytes: number
   /** Largest narinfo accepted. Real ones are under 2 KiB; 64 KiB leaves room for many Sig lines. */
   narinfoBytes: number
   /** Largest build log (as sent, possibly compressed). */
@@ -111,6 +117,12 @@ export function defaultConfig (): Config {
     logLevel: 'info',
     limits: {
       narBytes: 64 * 1024 ** 3,
+      // 256 GiB, four times narBytes: NARs of several GiB are common, and even compressed as
+      // well as store paths often are (hello 2.10 on cache.nixos.org: 5x with xz) a NAR fits
+      // unless its file is above about 50 GiB. An upload then costs at most this much
+      // decompressing, parsing and hashing, about 13 minutes of one core here (2.8 ms per MB,
+      // BENCHMARKS.md), where a bomb's cost had no bound at all.
+      narSizeBytes: 256 * 1024 ** 3,
       narinfoBytes: 64 * 1024,
       logBytes: 64 * 1024 ** 2,
       listingBytes: 64 * 1024 ** 2,

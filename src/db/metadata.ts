@@ -65,11 +65,20 @@ export class Metadata {
       narFileByHash: db.prepare<[string], NarFileRow>(
         `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
                 nar_size AS narSize FROM nar_files WHERE file_hash = ?`),
-      // RETURNING gives the new row in the same statement; on a conflict it returns nothing.
+      // created_at is what gc's grace for unnamed NAR files counts from (unnamedNarFiles below),
+      // so an upload of a NAR already recorded moves it to now: a client that re-sends a NAR it
+      // sent long ago (a retried `nix copy`) sends the narinfo next, and a collection in between
+      // must not take the NAR. max(): a clock stepping back never makes a row look older. The
+      // rest of the row stays: the same file hash means the same bytes, verified the first time.
+      // RETURNING gives the row, new or existing, in the same statement.
       insertNarFile: db.prepare<[Omit<NarFileRow, 'id'> & { now: number }], NarFileRow>(
         `INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at)
          VALUES (@fileHash, @fileSize, @compression, @narHash, @narSize, @now, @now)
-         ON CONFLICT (file_hash) DO NOTHING
+         ON CONFLICT (file_hash) DO UPDATE SET created_at = max(created_at, excluded.created_at)
+         RETURNING id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash, nar_size AS narSize`),
+      // The same for a re-upload that stores nothing (cache/store-nar.ts holdsNar).
+      renewNarFile: db.prepare<[{ fileHash: string, now: number }], NarFileRow>(
+        `UPDATE nar_files SET created_at = max(created_at, @now) WHERE file_hash = @fileHash
          RETURNING id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash, nar_size AS narSize`),
       narinfoText: db.prepare<[string], { narinfo: string }>(
         'SELECT narinfo FROM narinfos WHERE hash_part = ?'),
@@ -158,11 +167,22 @@ export class Metadata {
     return this.stmts.narFileByHash.get(fileHash)
   }
 
-  /** Inserts the row of a verified NAR file, or returns the one already recorded for its hash. */
+  /**
+   * Inserts the row of a verified NAR file, or returns the one already recorded for its hash
+   * with its grace period restarted at `now` (see insertNarFile).
+   */
   recordNarFile (row: Omit<NarFileRow, 'id'>, now = Date.now()): NarFileRow {
-    const stored = this.stmts.insertNarFile.get({ ...row, now }) ?? this.stmts.narFileByHash.get(row.fileHash)
-    if (stored === undefined) throw new Error('nar_files row vanished after insert')
+    const stored = this.stmts.insertNarFile.get({ ...row, now })
+    if (stored === undefined) throw new Error('nar_files upsert returned no row')
     return stored
+  }
+
+  /**
+   * Restarts the grace period of a recorded NAR file at `now`, as uploading it again does: its
+   * row, or undefined when there is none (never uploaded, or collected).
+   */
+  renewNarFile (fileHash: string, now = Date.now()): NarFileRow | undefined {
+    return this.stmts.renewNarFile.get({ fileHash, now })
   }
 
   narinfoText (hashPart: string): string | undefined {
@@ -260,7 +280,7 @@ export class Metadata {
     return this.stmts.narFileIsNamed.get(id) !== undefined
   }
 
-  /** NAR file rows no narinfo points at, recorded before `createdBefore` (unix ms). */
+  /** NAR file rows no narinfo points at, last uploaded before `createdBefore` (unix ms). */
   unnamedNarFiles (createdBefore: number): Array<NarFileRow & { createdAt: number }> {
     return this.stmts.unnamedNarFiles.all(createdBefore)
   }

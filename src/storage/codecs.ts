@@ -84,7 +84,11 @@ function driveInner (inner: Duplex): Transform {
  */
 export class DecodeError extends Error {}
 
-/** Receives decompressed bytes. A synchronous decoder reuses the buffer once this returns. */
+/**
+ * Receives decompressed bytes. A synchronous decoder reuses the buffer once this returns. If it
+ * throws, the decoder stops delivering: its write() or end() throws (or rejects with) that same
+ * error, which is how a caller refuses output it will not take (a NAR over limits.narSizeBytes).
+ */
 export type DecodeSink = (output: Buffer) => void
 
 export interface Decoder {

@@ -41,6 +41,8 @@ export interface VerifiedNar {
 export interface IngestOptions {
   /** Refuse bodies longer than this many bytes (compressed). */
   maxBytes: number
+  /** Refuse NARs that decompress to more than this many bytes (limits.narSizeBytes). */
+  maxNarSize: number
   /** The body's declared length (Content-Length), or 0 when unknown. */
   declaredBytes: number
   /** Free space the upload must leave on the disk (limits.freeSpaceReserveBytes). */
@@ -49,6 +51,10 @@ export interface IngestOptions {
 
 function tooLarge (maxBytes: number): NarwhalError {
   return new NarwhalError('NARWHAL_TOO_LARGE', `NAR file is larger than the limit of ${maxBytes} bytes (limits.narBytes)`)
+}
+
+function narTooLarge (maxNarSize: number): NarwhalError {
+  return new NarwhalError('NARWHAL_TOO_LARGE', `NAR file decompresses to more than the limit of ${maxNarSize} bytes (limits.narSizeBytes)`)
 }
 
 function chooseMethod (head: Buffer): Compression {
@@ -74,21 +80,33 @@ function explainDecodeError (err: unknown, method: Compression): unknown {
  * from the first bytes, decompresses, and checks and hashes the NAR inside. write() and end()
  * return a promise only when the decoder runs elsewhere (xz, gzip, brotli, bzip2); the caller
  * must wait for it before the next call.
+ *
+ * Both sizes are bounded as the bytes flow: the body by maxBytes, and the NAR it decompresses
+ * to by maxNarSize, counted on each piece of decoder output before anything reads or hashes it.
+ * So a body that expands without end (a zstd or xz bomb: a few KiB that decompress to
+ * terabytes) is refused once the count passes the limit, not after the server has spent the CPU
+ * of decompressing all of it. zstd hands its output over 256 KiB at a time, synchronously, and
+ * stops within one such piece; the Transform decoders (xz above all, decoded on a thread of its
+ * own) may still finish the input already handed to them, a few chunks of the body.
  */
 class NarVerifier {
   readonly #maxBytes: number
+  readonly #maxNarSize: number
   readonly #fileHash = createHash('sha256')
   readonly #narHash = createHash('sha256')
   readonly #reader = new NarReader()
   #bytes = 0
+  /** Decompressed bytes so far. */
+  #narBytes = 0
   /** The first chunks, kept until DETECTION_BYTES have arrived. */
   #head: Buffer[] = []
   #headBytes = 0
   #method: Compression | undefined
   #decoder: Decoder | undefined
 
-  constructor (maxBytes: number) {
+  constructor (maxBytes: number, maxNarSize: number) {
     this.#maxBytes = maxBytes
+    this.#maxNarSize = maxNarSize
   }
 
   write (chunk: Buffer): Promise<void> | undefined {
@@ -137,6 +155,9 @@ class NarVerifier {
     const narHash = this.#narHash
     this.#method = method
     this.#decoder = createDecoder(method, output => {
+      // Thrown from the decoder's sink, this stops the decoder too (see DecodeSink in codecs.ts).
+      this.#narBytes += output.length
+      if (this.#narBytes > this.#maxNarSize) throw narTooLarge(this.#maxNarSize)
       reader.write(output)
       narHash.update(output)
     })
@@ -173,7 +194,7 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
   options: IngestOptions): Promise<VerifiedNar> {
   await store.ensureRoom(options.declaredBytes, options.reserveBytes)
   const temp = await store.createTemp()
-  const verifier = new NarVerifier(options.maxBytes)
+  const verifier = new NarVerifier(options.maxBytes, options.maxNarSize)
   try {
     await forEachChunk(body, chunk => {
       const decoding = verifier.write(chunk)
@@ -225,7 +246,8 @@ export async function checkReupload (body: AsyncIterable<Buffer>, expectedFileHa
  */
 export async function measureStoredNar (file: string): Promise<IngestedNar> {
   const source = createReadStream(file, { highWaterMark: 1 << 20 })
-  const verifier = new NarVerifier(Number.MAX_SAFE_INTEGER)
+  // No limits: this measures what the cache holds, whatever the limits are now.
+  const verifier = new NarVerifier(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
   try {
     await forEachChunk(source, chunk => verifier.write(chunk))
     return await verifier.end()

@@ -40,7 +40,7 @@ async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ 
   const nar = await collect(Readable.from(dumpPath(dir)))
   const compressed = await collect(Readable.from([nar]).pipe(createCompressor('xz')))
   const fileHash = fileHashOf(compressed)
-  const ingested = await storeNar(Readable.from([compressed]), fileHash, cache, { maxBytes: 1 << 30, declaredBytes: 0, reserveBytes: 0 })
+  const ingested = await storeNar(Readable.from([compressed]), fileHash, cache, { maxBytes: 1 << 30, maxNarSize: 1 << 30, declaredBytes: 0, reserveBytes: 0 })
   const row = cache.metadata.narFile(ingested.fileHash)
   assert.ok(row !== undefined)
   const hashPart = hashPartOf(c)

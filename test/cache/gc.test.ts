@@ -1,20 +1,24 @@
 /**
  * Garbage collection policy on a fabricated cache (rows and files made directly, with chosen
  * upload and use times): least recently used first by effective last use, closures never broken,
- * pins with expiry, the grace period of unnamed NAR files, dry runs, max-size, and re-checks of
- * the plan while the cache keeps changing.
+ * pins with expiry, the grace period of unnamed NAR files (restarted by each upload of the NAR),
+ * dry runs, max-size, and re-checks of the plan while the cache keeps changing.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
+import { Readable } from 'node:stream'
 import { loadConfig } from '../../src/config/config.js'
 import { collectGarbage, type GcOptions, type GcReport } from '../../src/cache/gc.js'
 import { effectiveLastUse } from '../../src/cache/gc-plan.js'
 import { startGcSchedule } from '../../src/cache/gc-schedule.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
+import { holdsNar, storeNar } from '../../src/cache/store-nar.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
+import { dumpPath } from '../../src/pusher/nar-writer.js'
+import { checkReupload, type IngestOptions } from '../../src/storage/nar-ingest.js'
 import { tempDir } from '../helpers/nix.js'
 import { eventually } from '../helpers/upload.js'
 
@@ -183,6 +187,65 @@ test('NAR files no narinfo names go after the grace period, in every run', async
   assert.equal(existsSync(cache.blobs.narPath(fileHash('abandoned'))), false)
   assert.equal(existsSync(cache.blobs.narPath(fileHash('uploading'))), true)
   assert.deepEqual(present(cache), names('kept'))
+})
+
+/** A small real NAR (serialised by narwhal's NAR writer), uncompressed, unique to `name`. */
+async function realNar (name: string): Promise<{ bytes: Buffer, fileHash: string }> {
+  const dir = path.join(tempDir('narwhal-gc-nar-'), name)
+  mkdirSync(dir)
+  writeFileSync(path.join(dir, 'file'), `the contents of ${name}\n`)
+  const chunks: Buffer[] = []
+  for await (const chunk of dumpPath(dir)) chunks.push(chunk)
+  const bytes = Buffer.concat(chunks)
+  return { bytes, fileHash: encodeNix32(createHash('sha256').update(bytes).digest()) }
+}
+
+const ingest = (bytes: Buffer): IngestOptions => ({ maxBytes: bytes.length, maxNarSize: bytes.length, declaredBytes: 0, reserveBytes: 0 })
+
+// Nix uploads a NAR, then its narinfo. A push abandoned after the NAR and retried days later (a
+// retried `nix copy`) uploads the NAR again: its grace period must count from that upload, or a
+// collection between the NAR and the narinfo takes the NAR and the narinfo is refused.
+test('a NAR no narinfo names, uploaded again after its grace period, is kept for another; one not uploaded again goes', async () => {
+  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const [again, stored, abandoned] = await Promise.all([realNar('again'), realNar('stored'), realNar('abandoned')])
+  const uploadedLongAgo = NOW - 3 * DAY
+  for (const nar of [again, stored, abandoned]) {
+    await storeNar(Readable.from([nar.bytes]), nar.fileHash, cache, ingest(nar.bytes), uploadedLongAgo)
+  }
+  // The upload the routes make of a NAR the cache holds: holdsNar, then only the hash is checked.
+  assert.equal(await holdsNar(again.fileHash, cache, NOW), true)
+  await checkReupload(Readable.from([again.bytes]), again.fileHash, again.bytes.length)
+  // Stored afresh (the routes do so when the file is gone; two uploads racing end up here too).
+  await storeNar(Readable.from([stored.bytes]), stored.fileHash, cache, ingest(stored.bytes), NOW)
+
+  const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + 60_000 }))
+  assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [abandoned.fileHash], 'only the NAR not uploaded again goes')
+  for (const nar of [again, stored]) {
+    assert.notEqual(cache.metadata.narFile(nar.fileHash), undefined, 'its row stays')
+    assert.ok(readFileSync(cache.blobs.narPath(nar.fileHash)).equals(nar.bytes), 'its file stays')
+  }
+  assert.equal(cache.metadata.narFile(abandoned.fileHash), undefined)
+  assert.equal(existsSync(cache.blobs.narPath(abandoned.fileHash)), false)
+
+  // Uploaded again or not, a NAR still unnamed a grace period after its last upload goes.
+  const later = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + DAY + 60_000 }))
+  assert.deepEqual(later.unnamedNarFiles.map(f => f.fileHash).sort(), [again.fileHash, stored.fileHash].sort())
+  cache.db.close()
+})
+
+test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the upload stores it again', async () => {
+  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const nar = await realNar('lost')
+  assert.equal(await holdsNar(nar.fileHash, cache), false, 'never uploaded')
+  assert.equal(cache.metadata.narFile(nar.fileHash), undefined, 'and no row made')
+  await storeNar(Readable.from([nar.bytes]), nar.fileHash, cache, ingest(nar.bytes), NOW - 3 * DAY)
+  rmSync(cache.blobs.narPath(nar.fileHash))
+  assert.equal(await holdsNar(nar.fileHash, cache, NOW), false, 'the file is gone')
+  await storeNar(Readable.from([nar.bytes]), nar.fileHash, cache, ingest(nar.bytes), NOW)
+  const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + 60_000 }))
+  assert.deepEqual(report.unnamedNarFiles, [])
+  assert.ok(readFileSync(cache.blobs.narPath(nar.fileHash)).equals(nar.bytes), 'the NAR is on disk again')
+  cache.db.close()
 })
 
 test('a dry run reports exactly what the real run then removes, and changes nothing', async () => {

@@ -306,7 +306,7 @@ test('ingestNar: chunked valid bodies are stored with their hashes; mutated ones
     const fileHash = encodeNix32(sha256(body))
     let result
     try {
-      const verified = await ingestNar(Readable.from(chunksOf(body, how)), fileHash, store, { maxBytes: 1 << 24, declaredBytes: body.length, reserveBytes: 0 })
+      const verified = await ingestNar(Readable.from(chunksOf(body, how)), fileHash, store, { maxBytes: 1 << 24, maxNarSize: Number.MAX_SAFE_INTEGER, declaredBytes: body.length, reserveBytes: 0 })
       // ingestNar leaves the verified bytes under their temp name for the caller to commit.
       await verified.temp.discard()
       result = verified.nar

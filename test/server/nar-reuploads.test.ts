@@ -2,13 +2,17 @@
  * Rule (fact sheet §13.4): re-uploading a NAR the cache holds succeeds (Nix re-sends on --repair
  * and when its narinfo cache is stale) and stores nothing new; different bytes under a stored
  * name are refused and leave the stored file as it was; a NAR whose file was lost from disk is
- * restored by uploading it again.
+ * restored by uploading it again; a re-upload restarts gc's grace period for unnamed NARs.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, rmSync, statSync } from 'node:fs'
+import { collectGarbage } from '../../src/cache/gc.js'
+import { generateKeyPair } from '../../src/signing/keys.js'
 import { startServer } from '../helpers/server.js'
-import { freshNar, get, put, rowCounts, ruleOf } from '../helpers/upload.js'
+import { freshNar, get, makeNarinfo, put, rowCounts, ruleOf } from '../helpers/upload.js'
+
+const DAY = 86_400_000
 
 test('the same NAR again: 200 unchanged, still one file, the file untouched', async (t) => {
   const server = await startServer(t)
@@ -53,4 +57,27 @@ test('a NAR lost from disk is restored by uploading it again', async (t) => {
   assert.equal(served.status, 200)
   assert.ok(served.bytes.equals(nar.bytes))
   assert.equal(rowCounts(server).narFiles, 1)
+})
+
+test('a NAR uploaded days ago without its narinfo, uploaded again: gc keeps it for the narinfo that follows', async (t) => {
+  const uploader = generateKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [uploader.publicKeyText] })
+  const token = server.token('push')
+  const nar = await freshNar('zstd')
+  const abandoned = await freshNar('zstd')
+  for (const n of [nar, abandoned]) assert.equal((await put(`${server.url}/${n.url}`, n.bytes, token)).status, 201)
+  // Both pushes stopped after the NAR, three days ago (gc's grace for unnamed NARs: one day).
+  server.cache.db.prepare('UPDATE nar_files SET created_at = ?').run(Date.now() - 3 * DAY)
+  // The retried push: the NAR again, a collection, then the narinfo.
+  const again = await put(`${server.url}/${nar.url}`, nar.bytes, token)
+  assert.equal(again.status, 200, again.body)
+  const report = await collectGarbage(server.cache, { maxSize: null, olderThan: null, keepRecent: 0, unnamedNarGrace: DAY, trigger: 'cli' })
+  assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [abandoned.fileHash], 'only the NAR not uploaded again goes')
+  const narinfo = await put(`${server.url}/${nar.hashPart}.narinfo`, makeNarinfo(nar, { keys: [uploader.secretKey] }), token,
+    { 'content-type': 'text/x-nix-narinfo' })
+  assert.equal(narinfo.status, 201, narinfo.body)
+  const served = await get(`${server.url}/${nar.url}`)
+  assert.equal(served.status, 200)
+  assert.ok(served.bytes.equals(nar.bytes))
+  assert.equal((await get(`${server.url}/${abandoned.url}`)).status, 404)
 })

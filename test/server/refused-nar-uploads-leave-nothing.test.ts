@@ -1,18 +1,21 @@
 /**
  * Rule: a NAR upload is stored only when its bytes hash to the name in the URL and decompress to a
- * well-formed NAR. Every refusal answers 4xx with a body naming the rule, and leaves nothing
- * behind: no file in store/nar or store/tmp, no database row.
+ * well-formed NAR, within limits.narBytes as sent and limits.narSizeBytes decompressed. Every
+ * refusal answers 4xx with a body naming the rule, and leaves nothing behind: no file in
+ * store/nar or store/tmp, no database row.
  *
- * The bodies are hand-built from real NARs (`nix-store --dump` of fresh store paths); the real
- * Nix client never sends any of them.
+ * The bodies are hand-built from real NARs (`nix-store --dump` of fresh store paths, or narwhal's
+ * NAR writer); the real Nix client never sends any of them.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import path from 'node:path'
+import type { Limits } from '../../src/config/config.js'
 import { extensionFor } from '../../src/nix/compression.js'
+import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { tempDir } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { compressBytes, fileHashOf, freshNar, parseRaw, put, rowCounts, ruleOf, sha256, type Answer } from '../helpers/upload.js'
@@ -130,12 +133,12 @@ test('an empty body, named by the hash of nothing: 400 NARWHAL_NAR_INVALID', asy
   assertNothingStored(server)
 })
 
-/** A server whose NAR limit is `narBytes`, set the only way limits are set: a config file. */
-async function smallLimitServer (t: Parameters<typeof startServer>[0], narBytes: number): Promise<TestServer> {
+/** A server with these limits, set the only way limits are set: a config file. */
+async function smallLimitServer (t: Parameters<typeof startServer>[0], limits: Partial<Limits>): Promise<TestServer> {
   const file = path.join(tempDir('narwhal-config-'), 'narwhal.json')
-  writeFileSync(file, JSON.stringify({ limits: { narBytes } }))
+  writeFileSync(file, JSON.stringify({ limits }))
   const server = await startServer(t, { env: { NARWHAL_CONFIG: file } })
-  assert.equal(server.config.limits.narBytes, narBytes)
+  for (const [key, value] of Object.entries(limits)) assert.equal(server.config.limits[key as keyof Limits], value)
   return server
 }
 
@@ -185,7 +188,7 @@ function putOnSocket (server: TestServer, head: string, body: Buffer | undefined
 }
 
 test('over limits.narBytes with a declared Content-Length: 413 naming the limit, before any body byte', async (t) => {
-  const server = await smallLimitServer(t, 4096)
+  const server = await smallLimitServer(t, { narBytes: 4096 })
   const nar = await freshNar('xz', { randomBytes: 64 * 1024 })
   assert.ok(nar.bytes.length > 4096)
   // Not one byte of the body is sent: the answer must come from the headers alone.
@@ -197,7 +200,7 @@ test('over limits.narBytes with a declared Content-Length: 413 naming the limit,
 })
 
 test('over limits.narBytes without Content-Length (chunked): 413 naming the limit', async (t) => {
-  const server = await smallLimitServer(t, 4096)
+  const server = await smallLimitServer(t, { narBytes: 4096 })
   const nar = await freshNar('xz', { randomBytes: 64 * 1024 })
   const answer = await putOnSocket(server, `PUT /${nar.url} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
     `Authorization: Bearer ${server.token('push')}\r\nTransfer-Encoding: chunked\r\n\r\n`, nar.bytes)
@@ -208,8 +211,41 @@ test('over limits.narBytes without Content-Length (chunked): 413 naming the limi
 
 test('a NAR just under limits.narBytes is still accepted', async (t) => {
   const nar = await freshNar('xz')
-  const server = await smallLimitServer(t, nar.bytes.length)
+  const server = await smallLimitServer(t, { narBytes: nar.bytes.length })
   const answer = await putNar(server, nar.url.slice(4), nar.bytes)
   assert.equal(answer.status, 201, answer.body)
   assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+})
+
+/** A well-formed NAR of one file of `size` zero bytes: what a decompression bomb inflates to. */
+async function narOfZeros (size: number): Promise<Buffer> {
+  const dir = path.join(tempDir('narwhal-bomb-'), 'zeros')
+  mkdirSync(dir)
+  writeFileSync(path.join(dir, 'zeros'), Buffer.alloc(size))
+  const chunks: Buffer[] = []
+  for await (const chunk of dumpPath(dir)) chunks.push(chunk)
+  return Buffer.concat(chunks)
+}
+
+for (const method of ['zstd', 'xz'] as const) {
+  test(`a ${method} bomb (a few hundred bytes that decompress to 8 MiB) over limits.narSizeBytes: 413 naming the limit`, async (t) => {
+    const limit = 1024 * 1024
+    const server = await smallLimitServer(t, { narSizeBytes: limit })
+    const body = await compressBytes(await narOfZeros(8 * 1024 * 1024), method)
+    // Far under limits.narBytes: only the decompressed size can refuse it.
+    assert.ok(body.length < 4096, `${method} body of ${body.length} bytes`)
+    const answer = await putNar(server, `${fileHashOf(body)}.nar${extensionFor(method)}`, body)
+    assert.equal(answer.status, 413, answer.body)
+    assert.equal(answer.body, `NARWHAL_TOO_LARGE: NAR file decompresses to more than the limit of ${limit} bytes (limits.narSizeBytes)\n`)
+    assertNothingStored(server)
+  })
+}
+
+test('a NAR of exactly limits.narSizeBytes is still accepted', async (t) => {
+  const nar = await narOfZeros(64 * 1024)
+  const server = await smallLimitServer(t, { narSizeBytes: nar.length })
+  const body = await compressBytes(nar, 'zstd')
+  const answer = await putNar(server, `${fileHashOf(body)}.nar.zst`, body)
+  assert.equal(answer.status, 201, answer.body)
+  assert.equal(server.cache.metadata.narFile(fileHashOf(body))?.narSize, nar.length)
 })

@@ -20,16 +20,18 @@ test('defaults: ./data, 127.0.0.1:5000, priority 30, public, no trusted key', ()
   assert.equal(config.private, false)
   assert.deepEqual(config.trustedKeys, [])
   assert.ok(config.limits.narBytes > 4 * 1024 ** 3, 'NARs over 4 GiB are accepted by default')
+  assert.equal(config.limits.narSizeBytes, 256 * 1024 ** 3, 'decompressed NARs: four times narBytes')
   assert.ok(Object.isFrozen(config))
 })
 
 test('file, then environment, then flags: each later one wins', () => {
-  const file = configFile({ dataDir: 'from-file', listen: '0.0.0.0:6000', priority: 50, trustedKeys: ['file-1:a'], limits: { narinfoBytes: 1000 } })
+  const file = configFile({ dataDir: 'from-file', listen: '0.0.0.0:6000', priority: 50, trustedKeys: ['file-1:a'], limits: { narinfoBytes: 1000, narSizeBytes: 2000 } })
   const fromFile = loadConfig({ configFile: file }, {})
   assert.equal(fromFile.dataDir, path.join(path.dirname(file), 'from-file'), 'relative paths in the file are relative to it')
   assert.deepEqual(fromFile.listen, { host: '0.0.0.0', port: 6000 })
   assert.equal(fromFile.priority, 50)
   assert.equal(fromFile.limits.narinfoBytes, 1000)
+  assert.equal(fromFile.limits.narSizeBytes, 2000)
   assert.equal(fromFile.limits.logBytes, 64 * 1024 ** 2, 'limits not in the file keep their defaults')
 
   const env = { NARWHAL_CONFIG: file, NARWHAL_DATA: '/srv/env', NARWHAL_LISTEN: '[::1]:7000', NARWHAL_TRUSTED_KEYS: ' a-1:x   b-1:y ', NARWHAL_PRIVATE: 'true' }
@@ -51,6 +53,8 @@ test('unknown keys and bad values stop the start, naming the key', () => {
     [{ dataDri: 'x' }, /^dataDri: unknown setting/],
     [{ limits: { narbytes: 1 } }, /^limits\.narbytes: unknown setting/],
     [{ limits: { narBytes: -1 } }, /^limits\.narBytes: expected an integer >= 1/],
+    [{ limits: { narSizeBytes: 0 } }, /^limits\.narSizeBytes: expected an integer >= 1/],
+    [{ limits: { narSizeBytes: '256G' } }, /^limits\.narSizeBytes: expected an integer >= 1/],
     [{ priority: 'high' }, /^priority: expected an integer/],
     [{ listen: 'localhost' }, /^listen: expected HOST:PORT/],
     [{ listen: '127.0.0.1:70000' }, /^listen: expected HOST:PORT/],

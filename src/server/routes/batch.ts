@@ -5,10 +5,10 @@
  *   POST /api/v1/upload-batch    multipart: NARs and narinfos, in order
  *
  * The batch route does not have rules of its own: each part goes through exactly the code of the
- * single PUT it stands for (cache/store-nar.ts storeNar and storage/nar-ingest.ts checkReupload for NARs,
- * cache/accept-narinfo.ts acceptNarinfo for narinfos), so a batch is verified exactly like the
- * PUTs `nix copy` makes. @fastify/multipart is registered inside this plugin's scope only: every
- * other route keeps buildApp's "read nothing" body parser.
+ * single PUT it stands for (cache/store-nar.ts holdsNar and storeNar and storage/nar-ingest.ts
+ * checkReupload for NARs, cache/accept-narinfo.ts acceptNarinfo for narinfos), so a batch is
+ * verified exactly like the PUTs `nix copy` makes. @fastify/multipart is registered inside this
+ * plugin's scope only: every other route keeps buildApp's "read nothing" body parser.
  */
 import multipart, { type Multipart } from '@fastify/multipart'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
@@ -20,7 +20,7 @@ import { acceptNarinfo } from '../../cache/accept-narinfo.js'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
-import { storeNar } from '../../cache/store-nar.js'
+import { holdsNar, storeNar } from '../../cache/store-nar.js'
 import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, readBody } from '../body.js'
 
@@ -111,12 +111,16 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
   // Verified exactly like PUT /nar/<file> (routes/nar.ts).
   async function narPart (request: FastifyRequest, name: string, fileHash: string, stream: AsyncIterable<Buffer>): Promise<BatchPartResult> {
     const limit = config.limits.narBytes
-    const known = metadata.narFile(fileHash)
-    if (known !== undefined && await blobs.narSize(fileHash) === known.fileSize) {
+    if (await holdsNar(fileHash, { metadata, blobs })) {
       await checkReupload(stream, fileHash, limit)
       return { name, status: 200, result: 'unchanged' }
     }
-    const nar = await storeNar(stream, fileHash, { metadata, blobs }, { maxBytes: limit, declaredBytes: 0, reserveBytes: config.limits.freeSpaceReserveBytes })
+    const nar = await storeNar(stream, fileHash, { metadata, blobs }, {
+      maxBytes: limit,
+      maxNarSize: config.limits.narSizeBytes,
+      declaredBytes: 0,
+      reserveBytes: config.limits.freeSpaceReserveBytes
+    })
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored (batch)')
     return { name, status: 201, result: 'created' }
   }

@@ -14,7 +14,7 @@ import type { FastifyInstance } from 'fastify'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
-import { storeNar } from '../../cache/store-nar.js'
+import { holdsNar, storeNar } from '../../cache/store-nar.js'
 import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { parseRange } from '../range.js'
@@ -99,20 +99,22 @@ export function narRoutes (app: FastifyInstance): void {
     const limit = config.limits.narBytes
     checkDeclaredLength(request, limit, 'NAR file', 'limits.narBytes')
     const declaredBytes = Number(request.headers['content-length'] ?? 0) || 0
-    const known = metadata.narFile(fileHash)
-    const stored = known !== undefined && await blobs.narSize(fileHash) === known.fileSize
+    const stored = await holdsNar(fileHash, { metadata, blobs })
     // Checked before `100 Continue` too (ingestNar checks again), so a 507 reaches a client that
     // has not sent its body yet and can retry it whole.
     if (!stored) await blobs.ensureRoom(declaredBytes, config.limits.freeSpaceReserveBytes)
     acceptBody(request)
     const body = request.raw as AsyncIterable<Buffer>
     if (stored) {
-      // Already received and verified: re-uploads of identical bytes succeed (Nix re-sends on --repair).
+      // Already received and verified: re-uploads of identical bytes succeed (Nix re-sends on
+      // --repair, and a retried push re-sends a NAR whose narinfo never came; holdsNar restarted
+      // its grace period so gc leaves it for the narinfo).
       await checkReupload(body, fileHash, limit)
       return reply.code(200).header('content-type', 'text/plain; charset=utf-8').send('unchanged\n')
     }
     const nar = await storeNar(body, fileHash, { metadata, blobs }, {
       maxBytes: limit,
+      maxNarSize: config.limits.narSizeBytes,
       declaredBytes,
       reserveBytes: config.limits.freeSpaceReserveBytes
     })
