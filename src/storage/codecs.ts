@@ -2,7 +2,8 @@
  * Streaming decompressors (and compressors) for NAR bodies, one per method in
  * `nix/compression.ts`, all in constant memory whatever the size: xz via liblzma (lzma-native),
  * zstd via libzstd (zstd-napi), bzip2 in pure JavaScript (unbzip2-stream), gzip and brotli from
- * Node's own zlib.
+ * Node's own zlib. "Constant" includes bodies made to expand without end (see XZ_INPUT_SLICE and
+ * bzip2-decoder.ts): output never piles up faster than the callback takes it.
  *
  * Two shapes. createDecompressor/createCompressor give Node Transforms, for anything that pipes.
  * createDecoder gives what the upload path uses (storage/nar-ingest.ts): a decoder that hands its
@@ -15,7 +16,8 @@
  * chunk and pushed each through a stream: 1.7× the CPU for a 1 GB NAR. Decompression contexts are
  * kept for the next upload: creating one (and its window buffer) per upload cost about 0.4 ms of
  * CPU, mostly in the garbage collections its native memory set off, more than a small NAR's
- * whole verification. The other methods wrap their Transform.
+ * whole verification. bzip2 is synchronous too, a block at a time (bzip2-decoder.ts). The other
+ * methods wrap their Transform.
  */
 import { PassThrough, Transform, type Duplex, type TransformCallback } from 'node:stream'
 import zlib from 'node:zlib'
@@ -24,12 +26,14 @@ import { CompressStream, DecompressStream } from 'zstd-napi'
 import zstdBinding from 'zstd-napi/binding.js'
 import bz2 from 'unbzip2-stream'
 import type { Compression } from '../nix/compression.js'
+import { Bzip2Decoder } from './bzip2-decoder.js'
+import { DecodeError, type DecodeSink, type Decoder } from './decoder.js'
 
 /** A decompressing Transform for a verifiable method. */
 export function createDecompressor (method: Compression): Transform {
   switch (method) {
     case 'none': return new PassThrough({ highWaterMark: 1 << 20 })
-    case 'xz': return driveInner(lzma.createDecompressor())
+    case 'xz': return driveInner(lzma.createDecompressor(), XZ_INPUT_SLICE)
     case 'zstd': return new DecompressStream()
     case 'bzip2': return driveInner(bz2())
     case 'gzip': return zlib.createGunzip({ chunkSize: 1 << 18 })
@@ -50,16 +54,37 @@ export function createCompressor (method: Compression, level?: number): Transfor
 }
 
 /**
+ * xz input is handed to liblzma this many bytes at a time, each piece decoded before the next is
+ * given. lzma-native decodes all of the input it is given before the output can be read, and
+ * xz expands by up to about 6,700 times (a NAR of zeros): a 64 KiB chunk of such a body became
+ * 430 MB in memory at once, and a 625 KB upload took the server to 2.1 GB. A 4 KiB piece holds
+ * that to about 27 MB. Measured on a 10 MB xz NAR of python3.11 (2026-11-30): 4 KiB pieces cost
+ * about 10% more CPU than 64 KiB, 1 KiB pieces 50% more.
+ */
+const XZ_INPUT_SLICE = 4096
+
+/**
  * Drives a stream that does not follow Node's current stream contract from a real Transform:
  * unbzip2-stream is a classic `through` stream, and lzma-native's readable-stream@3 Transform
  * never reports its end inside stream.pipeline() (seen here with Node 20: all bytes arrive, the
- * pipeline never settles). Plain write()/'data'/'end' work with both.
+ * pipeline never settles). Plain write()/'data'/'end' work with both. With `sliceBytes`, each
+ * chunk goes in as pieces of at most that size, each written once the previous one was decoded
+ * (its write callback; a `through` stream has none, so bzip2 does not slice).
  */
-function driveInner (inner: Duplex): Transform {
+function driveInner (inner: Duplex, sliceBytes?: number): Transform {
   let failed: Error | undefined
   const outer = new Transform({
     transform (chunk: Buffer, _enc, done: TransformCallback) {
       if (failed !== undefined) { done(failed); return }
+      if (sliceBytes !== undefined) {
+        const writeFrom = (offset: number): void => {
+          if (failed !== undefined) { done(failed); return }
+          if (offset >= chunk.length) { done(); return }
+          inner.write(chunk.subarray(offset, offset + sliceBytes), () => { writeFrom(offset + sliceBytes) })
+        }
+        writeFrom(0)
+        return
+      }
       // Input-side backpressure: wait while the inner stream's buffer is full.
       if (inner.write(chunk)) done()
       else inner.once('drain', () => done(failed))
@@ -78,38 +103,14 @@ function driveInner (inner: Duplex): Transform {
   return outer
 }
 
-/**
- * Thrown (or rejected with) by a Decoder when its input is not valid data of its method, truncated
- * included. The caller turns it into a refusal naming the method; any other error passes through.
- */
-export class DecodeError extends Error {}
-
-/**
- * Receives decompressed bytes. A synchronous decoder reuses the buffer once this returns. If it
- * throws, the decoder stops delivering: its write() or end() throws (or rejects with) that same
- * error, which is how a caller refuses output it will not take (a NAR over limits.narSizeBytes).
- */
-export type DecodeSink = (output: Buffer) => void
-
-export interface Decoder {
-  /**
-   * Decompresses `chunk` and hands the output to the sink. Returns undefined when everything was
-   * delivered before returning (zstd and uncompressed, nearly always); otherwise a promise to wait
-   * on before the next write (backpressure, or a zstd chunk that expands past 8 MiB), the output
-   * being delivered as it comes.
-   */
-  write: (chunk: Buffer) => Promise<void> | undefined
-  /** The input is complete. Throws or rejects with a DecodeError if it stopped inside compressed data. */
-  end: () => Promise<void> | undefined
-  /** Releases the decompressor, after success or failure. */
-  close: () => void
-}
+export { DecodeError, type DecodeSink, type Decoder } from './decoder.js'
 
 /** A Decoder for a verifiable method (see the module comment for which are synchronous). */
 export function createDecoder (method: Compression, sink: DecodeSink): Decoder {
   switch (method) {
     case 'none': return { write: (chunk) => { sink(chunk); return undefined }, end: () => undefined, close: () => {} }
     case 'zstd': return new ZstdDecoder(sink)
+    case 'bzip2': return new Bzip2Decoder(sink)
     default: return new TransformDecoder(createDecompressor(method), sink)
   }
 }

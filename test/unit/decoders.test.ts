@@ -13,7 +13,7 @@ import zlib from 'node:zlib'
 import { compress as zstdOneShot, decompress as zstdDecompressOneShot } from 'zstd-napi'
 import type { Compression } from '../../src/nix/compression.js'
 import { createCompressor, createDecoder, DecodeError, zstdFrameWindow } from '../../src/storage/codecs.js'
-import { compressBytes } from '../helpers/upload.js'
+import { compressBytes, runBytes } from '../helpers/upload.js'
 
 async function compressed (data: Buffer, method: Compression): Promise<Buffer> {
   const chunks: Buffer[] = []
@@ -212,4 +212,69 @@ for (const method of ['xz', 'gzip', 'bzip2', 'br', 'none'] as const) {
 test('gzip one-shot agrees with the gzip decoder (an independent check of the adapter)', async () => {
   const data = sample(200 * 1024)
   assert.deepEqual(await decode('gzip', pieces(zlib.gzipSync(data), 10)), data)
+})
+
+/** `bytes` zeros compressed by the system's `xz -0` or `bzip2 -1`: a few KB that expand thousands of times. */
+async function bomb (method: 'xz' | 'bzip2', bytes: number): Promise<Buffer> {
+  const tool = method === 'xz' ? 'xz -0 -T1' : 'bzip2 -1'
+  return await runBytes('sh', ['-c', `head -c ${bytes} /dev/zero | ${tool}`])
+}
+
+for (const method of ['xz', 'bzip2'] as const) {
+  test(`${method}: a bomb (256 MiB of zeros in a few KB) decodes whole, a little at a time, never all in memory at once`, async () => {
+    const size = 256 * 1024 * 1024
+    const body = await bomb(method, size)
+    assert.ok(body.length < 64 * 1024, `the bomb is ${body.length} bytes`)
+    const baseline = process.memoryUsage().arrayBuffers
+    let delivered = 0
+    let largest = 0
+    let peak = 0
+    const decoder = createDecoder(method, (out) => {
+      delivered += out.length
+      largest = Math.max(largest, out.length)
+      // Buffers held outside the V8 heap: decoded output waiting to be delivered shows up here.
+      if ((delivered & 0xfffff) < out.length) peak = Math.max(peak, process.memoryUsage().arrayBuffers - baseline)
+    })
+    try {
+      // The whole bomb in one write, as one chunk of an upload would bring it.
+      await decoder.write(body)
+      await decoder.end()
+    } finally {
+      decoder.close()
+    }
+    assert.equal(delivered, size)
+    assert.ok(largest <= 1024 * 1024, `pieces of at most 1 MiB, not ${largest} bytes`)
+    assert.ok(peak < 96 * 1024 * 1024, `at most 96 MiB of output held at once; peak was ${(peak / 2 ** 20).toFixed(0)} MiB`)
+  })
+}
+
+test('bzip2: several blocks, two concatenated streams, decoders interleaved chunk by chunk, and garbage', async () => {
+  // bzip2 -1 makes 100 kB blocks: 700 kB of sample is several of them.
+  const a = sample(700 * 1024)
+  const b = sample(300 * 1024)
+  const bodyA = await runBytes('bzip2', ['-1', '-c'], a)
+  const bodyB = await runBytes('bzip2', ['-1', '-c'], b)
+  assert.deepEqual(await decode('bzip2', pieces(bodyA, 5000)), a)
+  assert.deepEqual(await decode('bzip2', pieces(Buffer.concat([bodyA, bodyB]), 7000)), Buffer.concat([a, b]))
+  // Two uploads at once share unbzip2-stream's block decoder; each block is decoded whole.
+  const outA: Buffer[] = []
+  const outB: Buffer[] = []
+  const decoderA = createDecoder('bzip2', out => outA.push(Buffer.from(out)))
+  const decoderB = createDecoder('bzip2', out => outB.push(Buffer.from(out)))
+  const piecesA = pieces(bodyA, 3000)
+  const piecesB = pieces(bodyB, 3000)
+  for (let i = 0; i < Math.max(piecesA.length, piecesB.length); i++) {
+    const pa = piecesA[i]
+    const pb = piecesB[i]
+    if (pa !== undefined) await decoderA.write(pa)
+    if (pb !== undefined) await decoderB.write(pb)
+  }
+  await decoderA.end()
+  await decoderB.end()
+  decoderA.close()
+  decoderB.close()
+  assert.deepEqual(Buffer.concat(outA), a)
+  assert.deepEqual(Buffer.concat(outB), b)
+  await assert.rejects(decode('bzip2', [Buffer.from('BZh9 this is not bzip2 data at all, only its magic')]), DecodeError)
+  await assert.rejects(decode('bzip2', [bodyA.subarray(0, bodyA.length - 10)]), DecodeError)
 })
