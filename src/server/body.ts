@@ -4,10 +4,9 @@
  */
 import type { FastifyRequest } from 'fastify'
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import { Readable } from 'node:stream'
 import { NarwhalError } from '../errors.js'
 import { VERIFIABLE_COMPRESSIONS } from '../nix/compression.js'
-import { createDecompressor } from '../storage/codecs.js'
+import { createDecoder } from '../storage/codecs.js'
 
 /**
  * Requests that sent `Expect: 100-continue` and have not been told to go on. Node would answer
@@ -62,15 +61,22 @@ export async function decodeBody (body: Buffer, encoding: string | undefined, li
   }
   const chunks: Buffer[] = []
   let length = 0
+  // A decoder with a sink (not a Transform) so that the limit stops decompression itself: a
+  // bzip2 Transform decodes every block of its input at once, and 64 KiB of bzip2 can be
+  // thousands of blocks of 46 MB each.
+  const decoder = createDecoder(method, (output) => {
+    length += output.length
+    if (length > limit) throw new NarwhalError('NARWHAL_TOO_LARGE', `${what} decompresses to more than the limit of ${limit} bytes (${limitName})`)
+    chunks.push(Buffer.from(output)) // the zstd and bzip2 decoders reuse their output buffer
+  })
   try {
-    for await (const chunk of Readable.from([body]).pipe(createDecompressor(method)) as AsyncIterable<Buffer>) {
-      length += chunk.length
-      if (length > limit) throw new NarwhalError('NARWHAL_TOO_LARGE', `${what} decompresses to more than the limit of ${limit} bytes (${limitName})`)
-      chunks.push(chunk)
-    }
+    await decoder.write(body)
+    await decoder.end()
   } catch (err) {
     if (err instanceof NarwhalError) throw err
     throw new NarwhalError('NARWHAL_BAD_REQUEST', `${what}: body is not valid ${method} data (Content-Encoding: ${encoding})`)
+  } finally {
+    decoder.close()
   }
   return Buffer.concat(chunks)
 }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { formatNarInfo } from '../../src/nix/narinfo.js'
 import { startServer, type TestServer } from '../helpers/server.js'
-import { freshNar, get, makeNarinfo, narinfoFor, parseRaw, put, rawHttp, rowCounts, ruleOf, type Answer, type Nar } from '../helpers/upload.js'
+import { freshNar, get, makeNarinfo, narinfoFor, parseRaw, put, rawHttp, rowCounts, ruleOf, runBytes, type Answer, type Nar } from '../helpers/upload.js'
 
 const uploader = generateKeyPair('test-uploader-1')
 const second = generateKeyPair('test-uploader-2')
@@ -248,6 +248,28 @@ test('a narinfo over limits.narinfoBytes: 413 naming the limit', async (t) => {
   const text = formatNarInfo({ ...info, sigs })
   assert.ok(text.length > 64 * 1024)
   await assertRefused(s, await putNarinfo(s, nar.hashPart, text), 413, 'NARWHAL_TOO_LARGE', /limits\.narinfoBytes/, nar.hashPart, 0)
+})
+
+test('a narinfo sent with Content-Encoding (Nix 2.32+ narinfo-compression) is decoded; one that decodes past limits.narinfoBytes gets 413', { timeout: 60_000 }, async (t) => {
+  const s = await setup(t)
+  const nar = await freshNar('zstd')
+  await putNar(s, nar)
+  const text = makeNarinfo(nar, { keys: [uploader.secretKey] })
+  const bzip2Text = await runBytes('bzip2', ['-c'], Buffer.from(text))
+  assert.equal((await put(`${s.server.url}/${nar.hashPart}.narinfo`, bzip2Text, s.token, { 'content-encoding': 'bzip2' })).status, 201)
+  assert.equal((await get(`${s.server.url}/${nar.hashPart}.narinfo`)).body, text)
+  // Bombs: 256 MiB of zeros in a few KB, and for bzip2 that stream 39 times over (concatenated
+  // streams are valid bzip2): 10 GiB in 64 KB. Decoded whole before the limit is looked at, as a
+  // Transform would, it takes minutes and gigabytes; the limit must stop the decoding itself.
+  const other = await freshNar('zstd')
+  await putNar(s, other)
+  for (const [encoding, tool, copies] of [['bzip2', 'bzip2 -1', 39], ['xz', 'xz -0 -T1', 1]] as const) {
+    const one = await runBytes('sh', ['-c', `head -c ${256 * 1024 * 1024} /dev/zero | ${tool}`])
+    const bomb = Buffer.concat(Array.from({ length: copies }, () => one))
+    assert.ok(bomb.length <= 64 * 1024, `the ${encoding} bomb is ${bomb.length} bytes`)
+    const answer = await put(`${s.server.url}/${other.hashPart}.narinfo`, bomb, s.token, { 'content-encoding': encoding })
+    await assertRefused(s, answer, 413, 'NARWHAL_TOO_LARGE', /decompresses to more than the limit of 65536 bytes \(limits\.narinfoBytes\)/, other.hashPart, 1)
+  }
 })
 
 test('a different NarHash for a path already stored: 409, and the first stays served', async (t) => {
