@@ -42,6 +42,28 @@ async function decode (method: Compression, chunks: Buffer[]): Promise<Buffer> {
   return Buffer.concat(output)
 }
 
+/** Two decoders fed in turns, a chunk each, as two uploads at once are; what each produced. */
+async function decodeInterleaved (method: Compression, chunksA: Buffer[], chunksB: Buffer[]): Promise<[Buffer, Buffer]> {
+  const outA: Buffer[] = []
+  const outB: Buffer[] = []
+  const decA = createDecoder(method, out => outA.push(Buffer.from(out)))
+  const decB = createDecoder(method, out => outB.push(Buffer.from(out)))
+  try {
+    for (let i = 0; i < Math.max(chunksA.length, chunksB.length); i++) {
+      const ca = chunksA[i]
+      const cb = chunksB[i]
+      if (ca !== undefined) await decA.write(ca)
+      if (cb !== undefined) await decB.write(cb)
+    }
+    await decA.end()
+    await decB.end()
+  } finally {
+    decA.close()
+    decB.close()
+  }
+  return [Buffer.concat(outA), Buffer.concat(outB)]
+}
+
 /** Compressible but not trivial: text with random words, larger than the 256 KiB output buffer. */
 function sample (bytes: number): Buffer {
   const words = Array.from({ length: 500 }, () => randomBytes(1 + (randomBytes(1)[0] ?? 0) % 8).toString('hex'))
@@ -153,24 +175,9 @@ test('zstd: decoders interleaved chunk by chunk, and contexts reused after failu
     // A truncated upload and a corrupt one leave their contexts in the middle of a frame.
     await assert.rejects(decode('zstd', [bodyA.subarray(0, 1000)]), DecodeError)
     await assert.rejects(decode('zstd', [bodyB.subarray(0, 200), Buffer.alloc(300, 0xff)]), DecodeError)
-    const outA: Buffer[] = []
-    const outB: Buffer[] = []
-    const decA = createDecoder('zstd', out => outA.push(Buffer.from(out)))
-    const decB = createDecoder('zstd', out => outB.push(Buffer.from(out)))
-    const chunksA = pieces(bodyA, 3000)
-    const chunksB = pieces(bodyB, 5000)
-    for (let i = 0; i < Math.max(chunksA.length, chunksB.length); i++) {
-      const ca = chunksA[i]
-      const cb = chunksB[i]
-      if (ca !== undefined) decA.write(ca)
-      if (cb !== undefined) decB.write(cb)
-    }
-    decA.end()
-    decB.end()
-    decA.close()
-    decB.close()
-    assert.deepEqual(Buffer.concat(outA), a)
-    assert.deepEqual(Buffer.concat(outB), b)
+    const [outA, outB] = await decodeInterleaved('zstd', pieces(bodyA, 3000), pieces(bodyB, 5000))
+    assert.deepEqual(outA, a)
+    assert.deepEqual(outB, b)
   }
 })
 
@@ -257,24 +264,9 @@ test('bzip2: several blocks, two concatenated streams, decoders interleaved chun
   assert.deepEqual(await decode('bzip2', pieces(bodyA, 5000)), a)
   assert.deepEqual(await decode('bzip2', pieces(Buffer.concat([bodyA, bodyB]), 7000)), Buffer.concat([a, b]))
   // Two uploads at once share unbzip2-stream's block decoder; each block is decoded whole.
-  const outA: Buffer[] = []
-  const outB: Buffer[] = []
-  const decoderA = createDecoder('bzip2', out => outA.push(Buffer.from(out)))
-  const decoderB = createDecoder('bzip2', out => outB.push(Buffer.from(out)))
-  const piecesA = pieces(bodyA, 3000)
-  const piecesB = pieces(bodyB, 3000)
-  for (let i = 0; i < Math.max(piecesA.length, piecesB.length); i++) {
-    const pa = piecesA[i]
-    const pb = piecesB[i]
-    if (pa !== undefined) await decoderA.write(pa)
-    if (pb !== undefined) await decoderB.write(pb)
-  }
-  await decoderA.end()
-  await decoderB.end()
-  decoderA.close()
-  decoderB.close()
-  assert.deepEqual(Buffer.concat(outA), a)
-  assert.deepEqual(Buffer.concat(outB), b)
+  const [outA, outB] = await decodeInterleaved('bzip2', pieces(bodyA, 3000), pieces(bodyB, 3000))
+  assert.deepEqual(outA, a)
+  assert.deepEqual(outB, b)
   await assert.rejects(decode('bzip2', [Buffer.from('BZh9 this is not bzip2 data at all, only its magic')]), DecodeError)
   await assert.rejects(decode('bzip2', [bodyA.subarray(0, bodyA.length - 10)]), DecodeError)
 })
