@@ -8,7 +8,8 @@
  * code unbzip2-stream runs) writes each byte into one 256 KiB buffer that goes to the sink
  * whenever it fills, and the event loop gets a turn between blocks. Memory: the decoder's
  * 3.6 MB block table and that buffer. A block is still decoded in one go, synchronously: up to
- * 46 MB of output, a fraction of a second here, during which the process serves nothing else.
+ * 46 MB of output, a fraction of a second here, during which its thread does nothing else. So
+ * the server runs it on a worker thread (bzip2-thread.ts), not on the event loop.
  */
 import bzip2 from 'unbzip2-stream/lib/bzip2.js'
 import bitIterator, { type BitReader } from 'unbzip2-stream/lib/bit_iterator.js'

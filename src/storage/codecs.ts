@@ -16,8 +16,8 @@
  * chunk and pushed each through a stream: 1.7× the CPU for a 1 GB NAR. Decompression contexts are
  * kept for the next upload: creating one (and its window buffer) per upload cost about 0.4 ms of
  * CPU, mostly in the garbage collections its native memory set off, more than a small NAR's
- * whole verification. bzip2 is synchronous too, a block at a time (bzip2-decoder.ts). The other
- * methods wrap their Transform.
+ * whole verification. bzip2 is decoded a block at a time on a worker thread (bzip2-thread.ts). The
+ * other methods wrap their Transform.
  */
 import { PassThrough, Transform, type Duplex, type TransformCallback } from 'node:stream'
 import zlib from 'node:zlib'
@@ -26,7 +26,7 @@ import { CompressStream, DecompressStream } from 'zstd-napi'
 import zstdBinding from 'zstd-napi/binding.js'
 import bz2 from 'unbzip2-stream'
 import type { Compression } from '../nix/compression.js'
-import { Bzip2Decoder } from './bzip2-decoder.js'
+import { Bzip2ThreadDecoder } from './bzip2-thread.js'
 import { DecodeError, type DecodeSink, type Decoder } from './decoder.js'
 
 /** A decompressing Transform for a verifiable method. */
@@ -110,7 +110,7 @@ export function createDecoder (method: Compression, sink: DecodeSink): Decoder {
   switch (method) {
     case 'none': return { write: (chunk) => { sink(chunk); return undefined }, end: () => undefined, close: () => {} }
     case 'zstd': return new ZstdDecoder(sink)
-    case 'bzip2': return new Bzip2Decoder(sink)
+    case 'bzip2': return new Bzip2ThreadDecoder(sink)
     default: return new TransformDecoder(createDecompressor(method), sink)
   }
 }

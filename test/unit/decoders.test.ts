@@ -270,3 +270,25 @@ test('bzip2: several blocks, two concatenated streams, decoders interleaved chun
   await assert.rejects(decode('bzip2', [Buffer.from('BZh9 this is not bzip2 data at all, only its magic')]), DecodeError)
   await assert.rejects(decode('bzip2', [bodyA.subarray(0, bodyA.length - 10)]), DecodeError)
 })
+
+test('bzip2 is decoded off the event loop: other work goes on while a bomb\'s 5 MB blocks decode', async () => {
+  const body = await bomb('bzip2', 256 * 1024 * 1024)
+  // Turns of the event loop while the decoder works. On the event loop itself it would get one
+  // per block (about 50 here, each block 5 MB of output in one go); on a thread the loop turns
+  // at least once per 256 KiB delivered.
+  let turns = 0
+  let decoding = true
+  const tick = (): void => { turns++; if (decoding) setImmediate(tick) }
+  setImmediate(tick)
+  let delivered = 0
+  const decoder = createDecoder('bzip2', (out) => { delivered += out.length })
+  try {
+    await decoder.write(body)
+    await decoder.end()
+  } finally {
+    decoding = false
+    decoder.close()
+  }
+  assert.equal(delivered, 256 * 1024 * 1024)
+  assert.ok(turns > 500, `the event loop turned ${turns} times while 256 MiB were decoded`)
+})
