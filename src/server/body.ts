@@ -67,7 +67,7 @@ export async function decodeBody (body: Buffer, encoding: string | undefined, li
   const decoder = createDecoder(method, (output) => {
     length += output.length
     if (length > limit) throw new NarwhalError('NARWHAL_TOO_LARGE', `${what} decompresses to more than the limit of ${limit} bytes (${limitName})`)
-    chunks.push(Buffer.from(output)) // the zstd and bzip2 decoders reuse their output buffer
+    chunks.push(Buffer.from(output)) // the zstd decoder reuses its output buffer
   })
   try {
     await decoder.write(body)

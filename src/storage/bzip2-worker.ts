@@ -23,7 +23,7 @@ export type Bzip2Reply =
   | { type: 'done' }
   | { type: 'error', decode: boolean, message: string }
 
-export const MAX_IN_FLIGHT = 8
+const MAX_IN_FLIGHT = 8
 
 const port = parentPort
 if (port === null) throw new Error('bzip2-worker.js runs only as a worker thread')

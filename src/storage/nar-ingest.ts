@@ -85,9 +85,9 @@ function explainDecodeError (err: unknown, method: Compression): unknown {
  * to by maxNarSize, counted on each piece of decoder output before anything reads or hashes it.
  * So a body that expands without end (a zstd or xz bomb: a few KiB that decompress to
  * terabytes) is refused once the count passes the limit, not after the server has spent the CPU
- * of decompressing all of it. zstd hands its output over 256 KiB at a time, synchronously, and
- * stops within one such piece; the Transform decoders (xz above all, decoded on a thread of its
- * own) may still finish the input already handed to them, a few chunks of the body.
+ * of decompressing all of it. zstd and bzip2 hand their output over 256 KiB at a time and stop
+ * within one such piece (bzip2's thread is ended); xz may still finish the 4 KiB of input
+ * already handed to liblzma.
  */
 class NarVerifier {
   readonly #maxBytes: number
