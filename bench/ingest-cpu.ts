@@ -16,7 +16,9 @@
  *     on a fresh data folder: process CPU (user + system, all threads) per MB of NAR;
  *   - small NARs through storeNar one after another: CPU and wall time per path;
  *   - the large zstd NAR over HTTP (one PUT with `Expect: 100-continue`, in 64 KiB writes) to
- *     `narwhal serve` in a child process: the server's CPU (from /proc/PID/stat) per MB of NAR;
+ *     `narwhal serve` in a child process: the server's CPU (from /proc/PID/stat) per MB of NAR, and how
+ *     long the client waits for the answer after its last byte (the tail of the verification and
+ *     the fsync before the answer);
  *   - small paths over HTTP against `narwhal serve` in a child process, the requests Nix 2.8's
  *     `nix copy --to` makes per path (GET narinfo 404, HEAD nar 404, PUT nar with
  *     `Expect: 100-continue`, PUT signed narinfo), one path at a time: the server's CPU (from
@@ -124,7 +126,7 @@ async function smallNars (count: number): Promise<Body[]> {
   return bodies
 }
 
-interface Sample { cpuMs: number, wallMs: number }
+interface Sample { cpuMs: number, wallMs: number, answerMs?: number }
 
 async function measure (fn: () => Promise<void>): Promise<Sample> {
   const cpu = process.cpuUsage()
@@ -242,6 +244,7 @@ async function httpLargeRun (body: Body): Promise<Sample> {
     const pid = server.child.pid ?? 0
     const cpuBefore = processCpuMs(pid)
     const start = process.hrtime.bigint()
+    let lastByte = start
     const status = await new Promise<number>((resolve, reject) => {
       const req = http.request(`${server.url}/nar/${body.fileHash}.nar${extensionFor(body.method)}`, {
         method: 'PUT',
@@ -256,14 +259,14 @@ async function httpLargeRun (body: Body): Promise<Sample> {
             at += CHUNK
             if (!ok) { req.once('drain', more); return }
           }
-          req.end()
+          req.end(() => { lastByte = process.hrtime.bigint() })
         }
         more()
       })
     })
     if (status !== 201) throw new Error(`large NAR upload answered ${status}`)
-    const wallMs = Number(process.hrtime.bigint() - start) / 1e6
-    return { cpuMs: processCpuMs(pid) - cpuBefore, wallMs }
+    const end = process.hrtime.bigint()
+    return { cpuMs: processCpuMs(pid) - cpuBefore, wallMs: Number(end - start) / 1e6, answerMs: Number(end - lastByte) / 1e6 }
   } finally {
     const exited = once(server.child, 'exit')
     server.child.kill('SIGTERM')
@@ -272,7 +275,14 @@ async function httpLargeRun (body: Body): Promise<Sample> {
   }
 }
 
-interface Row { what: string, unit: string, cpu: number[], wall: number[] }
+interface Row {
+  what: string
+  unit: string
+  cpu: number[]
+  wall: number[]
+  /** Milliseconds between the client's last byte and the answer (the large PUT over HTTP). */
+  answer?: number[]
+}
 
 function fmt (n: number): string {
   return n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2)
@@ -300,11 +310,12 @@ async function main (): Promise<void> {
   }
   if (ONLY.has('http-large') && bigZstd !== undefined) {
     const mb = bigZstd.narBytes / 1e6
-    const row: Row = { what: `zstd NAR of ${bigZstd.name}: ${fmt(mb)} MB, one PUT over HTTP, server CPU`, unit: 'ms per NAR MB', cpu: [], wall: [] }
+    const row: Row = { what: `zstd NAR of ${bigZstd.name}: ${fmt(mb)} MB, one PUT over HTTP, server CPU`, unit: 'ms per NAR MB', cpu: [], wall: [], answer: [] }
     for (let i = 0; i < RUNS; i++) {
       const s = await httpLargeRun(bigZstd)
       row.cpu.push(s.cpuMs / mb)
       row.wall.push(s.wallMs / mb)
+      row.answer?.push(s.answerMs ?? NaN)
     }
     rows.push(row)
   }
@@ -328,9 +339,10 @@ async function main (): Promise<void> {
   }
 
   process.stdout.write(`\n${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), Node ${process.version}, ${new Date().toISOString()}; medians of ${RUNS} runs\n\n`)
-  process.stdout.write('| what | unit | CPU (median) | CPU (runs) | wall (median) |\n| --- | --- | ---: | --- | ---: |\n')
+  process.stdout.write('| what | unit | CPU (median) | CPU (runs) | wall (median) | answer after the last byte, ms (runs) |\n| --- | --- | ---: | --- | ---: | --- |\n')
   for (const r of rows) {
-    process.stdout.write(`| ${r.what} | ${r.unit} | ${fmt(median(r.cpu))} | ${r.cpu.map(fmt).join(' ')} | ${fmt(median(r.wall))} |\n`)
+    const answer = r.answer === undefined ? '' : `${fmt(median(r.answer))} (${r.answer.map(fmt).join(' ')})`
+    process.stdout.write(`| ${r.what} | ${r.unit} | ${fmt(median(r.cpu))} | ${r.cpu.map(fmt).join(' ')} | ${fmt(median(r.wall))} | ${answer} |\n`)
   }
 }
 
