@@ -6,7 +6,6 @@
 import { loadConfig } from '../../config/config.js'
 import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { openCache } from '../../cache/open-cache.js'
-import { buildApp } from '../../server/app.js'
 import { firstStart } from '../first-start.js'
 import { parse } from '../usage.js'
 
@@ -27,6 +26,9 @@ export async function serveCommand (args: string[]): Promise<number> {
   })
   // Loaded only when asked for, so one process runs exactly as it did before workers existed.
   if (config.workers > 1) return await (await import('../cluster.js')).runCluster(config)
+  // Loaded here, not at the top: the primary of `--workers N` serves nothing, and Fastify and the
+  // routes cost it memory for nothing.
+  const { buildApp } = await import('../../server/app.js')
   const cache = openCache(config)
   const message = firstStart(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention })
