@@ -149,3 +149,34 @@ export function processTree (pid: number): number[] {
 export function peakRssTreeMiB (pid: number): number {
   return processTree(pid).reduce((sum, p) => sum + peakRssMiB(p), 0)
 }
+
+/** Resident memory (VmRSS) of a process now, in MiB; 0 once it is gone. */
+export function rssMiB (pid: number): number {
+  try {
+    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+    return kb === undefined ? 0 : Number(kb) / 1024
+  } catch {
+    return 0
+  }
+}
+
+/**
+ * Samples the summed RSS of a server's processes every `everyMs` while `during` runs; resolves
+ * with the largest sum seen. Unlike peakRssTreeMiB, the processes are added up at the same
+ * moment, and only over this stretch of the run.
+ */
+export async function sampledPeakRssTreeMiB<T> (pid: number, during: Promise<T>, everyMs = 20): Promise<{ result: T, peakMiB: number }> {
+  let peak = 0
+  const sample = (): void => {
+    peak = Math.max(peak, processTree(pid).reduce((sum, p) => sum + rssMiB(p), 0))
+  }
+  sample()
+  const timer = setInterval(sample, everyMs)
+  try {
+    const result = await during
+    sample()
+    return { result, peakMiB: peak }
+  } finally {
+    clearInterval(timer)
+  }
+}
