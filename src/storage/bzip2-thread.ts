@@ -7,17 +7,58 @@
  * uploads lasted. On a thread the event loop only receives the output, 256 KiB at a time, and
  * hashes it; bzip2-worker.ts blocks its decoder when eight buffers are waiting (2 MiB).
  *
- * A thread per upload (about 0.1 s to start, measured 90-135 ms here): Nix uploads bzip2 only when
- * asked to.
+ * A thread per upload (about 0.1 s to start, measured 90-135 ms here, and about 50 MiB while it
+ * runs): Nix uploads bzip2 only when asked to. At most MAX_BZIP2_THREADS run at once in a process;
+ * further bzip2 uploads wait, first come first served, without reading their bodies, for one to
+ * end. Without the cap anyone with a push token could open a hundred bzip2 uploads at once and
+ * take 5 GB of the server's memory.
  */
 import { Worker } from 'node:worker_threads'
 import { DecodeError, type DecodeSink, type Decoder } from './decoder.js'
 import type { Bzip2Reply, Bzip2Request, Bzip2WorkerData } from './bzip2-worker.js'
 
+export const MAX_BZIP2_THREADS = 2
+
+/** Threads running, and the decoders waiting for one to end. */
+let running = 0
+const queue: Array<() => void> = []
+
+/** Calls `start` now if a thread may start, else once one ends. Returns a cancel for the wait. */
+function whenThreadFree (start: () => void): () => void {
+  if (running < MAX_BZIP2_THREADS) {
+    running++
+    start()
+    return () => {}
+  }
+  queue.push(start)
+  return () => {
+    const i = queue.indexOf(start)
+    if (i >= 0) queue.splice(i, 1)
+  }
+}
+
+/** A thread ended: the first waiting decoder may start its own. */
+function threadEnded (): void {
+  const next = queue.shift()
+  if (next === undefined) running--
+  else next()
+}
+
+/** Threads running and uploads waiting for one, for tests and metrics. */
+export function bzip2Threads (): { running: number, waiting: number } {
+  return { running, waiting: queue.length }
+}
+
 export class Bzip2ThreadDecoder implements Decoder {
   readonly #sink: DecodeSink
   readonly #inFlight: Int32Array
-  readonly #worker: Worker
+  #worker: Worker | undefined
+  /** Resolves once this decoder's thread has started (at once, unless MAX_BZIP2_THREADS run). */
+  readonly #started: Promise<void>
+  /** Ends the wait for a thread with an error: the decoder was closed before its turn. */
+  #refuseStart: (err: Error) => void = () => {}
+  readonly #cancelWait: () => void
+  #stopped = false
   #waiting: { resolve: () => void, reject: (err: unknown) => void } | undefined
   #failed = false
   #failure: unknown = undefined
@@ -26,10 +67,21 @@ export class Bzip2ThreadDecoder implements Decoder {
     this.#sink = sink
     const inFlight = new SharedArrayBuffer(4)
     this.#inFlight = new Int32Array(inFlight)
-    this.#worker = new Worker(new URL('./bzip2-worker.js', import.meta.url), { workerData: { inFlight } satisfies Bzip2WorkerData })
-    this.#worker.on('message', (reply: Bzip2Reply) => { this.#receive(reply) })
-    this.#worker.on('error', (err) => { this.#fail(err) })
-    this.#worker.on('exit', () => { this.#fail(new Error('bzip2 decoder thread exited')) })
+    let started = (): void => {}
+    this.#started = new Promise<void>((resolve, reject) => {
+      started = resolve
+      this.#refuseStart = reject
+    })
+    // Awaited by each request; a refusal nobody awaits is not an unhandled one.
+    this.#started.catch(() => {})
+    this.#cancelWait = whenThreadFree(() => {
+      const worker = new Worker(new URL('./bzip2-worker.js', import.meta.url), { workerData: { inFlight } satisfies Bzip2WorkerData })
+      worker.on('message', (reply: Bzip2Reply) => { this.#receive(reply) })
+      worker.on('error', (err) => { this.#fail(err) })
+      worker.on('exit', () => { this.#fail(new Error('bzip2 decoder thread exited')) })
+      this.#worker = worker
+      started()
+    })
   }
 
   write (chunk: Buffer): Promise<void> | undefined {
@@ -52,20 +104,35 @@ export class Bzip2ThreadDecoder implements Decoder {
     waiting?.reject(new Error('bzip2 decoder closed'))
   }
 
-  /** Ends the thread, wherever it is: decoding, or waiting for its output to be taken. */
+  /**
+   * Ends the thread, wherever it is: decoding, or waiting for its output to be taken; or the wait
+   * for one. Its place goes to the next upload waiting.
+   */
   #stop (): void {
-    this.#worker.removeAllListeners('exit')
+    if (this.#stopped) return
+    this.#stopped = true
+    const worker = this.#worker
+    if (worker === undefined) {
+      this.#cancelWait()
+      this.#refuseStart(new Error('bzip2 decoder closed before its thread started'))
+      return
+    }
+    worker.removeAllListeners('exit')
     Atomics.store(this.#inFlight, 0, 0)
     Atomics.notify(this.#inFlight, 0)
-    this.#worker.terminate().catch(() => {}) // terminating cannot fail in a way worth reporting
+    worker.terminate().catch(() => {}) // terminating cannot fail in a way worth reporting
+    threadEnded()
   }
 
-  #request (request: Bzip2Request, transfer: ArrayBuffer[] = []): Promise<void> {
-    if (this.#failed) return Promise.reject(this.#failure)
+  async #request (request: Bzip2Request, transfer: ArrayBuffer[] = []): Promise<void> {
+    await this.#started
+    const worker = this.#worker
+    if (this.#failed) throw this.#failure
+    if (worker === undefined || this.#stopped) throw new Error('bzip2 decoder closed')
     if (this.#waiting !== undefined) throw new Error('bzip2 decoder: a write is already under way')
-    return new Promise<void>((resolve, reject) => {
+    await new Promise<void>((resolve, reject) => {
       this.#waiting = { resolve, reject }
-      this.#worker.postMessage(request, transfer)
+      worker.postMessage(request, transfer)
     })
   }
 

@@ -13,6 +13,7 @@ import zlib from 'node:zlib'
 import { compress as zstdOneShot, decompress as zstdDecompressOneShot } from 'zstd-napi'
 import type { Compression } from '../../src/nix/compression.js'
 import { createCompressor, createDecoder, DecodeError, zstdFrameWindow } from '../../src/storage/codecs.js'
+import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/storage/bzip2-thread.js'
 import { compressBytes, runBytes } from '../helpers/upload.js'
 
 async function compressed (data: Buffer, method: Compression): Promise<Buffer> {
@@ -291,4 +292,40 @@ test('bzip2 is decoded off the event loop: other work goes on while a bomb\'s 5 
   }
   assert.equal(delivered, 256 * 1024 * 1024)
   assert.ok(turns > 500, `the event loop turned ${turns} times while 256 MiB were decoded`)
+})
+
+test(`bzip2: at most ${MAX_BZIP2_THREADS} threads at once; further uploads wait their turn, and one closed while waiting leaves the queue`, async () => {
+  const data = sample(300 * 1024)
+  const body = await runBytes('bzip2', ['-1', '-c'], data)
+  const outputs: Buffer[][] = []
+  const decoders = Array.from({ length: MAX_BZIP2_THREADS + 2 }, (_, i) => {
+    outputs[i] = []
+    return createDecoder('bzip2', chunk => { outputs[i]?.push(Buffer.from(chunk)) })
+  })
+  try {
+    assert.deepEqual(bzip2Threads(), { running: MAX_BZIP2_THREADS, waiting: 2 })
+    const settled: boolean[] = decoders.map(() => false)
+    const writes = decoders.map(async (decoder, i) => {
+      await decoder.write(body)
+      await decoder.end()
+      settled[i] = true
+    })
+    // The first ones decode whole; the last two have not started.
+    await Promise.all(writes.slice(0, MAX_BZIP2_THREADS))
+    await new Promise(resolve => setTimeout(resolve, 100))
+    assert.deepEqual(settled, [...Array(MAX_BZIP2_THREADS).fill(true), false, false])
+    // Closing a waiting decoder takes it out of the queue, and its write fails instead of hanging.
+    const closedWhileWaiting = decoders[MAX_BZIP2_THREADS + 1]
+    closedWhileWaiting?.close()
+    await assert.rejects(writes[MAX_BZIP2_THREADS + 1] ?? Promise.resolve(), /closed/)
+    assert.deepEqual(bzip2Threads(), { running: MAX_BZIP2_THREADS, waiting: 1 })
+    // Ending one running decoder lets the first waiting one start and finish.
+    decoders[0]?.close()
+    await writes[MAX_BZIP2_THREADS]
+    assert.deepEqual(Buffer.concat(outputs[MAX_BZIP2_THREADS] ?? []), data)
+  } finally {
+    // Also after a failed assertion: a thread left running would keep the test process alive.
+    for (const decoder of decoders) decoder.close()
+  }
+  assert.deepEqual(bzip2Threads(), { running: 0, waiting: 0 })
 })
