@@ -80,6 +80,9 @@ export class TempFile {
   async sync (): Promise<void> {
     await this.flush()
     await this.syncing
+    // An early sync's error counts even if this fsync succeeds: after a failed write-back Linux
+    // may report the error once and then call the pages clean.
+    if (this.failure !== undefined) throw this.failure
     await fsync(this.fd)
     this.synced = this.written
     await this.close()
