@@ -16,9 +16,9 @@
  *     on a fresh data folder: process CPU (user + system, all threads) per MB of NAR;
  *   - small NARs through storeNar one after another: CPU and wall time per path;
  *   - the large zstd NAR over HTTP (one PUT with `Expect: 100-continue`, in 64 KiB writes) to
- *     `narwhal serve` in a child process: the server's CPU (from /proc/PID/stat) per MB of NAR, and how
- *     long the client waits for the answer after its last byte (the tail of the verification and
- *     the fsync before the answer);
+ *     `narwhal serve` in a child process: the server's CPU (from /proc/PID/stat) per MB of NAR,
+ *     and how long the client waits for the answer after its last byte (the tail of the
+ *     verification and the fsync before the answer);
  *   - small paths over HTTP against `narwhal serve` in a child process, the requests Nix 2.8's
  *     `nix copy --to` makes per path (GET narinfo 404, HEAD nar 404, PUT nar with
  *     `Expect: 100-continue`, PUT signed narinfo), one path at a time: the server's CPU (from

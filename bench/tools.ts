@@ -117,11 +117,15 @@ export async function startProcess (file: string, args: string[], env: NodeJS.Pr
   throw new Error(`${file} did not become ready: ${stderr}`)
 }
 
+/** A memory field of /proc/PID/status (VmHWM, VmRSS), in MiB; NaN when absent. Throws once the process is gone. */
+function statusMiB (pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  const kb = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+  return kb === undefined ? NaN : Number(kb) / 1024
+}
+
 /** Peak resident memory (VmHWM) of a process, in MiB. */
 export function peakRssMiB (pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1]
-  return kb === undefined ? NaN : Number(kb) / 1024
+  return statusMiB(pid, 'VmHWM')
 }
 
 /**
@@ -150,11 +154,11 @@ export function peakRssTreeMiB (pid: number): number {
   return processTree(pid).reduce((sum, p) => sum + peakRssMiB(p), 0)
 }
 
-/** Resident memory (VmRSS) of a process now, in MiB; 0 once it is gone. */
+/** Resident memory (VmRSS) of a process now, in MiB; 0 once it is gone (a sample may race its exit). */
 export function rssMiB (pid: number): number {
   try {
-    const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
-    return kb === undefined ? 0 : Number(kb) / 1024
+    const mib = statusMiB(pid, 'VmRSS')
+    return Number.isNaN(mib) ? 0 : mib
   } catch {
     return 0
   }

@@ -44,7 +44,7 @@ function threadEnded (): void {
   else next()
 }
 
-/** Threads running and uploads waiting for one, for tests and metrics. */
+/** Threads running and uploads waiting for one (read by the tests). */
 export function bzip2Threads (): { running: number, waiting: number } {
   return { running, waiting: queue.length }
 }

@@ -264,7 +264,7 @@ test('bzip2: several blocks, two concatenated streams, decoders interleaved chun
   const bodyB = await runBytes('bzip2', ['-1', '-c'], b)
   assert.deepEqual(await decode('bzip2', pieces(bodyA, 5000)), a)
   assert.deepEqual(await decode('bzip2', pieces(Buffer.concat([bodyA, bodyB]), 7000)), Buffer.concat([a, b]))
-  // Two uploads at once share unbzip2-stream's block decoder; each block is decoded whole.
+  // Two uploads at once, each decoder on its own thread, fed a chunk at a time in turns.
   const [outA, outB] = await decodeInterleaved('bzip2', pieces(bodyA, 3000), pieces(bodyB, 3000))
   assert.deepEqual(outA, a)
   assert.deepEqual(outB, b)
