@@ -6,6 +6,7 @@
  * better-sqlite3 returns them as numbers, exact up to 2^53 bytes).
  */
 import type { Db } from './database.js'
+import { NarinfoCache } from './narinfo-cache.js'
 import { REFERRERS_CTE } from './referrers-sql.js'
 
 export interface NarFileRow {
@@ -55,13 +56,25 @@ export interface TokenRow {
   revokedAt: number | null
 }
 
+/**
+ * Narinfos kept in memory for GET (narinfoBody): about 10,000 of a typical 1.5 KB. Each process
+ * of `narwhal serve --workers N` keeps its own.
+ */
+export const NARINFO_CACHE_BYTES = 16 * 1024 * 1024
+
 export class Metadata {
   private readonly db: Db
   private readonly stmts
+  private readonly narinfoCache = new NarinfoCache(NARINFO_CACHE_BYTES)
+  /** PRAGMA data_version when narinfoCache was last known to match the database. */
+  private cachedDataVersion = -1
 
   constructor (db: Db) {
     this.db = db
     this.stmts = {
+      // Changes whenever another connection (another process, a gc worker thread) commits;
+      // never for this connection's own writes.
+      dataVersion: db.prepare<[], number>('PRAGMA data_version').pluck(),
       narFileByHash: db.prepare<[string], NarFileRow>(
         `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
                 nar_size AS narSize FROM nar_files WHERE file_hash = ?`),
@@ -189,6 +202,29 @@ export class Metadata {
     return this.stmts.narinfoText.get(hashPart)?.narinfo
   }
 
+  /**
+   * The narinfo as served (its UTF-8 bytes), or undefined: what GET answers, from memory when
+   * this hash part was asked for before. Exact, not eventually right: every call first asks
+   * SQLite whether another connection committed since (PRAGMA data_version, about half the cost
+   * of the lookup) and forgets everything if so, and this connection's own writes of narinfos
+   * forget what they change (insertNarinfo, updateSignatures, deleteNarinfo). A hit then costs no
+   * row lookup and no UTF-8 encoding; measured in BENCHMARKS.md (2026-11-30, late evening).
+   */
+  narinfoBody (hashPart: string): Buffer | undefined {
+    const version = this.stmts.dataVersion.get()
+    if (version !== this.cachedDataVersion) {
+      this.narinfoCache.clear()
+      this.cachedDataVersion = version ?? -1
+    }
+    const known = this.narinfoCache.get(hashPart)
+    if (known !== undefined) return known ?? undefined
+    const text = this.stmts.narinfoText.get(hashPart)?.narinfo
+    const body = text === undefined ? null : Buffer.from(text, 'utf8')
+    // Inside a transaction the row may yet be rolled back: read, but not remembered.
+    if (!this.db.inTransaction) this.narinfoCache.set(hashPart, body)
+    return body ?? undefined
+  }
+
   narinfo (hashPart: string): StoredNarinfo | undefined {
     const row = this.stmts.narinfoByHash.get(hashPart)
     if (row === undefined) return undefined
@@ -222,10 +258,13 @@ export class Metadata {
     })
     const id = Number(result.lastInsertRowid)
     for (const ref of rec.references) this.stmts.insertRef.run(id, ref.hashPart, ref.baseName)
+    this.narinfoCache.delete(rec.hashPart)
   }
 
   updateSignatures (id: number, sigs: string[], narinfo: string): void {
     this.stmts.updateSigs.run({ id, sigs: sigs.join('\n'), narinfo })
+    // Rare (a re-upload adding signatures), and the row is named by id here: forget them all.
+    this.narinfoCache.clear()
   }
 
   narinfoCount (): number {
@@ -268,6 +307,7 @@ export class Metadata {
 
   /** Deletes one narinfo (its reference rows go with it); false when there was none. */
   deleteNarinfo (hashPart: string): boolean {
+    this.narinfoCache.delete(hashPart)
     return this.stmts.deleteNarinfo.run(hashPart).changes > 0
   }
 

@@ -1,9 +1,10 @@
 /**
  * `<hash32>.narinfo`: the metadata of one store path.
  *
- * GET/HEAD answer from a single indexed lookup of the text rendered at upload time. PUT runs the
- * write rules in cache/accept-narinfo.ts; the hash part is checked against the nix32 alphabet by
- * the route schema before anything else happens.
+ * GET/HEAD answer with the text rendered at upload time, from memory or one indexed lookup
+ * (Metadata.narinfoBody). PUT runs the write rules in
+ * cache/accept-narinfo.ts; the hash part is checked against the nix32 alphabet by the route
+ * schema before anything else happens.
  */
 import type { FastifyInstance } from 'fastify'
 import { acceptNarinfo } from '../../cache/accept-narinfo.js'
@@ -19,21 +20,30 @@ const params = {
 
 interface Params { hash: string }
 
+/** The route's URL pattern, as metrics label it. */
+export const NARINFO_ROUTE = '/:hash.narinfo'
+export const NARINFO_TYPE = 'text/x-nix-narinfo'
+export const MISS_TYPE = 'text/plain; charset=utf-8'
+
+/** The body of a miss: the error handler's form of NARWHAL_NOT_FOUND. */
+export function narinfoMissBody (hashPart: string): string {
+  return `NARWHAL_NOT_FOUND: ${hashPart}.narinfo is not in this cache\n`
+}
+
 export function narinfoRoutes (app: FastifyInstance): void {
-  app.get<{ Params: Params }>('/:hash.narinfo', { schema: { params } }, async (request, reply) => {
-    const text = app.narwhal.metadata.narinfoText(request.params.hash)
-    if (text === undefined) {
+  app.get<{ Params: Params }>(NARINFO_ROUTE, { schema: { params } }, async (request, reply) => {
+    const body = app.narwhal.metadata.narinfoBody(request.params.hash)
+    if (body === undefined) {
       // Answered here rather than thrown: a miss is ordinary traffic (Nix asks for every path of
       // a closure before it uploads), and building an Error with its stack trace for each one
       // cost more than the lookup. Same status and body as the error handler gives.
-      return reply.code(404).header('content-type', 'text/plain; charset=utf-8')
-        .send(`NARWHAL_NOT_FOUND: ${request.params.hash}.narinfo is not in this cache\n`)
+      return reply.code(404).header('content-type', MISS_TYPE).send(narinfoMissBody(request.params.hash))
     }
     app.narwhal.access.narinfo(request.params.hash)
-    return reply.header('content-type', 'text/x-nix-narinfo').send(text)
+    return reply.header('content-type', NARINFO_TYPE).send(body)
   })
 
-  app.put<{ Params: Params }>('/:hash.narinfo', { schema: { params } }, async (request, reply) => {
+  app.put<{ Params: Params }>(NARINFO_ROUTE, { schema: { params } }, async (request, reply) => {
     const { limits } = app.narwhal.config
     const received = await readBody(request, limits.narinfoBytes, 'narinfo', 'limits.narinfoBytes')
     const body = await decodeBody(received, request.headers['content-encoding'], limits.narinfoBytes, 'narinfo', 'limits.narinfoBytes')

@@ -1,0 +1,95 @@
+/**
+ * The narinfos GET answers from memory (db/narinfo-cache.ts, Metadata.narinfoBody) are never
+ * staler than the database: a write by this connection or by another one (another process, a gc
+ * worker thread) is seen by the next read.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import Database from 'better-sqlite3'
+import { loadConfig } from '../../src/config/config.js'
+import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
+import { Metadata } from '../../src/db/metadata.js'
+import { NarinfoCache } from '../../src/db/narinfo-cache.js'
+import { tempDir } from '../helpers/nix.js'
+
+test('NarinfoCache drops the least recently used entries past its bound, counting misses too', () => {
+  const cache = new NarinfoCache(3 * (160 + 100))
+  cache.set('a', Buffer.alloc(100))
+  cache.set('b', Buffer.alloc(100))
+  cache.set('c', Buffer.alloc(100))
+  assert.deepEqual(cache.size, { entries: 3, bytes: 780 })
+  assert.ok(cache.get('a') !== undefined) // a is now the most recently used
+  cache.set('d', null) // a miss costs its overhead: 160 bytes, so one entry goes
+  assert.equal(cache.get('b'), undefined)
+  assert.ok(cache.get('a') instanceof Buffer)
+  assert.equal(cache.get('d'), null)
+  cache.set('a', Buffer.alloc(50)) // replacing an entry replaces its cost
+  assert.deepEqual(cache.size, { entries: 3, bytes: 160 + 50 + 160 + 160 + 100 })
+  cache.set('huge', Buffer.alloc(10_000)) // larger than the whole bound: not kept, nothing evicted
+  assert.equal(cache.get('huge'), undefined)
+  assert.equal(cache.size.entries, 3)
+  cache.delete('a')
+  cache.clear()
+  assert.deepEqual(cache.size, { entries: 0, bytes: 0 })
+})
+
+function openTestCache (t: { after: (fn: () => void) => void }): OpenCache {
+  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-narinfo-cache-') }, {}))
+  t.after(() => cache.db.close())
+  return cache
+}
+
+function insert (metadata: Metadata, hashPart: string, text: string): void {
+  const narFile = metadata.recordNarFile({ fileHash: hashPart.padEnd(52, '0'), fileSize: 1, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: 1 })
+  metadata.insertNarinfo({
+    hashPart,
+    storePath: `/nix/store/${hashPart}-x`,
+    narFileId: narFile.id,
+    narHash: `sha256:${'0'.repeat(52)}`,
+    narSize: 1,
+    deriver: null,
+    ca: null,
+    sigs: [],
+    narinfo: text,
+    references: []
+  })
+}
+
+const A = 'a'.repeat(32)
+const B = 'b'.repeat(32)
+
+test('narinfoBody sees this connection\'s own inserts, signature updates and deletes', (t) => {
+  const { metadata } = openTestCache(t)
+  assert.equal(metadata.narinfoBody(A), undefined) // a miss, now remembered
+  insert(metadata, A, 'StorePath: one\n')
+  assert.equal(metadata.narinfoBody(A)?.toString(), 'StorePath: one\n')
+  const id = metadata.narinfo(A)?.id ?? -1
+  metadata.updateSignatures(id, ['k:sig'], 'StorePath: one\nSig: k:sig\n')
+  assert.equal(metadata.narinfoBody(A)?.toString(), 'StorePath: one\nSig: k:sig\n')
+  assert.equal(metadata.deleteNarinfo(A), true)
+  assert.equal(metadata.narinfoBody(A), undefined)
+})
+
+test('narinfoBody sees what another connection committed, at the next read', (t) => {
+  const cache = openTestCache(t)
+  const other = new Database(cache.layout.database)
+  t.after(() => other.close())
+  const elsewhere = new Metadata(other)
+  assert.equal(cache.metadata.narinfoBody(A), undefined)
+  insert(elsewhere, A, 'StorePath: a\n')
+  insert(cache.metadata, B, 'StorePath: b\n')
+  assert.equal(cache.metadata.narinfoBody(A)?.toString(), 'StorePath: a\n', 'a remembered miss outlived an insert by another process')
+  assert.equal(cache.metadata.narinfoBody(B)?.toString(), 'StorePath: b\n')
+  assert.equal(elsewhere.deleteNarinfo(B), true)
+  assert.equal(cache.metadata.narinfoBody(B), undefined, 'a remembered hit outlived a delete by another process (gc)')
+})
+
+test('narinfoBody does not remember what it read inside a transaction that is rolled back', (t) => {
+  const { db, metadata } = openTestCache(t)
+  assert.throws(() => db.transaction(() => {
+    insert(metadata, A, 'StorePath: a\n')
+    assert.equal(metadata.narinfoBody(A)?.toString(), 'StorePath: a\n')
+    throw new Error('roll back')
+  })(), /roll back/)
+  assert.equal(metadata.narinfoBody(A), undefined)
+})
