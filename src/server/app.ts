@@ -4,11 +4,12 @@
  */
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { AccessTracker } from '../cache/access-tracker.js'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { registerAuth } from './auth.js'
 import { holdContinue } from './body.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
+import { narinfoFastPath, type FastRead } from './fast-reads.js'
 import { registerIdleTimeout } from './idle-timeout.js'
 import { registerMetrics } from './metrics.js'
 import { registerRateLimit } from './rate-limit.js'
@@ -27,25 +28,42 @@ export interface AppOptions {
 export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOptions = {}): FastifyInstance {
   const { timeouts, trustProxy } = context.config
   const headersMs = timeouts.headersSeconds * 1000
+  // A NAR upload can take many minutes: no limit on a request's total time. What is limited is
+  // silence: a socket on which no byte moved either way for timeouts.idleSeconds is destroyed
+  // (Node's socket timeout), which stops a stalled upload (its temp file is then removed, see
+  // storage/nar-ingest.ts) and a download to a client that stopped reading. The server's own
+  // work is not silence: see idle-timeout.ts.
+  const requestTimeout = 0
+  const connectionTimeout = timeouts.idleSeconds * 1000
+  const keepAliveTimeout = 65_000
+  const httpOptions = {
+    // Headers trickled a byte at a time keep a socket busy but never start a request (slowloris).
+    headersTimeout: headersMs,
+    // How often Node checks headersTimeout; its default of 30 s would let a slow header live
+    // up to 30 s past its limit. One pass over the open connections per second costs nothing.
+    connectionsCheckingInterval: Math.min(1000, headersMs / 2)
+  }
+  // Set once the routes exist (below); the server is made before them.
+  const front: { fastRead?: FastRead } = {}
   const app = Fastify({
+    // The server Fastify would make (lib/server.js applies these same settings to it), with the
+    // narinfo GETs that fast-reads.ts answers taken off the front.
+    serverFactory: (handler) => {
+      const server = http.createServer(httpOptions, (request, response) => {
+        if (front.fastRead?.(request, response) !== true) handler(request, response)
+      })
+      server.keepAliveTimeout = keepAliveTimeout
+      server.requestTimeout = requestTimeout
+      server.setTimeout(connectionTimeout)
+      return server
+    },
     logger: options.logger === false ? false : { level: context.config.logLevel },
     // Nix 2.8 strips only one trailing slash from the cache URL, so `…/cache//x` does arrive.
     routerOptions: { ignoreDuplicateSlashes: true },
-    // A NAR upload can take many minutes: no limit on a request's total time. What is limited is
-    // silence: a socket on which no byte moved either way for timeouts.idleSeconds is destroyed
-    // (Node's socket timeout), which stops a stalled upload (its temp file is then removed, see
-    // storage/nar-ingest.ts) and a download to a client that stopped reading. The server's own
-    // work is not silence: see idle-timeout.ts.
-    requestTimeout: 0,
-    connectionTimeout: timeouts.idleSeconds * 1000,
-    keepAliveTimeout: 65_000,
-    http: {
-      // Headers trickled a byte at a time keep a socket busy but never start a request (slowloris).
-      headersTimeout: headersMs,
-      // How often Node checks headersTimeout; its default of 30 s would let a slow header live
-      // up to 30 s past its limit. One pass over the open connections per second costs nothing.
-      connectionsCheckingInterval: Math.min(1000, headersMs / 2)
-    },
+    requestTimeout,
+    connectionTimeout,
+    keepAliveTimeout,
+    http: httpOptions,
     // Behind a reverse proxy every client would otherwise count as the proxy's address.
     trustProxy: trustProxy.length > 0 ? trustProxy : false,
     return503OnClosing: true,
@@ -76,7 +94,8 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
   registerIdleTimeout(app, timeouts.idleSeconds * 1000)
   registerAuth(app)
   registerRateLimit(app)
-  registerMetrics(app, { cluster: options.clusterWorker ?? false })
+  const countResponse = registerMetrics(app, { cluster: options.clusterWorker ?? false })
   registerRoutes(app)
+  front.fastRead = narinfoFastPath(app, countResponse)
   return app
 }

@@ -54,13 +54,20 @@ function registerGcMetrics (registry: Registry, retention: Retention): void {
 }
 
 /**
+ * Counts one answered request: what the onResponse hook does for every request Fastify answers,
+ * and what server/fast-reads.ts does for the ones it answers itself. `route` is the route's URL
+ * pattern ('unmatched' when none), `receivedHeader` the request's Content-Length header.
+ */
+export type CountResponse = (method: string, route: string, status: number, receivedHeader: string | undefined, sentBytes: number) => void
+
+/**
  * `cluster`: this process is one worker of `narwhal serve --workers N`, and /metrics answers for
  * all of them (server/cluster-metrics.ts). Request and byte counters are summed over the workers.
  * So are the process metrics (memory, CPU seconds, handles: what the server as a whole uses, the
  * figure to compare with one process; the primary, which serves nothing, is left out), except
  * those prom-client merges otherwise: event-loop lag is averaged, the Node version taken once.
  */
-export function registerMetrics (app: FastifyInstance, options: { cluster: boolean }): void {
+export function registerMetrics (app: FastifyInstance, options: { cluster: boolean }): CountResponse {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry, prefix: 'narwhal_' })
   if (options.cluster) shareRegistry(registry)
@@ -80,17 +87,19 @@ export function registerMetrics (app: FastifyInstance, options: { cluster: boole
   const bytesOut = new Counter({ name: 'narwhal_sent_bytes_total', help: 'Response bytes sent (Content-Length)', registers: [registry] })
   registerGcMetrics(registry, app.narwhal.retention)
 
+  const countResponse: CountResponse = (method, route, status, receivedHeader, sentBytes) => {
+    requests.inc({ method, route, status })
+    if (receivedHeader !== undefined) {
+      const bytes = Number(receivedHeader)
+      if (Number.isFinite(bytes)) bytesIn.inc(bytes)
+    }
+    if (method !== 'HEAD' && Number.isFinite(sentBytes) && sentBytes > 0) bytesOut.inc(sentBytes)
+  }
   // Callback-style hooks rather than async ones: these run on every request, and an async hook
   // costs a promise and a microtask each time.
   app.addHook('onResponse', (request, reply, done) => {
-    requests.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched', status: reply.statusCode })
-    const received = request.headers['content-length']
-    if (received !== undefined) {
-      const bytes = Number(received)
-      if (Number.isFinite(bytes)) bytesIn.inc(bytes)
-    }
-    const sent = Number(reply.getHeader('content-length') ?? 0)
-    if (request.method !== 'HEAD' && Number.isFinite(sent) && sent > 0) bytesOut.inc(sent)
+    countResponse(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode,
+      request.headers['content-length'], Number(reply.getHeader('content-length') ?? 0))
     done()
   })
   app.addHook('onError', (_request, _reply, err, done) => {
@@ -103,4 +112,5 @@ export function registerMetrics (app: FastifyInstance, options: { cluster: boole
     const text = options.cluster ? await metricsFromPrimary() : await registry.metrics()
     return reply.header('content-type', registry.contentType).send(text)
   })
+  return countResponse
 }

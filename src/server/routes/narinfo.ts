@@ -2,7 +2,8 @@
  * `<hash32>.narinfo`: the metadata of one store path.
  *
  * GET/HEAD answer with the text rendered at upload time, from memory or one indexed lookup
- * (Metadata.narinfoBody). PUT runs the write rules in
+ * (Metadata.narinfoBody). Most GETs never reach this route: server/fast-reads.ts answers them
+ * before Fastify, with the same status, headers and body. PUT runs the write rules in
  * cache/accept-narinfo.ts; the hash part is checked against the nix32 alphabet by the route
  * schema before anything else happens.
  */

@@ -1,0 +1,90 @@
+/**
+ * GET /<hash>.narinfo is answered before Fastify (server/fast-reads.ts) with exactly what the
+ * route answers, counted in /metrics, and only when no Fastify hook is needed for a read.
+ */
+import { test, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { loadConfig } from '../../src/config/config.js'
+import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
+import { buildApp } from '../../src/server/app.js'
+import type { FastifyInstance } from 'fastify'
+import { tempDir } from '../helpers/nix.js'
+
+const HIT = 'a'.repeat(32)
+const MISS = 'b'.repeat(32)
+const TEXT = `StorePath: /nix/store/${HIT}-x\nURL: nar/x.nar\nCompression: none\n`
+
+interface Started { app: FastifyInstance, url: string, cache: OpenCache, routed: string[] }
+
+/** A server like `narwhal serve`'s, with a hook noting each request Fastify itself handles. */
+async function start (t: TestContext, env: Record<string, string> = {}): Promise<Started> {
+  const config = loadConfig({ dataDir: tempDir('narwhal-fast-reads-'), listen: '127.0.0.1:0' }, env)
+  const cache = openCache(config)
+  const narFile = cache.metadata.recordNarFile({ fileHash: 'x'.padEnd(52, '0'), fileSize: 1, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: 1 })
+  cache.metadata.insertNarinfo({ hashPart: HIT, storePath: `/nix/store/${HIT}-x`, narFileId: narFile.id, narHash: `sha256:${'0'.repeat(52)}`, narSize: 1, deriver: null, ca: null, sigs: [], narinfo: TEXT, references: [] })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention }, { logger: false })
+  const routed: string[] = []
+  app.addHook('onRequest', async (request) => { routed.push(request.url) })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  t.after(async () => {
+    await app.close()
+    cache.db.close()
+  })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('no TCP address')
+  return { app, url: `http://127.0.0.1:${address.port}`, cache, routed }
+}
+
+function answerOf (status: number, headers: { get: (name: string) => string | null }, body: string): object {
+  return { status, type: headers.get('content-type'), length: headers.get('content-length'), body }
+}
+
+test('hits and misses are answered without Fastify, byte for byte as the route answers them', async (t) => {
+  const { app, url, routed } = await start(t)
+  for (const hash of [HIT, MISS]) {
+    const fast = await fetch(`${url}/${hash}.narinfo`)
+    const fastAnswer = answerOf(fast.status, fast.headers, await fast.text())
+    const route = await app.inject({ method: 'GET', url: `/${hash}.narinfo` })
+    const routeAnswer = answerOf(route.statusCode, { get: (n: string) => route.headers[n]?.toString() ?? null }, route.body)
+    assert.deepEqual(fastAnswer, routeAnswer)
+  }
+  assert.deepEqual(routed, [`/${HIT}.narinfo`, `/${MISS}.narinfo`], 'only the two inject() calls went through Fastify')
+  assert.equal(await (await fetch(`${url}/${HIT}.narinfo`)).text(), TEXT)
+})
+
+test('what the fast path does not answer goes on to Fastify', async (t) => {
+  const { url, routed } = await start(t)
+  const head = await fetch(`${url}/${HIT}.narinfo`, { method: 'HEAD' })
+  assert.equal(head.status, 200)
+  assert.equal(head.headers.get('content-length'), String(Buffer.byteLength(TEXT)))
+  assert.equal(await (await fetch(`${url}/${HIT}.narinfo?x=1`)).text(), TEXT)
+  assert.equal((await fetch(`${url}/${HIT.toUpperCase()}.narinfo`)).status, 400)
+  assert.equal((await fetch(`${url}/${HIT}.narinfo`, { method: 'PUT', body: 'x' })).status, 401)
+  assert.deepEqual(routed, [`/${HIT}.narinfo`, `/${HIT}.narinfo?x=1`, `/${HIT.toUpperCase()}.narinfo`, `/${HIT}.narinfo`])
+})
+
+test('fast answers are counted in /metrics under the route, and noted for gc', async (t) => {
+  const { app, url, cache } = await start(t)
+  const readAt = cache.db.prepare<[string], { t: number }>('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?')
+  cache.db.prepare('UPDATE narinfos SET last_accessed_at = 0').run()
+  await fetch(`${url}/${HIT}.narinfo`)
+  await fetch(`${url}/${HIT}.narinfo`)
+  await fetch(`${url}/${MISS}.narinfo`)
+  const text = await (await fetch(`${url}/metrics`)).text()
+  assert.match(text, /narwhal_http_requests_total\{method="GET",route="\/:hash\.narinfo",status="200"\} 2/)
+  assert.match(text, /narwhal_http_requests_total\{method="GET",route="\/:hash\.narinfo",status="404"\} 1/)
+  const sent = Number(/narwhal_sent_bytes_total (\d+)/.exec(text)?.[1])
+  assert.ok(sent >= 2 * Buffer.byteLength(TEXT) + 81, `sent bytes ${sent}`)
+  await app.close() // writes the pending read times
+  assert.ok((readAt.get(HIT)?.t ?? 0) > 0, 'the hit was not noted for gc')
+})
+
+test('a private cache, a read budget or a debug log keeps every read in Fastify', async (t) => {
+  const settings: Array<Record<string, string>> = [{ NARWHAL_PRIVATE: 'true' }, { NARWHAL_RATE_LIMIT_READS: '1000' }, { NARWHAL_LOG_LEVEL: 'debug' }]
+  for (const env of settings) {
+    const { url, routed } = await start(t, env)
+    const response = await fetch(`${url}/${HIT}.narinfo`)
+    assert.equal(response.status, env.NARWHAL_PRIVATE === 'true' ? 401 : 200, JSON.stringify(env))
+    assert.deepEqual(routed, [`/${HIT}.narinfo`], JSON.stringify(env))
+  }
+})
