@@ -6,7 +6,7 @@
  * better-sqlite3 returns them as numbers, exact up to 2^53 bytes).
  */
 import type { Db } from './database.js'
-import { NarinfoCache } from './narinfo-cache.js'
+import { BodyCache } from './body-cache.js'
 import { REFERRERS_CTE } from './referrers-sql.js'
 
 export interface NarFileRow {
@@ -65,9 +65,12 @@ export const NARINFO_CACHE_BYTES = 16 * 1024 * 1024
 export class Metadata {
   private readonly db: Db
   private readonly stmts
-  private readonly narinfoCache = new NarinfoCache(NARINFO_CACHE_BYTES)
-  /** PRAGMA data_version when narinfoCache was last known to match the database. */
-  private cachedDataVersion = -1
+  private readonly narinfoCache = new BodyCache(NARINFO_CACHE_BYTES)
+  /** The servedGeneration that narinfoCache's entries were read in. */
+  private narinfoCacheGeneration = -1
+  /** See servedGeneration. */
+  private generation = 0
+  private seenDataVersion = -1
 
   constructor (db: Db) {
     this.db = db
@@ -203,18 +206,32 @@ export class Metadata {
   }
 
   /**
+   * A number that changes whenever what GET serves may have changed: another connection committed
+   * since the last call (PRAGMA data_version: another worker, `narwhal gc`, a gc thread; about
+   * half the cost of a row lookup), or this connection wrote narinfos or removed NAR file rows.
+   * Whoever keeps served bytes in memory (narinfoBody below, small NAR bodies in
+   * server/fast-reads.ts) asks for it before each answer and forgets them all when it changed:
+   * what they answer is then exactly as fresh as the database, not eventually.
+   */
+  servedGeneration (): number {
+    const version = this.stmts.dataVersion.get() ?? -1
+    if (version !== this.seenDataVersion) {
+      this.seenDataVersion = version
+      this.generation++
+    }
+    return this.generation
+  }
+
+  /**
    * The narinfo as served (its UTF-8 bytes), or undefined: what GET answers, from memory when
-   * this hash part was asked for before. Exact, not eventually right: every call first asks
-   * SQLite whether another connection committed since (PRAGMA data_version, about half the cost
-   * of the lookup) and forgets everything if so, and this connection's own writes of narinfos
-   * forget what they change (insertNarinfo, updateSignatures, deleteNarinfo). A hit then costs no
-   * row lookup and no UTF-8 encoding; measured in BENCHMARKS.md (2026-11-30, late evening).
+   * this hash part was asked for since the last change (servedGeneration). A hit then costs no row
+   * lookup and no UTF-8 encoding; measured in BENCHMARKS.md (2026-11-30, late evening).
    */
   narinfoBody (hashPart: string): Buffer | undefined {
-    const version = this.stmts.dataVersion.get()
-    if (version !== this.cachedDataVersion) {
+    const generation = this.servedGeneration()
+    if (generation !== this.narinfoCacheGeneration) {
       this.narinfoCache.clear()
-      this.cachedDataVersion = version ?? -1
+      this.narinfoCacheGeneration = generation
     }
     const known = this.narinfoCache.get(hashPart)
     if (known !== undefined) return known ?? undefined
@@ -258,13 +275,12 @@ export class Metadata {
     })
     const id = Number(result.lastInsertRowid)
     for (const ref of rec.references) this.stmts.insertRef.run(id, ref.hashPart, ref.baseName)
-    this.narinfoCache.delete(rec.hashPart)
+    this.generation++
   }
 
   updateSignatures (id: number, sigs: string[], narinfo: string): void {
     this.stmts.updateSigs.run({ id, sigs: sigs.join('\n'), narinfo })
-    // Rare (a re-upload adding signatures), and the row is named by id here: forget them all.
-    this.narinfoCache.clear()
+    this.generation++
   }
 
   narinfoCount (): number {
@@ -307,7 +323,7 @@ export class Metadata {
 
   /** Deletes one narinfo (its reference rows go with it); false when there was none. */
   deleteNarinfo (hashPart: string): boolean {
-    this.narinfoCache.delete(hashPart)
+    this.generation++
     return this.stmts.deleteNarinfo.run(hashPart).changes > 0
   }
 
@@ -327,6 +343,7 @@ export class Metadata {
 
   /** Deletes a NAR file row unless a narinfo points at it; true when it was deleted. */
   deleteNarFileRow (id: number): boolean {
+    this.generation++
     return this.stmts.deleteNarFile.run(id, id).changes > 0
   }
 

@@ -9,7 +9,7 @@ import { registerAuth } from './auth.js'
 import { holdContinue } from './body.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
-import { narinfoFastPath, type FastRead } from './fast-reads.js'
+import { fastReads, type FastRead } from './fast-reads.js'
 import { registerIdleTimeout } from './idle-timeout.js'
 import { registerMetrics } from './metrics.js'
 import { registerRateLimit } from './rate-limit.js'
@@ -47,7 +47,7 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
   const front: { fastRead?: FastRead } = {}
   const app = Fastify({
     // The server Fastify would make (lib/server.js applies these same settings to it), with the
-    // narinfo GETs that fast-reads.ts answers taken off the front.
+    // frequent reads that fast-reads.ts answers taken off the front.
     serverFactory: (handler) => {
       const server = http.createServer(httpOptions, (request, response) => {
         if (front.fastRead?.(request, response) !== true) handler(request, response)
@@ -96,6 +96,6 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
   registerRateLimit(app)
   const countResponse = registerMetrics(app, { cluster: options.clusterWorker ?? false })
   registerRoutes(app)
-  front.fastRead = narinfoFastPath(app, countResponse)
+  front.fastRead = fastReads(app, countResponse)
   return app
 }

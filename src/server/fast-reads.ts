@@ -1,42 +1,52 @@
 /**
- * `GET /<hash32>.narinfo` answered before Fastify sees the request.
+ * The most frequent reads answered before Fastify sees the request: `GET /<hash32>.narinfo`, and
+ * `GET /nar/<filehash>.nar[.ext]` of a whole NAR file of at most 64 KiB.
  *
  * A narinfo GET is most of a cache's traffic: Nix asks for every path of a closure before it
- * substitutes (four times each, in Nix 2.8) and before it uploads. Answered by the route, a hit
- * spends more time in Fastify's request and reply objects, routing and hooks than in the answer;
- * answered here, it is a regular expression, a lookup in memory (Metadata.narinfoBody), the
- * metrics counters, and one write. Measured in BENCHMARKS.md (2026-11-30, late evening).
+ * substitutes (four times each, in Nix 2.8) and before it uploads; and most NARs of a closure are
+ * small (half of the benchmark closure's are under 200 bytes). Answered by a route, such a read
+ * spends more time in Fastify's request and reply objects, routing and hooks than in its answer;
+ * answered here, it is a regular expression, the bytes from memory (narinfos: Metadata.narinfoBody;
+ * small NARs: the cache below), the metrics counters, and one write. Measured in BENCHMARKS.md
+ * (2026-11-30, late evening). Both memories are exactly as fresh as the database: they are
+ * forgotten whenever Metadata.servedGeneration says something served may have changed.
  *
- * The answer is the route's (routes/narinfo.ts), to the byte: same status, headers and body, the
- * read noted for gc, the request counted in /metrics under the route's label. Everything else
- * goes on to Fastify: other methods and URLs (a query string, a doubled slash), a GET with a
- * body, a server that is closing (Fastify answers 503), and every request when a read needs
+ * The answer is the route's (routes/narinfo.ts, routes/nar.ts), to the byte: same status, headers
+ * and body, the read noted for gc, the request counted in /metrics under the route's label.
+ * Everything else goes on to Fastify: other methods and URLs (a query string, a doubled slash),
+ * a GET with a body or a Range, a NAR that is larger, missing or not as recorded (the route logs
+ * it), a server that is closing (Fastify answers 503), and every request when a read needs
  * something only Fastify's hooks do: a private cache (a token), a read budget (the rate limit),
  * or a log of every request (logLevel debug or trace).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
-import { HASH_PART_PATTERN } from '../nix/store-path.js'
+import { BodyCache } from '../db/body-cache.js'
+import { closeSync } from 'node:fs'
+import { NAR_EXTENSION_PATTERN } from '../nix/compression.js'
+import { FILE_HASH_PATTERN, HASH_PART_PATTERN } from '../nix/store-path.js'
+import { readWhole, SMALL_BODY_BYTES } from './file-body.js'
 import type { CountResponse } from './metrics.js'
+import { NAR_ROUTE, narHeaders } from './routes/nar.js'
 import { MISS_TYPE, NARINFO_ROUTE, NARINFO_TYPE, narinfoMissBody } from './routes/narinfo.js'
 
 /** Answers the request and returns true, or returns false having done nothing. */
 export type FastRead = (request: IncomingMessage, response: ServerResponse) => boolean
 
 const NARINFO_URL = new RegExp(`^/(${HASH_PART_PATTERN})\\.narinfo$`)
+const NAR_URL = new RegExp(`^/nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
+
+/** Small NAR files kept in memory per process: at least 256 of 64 KiB, thousands of typical ones. */
+export const SMALL_NAR_CACHE_BYTES = 16 * 1024 * 1024
 
 /** The fast path for this app, or undefined when its configuration needs Fastify for every read. */
-export function narinfoFastPath (app: FastifyInstance, countResponse: CountResponse): FastRead | undefined {
-  const { config, metadata, access } = app.narwhal
+export function fastReads (app: FastifyInstance, countResponse: CountResponse): FastRead | undefined {
+  const { config, metadata, blobs, access } = app.narwhal
   const readBudget = config.rateLimit.enabled && config.rateLimit.reads > 0
   if (config.private || readBudget || config.logLevel === 'debug' || config.logLevel === 'trace') return undefined
   let closing = false
   app.addHook('preClose', async () => { closing = true })
-  return (request, response) => {
-    if (request.method !== 'GET' || closing) return false
-    if (request.headers['content-length'] !== undefined || request.headers['transfer-encoding'] !== undefined) return false
-    const hashPart = NARINFO_URL.exec(request.url ?? '')?.[1]
-    if (hashPart === undefined) return false
+  const answerNarinfo = (hashPart: string, response: ServerResponse): boolean => {
     let body: Buffer | undefined
     try {
       body = metadata.narinfoBody(hashPart)
@@ -56,5 +66,56 @@ export function narinfoFastPath (app: FastifyInstance, countResponse: CountRespo
     response.end(body)
     countResponse('GET', NARINFO_ROUTE, status, undefined, body.length)
     return true
+  }
+
+  // Only NARs that were served whole are kept: a miss, a large or a damaged file goes to the route.
+  const smallNars = new BodyCache(SMALL_NAR_CACHE_BYTES)
+  let smallNarsGeneration = -1
+  const readSmallNar = (fileHash: string): Buffer | undefined => {
+    const generation = metadata.servedGeneration()
+    if (generation !== smallNarsGeneration) {
+      smallNars.clear()
+      smallNarsGeneration = generation
+    }
+    const known = smallNars.get(fileHash)
+    if (known !== undefined && known !== null) return known
+    const row = metadata.narFile(fileHash)
+    if (row === undefined || row.fileSize === 0 || row.fileSize > SMALL_BODY_BYTES) return undefined
+    const file = blobs.openNar(fileHash)
+    if (file === undefined) return undefined
+    if (file.size !== row.fileSize) {
+      closeSync(file.fd)
+      return undefined
+    }
+    const body = readWhole(file.fd, 0, file.size)
+    smallNars.set(fileHash, body)
+    return body
+  }
+
+  const answerSmallNar = (fileHash: string, response: ServerResponse): boolean => {
+    let body: Buffer | undefined
+    try {
+      body = readSmallNar(fileHash)
+    } catch {
+      return false
+    }
+    if (body === undefined) return false
+    access.narFile(fileHash)
+    response.writeHead(200, { ...narHeaders(fileHash), 'content-length': body.length })
+    response.end(body)
+    countResponse('GET', NAR_ROUTE, 200, undefined, body.length)
+    return true
+  }
+
+  return (request, response) => {
+    if (request.method !== 'GET' || closing) return false
+    const { headers } = request
+    if (headers['content-length'] !== undefined || headers['transfer-encoding'] !== undefined || headers.range !== undefined) return false
+    const url = request.url ?? ''
+    const hashPart = NARINFO_URL.exec(url)?.[1]
+    if (hashPart !== undefined) return answerNarinfo(hashPart, response)
+    const fileHash = NAR_URL.exec(url)?.[1]
+    if (fileHash !== undefined) return answerSmallNar(fileHash, response)
+    return false
   }
 }

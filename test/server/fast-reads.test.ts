@@ -1,9 +1,13 @@
 /**
- * GET /<hash>.narinfo is answered before Fastify (server/fast-reads.ts) with exactly what the
- * route answers, counted in /metrics, and only when no Fastify hook is needed for a read.
+ * GET /<hash>.narinfo and GET of a small whole NAR are answered before Fastify
+ * (server/fast-reads.ts) with exactly what the routes answer, counted in /metrics, and only
+ * when no Fastify hook is needed for a read.
  */
 import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import Database from 'better-sqlite3'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { buildApp } from '../../src/server/app.js'
@@ -87,4 +91,58 @@ test('a private cache, a read budget or a debug log keeps every read in Fastify'
     assert.equal(response.status, env.NARWHAL_PRIVATE === 'true' ? 401 : 200, JSON.stringify(env))
     assert.deepEqual(routed, [`/${HIT}.narinfo`], JSON.stringify(env))
   }
+})
+
+/** Records a NAR file of `bytes` (the GET path does not check its hash) and returns its URL path. */
+function addNar (cache: OpenCache, seed: string, bytes: Buffer): string {
+  const fileHash = seed.repeat(52)
+  cache.metadata.recordNarFile({ fileHash, fileSize: bytes.length, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: bytes.length })
+  const file = cache.blobs.narPath(fileHash)
+  mkdirSync(path.dirname(file), { recursive: true })
+  writeFileSync(file, bytes)
+  return `/nar/${fileHash}.nar`
+}
+
+test('a small whole NAR is answered without Fastify, byte for byte as the route answers it', async (t) => {
+  const { app, url, cache, routed } = await start(t)
+  const small = addNar(cache, 'c', Buffer.from('small NAR bytes'))
+  const fast = await fetch(url + small)
+  const fastAnswer = { status: fast.status, headers: Object.fromEntries([...fast.headers].filter(([n]) => n !== 'date' && n !== 'connection' && n !== 'keep-alive')), body: await fast.text() }
+  const route = await app.inject({ method: 'GET', url: small })
+  const routeHeaders = Object.fromEntries(Object.entries(route.headers).filter(([n]) => n !== 'date' && n !== 'connection' && n !== 'keep-alive').map(([n, v]) => [n, String(v)]))
+  assert.deepEqual(fastAnswer, { status: route.statusCode, headers: routeHeaders, body: route.body })
+  assert.equal(fastAnswer.body, 'small NAR bytes')
+  assert.equal(fastAnswer.headers.etag, `"${'c'.repeat(52)}"`)
+  assert.deepEqual(routed, [small], 'only the inject() call went through Fastify')
+  const text = await (await fetch(`${url}/metrics`)).text()
+  assert.match(text, /narwhal_http_requests_total\{method="GET",route="\/nar\/:file",status="200"\} 2/)
+})
+
+test('a NAR that is ranged, large, missing or unrecorded goes on to Fastify', async (t) => {
+  const { url, cache, routed } = await start(t)
+  const small = addNar(cache, 'd', Buffer.from('0123456789'))
+  const large = addNar(cache, 'f', Buffer.alloc(64 * 1024 + 1, 7))
+  const gone = addNar(cache, 'g', Buffer.from('gone'))
+  rmSync(cache.blobs.narPath('g'.repeat(52)))
+  const ranged = await fetch(url + small, { headers: { range: 'bytes=2-4' } })
+  assert.equal(ranged.status, 206)
+  assert.equal(await ranged.text(), '234')
+  const whole = await fetch(url + large)
+  assert.equal(whole.status, 200)
+  assert.equal((await whole.arrayBuffer()).byteLength, 64 * 1024 + 1)
+  assert.equal((await fetch(url + gone)).status, 404)
+  assert.equal((await fetch(`${url}/nar/${'h'.repeat(52)}.nar`)).status, 404)
+  assert.deepEqual(routed, [small, large, gone, `/nar/${'h'.repeat(52)}.nar`])
+})
+
+test('a small NAR kept in memory is not served once another process removed it', async (t) => {
+  const { url, cache } = await start(t)
+  const small = addNar(cache, 'j', Buffer.from('kept in memory'))
+  assert.equal(await (await fetch(url + small)).text(), 'kept in memory')
+  // What `narwhal gc` or another worker does: the row goes in its own connection, then the file.
+  const other = new Database(cache.layout.database)
+  t.after(() => other.close())
+  assert.equal(other.prepare('DELETE FROM nar_files WHERE file_hash = ?').run('j'.repeat(52)).changes, 1)
+  rmSync(cache.blobs.narPath('j'.repeat(52)))
+  assert.equal((await fetch(url + small)).status, 404)
 })

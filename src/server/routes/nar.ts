@@ -28,6 +28,19 @@ const params = {
 
 interface Params { file: string }
 
+/** The route's URL pattern, as metrics label it. */
+export const NAR_ROUTE = '/nar/:file'
+
+/** The headers of every answer with a NAR's bytes but its length (server/fast-reads.ts sends the same). */
+export function narHeaders (fileHash: string): Record<string, string> {
+  return {
+    'content-type': 'application/x-nix-nar',
+    'accept-ranges': 'bytes',
+    'cache-control': 'public, max-age=31536000, immutable',
+    etag: `"${fileHash}"`
+  }
+}
+
 function fileHashOf (file: string): string {
   return file.slice(0, 52)
 }
@@ -46,7 +59,7 @@ export function narRoutes (app: FastifyInstance): void {
   // open, read, close) cost more than the bytes.
   app.route<{ Params: Params }>({
     method: ['GET', 'HEAD'],
-    url: '/nar/:file',
+    url: NAR_ROUTE,
     schema: { params },
     handler: async (request, reply) => {
       const fileHash = fileHashOf(request.params.file)
@@ -63,10 +76,7 @@ export function narRoutes (app: FastifyInstance): void {
         throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
       }
       app.narwhal.access.narFile(fileHash)
-      reply.header('content-type', 'application/x-nix-nar')
-        .header('accept-ranges', 'bytes')
-        .header('cache-control', 'public, max-age=31536000, immutable')
-        .header('etag', `"${fileHash}"`)
+      reply.headers(narHeaders(fileHash))
       const range = parseRange(request.headers.range, size)
       if (range.kind === 'unsatisfiable') {
         closeSync(fd)

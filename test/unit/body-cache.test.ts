@@ -1,7 +1,7 @@
 /**
- * The narinfos GET answers from memory (db/narinfo-cache.ts, Metadata.narinfoBody) are never
- * staler than the database: a write by this connection or by another one (another process, a gc
- * worker thread) is seen by the next read.
+ * What GET answers from memory (db/body-cache.ts, Metadata.narinfoBody and servedGeneration) is
+ * never staler than the database: a write by this connection or by another one (another
+ * process, a gc worker thread) is seen by the next read.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -9,11 +9,11 @@ import Database from 'better-sqlite3'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { Metadata } from '../../src/db/metadata.js'
-import { NarinfoCache } from '../../src/db/narinfo-cache.js'
+import { BodyCache } from '../../src/db/body-cache.js'
 import { tempDir } from '../helpers/nix.js'
 
-test('NarinfoCache drops the least recently used entries past its bound, counting misses too', () => {
-  const cache = new NarinfoCache(3 * (160 + 100))
+test('BodyCache drops the least recently used entries past its bound, counting misses too', () => {
+  const cache = new BodyCache(3 * (160 + 100))
   cache.set('a', Buffer.alloc(100))
   cache.set('b', Buffer.alloc(100))
   cache.set('c', Buffer.alloc(100))
@@ -34,7 +34,7 @@ test('NarinfoCache drops the least recently used entries past its bound, countin
 })
 
 function openTestCache (t: { after: (fn: () => void) => void }): OpenCache {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-narinfo-cache-') }, {}))
+  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-body-cache-') }, {}))
   t.after(() => cache.db.close())
   return cache
 }
@@ -92,4 +92,31 @@ test('narinfoBody does not remember what it read inside a transaction that is ro
     throw new Error('roll back')
   })(), /roll back/)
   assert.equal(metadata.narinfoBody(A), undefined)
+})
+
+test('servedGeneration changes with every write that can change what GET serves, and only then', (t) => {
+  const cache = openTestCache(t)
+  const other = new Database(cache.layout.database)
+  t.after(() => other.close())
+  const { metadata } = cache
+  let last = metadata.servedGeneration()
+  const changed = (): boolean => {
+    const now = metadata.servedGeneration()
+    const was = last
+    last = now
+    return now !== was
+  }
+  assert.equal(changed(), false)
+  insert(metadata, A, 'StorePath: a\n')
+  assert.equal(changed(), true, 'own insert of a narinfo')
+  metadata.renewNarFile(A.padEnd(52, '0'))
+  assert.equal(changed(), false, 'a renewed grace period changes nothing served')
+  assert.equal(metadata.deleteNarinfo(A), true)
+  assert.equal(changed(), true, 'own delete of a narinfo')
+  const row = metadata.narFile(A.padEnd(52, '0'))
+  assert.equal(metadata.deleteNarFileRow(row?.id ?? -1), true)
+  assert.equal(changed(), true, 'own delete of a NAR file row')
+  insert(new Metadata(other), B, 'StorePath: b\n')
+  assert.equal(changed(), true, 'a commit by another connection')
+  assert.equal(changed(), false)
 })

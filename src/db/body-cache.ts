@@ -1,16 +1,16 @@
 /**
- * Narinfos as served, kept in memory by hash part: the bytes of a stored narinfo, or null for a
- * hash part the database was asked for and does not hold. Least recently used entries go first
- * once the entries' bytes pass the bound.
+ * Response bodies kept in memory by key: the bytes of a narinfo or of a small NAR file, or null
+ * for a key known to have none. Least recently used entries go first once the entries' bytes
+ * pass the bound.
  *
- * Pure bookkeeping: what makes an entry stale (a write by this process or by another one) is
- * decided by its owner, Metadata (db/metadata.ts).
+ * Pure bookkeeping: when entries go stale (a write by this process or by another one) is decided
+ * by their owner, through Metadata.servedGeneration (db/metadata.ts).
  */
 
 /** What an entry costs beyond its body: the key, the Map slot and the Buffer object, roughly. */
 const ENTRY_OVERHEAD_BYTES = 160
 
-export class NarinfoCache {
+export class BodyCache {
   private readonly maxBytes: number
   /** Map keeps insertion order: the first key is the least recently used. */
   private readonly entries = new Map<string, Buffer | null>()
@@ -21,20 +21,20 @@ export class NarinfoCache {
   }
 
   /** The entry (null: known to be absent), or undefined when nothing is known. */
-  get (hashPart: string): Buffer | null | undefined {
-    const entry = this.entries.get(hashPart)
+  get (key: string): Buffer | null | undefined {
+    const entry = this.entries.get(key)
     if (entry === undefined) return undefined
     // Move it to the most recently used end.
-    this.entries.delete(hashPart)
-    this.entries.set(hashPart, entry)
+    this.entries.delete(key)
+    this.entries.set(key, entry)
     return entry
   }
 
-  set (hashPart: string, body: Buffer | null): void {
-    this.delete(hashPart)
+  set (key: string, body: Buffer | null): void {
+    this.delete(key)
     const cost = costOf(body)
     if (cost > this.maxBytes) return
-    this.entries.set(hashPart, body)
+    this.entries.set(key, body)
     this.bytes += cost
     for (const [oldest, entry] of this.entries) {
       if (this.bytes <= this.maxBytes) break
@@ -43,10 +43,10 @@ export class NarinfoCache {
     }
   }
 
-  delete (hashPart: string): void {
-    const entry = this.entries.get(hashPart)
+  delete (key: string): void {
+    const entry = this.entries.get(key)
     if (entry === undefined) return
-    this.entries.delete(hashPart)
+    this.entries.delete(key)
     this.bytes -= costOf(entry)
   }
 
