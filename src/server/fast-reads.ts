@@ -19,10 +19,10 @@
  * something only Fastify's hooks do: a private cache (a token), a read budget (the rate limit),
  * or a log of every request (logLevel debug or trace).
  */
+import { closeSync, statSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import { BodyCache } from '../db/body-cache.js'
-import { closeSync, statSync } from 'node:fs'
 import { NAR_EXTENSION_PATTERN } from '../nix/compression.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN } from '../nix/store-path.js'
 import { readWhole, SMALL_BODY_BYTES } from './file-body.js'
