@@ -30,7 +30,16 @@ function walk (dir: string): string[] {
     e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)])
 }
 
-export async function startServer (t: TestContext, options: { trustedKeys?: string[], private?: boolean, env?: Record<string, string>, dataDir?: string } = {}): Promise<TestServer> {
+export interface StartOptions {
+  trustedKeys?: string[]
+  private?: boolean
+  env?: Record<string, string>
+  dataDir?: string
+  /** Called with the app before it listens (to add a hook, say). */
+  beforeListen?: (app: FastifyInstance) => void
+}
+
+export async function startServer (t: TestContext, options: StartOptions = {}): Promise<TestServer> {
   const dataDir = options.dataDir ?? tempDir('narwhal-data-')
   const config = loadConfig({ dataDir, listen: '127.0.0.1:0', trustedKeys: options.trustedKeys }, {
     NARWHAL_PRIVATE: options.private === true ? 'true' : 'false',
@@ -38,6 +47,7 @@ export async function startServer (t: TestContext, options: { trustedKeys?: stri
   })
   const cache = openCache(config)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention }, { logger: false })
+  options.beforeListen?.(app)
   await app.listen({ host: '127.0.0.1', port: 0 })
   t.after(async () => {
     await app.close()

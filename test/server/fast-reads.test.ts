@@ -8,11 +8,9 @@ import assert from 'node:assert/strict'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
-import { loadConfig } from '../../src/config/config.js'
-import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
-import { buildApp } from '../../src/server/app.js'
 import type { FastifyInstance } from 'fastify'
-import { tempDir } from '../helpers/nix.js'
+import type { OpenCache } from '../../src/cache/open-cache.js'
+import { startServer } from '../helpers/server.js'
 
 const HIT = 'a'.repeat(32)
 const MISS = 'b'.repeat(32)
@@ -20,23 +18,17 @@ const TEXT = `StorePath: /nix/store/${HIT}-x\nURL: nar/x.nar\nCompression: none\
 
 interface Started { app: FastifyInstance, url: string, cache: OpenCache, routed: string[] }
 
-/** A server like `narwhal serve`'s, with a hook noting each request Fastify itself handles. */
+/** A server holding one narinfo (HIT), with a hook noting each request Fastify itself handles. */
 async function start (t: TestContext, env: Record<string, string> = {}): Promise<Started> {
-  const config = loadConfig({ dataDir: tempDir('narwhal-fast-reads-'), listen: '127.0.0.1:0' }, env)
-  const cache = openCache(config)
-  const narFile = cache.metadata.recordNarFile({ fileHash: 'x'.padEnd(52, '0'), fileSize: 1, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: 1 })
-  cache.metadata.insertNarinfo({ hashPart: HIT, storePath: `/nix/store/${HIT}-x`, narFileId: narFile.id, narHash: `sha256:${'0'.repeat(52)}`, narSize: 1, deriver: null, ca: null, sigs: [], narinfo: TEXT, references: [] })
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention }, { logger: false })
   const routed: string[] = []
-  app.addHook('onRequest', async (request) => { routed.push(request.url) })
-  await app.listen({ host: '127.0.0.1', port: 0 })
-  t.after(async () => {
-    await app.close()
-    cache.db.close()
+  const server = await startServer(t, {
+    env,
+    beforeListen: app => app.addHook('onRequest', async (request) => { routed.push(request.url) })
   })
-  const address = app.server.address()
-  if (address === null || typeof address === 'string') throw new Error('no TCP address')
-  return { app, url: `http://127.0.0.1:${address.port}`, cache, routed }
+  const { metadata } = server.cache
+  const narFile = metadata.recordNarFile({ fileHash: 'x'.padEnd(52, '0'), fileSize: 1, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: 1 })
+  metadata.insertNarinfo({ hashPart: HIT, storePath: `/nix/store/${HIT}-x`, narFileId: narFile.id, narHash: `sha256:${'0'.repeat(52)}`, narSize: 1, deriver: null, ca: null, sigs: [], narinfo: TEXT, references: [] })
+  return { app: server.app, url: server.url, cache: server.cache, routed }
 }
 
 function answerOf (status: number, headers: { get: (name: string) => string | null }, body: string): object {
