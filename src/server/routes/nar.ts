@@ -104,7 +104,7 @@ export function narRoutes (app: FastifyInstance): void {
     }
   })
 
-  app.put<{ Params: Params }>('/nar/:file', { schema: { params } }, async (request, reply) => {
+  app.put<{ Params: Params }>(NAR_ROUTE, { schema: { params } }, async (request, reply) => {
     const fileHash = fileHashOf(request.params.file)
     const limit = config.limits.narBytes
     checkDeclaredLength(request, limit, 'NAR file', 'limits.narBytes')
