@@ -1,9 +1,9 @@
 /**
  * Notes which narinfos and NAR files are read, for least-recently-used garbage collection,
- * without making reads slower. A narinfo hit is one indexed lookup; an UPDATE per read would add
- * a write transaction (and a WAL fsync) to each. Instead a read adds its key to a set, and the
- * sets are written in one short transaction every few seconds, when they grow large, and when
- * the server closes.
+ * without making reads slower. A narinfo hit is answered from memory or one indexed lookup; an
+ * UPDATE per read would add a write transaction (and a WAL fsync) to each. Instead a read adds
+ * its key to a set, and the sets are written in one short transaction every few seconds, when
+ * they grow large, and when the server closes.
  *
  * Several server processes may share the database: each has its own tracker, and their flushes
  * are ordinary short write transactions (SQLite serialises them; busy_timeout makes them wait).

@@ -67,8 +67,8 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
     // Behind a reverse proxy every client would otherwise count as the proxy's address.
     trustProxy: trustProxy.length > 0 ? trustProxy : false,
     return503OnClosing: true,
-    // One log line per read would cost more than the read itself (a narinfo hit is one indexed
-    // lookup); writes, refusals and errors are logged at info, every request at debug.
+    // One log line per read would cost more than the read itself (a narinfo hit is answered from
+    // memory); writes, refusals and errors are logged at info, every request at debug.
     logController: new LogController({ disableRequestLogging: true })
   })
   const access = new AccessTracker(context.retention, { onError: err => app.log.warn({ err }, 'could not record read times for gc') })
