@@ -165,21 +165,39 @@ export function rssMiB (pid: number): number {
 }
 
 /**
- * Samples the summed RSS of a server's processes every `everyMs` while `during` runs; resolves
- * with the largest sum seen. Unlike peakRssTreeMiB, the processes are added up at the same
- * moment, and only over this stretch of the run.
+ * Proportional resident memory (Pss of /proc/PID/smaps_rollup) of a process now, in MiB: its
+ * resident pages, each page it shares with n processes counted 1/n. Summed over a server's
+ * processes, pages they share (Node's own code, 45 MiB in each here) count once, where RSS
+ * sums count them once per process. 0 once the process is gone.
  */
-export async function sampledPeakRssTreeMiB<T> (pid: number, during: Promise<T>, everyMs = 20): Promise<{ result: T, peakMiB: number }> {
-  let peak = 0
+export function pssMiB (pid: number): number {
+  try {
+    const kb = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'))?.[1]
+    return kb === undefined ? 0 : Number(kb) / 1024
+  } catch {
+    return 0
+  }
+}
+
+/**
+ * Samples the summed RSS and PSS of a server's processes every `everyMs` while `during` runs;
+ * resolves with the largest sums seen. Unlike peakRssTreeMiB, the processes are added up at the
+ * same moment, and only over this stretch of the run.
+ */
+export async function sampledPeakMemoryTreeMiB<T> (pid: number, during: Promise<T>, everyMs = 20): Promise<{ result: T, peakRssMiB: number, peakPssMiB: number }> {
+  let peakRss = 0
+  let peakPss = 0
   const sample = (): void => {
-    peak = Math.max(peak, processTree(pid).reduce((sum, p) => sum + rssMiB(p), 0))
+    const pids = processTree(pid)
+    peakRss = Math.max(peakRss, pids.reduce((sum, p) => sum + rssMiB(p), 0))
+    peakPss = Math.max(peakPss, pids.reduce((sum, p) => sum + pssMiB(p), 0))
   }
   sample()
   const timer = setInterval(sample, everyMs)
   try {
     const result = await during
     sample()
-    return { result, peakMiB: peak }
+    return { result, peakRssMiB: peakRss, peakPssMiB: peakPss }
   } finally {
     clearInterval(timer)
   }
