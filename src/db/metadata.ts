@@ -235,7 +235,7 @@ export class Metadata {
     }
     const known = this.narinfoCache.get(hashPart)
     if (known !== undefined) return known ?? undefined
-    const text = this.stmts.narinfoText.get(hashPart)?.narinfo
+    const text = this.narinfoText(hashPart)
     const body = text === undefined ? null : Buffer.from(text, 'utf8')
     // Inside a transaction the row may yet be rolled back: read, but not remembered.
     if (!this.db.inTransaction) this.narinfoCache.set(hashPart, body)
