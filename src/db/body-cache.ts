@@ -3,8 +3,8 @@
  * for a key known to have none. Least recently used entries go first once the entries' bytes
  * pass the bound.
  *
- * Pure bookkeeping: when entries go stale (a write by this process or by another one) is decided
- * by their owner, through Metadata.servedGeneration (db/metadata.ts).
+ * Pure bookkeeping: whether entries went stale (a write by this process or by another one) is
+ * said by the generation its owner passes to keepFor (Metadata.servedGeneration, db/metadata.ts).
  */
 
 /** What an entry costs beyond its body: the key, the Map slot and the Buffer object, roughly. */
@@ -15,9 +15,18 @@ export class BodyCache {
   /** Map keeps insertion order: the first key is the least recently used. */
   private readonly entries = new Map<string, Buffer | null>()
   private bytes = 0
+  /** The generation the entries were read in. */
+  private generation = -1
 
   constructor (maxBytes: number) {
     this.maxBytes = maxBytes
+  }
+
+  /** Forgets every entry unless `generation` is the one they were read in; call before get. */
+  keepFor (generation: number): void {
+    if (generation === this.generation) return
+    this.clear()
+    this.generation = generation
   }
 
   /** The entry (null: known to be absent), or undefined when nothing is known. */
@@ -43,14 +52,14 @@ export class BodyCache {
     }
   }
 
-  delete (key: string): void {
+  private delete (key: string): void {
     const entry = this.entries.get(key)
     if (entry === undefined) return
     this.entries.delete(key)
     this.bytes -= costOf(entry)
   }
 
-  clear (): void {
+  private clear (): void {
     this.entries.clear()
     this.bytes = 0
   }

@@ -60,14 +60,12 @@ export interface TokenRow {
  * Narinfos kept in memory for GET (narinfoBody): about 10,000 of a typical 1.5 KB. Each process
  * of `narwhal serve --workers N` keeps its own.
  */
-export const NARINFO_CACHE_BYTES = 16 * 1024 * 1024
+const NARINFO_CACHE_BYTES = 16 * 1024 * 1024
 
 export class Metadata {
   private readonly db: Db
   private readonly stmts
   private readonly narinfoCache = new BodyCache(NARINFO_CACHE_BYTES)
-  /** The servedGeneration that narinfoCache's entries were read in. */
-  private narinfoCacheGeneration = -1
   /** See servedGeneration. */
   private generation = 0
   private seenDataVersion = -1
@@ -228,11 +226,7 @@ export class Metadata {
    * lookup and no UTF-8 encoding; measured in BENCHMARKS.md (2026-11-30, late evening).
    */
   narinfoBody (hashPart: string): Buffer | undefined {
-    const generation = this.servedGeneration()
-    if (generation !== this.narinfoCacheGeneration) {
-      this.narinfoCache.clear()
-      this.narinfoCacheGeneration = generation
-    }
+    this.narinfoCache.keepFor(this.servedGeneration())
     const known = this.narinfoCache.get(hashPart)
     if (known !== undefined) return known ?? undefined
     const text = this.narinfoText(hashPart)

@@ -37,7 +37,7 @@ const NARINFO_URL = new RegExp(`^/(${HASH_PART_PATTERN})\\.narinfo$`)
 const NAR_URL = new RegExp(`^/nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
 
 /** Small NAR files kept in memory per process: at least 256 of 64 KiB, thousands of typical ones. */
-export const SMALL_NAR_CACHE_BYTES = 16 * 1024 * 1024
+const SMALL_NAR_CACHE_BYTES = 16 * 1024 * 1024
 
 /** The fast path for this app, or undefined when its configuration needs Fastify for every read. */
 export function fastReads (app: FastifyInstance, countResponse: CountResponse): FastRead | undefined {
@@ -70,13 +70,8 @@ export function fastReads (app: FastifyInstance, countResponse: CountResponse): 
 
   // Only NARs that were served whole are kept: a miss, a large or a damaged file goes to the route.
   const smallNars = new BodyCache(SMALL_NAR_CACHE_BYTES)
-  let smallNarsGeneration = -1
   const readSmallNar = (fileHash: string): Buffer | undefined => {
-    const generation = metadata.servedGeneration()
-    if (generation !== smallNarsGeneration) {
-      smallNars.clear()
-      smallNarsGeneration = generation
-    }
+    smallNars.keepFor(metadata.servedGeneration())
     const known = smallNars.get(fileHash)
     // Still served only while its file is on disk as recorded: a file removed or cut short by
     // hand is a 404 from the route (which logs it), as it would be without this memory. One

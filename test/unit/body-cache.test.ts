@@ -28,9 +28,13 @@ test('BodyCache drops the least recently used entries past its bound, counting m
   cache.set('huge', Buffer.alloc(10_000)) // larger than the whole bound: not kept, nothing evicted
   assert.equal(cache.get('huge'), undefined)
   assert.equal(cache.size.entries, 3)
-  cache.delete('a')
-  cache.clear()
+  cache.keepFor(1) // a first generation: what was kept before it is forgotten
   assert.deepEqual(cache.size, { entries: 0, bytes: 0 })
+  cache.set('a', null)
+  cache.keepFor(1)
+  assert.equal(cache.get('a'), null, 'the same generation keeps the entries')
+  cache.keepFor(2)
+  assert.equal(cache.get('a'), undefined)
 })
 
 function openTestCache (t: { after: (fn: () => void) => void }): OpenCache {
