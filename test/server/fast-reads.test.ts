@@ -132,9 +132,11 @@ test('a small NAR kept in memory is not served once another process removed it',
   const small = addNar(cache, 'j', Buffer.from('kept in memory'))
   assert.equal(await (await fetch(url + small)).text(), 'kept in memory')
   // What `narwhal gc` or another worker does: the row goes in its own connection, then the file.
+  // Asked between the two, with the file still there, only the database can say it is gone.
   const other = new Database(cache.layout.database)
   t.after(() => other.close())
   assert.equal(other.prepare('DELETE FROM nar_files WHERE file_hash = ?').run('j'.repeat(52)).changes, 1)
+  assert.equal((await fetch(url + small)).status, 404)
   rmSync(cache.blobs.narPath('j'.repeat(52)))
   assert.equal((await fetch(url + small)).status, 404)
 })
