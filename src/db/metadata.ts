@@ -62,6 +62,16 @@ export interface TokenRow {
  */
 const NARINFO_CACHE_BYTES = 16 * 1024 * 1024
 
+/**
+ * How long a reading of PRAGMA data_version is trusted (servedGeneration): what another process
+ * commits is seen by this one's memories at most this much later. Asking SQLite takes a read
+ * transaction's locks (several fcntl calls); asked before every answer it was the largest cost of
+ * a narinfo hit after the socket write (BENCHMARKS.md, 2026-12-01). One millisecond is less than
+ * a request takes to cross a network, so a client cannot tell it from a request that arrived
+ * that much earlier; this connection's own writes are seen at once.
+ */
+export const CROSS_PROCESS_FRESHNESS_MS = 1
+
 export class Metadata {
   private readonly db: Db
   private readonly stmts
@@ -69,9 +79,13 @@ export class Metadata {
   /** See servedGeneration. */
   private generation = 0
   private seenDataVersion = -1
+  private dataVersionReadAt = -Infinity
+  private readonly clock: () => number
 
-  constructor (db: Db) {
+  /** `clock` is milliseconds on a monotonic scale (tests pass their own). */
+  constructor (db: Db, clock: () => number = () => performance.now()) {
     this.db = db
+    this.clock = clock
     this.stmts = {
       // Changes whenever another connection (another process, a gc worker thread) commits;
       // never for this connection's own writes.
@@ -204,18 +218,23 @@ export class Metadata {
   }
 
   /**
-   * A number that changes whenever what GET serves may have changed: another connection committed
-   * since the last call (PRAGMA data_version: another worker, `narwhal gc`, a gc thread; about
-   * half the cost of a row lookup), or this connection wrote narinfos or removed NAR file rows.
-   * Whoever keeps served bytes in memory (narinfoBody below, small NAR bodies in
-   * server/fast-reads.ts) asks for it before each answer and forgets them all when it changed:
-   * what they answer is then exactly as fresh as the database, not eventually.
+   * A number that changes whenever what GET serves may have changed: this connection wrote
+   * narinfos or removed NAR file rows (at once), or another connection committed (PRAGMA
+   * data_version: another worker, `narwhal gc`, a gc thread; read again once
+   * CROSS_PROCESS_FRESHNESS_MS have passed since the last reading). Whoever keeps served bytes in
+   * memory (narinfoBody below, small NAR bodies in server/fast-reads.ts) asks for it before each
+   * answer and forgets them all when it changed: what they answer is this connection's latest
+   * write, and at most a millisecond behind other processes' commits.
    */
   servedGeneration (): number {
-    const version = this.stmts.dataVersion.get() ?? -1
-    if (version !== this.seenDataVersion) {
-      this.seenDataVersion = version
-      this.generation++
+    const now = this.clock()
+    if (now - this.dataVersionReadAt >= CROSS_PROCESS_FRESHNESS_MS) {
+      this.dataVersionReadAt = now
+      const version = this.stmts.dataVersion.get() ?? -1
+      if (version !== this.seenDataVersion) {
+        this.seenDataVersion = version
+        this.generation++
+      }
     }
     return this.generation
   }

@@ -8,8 +8,9 @@
  * spends more time in Fastify's request and reply objects, routing and hooks than in its answer;
  * answered here, it is a regular expression, the bytes from memory (narinfos: Metadata.narinfoBody;
  * small NARs: the cache below), the metrics counters, and one write. Measured in BENCHMARKS.md
- * (2026-11-30, late evening). Both memories are exactly as fresh as the database: they are
- * forgotten whenever Metadata.servedGeneration says something served may have changed.
+ * (2026-11-30, late evening). Both memories are forgotten whenever Metadata.servedGeneration
+ * says something served may have changed: at once for this process's own writes, within a
+ * millisecond for other processes' (CROSS_PROCESS_FRESHNESS_MS).
  *
  * The answer is the route's (routes/narinfo.ts, routes/nar.ts), to the byte: same status, headers
  * and body, the read noted for gc, the request counted in /metrics under the route's label.

@@ -8,8 +8,10 @@ import assert from 'node:assert/strict'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import Database from 'better-sqlite3'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import type { OpenCache } from '../../src/cache/open-cache.js'
+import { CROSS_PROCESS_FRESHNESS_MS } from '../../src/db/metadata.js'
 import { startServer } from '../helpers/server.js'
 
 const HIT = 'a'.repeat(32)
@@ -136,6 +138,8 @@ test('a small NAR kept in memory is not served once another process removed it',
   const other = new Database(cache.layout.database)
   t.after(() => other.close())
   assert.equal(other.prepare('DELETE FROM nar_files WHERE file_hash = ?').run('j'.repeat(52)).changes, 1)
+  // Seen by the server within CROSS_PROCESS_FRESHNESS_MS (db/metadata.ts).
+  await sleep(2 * CROSS_PROCESS_FRESHNESS_MS)
   assert.equal((await fetch(url + small)).status, 404)
   rmSync(cache.blobs.narPath('j'.repeat(52)))
   assert.equal((await fetch(url + small)).status, 404)

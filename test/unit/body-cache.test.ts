@@ -1,14 +1,15 @@
 /**
- * What GET answers from memory (db/body-cache.ts, Metadata.narinfoBody and servedGeneration) is
- * never staler than the database: a write by this connection or by another one (another
- * process, a gc worker thread) is seen by the next read.
+ * What GET answers from memory (db/body-cache.ts, Metadata.narinfoBody and servedGeneration)
+ * follows the database: a write by this connection is seen by the next read, a write by another
+ * one (another process, a gc worker thread) by the first read CROSS_PROCESS_FRESHNESS_MS after
+ * the last time data_version was read. The clock here is the test's own.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Database from 'better-sqlite3'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
-import { Metadata } from '../../src/db/metadata.js'
+import { CROSS_PROCESS_FRESHNESS_MS, Metadata } from '../../src/db/metadata.js'
 import { BodyCache } from '../../src/db/body-cache.js'
 import { tempDir } from '../helpers/nix.js'
 
@@ -37,10 +38,12 @@ test('BodyCache drops the least recently used entries past its bound, counting m
   assert.equal(cache.get('a'), undefined)
 })
 
-function openTestCache (t: { after: (fn: () => void) => void }): OpenCache {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-body-cache-') }, {}))
-  t.after(() => cache.db.close())
-  return cache
+/** A cache whose Metadata reads the clock `time.now` (milliseconds), which the test moves. */
+function openTestCache (t: { after: (fn: () => void) => void }): OpenCache & { time: { now: number } } {
+  const opened = openCache(loadConfig({ dataDir: tempDir('narwhal-body-cache-') }, {}))
+  t.after(() => opened.db.close())
+  const time = { now: 0 }
+  return { ...opened, metadata: new Metadata(opened.db, () => time.now), time }
 }
 
 function insert (metadata: Metadata, hashPart: string, text: string): void {
@@ -74,18 +77,33 @@ test('narinfoBody sees this connection\'s own inserts, signature updates and del
   assert.equal(metadata.narinfoBody(A), undefined)
 })
 
-test('narinfoBody sees what another connection committed, at the next read', (t) => {
+test('narinfoBody sees what another connection committed, once the freshness bound has passed', (t) => {
   const cache = openTestCache(t)
   const other = new Database(cache.layout.database)
   t.after(() => other.close())
   const elsewhere = new Metadata(other)
   assert.equal(cache.metadata.narinfoBody(A), undefined)
   insert(elsewhere, A, 'StorePath: a\n')
-  insert(cache.metadata, B, 'StorePath: b\n')
+  cache.time.now += CROSS_PROCESS_FRESHNESS_MS
   assert.equal(cache.metadata.narinfoBody(A)?.toString(), 'StorePath: a\n', 'a remembered miss outlived an insert by another process')
-  assert.equal(cache.metadata.narinfoBody(B)?.toString(), 'StorePath: b\n')
+  insert(cache.metadata, B, 'StorePath: b\n')
+  assert.equal(cache.metadata.narinfoBody(B)?.toString(), 'StorePath: b\n', 'its own insert, with the clock standing still')
   assert.equal(elsewhere.deleteNarinfo(B), true)
+  cache.time.now += CROSS_PROCESS_FRESHNESS_MS
   assert.equal(cache.metadata.narinfoBody(B), undefined, 'a remembered hit outlived a delete by another process (gc)')
+})
+
+test('another connection\'s commit is not looked for again within the freshness bound', (t) => {
+  const cache = openTestCache(t)
+  const other = new Database(cache.layout.database)
+  t.after(() => other.close())
+  assert.equal(cache.metadata.narinfoBody(A), undefined)
+  insert(new Metadata(other), A, 'StorePath: a\n')
+  // The bound is what the saving is: data_version is not read again before it has passed.
+  cache.time.now += CROSS_PROCESS_FRESHNESS_MS / 2
+  assert.equal(cache.metadata.narinfoBody(A), undefined)
+  cache.time.now += CROSS_PROCESS_FRESHNESS_MS / 2
+  assert.equal(cache.metadata.narinfoBody(A)?.toString(), 'StorePath: a\n')
 })
 
 test('narinfoBody does not remember what it read inside a transaction that is rolled back', (t) => {
@@ -121,6 +139,8 @@ test('servedGeneration changes with every write that can change what GET serves,
   assert.equal(metadata.deleteNarFileRow(row?.id ?? -1), true)
   assert.equal(changed(), true, 'own delete of a NAR file row')
   insert(new Metadata(other), B, 'StorePath: b\n')
+  cache.time.now += CROSS_PROCESS_FRESHNESS_MS
   assert.equal(changed(), true, 'a commit by another connection')
+  cache.time.now += CROSS_PROCESS_FRESHNESS_MS
   assert.equal(changed(), false)
 })
