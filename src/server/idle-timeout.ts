@@ -8,6 +8,11 @@
  *
  * Only routes that read a body (PUT, POST) get these hooks: a GET has no body to wait for, and a
  * hook on every read would cost the hot path for nothing.
+ *
+ * The same holds in the middle of a body: a route that streams one (a NAR upload) reads it through
+ * clientPaced, so the timeout runs while the server waits for the client's next bytes, not while
+ * it works on the bytes it has and so reads nothing (a bzip2 upload waiting for a decoder thread
+ * while others decode, a slow disk).
  */
 import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { Socket } from 'node:net'
@@ -16,6 +21,32 @@ import { isWriteMethod, onRouteHook, routeMethods } from './route-hooks.js'
 /** app.inject() (tests) hands routes a stand-in socket without timers. */
 function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {
   if (typeof socket.setTimeout === 'function') (socket as Socket).setTimeout(ms)
+}
+
+/**
+ * `body` (a request's bytes, or one part of them) read with the idle timeout of `socket` running
+ * only while the server waits for the next chunk: suspended from the moment a chunk is handed
+ * over until the server asks for the next. A body read to its end leaves the timeout as the
+ * request's 'end' left it (suspended until the answer, above); one abandoned early restores it.
+ */
+export function clientPaced (body: AsyncIterable<Buffer>, socket: { setTimeout?: unknown }, idleMs: number): AsyncIterable<Buffer> {
+  return {
+    [Symbol.asyncIterator]: () => {
+      const chunks = body[Symbol.asyncIterator]()
+      return {
+        next: async () => {
+          setIdleTimeout(socket, idleMs)
+          const next = await chunks.next()
+          if (next.done !== true) setIdleTimeout(socket, 0)
+          return next
+        },
+        return: async (value?: unknown) => {
+          setIdleTimeout(socket, idleMs)
+          return await (chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }))
+        }
+      }
+    }
+  }
 }
 
 export function registerIdleTimeout (app: FastifyInstance, idleMs: number): void {

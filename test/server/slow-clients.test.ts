@@ -3,7 +3,8 @@
  * moves for timeouts.idleSeconds is closed: a stalled upload leaves nothing behind (no temp file,
  * no row) and a download to a client that stopped reading releases its file. Headers must be
  * complete within timeouts.headersSeconds, however busily they trickle in (slowloris). An upload
- * that is slow but keeps moving is never cut, however long it takes in all.
+ * that is slow but keeps moving is never cut, however long it takes in all, and the server's own
+ * pauses (after the body, or in the middle of it) are not the client's silence.
  *
  * Raw sockets (node:net), because no HTTP client stalls on purpose.
  */
@@ -11,6 +12,8 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { readdirSync, readlinkSync } from 'node:fs'
 import net from 'node:net'
+import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/storage/bzip2-thread.js'
+import { createDecoder } from '../../src/storage/codecs.js'
 import { startServer } from '../helpers/server.js'
 import { eventually, freshNar, get, parseRaw, put, rowCounts, sleep } from '../helpers/upload.js'
 
@@ -180,5 +183,24 @@ test('the server\'s own work after the body (a slow fsync) is not the client\'s 
   const nar = await freshNar('zstd')
   const answer = await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))
   assert.equal(answer.status, 201, answer.body)
+  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+})
+
+test('a bzip2 upload waiting for a decoder thread is the server\'s wait, not the client\'s silence: it is answered', async (t) => {
+  const server = await startServer(t, { env: SHORT })
+  // Every decoder thread taken, as by other bzip2 uploads still decoding (the server runs in this
+  // process, so these are the threads its uploads wait for).
+  const busy = Array.from({ length: MAX_BZIP2_THREADS }, () => createDecoder('bzip2', () => {}))
+  t.after(() => { for (const decoder of busy) decoder.close() })
+  assert.deepEqual(bzip2Threads(), { running: MAX_BZIP2_THREADS, waiting: 0 })
+  // Far more than the sockets' buffers hold: while the server waits for a thread without reading,
+  // no byte of the rest can move.
+  const nar = await freshNar('bzip2', { randomBytes: 8 * 1024 * 1024 })
+  const answer = put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))
+  assert.ok(await eventually(() => bzip2Threads().waiting === 1), 'the upload waits for a thread')
+  await sleep(2 * 2000)
+  for (const decoder of busy) decoder.close()
+  const answered = await answer
+  assert.equal(answered.status, 201, answered.body)
   assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
 })

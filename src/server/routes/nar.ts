@@ -17,6 +17,7 @@ import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
 import { holdsNar, storeNar } from '../../cache/store-nar.js'
 import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
+import { clientPaced } from '../idle-timeout.js'
 import { parseRange } from '../range.js'
 import { readWhole, readWholeAsync, sendFileRange, SMALL_BODY_BYTES, WHOLE_BODY_BYTES } from '../file-body.js'
 
@@ -114,7 +115,7 @@ export function narRoutes (app: FastifyInstance): void {
     // has not sent its body yet and can retry it whole.
     if (!stored) await blobs.ensureRoom(declaredBytes, config.limits.freeSpaceReserveBytes)
     acceptBody(request)
-    const body = request.raw as AsyncIterable<Buffer>
+    const body = clientPaced(request.raw as AsyncIterable<Buffer>, request.raw.socket, config.timeouts.idleSeconds * 1000)
     if (stored) {
       // Already received and verified: re-uploads of identical bytes succeed (Nix re-sends on
       // --repair, and a retried push re-sends a NAR whose narinfo never came; holdsNar restarted
