@@ -5,9 +5,9 @@
  * Node's own zlib. "Constant" includes bodies made to expand without end (see XZ_INPUT_SLICE and
  * bzip2-decoder.ts): output never piles up faster than the callback takes it.
  *
- * Two shapes. createDecompressor/createCompressor give Node Transforms, for anything that pipes.
- * createDecoder gives what the upload path uses (storage/nar-ingest.ts): a decoder that hands its
- * output to a callback. For zstd and uncompressed bodies it is synchronous: each input chunk is
+ * Two shapes. createCompressor gives Node Transforms, for the pusher and for tests. createDecoder
+ * gives what the upload path uses (storage/nar-ingest.ts): a decoder that hands its output to a
+ * callback. For zstd and uncompressed bodies it is synchronous: each input chunk is
  * decompressed in a loop into one output buffer that is reused for every call, and each filled
  * buffer is handed to the callback, which must consume it before returning (a hash and the NAR
  * reader do). Only a chunk that expands past 8 MiB continues after a turn of the event loop.
@@ -17,29 +17,16 @@
  * kept for the next upload: creating one (and its window buffer) per upload cost about 0.4 ms of
  * CPU, mostly in the garbage collections its native memory set off, more than a small NAR's
  * whole verification. bzip2 is decoded a block at a time on a worker thread (bzip2-thread.ts). The
- * other methods wrap their Transform.
+ * other methods wrap their Transform (decompressingTransform).
  */
 import { PassThrough, Transform, type Duplex, type TransformCallback } from 'node:stream'
 import zlib from 'node:zlib'
 import lzma from 'lzma-native'
-import { CompressStream, DecompressStream } from 'zstd-napi'
+import { CompressStream } from 'zstd-napi'
 import zstdBinding from 'zstd-napi/binding.js'
-import bz2 from 'unbzip2-stream'
 import type { Compression } from '../nix/compression.js'
 import { Bzip2ThreadDecoder } from './bzip2-thread.js'
 import { DecodeError, type DecodeSink, type Decoder } from './decoder.js'
-
-/** A decompressing Transform for a verifiable method. */
-export function createDecompressor (method: Compression): Transform {
-  switch (method) {
-    case 'none': return new PassThrough({ highWaterMark: 1 << 20 })
-    case 'xz': return driveInner(lzma.createDecompressor(), XZ_INPUT_SLICE)
-    case 'zstd': return new DecompressStream()
-    case 'bzip2': return driveInner(bz2())
-    case 'gzip': return zlib.createGunzip({ chunkSize: 1 << 18 })
-    case 'br': return zlib.createBrotliDecompress({ chunkSize: 1 << 18 })
-  }
-}
 
 /** A compressing Transform, for the pusher and for tests. */
 export function createCompressor (method: Compression, level?: number): Transform {
@@ -111,7 +98,16 @@ export function createDecoder (method: Compression, sink: DecodeSink): Decoder {
     case 'none': return { write: (chunk) => { sink(chunk); return undefined }, end: () => undefined, close: () => {} }
     case 'zstd': return new ZstdDecoder(sink)
     case 'bzip2': return new Bzip2ThreadDecoder(sink)
-    default: return new TransformDecoder(createDecompressor(method), sink)
+    case 'xz': case 'gzip': case 'br': return new TransformDecoder(decompressingTransform(method), sink)
+  }
+}
+
+/** The Transform a TransformDecoder drives, for the methods decoded through one. */
+function decompressingTransform (method: 'xz' | 'gzip' | 'br'): Transform {
+  switch (method) {
+    case 'xz': return driveInner(lzma.createDecompressor(), XZ_INPUT_SLICE)
+    case 'gzip': return zlib.createGunzip({ chunkSize: 1 << 18 })
+    case 'br': return zlib.createBrotliDecompress({ chunkSize: 1 << 18 })
   }
 }
 
