@@ -52,11 +52,10 @@ const XZ_INPUT_SLICE = 4096
 
 /**
  * Drives a stream that does not follow Node's current stream contract from a real Transform:
- * unbzip2-stream is a classic `through` stream, and lzma-native's readable-stream@3 Transform
- * never reports its end inside stream.pipeline() (seen here with Node 20: all bytes arrive, the
- * pipeline never settles). Plain write()/'data'/'end' work with both. With `sliceBytes`, each
- * chunk goes in as pieces of at most that size, each written once the previous one was decoded
- * (its write callback; a `through` stream has none, so bzip2 does not slice).
+ * lzma-native's readable-stream@3 Transform never reports its end inside stream.pipeline() (seen
+ * here with Node 20: all bytes arrive, the pipeline never settles); plain write()/'data'/'end'
+ * work. With `sliceBytes`, each chunk goes in as pieces of at most that size, each written once
+ * the previous one was decoded (its write callback).
  */
 function driveInner (inner: Duplex, sliceBytes?: number): Transform {
   let failed: Error | undefined

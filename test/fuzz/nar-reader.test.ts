@@ -22,12 +22,10 @@ import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
 import { chmodSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { Readable, Writable, type Duplex } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import zlib from 'node:zlib'
 import fc from 'fast-check'
-import lzma from 'lzma-native'
-import bz2 from 'unbzip2-stream'
 import { DecompressStream } from 'zstd-napi'
 import { isNarwhalError } from '../../src/errors.js'
 import type { Compression } from '../../src/nix/compression.js'
@@ -38,6 +36,7 @@ import { BlobStore } from '../../src/storage/blob-store.js'
 import { createCompressor } from '../../src/storage/codecs.js'
 import { layoutFor } from '../../src/storage/layout.js'
 import { ingestNar } from '../../src/storage/nar-ingest.js'
+import { runBytes } from '../helpers/upload.js'
 import { makeTempDir } from '../unit/nix-test-helpers.js'
 import { byteMutation, chunking, chunksOf, deepTree, mutateAll, narOf, narTree, type NarTree } from './arbitraries.js'
 import { checkProperty } from './fuzz-settings.js'
@@ -275,26 +274,19 @@ async function compress (data: Buffer, method: Compression): Promise<Buffer> {
   return Buffer.concat(chunks)
 }
 
-/** The codec libraries' own streams, not narwhal's decoders (the bodies here are small). */
-function referenceDecompressor (method: 'xz' | 'zstd' | 'bzip2'): Duplex {
-  switch (method) {
-    case 'xz': return lzma.createDecompressor()
-    case 'zstd': return new DecompressStream()
-    case 'bzip2': return bz2()
-  }
-}
-
 /**
  * What a body that ingestNar accepted decompresses to, found independently of the decoders under
- * test: zlib's one-shot functions for gzip and brotli, the libraries' own streams for the rest (a
- * mutation may turn a body into another method's).
+ * test: zlib's one-shot functions for gzip and brotli, zstd-napi's own stream for zstd, and the
+ * xz and bzip2 programs should a mutation turn a body into one of theirs.
  */
 async function decompress (body: Buffer, method: Compression): Promise<Buffer> {
   if (method === 'none') return body
   if (method === 'gzip') return zlib.gunzipSync(body)
   if (method === 'br') return zlib.brotliDecompressSync(body)
+  if (method === 'xz') return await runBytes('xz', ['-dc'], body)
+  if (method === 'bzip2') return await runBytes('bzip2', ['-dc'], body)
   const chunks: Buffer[] = []
-  await pipeline(Readable.from([body]), referenceDecompressor(method), new Writable({
+  await pipeline(Readable.from([body]), new DecompressStream(), new Writable({
     write (chunk: Buffer, _enc, done) { chunks.push(chunk); done() }
   }))
   return Buffer.concat(chunks)
