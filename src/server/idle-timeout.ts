@@ -18,8 +18,8 @@ import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { Socket } from 'node:net'
 import { isWriteMethod, onRouteHook, routeMethods } from './route-hooks.js'
 
-/** app.inject() (tests) hands routes a stand-in socket without timers. */
-function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {
+/** Sets the socket's idle timeout (0: none); app.inject() (tests) hands a socket without timers. */
+export function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {
   if (typeof socket.setTimeout === 'function') (socket as Socket).setTimeout(ms)
 }
 

@@ -12,6 +12,7 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { readdirSync, readlinkSync } from 'node:fs'
 import net from 'node:net'
+import { UPLOAD_BATCH_ROUTE } from '../../src/api/v1.js'
 import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/storage/bzip2-thread.js'
 import { createDecoder } from '../../src/storage/codecs.js'
 import { startServer } from '../helpers/server.js'
@@ -203,4 +204,33 @@ test('a bzip2 upload waiting for a decoder thread is the server\'s wait, not the
   const answered = await answer
   assert.equal(answered.status, 201, answered.body)
   assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+})
+
+test('a batch whose NAR part is refused at its first bytes, then stalls, is closed after the idle timeout', async (t) => {
+  // The refused part's rest is drained from the client: its silence there is the client's again.
+  const connect = sockets(t)
+  const server = await startServer(t, { env: SHORT })
+  const client = await connect(server.port)
+  const part = '--x\r\nContent-Disposition: form-data; name="nar/' + '0'.repeat(52) + '.nar"; filename="nar"\r\n\r\n'
+  client.socket.write(`POST ${UPLOAD_BATCH_ROUTE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.token('push')}\r\n` +
+    'Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n' + part)
+  // lz4, which narwhal cannot verify: refused as soon as its first bytes are read. The rest of
+  // the part never comes.
+  client.socket.write(Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18]), Buffer.alloc(4092)]))
+  assert.ok(await within(client.closed, 20_000), 'the server closed the stalled batch upload')
+  assert.ok(await eventually(() => server.storedFiles().length === 0), `files left behind: ${server.storedFiles().join(', ')}`)
+  assert.equal((await get(`${server.url}/nix-cache-info`)).status, 200)
+})
+
+test('an upload refused at its first bytes, whose client then stalls, is answered and closed after the idle timeout', async (t) => {
+  const connect = sockets(t)
+  const server = await startServer(t, { env: SHORT })
+  const client = await connect(server.port)
+  client.socket.write(`PUT /nar/${'0'.repeat(52)}.nar HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.token('push')}\r\n` +
+    'Content-Type: application/x-nix-nar\r\nContent-Length: 1000000\r\n\r\n')
+  client.socket.write(Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18]), Buffer.alloc(4092)]))
+  assert.ok(await eventually(() => client.received().includes('\r\n\r\n')), 'the refusal was answered')
+  assert.equal(parseRaw(client.received()).status, 415)
+  assert.ok(await within(client.closed, 20_000), 'the server closed the connection whose body never came')
+  assert.ok(await eventually(() => server.storedFiles().length === 0), `files left behind: ${server.storedFiles().join(', ')}`)
 })

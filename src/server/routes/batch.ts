@@ -23,7 +23,7 @@ import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix
 import { holdsNar, storeNar } from '../../cache/store-nar.js'
 import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, readBody } from '../body.js'
-import { clientPaced } from '../idle-timeout.js'
+import { clientPaced, setIdleTimeout } from '../idle-timeout.js'
 
 const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
 const NARINFO_PART = new RegExp(`^(${HASH_PART_PATTERN})\\.narinfo$`)
@@ -83,6 +83,7 @@ async function drain (stream: AsyncIterable<Buffer>): Promise<void> {
 
 export async function batchRoutes (app: FastifyInstance): Promise<void> {
   const { metadata, blobs, config, trustedKeys } = app.narwhal
+  const idleMs = config.timeouts.idleSeconds * 1000
 
   app.post(MISSING_PATHS_ROUTE, async (request, reply) => {
     const body = await readBody(request, 1024 * 1024, 'missing-paths query', '1 MiB')
@@ -173,7 +174,7 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
         // busboy leaves the field name undefined when Content-Disposition has no name parameter.
         const name: string = typeof part.fieldname === 'string' ? part.fieldname : ''
         const stream: AsyncIterable<Buffer> = part.type === 'file'
-          ? clientPaced(partBytes(part.file), request.raw.socket, config.timeouts.idleSeconds * 1000)
+          ? clientPaced(partBytes(part.file), request.raw.socket, idleMs)
           : (async function * () { yield Buffer.from(String(part.value), 'utf8') })()
         try {
           const nar = NAR_PART.exec(name)
@@ -191,7 +192,12 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
           request.log.info({ part: name, code: err.code, reason: err.message }, 'batch part refused')
           results.push({ name, status: err.statusCode, code: err.code, message: err.message })
         } finally {
-          if (part.type === 'file') await drain(part.file)
+          if (part.type === 'file') {
+            // A part refused before its end left the idle timeout suspended (clientPaced); the
+            // rest of it is the client's to send.
+            setIdleTimeout(request.raw.socket, idleMs)
+            await drain(part.file)
+          }
         }
       }
       const answer: UploadBatchResponse = { results }
