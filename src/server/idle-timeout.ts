@@ -15,38 +15,44 @@
  * while others decode, a slow disk).
  */
 import type { FastifyInstance, RouteOptions } from 'fastify'
+import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import { isWriteMethod, onRouteHook, routeMethods } from './route-hooks.js'
 
 /** Sets the socket's idle timeout (0: none); app.inject() (tests) hands a socket without timers. */
-export function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {
+function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {
   if (typeof socket.setTimeout === 'function') (socket as Socket).setTimeout(ms)
 }
 
 /**
- * `body` (a request's bytes, or one part of them) read with the idle timeout of `socket` running
- * only while the server waits for the next chunk: suspended from the moment a chunk is handed
- * over until the server asks for the next. A body read to its end leaves the timeout as the
- * request's 'end' left it (suspended until the answer, above); one abandoned early restores it.
+ * `body` (a request's bytes, or one part of them) read with the request's idle timeout running
+ * only while the server waits for bytes the client has yet to send: suspended from the moment a
+ * chunk is handed over until the server asks for the next, and not armed again once the whole
+ * request has arrived (what follows is the server's work, as after the body above).
  */
-export function clientPaced (body: AsyncIterable<Buffer>, socket: { setTimeout?: unknown }, idleMs: number): AsyncIterable<Buffer> {
+export function clientPaced (body: AsyncIterable<Buffer>, request: IncomingMessage, idleMs: number): AsyncIterable<Buffer> {
   return {
     [Symbol.asyncIterator]: () => {
       const chunks = body[Symbol.asyncIterator]()
       return {
         next: async () => {
-          setIdleTimeout(socket, idleMs)
+          awaitClient(request, idleMs)
           const next = await chunks.next()
-          if (next.done !== true) setIdleTimeout(socket, 0)
+          if (next.done !== true) setIdleTimeout(request.socket, 0)
           return next
         },
         return: async (value?: unknown) => {
-          setIdleTimeout(socket, idleMs)
+          awaitClient(request, idleMs)
           return await (chunks.return?.(value) ?? Promise.resolve({ done: true as const, value: undefined }))
         }
       }
     }
   }
+}
+
+/** Arms the idle timeout while part of the request has yet to arrive (a refused body's rest). */
+export function awaitClient (request: IncomingMessage, idleMs: number): void {
+  if (!request.complete) setIdleTimeout(request.socket, idleMs)
 }
 
 export function registerIdleTimeout (app: FastifyInstance, idleMs: number): void {

@@ -234,3 +234,31 @@ test('an upload refused at its first bytes, whose client then stalls, is answere
   assert.ok(await within(client.closed, 20_000), 'the server closed the connection whose body never came')
   assert.ok(await eventually(() => server.storedFiles().length === 0), `files left behind: ${server.storedFiles().join(', ')}`)
 })
+
+test('a batch whose last part is followed by a slow fsync is answered: the whole request has arrived', async (t) => {
+  const server = await startServer(t, { env: SHORT })
+  // As in the single PUT's case above: syncing the verified part takes twice the idle timeout.
+  const blobs = server.cache.blobs
+  const createTemp = blobs.createTemp.bind(blobs)
+  blobs.createTemp = async () => {
+    const temp = await createTemp()
+    const sync = temp.sync.bind(temp)
+    temp.sync = async () => {
+      await sleep(4000)
+      await sync()
+    }
+    return temp
+  }
+  const nar = await freshNar('zstd', { randomBytes: 256 * 1024 })
+  const body = Buffer.concat([
+    Buffer.from(`--x\r\nContent-Disposition: form-data; name="${nar.url}"; filename="nar"\r\n\r\n`),
+    nar.bytes,
+    Buffer.from('\r\n--x--\r\n')
+  ])
+  const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
+    method: 'POST', headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'multipart/form-data; boundary=x' }, body
+  })
+  assert.equal(answer.status, 200)
+  assert.deepEqual(((await answer.json()) as { results: Array<{ status: number }> }).results.map(r => r.status), [201])
+  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+})

@@ -23,7 +23,7 @@ import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix
 import { holdsNar, storeNar } from '../../cache/store-nar.js'
 import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, readBody } from '../body.js'
-import { clientPaced, setIdleTimeout } from '../idle-timeout.js'
+import { awaitClient, clientPaced } from '../idle-timeout.js'
 
 const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
 const NARINFO_PART = new RegExp(`^(${HASH_PART_PATTERN})\\.narinfo$`)
@@ -174,7 +174,7 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
         // busboy leaves the field name undefined when Content-Disposition has no name parameter.
         const name: string = typeof part.fieldname === 'string' ? part.fieldname : ''
         const stream: AsyncIterable<Buffer> = part.type === 'file'
-          ? clientPaced(partBytes(part.file), request.raw.socket, idleMs)
+          ? clientPaced(partBytes(part.file), request.raw, idleMs)
           : (async function * () { yield Buffer.from(String(part.value), 'utf8') })()
         try {
           const nar = NAR_PART.exec(name)
@@ -195,7 +195,7 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
           if (part.type === 'file') {
             // A part refused before its end left the idle timeout suspended (clientPaced); the
             // rest of it is the client's to send.
-            setIdleTimeout(request.raw.socket, idleMs)
+            awaitClient(request.raw, idleMs)
             await drain(part.file)
           }
         }

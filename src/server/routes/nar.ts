@@ -115,7 +115,7 @@ export function narRoutes (app: FastifyInstance): void {
     // has not sent its body yet and can retry it whole.
     if (!stored) await blobs.ensureRoom(declaredBytes, config.limits.freeSpaceReserveBytes)
     acceptBody(request)
-    const body = clientPaced(request.raw as AsyncIterable<Buffer>, request.raw.socket, config.timeouts.idleSeconds * 1000)
+    const body = clientPaced(request.raw as AsyncIterable<Buffer>, request.raw, config.timeouts.idleSeconds * 1000)
     if (stored) {
       // Already received and verified: re-uploads of identical bytes succeed (Nix re-sends on
       // --repair, and a retried push re-sends a NAR whose narinfo never came; holdsNar restarted
