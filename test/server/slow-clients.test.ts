@@ -15,7 +15,7 @@ import net from 'node:net'
 import { UPLOAD_BATCH_ROUTE } from '../../src/api/v1.js'
 import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/storage/bzip2-thread.js'
 import { createDecoder } from '../../src/storage/codecs.js'
-import { startServer } from '../helpers/server.js'
+import { startServer, type TestServer } from '../helpers/server.js'
 import { eventually, freshNar, get, parseRaw, put, rowCounts, sleep } from '../helpers/upload.js'
 
 /** Short timeouts, so the tests take seconds; the defaults are 60 s idle and 30 s for headers. */
@@ -58,6 +58,24 @@ async function within (promise: Promise<void>, ms: number): Promise<boolean> {
     return await Promise.race([promise.then(() => true), timeout])
   } finally {
     clearTimeout(timer)
+  }
+}
+
+/**
+ * Makes syncing every verified temp file take `ms` more: a stand-in for fsync of a huge NAR on a
+ * slow disk, the server's own work after a body.
+ */
+function slowSyncs (server: TestServer, ms: number): void {
+  const blobs = server.cache.blobs
+  const createTemp = blobs.createTemp.bind(blobs)
+  blobs.createTemp = async () => {
+    const temp = await createTemp()
+    const sync = temp.sync.bind(temp)
+    temp.sync = async () => {
+      await sleep(ms)
+      await sync()
+    }
+    return temp
   }
 }
 
@@ -168,19 +186,7 @@ test('a download to a client that stops reading is closed after the idle timeout
 
 test('the server\'s own work after the body (a slow fsync) is not the client\'s silence: the upload is answered', async (t) => {
   const server = await startServer(t, { env: SHORT })
-  // Stand-in for fsync of a huge NAR on a slow disk: syncing the verified temp file takes twice
-  // the idle timeout.
-  const blobs = server.cache.blobs
-  const createTemp = blobs.createTemp.bind(blobs)
-  blobs.createTemp = async () => {
-    const temp = await createTemp()
-    const sync = temp.sync.bind(temp)
-    temp.sync = async () => {
-      await sleep(4000)
-      await sync()
-    }
-    return temp
-  }
+  slowSyncs(server, 2 * 2000)
   const nar = await freshNar('zstd')
   const answer = await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))
   assert.equal(answer.status, 201, answer.body)
@@ -237,18 +243,7 @@ test('an upload refused at its first bytes, whose client then stalls, is answere
 
 test('a batch whose last part is followed by a slow fsync is answered: the whole request has arrived', async (t) => {
   const server = await startServer(t, { env: SHORT })
-  // As in the single PUT's case above: syncing the verified part takes twice the idle timeout.
-  const blobs = server.cache.blobs
-  const createTemp = blobs.createTemp.bind(blobs)
-  blobs.createTemp = async () => {
-    const temp = await createTemp()
-    const sync = temp.sync.bind(temp)
-    temp.sync = async () => {
-      await sleep(4000)
-      await sync()
-    }
-    return temp
-  }
+  slowSyncs(server, 2 * 2000)
   const nar = await freshNar('zstd', { randomBytes: 256 * 1024 })
   const body = Buffer.concat([
     Buffer.from(`--x\r\nContent-Disposition: form-data; name="${nar.url}"; filename="nar"\r\n\r\n`),
