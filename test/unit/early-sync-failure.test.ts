@@ -11,7 +11,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import fs, { readdirSync } from 'node:fs'
 import { Readable } from 'node:stream'
 
@@ -29,13 +29,13 @@ fs.fdatasync = ((fd: number, callback: (err: NodeJS.ErrnoException | null) => vo
 const { BlobStore } = await import('../../src/storage/blob-store.js')
 const { layoutFor } = await import('../../src/storage/layout.js')
 const { ingestNar } = await import('../../src/storage/nar-ingest.js')
-const { encodeNix32 } = await import('../../src/nix/nix32.js')
+const { fileHashOf } = await import('../helpers/upload.js')
 const { narOf } = await import('../fuzz/arbitraries.js')
 const { makeTempDir } = await import('./nix-test-helpers.js')
 
 /** An uncompressed NAR of one 20 MiB file: past the first background sync, in 64 KiB chunks. */
 const nar = narOf({ type: 'regular', contents: randomBytes(20 << 20), executable: false })
-const fileHash = encodeNix32(createHash('sha256').update(nar).digest())
+const fileHash = fileHashOf(nar)
 const chunks = Array.from({ length: Math.ceil(nar.length / 65536) }, (_, i) => nar.subarray(i * 65536, (i + 1) * 65536))
 
 function freshStore (t: { after: (fn: () => void) => void }): InstanceType<typeof BlobStore> {
@@ -63,7 +63,6 @@ test('with every sync succeeding, the upload is verified and its temp file synce
 
 test('a background sync that fails fails the upload, though the final fsync succeeds, and leaves nothing', async (t) => {
   const store = freshStore(t)
-  syncsSeen = 0
   failingSyncs = 1
   await assert.rejects(ingest(store), (err: NodeJS.ErrnoException) => err.code === 'EIO')
   assert.equal(failingSyncs, 0, 'the failing sync was the one that ran')

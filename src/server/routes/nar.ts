@@ -48,6 +48,7 @@ function fileHashOf (file: string): string {
 
 export function narRoutes (app: FastifyInstance): void {
   const { metadata, blobs, config } = app.narwhal
+  const idleMs = config.timeouts.idleSeconds * 1000
 
   // GET and HEAD as one route rather than Fastify's generated HEAD route, which answers a reply
   // sent without a payload with Content-Length: 0 (and would read a streamed file to its end);
@@ -115,7 +116,7 @@ export function narRoutes (app: FastifyInstance): void {
     // has not sent its body yet and can retry it whole.
     if (!stored) await blobs.ensureRoom(declaredBytes, config.limits.freeSpaceReserveBytes)
     acceptBody(request)
-    const body = clientPaced(request.raw as AsyncIterable<Buffer>, request.raw, config.timeouts.idleSeconds * 1000)
+    const body = clientPaced(request.raw as AsyncIterable<Buffer>, request.raw, idleMs)
     if (stored) {
       // Already received and verified: re-uploads of identical bytes succeed (Nix re-sends on
       // --repair, and a retried push re-sends a NAR whose narinfo never came; holdsNar restarted
