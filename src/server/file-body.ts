@@ -1,33 +1,48 @@
 /**
  * Sending a byte range of an open file (a NAR) as a response body, by size:
  *
- *   up to 64 KiB   one synchronous read on the event loop (a few microseconds from the page
- *                  cache); most NARs of a closure are this small (half of the benchmark closure's
- *                  are under 200 bytes)
- *   up to 1 MiB    one read on libuv's thread pool into one buffer, sent whole
- *   larger         reads of 1 MiB on the thread pool into two buffers used in turn, each written
- *                  to the socket while the next is read
+ *   up to 64 KiB   one synchronous read on the event loop into a buffer of its own, sent whole
+ *                  (and kept by the fast path, server/fast-reads.ts); most NARs of a closure are
+ *                  this small (half of the benchmark closure's are under 200 bytes)
+ *   larger         synchronous reads of 128 KiB on the event loop into one buffer kept between
+ *                  downloads, each written to the socket and taken by it before the next read
  *
- * Why not fs.createReadStream for large files: every 1 MiB chunk of a stream is a new buffer, cold
- * in the CPU cache and more work for the garbage collector. Two reused buffers stay warm. A 123 MB
- * NAR over loopback, medians of 9 alternating curl downloads (2026-11-30, 2-core EPYC): nginx
- * (sendfile) 52 ms, a bare node:http server piping createReadStream 99 ms, the same server with
- * two reused buffers 62 ms. In narwhal, the bench closure's six NARs over 10 MB (226 MB) took
- * 0.38 s with the stream and 0.13-0.19 s with this loop (nginx 0.11 s). Keeping buffer pairs for
- * the next download measured no better, so each download allocates its own two.
+ * Why reads on the event loop, 128 KiB at a time, into a reused buffer: the bytes are then copied
+ * from the page cache and into the socket by one core, through a buffer that stays in its cache.
+ * Measured on this machine (2026-12-01, one 2.18 MB NAR over and over with wrk, one connection,
+ * bare node:http servers, medians of 5 alternated rounds, downloads a second): thread-pool reads
+ * of 1 MiB into two fresh buffers per download (narwhal's loop until then) 734-787; thread-pool
+ * reads into buffers kept between downloads 537 (1 MiB) and 514 (128 KiB), slower still (perf:
+ * the kernel's copy into the buffer went from 14% to 50% of the process's samples, presumably as
+ * the buffer's lines sat in the other core's cache); synchronous reads into one kept buffer of
+ * 64 KiB 726, of 128 KiB 1,116-1,119, of 256 KiB 433, of 1 MiB 499 (the core's L2 cache is 512
+ * KiB, shared with the kernel's socket buffers and page cache lines); nginx 809-910.
+ * In narwhal, the route as a whole: 414 -> 744 at one connection, 349 -> 686 at 16 (nginx 1,005
+ * and 774); a 123 MB NAR as fast as before. Fresh buffers per download also cost garbage
+ * collection: 2 MiB of new external memory each time set off a full collection every few
+ * downloads ("external memory pressure" in --trace-gc, 21% of the server's samples).
+ *
+ * What a read on the event loop costs when the file is not in the page cache: the loop waits for
+ * the disk, one 128 KiB read at a time, and every other request with it. nginx's sendfile makes
+ * the same trade by default (without `aio threads` its worker process blocks on the disk), and
+ * SQLite's reads are synchronous here already. A cache on slow disks can run `--workers` so one
+ * process waiting on the disk does not hold up the others.
  *
  * Every function closes the descriptor it is given, whatever happens.
  */
-import { closeSync, read, readSync } from 'node:fs'
+import { closeSync, readSync } from 'node:fs'
 import type { ServerResponse } from 'node:http'
-import { promisify } from 'node:util'
-
-const readAsync = promisify(read)
 
 export const SMALL_BODY_BYTES = 64 * 1024
-export const WHOLE_BODY_BYTES = 1024 * 1024
-/** Reads of a large body; 256 KiB to 4 MiB measured the same, 64 KiB was slower. */
-const CHUNK_BYTES = 1024 * 1024
+/** A read of a larger body; see above for the sizes measured. */
+const CHUNK_BYTES = 128 * 1024
+
+/**
+ * Read buffers kept for the next download, at most MAX_SPARE_CHUNKS (4 MiB). A download beyond
+ * the spares (many at once) allocates its own, which is dropped when the spares are full again.
+ */
+const spareChunks: Buffer[] = []
+const MAX_SPARE_CHUNKS = 32
 
 class TruncatedFileError extends Error {
   constructor () { super('NAR file ended before its recorded size') }
@@ -49,27 +64,7 @@ export function readWhole (fd: number, start: number, length: number): Buffer {
   }
 }
 
-/** readWhole on the thread pool, for bodies too large to read on the event loop. */
-export async function readWholeAsync (fd: number, start: number, length: number): Promise<Buffer> {
-  try {
-    const body = Buffer.allocUnsafe(length)
-    let done = 0
-    while (done < length) {
-      const { bytesRead } = await readAsync(fd, body, done, length - done, start + done)
-      if (bytesRead === 0) throw new TruncatedFileError()
-      done += bytesRead
-    }
-    return body
-  } finally {
-    closeSync(fd)
-  }
-}
-
-/**
- * Resolves when the socket has taken `chunk` (its buffer may then be reused), or with the error
- * that stopped it. Never rejects: a write fails while the loop awaits a read, and a rejection
- * nobody awaits yet would be an unhandled one.
- */
+/** Resolves when the socket has taken `chunk` (its buffer may then be reused), or with the error that stopped it. */
 function write (res: ServerResponse, chunk: Buffer, closed: Promise<Error>): Promise<Error | undefined> {
   const written = new Promise<Error | undefined>((resolve) => {
     res.write(chunk, (err) => { resolve(err ?? undefined) })
@@ -88,24 +83,21 @@ export async function sendFileRange (res: ServerResponse, fd: number, start: num
   const closed = new Promise<Error>((resolve) => {
     res.once('close', () => { resolve(new Error('the client closed the connection')) })
   })
-  // A buffer is read into only after the write of its previous contents was taken by the socket: the
-  // write of chunk k is awaited before chunk k+1 is written, and chunk k+2 reuses chunk k's buffer.
-  const buffers = [Buffer.allocUnsafeSlow(Math.min(CHUNK_BYTES, length)), Buffer.allocUnsafeSlow(Math.min(CHUNK_BYTES, length))] as const
-  let pending: Promise<Error | undefined> | undefined
+  const buffer = spareChunks.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES)
   let done = 0
   try {
-    for (let k = 0; done < length; k++) {
-      const buffer = buffers[k % 2 === 0 ? 0 : 1]
-      const { bytesRead } = await readAsync(fd, buffer, 0, Math.min(buffer.length, length - done), start + done)
+    while (done < length) {
+      const bytesRead = readSync(fd, buffer, 0, Math.min(buffer.length, length - done), start + done)
       if (bytesRead === 0) throw new TruncatedFileError()
       done += bytesRead
-      const failed = await pending
+      // The buffer is read into again only once the socket has taken these bytes.
+      const failed = await write(res, buffer.subarray(0, bytesRead), closed)
       if (failed !== undefined) throw failed
-      pending = write(res, buffer.subarray(0, bytesRead), closed)
     }
-    const failed = await pending
-    if (failed !== undefined) throw failed
     res.end()
+    // Every write was taken: nothing refers to the buffer any more. (After a failure it is left to
+    // the garbage collector, whatever may still hold it.)
+    if (spareChunks.length < MAX_SPARE_CHUNKS) spareChunks.push(buffer)
     return undefined
   } catch (err) {
     if (res.destroyed) return undefined // the client went away: nothing went wrong here

@@ -105,7 +105,7 @@ test('a Range header narwhal does not answer (several ranges, another unit) gets
   }
 })
 
-test('a NAR larger than 1 MiB is sent in 1 MiB reads: the exact bytes, whole and from an offset', async (t) => {
+test('a NAR of several MiB (many 128 KiB reads): the exact bytes, whole and from an offset', async (t) => {
   const server = await startServer(t)
   const nar = await freshNar('zstd', { randomBytes: 3 * 1024 * 1024 })
   assert.ok(nar.bytes.length > 2 * 1024 * 1024, 'random bytes do not compress')
@@ -116,7 +116,7 @@ test('a NAR larger than 1 MiB is sent in 1 MiB reads: the exact bytes, whole and
   assert.ok(tail.bytes.equals(nar.bytes.subarray(1048577)))
 })
 
-test('a NAR between one synchronous read (64 KiB) and 1 MiB is read whole off the event loop: the exact bytes, whole and ranged', async (t) => {
+test('a NAR just over the one-read size (64 KiB), in a few reads: the exact bytes, whole and ranged', async (t) => {
   const server = await startServer(t)
   const nar = await freshNar('zstd', { randomBytes: 300 * 1024 })
   assert.ok(nar.bytes.length > 64 * 1024 && nar.bytes.length < 1024 * 1024)
@@ -128,6 +128,46 @@ test('a NAR between one synchronous read (64 KiB) and 1 MiB is read whole off th
   const head = await request(server, 'HEAD', `/${nar.url}`)
   assert.equal(head.headers['content-length'], String(nar.bytes.length))
   assert.equal(head.bytes.length, 0)
+})
+
+/**
+ * Downloads `path` over a raw socket, reading slowly (a pause after each 256 KiB), so the server's
+ * writes wait on the socket while other downloads go on. Resolves with the body.
+ */
+function slowDownload (port: number, path: string): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let sincePause = 0
+    const socket = net.connect(port, '127.0.0.1', () => socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`))
+    socket.on('data', (chunk: Buffer) => {
+      chunks.push(chunk)
+      sincePause += chunk.length
+      if (sincePause >= 256 * 1024) {
+        sincePause = 0
+        socket.pause()
+        setTimeout(() => socket.resume(), 5)
+      }
+    })
+    socket.on('end', () => { resolve(parseRaw(Buffer.concat(chunks)).rest) })
+    socket.on('error', reject)
+  })
+}
+
+test('large NARs downloaded at once by slow clients each get exactly their own bytes (read buffers are never shared)', async (t) => {
+  const server = await startServer(t)
+  const nars: Nar[] = []
+  // Larger than loopback's socket buffers (a few MiB), so the server's writes wait for the client.
+  for (let i = 0; i < 4; i++) {
+    const nar = await freshNar('zstd', { randomBytes: 12 * 1024 * 1024 })
+    assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+    nars.push(nar)
+  }
+  for (let round = 0; round < 2; round++) {
+    const bodies = await Promise.all(nars.map(async nar => await slowDownload(server.port, `/${nar.url}`)))
+    for (const [i, body] of bodies.entries()) {
+      assert.ok(body.equals(nars[i]?.bytes ?? Buffer.alloc(0)), `round ${round}, NAR ${i}: ${body.length} bytes, not the uploaded ones`)
+    }
+  }
 })
 
 /** Open file descriptors of this process (the test server runs in it). */

@@ -19,7 +19,7 @@ import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { clientPaced } from '../idle-timeout.js'
 import { parseRange } from '../range.js'
-import { readWhole, readWholeAsync, sendFileRange, SMALL_BODY_BYTES, WHOLE_BODY_BYTES } from '../file-body.js'
+import { readWhole, sendFileRange, SMALL_BODY_BYTES } from '../file-body.js'
 
 const params = {
   type: 'object',
@@ -95,8 +95,7 @@ export function narRoutes (app: FastifyInstance): void {
         return reply.send()
       }
       if (length <= SMALL_BODY_BYTES) return reply.send(readWhole(fd, start, length))
-      if (length <= WHOLE_BODY_BYTES) return reply.send(await readWholeAsync(fd, start, length))
-      // Large bodies are written by file-body.ts's own loop, straight to the response: Fastify
+      // Larger bodies are written by file-body.ts's own loop, straight to the response: Fastify
       // sends no headers of a hijacked reply but still runs the onResponse hooks (metrics, log).
       reply.hijack()
       reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
