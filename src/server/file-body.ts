@@ -4,23 +4,30 @@
  *   up to 64 KiB   one synchronous read on the event loop into a buffer of its own, sent whole
  *                  (and kept by the fast path, server/fast-reads.ts); most NARs of a closure are
  *                  this small (half of the benchmark closure's are under 200 bytes)
- *   larger         synchronous reads of 128 KiB on the event loop into one buffer kept between
+ *   up to 8 MiB    synchronous reads of 128 KiB on the event loop into one buffer kept between
  *                  downloads, each written to the socket and taken by it before the next read
+ *   larger         reads of 1 MiB on the thread pool into two fresh buffers used in turn, each
+ *                  written to the socket while the next is read
  *
- * Why reads on the event loop, 128 KiB at a time, into a reused buffer: the bytes are then copied
- * from the page cache and into the socket by one core, through a buffer that stays in its cache.
- * Measured on this machine (2026-12-01, one 2.18 MB NAR over and over with wrk, one connection,
- * bare node:http servers, medians of 5 alternated rounds, downloads a second): thread-pool reads
- * of 1 MiB into two fresh buffers per download (narwhal's loop until then) 734-787; thread-pool
- * reads into buffers kept between downloads 537 (1 MiB) and 514 (128 KiB), slower still (perf:
- * the kernel's copy into the buffer went from 14% to 50% of the process's samples, presumably as
- * the buffer's lines sat in the other core's cache); synchronous reads into one kept buffer of
- * 64 KiB 726, of 128 KiB 1,116-1,119, of 256 KiB 433, of 1 MiB 499 (the core's L2 cache is 512
- * KiB, shared with the kernel's socket buffers and page cache lines); nginx 809-910.
- * In narwhal, the route as a whole: 414 -> 744 at one connection, 349 -> 686 at 16 (nginx 1,005
- * and 774); a 123 MB NAR as fast as before. Fresh buffers per download also cost garbage
- * collection: 2 MiB of new external memory each time set off a full collection every few
- * downloads ("external memory pressure" in --trace-gc, 21% of the server's samples).
+ * Up to 8 MiB, what a download costs besides its bytes weighs most, and reads on the event loop
+ * into a kept buffer keep both copies (page cache to buffer, buffer to socket) on one core and in
+ * its cache. Measured on this machine (2026-12-01, one 2.18 MB NAR over and over with wrk, one
+ * connection, bare node:http servers, medians of 5 alternated rounds, downloads a second):
+ * thread-pool reads of 1 MiB into two fresh buffers per download 734-787; thread-pool reads into
+ * buffers kept between downloads 537 (1 MiB) and 514 (128 KiB), slower still (perf: the kernel's
+ * copy into the buffer went from 14% to 50% of the process's samples, presumably as the buffer's
+ * lines sat in the other core's cache); synchronous reads into one kept buffer of 64 KiB 726, of
+ * 128 KiB 1,116-1,119, of 256 KiB 433, of 1 MiB 499 (the core's L2 cache is 512 KiB, shared
+ * with the kernel's socket buffers and page cache lines); nginx 809-910. In narwhal: 414 -> 744
+ * at one connection, 349 -> 686 at 16 (nginx 1,005 and 774). Fresh buffers per download also
+ * cost garbage collection: 2 MiB of new external memory each time set off a full collection
+ * every few downloads ("external memory pressure" in --trace-gc, 21% of the server's samples).
+ *
+ * Larger files stream faster with the read on another core, in parallel with the socket write:
+ * the bench closure's six NARs over 10 MB, one at a time with curl, 7 alternated rounds: 0.118 s
+ * (thread pool) against 0.147 s (event loop), nginx 0.113 s. Why not fs.createReadStream there:
+ * every 1 MiB chunk of a stream is a new buffer, cold in the CPU cache, and the same six NARs
+ * took 0.38 s with it (2026-11-30).
  *
  * What a read on the event loop costs when the file is not in the page cache: the loop waits for
  * the disk, one 128 KiB read at a time, and every other request with it. nginx's sendfile makes
@@ -30,12 +37,18 @@
  *
  * Every function closes the descriptor it is given, whatever happens.
  */
-import { closeSync, readSync } from 'node:fs'
+import { closeSync, read, readSync } from 'node:fs'
 import type { ServerResponse } from 'node:http'
+import { promisify } from 'node:util'
+
+const readAsync = promisify(read)
 
 export const SMALL_BODY_BYTES = 64 * 1024
-/** A read of a larger body; see above for the sizes measured. */
-const CHUNK_BYTES = 128 * 1024
+/** Bodies up to this size are read on the event loop, larger ones on the thread pool (see above). */
+const SYNC_READ_BODY_BYTES = 8 * 1024 * 1024
+const SYNC_CHUNK_BYTES = 128 * 1024
+/** 256 KiB to 4 MiB measured the same, 64 KiB was slower (2026-11-30). */
+const POOL_CHUNK_BYTES = 1024 * 1024
 
 /**
  * Read buffers kept for the next download, at most MAX_SPARE_CHUNKS (4 MiB). A download beyond
@@ -83,21 +96,10 @@ export async function sendFileRange (res: ServerResponse, fd: number, start: num
   const closed = new Promise<Error>((resolve) => {
     res.once('close', () => { resolve(new Error('the client closed the connection')) })
   })
-  const buffer = spareChunks.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES)
-  let done = 0
   try {
-    while (done < length) {
-      const bytesRead = readSync(fd, buffer, 0, Math.min(buffer.length, length - done), start + done)
-      if (bytesRead === 0) throw new TruncatedFileError()
-      done += bytesRead
-      // The buffer is read into again only once the socket has taken these bytes.
-      const failed = await write(res, buffer.subarray(0, bytesRead), closed)
-      if (failed !== undefined) throw failed
-    }
+    if (length <= SYNC_READ_BODY_BYTES) await sendBySyncReads(res, fd, start, length, closed)
+    else await sendByPoolReads(res, fd, start, length, closed)
     res.end()
-    // Every write was taken: nothing refers to the buffer any more. (After a failure it is left to
-    // the garbage collector, whatever may still hold it.)
-    if (spareChunks.length < MAX_SPARE_CHUNKS) spareChunks.push(buffer)
     return undefined
   } catch (err) {
     if (res.destroyed) return undefined // the client went away: nothing went wrong here
@@ -106,4 +108,44 @@ export async function sendFileRange (res: ServerResponse, fd: number, start: num
   } finally {
     closeSync(fd)
   }
+}
+
+/** Up to SYNC_READ_BODY_BYTES: reads on the event loop into one kept buffer, each written before the next. */
+async function sendBySyncReads (res: ServerResponse, fd: number, start: number, length: number, closed: Promise<Error>): Promise<void> {
+  const buffer = spareChunks.pop() ?? Buffer.allocUnsafeSlow(SYNC_CHUNK_BYTES)
+  let done = 0
+  while (done < length) {
+    const bytesRead = readSync(fd, buffer, 0, Math.min(buffer.length, length - done), start + done)
+    if (bytesRead === 0) throw new TruncatedFileError()
+    done += bytesRead
+    // The buffer is read into again only once the socket has taken these bytes.
+    const failed = await write(res, buffer.subarray(0, bytesRead), closed)
+    if (failed !== undefined) throw failed
+  }
+  // Every write was taken: nothing refers to the buffer any more. (After a failure it is left to the
+  // garbage collector, whatever may still hold it.)
+  if (spareChunks.length < MAX_SPARE_CHUNKS) spareChunks.push(buffer)
+}
+
+/**
+ * Larger: reads on the thread pool into two fresh buffers used in turn, each written to the socket
+ * while the next is read. A buffer is read into only after the write of its previous contents was
+ * taken: the write of chunk k is awaited before chunk k+1 is written, and chunk k+2 reuses chunk k's
+ * buffer.
+ */
+async function sendByPoolReads (res: ServerResponse, fd: number, start: number, length: number, closed: Promise<Error>): Promise<void> {
+  const buffers = [Buffer.allocUnsafeSlow(POOL_CHUNK_BYTES), Buffer.allocUnsafeSlow(POOL_CHUNK_BYTES)] as const
+  let pending: Promise<Error | undefined> | undefined
+  let done = 0
+  for (let k = 0; done < length; k++) {
+    const buffer = buffers[k % 2 === 0 ? 0 : 1]
+    const { bytesRead } = await readAsync(fd, buffer, 0, Math.min(buffer.length, length - done), start + done)
+    if (bytesRead === 0) throw new TruncatedFileError()
+    done += bytesRead
+    const failed = await pending
+    if (failed !== undefined) throw failed
+    pending = write(res, buffer.subarray(0, bytesRead), closed)
+  }
+  const failed = await pending
+  if (failed !== undefined) throw failed
 }
