@@ -77,7 +77,11 @@ export function readWhole (fd: number, start: number, length: number): Buffer {
   }
 }
 
-/** Resolves when the socket has taken `chunk` (its buffer may then be reused), or with the error that stopped it. */
+/**
+ * Resolves when the socket has taken `chunk` (its buffer may then be reused), or with the error
+ * that stopped it. Never rejects: in the thread-pool loop a write fails while the loop awaits a
+ * read, and a rejection nobody awaits yet would be an unhandled one.
+ */
 function write (res: ServerResponse, chunk: Buffer, closed: Promise<Error>): Promise<Error | undefined> {
   const written = new Promise<Error | undefined>((resolve) => {
     res.write(chunk, (err) => { resolve(err ?? undefined) })
