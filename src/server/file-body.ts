@@ -30,7 +30,9 @@
  * took 0.38 s with it (2026-11-30).
  *
  * What a read on the event loop costs when the file is not in the page cache: the loop waits for
- * the disk, one 128 KiB read at a time, and every other request with it. nginx's sendfile makes
+ * the disk, one 128 KiB read at a time, and every other request with it (here, with the page cache
+ * dropped, narinfo hits beside such downloads waited 1.1-1.5 ms at the 75th percentile against
+ * 0.25-0.38 ms with thread-pool reads; BENCHMARKS.md, 2026-12-01). nginx's sendfile makes
  * the same trade by default (without `aio threads` its worker process blocks on the disk), and
  * SQLite's reads are synchronous here already. A cache on slow disks can run `--workers` so one
  * process waiting on the disk does not hold up the others.
