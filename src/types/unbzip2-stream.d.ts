@@ -1,10 +1,3 @@
-/** unbzip2-stream returns a classic `through` stream; narwhal wraps it in a Transform. */
-declare module 'unbzip2-stream' {
-  import type { Duplex } from 'node:stream'
-  function bz2 (): Duplex
-  export default bz2
-}
-
 /** The bit reader unbzip2-stream's block decoder reads from (storage/bzip2-decoder.ts). */
 declare module 'unbzip2-stream/lib/bit_iterator.js' {
   export interface BitReader {
