@@ -191,6 +191,23 @@ export class Metadata {
     return this.db.transaction(fn).immediate()
   }
 
+  /**
+   * The same, but its commit does not wait for the disk (`synchronous = NORMAL` for this one
+   * transaction): it becomes durable with the next commit that does, of any connection, because
+   * WAL frames reach the disk in the order they were written. After a power cut the commit may be
+   * lost, but only together with every later one; the database is never left inconsistent.
+   * For writes whose loss the next FULL commit would notice anyway (a NAR's row, which only its
+   * narinfo makes useful; see cache/store-nar.ts).
+   */
+  transactionDurableWithNext<T> (fn: () => T): T {
+    this.db.pragma('synchronous = NORMAL')
+    try {
+      return this.transaction(fn)
+    } finally {
+      this.db.pragma('synchronous = FULL')
+    }
+  }
+
   narFile (fileHash: string): NarFileRow | undefined {
     return this.stmts.narFileByHash.get(fileHash)
   }

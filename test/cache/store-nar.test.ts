@@ -23,16 +23,23 @@ test('the NAR file is renamed into place inside the transaction that records its
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
-  const seen: Array<{ inTransaction: boolean, rowVisible: boolean }> = []
+  const seen: Array<{ inTransaction: boolean, rowVisible: boolean, synchronous: unknown }> = []
   const commit = cache.blobs.commitNar.bind(cache.blobs)
   cache.blobs.commitNar = (temp: TempFile, hash: string): void => {
-    seen.push({ inTransaction: cache.db.inTransaction, rowVisible: cache.metadata.narFile(hash) !== undefined })
+    seen.push({
+      inTransaction: cache.db.inTransaction,
+      rowVisible: cache.metadata.narFile(hash) !== undefined,
+      synchronous: cache.db.pragma('synchronous', { simple: true })
+    })
     commit(temp, hash)
   }
   const stored = await storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 })
-  assert.deepEqual(seen, [{ inTransaction: true, rowVisible: true }])
+  // synchronous 1 (NORMAL): the row's commit waits for the narinfo's to reach the disk.
+  assert.deepEqual(seen, [{ inTransaction: true, rowVisible: true, synchronous: 1 }])
   assert.equal(stored.fileHash, fileHash)
   assert.equal(cache.db.inTransaction, false)
+  // And every other commit (a narinfo's above all) waits for the disk again: 2 is FULL.
+  assert.equal(cache.db.pragma('synchronous', { simple: true }), 2)
   assert.ok(existsSync(cache.blobs.narPath(fileHash)))
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [], 'no temp file is left')
   cache.db.close()
@@ -46,6 +53,7 @@ test('when the rename fails the row is rolled back and the temp file removed', a
   await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 }),
     /simulated rename failure/)
   assert.equal(cache.metadata.narFile(fileHash), undefined)
+  assert.equal(cache.db.pragma('synchronous', { simple: true }), 2, 'FULL again after a failed commit')
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
   cache.db.close()
 })
