@@ -9,7 +9,8 @@
  * the date and the machine. Installs nginx, wrk and Nix from Debian when missing (as root).
  * narwhal runs twice over one data folder: as one process (the default) and with BENCH_WORKERS
  * processes (`--workers`; default one per core, at most 8). A bare node:http server with as many
- * processes answers narinfo requests from memory beside them: the floor for Node on this machine.
+ * processes answers narinfo requests from memory and NAR downloads with narwhal's read loop beside
+ * them: the floor for Node on this machine.
  * Contenders take turns within each measurement, so a drift in the machine's load hits all.
  *
  * Set BENCH_QUICK=1 for a smaller closure and shorter runs (a smoke run, not for the record),
@@ -92,7 +93,7 @@ interface Row {
   /** narwhal as one process (workers: 1, the default), and with WORKERS processes. */
   single: number
   workers: number
-  /** A bare Node http server with WORKERS processes, for the request-rate rows. */
+  /** A bare Node http server with WORKERS processes, for the request-rate and download rows. */
   floor?: number
   unit: string
   goal: string
@@ -115,8 +116,8 @@ function benchWorkers (): number {
   return Number(raw)
 }
 
-async function startFloor (port: number, workers: number, narinfoFile: string, hashPart: string): Promise<ChildProcess> {
-  return await startProcess('node', [path.resolve('dist/bench/floor-server.js'), String(port), String(workers), narinfoFile, hashPart],
+async function startFloor (port: number, workers: number, narinfoFile: string, hashPart: string, staticRoot: string): Promise<ChildProcess> {
+  return await startProcess('node', [path.resolve('dist/bench/floor-server.js'), String(port), String(workers), narinfoFile, hashPart, staticRoot],
     process.env, async () => (await fetch(`http://127.0.0.1:${port}/${hashPart}.narinfo`)).ok)
 }
 
@@ -155,7 +156,7 @@ async function main (): Promise<void> {
     const narinfoFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-floor-')), 'hit.narinfo')
     writeFileSync(narinfoFile, Buffer.from(await (await fetch(`${single.url}/${hashPart}.narinfo`)).arrayBuffer()))
     const floorPort = await freePort()
-    children.push(await startFloor(floorPort, workers, narinfoFile, hashPart))
+    children.push(await startFloor(floorPort, workers, narinfoFile, hashPart, nginx.staticRoot))
     const floorUrl = `http://127.0.0.1:${floorPort}`
 
     const hit = `/${hashPart}.narinfo`
@@ -171,9 +172,11 @@ async function main (): Promise<void> {
     const ngNars = await narUrls(nginx.staticUrl, closure.paths)
     const oneNars = await narUrls(single.url, closure.paths)
     const manyNars = await narUrls(multi.url, closure.paths)
+    // The floor serves the files nginx serves, under the same names.
+    const floorNars = { urls: ngNars.urls.map(u => floorUrl + u.slice(nginx.staticUrl.length)), bytes: ngNars.bytes }
     for (const parallel of [1, 16]) {
-      const [ng, one, many] = await alternate(RUNS, [ngNars, oneNars, manyNars].map(n => async () => await downloadAll(n.urls, n.bytes, parallel)))
-      rows.push({ what: 'NAR download', how: `whole closure, curl, ${parallel} at a time`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, unit: 'MB/s', goal: '≥ 0.9' })
+      const [ng, one, many, floor] = await alternate(RUNS, [ngNars, oneNars, manyNars, floorNars].map(n => async () => await downloadAll(n.urls, n.bytes, parallel)))
+      rows.push({ what: 'NAR download', how: `whole closure, curl, ${parallel} at a time`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, floor, unit: 'MB/s', goal: '≥ 0.9' })
     }
 
     const substitute = async (url: string): Promise<number> => {
@@ -235,7 +238,7 @@ async function main (): Promise<void> {
     `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${machine}; loopback; load average ${os.loadavg()[0]?.toFixed(1)} at the end; ` +
       `closure of ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR (zstd); medians of ${RUNS} run${RUNS > 1 ? 's' : ''} (substitution ${SUBSTITUTION_RUNS}), contenders taking turns${QUICK ? ' (BENCH_QUICK)' : ''}. ` +
       `"1 process" is narwhal's default (workers: 1); "${workers} workers" is \`--workers ${workers}\`` +
-      (hasFloor ? `; "bare Node" is a plain node:http server with ${workers} processes answering from memory (bench/floor-server.ts), the floor for Node here.` : '.'),
+      (hasFloor ? `; "bare Node" is a plain node:http server with ${workers} processes answering narinfos from memory and NARs with narwhal's read loop (bench/floor-server.ts), the floor for Node here.` : '.'),
     '',
     `| what | how | nginx | narwhal, 1 process | narwhal, ${workers} workers | ratio, 1 process | ratio, ${workers} workers | goal | bare Node (ratio) |`,
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |',
