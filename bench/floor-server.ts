@@ -2,17 +2,17 @@
  * The floor: a bare `node:http` server (no framework, no database, no logging, no metrics) with as
  * many processes as the narwhal under test. It answers one narinfo from memory and 404 for any
  * other narinfo, and, given STATIC_ROOT, `nar/<file>` from STATIC_ROOT/nar with narwhal's own
- * read loop (server/file-body.ts): one read of a body of up to 64 KiB, the loops beyond. Whatever
- * narwhal cannot reach that this reaches is narwhal's own cost; whatever this cannot reach
- * against nginx is Node's (for NARs: no sendfile, so every byte is copied in and out).
+ * read loop (serve-file.ts). Whatever narwhal cannot reach that this reaches is narwhal's own
+ * cost; whatever this cannot reach against nginx is Node's (for NARs: no sendfile, so every byte
+ * is copied in and out).
  *
  *   node dist/bench/floor-server.js PORT WORKERS NARINFO_FILE HASH_PART [STATIC_ROOT]
  */
 import cluster from 'node:cluster'
 import http from 'node:http'
-import { fstatSync, openSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import path from 'node:path'
-import { readWhole, sendFileRange, SMALL_BODY_BYTES } from '../src/server/file-body.js'
+import { sendFile } from './serve-file.js'
 
 const [port, workers, narinfoFile, hashPart, staticRoot] = process.argv.slice(2)
 if (port === undefined || workers === undefined || narinfoFile === undefined || hashPart === undefined) {
@@ -30,15 +30,7 @@ if (cluster.isPrimary && Number(workers) > 1) {
   const narUrl = /^\/nar\/([a-z0-9]+\.nar(?:\.[a-z]+)?)$/
   http.createServer((request, response) => {
     const narFile = staticRoot === undefined ? undefined : narUrl.exec(request.url ?? '')?.[1]
-    if (staticRoot !== undefined && narFile !== undefined) {
-      const fd = openSync(path.join(staticRoot, 'nar', narFile), 'r')
-      const { size } = fstatSync(fd)
-      response.writeHead(200, { 'content-type': 'application/x-nix-nar', 'content-length': size })
-      if (size <= SMALL_BODY_BYTES) response.end(readWhole(fd, 0, size))
-      // Never rejects; a download cut short only ends early.
-      else sendFileRange(response, fd, 0, size).catch(() => {})
-      return
-    }
+    if (staticRoot !== undefined && narFile !== undefined && sendFile(request, response, path.join(staticRoot, 'nar', narFile), 'application/x-nix-nar')) return
     const found = request.url === hitPath
     const body = found ? hit : miss
     response.writeHead(found ? 200 : 404, { 'content-type': found ? 'text/x-nix-narinfo' : 'text/plain', 'content-length': body.length })

@@ -10,7 +10,7 @@
  * narwhal runs twice over one data folder: as one process (the default) and with BENCH_WORKERS
  * processes (`--workers`; default one per core, at most 8). A bare node:http server with as many
  * processes answers narinfo requests from memory and NAR downloads with narwhal's read loop beside
- * them: the floor for Node on this machine.
+ * them, and another stores uploads as nginx's WebDAV does: the floor for Node on this machine.
  * Contenders take turns within each measurement, so a drift in the machine's load hits all.
  *
  * Set BENCH_QUICK=1 for a smaller closure and shorter runs (a smoke run, not for the record),
@@ -93,7 +93,10 @@ interface Row {
   /** narwhal as one process (workers: 1, the default), and with WORKERS processes. */
   single: number
   workers: number
-  /** A bare Node http server with WORKERS processes, for the request-rate and download rows. */
+  /**
+   * The bare Node floor: for requests and downloads a node:http server with WORKERS processes
+   * (floor-server.ts), for the zstd upload one that stores PUTs like nginx's WebDAV (floor-dav.ts).
+   */
   floor?: number
   unit: string
   goal: string
@@ -158,6 +161,11 @@ async function main (): Promise<void> {
     const floorPort = await freePort()
     children.push(await startFloor(floorPort, workers, narinfoFile, hashPart, nginx.staticRoot))
     const floorUrl = `http://127.0.0.1:${floorPort}`
+    const floorDavRoot = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-floor-dav-'))
+    const floorDavPort = await freePort()
+    children.push(await startProcess('node', [path.resolve('dist/bench/floor-dav.js'), String(floorDavPort), floorDavRoot], process.env,
+      async () => (await fetch(`http://127.0.0.1:${floorDavPort}/nix-cache-info`)).status === 404))
+    const floorDavUrl = `http://127.0.0.1:${floorDavPort}`
 
     const hit = `/${hashPart}.narinfo`
     const miss = '/00000000000000000000000000000000.narinfo'
@@ -196,9 +204,14 @@ async function main (): Promise<void> {
         await resetDir(nginx.davRoot)
         return await timed(async () => await sh('nix', ['copy', '--to', `${nginx.davUrl}?secret-key=${single.secretKey}&compression=${compression}`, closure.top], nixEnv()))
       }
-      const [ng, one, many] = await alternate(runs, [webdav, async () => await uploadToFresh(1, closure.top, compression),
-        async () => await uploadToFresh(workers, closure.top, compression)])
-      rows.push({ what: 'upload', how: `nix copy --to, ${compression}${runs === 1 ? ' (1 run)' : ''}`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, unit: 's', goal: '≤ 1.1' })
+      const floorDav = async (): Promise<number> => {
+        await resetDir(floorDavRoot)
+        return await timed(async () => await sh('nix', ['copy', '--to', `${floorDavUrl}?secret-key=${single.secretKey}&compression=${compression}`, closure.top], nixEnv()))
+      }
+      // The floor only beside zstd: with xz, Nix's compressing is nearly all of the time.
+      const [ng, one, many, floor] = await alternate(runs, [webdav, async () => await uploadToFresh(1, closure.top, compression),
+        async () => await uploadToFresh(workers, closure.top, compression), ...(compression === 'zstd' ? [floorDav] : [])])
+      rows.push({ what: 'upload', how: `nix copy --to, ${compression}${runs === 1 ? ' (1 run)' : ''}`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, floor, unit: 's', goal: '≤ 1.1' })
     }
 
     if (!QUICK) {
@@ -238,7 +251,7 @@ async function main (): Promise<void> {
     `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${machine}; loopback; load average ${os.loadavg()[0]?.toFixed(1)} at the end; ` +
       `closure of ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR (zstd); medians of ${RUNS} run${RUNS > 1 ? 's' : ''} (substitution ${SUBSTITUTION_RUNS}), contenders taking turns${QUICK ? ' (BENCH_QUICK)' : ''}. ` +
       `"1 process" is narwhal's default (workers: 1); "${workers} workers" is \`--workers ${workers}\`` +
-      (hasFloor ? `; "bare Node" is a plain node:http server with ${workers} processes answering narinfos from memory and NARs with narwhal's read loop (bench/floor-server.ts), the floor for Node here.` : '.'),
+      (hasFloor ? `; "bare Node" is a plain node:http server with ${workers} processes answering narinfos from memory and NARs with narwhal's read loop (bench/floor-server.ts), and for uploads one process storing PUTs as nginx's WebDAV does, unchecked and unsynced (bench/floor-dav.ts): the floor for Node here.` : '.'),
     '',
     `| what | how | nginx | narwhal, 1 process | narwhal, ${workers} workers | ratio, 1 process | ratio, ${workers} workers | goal | bare Node (ratio) |`,
     '| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |',

@@ -196,7 +196,7 @@ export class Metadata {
    * transaction): it becomes durable with the next commit that does, of any connection, because
    * WAL frames reach the disk in the order they were written. After a power cut the commit may be
    * lost, but only together with every later one; the database is never left inconsistent.
-   * For writes whose loss the next FULL commit would notice anyway (a NAR's row, which only its
+   * For writes of no use until a later commit builds on them (a NAR's row, which only its
    * narinfo makes useful; see cache/store-nar.ts).
    */
   transactionDurableWithNext<T> (fn: () => T): T {
