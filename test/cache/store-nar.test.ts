@@ -34,7 +34,8 @@ test('the NAR file is renamed into place inside the transaction that records its
     commit(temp, hash)
   }
   const stored = await storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 })
-  // synchronous 1 (NORMAL): the row's commit waits for the narinfo's to reach the disk.
+  // synchronous 1 (NORMAL): the row reaches the disk with the next commit that waits for the
+  // disk, its narinfo's.
   assert.deepEqual(seen, [{ inTransaction: true, rowVisible: true, synchronous: 1 }])
   assert.equal(stored.fileHash, fileHash)
   assert.equal(cache.db.inTransaction, false)
