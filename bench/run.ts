@@ -200,17 +200,14 @@ async function main (): Promise<void> {
     const skipXz = QUICK || process.env.BENCH_SKIP_XZ === '1'
     for (const compression of skipXz ? ['zstd'] : ['zstd', 'xz']) {
       const runs = compression === 'xz' ? 1 : RUNS
-      const webdav = async (): Promise<number> => {
-        await resetDir(nginx.davRoot)
-        return await timed(async () => await sh('nix', ['copy', '--to', `${nginx.davUrl}?secret-key=${single.secretKey}&compression=${compression}`, closure.top], nixEnv()))
-      }
-      const floorDav = async (): Promise<number> => {
-        await resetDir(floorDavRoot)
-        return await timed(async () => await sh('nix', ['copy', '--to', `${floorDavUrl}?secret-key=${single.secretKey}&compression=${compression}`, closure.top], nixEnv()))
+      // A server that stores PUTs as files (nginx's WebDAV, the floor): emptied, then pushed to.
+      const plainPut = (url: string, root: string) => async (): Promise<number> => {
+        await resetDir(root)
+        return await timed(async () => await sh('nix', ['copy', '--to', `${url}?secret-key=${single.secretKey}&compression=${compression}`, closure.top], nixEnv()))
       }
       // The floor only beside zstd: with xz, Nix's compressing is nearly all of the time.
-      const [ng, one, many, floor] = await alternate(runs, [webdav, async () => await uploadToFresh(1, closure.top, compression),
-        async () => await uploadToFresh(workers, closure.top, compression), ...(compression === 'zstd' ? [floorDav] : [])])
+      const [ng, one, many, floor] = await alternate(runs, [plainPut(nginx.davUrl, nginx.davRoot), async () => await uploadToFresh(1, closure.top, compression),
+        async () => await uploadToFresh(workers, closure.top, compression), ...(compression === 'zstd' ? [plainPut(floorDavUrl, floorDavRoot)] : [])])
       rows.push({ what: 'upload', how: `nix copy --to, ${compression}${runs === 1 ? ' (1 run)' : ''}`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, floor, unit: 's', goal: '≤ 1.1' })
     }
 
