@@ -1,0 +1,222 @@
+/**
+ * `npm run bench:push` (issue 18): the sidecar's upload against the naive one it replaces, side by
+ * side in one run, rounds alternated, medians.
+ *
+ *   WebDAV         `nix copy --to` nginx's WebDAV (zstd): plain PUTs, nothing checked or synced
+ *   narwhal push   `narwhal push` of the closure to a fresh narwhal
+ *   nix copy       `nix copy --to` a fresh narwhal (zstd), Nix 2.8 from the host, and Nix 2.26 from
+ *                  the root of BENCH_NIX226_ROOT when that folder has one (the modern-Nix issue)
+ *   queue drain    200 builds recorded by bin/narwhal-hook while no pusher runs, then `narwhal
+ *                  pusher` started: the time until `narwhal queue wait` returns and the requests the
+ *                  server saw, against one `narwhal push` of the same 200 paths
+ *
+ * The closure is bench/closure.ts buildPushClosure's (about 155 paths, 315 MiB of NAR). CPU
+ * seconds per GiB of NAR: the client's (with its children: `nix-store --dump`, zstd threads) from
+ * /usr/bin/time, the server's from /proc. BENCH_RUNS rounds (default 3); prints a table, never
+ * asserts on time. Run it under `flock /work/coord/bench.lock` on a shared machine.
+ */
+import { spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { buildPushClosure, chainExpression } from './closure.js'
+import { resetDir, startNarwhal, startNginx, type Narwhal } from './servers.js'
+import { median, nixEnv, processTree, sh, useScratchTmpdir, writeNetrc } from './tools.js'
+
+const RUNS = Number(process.env.BENCH_RUNS ?? '3')
+const CLI = path.resolve('dist/src/cli/main.js')
+const HOOK = path.resolve('bin/narwhal-hook')
+const DRAIN_BUILDS = 200
+/** The root of a Debian trixie with Nix 2.26 (the modern-Nix issue), when set; it needs root to chroot. */
+const NIX226_ROOT = process.env.BENCH_NIX226_ROOT
+const CLK_TCK = 100
+
+/** A measured command: wall seconds, and the CPU seconds of it and its children. */
+interface Timed { seconds: number, cpu: number }
+
+/** Runs a command under /usr/bin/time; rejects on a non-zero exit. */
+async function timedCommand (file: string, args: string[], env: NodeJS.ProcessEnv): Promise<Timed> {
+  const out = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-time-')), 'time')
+  const start = process.hrtime.bigint()
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('/usr/bin/time', ['-f', '%U %S', '-o', out, file, ...args], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    child.on('error', reject)
+    child.on('close', code => code === 0 ? resolve() : reject(new Error(`${file} ${args.slice(0, 4).join(' ')}… exited ${code}: ${stderr.slice(-2000)}`)))
+  })
+  const seconds = Number(process.hrtime.bigint() - start) / 1e9
+  const [user, system] = readFileSync(out, 'utf8').trim().split('\n').pop()?.split(' ').map(Number) ?? []
+  return { seconds, cpu: (user ?? NaN) + (system ?? NaN) }
+}
+
+/** CPU seconds used so far by a process and its children that are still running (from /proc). */
+function cpuSeconds (pid: number): number {
+  let ticks = 0
+  for (const p of processTree(pid)) {
+    try {
+      const fields = readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
+      // utime and stime: fields 14 and 15 of stat, 12 and 13 after the command's name.
+      ticks += Number(fields[11]) + Number(fields[12])
+    } catch {}
+  }
+  return ticks / CLK_TCK
+}
+
+/** Requests the server counted, from /metrics (the scrape itself not included). */
+async function requestsSeen (server: Narwhal): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${server.token}` } })).text()
+  let n = 0
+  for (const m of text.matchAll(/^narwhal_http_requests_total\{[^}]*\} (\d+)/gm)) n += Number(m[1])
+  return n
+}
+
+interface Sample extends Timed { serverCpu: number, requests: number }
+
+/** A fresh narwhal, `run` against it, and the server's CPU and request count over `run`. */
+async function againstFresh (run: (server: Narwhal) => Promise<Timed>): Promise<Sample> {
+  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn' })
+  try {
+    const pid = server.child.pid ?? 0
+    const cpuBefore = cpuSeconds(pid)
+    const requestsBefore = await requestsSeen(server)
+    const timed = await run(server)
+    const serverCpu = cpuSeconds(pid) - cpuBefore
+    // The scrape before counts itself.
+    const requests = await requestsSeen(server) - requestsBefore - 1
+    return { ...timed, serverCpu, requests }
+  } finally {
+    server.child.kill('SIGTERM')
+  }
+}
+
+function pusherEnv (server: Narwhal, queueDir?: string): NodeJS.ProcessEnv {
+  const tokenFile = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-token-')), 'token')
+  writeFileSync(tokenFile, server.token, { mode: 0o600 })
+  return {
+    ...nixEnv(),
+    NARWHAL_SERVER: server.url,
+    NARWHAL_TOKEN_FILE: tokenFile,
+    NARWHAL_SECRET_KEY_FILES: server.secretKey,
+    NARWHAL_QUEUE_DIR: queueDir ?? mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-queue-'))
+  }
+}
+
+async function narwhalPush (server: Narwhal, roots: string[]): Promise<Timed> {
+  return await timedCommand('node', [CLI, 'push', ...roots], pusherEnv(server))
+}
+
+/**
+ * The hook records `builds` while no pusher runs; then the pusher starts and `queue wait` is
+ * timed from the pusher's start. The pusher's CPU is read from /proc before it is stopped.
+ */
+async function queueDrain (server: Narwhal, builds: Array<{ drv: string, out: string }>): Promise<Timed> {
+  const env = pusherEnv(server)
+  for (const b of builds) await sh(HOOK, [], { ...env, DRV_PATH: b.drv, OUT_PATHS: b.out })
+  const start = process.hrtime.bigint()
+  const pusher = spawn('node', [CLI, 'pusher'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+  let stderr = ''
+  pusher.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+  const exited = new Promise<never>((_resolve, reject) => pusher.on('exit', code => reject(new Error(`the pusher exited ${code}: ${stderr.slice(-2000)}`))))
+  try {
+    await Promise.race([sh('node', [CLI, 'queue', 'wait', '--timeout', '600'], env), exited])
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9
+    return { seconds, cpu: cpuSeconds(pusher.pid ?? 0) }
+  } finally {
+    pusher.kill('SIGTERM')
+  }
+}
+
+async function nixCopy (server: Narwhal, top: string): Promise<Timed> {
+  return await timedCommand('nix', ['copy', '--to', `${server.url}?secret-key=${server.secretKey}&compression=zstd`, top],
+    nixEnv([`netrc-file = ${writeNetrc(server.token)}`]))
+}
+
+async function nix226Copy (server: Narwhal, top: string): Promise<Timed> {
+  if (NIX226_ROOT === undefined) throw new Error('BENCH_NIX226_ROOT is not set')
+  const netrc = writeNetrc(server.token)
+  const inside = mkdtempSync(path.join(NIX226_ROOT, 'tmp', 'narwhal-bench-'))
+  writeFileSync(path.join(inside, 'netrc'), readFileSync(netrc), { mode: 0o600 })
+  writeFileSync(path.join(inside, 'secret'), readFileSync(server.secretKey), { mode: 0o600 })
+  const rel = '/' + path.relative(NIX226_ROOT, inside)
+  return await timedCommand('chroot', [NIX226_ROOT, 'env', `XDG_CACHE_HOME=${rel}/xdg`,
+    `NIX_CONFIG=experimental-features = nix-command\nsubstituters =\nnetrc-file = ${rel}/netrc`,
+    'nix', 'copy', '--to', `${server.url}?secret-key=${rel}/secret&compression=zstd`, top], process.env)
+}
+
+interface Row { what: string, samples: Sample[], narBytes: number }
+
+async function main (): Promise<void> {
+  useScratchTmpdir('narwhal-bench-push')
+  const env = nixEnv()
+  const closure = await buildPushClosure(env)
+  console.error(`closure: ${closure.paths.length} paths, ${(closure.narBytes / 2 ** 20).toFixed(0)} MiB of NAR`)
+
+  // The drain's builds: a chain of 200 small derivations over the same real paths.
+  const exprDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-drain-'))
+  const real = (await sh('nix-store', ['--query', '--references', closure.top], env)).trim().split('\n').filter(p => !p.includes('-push-step-'))
+  writeFileSync(path.join(exprDir, 'drain.nix'), chainExpression(real, DRAIN_BUILDS, 'drain', false))
+  const drvs = (await sh('nix-instantiate', [path.join(exprDir, 'drain.nix')], env)).trim().split('\n')
+  const outs = (await sh('nix-build', ['--no-out-link', path.join(exprDir, 'drain.nix')], env)).trim().split('\n')
+  if (drvs.length !== DRAIN_BUILDS || outs.length !== DRAIN_BUILDS) throw new Error(`expected ${DRAIN_BUILDS} drain builds, got ${drvs.length}/${outs.length}`)
+  const builds = drvs.map((drv, i) => ({ drv, out: outs[i] as string }))
+  const drainInfo = JSON.parse(await sh('nix', ['path-info', '--json', '--recursive', ...outs], env)) as Array<{ narSize: number }>
+  const drainBytes = drainInfo.reduce((n, i) => n + i.narSize, 0)
+  console.error(`drain: ${DRAIN_BUILDS} builds, closure of ${drainInfo.length} paths, ${(drainBytes / 2 ** 20).toFixed(0)} MiB of NAR`)
+
+  const nginx = await startNginx()
+  const with226 = NIX226_ROOT !== undefined
+  if (with226 && !existsSync(path.join(NIX226_ROOT, closure.top))) throw new Error(`BENCH_NIX226_ROOT: ${closure.top} is not in ${NIX226_ROOT}'s store`)
+  try {
+    const contenders: Array<{ what: string, bytes: number, run: () => Promise<Sample> }> = [
+      {
+        what: '`nix copy --to` nginx WebDAV, zstd (Nix 2.8)',
+        bytes: closure.narBytes,
+        run: async () => {
+          await resetDir(nginx.davRoot)
+          const t = await timedCommand('nix', ['copy', '--to', `${nginx.davUrl}?compression=zstd`, closure.top], nixEnv())
+          return { ...t, serverCpu: NaN, requests: NaN }
+        }
+      },
+      { what: '`narwhal push` to narwhal', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top])) },
+      { what: '`nix copy --to` narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, run: async () => await againstFresh(s => nixCopy(s, closure.top)) },
+      ...(with226 ? [{ what: '`nix copy --to` narwhal, zstd (Nix 2.26)', bytes: closure.narBytes, run: async () => await againstFresh(s => nix226Copy(s, closure.top)) }] : []),
+      { what: `queue drain: ${DRAIN_BUILDS} hook records, then \`narwhal pusher\` until \`queue wait\` returns`, bytes: drainBytes, run: async () => await againstFresh(s => queueDrain(s, builds)) },
+      { what: `one \`narwhal push\` of the same ${DRAIN_BUILDS} paths`, bytes: drainBytes, run: async () => await againstFresh(s => narwhalPush(s, outs)) }
+    ]
+    const rows: Row[] = contenders.map(c => ({ what: c.what, samples: [], narBytes: c.bytes }))
+    for (let round = 0; round < RUNS; round++) {
+      for (const [i, c] of contenders.entries()) {
+        const s = await c.run()
+        rows[i]?.samples.push(s)
+        console.error(`round ${round + 1}: ${c.what}: ${s.seconds.toFixed(2)} s, client CPU ${s.cpu.toFixed(2)} s, server CPU ${s.serverCpu.toFixed(2)} s, ${s.requests} requests`)
+      }
+    }
+    const dav = median(rows[0]?.samples.map(s => s.seconds) ?? [])
+    const f = (n: number, digits = 2): string => Number.isNaN(n) ? '–' : n.toFixed(digits)
+    const lines = [
+      `Push benchmark (bench/push.ts), ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${os.cpus().length} cores, Node ${process.version}; ` +
+        `closure of ${closure.paths.length} paths, ${(closure.narBytes / 2 ** 20).toFixed(0)} MiB of NAR; the drain's ${DRAIN_BUILDS} builds: ` +
+        `${drainInfo.length} paths, ${(drainBytes / 2 ** 20).toFixed(0)} MiB; medians of ${RUNS} alternated rounds, each into a fresh server; load average ${os.loadavg()[0]?.toFixed(1)} at the end` +
+        (with226 ? '.' : '; Nix 2.26 not measured (BENCH_NIX226_ROOT unset).'),
+      '',
+      '| what | seconds (min-max) | against WebDAV | client CPU s/GiB | server CPU s/GiB | requests |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
+      ...rows.map(r => {
+        const secs = r.samples.map(s => s.seconds)
+        const gib = r.narBytes / 2 ** 30
+        const t = median(secs)
+        return `| ${r.what} | ${f(t)} (${f(Math.min(...secs), 1)}-${f(Math.max(...secs), 1)}) | ${r.narBytes === closure.narBytes ? f(t / dav) + '×' : ''} | ` +
+          `${f(median(r.samples.map(s => s.cpu)) / gib, 1)} | ${f(median(r.samples.map(s => s.serverCpu)) / gib, 1)} | ${f(median(r.samples.map(s => s.requests)), 0)} |`
+      })
+    ]
+    console.log(lines.join('\n'))
+  } finally {
+    nginx.child.kill('SIGTERM')
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exitCode = 1
+})
