@@ -6,10 +6,15 @@
  *
  * The file hash is the NAR's URL name, so the file must be complete before its upload starts;
  * the caller streams the temp file as the request body and removes it afterwards.
+ *
+ * zstd from the in-process writer (the default) runs as a synchronous loop over one buffer:
+ * read, hash, hand to libzstd's worker threads, hash and write what comes out, letting the event
+ * loop turn every few MiB so uploads in flight keep moving. xz and `nix-store --dump` go through
+ * Node streams.
  */
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { createWriteStream } from 'node:fs'
+import { closeSync, createWriteStream, openSync, writeSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { Readable, Transform, type TransformCallback } from 'node:stream'
@@ -17,10 +22,12 @@ import { pipeline } from 'node:stream/promises'
 import { extensionFor } from '../nix/compression.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { CompressStream } from 'zstd-napi'
+import zstd from 'zstd-napi/binding.js'
+import { setImmediate as turn } from 'node:timers/promises'
 import { createCompressor } from '../storage/codecs.js'
 import type { PushCompression } from './config.js'
 import { NixCommandError } from './closure.js'
-import { dumpPath } from './nar-writer.js'
+import { dumpPath, narChunks } from './nar-writer.js'
 
 export interface NarFile {
   /** Temp file holding the compressed bytes. */
@@ -81,6 +88,15 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
       url: `nar/${hash}.nar${extensionFor(compression)}`
     }
   }
+  if (source === 'in-process' && compression === 'zstd') {
+    try {
+      await zstdInProcess(storePath, file, level ?? 3, narHash, narCount, fileHash, fileCount)
+    } catch (err) {
+      await rm(file, { force: true })
+      throw err
+    }
+    return finish()
+  }
   if (source === 'in-process') {
     try {
       await pipeline(Readable.from(dumpPath(storePath)), hashing(narHash, narCount), compressor(compression, level),
@@ -111,4 +127,47 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
     throw err
   }
   return finish()
+}
+
+/** libzstd's worker threads per NAR being compressed (the pusher compresses `concurrency` at a time). */
+const ZSTD_WORKERS = 2
+/** The event loop turns after this many NAR bytes. */
+const TURN_BYTES = 4 << 20
+
+async function zstdInProcess (storePath: string, file: string, level: number, narHash: ReturnType<typeof createHash>,
+  narCount: { bytes: number }, fileHash: ReturnType<typeof createHash>, fileCount: { bytes: number }): Promise<void> {
+  const cctx = new zstd.CCtx()
+  cctx.setParameter(zstd.CParameter.compressionLevel, level)
+  cctx.setParameter(zstd.CParameter.nbWorkers, ZSTD_WORKERS)
+  const out = Buffer.allocUnsafe(1 << 20)
+  const fd = openSync(file, 'wx', 0o600)
+  try {
+    const compress = (input: Buffer, end: zstd.EndDirective): void => {
+      for (;;) {
+        const [remaining, produced, consumed] = cctx.compressStream2(out, input, end)
+        if (produced > 0) {
+          const bytes = out.subarray(0, produced)
+          fileHash.update(bytes)
+          fileCount.bytes += produced
+          for (let off = 0; off < produced;) off += writeSync(fd, bytes, off)
+        }
+        input = input.subarray(consumed)
+        if (input.length === 0 && (end === zstd.EndDirective.continue || remaining === 0)) return
+      }
+    }
+    let sinceTurn = 0
+    for (const chunk of narChunks(storePath)) {
+      narHash.update(chunk)
+      narCount.bytes += chunk.length
+      compress(chunk, zstd.EndDirective.continue)
+      sinceTurn += chunk.length
+      if (sinceTurn >= TURN_BYTES) {
+        sinceTurn = 0
+        await turn()
+      }
+    }
+    compress(Buffer.alloc(0), zstd.EndDirective.end)
+  } finally {
+    closeSync(fd)
+  }
 }
