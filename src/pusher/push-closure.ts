@@ -75,6 +75,31 @@ export interface PushResult {
   narBytes: number
   failed: Array<{ path: string, reason: string }>
   elapsedMs: number
+  /** Compressed bytes sent per uploaded path, and the paths skipped as upstream's (for resultFor). */
+  sentBytes: Map<string, number>
+  skipped: string[]
+}
+
+/**
+ * The part of `result` that concerns `paths` (one job's closure, when several jobs went up in one
+ * push): what was uploaded, failed or skipped among them, the rest counted as already present.
+ */
+export function resultFor (result: PushResult, paths: ReadonlySet<string>, narSizes: ReadonlyMap<string, number>): PushResult {
+  const uploaded = result.uploaded.filter(p => paths.has(p))
+  const failed = result.failed.filter(f => paths.has(f.path))
+  const skipped = result.skipped.filter(p => paths.has(p))
+  return {
+    closureSize: paths.size,
+    alreadyPresent: paths.size - uploaded.length - failed.length - skipped.length,
+    skippedUpstream: skipped.length,
+    uploaded,
+    bytesSent: uploaded.reduce((n, p) => n + (result.sentBytes.get(p) ?? 0), 0),
+    narBytes: uploaded.reduce((n, p) => n + (narSizes.get(p) ?? 0), 0),
+    failed,
+    elapsedMs: result.elapsedMs,
+    sentBytes: new Map(uploaded.map(p => [p, result.sentBytes.get(p) ?? 0])),
+    skipped
+  }
 }
 
 const NARINFOS_PER_BATCH = 200
@@ -228,7 +253,9 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
     bytesSent,
     narBytes: toUpload.filter(i => uploaded.includes(i.path)).reduce((n, i) => n + i.narSize, 0),
     failed: [...failed].map(([path, reason]) => ({ path, reason })),
-    elapsedMs: Date.now() - started
+    elapsedMs: Date.now() - started,
+    sentBytes: new Map(uploaded.map(p => [p, nars.get(p)?.fileSize ?? 0])),
+    skipped: skipped.map(i => i.path)
   }
 }
 

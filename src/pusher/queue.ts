@@ -113,8 +113,8 @@ export class Queue {
         VALUES (@jobId, @drvPath, @outPaths, 'pending', @now, @now, @now) ON CONFLICT (job_id) DO NOTHING`),
       byJobId: db.prepare<[string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE job_id = ?`),
       bySeq: db.prepare<[number], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE seq = ?`),
-      nextDue: db.prepare<[number], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'pending' AND next_attempt_at <= ?
-        ORDER BY seq LIMIT 1`),
+      due: db.prepare<[number, number], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'pending' AND next_attempt_at <= ?
+        ORDER BY seq LIMIT ?`),
       earliestPending: db.prepare<[], { at: number | null }>("SELECT min(next_attempt_at) AS at FROM jobs WHERE state = 'pending'"),
       claim: db.prepare("UPDATE jobs SET state = 'running', updated_at = ? WHERE seq = ? AND state = 'pending'"),
       recover: db.prepare("UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'running'"),
@@ -162,7 +162,7 @@ export class Queue {
    * number of entries moved.
    */
   ingestSpool (log: (line: string) => void = () => {}): number {
-    let moved = 0
+    const entries: Array<{ file: string, entry: SpoolEntry }> = []
     for (const f of listSpool(this.queueDir)) {
       let read: SpoolRead
       try {
@@ -179,13 +179,14 @@ export class Queue {
         log(`spool entry ${path.basename(f.file)} is not a build record; moved to spool/bad/`)
         continue
       }
-      this.enqueue(read.entry)
-      rmSync(f.file, { force: true })
-      moved++
+      entries.push({ file: f.file, entry: read.entry })
     }
-    if (moved > 0) syncDir(spoolDir(this.queueDir))
+    // One commit (one fsync) for all the rows, then the files go.
+    this.db.transaction(() => { for (const { entry } of entries) this.enqueue(entry) })()
+    for (const { file } of entries) rmSync(file, { force: true })
+    if (entries.length > 0) syncDir(spoolDir(this.queueDir))
     removeStaleTemps(spoolDir(this.queueDir))
-    return moved
+    return entries.length
   }
 
   /** After a crash or kill -9, jobs that were in flight start again. */
@@ -195,11 +196,15 @@ export class Queue {
 
   /** The oldest pending job that is due, marked running; undefined when none is due. */
   claimNext (now = Date.now()): Job | undefined {
-    return this.db.transaction((): Job | undefined => {
-      const row = this.stmts.nextDue.get(now)
-      if (row === undefined) return undefined
-      this.stmts.claim.run(now, row.seq)
-      return toJob({ ...row, state: 'running' })
+    return this.claimDue(1, now)[0]
+  }
+
+  /** Up to `limit` of the oldest pending jobs that are due, marked running, oldest first. */
+  claimDue (limit: number, now = Date.now()): Job[] {
+    return this.db.transaction((): Job[] => {
+      const rows = this.stmts.due.all(now, limit)
+      for (const row of rows) this.stmts.claim.run(now, row.seq)
+      return rows.map(row => toJob({ ...row, state: 'running' }))
     }).immediate()
   }
 

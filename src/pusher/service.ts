@@ -1,20 +1,20 @@
 /**
  * The long-running pusher: drains the spool into the queue and the queue into the cache.
  *
- *   loop: spool/*.job ──▶ queue (SQLite) ──▶ claim the oldest due job ──▶ resolve outputs
- *         (OUT_PATHS, or the derivation's outputs) ──▶ drop collected paths ──▶ closure ──▶ push
+ *   loop: spool/*.job ──▶ queue (SQLite) ──▶ claim the due jobs ──▶ resolve outputs
+ *         (OUT_PATHS, or the derivation's outputs) ──▶ drop collected paths ──▶ closures ──▶ push
  *
- * One job at a time (a job's NARs go up `concurrency` at a time). Transient failures put the job
- * back with exponential backoff; refusals finish it as failed with the server's reason; paths
+ * The jobs due at once (up to JOBS_PER_PUSH) go up as one push, NARs `concurrency` at a time.
+ * Transient failures put the jobs back with exponential backoff; refusals finish it as failed with the server's reason; paths
  * Nix collected before the upload are dropped with a note. Stopping (SIGTERM) lets the current
  * request fail fast and leaves the job to be resumed on the next start.
  */
 import { rmSync } from 'node:fs'
 import path from 'node:path'
 import type { SecretKey } from '../signing/keys.js'
-import { closureInfo, invalidPaths, NixCommandError, outputsOf } from './closure.js'
+import { baseName, closureInfo, invalidPaths, NixCommandError, outputsOf, type PathInfo } from './closure.js'
 import type { PusherConfig } from './config.js'
-import { pushClosure, pushSettings, type PushResult } from './push-closure.js'
+import { pushClosure, pushSettings, resultFor, type PushResult } from './push-closure.js'
 import type { Job, Queue } from './queue.js'
 import { backoffDelay, RefusedError, sleep, TransientError, type BackoffOptions } from './retry.js'
 import type { CacheClient } from './uploader.js'
@@ -59,53 +59,118 @@ export interface JobOutcome {
 
 /** Works one claimed job to its next state. Never throws: every error becomes a state. */
 export async function processJob (job: Job, options: ServiceOptions): Promise<JobOutcome> {
-  const { config, queue, log } = options
-  const notes: string[] = []
-  try {
-    let outs = job.outPaths
-    if (outs.length === 0) {
-      if (job.drvPath === '') {
-        queue.finish(job.seq, { state: 'done', note: 'nothing recorded to push', pathsTotal: 0, pathsUploaded: 0, bytesUploaded: 0 })
-        return { state: 'done', message: 'nothing to push' }
-      }
-      if ((await invalidPaths([job.drvPath])).length > 0) {
-        const note = `dropped: the derivation ${job.drvPath} is no longer in the store (garbage-collected), so its outputs are unknown`
-        queue.finish(job.seq, { state: 'done', note, pathsTotal: 0, pathsUploaded: 0, bytesUploaded: 0 })
-        log(note)
-        return { state: 'done', message: note }
-      }
-      outs = await outputsOf(job.drvPath)
+  return (await processJobs([job], options))[0] as JobOutcome
+}
+
+/** Jobs claimed together, whose closures go up as one push. */
+export const JOBS_PER_PUSH = 200
+
+/**
+ * Works claimed jobs to their next states, their closures pushed together: one store query, one
+ * missing-paths question and shared batches for all of them, where one job at a time cost a few
+ * Nix processes and requests per build (BENCHMARKS.md, the queue drain). Each job is finished with
+ * its own closure's share of the result. Never throws: every error becomes a state.
+ */
+export async function processJobs (jobs: Job[], options: ServiceOptions): Promise<JobOutcome[]> {
+  const outcomes = new Map<number, JobOutcome>()
+  // Outputs first, job by job: a derivation that cannot be read concerns its own job only.
+  const live: Array<{ job: Job, outs: string[] }> = []
+  for (const job of jobs) {
+    try {
+      const outs = await outputsFor(job, options)
+      if (outs === undefined) outcomes.set(job.seq, { state: 'done', message: queueNote(job, options) })
+      else live.push({ job, outs })
+    } catch (err) {
+      outcomes.set(job.seq, failJob(job, err, options))
     }
-    const gone = new Set(await invalidPaths(outs))
-    for (const p of gone) {
+  }
+  if (live.length > 0) {
+    try {
+      const results = await pushJobs(live, options)
+      for (const [seq, outcome] of results) outcomes.set(seq, outcome)
+    } catch (err) {
+      for (const { job } of live) outcomes.set(job.seq, failJob(job, err, options))
+    }
+  }
+  return jobs.map(job => outcomes.get(job.seq) ?? { state: 'retry', message: 'not processed' })
+}
+
+/** The job's outputs; undefined when the job was finished here (nothing to push). */
+async function outputsFor (job: Job, options: ServiceOptions): Promise<string[] | undefined> {
+  const { queue, log } = options
+  if (job.outPaths.length > 0) return job.outPaths
+  if (job.drvPath === '') {
+    queue.finish(job.seq, { state: 'done', note: 'nothing recorded to push', pathsTotal: 0, pathsUploaded: 0, bytesUploaded: 0 })
+    return undefined
+  }
+  if ((await invalidPaths([job.drvPath])).length > 0) {
+    const note = `dropped: the derivation ${job.drvPath} is no longer in the store (garbage-collected), so its outputs are unknown`
+    queue.finish(job.seq, { state: 'done', note, pathsTotal: 0, pathsUploaded: 0, bytesUploaded: 0 })
+    log(note)
+    return undefined
+  }
+  return await outputsOf(job.drvPath)
+}
+
+function queueNote (job: Job, options: ServiceOptions): string {
+  return options.queue.job(job.seq)?.note ?? 'nothing to push'
+}
+
+/** Every path `roots` reach through `byPath`'s references, roots included. */
+function closureOf (roots: string[], byBase: ReadonlyMap<string, PathInfo>): Set<string> {
+  const seen = new Set<string>()
+  const stack = [...roots.map(r => baseName(r))]
+  while (stack.length > 0) {
+    const info = byBase.get(stack.pop() as string)
+    if (info === undefined || seen.has(info.path)) continue
+    seen.add(info.path)
+    stack.push(...info.references)
+  }
+  return seen
+}
+
+async function pushJobs (live: Array<{ job: Job, outs: string[] }>, options: ServiceOptions): Promise<Map<number, JobOutcome>> {
+  const { config, queue, log } = options
+  const gone = new Set(await invalidPaths([...new Set(live.flatMap(l => l.outs))]))
+  const notes = new Map<number, string[]>(live.map(({ job }) => [job.seq, []]))
+  for (const { job, outs } of live) {
+    for (const p of outs.filter(o => gone.has(o))) {
       const note = `dropped ${p}: no longer in the store (garbage-collected before upload)`
-      notes.push(note)
+      notes.get(job.seq)?.push(note)
       queue.setPathOutcome(p, 'dropped', 'garbage-collected before upload', job.seq)
       log(note)
     }
-    const roots = outs.filter(p => !gone.has(p))
-    const infos = await closureInfo(roots)
-    const result = await pushClosure(infos, {
-      client: options.client,
-      keys: options.keys,
-      tmpDir: path.join(config.queueDir, 'tmp'),
-      ...pushSettings(config),
-      requestAttempts: 3,
-      backoff: { baseMs: 250, maxMs: Math.min(5000, config.maxRetryDelaySeconds * 1000) },
-      signal: options.signal
-    })
-    for (const p of result.uploaded) queue.clearPathOutcome(p)
+  }
+  const rootsOf = new Map(live.map(({ job, outs }) => [job.seq, outs.filter(p => !gone.has(p))]))
+  const infos = await closureInfo([...new Set([...rootsOf.values()].flat())])
+  const byBase = new Map(infos.map(i => [baseName(i.path), i]))
+  const narSizes = new Map(infos.map(i => [i.path, i.narSize]))
+  const all = await pushClosure(infos, {
+    client: options.client,
+    keys: options.keys,
+    tmpDir: path.join(config.queueDir, 'tmp'),
+    ...pushSettings(config),
+    requestAttempts: 3,
+    backoff: { baseMs: 250, maxMs: Math.min(5000, config.maxRetryDelaySeconds * 1000) },
+    signal: options.signal
+  })
+  for (const p of all.uploaded) queue.clearPathOutcome(p)
+  const outcomes = new Map<number, JobOutcome>()
+  for (const { job } of live) {
+    const roots = rootsOf.get(job.seq) ?? []
+    const result = resultFor(all, closureOf(roots, byBase), narSizes)
+    const jobNotes = notes.get(job.seq) ?? []
     for (const f of result.failed) {
       const dropped = f.reason.includes('garbage-collected')
       queue.setPathOutcome(f.path, dropped ? 'dropped' : 'failed', f.reason, job.seq)
-      if (dropped) notes.push(`dropped ${f.path}: ${f.reason}`)
+      if (dropped) jobNotes.push(`dropped ${f.path}: ${f.reason}`)
     }
     const realFailures = result.failed.filter(f => !f.reason.includes('garbage-collected'))
     const state = realFailures.length > 0 ? 'failed' : 'done'
     queue.finish(job.seq, {
       state,
       lastError: realFailures.length > 0 ? realFailures.map(f => `${f.path}: ${f.reason}`).join('\n') : null,
-      note: notes.length > 0 ? notes.join('\n') : null,
+      note: jobNotes.length > 0 ? jobNotes.join('\n') : null,
       pathsTotal: result.closureSize,
       pathsUploaded: result.uploaded.length,
       bytesUploaded: result.bytesSent
@@ -113,36 +178,41 @@ export async function processJob (job: Job, options: ServiceOptions): Promise<Jo
     const line = summarise(roots, result)
     log(line)
     for (const f of realFailures) log(`  failed ${f.path}: ${f.reason}`)
-    return { state, message: line }
-  } catch (err) {
-    const message = err instanceof Error ? err.message : String(err)
-    if (options.signal.aborted) {
-      // Shutting down: leave the job for the next start, without counting an attempt.
-      queue.retryLater(job.seq, 0, `interrupted: ${message}`)
-      return { state: 'retry', message }
-    }
-    if (err instanceof NixCommandError && !(err instanceof TransientError)) {
-      // The store changed under us (a path was collected between the checks): try again soon,
-      // and the next attempt drops what is gone.
-      const delay = backoffDelay(job.attempts, { baseMs: 1000, maxMs: 30_000 })
-      queue.retryLater(job.seq, delay, message)
-      log(`job ${job.jobId}: ${message}; retrying in ${(delay / 1000).toFixed(1)} s`)
-      return { state: 'retry', message }
-    }
-    if (err instanceof RefusedError && err.status !== 401 && err.status !== 403) {
-      queue.finish(job.seq, { state: 'failed', lastError: message, pathsTotal: 0, pathsUploaded: 0, bytesUploaded: 0 })
-      log(`job ${job.jobId} failed: ${message}`)
-      return { state: 'failed', message }
-    }
-    // Network trouble, 408/429/5xx, and 401/403 (a token problem an operator can fix without
-    // losing builds): keep the job and try again later.
-    const retryAfter = err instanceof TransientError ? err.retryAfterMs : undefined
-    const delay = backoffDelay(job.attempts, backoffFor(config), retryAfter)
-    queue.retryLater(job.seq, delay, message)
-    log(`job ${job.jobId} (${job.drvPath === '' ? job.outPaths.join(' ') : path.basename(job.drvPath)}): ${message}; ` +
-      `retry ${job.attempts + 1} in ${(delay / 1000).toFixed(1)} s`)
+    outcomes.set(job.seq, { state, message: line })
+  }
+  return outcomes
+}
+
+/** The next state of a job whose work threw. */
+function failJob (job: Job, err: unknown, options: ServiceOptions): JobOutcome {
+  const { config, queue, log } = options
+  const message = err instanceof Error ? err.message : String(err)
+  if (options.signal.aborted) {
+    // Shutting down: leave the job for the next start, without counting an attempt.
+    queue.retryLater(job.seq, 0, `interrupted: ${message}`)
     return { state: 'retry', message }
   }
+  if (err instanceof NixCommandError && !(err instanceof TransientError)) {
+    // The store changed under us (a path was collected between the checks): try again soon,
+    // and the next attempt drops what is gone.
+    const delay = backoffDelay(job.attempts, { baseMs: 1000, maxMs: 30_000 })
+    queue.retryLater(job.seq, delay, message)
+    log(`job ${job.jobId}: ${message}; retrying in ${(delay / 1000).toFixed(1)} s`)
+    return { state: 'retry', message }
+  }
+  if (err instanceof RefusedError && err.status !== 401 && err.status !== 403) {
+    queue.finish(job.seq, { state: 'failed', lastError: message, pathsTotal: 0, pathsUploaded: 0, bytesUploaded: 0 })
+    log(`job ${job.jobId} failed: ${message}`)
+    return { state: 'failed', message }
+  }
+  // Network trouble, 408/429/5xx, and 401/403 (a token problem an operator can fix without
+  // losing builds): keep the job and try again later.
+  const retryAfter = err instanceof TransientError ? err.retryAfterMs : undefined
+  const delay = backoffDelay(job.attempts, backoffFor(config), retryAfter)
+  queue.retryLater(job.seq, delay, message)
+  log(`job ${job.jobId} (${job.drvPath === '' ? job.outPaths.join(' ') : path.basename(job.drvPath)}): ${message}; ` +
+    `retry ${job.attempts + 1} in ${(delay / 1000).toFixed(1)} s`)
+  return { state: 'retry', message }
 }
 
 /** Runs until `signal` aborts. */
@@ -158,9 +228,9 @@ export async function runPusher (options: ServiceOptions): Promise<void> {
     } catch (err) {
       log(`cannot read the spool: ${(err as Error).message}`)
     }
-    const job = queue.claimNext()
-    if (job !== undefined) {
-      await processJob(job, options)
+    const jobs = queue.claimDue(JOBS_PER_PUSH)
+    if (jobs.length > 0) {
+      await processJobs(jobs, options)
       continue
     }
     const due = queue.earliestPendingAt()

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { defaultPusherConfig, type PusherConfig } from '../../src/pusher/config.js'
 import { Queue } from '../../src/pusher/queue.js'
-import { processJob, runPusher, type ServiceOptions } from '../../src/pusher/service.js'
+import { processJob, processJobs, runPusher, type ServiceOptions } from '../../src/pusher/service.js'
 import { loadSecretKeys } from '../../src/pusher/signer.js'
 import { CacheClient } from '../../src/pusher/uploader.js'
 import { buildClosure, nixKeyPair, run, tempDir } from '../helpers/nix.js'
@@ -44,6 +44,26 @@ test('a job with only DRV_PATH pushes the derivation\'s outputs and their closur
   assert.equal(done.pathsUploaded, 3)
   assert.equal(lines.length, 1)
   assert.match(lines[0]!, new RegExp(`^pushed ${path.basename(closure.top)}: 3 paths in closure, 3 uploaded \\(.* NAR, .* sent\\), 0 already cached in \\d+\\.\\d\\d s$`))
+})
+
+test('jobs claimed together go up as one push; each is finished with its own closure\'s counts', async (t) => {
+  const { server, queue, options } = await setUp(t)
+  const a = await buildClosure()
+  const b = await buildClosure()
+  const jobA = queue.enqueue({ jobId: 'a', drvPath: a.drv, outPaths: [] })
+  const jobDep = queue.enqueue({ jobId: 'a-dep', drvPath: '', outPaths: [a.dep] })
+  const jobB = queue.enqueue({ jobId: 'b', drvPath: '', outPaths: [b.top] })
+  const jobGone = queue.enqueue({ jobId: 'gone', drvPath: `${GONE}.drv`, outPaths: [] })
+  const claimed = queue.claimDue(10)
+  assert.equal(claimed.length, 4)
+  const outcomes = await processJobs(claimed, options)
+  assert.deepEqual(outcomes.map(o => o.state), ['done', 'done', 'done', 'done'], outcomes.map(o => o.message).join('\n'))
+  assert.equal(server.cache.metadata.narinfoCount(), 6)
+  assert.equal(queue.job(jobA.seq)?.pathsTotal, 3)
+  assert.equal(queue.job(jobDep.seq)?.pathsTotal, 2)
+  assert.equal(queue.job(jobB.seq)?.pathsUploaded, 3)
+  assert.match(queue.job(jobGone.seq)?.note ?? '', /derivation .* is no longer in the store/)
+  assert.equal(queue.status().counts.done, 4)
 })
 
 test('collected paths are dropped with a note, not retried', async (t) => {
