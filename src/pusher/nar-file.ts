@@ -17,6 +17,7 @@ import { pipeline } from 'node:stream/promises'
 import { extensionFor } from '../nix/compression.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { CompressStream } from 'zstd-napi'
+// eslint-disable-next-line no-restricted-imports -- crosses the layers; moved in the next commits (issue 17)
 import { createCompressor } from '../storage/codecs.js'
 import type { PushCompression } from './config.js'
 import { NixCommandError } from './closure.js'

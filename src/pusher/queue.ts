@@ -16,6 +16,7 @@
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+// eslint-disable-next-line no-restricted-imports -- crosses the layers; moved in the next commits (issue 17)
 import { migrate, openDatabase, type Db } from '../db/database.js'
 import { INCOMPLETE_GRACE_MS, listSpool, readSpoolFile, spoolDir, syncDir, type SpoolEntry, type SpoolRead } from './spool.js'
 

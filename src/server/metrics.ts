@@ -5,6 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
+// eslint-disable-next-line no-restricted-imports -- crosses the layers; moved in the next commits (issue 17)
 import type { Retention } from '../db/retention.js'
 import { metricsFromPrimary, shareRegistry } from './cluster-metrics.js'
 

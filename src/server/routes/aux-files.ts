@@ -13,6 +13,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Limits } from '../../config/config.js'
+// eslint-disable-next-line no-restricted-imports -- crosses the layers; moved in the next commits (issue 17)
 import type { AuxKind } from '../../db/metadata.js'
 import { NarwhalError } from '../../errors.js'
 import { HASH_PART_PATTERN, isValidStorePathName } from '../../nix/store-path.js'

@@ -21,6 +21,7 @@ import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
 import { holdsNar, storeNar } from '../../cache/store-nar.js'
+// eslint-disable-next-line no-restricted-imports -- crosses the layers; moved in the next commits (issue 17)
 import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, readBody } from '../body.js'
 import { awaitClient, clientPaced } from '../idle-timeout.js'
