@@ -20,8 +20,7 @@
  */
 
 import { NarwhalError } from '../errors.js'
-// eslint-disable-next-line no-restricted-imports -- crosses the layers; moved in the next commits (issue 17)
-import { tryParseSignature } from '../signing/signature.js'
+import { tryParseSignature } from './signature.js'
 import { checkContentAddress } from './content-address.js'
 import { formatNixHash, parseNixHash } from './hash.js'
 import { parseStorePath, parseStorePathBaseName } from './store-path.js'
