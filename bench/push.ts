@@ -4,11 +4,15 @@
  *
  *   WebDAV         `nix copy --to` nginx's WebDAV (zstd): plain PUTs, nothing checked or synced
  *   narwhal push   `narwhal push` of the closure to a fresh narwhal
- *   nix copy       `nix copy --to` a fresh narwhal (zstd), Nix 2.8 from the host, and Nix 2.26 from
- *                  the root of BENCH_NIX226_ROOT when that folder has one (the modern-Nix issue)
+ *   nix copy       `nix copy --to` a fresh narwhal (zstd), Nix 2.8 from the host, and with
+ *                  BENCH_NIX226=1 Nix 2.26 through scripts/nix-2.26-root.sh (the modern-Nix issue;
+ *                  BENCH_NIX226_SCRIPT names another copy of that script)
  *   queue drain    200 builds recorded by bin/narwhal-hook while no pusher runs, then `narwhal
  *                  pusher` started: the time until `narwhal queue wait` returns and the requests the
  *                  server saw, against one `narwhal push` of the same 200 paths
+ *
+ * BENCH_BASELINE=DIR adds the push and the drain with the pusher of another build (a checkout
+ * with dist/ built), against this build's server: before and after a change, in one run.
  *
  * The closure is bench/closure.ts buildPushClosure's (about 155 paths, 315 MiB of NAR). CPU
  * seconds per GiB of NAR: the client's (with its children: `nix-store --dump`, zstd threads) from
@@ -16,7 +20,7 @@
  * asserts on time. Run it under `flock /work/coord/bench.lock` on a shared machine.
  */
 import { spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { buildPushClosure, chainExpression } from './closure.js'
@@ -25,10 +29,11 @@ import { median, nixEnv, processTree, sh, useScratchTmpdir, writeNetrc } from '.
 
 const RUNS = Number(process.env.BENCH_RUNS ?? '3')
 const CLI = path.resolve('dist/src/cli/main.js')
+const BASELINE = process.env.BENCH_BASELINE === undefined ? undefined : path.resolve(process.env.BENCH_BASELINE, 'dist/src/cli/main.js')
 const HOOK = path.resolve('bin/narwhal-hook')
 const DRAIN_BUILDS = 200
-/** The root of a Debian trixie with Nix 2.26 (the modern-Nix issue), when set; it needs root to chroot. */
-const NIX226_ROOT = process.env.BENCH_NIX226_ROOT
+const WITH_226 = process.env.BENCH_NIX226 === '1'
+const NIX226_SCRIPT = path.resolve(process.env.BENCH_NIX226_SCRIPT ?? 'scripts/nix-2.26-root.sh')
 const CLK_TCK = 100
 
 /** A measured command: wall seconds, and the CPU seconds of it and its children. */
@@ -102,24 +107,24 @@ function pusherEnv (server: Narwhal, queueDir?: string): NodeJS.ProcessEnv {
   }
 }
 
-async function narwhalPush (server: Narwhal, roots: string[]): Promise<Timed> {
-  return await timedCommand('node', [CLI, 'push', ...roots], pusherEnv(server))
+async function narwhalPush (server: Narwhal, roots: string[], cli = CLI, extraEnv: NodeJS.ProcessEnv = {}): Promise<Timed> {
+  return await timedCommand('node', [cli, 'push', ...roots], { ...pusherEnv(server), ...extraEnv })
 }
 
 /**
  * The hook records `builds` while no pusher runs; then the pusher starts and `queue wait` is
  * timed from the pusher's start. The pusher's CPU is read from /proc before it is stopped.
  */
-async function queueDrain (server: Narwhal, builds: Array<{ drv: string, out: string }>): Promise<Timed> {
+async function queueDrain (server: Narwhal, builds: Array<{ drv: string, out: string }>, cli = CLI): Promise<Timed> {
   const env = pusherEnv(server)
   for (const b of builds) await sh(HOOK, [], { ...env, DRV_PATH: b.drv, OUT_PATHS: b.out })
   const start = process.hrtime.bigint()
-  const pusher = spawn('node', [CLI, 'pusher'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
+  const pusher = spawn('node', [cli, 'pusher'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''
   pusher.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
   const exited = new Promise<never>((_resolve, reject) => pusher.on('exit', code => reject(new Error(`the pusher exited ${code}: ${stderr.slice(-2000)}`))))
   try {
-    await Promise.race([sh('node', [CLI, 'queue', 'wait', '--timeout', '600'], env), exited])
+    await Promise.race([sh('node', [cli, 'queue', 'wait', '--timeout', '600'], env), exited])
     const seconds = Number(process.hrtime.bigint() - start) / 1e9
     return { seconds, cpu: cpuSeconds(pusher.pid ?? 0) }
   } finally {
@@ -132,16 +137,14 @@ async function nixCopy (server: Narwhal, top: string): Promise<Timed> {
     nixEnv([`netrc-file = ${writeNetrc(server.token)}`]))
 }
 
+/** `nix ARGS` of Nix 2.26, in the root scripts/nix-2.26-root.sh keeps, with this run's TMPDIR visible. */
+async function nix226 (args: string[], env: NodeJS.ProcessEnv): Promise<Timed> {
+  return await timedCommand(NIX226_SCRIPT, ['run', '--bind', os.tmpdir(), '--', 'nix', ...args], env)
+}
+
 async function nix226Copy (server: Narwhal, top: string): Promise<Timed> {
-  if (NIX226_ROOT === undefined) throw new Error('BENCH_NIX226_ROOT is not set')
-  const netrc = writeNetrc(server.token)
-  const inside = mkdtempSync(path.join(NIX226_ROOT, 'tmp', 'narwhal-bench-'))
-  writeFileSync(path.join(inside, 'netrc'), readFileSync(netrc), { mode: 0o600 })
-  writeFileSync(path.join(inside, 'secret'), readFileSync(server.secretKey), { mode: 0o600 })
-  const rel = '/' + path.relative(NIX226_ROOT, inside)
-  return await timedCommand('chroot', [NIX226_ROOT, 'env', `XDG_CACHE_HOME=${rel}/xdg`,
-    `NIX_CONFIG=experimental-features = nix-command\nsubstituters =\nnetrc-file = ${rel}/netrc`,
-    'nix', 'copy', '--to', `${server.url}?secret-key=${rel}/secret&compression=zstd`, top], process.env)
+  return await nix226(['copy', '--to', `${server.url}?secret-key=${server.secretKey}&compression=zstd`, top],
+    nixEnv([`netrc-file = ${writeNetrc(server.token)}`]))
 }
 
 interface Row { what: string, samples: Sample[], narBytes: number }
@@ -164,9 +167,18 @@ async function main (): Promise<void> {
   const drainBytes = drainInfo.reduce((n, i) => n + i.narSize, 0)
   console.error(`drain: ${DRAIN_BUILDS} builds, closure of ${drainInfo.length} paths, ${(drainBytes / 2 ** 20).toFixed(0)} MiB of NAR`)
 
+  const levelOne = path.join(exprDir, 'level-1.json')
+  writeFileSync(levelOne, JSON.stringify({ compressionLevel: 1 }))
   const nginx = await startNginx()
-  const with226 = NIX226_ROOT !== undefined
-  if (with226 && !existsSync(path.join(NIX226_ROOT, closure.top))) throw new Error(`BENCH_NIX226_ROOT: ${closure.top} is not in ${NIX226_ROOT}'s store`)
+  const with226 = WITH_226
+  if (with226) {
+    // The closure into the 2.26 root's own store, substituted from a narwhal (a no-op the next time).
+    await sh(NIX226_SCRIPT, ['prepare'])
+    await againstFresh(async s => {
+      await narwhalPush(s, [closure.top])
+      return await nix226(['copy', '--from', s.url, closure.top], nixEnv([`trusted-public-keys = ${s.publicKey}`]))
+    })
+  }
   try {
     const contenders: Array<{ what: string, bytes: number, run: () => Promise<Sample> }> = [
       {
@@ -179,9 +191,12 @@ async function main (): Promise<void> {
         }
       },
       { what: '`narwhal push` to narwhal', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top])) },
+      ...(BASELINE === undefined ? [] : [{ what: '`narwhal push` to narwhal, baseline pusher', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], BASELINE)) }]),
+      { what: '`narwhal push` to narwhal, `compressionLevel: 1`', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], CLI, { NARWHAL_PUSHER_CONFIG: levelOne })) },
       { what: '`nix copy --to` narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, run: async () => await againstFresh(s => nixCopy(s, closure.top)) },
       ...(with226 ? [{ what: '`nix copy --to` narwhal, zstd (Nix 2.26)', bytes: closure.narBytes, run: async () => await againstFresh(s => nix226Copy(s, closure.top)) }] : []),
       { what: `queue drain: ${DRAIN_BUILDS} hook records, then \`narwhal pusher\` until \`queue wait\` returns`, bytes: drainBytes, run: async () => await againstFresh(s => queueDrain(s, builds)) },
+      ...(BASELINE === undefined ? [] : [{ what: 'queue drain, baseline pusher', bytes: drainBytes, run: async () => await againstFresh(s => queueDrain(s, builds, BASELINE)) }]),
       { what: `one \`narwhal push\` of the same ${DRAIN_BUILDS} paths`, bytes: drainBytes, run: async () => await againstFresh(s => narwhalPush(s, outs)) }
     ]
     const rows: Row[] = contenders.map(c => ({ what: c.what, samples: [], narBytes: c.bytes }))
@@ -198,7 +213,7 @@ async function main (): Promise<void> {
       `Push benchmark (bench/push.ts), ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${os.cpus().length} cores, Node ${process.version}; ` +
         `closure of ${closure.paths.length} paths, ${(closure.narBytes / 2 ** 20).toFixed(0)} MiB of NAR; the drain's ${DRAIN_BUILDS} builds: ` +
         `${drainInfo.length} paths, ${(drainBytes / 2 ** 20).toFixed(0)} MiB; medians of ${RUNS} alternated rounds, each into a fresh server; load average ${os.loadavg()[0]?.toFixed(1)} at the end` +
-        (with226 ? '.' : '; Nix 2.26 not measured (BENCH_NIX226_ROOT unset).'),
+        (with226 ? '.' : '; Nix 2.26 not measured (BENCH_NIX226 unset).'),
       '',
       '| what | seconds (min-max) | against WebDAV | client CPU s/GiB | server CPU s/GiB | requests |',
       '| --- | ---: | ---: | ---: | ---: | ---: |',

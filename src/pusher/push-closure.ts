@@ -104,6 +104,31 @@ export function resultFor (result: PushResult, paths: ReadonlySet<string>, narSi
 
 const NARINFOS_PER_BATCH = 200
 
+/**
+ * NARs compressed at once (each on libzstd's worker threads); the other workers wait with theirs
+ * while earlier NARs upload. One at a time, the largest NAR is ready (and its upload and the
+ * server's verification under way) while the next is compressed, where four at once all finished
+ * together at the end (BENCHMARKS.md, 2026-12-07).
+ */
+const DUMPS_AT_ONCE = 1
+
+/** A counting semaphore. */
+class Slots {
+  private free: number
+  private readonly waiting: Array<() => void> = []
+  constructor (n: number) { this.free = n }
+  async acquire (): Promise<void> {
+    if (this.free > 0) { this.free--; return }
+    await new Promise<void>(resolve => this.waiting.push(resolve))
+  }
+
+  release (): void {
+    const wake = this.waiting.shift()
+    if (wake !== undefined) wake()
+    else this.free++
+  }
+}
+
 export async function pushClosure (infos: PathInfo[], options: PushOptions): Promise<PushResult> {
   const started = Date.now()
   const { client } = options
@@ -163,19 +188,26 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
 
   let next = 0
   let abort: unknown
+  const dumpSlots = new Slots(DUMPS_AT_ONCE)
   const worker = async (): Promise<void> => {
     while (abort === undefined && options.signal?.aborted !== true && next < toUpload.length) {
       const info = toUpload[next++] as PathInfo
       try {
-        let nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel)
-          .catch(async () => await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'nix-store'))
-        tempFiles.add(nar.file)
-        if (!nar.narHash.equals(info.narHash) || nar.narSize !== info.narSize) {
-          // Ask Nix itself before calling the store corrupt.
-          tempFiles.delete(nar.file)
-          await rm(nar.file, { force: true })
-          nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'nix-store')
+        await dumpSlots.acquire()
+        let nar: NarFile
+        try {
+          nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel)
+            .catch(async () => await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'nix-store'))
           tempFiles.add(nar.file)
+          if (!nar.narHash.equals(info.narHash) || nar.narSize !== info.narSize) {
+            // Ask Nix itself before calling the store corrupt.
+            tempFiles.delete(nar.file)
+            await rm(nar.file, { force: true })
+            nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'nix-store')
+            tempFiles.add(nar.file)
+          }
+        } finally {
+          dumpSlots.release()
         }
         if (!nar.narHash.equals(info.narHash) || nar.narSize !== info.narSize) {
           failed.set(info.path, `the store path's NAR (${nar.narSize} bytes) does not match its recorded NarHash/NarSize; ` +
@@ -187,7 +219,9 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
         if (options.batchNarBytes > 0 && nar.fileSize <= options.batchNarBytes) {
           batch.push({ info, nar })
           batchBytes += nar.fileSize
-          if (batchBytes >= options.batchMaxBytes || batch.length >= 500) await flushBatch()
+          // Sent once full, or once nothing is left to dump (it cannot grow, and the larger NARs
+          // other workers are still compressing would hold it back for nothing).
+          if (batchBytes >= options.batchMaxBytes || batch.length >= 500 || next >= toUpload.length) await flushBatch()
           continue
         }
         await retry(() => client.putNar(nar.url, nar.file, nar.fileSize))
