@@ -118,6 +118,9 @@ async function narwhalPush (server: Narwhal, roots: string[], cli = CLI, extraEn
 async function queueDrain (server: Narwhal, builds: Array<{ drv: string, out: string }>, cli = CLI): Promise<Timed> {
   const env = pusherEnv(server)
   for (const b of builds) await sh(HOOK, [], { ...env, DRV_PATH: b.drv, OUT_PATHS: b.out })
+  // The queue database made beforehand, as a pusher that has run before left it (the baseline
+  // build's pusher and `queue wait` could both migrate a new one at once and fail).
+  await sh('node', [cli, 'queue', 'wait', '--timeout', '0'], env).catch(() => {})
   const start = process.hrtime.bigint()
   const pusher = spawn('node', [cli, 'pusher'], { env, stdio: ['ignore', 'ignore', 'pipe'] })
   let stderr = ''

@@ -41,15 +41,17 @@ export function listMigrations (dir = MIGRATIONS_DIR): Migration[] {
 
 /** Applies pending migrations; returns the names applied. */
 export function migrate (db: Db, dir = MIGRATIONS_DIR): string[] {
-  const current = Number(db.pragma('user_version', { simple: true }))
   const applied: string[] = []
   for (const m of listMigrations(dir)) {
-    if (m.version <= current) continue
-    db.transaction(() => {
+    // The version is read under the write lock: two processes opening a new database at once
+    // (the pusher and `narwhal queue wait`) would otherwise both apply it ("table already exists").
+    const done = db.transaction((): boolean => {
+      if (Number(db.pragma('user_version', { simple: true })) >= m.version) return false
       db.exec(m.sql)
       db.pragma(`user_version = ${m.version}`)
-    })()
-    applied.push(m.name)
+      return true
+    }).immediate()
+    if (done) applied.push(m.name)
   }
   return applied
 }
