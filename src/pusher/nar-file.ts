@@ -30,8 +30,9 @@ import { NixCommandError } from './closure.js'
 import { dumpPath, narChunks } from './nar-writer.js'
 
 export interface NarFile {
-  /** Temp file holding the compressed bytes. */
-  file: string
+  /** Temp file holding the compressed bytes, or undefined when they are in `chunks`. */
+  file?: string
+  chunks?: Buffer[]
   compression: PushCompression
   /** nix32 SHA-256 of the compressed bytes: the URL name. */
   fileHash: string
@@ -70,16 +71,16 @@ function compressor (compression: PushCompression, level?: number): Transform {
  * 'nix-store' runs `nix-store --dump`, the reference, used when the other fails or disagrees.
  */
 export async function dumpCompressed (storePath: string, tmpDir: string, compression: PushCompression,
-  level?: number, source: NarSource = 'in-process'): Promise<NarFile> {
+  level?: number, source: NarSource = 'in-process', memoryBytes = 0): Promise<NarFile> {
   const file = path.join(tmpDir, `nar-${process.pid}-${randomBytes(8).toString('hex')}.tmp`)
   const narHash = createHash('sha256')
   const narCount = { bytes: 0 }
   const fileHash = createHash('sha256')
   const fileCount = { bytes: 0 }
-  const finish = (): NarFile => {
+  const finish = (chunks?: Buffer[]): NarFile => {
     const hash = encodeNix32(fileHash.digest())
     return {
-      file,
+      ...(chunks === undefined ? { file } : { chunks }),
       compression,
       fileHash: hash,
       fileSize: fileCount.bytes,
@@ -90,12 +91,11 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
   }
   if (source === 'in-process' && compression === 'zstd') {
     try {
-      await zstdInProcess(storePath, file, level ?? 3, narHash, narCount, fileHash, fileCount)
+      return finish(await zstdInProcess(storePath, new Output(file, memoryBytes), level ?? 3, narHash, narCount, fileHash, fileCount))
     } catch (err) {
       await rm(file, { force: true })
       throw err
     }
-    return finish()
   }
   if (source === 'in-process') {
     try {
@@ -134,13 +134,50 @@ const ZSTD_WORKERS = 2
 /** The event loop turns after this many NAR bytes. */
 const TURN_BYTES = 4 << 20
 
-async function zstdInProcess (storePath: string, file: string, level: number, narHash: ReturnType<typeof createHash>,
-  narCount: { bytes: number }, fileHash: ReturnType<typeof createHash>, fileCount: { bytes: number }): Promise<void> {
+/**
+ * Compressed bytes kept in memory up to `limit`, then in `file` (the NAR's upload reads them
+ * back). On this shared machine, writing a 50 MB temp file while the server synced its own
+ * files tripled a large NAR's compression time (BENCHMARKS.md, push, 2026-12-07).
+ */
+class Output {
+  private chunks: Buffer[] | undefined = []
+  private held = 0
+  private fd: number | undefined
+
+  constructor (private readonly file: string, private readonly limit: number) {}
+
+  write (bytes: Buffer): void {
+    if (this.chunks !== undefined && this.held + bytes.length <= this.limit) {
+      this.chunks.push(Buffer.from(bytes))
+      this.held += bytes.length
+      return
+    }
+    if (this.fd === undefined) {
+      this.fd = openSync(this.file, 'wx', 0o600)
+      for (const c of this.chunks ?? []) this.writeAll(c)
+      this.chunks = undefined
+    }
+    this.writeAll(bytes)
+  }
+
+  private writeAll (bytes: Buffer): void {
+    for (let off = 0; off < bytes.length;) off += writeSync(this.fd as number, bytes, off)
+  }
+
+  /** The chunks, or undefined when they went to the file. */
+  close (): Buffer[] | undefined {
+    if (this.fd !== undefined) closeSync(this.fd)
+    return this.chunks
+  }
+}
+
+async function zstdInProcess (storePath: string, output: Output, level: number, narHash: ReturnType<typeof createHash>,
+  narCount: { bytes: number }, fileHash: ReturnType<typeof createHash>, fileCount: { bytes: number }): Promise<Buffer[] | undefined> {
   const cctx = new zstd.CCtx()
   cctx.setParameter(zstd.CParameter.compressionLevel, level)
   cctx.setParameter(zstd.CParameter.nbWorkers, ZSTD_WORKERS)
   const out = Buffer.allocUnsafe(1 << 20)
-  const fd = openSync(file, 'wx', 0o600)
+  let chunks: Buffer[] | undefined
   try {
     const compress = (input: Buffer, end: zstd.EndDirective): void => {
       for (;;) {
@@ -149,7 +186,7 @@ async function zstdInProcess (storePath: string, file: string, level: number, na
           const bytes = out.subarray(0, produced)
           fileHash.update(bytes)
           fileCount.bytes += produced
-          for (let off = 0; off < produced;) off += writeSync(fd, bytes, off)
+          output.write(bytes)
         }
         input = input.subarray(consumed)
         if (input.length === 0 && (end === zstd.EndDirective.continue || remaining === 0)) return
@@ -168,6 +205,7 @@ async function zstdInProcess (storePath: string, file: string, level: number, na
     }
     compress(Buffer.alloc(0), zstd.EndDirective.end)
   } finally {
-    closeSync(fd)
+    chunks = output.close()
   }
+  return chunks
 }

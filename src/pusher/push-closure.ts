@@ -112,6 +112,9 @@ const NARINFOS_PER_BATCH = 200
  */
 const DUMPS_AT_ONCE = 1
 
+/** Compressed NARs held in memory for their upload, at most (the rest wait in temp files). */
+const MEMORY_BYTES = 128 * 1024 * 1024
+
 /** A counting semaphore. */
 class Slots {
   private free: number
@@ -159,12 +162,26 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
   // Small NARs wait here until a batch is full.
   let batch: Array<{ info: PathInfo, nar: NarFile }> = []
   let batchBytes = 0
+  // Compressed NARs waiting for their upload in memory, up to MEMORY_BYTES; beyond, in temp files.
+  let held = 0
+  const keep = (nar: NarFile): void => {
+    if (nar.file !== undefined) tempFiles.add(nar.file)
+    else held += nar.fileSize
+  }
+  const discard = async (nar: NarFile): Promise<void> => {
+    if (nar.file !== undefined) {
+      tempFiles.delete(nar.file)
+      await rm(nar.file, { force: true })
+    } else if (nar.chunks !== undefined) {
+      held -= nar.fileSize
+      delete nar.chunks
+    }
+  }
   const narDone = async (info: PathInfo, nar: NarFile): Promise<void> => {
     nars.set(info.path, nar)
     bytesSent += nar.fileSize
     progress.bytesDone += info.narSize
-    tempFiles.delete(nar.file)
-    await rm(nar.file, { force: true })
+    await discard(nar)
     report()
   }
   const flushBatch = async (): Promise<void> => {
@@ -173,13 +190,12 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
     batch = []
     batchBytes = 0
     const sizes = new Map(items.map(({ nar }) => [nar.url, nar.fileSize]))
-    const results = await retry(() => client.uploadBatch(items.map(({ nar }) => ({ name: nar.url, file: nar.file })), sizes))
+    const results = await retry(() => client.uploadBatch(items.map(({ nar }) => ({ name: nar.url, file: nar.file, chunks: nar.chunks })), sizes))
     for (const { info, nar } of items) {
       const result = results.find(r => r.name === nar.url)
       if (result === undefined || result.status >= 300) {
         failed.set(info.path, partReason(result, nar.url))
-        tempFiles.delete(nar.file)
-        await rm(nar.file, { force: true })
+        await discard(nar)
       } else {
         await narDone(info, nar)
       }
@@ -196,15 +212,14 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
         await dumpSlots.acquire()
         let nar: NarFile
         try {
-          nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel)
+          nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'in-process', MEMORY_BYTES - held)
             .catch(async () => await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'nix-store'))
-          tempFiles.add(nar.file)
+          keep(nar)
           if (!nar.narHash.equals(info.narHash) || nar.narSize !== info.narSize) {
             // Ask Nix itself before calling the store corrupt.
-            tempFiles.delete(nar.file)
-            await rm(nar.file, { force: true })
+            await discard(nar)
             nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'nix-store')
-            tempFiles.add(nar.file)
+            keep(nar)
           }
         } finally {
           dumpSlots.release()
@@ -212,8 +227,7 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
         if (!nar.narHash.equals(info.narHash) || nar.narSize !== info.narSize) {
           failed.set(info.path, `the store path's NAR (${nar.narSize} bytes) does not match its recorded NarHash/NarSize; ` +
             'the local store may be corrupt (nix-store --verify --check-contents)')
-          tempFiles.delete(nar.file)
-          await rm(nar.file, { force: true })
+          await discard(nar)
           continue
         }
         if (options.batchNarBytes > 0 && nar.fileSize <= options.batchNarBytes) {
@@ -224,7 +238,7 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
           if (batchBytes >= options.batchMaxBytes || batch.length >= 500 || next >= toUpload.length) await flushBatch()
           continue
         }
-        await retry(() => client.putNar(nar.url, nar.file, nar.fileSize))
+        await retry(() => client.putNar(nar.url, nar, nar.fileSize))
         await narDone(info, nar)
       } catch (err) {
         if (err instanceof RefusedError) {

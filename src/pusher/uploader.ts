@@ -14,6 +14,7 @@
  * RefusedError carrying the server's one-line reason.
  */
 import { createReadStream, openAsBlob } from 'node:fs'
+import { Readable } from 'node:stream'
 import { Agent, FormData, request, type Dispatcher } from 'undici'
 import {
   MAX_BATCH_PARTS, MAX_MISSING_QUERY, MISSING_PATHS_ROUTE, UPLOAD_BATCH_ROUTE,
@@ -24,8 +25,9 @@ import { isTransientStatus, parseRetryAfter, RefusedError, TransientError } from
 export interface BatchPart {
   /** The protocol path: `nar/<hash>.nar.zst` or `<hash32>.narinfo`. */
   name: string
-  /** A file to stream (NARs) … */
+  /** A file to stream (NARs), or the NAR's bytes in memory … */
   file?: string
+  chunks?: Buffer[]
   /** … or a small text (narinfos). */
   text?: string
 }
@@ -125,10 +127,11 @@ export class CacheClient {
     return hashParts.filter(h => result.includes(h))
   }
 
-  async putNar (url: string, file: string, size: number): Promise<void> {
+  /** Sends a NAR from its file, or from memory. */
+  async putNar (url: string, body: { file?: string, chunks?: Buffer[] }, size: number): Promise<void> {
     const response = await this.send('PUT', url, {
       headers: { 'content-type': 'application/x-nix-nar', 'content-length': String(size) },
-      body: createReadStream(file, { highWaterMark: 1 << 20 })
+      body: body.file !== undefined ? createReadStream(body.file, { highWaterMark: 1 << 20 }) : Readable.from(body.chunks ?? [])
     })
     await this.check(response, `PUT ${url}`)
   }
@@ -154,6 +157,8 @@ export class CacheClient {
       for (const part of parts) {
         if (part.file !== undefined) {
           form.append(part.name, await openAsBlob(part.file, { type: 'application/x-nix-nar' }), 'nar')
+        } else if (part.chunks !== undefined) {
+          form.append(part.name, new Blob(part.chunks, { type: 'application/x-nix-nar' }), 'nar')
         } else {
           form.append(part.name, new Blob([part.text ?? ''], { type: 'text/x-nix-narinfo' }), 'narinfo')
         }
@@ -171,7 +176,7 @@ export class CacheClient {
     const results: BatchPartResult[] = []
     for (const part of parts) {
       try {
-        if (part.file !== undefined) await this.putNar(part.name, part.file, sizes.get(part.name) ?? 0)
+        if (part.file !== undefined || part.chunks !== undefined) await this.putNar(part.name, part, sizes.get(part.name) ?? 0)
         else await this.putNarinfo(part.name.replace(/\.narinfo$/, ''), part.text ?? '')
         results.push({ name: part.name, status: 200, result: 'created' })
       } catch (err) {

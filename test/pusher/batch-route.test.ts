@@ -43,11 +43,11 @@ test('upload-batch verifies each part like its PUT: good parts stored, bad parts
   for (const info of infos) {
     const nar = await dumpCompressed(info.path, tmp, 'zstd')
     nars.push(nar)
-    form.append(nar.url, new Blob([readFileSync(nar.file)]), 'nar')
+    form.append(nar.url, new Blob([readFileSync(nar.file!)]), 'nar')
   }
   // A NAR whose bytes do not hash to its name, and a narinfo whose NAR never came.
   const wrongName = `nar/${'0'.repeat(52)}.nar.zst`
-  form.append(wrongName, new Blob([readFileSync(nars[0]!.file)]), 'nar')
+  form.append(wrongName, new Blob([readFileSync(nars[0]!.file!)]), 'nar')
   const orphan = { ...nars[0]!, url: `nar/${'1'.repeat(52)}.nar.zst`, fileHash: '1'.repeat(52) }
   form.append(`${hashPartOf(infos[0]!.path)}.narinfo`, new Blob([buildNarinfo(infos[0]!, orphan, keys)]), 'narinfo')
   for (const [i, info] of infos.entries()) {
