@@ -83,9 +83,12 @@ export interface PushResult {
 /**
  * The part of `result` that concerns `paths` (one job's closure, when several jobs went up in one
  * push): what was uploaded, failed or skipped among them, the rest counted as already present.
+ * Paths in `creditedElsewhere` (uploaded for an earlier job of the same push) count as present,
+ * so each upload is reported once, as when the jobs went up one after another.
  */
-export function resultFor (result: PushResult, paths: ReadonlySet<string>, narSizes: ReadonlyMap<string, number>): PushResult {
-  const uploaded = result.uploaded.filter(p => paths.has(p))
+export function resultFor (result: PushResult, paths: ReadonlySet<string>, narSizes: ReadonlyMap<string, number>,
+  creditedElsewhere: ReadonlySet<string> = new Set()): PushResult {
+  const uploaded = result.uploaded.filter(p => paths.has(p) && !creditedElsewhere.has(p))
   const failed = result.failed.filter(f => paths.has(f.path))
   const skipped = result.skipped.filter(p => paths.has(p))
   return {

@@ -156,9 +156,11 @@ async function pushJobs (live: Array<{ job: Job, outs: string[] }>, options: Ser
   })
   for (const p of all.uploaded) queue.clearPathOutcome(p)
   const outcomes = new Map<number, JobOutcome>()
+  const credited = new Set<string>()
   for (const { job } of live) {
     const roots = rootsOf.get(job.seq) ?? []
-    const result = resultFor(all, closureOf(roots, byBase), narSizes)
+    const result = resultFor(all, closureOf(roots, byBase), narSizes, credited)
+    for (const p of result.uploaded) credited.add(p)
     const jobNotes = notes.get(job.seq) ?? []
     for (const f of result.failed) {
       const dropped = f.reason.includes('garbage-collected')

@@ -63,6 +63,9 @@ test('jobs claimed together go up as one push; each is finished with its own clo
   assert.equal(queue.job(jobA.seq)?.pathsTotal, 3)
   assert.equal(queue.job(jobDep.seq)?.pathsTotal, 2)
   assert.equal(queue.job(jobB.seq)?.pathsUploaded, 3)
+  // Each upload is credited to one job, the first (oldest) whose closure holds it.
+  assert.equal(queue.job(jobA.seq)?.pathsUploaded, 3)
+  assert.equal(queue.job(jobDep.seq)?.pathsUploaded, 0)
   assert.match(queue.job(jobGone.seq)?.note ?? '', /derivation .* is no longer in the store/)
   assert.equal(queue.status().counts.done, 4)
 })
