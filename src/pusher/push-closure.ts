@@ -108,7 +108,7 @@ export function resultFor (result: PushResult, paths: ReadonlySet<string>, narSi
 const NARINFOS_PER_BATCH = 200
 
 /**
- * NARs compressed at once (each on libzstd's worker threads); the other workers wait with theirs
+ * zstd NARs compressed at once (each on libzstd's worker threads); the other workers wait with theirs
  * while earlier NARs upload. One at a time, the largest NAR is ready (and its upload and the
  * server's verification under way) while the next is compressed, where four at once all finished
  * together at the end (BENCHMARKS.md, 2026-12-07).
@@ -207,7 +207,8 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
 
   let next = 0
   let abort: unknown
-  const dumpSlots = new Slots(DUMPS_AT_ONCE)
+  // xz compresses on one thread per NAR: those keep `concurrency` at once.
+  const dumpSlots = new Slots(options.compression === 'zstd' ? DUMPS_AT_ONCE : Math.max(1, options.concurrency))
   const worker = async (): Promise<void> => {
     while (abort === undefined && options.signal?.aborted !== true && next < toUpload.length) {
       const info = toUpload[next++] as PathInfo
