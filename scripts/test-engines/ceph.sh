@@ -14,13 +14,14 @@
 # test never sees another run's buckets.
 #
 # DIR/env exports NARWHAL_TEST_S3_ENDPOINT (http://127.0.0.1:PORT), NARWHAL_TEST_S3_ACCESS_KEY and
-# NARWHAL_TEST_S3_SECRET_KEY (the S3 user's keys). Ports: CEPH_RGW_PORT (7480), CEPH_MON_PORT (3300).
+# NARWHAL_TEST_S3_SECRET_KEY (the S3 user's keys). Ports: CEPH_RGW_PORT and CEPH_MON_PORT, or else
+# the first free from 7480 and from 3300 (so two runs on one machine can each have a cluster).
 # On failure, the step that failed is named on stderr with the tail of its log, and the daemons
 # started so far are stopped.
 set -euo pipefail
 
-RGW_PORT=${CEPH_RGW_PORT:-7480}
-MON_PORT=${CEPH_MON_PORT:-3300}
+RGW_PORT=${CEPH_RGW_PORT:-}
+MON_PORT=${CEPH_MON_PORT:-}
 ACCESS_KEY=narwhaltestaccesskey
 SECRET_KEY=narwhaltestsecretkey0123456789abcdefghij
 PACKAGES=(ceph-mon ceph-osd radosgw)
@@ -34,9 +35,14 @@ say () { printf 'ceph.sh: %s\n' "$*" >&2; }
 fail () {
   local step=$1 log=${2:-}
   say "FAILED at step: $step"
+  if [[ -n ${DIR:-} && -s $DIR/log/setup.log && $log != "$DIR/log/setup.log" ]]; then
+    say "last lines of $DIR/log/setup.log (the commands' own output):"
+    tail -n 10 "$DIR/log/setup.log" >&2 || true
+  fi
   if [[ -n $log && -f $log ]]; then
-    say "last lines of $log:"
-    tail -n 25 "$log" >&2 || true
+    # A daemon's log ends in a long dump after a crash: its error lines say more than its tail.
+    say "from $log:"
+    { grep -iE 'error|fail|abort|denied|unable|cannot|refused' "$log" || tail -n 25 "$log"; } | tail -n 15 >&2 || true
   fi
   if [[ -n ${DIR:-} ]]; then stop_daemons "$DIR" || true; fi
   exit 1
@@ -119,6 +125,12 @@ port_free () {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+first_free_port () {
+  local port=$1
+  while ! port_free "$port" && ((port < $1 + 100)); do port=$((port + 1)); done
+  echo "$port"
+}
+
 # Waits until "$@" succeeds, at most STEP_TIMEOUT seconds; returns 1 on timeout.
 wait_for () {
   local deadline=$((SECONDS + STEP_TIMEOUT))
@@ -143,6 +155,8 @@ start () {
   install
   command -v curl >/dev/null 2>&1 || fail "start: curl is missing (apt-get install curl)"
   if [[ -e $DIR && -n $(ls -A "$DIR" 2>/dev/null) ]]; then fail "start: $DIR is not empty (each start makes a new cluster)"; fi
+  RGW_PORT=${RGW_PORT:-$(first_free_port 7480)}
+  MON_PORT=${MON_PORT:-$(first_free_port 3300)}
   port_free "$RGW_PORT" || fail "start: port $RGW_PORT is in use (another radosgw? set CEPH_RGW_PORT)"
   port_free "$MON_PORT" || fail "start: port $MON_PORT is in use (another ceph-mon? set CEPH_MON_PORT)"
   mkdir -p "$DIR"/{run,log,mon,osd,rgw}
