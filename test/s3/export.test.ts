@@ -7,7 +7,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, run, tempDir, type TestClosure } from '../helpers/nix.js'
@@ -188,4 +188,25 @@ test('a missing bucket or refused credentials stop the export with a clear error
     { env: awsEnv(engine) })
   assert.equal(unknown.code, 2)
   assert.match(unknown.stderr, /unknown parameter "compression"/)
+})
+
+test('a path whose NAR file is missing on disk is left out with everything that references it; the rest is exported', async (t) => {
+  const engine = s3Engine()
+  const key = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const closure = await buildClosure()
+  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  const dep = server.cache.metadata.narinfo(hashPart(closure.dep))
+  const depFile = dep === undefined ? undefined : server.cache.metadata.narFileById(dep.narFileId)
+  assert.ok(depFile !== undefined)
+  rmSync(server.cache.blobs.narPath(depFile.fileHash))
+
+  const bucket = await createBucket(engine)
+  const result = await run('node', [CLI, 'export', '--storage', storageUrl(engine, bucket), '--data', server.cache.layout.dataDir],
+    { env: awsEnv(engine) })
+  assert.equal(result.code, 1, result.stderr)
+  assert.match(result.stdout, new RegExp(`left out ${closure.dep}: its NAR file nar/${depFile.fileHash}\\.nar\\S* is missing on disk`))
+  assert.match(result.stdout, new RegExp(`left out ${closure.top}: its reference ${path.basename(closure.dep)} was left out`))
+  const narinfos = [...(await listBucket(engine, bucket)).keys()].filter(k => k.endsWith('.narinfo'))
+  assert.deepEqual(narinfos, [`${hashPart(closure.data)}.narinfo`])
 })
