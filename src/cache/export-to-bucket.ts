@@ -12,6 +12,10 @@
  * bucket is listed once at the start). A narinfo that cannot be exported whole (its NAR file is
  * missing on disk, a reference is not in the cache) is left out together with every narinfo that
  * references it, and reported; `narwhal fsck` says why. Never creates the bucket.
+ *
+ * A killed export leaves unfinished multipart uploads (parts no reader sees, but which take
+ * space); the next export aborts every unfinished upload under nar/ when it starts. So two
+ * exports must not run into one bucket at once.
  */
 import { createReadStream } from 'node:fs'
 import type { Metadata } from '../db/metadata.js'
@@ -36,6 +40,8 @@ export interface ExportResult {
   nars: ExportCounts
   narinfos: ExportCounts
   otherFiles: ExportCounts
+  /** Unfinished multipart uploads of NARs, left by an earlier export, that were aborted. */
+  abortedUploads: number
   /** Store paths not exported, each with why. */
   leftOut: Array<{ storePath: string, reason: string }>
 }
@@ -57,11 +63,16 @@ export async function exportToBucket (source: { metadata: Metadata, blobs: BlobS
   options: ExportOptions): Promise<ExportResult> {
   const { metadata, blobs } = source
   const counts = (): ExportCounts => ({ uploaded: 0, present: 0, bytesUploaded: 0 })
-  const result: ExportResult = { cacheInfo: counts(), nars: counts(), narinfos: counts(), otherFiles: counts(), leftOut: [] }
+  const result: ExportResult = { cacheInfo: counts(), nars: counts(), narinfos: counts(), otherFiles: counts(), abortedUploads: 0, leftOut: [] }
   const narJobs = limiter(options.jobs ?? DEFAULT_JOBS)
   const smallJobs = limiter(SMALL_JOBS)
 
   await bucket.checkBucket()
+  // Before any upload of this export begins, so every one found is another's.
+  for await (const upload of bucket.unfinishedUploads('nar/')) {
+    await bucket.abortUpload(upload)
+    result.abortedUploads++
+  }
   const existing = new Map<string, number>()
   for await (const object of bucket.list()) existing.set(object.name, object.size)
 

@@ -9,8 +9,8 @@
 import { createReadStream } from 'node:fs'
 import type { Readable } from 'node:stream'
 import {
-  DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListObjectsV2Command,
-  PutObjectCommand, S3Client
+  AbortMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand,
+  ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, S3Client
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
 import { NarwhalError } from '../errors.js'
@@ -22,6 +22,8 @@ export const MULTIPART_PART_BYTES = 16 << 20
 const MULTIPART_QUEUE = 4
 
 export interface S3Object { name: string, size: number }
+/** A multipart upload begun and neither completed nor aborted: its parts take space, no reader sees them. */
+export interface UnfinishedUpload { name: string, uploadId: string, initiated: Date }
 
 export interface PutOptions {
   contentType: string
@@ -96,6 +98,39 @@ export class S3Objects {
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined
     } while (token !== undefined)
+  }
+
+  /** The unfinished multipart uploads of objects whose names start with `namePrefix`. */
+  async * unfinishedUploads (namePrefix = ''): AsyncGenerator<UnfinishedUpload> {
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    for (;;) {
+      let page
+      try {
+        page = await this.client.send(new ListMultipartUploadsCommand({
+          Bucket: this.location.bucket, Prefix: this.key(namePrefix), KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker
+        }))
+      } catch (err) {
+        throw this.failure(err, 'listing unfinished multipart uploads')
+      }
+      for (const upload of page.Uploads ?? []) {
+        if (upload.Key === undefined || upload.UploadId === undefined) continue
+        yield { name: upload.Key.slice(this.location.prefix.length), uploadId: upload.UploadId, initiated: upload.Initiated ?? new Date(0) }
+      }
+      if (page.IsTruncated !== true) return
+      keyMarker = page.NextKeyMarker
+      uploadIdMarker = page.NextUploadIdMarker
+    }
+  }
+
+  /** Aborts an unfinished multipart upload, freeing its parts; one already gone is success. */
+  async abortUpload (upload: UnfinishedUpload): Promise<void> {
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: this.key(upload.name), UploadId: upload.uploadId }))
+    } catch (err) {
+      if (errorName(err) === 'NoSuchUpload') return
+      throw this.failure(err, `aborting the unfinished upload of ${upload.name}`)
+    }
   }
 
   /** Writes a small object from memory, in one PUT. */

@@ -6,7 +6,7 @@
  * Buckets are made here with the SDK (narwhal never creates one), each test its own.
  */
 import { randomBytes } from 'node:crypto'
-import { CreateBucketCommand, ListObjectsV2Command, PutBucketPolicyCommand, S3Client } from '@aws-sdk/client-s3'
+import { CreateBucketCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutBucketPolicyCommand, S3Client } from '@aws-sdk/client-s3'
 
 export interface S3Engine {
   /** http://127.0.0.1:PORT */
@@ -75,6 +75,15 @@ export async function listBucket (engine: S3Engine, bucket: string): Promise<Map
     } while (token !== undefined)
   } finally { client.destroy() }
   return objects
+}
+
+/** The keys of the bucket's multipart uploads begun and neither completed nor aborted. */
+export async function unfinishedUploads (engine: S3Engine, bucket: string): Promise<string[]> {
+  const client = s3Client(engine)
+  try {
+    const page = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+    return (page.Uploads ?? []).map(u => u.Key ?? '')
+  } finally { client.destroy() }
 }
 
 /** The storage URL of a bucket on the engine, as `narwhal export --storage` takes it. */

@@ -13,13 +13,14 @@ import { createInterface } from 'node:readline'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, run, tempDir, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { CLI } from '../helpers/server-process.js'
-import { awsEnv, createBucket, listBucket, makePublicRead, s3Engine, storageUrl, type S3Engine } from '../helpers/s3.js'
+import { awsEnv, createBucket, listBucket, makePublicRead, s3Engine, storageUrl, unfinishedUploads, type S3Engine } from '../helpers/s3.js'
 
 interface ExportJson {
   nars: { uploaded: number, present: number }
   narinfos: { uploaded: number, present: number }
   otherFiles: { uploaded: number, present: number }
   cacheInfo: { uploaded: number, present: number }
+  abortedUploads: number
   leftOut: Array<{ storePath: string, reason: string }>
 }
 
@@ -138,11 +139,13 @@ test('a killed export leaves a valid cache in the bucket, and running it again c
   const lastSmallNarinfo = `uploaded ${hashPart(small.top)}.narinfo`
   let killed = false
   for await (const line of createInterface({ input: child.stdout })) {
-    if (line.startsWith(lastSmallNarinfo)) {
-      child.kill('SIGKILL')
-      killed = true
-      break
+    if (!line.startsWith(lastSmallNarinfo)) continue
+    // Then killed in the middle of the large NAR's multipart upload: once the upload has begun.
+    while (child.exitCode === null && (await unfinishedUploads(engine, bucket)).length === 0) {
+      await new Promise(resolve => setTimeout(resolve, 20))
     }
+    killed = child.kill('SIGKILL')
+    break
   }
   const code = await exited
   assert.ok(killed, `the export ended before it could be killed (exit ${String(code)}):\n${stderr}`)
@@ -153,8 +156,12 @@ test('a killed export leaves a valid cache in the bucket, and running it again c
   // What is there is already a usable cache.
   await substituteFromBucket(engine, bucket, key.publicKey, small)
 
+  // The large NAR was cut short mid-way through its multipart upload.
+  assert.equal((await unfinishedUploads(engine, bucket)).length, 1)
   const rerun = await exportJson(engine, server, storageUrl(engine, bucket))
   assert.deepEqual(rerun.leftOut, [])
+  assert.equal(rerun.abortedUploads, 1)
+  assert.deepEqual(await unfinishedUploads(engine, bucket), [], 'the killed upload\'s parts were freed')
   assert.equal(rerun.narinfos.uploaded + rerun.narinfos.present, 6)
   assert.ok(rerun.narinfos.present >= 3, 'the narinfos written before the kill were not sent again')
   assert.equal((await assertEveryNarinfoHasItsNar(engine, bucket)).length, 6)

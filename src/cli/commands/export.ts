@@ -22,6 +22,8 @@ const USAGE = 'usage: narwhal export --storage s3://BUCKET?region=R&endpoint=HOS
   '[--data DIR] [--config FILE] [--jobs N] [--json] [-v]\n' +
   '  copies the cache in the data folder into the bucket as a Nix binary cache; objects already there\n' +
   '  with the right size are skipped, so it can be run again to resume. The bucket must exist.\n' +
+  '  At its start it aborts unfinished multipart uploads under nar/ (a killed export leaves them):\n' +
+  '  never run two exports into one bucket at once.\n' +
   '  Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or profile= in the URL.\n' +
   '  --jobs N   NAR uploads at once (default 4)\n' +
   '  -v         one line per object written\n' +
@@ -77,6 +79,7 @@ function formatResult (result: ExportResult, where: string): string {
     line('narinfos', result.narinfos),
     line('other files (logs, listings, realisations)', result.otherFiles),
     line('nix-cache-info', result.cacheInfo),
+    result.abortedUploads === 0 ? '' : `  aborted ${result.abortedUploads} unfinished multipart uploads of an earlier export`,
     ...result.leftOut.map(l => `left out ${l.storePath}: ${l.reason}`),
     result.leftOut.length === 0 ? '' : `${result.leftOut.length} store paths left out; narwhal fsck says what is wrong with the cache`
   ].filter(l => l !== '').join('\n') + '\n'
