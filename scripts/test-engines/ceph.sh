@@ -221,9 +221,24 @@ stop_daemons () {
   done
   local deadline=$((SECONDS + 5))
   for pid in "${pids[@]}"; do
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    while running "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   done
+  # Gone for good before returning: a restart reuses the ports and the data.
+  deadline=$((SECONDS + 10))
+  for pid in "${pids[@]}"; do
+    while running "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  done
+}
+
+# Alive and not a zombie (a zombie holds no port or file; its parent reaps it in its own time).
+# The main thread of a killed daemon turns zombie before its other threads are gone and its files
+# closed, so any thread left counts as running.
+running () {
+  local state tasks
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  tasks=$(find "/proc/$1/task" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
+  [[ -n $state && ($state != Z || $tasks -gt 1) ]]
 }
 
 case ${1:-} in
