@@ -7,7 +7,7 @@
  */
 import type { AuxFileKind } from '../nix/binary-cache-files.js'
 import type { Db } from './database.js'
-import { BodyCache } from './body-cache.js'
+import { BodyCache } from '../nix/body-cache.js'
 import { REFERRERS_CTE } from './referrers-sql.js'
 
 export interface NarFileRow {
