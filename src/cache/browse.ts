@@ -75,18 +75,11 @@ const NIX32_PREFIX = /^[0-9a-df-np-sv-z]{1,32}$/
 export class Browse {
   private readonly sql: BrowseSql
   private readonly provenance: Provenance
-  private readonly trusted: TrustedKeys
   private figures: Overview | undefined
 
-  constructor (db: Db, trusted: TrustedKeys) {
+  constructor (db: Db) {
     this.sql = new BrowseSql(db)
     this.provenance = new Provenance(db)
-    this.trusted = trusted
-  }
-
-  /** The trusted keys as `name:base64`, for nix.conf. */
-  publicKeys (): string[] {
-    return this.trusted.publicKeys()
   }
 
   overview (upstreams: () => UpstreamStatus[] = () => [], now = Date.now()): Overview {
@@ -120,11 +113,12 @@ export class Browse {
     return [...byHash, ...byName.filter(h => !seen.has(h.hashPart))].slice(0, MAX_LISTED)
   }
 
-  path (hashPart: string): PathDetails | undefined {
+  /** Everything about one path; its signatures checked against `trusted`. */
+  path (hashPart: string, trusted: TrustedKeys): PathDetails | undefined {
     const row = this.sql.summary(hashPart)
     if (row === undefined) return undefined
     const info = parseNarInfo(row.narinfo)
-    const { verifiedBy } = this.trusted.check(fingerprintNarInfo(info), info.sigs)
+    const { verifiedBy } = trusted.check(fingerprintNarInfo(info), info.sigs)
     const referrers = this.sql.referrers(hashPart, MAX_LISTED + 1)
     return {
       hashPart,

@@ -82,7 +82,7 @@ export function openCache (config: Readonly<Config>, options: OpenCacheOptions =
     trustedKeys,
     provenance: new Provenance(db),
     audit: new AuditLog(db, { maxEntries: config.audit.maxEntries }),
-    browse: new Browse(db, trustedKeys),
+    browse: new Browse(db),
     created
   }
 }
