@@ -54,7 +54,7 @@ header { background: #17324d; color: #fff; }
 header div { max-width: 60rem; margin: 0 auto; padding: .75rem 1.25rem; display: flex; gap: 1.5rem; align-items: center; flex-wrap: wrap; }
 header a { color: #fff; text-decoration: none; font-weight: 600; }
 header form { margin-left: auto; }
-h1 { font-size: 1.5rem; margin: .5rem 0 1rem; word-break: break-all; }
+h1 { font-size: 1.5rem; margin: .5rem 0 1rem; overflow-wrap: anywhere; }
 h2 { font-size: 1.1rem; margin: 2rem 0 .5rem; }
 a { color: #1b5fa8; }
 code, pre { font: 13px/1.45 ui-monospace, monospace; }
@@ -62,7 +62,8 @@ pre { background: #fff; border: 1px solid #d5dae1; border-radius: 6px; padding: 
 table { border-collapse: collapse; width: 100%; background: #fff; border: 1px solid #d5dae1; }
 th, td { text-align: left; padding: .35rem .75rem; border-bottom: 1px solid #e6e9ee; vertical-align: top; }
 th { width: 12rem; font-weight: 600; color: #4a5565; }
-td { word-break: break-all; }
+td { overflow-wrap: anywhere; }
+pre.wrap { white-space: pre-wrap; overflow-wrap: anywhere; }
 .figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(10rem, 1fr)); gap: .75rem; }
 .figures div { background: #fff; border: 1px solid #d5dae1; border-radius: 6px; padding: .6rem .9rem; }
 .figures b { display: block; font-size: 1.4rem; }
@@ -72,7 +73,7 @@ td { word-break: break-all; }
 input[type=search] { font: inherit; padding: .3rem .5rem; width: 18rem; max-width: 60vw; border: 1px solid #9aa5b4; border-radius: 4px; }
 button { font: inherit; padding: .3rem .8rem; }
 ul.paths { padding-left: 1.2rem; }
-ul.paths li { word-break: break-all; }
+ul.paths li { overflow-wrap: anywhere; }
 `
 
 /** A whole page: the header with the search box, then `body`. */

@@ -54,7 +54,7 @@ function provenanceTable (rows: ProvenanceRow[], showAddress: boolean): SafeHtml
 ${rows.map(r => html`<tr><td>${time(r.acceptedAt)}</td><td>${r.outcome}</td>
 <td>${r.tokenName === null ? html`<span class="muted">none</span>` : html`${r.tokenName} <span class="muted">(id ${r.tokenId})</span>`}</td>
 <td>${r.keyNames.join(', ')}</td>
-<td>${showAddress ? r.clientAddress ?? '' : html`<span class="muted">shown in private mode and by narwhal audit</span>`}</td>
+<td>${showAddress ? r.clientAddress ?? '' : html`<span class="muted">hidden on a public cache</span>`}</td>
 <td>${r.upstream ?? html`<span class="muted">none (pushed)</span>`}</td></tr>`)}
 </table>`
 }
@@ -114,11 +114,11 @@ export function pageRoutes (app: FastifyInstance): void {
     const keys = app.narwhal.trustedKeys.publicKeys()
     const host = new URL(url).hostname
     return send(reply, 200, `narwhal cache at ${url}`, html`<h1>Nix binary cache at ${url}</h1>
-<p>This is a <a href="https://nixos.org/manual/nix/stable/package-management/binary-cache-substituter">Nix binary cache</a> served by narwhal.
+<p>This is a Nix binary cache, served by narwhal.
 Every path here was checked when it was uploaded: its NAR hashes to what its narinfo says, the narinfo is signed by a key this cache trusts, and every path it references is here too.</p>
 <h2>Use it</h2>
 <p>Add to <code>nix.conf</code> (<code>/etc/nix/nix.conf</code>, or <code>~/.config/nix/nix.conf</code> for a trusted user):</p>
-<pre id="nix-conf">extra-substituters = ${url}
+<pre id="nix-conf" class="wrap">extra-substituters = ${url}
 extra-trusted-public-keys = ${keys.join(' ')}</pre>
 ${keys.length === 0 ? html`<p class="no">This cache trusts no uploader key yet, so it holds no paths.</p>` : ''}
 ${config.private
