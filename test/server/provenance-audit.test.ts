@@ -113,3 +113,30 @@ test('the audit log keeps only its newest audit.maxEntries entries', async (t) =
   const kept = await audit(dataDir, '--limit', '0')
   assert.deepEqual(kept.map(e => e.subject), hashes.slice(3).map(h => `${h}.narinfo`))
 })
+
+test('an upload batch is audited part by part, and its narinfos get provenance like a PUT', async (t) => {
+  const dataDir = tempDir('narwhal-data-')
+  const server = await startServer(t, { dataDir, trustedKeys })
+  const token = server.token('push')
+  const nar = await freshNar('xz')
+  const form = new FormData()
+  form.append(nar.url, new Blob([nar.bytes]), 'nar')
+  form.append(`${nar.hashPart}.narinfo`, new Blob([makeNarinfo(nar, { keys: [uploader.secretKey] })]), 'narinfo')
+  form.append('not-a-part', new Blob(['x']), 'x')
+  const response = await fetch(`${server.url}/api/v1/upload-batch`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: form })
+  assert.equal(response.status, 200)
+  const refused = await fetch(`${server.url}/api/v1/upload-batch`, { method: 'POST', body: new FormData() })
+  assert.equal(refused.status, 401)
+  // The missing-paths query only reads: not audited.
+  await fetch(`${server.url}/api/v1/missing-paths`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ hashParts: [nar.hashPart] }) })
+  server.cache.audit.flush()
+
+  assert.deepEqual((await audit(dataDir)).map(e => [e.method, e.subject, e.outcome, e.status, e.code]), [
+    ['BATCH', nar.url, 'created', 201, null],
+    ['BATCH', `${nar.hashPart}.narinfo`, 'created', 201, null],
+    ['BATCH', 'not-a-part', 'refused', 400, 'NARWHAL_BAD_NAME'],
+    ['POST', 'api/v1/upload-batch', 'refused', 401, 'NARWHAL_UNAUTHORIZED']
+  ])
+  assert.deepEqual(server.cache.browse.path(nar.hashPart, server.cache.trustedKeys)?.provenance.map(p => [p.outcome, p.tokenName, p.keyNames, p.clientAddress]),
+    [['created', 'test-push', ['test-uploader-1'], '127.0.0.1']])
+})
