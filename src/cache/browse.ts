@@ -9,7 +9,7 @@ import { fingerprintNarInfo } from '../nix/fingerprint.js'
 import { parseNarInfo, type NarInfo } from '../nix/narinfo.js'
 import { isValidHashPart, STORE_DIR } from '../nix/store-path.js'
 import type { TrustedKeys } from '../signing/keys.js'
-import { signatureKeyName } from '../signing/signature.js'
+import { signatureKeyName } from '../nix/signature.js'
 import { Provenance, type ProvenanceRow } from './provenance.js'
 
 export type { PathHit, PinState, ProvenanceRow }

@@ -1,28 +1,14 @@
 /**
- * What every route needs, built once at start and hung on the Fastify instance.
+ * What every route needs, built once at start (cache/open-cache.ts) and hung on the Fastify
+ * instance.
  */
 import type { Config } from '../config/config.js'
 import type { AccessTracker } from '../cache/access-tracker.js'
-import type { AuditLog } from '../cache/audit-log.js'
-import type { Browse, UpstreamStatus } from '../cache/browse.js'
-import type { Provenance } from '../cache/provenance.js'
-import type { Metadata } from '../db/metadata.js'
-import type { Retention } from '../db/retention.js'
-import type { TrustedKeys } from '../signing/keys.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { UpstreamStatus } from '../cache/browse.js'
+import type { OpenCache } from '../cache/open-cache.js'
 
-export interface CacheContext {
+export interface CacheContext extends Pick<OpenCache, 'metadata' | 'blobs' | 'trustedKeys' | 'retention' | 'provenance' | 'audit' | 'browse'> {
   config: Readonly<Config>
-  metadata: Metadata
-  blobs: BlobStore
-  trustedKeys: TrustedKeys
-  retention: Retention
-  /** Who wrote each path, recorded with every accepted narinfo. */
-  provenance: Provenance
-  /** Every write and refusal (flushed and closed by buildApp's onClose). */
-  audit: AuditLog
-  /** What the pages for people show. */
-  browse: Browse
   /** The upstream caches' states for the front page, when pull-through is configured. */
   upstreams?: () => UpstreamStatus[]
   /** Notes narinfo and NAR reads for garbage collection; made by buildApp. */
