@@ -170,7 +170,7 @@ export function defaultConfig (): Config {
     },
     // One process unless asked: more cost memory (a V8 heap each) and change nothing for a small team.
     workers: 1,
-    // About 300 MB of database at most (BENCHMARKS.md has the measurement); months of a busy team's pushes.
+    // About 300 MB of database at most (313 bytes an entry; BENCHMARKS.md).
     audit: { maxEntries: 1_000_000 }
   }
 }
