@@ -3,7 +3,8 @@
 # drive the real Nix client against a real server.
 #
 # The integration tests need Nix (Debian's nix-bin, Nix 2.8). As root, this script installs it
-# when it is missing; otherwise it stops with a message saying what to install.
+# when it is missing; otherwise it stops with a message saying what to install. They also run
+# with Nix 2.26 in a Debian trixie root that scripts/nix-2.26-root.sh makes and keeps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,10 @@ if [ "$(id -u)" != 0 ]; then
   echo "  Run as root (CI does)." >&2
   exit 1
 fi
+
+# The second client, Nix 2.26 from Debian trixie, in a root made once under /var/cache (about
+# 1.5 minutes the first time; scripts/nix-2.26-root.sh). A machine that cannot make it fails here.
+scripts/nix-2.26-root.sh prepare >/dev/null
 
 # Every temporary folder the tests make (data folders, Nix stores, keys) goes under one folder
 # for this run, removed when the run ends however it ends: hundreds of them per run otherwise
