@@ -6,10 +6,12 @@
 #       Makes the root once (about 2 minutes and 500 MB: debootstrap, then apt-get install
 #       nix-bin inside it) or checks the one already there; prints its path. Needs root and the
 #       Debian mirror. Fails with a message naming the step; never leaves a half-made root.
-#   scripts/nix-2.26-root.sh run [--bind DIR]... [--user NAME] -- COMMAND [ARG]...
-#       Runs COMMAND inside the root (PATH of the root). Each DIR (and $TMPDIR, and this checkout,
-#       read-only) is bind-mounted at the same path inside, so files a test makes on the host
-#       (keys, netrc, stores) are reachable; the host's node is /usr/local/bin/node inside.
+#   scripts/nix-2.26-root.sh run [--bind DIR]... -- COMMAND [ARG]...
+#       Runs COMMAND as root inside the root (its PATH, working folder /). Each DIR (and $TMPDIR,
+#       and this checkout, read-only) is bind-mounted at the same path inside, so files a test
+#       makes on the host (keys, netrc, stores) are reachable; the host's node is
+#       /usr/local/bin/node inside. The process is COMMAND itself (exec all the way down), so a
+#       signal to it reaches COMMAND.
 #
 # Mounts (/proc, /sys and /dev, rbind, which Nix needs; the binds above) are made only in a
 # private mount namespace of the one command (unshare --mount) and vanish when it exits, however
@@ -32,16 +34,16 @@ fail () {
 }
 
 # Runs "$@" chrooted into $1 in a private mount namespace with /proc, /sys, /dev and binds.
-# Arguments: ROOTDIR USER BIND... -- COMMAND ARG...
+# Arguments: ROOTDIR BIND... -- COMMAND ARG...   ($exec=exec replaces this shell with it.)
 in_root () {
-  local dir="$1" user="$2"; shift 2
+  local dir="$1"; shift
   local binds=()
   while [ "$1" != '--' ]; do binds+=("$1"); shift; done
   shift
-  # The inner script gets the root, the user, the number of binds, the binds, then the command.
-  unshare --mount --propagation private -- /bin/sh -c '
+  # The inner script gets the root, the number of binds, the binds, then the command.
+  ${exec:-} unshare --mount --propagation private -- /bin/sh -c '
     set -e
-    dir="$1"; user="$2"; n="$3"; shift 3
+    dir="$1"; n="$2"; shift 2
     for m in proc sys dev; do mount --rbind "/$m" "$dir/$m"; done
     if [ -x /usr/bin/node ] && [ -e "$dir/usr/local/bin/node" ]; then
       mount --bind /usr/bin/node "$dir/usr/local/bin/node"
@@ -55,15 +57,12 @@ in_root () {
       mount --bind "$b" "$dir$b"
       if [ -n "$ro" ]; then mount -o remount,bind,ro "$dir$b"; fi
     done
-    if [ -n "$user" ]; then
-      exec chroot --userspec="$user" "$dir" /usr/bin/env HOME="/tmp" PATH=/usr/local/bin:/usr/bin:/bin "$@"
-    fi
     exec chroot "$dir" /usr/bin/env PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
-  ' in_root "$dir" "$user" "${#binds[@]}" "${binds[@]}" "$@"
+  ' in_root "$dir" "${#binds[@]}" "${binds[@]}" "$@"
 }
 
 root_version () {
-  in_root "$1" '' -- nix --version 2>/dev/null | sed -n 's/^nix (Nix) //p'
+  in_root "$1" -- nix --version 2>/dev/null | sed -n 's/^nix (Nix) //p'
 }
 
 is_valid () {
@@ -119,7 +118,7 @@ prepare () {
     >"$tmp.log" 2>&1 || fail "see the end of $tmp.log: $(tail -n 3 "$tmp.log" | tr '\n' ' ')"
 
   step='apt-get install nix-bin inside the root'
-  in_root "$tmp" '' -- /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin && apt-get clean' \
+  in_root "$tmp" -- /bin/sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nix-bin && apt-get clean' \
     >>"$tmp.log" 2>&1 || fail "see the end of $tmp.log: $(tail -n 3 "$tmp.log" | tr '\n' ' ')"
 
   step='prepare the mount point for the host node'
@@ -145,13 +144,12 @@ prepare () {
 }
 
 run () {
-  local binds=() user=''
+  local binds=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --bind) binds+=("$2"); shift 2 ;;
-      --user) user="$2"; shift 2 ;;
       --) shift; break ;;
-      *) echo "$ME run: unknown option $1 (usage: run [--bind DIR]... [--user NAME] -- COMMAND...)" >&2; exit 2 ;;
+      *) echo "$ME run: unknown option $1 (usage: run [--bind DIR]... -- COMMAND...)" >&2; exit 2 ;;
     esac
   done
   [ $# -gt 0 ] || { echo "$ME run: no command" >&2; exit 2; }
@@ -161,11 +159,11 @@ run () {
   fi
   binds+=("ro:$CHECKOUT")
   if [ -n "${TMPDIR:-}" ]; then binds+=("$TMPDIR"); fi
-  in_root "$ROOT" "$user" "${binds[@]}" -- "$@"
+  exec=exec in_root "$ROOT" "${binds[@]}" -- "$@"
 }
 
 case "${1:-prepare}" in
   prepare) prepare ;;
   run) shift; run "$@" ;;
-  *) echo "usage: $ME [prepare] | run [--bind DIR]... [--user NAME] -- COMMAND..." >&2; exit 2 ;;
+  *) echo "usage: $ME [prepare] | run [--bind DIR]... -- COMMAND..." >&2; exit 2 ;;
 esac
