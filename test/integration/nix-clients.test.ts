@@ -6,6 +6,8 @@
  */
 import assert from 'node:assert/strict'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import { writeFileSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { buildClosure, netrcFile, nixKeyPair, tempDir, testEachClient, type NixClient } from '../helpers/nix.js'
@@ -104,7 +106,6 @@ testEachClient('nix copy --to: the request order and headers the client sends', 
   assert.ok(small.length > 0 && large.length === 1)
   for (const s of large) assert.equal(s.expect, '100-continue', `${line(s)} (over 1 MiB)`)
   for (const s of small) assert.equal(s.expect, client.version === '2.8' ? '100-continue' : '', `${line(s)} (${s.contentLength} bytes)`)
-  t.diagnostic(`most requests in flight at once: ${maxInFlight(seen)}`)
 })
 
 testEachClient('nix copy --from: narinfos, then plain GETs of the NARs', async (t, client: NixClient) => {
@@ -129,5 +130,41 @@ testEachClient('nix copy --from: narinfos, then plain GETs of the NARs', async (
   const firstNar = seen.indexOf(narGets[0]!)
   assert.ok(seen.findIndex(s => s.url.endsWith('.narinfo')) < firstNar)
   for (const s of seen) assert.ok(['GET', 'HEAD'].includes(s.method), `${line(s)}: a substitution only reads`)
-  t.diagnostic(`most requests in flight at once: ${maxInFlight(seen)}`)
+})
+
+testEachClient('requests in flight for eight independent paths: 2.8 one at a time, 2.26 several', async (t, client: NixClient) => {
+  const key = await nixKeyPair('test-uploader-1')
+  const { seen, attach } = recorder()
+  // Each NAR request is held 300 ms, so requests a client has open together overlap visibly.
+  const server = await startServer(t, {
+    trustedKeys: [key.publicKey],
+    beforeListen: app => {
+      attach(app)
+      app.addHook('onRequest', async (request) => { if (request.url.startsWith('/nar/')) await new Promise(resolve => setTimeout(resolve, 300)) })
+    }
+  })
+  const dir = tempDir('narwhal-independent-')
+  const paths: string[] = []
+  for (let i = 0; i < 8; i++) {
+    const file = path.join(dir, `blob-${i}-${randomBytes(4).toString('hex')}`)
+    writeFileSync(file, randomBytes(4 * 1024 * 1024))
+    paths.push((await client.ok('nix-store', ['--add', file])).trim())
+  }
+  await client.nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}&compression=none`, ...paths],
+    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  const up = maxInFlight(seen)
+  seen.length = 0
+  await client.nixOk(['copy', '--from', server.url, '--to', tempDir('narwhal-store-'), ...paths],
+    { config: [`trusted-public-keys = ${key.publicKey}`] })
+  const down = maxInFlight(seen)
+  t.diagnostic(`${client.name}: most requests in flight: upload ${up}, substitution ${down}`)
+  if (client.version === '2.8') {
+    // One request at a time, both ways.
+    assert.equal(up, 1)
+    assert.equal(down, 1)
+  } else {
+    // Several paths at once both ways (2 on this 2-core machine).
+    assert.ok(up >= 2, `upload: ${up} in flight`)
+    assert.ok(down >= 2, `substitution: ${down} in flight`)
+  }
 })
