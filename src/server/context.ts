@@ -1,19 +1,13 @@
 /**
- * What every route needs, built once at start and hung on the Fastify instance.
+ * What every route needs, built once at start (cache/open-cache.ts) and hung on the Fastify
+ * instance.
  */
 import type { Config } from '../config/config.js'
 import type { AccessTracker } from '../cache/access-tracker.js'
-import type { Metadata } from '../db/metadata.js'
-import type { Retention } from '../db/retention.js'
-import type { TrustedKeys } from '../signing/keys.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { OpenCache } from '../cache/open-cache.js'
 
-export interface CacheContext {
+export interface CacheContext extends Pick<OpenCache, 'metadata' | 'blobs' | 'trustedKeys' | 'retention'> {
   config: Readonly<Config>
-  metadata: Metadata
-  blobs: BlobStore
-  trustedKeys: TrustedKeys
-  retention: Retention
   /** Notes narinfo and NAR reads for garbage collection; made by buildApp. */
   access: AccessTracker
 }

@@ -14,7 +14,8 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { Queue } from '../../src/pusher/queue.js'
+import { openQueue } from '../../src/cli/open-queue.js'
+import { ingestSpool, queueStatus } from '../../src/pusher/queue.js'
 import { nixKeyPair, run, runOk, tempDir } from '../helpers/nix.js'
 import { CLI, DAEMON_SOCKET, HOOK, USER, daemonAnswers, freePort, startChild, userDir, waitFor, writeChain, type Child, type DaemonSide } from './daemon.js'
 
@@ -140,7 +141,7 @@ async function scenario (t: test.TestContext, side: DaemonSide): Promise<void> {
     assert.ok(!log.includes(readFileSync(key.secretFile, 'utf8').split(':')[1]!.slice(0, 16)), 'no key material in the log')
 
     // What the hook was given, as the queue recorded it: one job per derivation built.
-    const queue = Queue.open(queueDir)
+    const queue = openQueue(queueDir)
     try {
       const jobs = []
       for (let seq = 1; seq <= queue.lastSeq(); seq++) {
@@ -188,16 +189,16 @@ async function scenario (t: test.TestContext, side: DaemonSide): Promise<void> {
     await pusher.stop('SIGKILL')
     const builds = []
     for (let i = 0; i < 3; i++) builds.push(await buildAsUser(24))
-    const queue = Queue.open(queueDir)
+    const queue = openQueue(queueDir)
     try {
       const doneBefore = queue.status().counts.done
       pusher = await startPusher()
       await waitFor('the first job of the drain', () => {
-        queue.ingestSpool()
+        ingestSpool(queue, queueDir)
         return queue.status().counts.done > doneBefore
       }, 60_000)
       await pusher.stop('SIGKILL')
-      const after = queue.status()
+      const after = queueStatus(queue, queueDir)
       t.diagnostic(`killed with ${after.counts.done - doneBefore} of 9 jobs done, ${after.counts.running} in flight, ` +
         `${after.counts.pending + after.spooled} waiting`)
       assert.ok(after.counts.done - doneBefore < 9, 'killed before the drain finished')
