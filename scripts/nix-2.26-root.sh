@@ -85,6 +85,8 @@ safe_remove () {
 prepare () {
   step='check that this runs as root'
   [ "$(id -u)" = 0 ] || fail 'debootstrap and chroot need root (CI runs the suite as root)'
+  step='check that this machine allows mount namespaces (unshare --mount)'
+  unshare --mount --propagation private -- true || fail 'the root'"'"'s /proc, /sys and /dev are mounted in one'
   mkdir -p "$(dirname "$ROOT")"
 
   # One maker at a time: two suites starting together wait for the first to finish the root.
