@@ -79,16 +79,16 @@ const CHECKOUT = fileURLToPath(new URL('../../../', import.meta.url))
 export const NIX_226_SCRIPT = path.join(CHECKOUT, 'scripts/nix-2.26-root.sh')
 export const NIX_226_ROOT = process.env.NARWHAL_NIX226_ROOT ?? '/var/cache/narwhal-test/nix-2.26'
 
-/**
- * Runs `argv` as root inside the Nix 2.26 root: os.tmpdir() and the checkout are
- * reachable at the same paths, the server on 127.0.0.1 too. Throws if the root was never made:
- * a missing client must fail the test, never look like a refusal.
- */
 /** The script's arguments that run `argv` inside the root, for callers that spawn it themselves. */
 export function nix226RootArgs (argv: string[]): string[] {
   return ['run', '--bind', os.tmpdir(), '--', ...argv]
 }
 
+/**
+ * Runs `argv` as root inside the Nix 2.26 root: os.tmpdir() and the checkout are reachable at
+ * the same paths, the server on 127.0.0.1 too. Throws if the root was never made: a missing
+ * client must fail the test, never look like a refusal.
+ */
 export async function runInNix226Root (argv: string[], options: { env?: NodeJS.ProcessEnv, input?: string } = {}): Promise<RunResult> {
   if (!existsSync(path.join(NIX_226_ROOT, '.narwhal-nix-root'))) {
     throw new Error(`no Nix 2.26 root at ${NIX_226_ROOT}: make it with ${NIX_226_SCRIPT} prepare (test/run.sh does, as root)`)
