@@ -2,9 +2,10 @@
 # Runs narwhal's whole test suite: type-check and lint, unit tests, then integration tests that
 # drive the real Nix client against a real server.
 #
-# The integration tests need Nix (Debian's nix-bin, Nix 2.8). As root, this script installs it
-# when it is missing; otherwise it stops with a message saying what to install. They also run
-# with Nix 2.26 in a Debian trixie root that scripts/nix-2.26-root.sh makes and keeps.
+# The integration tests need Nix (Debian's nix-bin, Nix 2.8), the S3 tests Ceph's RADOS Gateway.
+# As root, this script installs them when they are missing; otherwise it stops with a message
+# saying what to install. The interop tests also run with Nix 2.26 in a Debian trixie root that
+# scripts/nix-2.26-root.sh makes and keeps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,23 @@ if ! command -v nix-store >/dev/null 2>&1 || ! command -v nix >/dev/null 2>&1; t
     exit 1
   fi
 fi
+# The page tests drive Debian's chromium through playwright-core (test/integration/pages.test.ts),
+# and the systemd unit is checked with systemd-analyze (test/unit/systemd-unit.test.ts).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test/run.sh: installing Debian's ${missing[*]} (page tests, systemd unit check)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "test/run.sh: the page tests need Debian's chromium and the unit check needs systemd-analyze." >&2
+    echo "  Install them as root with: apt-get install ${missing[*]}   (or run this script as root)" >&2
+    exit 1
+  fi
+fi
+
 if [ "$(id -u)" != 0 ]; then
   echo "test/run.sh: the integration tests write to /nix/store, which needs root on Debian's nix-bin." >&2
   echo "  Run as root (CI does)." >&2
@@ -38,7 +56,21 @@ chmod 1777 "$TMPDIR"
 export TMPDIR
 trap 'rm -rf "$TMPDIR"' EXIT
 
+# The S3 tests (test/s3) need a real S3 service: Ceph's RADOS Gateway on a one-node cluster,
+# installed when missing and started fresh here (scripts/test-engines/ceph.sh), while tsc and
+# eslint run; stopped by its pid files however the run ends. A short path: Ceph's sockets live in it.
+CEPH_DIR="$(mktemp -d /tmp/narwhal-ceph-XXXXXX)"
+scripts/test-engines/ceph.sh start "$CEPH_DIR" &
+CEPH_START=$!
+# A start still under way is waited for first, so no daemon it starts outlives the run.
+trap 'wait "$CEPH_START" 2>/dev/null; scripts/test-engines/ceph.sh stop "$CEPH_DIR"; rm -rf "$CEPH_DIR" "$TMPDIR"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 npx tsc -p tsconfig.json
 npx eslint .
+wait "$CEPH_START" || { echo "test/run.sh: the S3 engine (Ceph RGW) did not start; ceph.sh named the step above" >&2; exit 1; }
+# shellcheck source=/dev/null
+source "$CEPH_DIR/env"
 # Integration tests start servers and Nix processes; two at a time suits a 2-core machine.
-node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/
+node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/ dist/test/s3/

@@ -12,7 +12,8 @@
  *      key name fails to verify (that is a forgery or a tampered field),
  *   5. every reference other than the path itself already has a narinfo here.
  * A second upload for the same path with the same content merges new signatures; one with
- * different content is refused and the first stays.
+ * different content is refused and the first stays. A write that changes the cache records its
+ * provenance (cache/provenance.ts) in the same transaction.
  */
 import { NarwhalError } from '../errors.js'
 import { extensionFor, normaliseCompressionField } from '../nix/compression.js'
@@ -24,6 +25,7 @@ import { FILE_HASH_PATTERN, STORE_DIR, parseStorePathBaseName } from '../nix/sto
 import type { TrustedKeys } from '../signing/keys.js'
 import { signatureKeyName } from '../nix/signature.js'
 import type { Metadata, NarFileRow } from '../db/metadata.js'
+import type { Provenance, WriteOrigin } from './provenance.js'
 
 export type AcceptResult = 'created' | 'merged' | 'unchanged'
 
@@ -109,14 +111,17 @@ function sameContent (a: { storePath: string, narHash: string, narSize: number, 
     [...a.references].sort().join(' ') === [...info.references].sort().join(' ')
 }
 
-export function acceptNarinfo (text: string, urlHashPart: string, metadata: Metadata, trusted: TrustedKeys): AcceptResult {
+/** Where a write came from, and where to record it. */
+export interface Witness { provenance: Provenance, origin: WriteOrigin }
+
+export function acceptNarinfo (text: string, urlHashPart: string, metadata: Metadata, trusted: TrustedKeys, witness: Witness): AcceptResult {
   const info = parseNarInfo(text)
   const baseName = info.storePath.slice(STORE_DIR.length + 1)
   const { hashPart } = parseStorePathBaseName(baseName, 'StorePath')
   if (hashPart !== urlHashPart) {
     throw invalid(`narinfo field StorePath: ${info.storePath} does not belong at ${urlHashPart}.narinfo`)
   }
-  checkSignatures(info, trusted)
+  const verifiedBy = checkSignatures(info, trusted)
 
   // One write transaction (BEGIN IMMEDIATE) from the lookup to the insert: two uploads of one
   // path, even from two server processes, take turns, and the second sees the first's row.
@@ -131,6 +136,7 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
       if (merged.length === existing.sigs.length) return 'unchanged'
       const current = parseNarInfo(existing.narinfo)
       metadata.updateSignatures(existing.id, merged, formatNarInfo({ ...current, sigs: merged }))
+      witness.provenance.record(hashPart, 'merged', witness.origin, verifiedBy)
       return 'merged'
     }
     const nar = checkAgainstNarFile(info, metadata)
@@ -155,6 +161,7 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
       narinfo: formatNarInfo(stored),
       references
     })
+    witness.provenance.record(hashPart, 'created', witness.origin, verifiedBy)
     return 'created'
   })
 }

@@ -42,7 +42,7 @@ async function runWorker (): Promise<void> {
   const { openCache } = await import('../cache/open-cache.js')
   const { buildApp } = await import('../server/app.js')
   const cache = openCache(config, { emptyTmp: false })
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention },
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse },
     { clusterWorker: true })
 
   let closing: Promise<void> | undefined

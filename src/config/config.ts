@@ -97,6 +97,13 @@ export interface Config {
    * no cluster at all, as narwhal always ran.
    */
   workers: number
+  /** The audit log of writes and refusals (cache/audit-log.ts). */
+  audit: AuditSettings
+}
+
+export interface AuditSettings {
+  /** The log keeps its newest this many entries; older ones are deleted (about 300 bytes each on disk). */
+  maxEntries: number
 }
 
 /**
@@ -162,7 +169,9 @@ export function defaultConfig (): Config {
       keepRecent: 3_600_000
     },
     // One process unless asked: more cost memory (a V8 heap each) and change nothing for a small team.
-    workers: 1
+    workers: 1,
+    // About 300 MB of database at most (313 bytes an entry; BENCHMARKS.md).
+    audit: { maxEntries: 1_000_000 }
   }
 }
 
@@ -277,7 +286,7 @@ function rejectUnknown (obj: Record<string, unknown>, known: string[], where: st
 /** Applies a parsed JSON config file onto `config`, validating every key. */
 function applyFile (config: Config, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers'], '')
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers', 'audit'], '')
   if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
   if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
   if (raw.trustedKeys !== undefined) {
@@ -331,6 +340,11 @@ function applyFile (config: Config, raw: unknown, file: string): void {
     }
   }
   if (raw.workers !== undefined) config.workers = expectWorkers(raw.workers, 'workers', false)
+  if (raw.audit !== undefined) {
+    if (!isRecord(raw.audit)) throw new ConfigError('audit: expected an object')
+    rejectUnknown(raw.audit, ['maxEntries'], 'audit.')
+    if (raw.audit.maxEntries !== undefined) config.audit.maxEntries = expectInteger(raw.audit.maxEntries, 'audit.maxEntries', 1)
+  }
 }
 
 /** Windows are whole seconds, at most an hour: longer ones are bans, not rate limits. */
@@ -430,6 +444,9 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
   for (const key of GC_KEYS) {
     const value = env[gcEnvName(key)]
     if (value !== undefined && value !== '') applyGcSetting(config.gc, key, value, gcEnvName(key))
+  }
+  if (env.NARWHAL_AUDIT_MAX_ENTRIES !== undefined && env.NARWHAL_AUDIT_MAX_ENTRIES !== '') {
+    config.audit.maxEntries = expectInteger(Number(env.NARWHAL_AUDIT_MAX_ENTRIES), 'NARWHAL_AUDIT_MAX_ENTRIES', 1)
   }
   if (env.NARWHAL_WORKERS !== undefined && env.NARWHAL_WORKERS !== '') config.workers = expectWorkers(env.NARWHAL_WORKERS, 'NARWHAL_WORKERS')
   if (overrides.dataDir !== undefined) config.dataDir = overrides.dataDir

@@ -31,7 +31,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   const { buildApp } = await import('../../server/app.js')
   const cache = openCache(config)
   const message = firstStart(config, cache)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }

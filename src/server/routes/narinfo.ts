@@ -10,7 +10,9 @@
 import type { FastifyInstance } from 'fastify'
 import { acceptNarinfo } from '../../cache/accept-narinfo.js'
 import { NarwhalError } from '../../errors.js'
+import { CONTENT_TYPE } from '../../nix/binary-cache-files.js'
 import { HASH_PART_PATTERN } from '../../nix/store-path.js'
+import { noteWrite, writeOrigin } from '../audit.js'
 import { decodeBody, readBody } from '../body.js'
 
 const params = {
@@ -23,7 +25,7 @@ interface Params { hash: string }
 
 /** The route's URL pattern, as metrics label it. */
 export const NARINFO_ROUTE = '/:hash.narinfo'
-export const NARINFO_TYPE = 'text/x-nix-narinfo'
+export const NARINFO_TYPE = CONTENT_TYPE.narinfo
 export const MISS_TYPE = 'text/plain; charset=utf-8'
 
 /** The body of a miss: the error handler's form of NARWHAL_NOT_FOUND. */
@@ -52,7 +54,9 @@ export function narinfoRoutes (app: FastifyInstance): void {
     if (!Buffer.from(text, 'utf8').equals(body)) {
       throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
     }
-    const result = acceptNarinfo(text, request.params.hash, app.narwhal.metadata, app.narwhal.trustedKeys)
+    const { metadata, trustedKeys, provenance } = app.narwhal
+    const result = acceptNarinfo(text, request.params.hash, metadata, trustedKeys, { provenance, origin: writeOrigin(request) })
+    noteWrite(request, metadata.storePathOf(request.params.hash) ?? `${request.params.hash}.narinfo`, result)
     request.log.info({ hash: request.params.hash, result }, 'narinfo stored')
     return reply.code(result === 'created' ? 201 : 200).header('content-type', 'text/plain; charset=utf-8').send(`${result}\n`)
   })
