@@ -18,7 +18,8 @@ import net from 'node:net'
 import path from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { extensionFor, type Compression } from '../../src/nix/compression.js'
+import type { Compression } from '../../src/nix/compression.js'
+import { narUrl } from '../../src/nix/nar-url.js'
 import { fingerprintPath } from '../../src/nix/fingerprint.js'
 import { formatNarInfo, type NarInfo } from '../../src/nix/narinfo.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
@@ -119,7 +120,7 @@ export async function narFromBytes (storePath: string, nar: Buffer, compression:
     bytes,
     compression,
     fileHash,
-    url: `nar/${fileHash}.nar${extensionFor(compression)}`,
+    url: narUrl(fileHash, compression),
     narHash: sha256(nar),
     narSize: BigInt(nar.length)
   }

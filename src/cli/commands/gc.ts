@@ -6,7 +6,7 @@
 import { collectGarbage, openForGc, type GcReport } from '../../cache/gc.js'
 import { loadConfig } from '../../config/config.js'
 import { DURATION_HELP, formatBytes, parseDuration, parseSize, SIZE_HELP } from '../../config/units.js'
-import { extensionFor } from '../../nix/compression.js'
+import { narUrl } from '../../nix/nar-url.js'
 import { parse, UsageError } from '../usage.js'
 
 const USAGE = 'usage: narwhal gc [--max-size SIZE] [--older-than DURATION] [--keep-recent DURATION] [--dry-run] [-v] [--data DIR] [--config FILE]'
@@ -34,7 +34,7 @@ export function formatGcReport (report: GcReport, options: { verbose: boolean, m
   const verb = report.dryRun ? 'would remove' : 'removed'
   if (options.verbose) {
     for (const p of [...report.storePaths].sort()) lines.push(`${verb} ${p}`)
-    for (const f of report.unnamedNarFiles) lines.push(`${verb} nar/${f.fileHash}.nar${extensionFor(f.compression)} (no narinfo names it)`)
+    for (const f of report.unnamedNarFiles) lines.push(`${verb} ${narUrl(f.fileHash, f.compression)} (no narinfo names it)`)
   }
   const narFiles = report.narFiles.length + report.unnamedNarFiles.length
   const unnamed = report.unnamedNarFiles.length > 0 ? ` (${report.unnamedNarFiles.length} named by no narinfo)` : ''

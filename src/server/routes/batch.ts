@@ -17,14 +17,13 @@ import {
   type BatchPartResult, type MissingPathsResponse, type UploadBatchResponse
 } from '../../api/v1.js'
 import { acceptNarinfo } from '../../cache/accept-narinfo.js'
-import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
-import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
+import { parseNarUrl } from '../../nix/nar-url.js'
+import { HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
 import { putNar } from '../../cache/store-nar.js'
 import { acceptBody, readBody } from '../body.js'
 import { awaitClient, clientPaced } from '../idle-timeout.js'
 
-const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
 const NARINFO_PART = new RegExp(`^(${HASH_PART_PATTERN})\\.narinfo$`)
 
 async function readLimited (stream: AsyncIterable<Buffer>, limit: number): Promise<Buffer> {
@@ -168,10 +167,10 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
           ? clientPaced(partBytes(part.file), request.raw, idleMs)
           : (async function * () { yield Buffer.from(String(part.value), 'utf8') })()
         try {
-          const nar = NAR_PART.exec(name)
+          const nar = parseNarUrl(name)
           const narinfo = NARINFO_PART.exec(name)
-          if (nar !== null) {
-            results.push(await narPart(request, name, nar[1] ?? '', stream))
+          if (nar !== undefined) {
+            results.push(await narPart(request, name, nar.fileHash, stream))
           } else if (narinfo !== null) {
             results.push(await narinfoPart(request, name, narinfo[1] ?? '', stream))
           } else {

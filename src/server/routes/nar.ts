@@ -11,9 +11,8 @@
 import { closeSync } from 'node:fs'
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { FastifyInstance } from 'fastify'
-import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
-import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
+import { NAR_FILE_PATTERN } from '../../nix/nar-url.js'
 import { startNarUpload } from '../../cache/store-nar.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { clientPaced } from '../idle-timeout.js'
@@ -22,7 +21,7 @@ import { readWhole, sendFileRange, SMALL_BODY_BYTES } from '../file-body.js'
 
 const params = {
   type: 'object',
-  properties: { file: { type: 'string', pattern: `^${FILE_HASH_PATTERN}\\.nar${NAR_EXTENSION_PATTERN}$` } },
+  properties: { file: { type: 'string', pattern: `^${NAR_FILE_PATTERN}$` } },
   required: ['file']
 } as const
 
