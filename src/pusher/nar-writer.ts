@@ -7,7 +7,7 @@
  *   node      = "(" "type" ( "regular" ["executable" ""] "contents" str(bytes)
  *                          | "symlink" "target" str(target)
  *                          | "directory" { "entry" "(" "name" str(name) "node" node ")" } ) ")"
- *   str(s)    = u64le(len(s)) s, zero-padded to a multiple of 8
+ *   str(s)    = u64le(len(s)) s, zero-padded to a multiple of 8 (nix/nar-encoding.ts)
  *
  * Entries are sorted byte-wise by name (Nix keeps them in a std::map), and only the owner's
  * execute bit makes a file "executable", as in Nix's dumpPath. The caller checks the NarHash
@@ -16,9 +16,9 @@
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs'
 import { open } from 'node:fs/promises'
 import path from 'node:path'
+import { narLength, narPadding, narString } from '../nix/nar-encoding.js'
 
 const CHUNK = 1 << 20
-const ZEROS = Buffer.alloc(8)
 
 class Out {
   parts: Buffer[] = []
@@ -37,18 +37,8 @@ class Out {
   }
 }
 
-function u64 (n: number): Buffer {
-  const b = Buffer.alloc(8)
-  b.writeBigUInt64LE(BigInt(n))
-  return b
-}
-
 function str (out: Out, s: string | Buffer): void {
-  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : s
-  out.push(u64(b.length))
-  out.push(b)
-  const pad = (8 - (b.length % 8)) % 8
-  if (pad > 0) out.push(ZEROS.subarray(0, pad))
+  out.push(narString(s))
 }
 
 async function * node (out: Out, p: Buffer): AsyncGenerator<Buffer> {
@@ -66,7 +56,7 @@ async function * node (out: Out, p: Buffer): AsyncGenerator<Buffer> {
       str(out, '')
     }
     str(out, 'contents')
-    out.push(u64(st.size))
+    out.push(narLength(st.size))
     const handle = await open(p, 'r')
     try {
       let remaining = st.size
@@ -81,8 +71,7 @@ async function * node (out: Out, p: Buffer): AsyncGenerator<Buffer> {
     } finally {
       await handle.close()
     }
-    const pad = (8 - (st.size % 8)) % 8
-    if (pad > 0) out.push(ZEROS.subarray(0, pad))
+    out.push(narPadding(st.size))
   } else if (st.isDirectory()) {
     str(out, 'directory')
     const names = readdirSync(p, { encoding: 'buffer' }).sort(Buffer.compare)

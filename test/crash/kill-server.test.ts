@@ -21,6 +21,7 @@ import path from 'node:path'
 import { UPLOAD_BATCH_ROUTE, type UploadBatchResponse } from '../../src/api/v1.js'
 import type { Compression } from '../../src/nix/compression.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
+import { narString } from '../../src/nix/nar-encoding.js'
 import { generateKeyPair, type SecretKey } from '../../src/signing/keys.js'
 import { checkDatabase, checkDisk, checkServed, fetchHashed, tempFiles } from '../helpers/cache-consistency.js'
 import { nix, nixEnv, nixKeyPair, nixOk, netrcFile, runOk, tempDir } from '../helpers/nix.js'
@@ -111,14 +112,6 @@ async function buildClosures (rounds: number, sizes: number[]): Promise<Closure[
       return { top, dep, data: i.data, paths: [i.data, dep, top] }
     })
   })
-}
-
-/** A NAR string field: length (u64 little-endian), bytes, zero padding to a multiple of 8. */
-function narString (value: Buffer | string): Buffer {
-  const bytes = typeof value === 'string' ? Buffer.from(value) : value
-  const length = Buffer.alloc(8)
-  length.writeBigUInt64LE(BigInt(bytes.length))
-  return Buffer.concat([length, bytes, Buffer.alloc((8 - bytes.length % 8) % 8)])
 }
 
 /** The NAR of a store path that is one non-executable regular file. */
