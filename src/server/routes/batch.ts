@@ -22,7 +22,7 @@ import { parseNarUrl } from '../../nix/nar-url.js'
 import { HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
 import { putNar } from '../../cache/store-nar.js'
 import { acceptBody, readBody } from '../body.js'
-import { awaitClient, clientPaced } from '../idle-timeout.js'
+import { awaitClient, clientPaced, idleTimeoutMs } from '../idle-timeout.js'
 
 const NARINFO_PART = new RegExp(`^(${HASH_PART_PATTERN})\\.narinfo$`)
 
@@ -81,7 +81,7 @@ async function drain (stream: AsyncIterable<Buffer>): Promise<void> {
 
 export async function batchRoutes (app: FastifyInstance): Promise<void> {
   const { metadata, config, trustedKeys } = app.narwhal
-  const idleMs = config.timeouts.idleSeconds * 1000
+  const idleMs = idleTimeoutMs(config)
 
   app.post(MISSING_PATHS_ROUTE, async (request, reply) => {
     const body = await readBody(request, 1024 * 1024, 'missing-paths query', '1 MiB')

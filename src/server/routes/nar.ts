@@ -15,7 +15,7 @@ import { NarwhalError } from '../../errors.js'
 import { NAR_FILE_PATTERN } from '../../nix/nar-url.js'
 import { startNarUpload } from '../../cache/store-nar.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
-import { clientPaced } from '../idle-timeout.js'
+import { clientPaced, idleTimeoutMs } from '../idle-timeout.js'
 import { parseRange } from '../range.js'
 import { readWhole, sendFileRange, SMALL_BODY_BYTES } from '../file-body.js'
 
@@ -46,7 +46,7 @@ function fileHashOf (file: string): string {
 
 export function narRoutes (app: FastifyInstance): void {
   const { metadata, blobs, config } = app.narwhal
-  const idleMs = config.timeouts.idleSeconds * 1000
+  const idleMs = idleTimeoutMs(config)
 
   // GET and HEAD as one route rather than Fastify's generated HEAD route, which answers a reply
   // sent without a payload with Content-Length: 0 (and would read a streamed file to its end);
