@@ -51,6 +51,9 @@ interface Slot {
 export async function runCluster (config: Readonly<Config>): Promise<number> {
   const log: Logger = pino({ level: config.logLevel })
   const cache = openCache(config)
+  // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
+  // later must not, its siblings have uploads in flight there).
+  cache.blobs.emptyTmp()
   const message = firstStart(config, cache)
   if (cache.trustedKeys.size === 0) {
     log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')

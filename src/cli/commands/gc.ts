@@ -3,7 +3,8 @@
  * from the configuration's gc section. Safe while `narwhal serve` runs on the same folder: each
  * batch of removals is one short write transaction that re-checks its plan.
  */
-import { collectGarbage, openForGc, type GcReport } from '../../cache/gc.js'
+import { collectGarbage, type GcReport } from '../../cache/gc.js'
+import { openDataDir } from '../../cache/open-cache.js'
 import { loadConfig } from '../../config/config.js'
 import { DURATION_HELP, formatBytes, parseDuration, parseSize, SIZE_HELP } from '../../config/units.js'
 import { narUrl } from '../../nix/nar-url.js'
@@ -70,7 +71,7 @@ export async function gcCommand (args: string[]): Promise<number> {
   const maxSize = sizeFlag(values['max-size'], '--max-size') ?? config.gc.maxSize
   const olderThan = durationFlag(values['older-than'], '--older-than') ?? config.gc.olderThan
   const keepRecent = durationFlag(values['keep-recent'], '--keep-recent') ?? config.gc.keepRecent
-  const cache = openForGc(config.dataDir)
+  const cache = openDataDir(config.dataDir)
   try {
     const report = await collectGarbage(cache, {
       maxSize,
