@@ -96,11 +96,11 @@ export async function processJob (job: Job, options: ServiceOptions): Promise<Jo
     })
     for (const p of result.uploaded) queue.clearPathOutcome(p)
     for (const f of result.failed) {
-      const dropped = f.reason.includes('garbage-collected')
+      const dropped = f.kind === 'gone'
       queue.setPathOutcome(f.path, dropped ? 'dropped' : 'failed', f.reason, job.seq)
       if (dropped) notes.push(`dropped ${f.path}: ${f.reason}`)
     }
-    const realFailures = result.failed.filter(f => !f.reason.includes('garbage-collected'))
+    const realFailures = result.failed.filter(f => f.kind !== 'gone')
     const state = realFailures.length > 0 ? 'failed' : 'done'
     queue.finish(job.seq, {
       state,
