@@ -66,9 +66,9 @@ const NARINFO_CACHE_BYTES = 16 * 1024 * 1024
  * How long a reading of PRAGMA data_version is trusted (servedGeneration): what another process
  * commits is seen by this one's memories at most this much later. Asking SQLite takes a read
  * transaction's locks (several fcntl calls); asked before every answer it was the largest cost of
- * a narinfo hit after the socket write (BENCHMARKS.md, 2026-12-01). One millisecond is less than
- * a request takes to cross a network, so a client cannot tell it from a request that arrived
- * that much earlier; this connection's own writes are seen at once.
+ * a narinfo hit after the socket write (BENCHMARKS.md, runs of 2026-12-01 01:09 UTC). One
+ * millisecond is less than a request takes to cross a network, so a client cannot tell it from a
+ * request that arrived that much earlier; this connection's own writes are seen at once.
  */
 export const CROSS_PROCESS_FRESHNESS_MS = 1
 
@@ -259,7 +259,7 @@ export class Metadata {
   /**
    * The narinfo as served (its UTF-8 bytes), or undefined: what GET answers, from memory when
    * this hash part was asked for since the last change (servedGeneration). A hit then costs no row
-   * lookup and no UTF-8 encoding; measured in BENCHMARKS.md (2026-11-30, late evening).
+   * lookup and no UTF-8 encoding (BENCHMARKS.md, runs of 2026-11-30 23:14 UTC).
    */
   narinfoBody (hashPart: string): Buffer | undefined {
     this.narinfoCache.keepFor(this.servedGeneration())
