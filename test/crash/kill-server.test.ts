@@ -23,7 +23,7 @@ import type { Compression } from '../../src/nix/compression.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { narString } from '../../src/nix/nar-encoding.js'
 import { generateKeyPair, type SecretKey } from '../../src/signing/keys.js'
-import { checkDatabase, checkDisk, checkServed, fetchHashed, tempFiles } from '../helpers/cache-consistency.js'
+import { checkServed, checkStored, fetchHashed, tempFiles } from '../helpers/cache-consistency.js'
 import { nix, nixEnv, nixKeyPair, nixOk, netrcFile, runOk, tempDir } from '../helpers/nix.js'
 import { createToken, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { eventually, makeNarinfo, narFromBytes, runBytes, sleep, type Nar } from '../helpers/upload.js'
@@ -285,12 +285,9 @@ interface CheckResult {
 /** Everything the cache must guarantee after a (re)start, before anything new is uploaded. */
 async function checkCache (server: ServerProcess, dataDir: string, attempted: Set<string>, acked: Acked): Promise<CheckResult> {
   const problems: string[] = []
-  const disk = await checkDisk(dataDir)
-  problems.push(...disk.problems)
-  if (disk.tempFiles.length > 0) problems.push(`store/tmp after the start holds ${disk.tempFiles.join(', ')}`)
-  const db = checkDatabase(dataDir, disk)
-  problems.push(...db.problems)
-  const served = await checkServed(server.url, [...db.narinfoHashParts, ...attempted], new Set([...db.narinfoHashParts, ...acked.narinfos]))
+  const stored = await checkStored(dataDir)
+  problems.push(...stored.problems)
+  const served = await checkServed(server.url, [...stored.narinfoHashParts, ...attempted], new Set([...stored.narinfoHashParts, ...acked.narinfos]))
   problems.push(...served.problems)
   for (const nar of acked.nars.values()) {
     const got = await fetchHashed(`${server.url}/${nar.url}`)
@@ -300,9 +297,9 @@ async function checkCache (server: ServerProcess, dataDir: string, attempted: Se
   }
   return {
     problems,
-    narFiles: disk.narFiles.size,
-    filesWithoutRow: [...disk.narFiles.keys()].filter(h => !db.narFileHashes.has(h)).length,
-    narsWithoutNarinfo: db.narFilesWithoutNarinfo,
+    narFiles: stored.narFiles,
+    filesWithoutRow: stored.filesWithoutRow,
+    narsWithoutNarinfo: stored.narsWithoutNarinfo,
     narinfos: served.served.size
   }
 }
