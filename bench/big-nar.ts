@@ -4,20 +4,11 @@
  */
 import { createHash } from 'node:crypto'
 import { Readable } from 'node:stream'
+import { narLength, narPadding, narString } from '../src/nix/nar-encoding.js'
 import { encodeNix32 } from '../src/nix/nix32.js'
 
-function str (s: string): Buffer {
-  const bytes = Buffer.from(s)
-  const header = Buffer.alloc(8)
-  header.writeBigUInt64LE(BigInt(bytes.length))
-  const pad = Buffer.alloc((8 - (bytes.length % 8)) % 8)
-  return Buffer.concat([header, bytes, pad])
-}
-
 export function * bigNarChunks (size: number, fill: number): Generator<Buffer> {
-  const length = Buffer.alloc(8)
-  length.writeBigUInt64LE(BigInt(size))
-  yield Buffer.concat(['nix-archive-1', '(', 'type', 'regular', 'contents'].map(str).concat([length]))
+  yield Buffer.concat(['nix-archive-1', '(', 'type', 'regular', 'contents'].map(narString).concat([narLength(size)]))
   const block = Buffer.alloc(1 << 20, fill)
   let left = size
   while (left > 0) {
@@ -25,8 +16,8 @@ export function * bigNarChunks (size: number, fill: number): Generator<Buffer> {
     yield n === block.length ? block : block.subarray(0, n)
     left -= n
   }
-  yield Buffer.alloc((8 - (size % 8)) % 8)
-  yield str(')')
+  yield Buffer.from(narPadding(size))
+  yield narString(')')
 }
 
 export function bigNarStream (size: number, fill: number): Readable {

@@ -21,7 +21,8 @@ import { fingerprintNarInfo } from '../nix/fingerprint.js'
 import { formatNixHash, parseNixHash } from '../nix/hash.js'
 import { parseNarInfo, formatNarInfo, type NarInfo } from '../nix/narinfo.js'
 import { decodeNix32, encodeNix32 } from '../nix/nix32.js'
-import { FILE_HASH_PATTERN, STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
+import { parseNarUrl } from '../nix/nar-url.js'
+import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
 import type { TrustedKeys } from '../signing/keys.js'
 import { signatureKeyName } from '../nix/signature.js'
 import type { Metadata, NarFileRow } from '../db/metadata.js'
@@ -29,21 +30,18 @@ import type { Provenance, WriteOrigin } from './provenance.js'
 
 export type AcceptResult = 'created' | 'merged' | 'unchanged'
 
-const NAR_URL = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar(\\.[a-z0-9]+)?$`)
-
 function invalid (message: string): NarwhalError {
   return new NarwhalError('NARWHAL_NARINFO_INVALID', message)
 }
 
 /** Rule 3: the narinfo describes the NAR file the cache holds, field by field. */
 function checkAgainstNarFile (info: NarInfo, metadata: Metadata): NarFileRow {
-  const match = NAR_URL.exec(info.url)
-  if (match === null) {
+  const match = parseNarUrl(info.url)
+  if (match === undefined) {
     throw invalid(`narinfo field URL: ${JSON.stringify(info.url)} is not nar/<52-char nix32 file hash>.nar[.ext]; ` +
       'narwhal only serves NARs uploaded to it')
   }
-  const fileHash = match[1] ?? ''
-  const extension = match[2] ?? ''
+  const { fileHash, extension } = match
   const nar = metadata.narFile(fileHash)
   if (nar === undefined) {
     throw new NarwhalError('NARWHAL_MISSING_DEPENDENCY',

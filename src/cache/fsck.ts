@@ -17,7 +17,7 @@
 import { lstatSync, readdirSync, readFileSync, rmSync, type Stats } from 'node:fs'
 import path from 'node:path'
 import type { Metadata, NarFileRow, StoredNarinfo } from '../db/metadata.js'
-import { extensionFor } from '../nix/compression.js'
+import { narUrl } from '../nix/nar-url.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { FILE_HASH_PATTERN, STORE_DIR } from '../nix/store-path.js'
@@ -173,7 +173,7 @@ export function narinfoDisagreements (row: Omit<StoredNarinfo, 'sigs'>, nar: Nar
     return [`its stored text does not parse: ${(err as Error).message}`]
   }
   const out: string[] = []
-  const url = `nar/${nar.fileHash}.nar${extensionFor(nar.compression)}`
+  const url = narUrl(nar.fileHash, nar.compression)
   if (text.storePath !== row.storePath) out.push(`its text says StorePath ${text.storePath}`)
   if (row.storePath.slice(STORE_DIR.length + 1, STORE_DIR.length + 33) !== row.hashPart) out.push(`it is stored under hash part ${row.hashPart}`)
   if (text.url !== url) out.push(`its text says URL ${text.url}, its NAR file is ${url}`)

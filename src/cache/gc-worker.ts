@@ -9,7 +9,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import type { GcSettings } from '../config/config.js'
-import { collectGarbage, gcLogFields, openForGc } from './gc.js'
+import { collectGarbage, gcLogFields } from './gc.js'
+import { openDataDir } from './open-cache.js'
 
 export interface GcWorkerInput { dataDir: string, settings: GcSettings }
 export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }
@@ -20,7 +21,7 @@ parentPort?.on('message', (message: unknown) => { if (message === 'stop') stoppi
 
 let result: GcWorkerResult
 try {
-  const cache = openForGc(dataDir)
+  const cache = openDataDir(dataDir)
   try {
     const report = await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping })
     result = { ok: true, fields: gcLogFields(report) }

@@ -14,26 +14,16 @@
  * or pinned since the snapshot, or that gained a referrer not in the plan, is kept (counted as
  * `kept`). A dry run reports the plan and changes nothing.
  */
-import { Metadata, type NarFileRow } from '../db/metadata.js'
-import { Retention } from '../db/retention.js'
-import { BlobStore } from '../storage/blob-store.js'
+import type { Metadata, NarFileRow } from '../db/metadata.js'
+import type { Retention } from '../db/retention.js'
+import type { BlobStore } from '../storage/blob-store.js'
 import { planGc, type GcPolicy, type PlannedEviction } from './gc-plan.js'
-import { openDataDir } from './open-cache.js'
 import { removeNarinfos, removeUnnamedNarFiles } from './remove-paths.js'
 
 export interface GcCache {
   metadata: Metadata
   blobs: BlobStore
   retention: Retention
-}
-
-/**
- * A data folder opened for a collection on a connection of its own. Not openCache: the server's
- * start-up empties store/tmp, where a running server keeps the uploads in flight.
- */
-export function openForGc (dataDir: string): GcCache & { close: () => void } {
-  const { layout, db } = openDataDir(dataDir)
-  return { metadata: new Metadata(db), retention: new Retention(db), blobs: new BlobStore(layout), close: () => db.close() }
 }
 
 export interface GcOptions extends GcPolicy {

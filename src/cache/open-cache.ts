@@ -1,7 +1,14 @@
 /**
- * Opens a cache's data folder: database (migrated), NAR store (tmp/ emptied unless told not to)
- * and the trusted uploader keys. Shared by `narwhal serve` and the tests, so both run the same
- * start-up.
+ * Opens a cache's data folder, the one way every command and the server do it:
+ *
+ *   openDataDir  the database (created and migrated) with Metadata, Retention and the BlobStore
+ *                wired on its connection; nothing else on disk changes (fsck, gc, pin, token, migrate)
+ *   openCache    that, plus the NAR store's folders and layout version, and the trusted uploader
+ *                keys: what a serving process needs (`narwhal serve`, its workers, the tests)
+ *
+ * Neither empties store/tmp: only a process that knows no other one serves the store may
+ * (BlobStore.emptyTmp), so the two that do call it themselves (serve, and the primary of
+ * `serve --workers N`).
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
@@ -17,19 +24,24 @@ import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
 import { BlobStore } from '../storage/blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
 
-export interface OpenCache {
+export interface DataDir {
   layout: Layout
   db: Db
   metadata: Metadata
   retention: Retention
   blobs: BlobStore
+  /** True when this call created the database, i.e. the first start on this data folder. */
+  created: boolean
+  /** Closes the database connection. */
+  close: () => void
+}
+
+export interface OpenCache extends DataDir {
   trustedKeys: TrustedKeys
   provenance: Provenance
   /** Close it (AuditLog.close) before the database: it writes what is waiting. */
   audit: AuditLog
   browse: Browse
-  /** True when this call created the database, i.e. the first start on this data folder. */
-  created: boolean
 }
 
 /** Configured keys, plus the key narwhal generated in the data folder on its first start. */
@@ -49,40 +61,23 @@ export function loadTrustedKeys (config: Readonly<Config>, layout: Layout): Trus
   return new TrustedKeys(keys)
 }
 
-export function openDataDir (dataDir: string): { layout: Layout, db: Db, created: boolean } {
+export function openDataDir (dataDir: string): DataDir {
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
   const db = openDatabase(layout.database)
   migrate(db)
-  return { layout, db, created }
+  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs: new BlobStore(layout), created, close: () => db.close() }
 }
 
-export interface OpenCacheOptions {
-  /**
-   * Remove interrupted uploads from store/tmp (the default). False in a worker of `narwhal serve
-   * --workers N`: the primary emptied it before forking, and a worker restarted later would
-   * delete the temp files of uploads its siblings are receiving.
-   */
-  emptyTmp?: boolean
-}
-
-export function openCache (config: Readonly<Config>, options: OpenCacheOptions = {}): OpenCache {
-  const { layout, db, created } = openDataDir(config.dataDir)
-  const blobs = new BlobStore(layout)
-  blobs.init()
-  if (options.emptyTmp ?? true) blobs.emptyTmp()
-  const trustedKeys = loadTrustedKeys(config, layout)
+export function openCache (config: Readonly<Config>): OpenCache {
+  const opened = openDataDir(config.dataDir)
+  opened.blobs.init()
   return {
-    layout,
-    db,
-    metadata: new Metadata(db),
-    retention: new Retention(db),
-    blobs,
-    trustedKeys,
-    provenance: new Provenance(db),
-    audit: new AuditLog(db, { maxEntries: config.audit.maxEntries }),
-    browse: new Browse(db),
-    created
+    ...opened,
+    trustedKeys: loadTrustedKeys(config, opened.layout),
+    provenance: new Provenance(opened.db),
+    audit: new AuditLog(opened.db, { maxEntries: config.audit.maxEntries }),
+    browse: new Browse(opened.db)
   }
 }

@@ -1,34 +1,21 @@
 /**
- * Makes an uploaded NAR file part of the cache: verified while it streams in
- * (storage/nar-ingest.ts), then renamed into place and recorded in one SQLite write transaction.
- * Used by PUT /nar/<file> and by the batch upload route, so both commit the same way.
+ * Makes an uploaded NAR file part of the cache, the same way for PUT /nar/<file> and for batch
+ * parts: verified while it streams in (storage/nar-ingest.ts), then renamed into place and
+ * recorded in one SQLite write transaction.
  *
- * Why one transaction: garbage collection deletes an unnamed NAR's row and unlinks its file in
- * one write transaction (cache/remove-paths.ts). If the rename happened first and the row were
- * recorded afterwards in a statement of its own, a collection running in between could unlink
- * the file just renamed for a re-upload of the same NAR (its old row still unnamed), and the row
- * inserted next would describe a file that is gone. With the row inserted and the file renamed
- * while this process holds the write lock, a collection sees either neither or both.
- *
- * The same NAR stored twice at once (two pushers, possibly in two worker processes of `serve
- * --workers N`) is safe: the write lock makes them take turns, the second's insert finds the
- * first's row (ON CONFLICT DO UPDATE, which only restarts its grace period), and its rename
- * replaces the file with identical bytes.
- *
- * Every upload of a NAR, new or not, restarts the grace period after which gc removes a NAR no
- * narinfo names (nar_files.created_at): Nix uploads the NAR, then the narinfo, and a retry of a
- * push abandoned long ago must not have its NAR collected between the two.
- *
- * A crash between the rename and the commit leaves a file without a row: harmless (the name is
- * the content's hash, a re-upload renames over it) and what `removeUnrecordedNarFile` cleans up.
- *
- * The row's commit does not wait for the disk (transactionDurableWithNext): a NAR is of use only
- * once its narinfo is accepted, and that commit waits for the disk and takes the row with it.
- * The file itself is fsynced, and its directory entry too, before the row commits, so what a
- * durable row describes is on the disk. A power cut can lose the row of a NAR answered 201 whose
- * narinfo had not come yet, leaving the file without a row as above; the narinfo is then refused
- * until the NAR is sent again. One fsync fewer per uploaded path (measured: storeNar of 600 small
- * NARs one after another, 6 alternated runs, 5.3 -> 4.9 ms per path, medians; 2026-12-01).
+ * - Rename and row under one write lock: gc deletes an unnamed NAR's row and unlinks its file
+ *   under the same lock (cache/remove-paths.ts), so it sees neither or both, and never unlinks a
+ *   file just renamed for a re-upload. Two uploads of one NAR at once take turns; the second
+ *   finds the first's row (ON CONFLICT DO UPDATE) and renames identical bytes over it.
+ * - Every upload of a NAR, new or not, restarts its grace period (nar_files.created_at): Nix
+ *   sends the NAR before the narinfo, and a retried push must not lose the NAR between the two.
+ * - A crash between rename and commit leaves a file without a row: harmless (the name is the
+ *   content's hash) and what `removeUnrecordedNarFile` cleans up.
+ * - The row's commit does not wait for the disk (transactionDurableWithNext); the file and its
+ *   directory entry are synced before it. A NAR is of use only once its narinfo is accepted, a
+ *   commit that waits for the disk and takes the row with it; a power cut before that loses the
+ *   row, and the narinfo is refused until the NAR is sent again. Why: one fsync fewer per
+ *   uploaded path (BENCHMARKS.md, storeNar of 600 small NARs).
  */
 import type { Limits } from '../config/config.js'
 import type { Metadata } from '../db/metadata.js'

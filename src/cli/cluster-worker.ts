@@ -41,7 +41,7 @@ async function runWorker (): Promise<void> {
   // Loaded only now, so that the lines above run within milliseconds of the fork.
   const { openCache } = await import('../cache/open-cache.js')
   const { buildApp } = await import('../server/app.js')
-  const cache = openCache(config, { emptyTmp: false })
+  const cache = openCache(config)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse },
     { clusterWorker: true })
 

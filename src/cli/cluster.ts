@@ -50,96 +50,124 @@ interface Slot {
 
 export async function runCluster (config: Readonly<Config>): Promise<number> {
   const log: Logger = pino({ level: config.logLevel })
+  const message = setUpOnce(config, log)
+  const stopMetrics = serveClusterMetrics()
+  cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] })
+  const stopGc = startGcSchedule(config.dataDir, config.gc, log)
+  const workers = new Workers(config, log, message, stopGc)
+  process.once('SIGTERM', () => { workers.stop() })
+  process.once('SIGINT', () => { workers.stop() })
+  workers.start()
+  log.info({ workers: config.workers }, 'primary started')
+  const exitCode = await workers.done
+  stopMetrics()
+  return exitCode
+}
+
+/** What happens once per start, before any worker: returns the first start's message, if any. */
+function setUpOnce (config: Readonly<Config>, log: Logger): string | undefined {
   const cache = openCache(config)
+  // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
+  // later must not, its siblings have uploads in flight there).
+  cache.blobs.emptyTmp()
   const message = firstStart(config, cache)
   if (cache.trustedKeys.size === 0) {
     log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
   // The workers open their own connections; the primary has no more use for this one.
   cache.db.close()
+  return message
+}
 
-  const stopMetrics = serveClusterMetrics()
-  cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] })
-  const stopGc = startGcSchedule(config.dataDir, config.gc, log)
-  const slots: Slot[] = Array.from({ length: config.workers }, (_, index) => ({ index, startedAt: 0 }))
-  let stopping = false
+/** The N workers: forked, restarted with back-off when one dies, closed gracefully on stop(). */
+class Workers {
+  /** Resolves with the exit code once every worker is gone and the gc schedule stopped. */
+  readonly done: Promise<number>
+  private readonly slots: Slot[]
+  private stopping = false
   /** Set once the gc schedule has stopped and any run in progress ended. */
-  let gcStopped = false
-  let everListening = false
-  let exitCode = 0
-  let finished: (code: number) => void = () => {}
-  const done = new Promise<number>(resolve => { finished = resolve })
+  private gcStopped = false
+  private everListening = false
+  private exitCode = 0
+  private finished: (code: number) => void = () => {}
 
-  const finishIfAllGone = (): void => {
-    if (gcStopped && slots.every(s => s.worker === undefined)) {
-      stopMetrics()
-      log.info({ exitCode }, 'all workers stopped')
-      finished(exitCode)
-    }
+  constructor (private readonly config: Readonly<Config>, private readonly log: Logger,
+    private readonly message: string | undefined, private readonly stopGc: () => Promise<void>) {
+    this.slots = Array.from({ length: config.workers }, (_, index) => ({ index, startedAt: 0 }))
+    this.done = new Promise<number>(resolve => { this.finished = resolve })
   }
 
-  const askToClose = (worker: Worker): void => {
-    if (worker.isConnected()) worker.send({ type: SHUTDOWN_MESSAGE })
+  start (): void {
+    for (const slot of this.slots) this.fork(slot)
   }
 
-  const fork = (slot: Slot): void => {
-    slot.restartTimer = undefined
-    slot.startedAt = Date.now()
-    const worker = cluster.fork({ [CONFIG_ENV]: JSON.stringify(config) })
-    slot.worker = worker
-    const fields = { worker: slot.index, workerPid: worker.process.pid }
-    worker.on('listening', () => {
-      log.info(fields, 'worker listening')
-      if (!everListening) {
-        everListening = true
-        // Printed when the server first answers, as with one process.
-        if (message !== undefined) process.stdout.write(message + '\n')
-      }
-      // Asked to close while it was starting: only now is it sure to hear the message.
-      if (stopping) askToClose(worker)
-    })
-    worker.on('error', (err) => { log.error({ ...fields, err }, 'worker IPC error') })
-    worker.on('exit', (code, signal) => {
-      slot.worker = undefined
-      if (stopping) {
-        log.info({ ...fields, code, signal }, 'worker stopped')
-        finishIfAllGone()
-        return
-      }
-      if (!everListening) {
-        // Nothing ever served (a taken port, an unreadable data folder): retrying would only
-        // repeat the error, and with one process the same start would have failed too.
-        log.fatal({ ...fields, code, signal }, 'worker exited before the server ever listened; stopping')
-        exitCode = 1
-        stop()
-        return
-      }
-      slot.delayMs = restartDelay(slot.delayMs, Date.now() - slot.startedAt)
-      log.error({ ...fields, code, signal, restartInMs: slot.delayMs }, 'worker died; restarting it')
-      slot.restartTimer = setTimeout(() => { fork(slot) }, slot.delayMs)
-    })
-  }
-
-  const stop = (): void => {
-    if (stopping) return
-    stopping = true
-    log.info('stopping: closing the workers gracefully')
-    for (const slot of slots) {
+  stop (): void {
+    if (this.stopping) return
+    this.stopping = true
+    this.log.info('stopping: closing the workers gracefully')
+    for (const slot of this.slots) {
       clearTimeout(slot.restartTimer)
       slot.restartTimer = undefined
     }
-    stopGc()
-      .catch((err: unknown) => { log.error({ err }, 'error while stopping the gc schedule') })
+    this.stopGc()
+      .catch((err: unknown) => { this.log.error({ err }, 'error while stopping the gc schedule') })
       .then(() => {
-        gcStopped = true
-        for (const slot of slots) if (slot.worker !== undefined) askToClose(slot.worker)
-        finishIfAllGone()
+        this.gcStopped = true
+        for (const slot of this.slots) if (slot.worker !== undefined) askToClose(slot.worker)
+        this.finishIfAllGone()
       })
   }
 
-  process.once('SIGTERM', stop)
-  process.once('SIGINT', stop)
-  for (const slot of slots) fork(slot)
-  log.info({ workers: config.workers }, 'primary started')
-  return await done
+  private fork (slot: Slot): void {
+    slot.restartTimer = undefined
+    slot.startedAt = Date.now()
+    const worker = cluster.fork({ [CONFIG_ENV]: JSON.stringify(this.config) })
+    slot.worker = worker
+    const fields = { worker: slot.index, workerPid: worker.process.pid }
+    worker.on('listening', () => { this.listening(worker, fields) })
+    worker.on('error', (err) => { this.log.error({ ...fields, err }, 'worker IPC error') })
+    worker.on('exit', (code, signal) => { this.exited(slot, { ...fields, code, signal }) })
+  }
+
+  private listening (worker: Worker, fields: object): void {
+    this.log.info(fields, 'worker listening')
+    if (!this.everListening) {
+      this.everListening = true
+      // Printed when the server first answers, as with one process.
+      if (this.message !== undefined) process.stdout.write(this.message + '\n')
+    }
+    // Asked to close while it was starting: only now is it sure to hear the message.
+    if (this.stopping) askToClose(worker)
+  }
+
+  private exited (slot: Slot, fields: object): void {
+    slot.worker = undefined
+    if (this.stopping) {
+      this.log.info(fields, 'worker stopped')
+      this.finishIfAllGone()
+      return
+    }
+    if (!this.everListening) {
+      // Nothing ever served (a taken port, an unreadable data folder): retrying would only
+      // repeat the error, and with one process the same start would have failed too.
+      this.log.fatal(fields, 'worker exited before the server ever listened; stopping')
+      this.exitCode = 1
+      this.stop()
+      return
+    }
+    slot.delayMs = restartDelay(slot.delayMs, Date.now() - slot.startedAt)
+    this.log.error({ ...fields, restartInMs: slot.delayMs }, 'worker died; restarting it')
+    slot.restartTimer = setTimeout(() => { this.fork(slot) }, slot.delayMs)
+  }
+
+  private finishIfAllGone (): void {
+    if (this.gcStopped && this.slots.every(s => s.worker === undefined)) {
+      this.log.info({ exitCode: this.exitCode }, 'all workers stopped')
+      this.finished(this.exitCode)
+    }
+  }
+}
+
+function askToClose (worker: Worker): void {
+  if (worker.isConnected()) worker.send({ type: SHUTDOWN_MESSAGE })
 }

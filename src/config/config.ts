@@ -8,6 +8,9 @@ import { isIP } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
+import { ConfigError, expectInteger, expectString, isRecord, rejectUnknown, splitWords } from './values.js'
+
+export { ConfigError }
 
 export interface Limits {
   /** Largest NAR file accepted, in bytes. Default 64 GiB: Nix NARs of several GiB are common. */
@@ -175,13 +178,6 @@ export function defaultConfig (): Config {
   }
 }
 
-export class ConfigError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'ConfigError'
-  }
-}
-
 /** The settings that may come from flags; undefined means "not given". */
 export interface ConfigOverrides {
   configFile?: string | undefined
@@ -201,22 +197,6 @@ export function parseListen (value: string, key: string): { host: string, port: 
   }
   const host = (match[1] ?? '').replace(/^\[(.*)\]$/, '$1')
   return { host, port }
-}
-
-function isRecord (v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-function expectInteger (v: unknown, key: string, min: number): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    throw new ConfigError(`${key}: expected an integer >= ${min}, got ${JSON.stringify(v)}`)
-  }
-  return v
-}
-
-function expectString (v: unknown, key: string): string {
-  if (typeof v !== 'string' || v === '') throw new ConfigError(`${key}: expected a non-empty string, got ${JSON.stringify(v)}`)
-  return v
 }
 
 function expectSize (v: unknown, key: string): number {
@@ -274,12 +254,6 @@ function applyGcSetting (gc: GcSettings, name: GcKey, v: unknown, key: string): 
     case 'keepRecent':
       gc.keepRecent = expectDuration(v, key)
       break
-  }
-}
-
-function rejectUnknown (obj: Record<string, unknown>, known: string[], where: string): void {
-  for (const key of Object.keys(obj)) {
-    if (!known.includes(key)) throw new ConfigError(`${where}${key}: unknown setting (known: ${known.join(', ')})`)
   }
 }
 
@@ -395,7 +369,7 @@ function applyProtectionEnv (config: Config, env: NodeJS.ProcessEnv): void {
   config.timeouts.idleSeconds = integer('NARWHAL_IDLE_TIMEOUT_SECONDS', 1) ?? config.timeouts.idleSeconds
   config.timeouts.headersSeconds = integer('NARWHAL_HEADERS_TIMEOUT_SECONDS', 1) ?? config.timeouts.headersSeconds
   const proxies = given('NARWHAL_TRUST_PROXY')
-  if (proxies !== undefined) config.trustProxy = splitKeys(proxies.replaceAll(',', ' ')).map(p => expectProxyAddress(p, 'NARWHAL_TRUST_PROXY'))
+  if (proxies !== undefined) config.trustProxy = splitWords(proxies.replaceAll(',', ' ')).map(p => expectProxyAddress(p, 'NARWHAL_TRUST_PROXY'))
 }
 
 /** NARWHAL_GC_MAX_SIZE, NARWHAL_GC_OLDER_THAN, …: the gc keys in upper snake case. */
@@ -424,17 +398,13 @@ export function readJsonConfigFile (file: string): unknown {
   }
 }
 
-function splitKeys (value: string): string[] {
-  return value.split(/\s+/).filter(k => k !== '')
-}
-
 export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   const config = defaultConfig()
   const file = overrides.configFile ?? env.NARWHAL_CONFIG
   if (file !== undefined && file !== '') applyFile(config, readJsonConfigFile(file), path.resolve(file))
   if (env.NARWHAL_DATA !== undefined && env.NARWHAL_DATA !== '') config.dataDir = env.NARWHAL_DATA
   if (env.NARWHAL_LISTEN !== undefined && env.NARWHAL_LISTEN !== '') config.listen = parseListen(env.NARWHAL_LISTEN, 'NARWHAL_LISTEN')
-  if (env.NARWHAL_TRUSTED_KEYS !== undefined && env.NARWHAL_TRUSTED_KEYS.trim() !== '') config.trustedKeys = splitKeys(env.NARWHAL_TRUSTED_KEYS)
+  if (env.NARWHAL_TRUSTED_KEYS !== undefined && env.NARWHAL_TRUSTED_KEYS.trim() !== '') config.trustedKeys = splitWords(env.NARWHAL_TRUSTED_KEYS)
   if (env.NARWHAL_PRIORITY !== undefined && env.NARWHAL_PRIORITY !== '') {
     config.priority = expectInteger(Number(env.NARWHAL_PRIORITY), 'NARWHAL_PRIORITY', 0)
   }

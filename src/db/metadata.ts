@@ -69,11 +69,130 @@ const NARINFO_CACHE_BYTES = 16 * 1024 * 1024
  * How long a reading of PRAGMA data_version is trusted (servedGeneration): what another process
  * commits is seen by this one's memories at most this much later. Asking SQLite takes a read
  * transaction's locks (several fcntl calls); asked before every answer it was the largest cost of
- * a narinfo hit after the socket write (BENCHMARKS.md, 2026-12-01). One millisecond is less than
- * a request takes to cross a network, so a client cannot tell it from a request that arrived
- * that much earlier; this connection's own writes are seen at once.
+ * a narinfo hit after the socket write (BENCHMARKS.md, runs of 2026-12-01 01:09 UTC). One
+ * millisecond is less than a request takes to cross a network, so a client cannot tell it from a
+ * request that arrived that much earlier; this connection's own writes are seen at once.
  */
 export const CROSS_PROCESS_FRESHNESS_MS = 1
+
+/** NAR files: what an upload records and renews, what gc removes. */
+function narFileStatements (db: Db) {
+  return {
+    narFileByHash: db.prepare<[string], NarFileRow>(
+      `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
+              nar_size AS narSize FROM nar_files WHERE file_hash = ?`),
+    // created_at is what gc's grace for unnamed NAR files counts from (unnamedNarFiles below),
+    // so an upload of a NAR already recorded moves it to now: a client that re-sends a NAR it
+    // sent long ago (a retried `nix copy`) sends the narinfo next, and a collection in between
+    // must not take the NAR. max(): a clock stepping back never makes a row look older. The
+    // rest of the row stays: the same file hash means the same bytes, verified the first time.
+    // RETURNING gives the row, new or existing, in the same statement.
+    insertNarFile: db.prepare<[Omit<NarFileRow, 'id'> & { now: number }], NarFileRow>(
+      `INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at)
+       VALUES (@fileHash, @fileSize, @compression, @narHash, @narSize, @now, @now)
+       ON CONFLICT (file_hash) DO UPDATE SET created_at = max(created_at, excluded.created_at)
+       RETURNING id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash, nar_size AS narSize`),
+    // The same for a re-upload that stores nothing (cache/store-nar.ts holdsNar).
+    renewNarFile: db.prepare<[{ fileHash: string, now: number }], NarFileRow>(
+      `UPDATE nar_files SET created_at = max(created_at, @now) WHERE file_hash = @fileHash
+       RETURNING id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash, nar_size AS narSize`),
+    narFileById: db.prepare<[number], NarFileRow>(
+      `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
+              nar_size AS narSize FROM nar_files WHERE id = ?`),
+    narFileIsNamed: db.prepare<[number], { one: number }>('SELECT 1 AS one FROM narinfos WHERE nar_file_id = ? LIMIT 1'),
+    unnamedNarFiles: db.prepare<[number], NarFileRow & { createdAt: number }>(
+      `SELECT f.id, f.file_hash AS fileHash, f.file_size AS fileSize, f.compression, f.nar_hash AS narHash,
+              f.nar_size AS narSize, f.created_at AS createdAt
+       FROM nar_files f WHERE f.created_at < ? AND NOT EXISTS (SELECT 1 FROM narinfos n WHERE n.nar_file_id = f.id)
+       ORDER BY f.id`),
+    deleteNarFile: db.prepare('DELETE FROM nar_files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = ?)'),
+    narFileTotals: db.prepare<[], { files: number, bytes: number }>(
+      'SELECT count(*) AS files, coalesce(sum(file_size), 0) AS bytes FROM nar_files')
+  }
+}
+
+/** Narinfos and their references: what GET serves, what acceptNarinfo and removals write. */
+function narinfoStatements (db: Db) {
+  return {
+    narinfoText: db.prepare<[string], { narinfo: string }>(
+      'SELECT narinfo FROM narinfos WHERE hash_part = ?'),
+    narinfoByHash: db.prepare<[string], Omit<StoredNarinfo, 'sigs' | 'references'> & { sigs: string }>(
+      `SELECT id, hash_part AS hashPart, store_path AS storePath, nar_file_id AS narFileId,
+              nar_hash AS narHash, nar_size AS narSize, sigs, narinfo FROM narinfos WHERE hash_part = ?`),
+    refsOf: db.prepare<[number], { baseName: string }>(
+      'SELECT ref_base_name AS baseName FROM narinfo_refs WHERE narinfo_id = ? ORDER BY ref_base_name'),
+    hasNarinfo: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM narinfos WHERE hash_part = ?'),
+    storePathOf: db.prepare<[string], { storePath: string }>('SELECT store_path AS storePath FROM narinfos WHERE hash_part = ?'),
+    insertNarinfo: db.prepare(
+      `INSERT INTO narinfos (hash_part, store_path, nar_file_id, nar_hash, nar_size, deriver, ca, sigs, narinfo,
+                             created_at, last_accessed_at)
+       VALUES (@hashPart, @storePath, @narFileId, @narHash, @narSize, @deriver, @ca, @sigs, @narinfo, @now, @now)`),
+    insertRef: db.prepare(
+      'INSERT OR IGNORE INTO narinfo_refs (narinfo_id, ref_hash_part, ref_base_name) VALUES (?, ?, ?)'),
+    updateSigs: db.prepare('UPDATE narinfos SET sigs = @sigs, narinfo = @narinfo WHERE id = @id'),
+    narinfoCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM narinfos'),
+    // The given hash parts plus every narinfo that references one of them, transitively: the
+    // set that must go together so no served narinfo is left with a missing reference.
+    withReferrers: db.prepare<[string], { hashPart: string, storePath: string, narFileId: number }>(
+      `${REFERRERS_CTE}
+       SELECT n.hash_part AS hashPart, n.store_path AS storePath, n.nar_file_id AS narFileId
+       FROM doomed d JOIN narinfos n ON n.hash_part = d.hash_part ORDER BY n.hash_part`),
+    deleteNarinfo: db.prepare('DELETE FROM narinfos WHERE hash_part = ?'),
+    narinfosNaming: db.prepare<[string], { hashPart: string, storePath: string }>(
+      `SELECT hash_part AS hashPart, store_path AS storePath FROM narinfos
+       WHERE nar_file_id IN (SELECT value FROM json_each(?)) ORDER BY hash_part`)
+  }
+}
+
+/** Aux files (logs, listings, realisations, debuginfo) and tokens. */
+function auxFileAndTokenStatements (db: Db) {
+  return {
+    auxGet: db.prepare<[string, string], AuxFile>(
+      `SELECT content_type AS contentType, content_encoding AS contentEncoding, body
+       FROM aux_files WHERE kind = ? AND name = ?`),
+    auxPut: db.prepare(
+      `INSERT INTO aux_files (kind, name, content_type, content_encoding, body, created_at)
+       VALUES (@kind, @name, @contentType, @contentEncoding, @body, @now)
+       ON CONFLICT (kind, name) DO UPDATE SET content_type = excluded.content_type,
+         content_encoding = excluded.content_encoding, body = excluded.body`),
+    auxFilesPage: db.prepare<[number, number], AuxFileEntry>(
+      `SELECT rowid AS id, kind, name, content_type AS contentType, content_encoding AS contentEncoding,
+              length(body) AS size FROM aux_files WHERE rowid > ? ORDER BY rowid LIMIT ?`),
+    insertToken: db.prepare(
+      `INSERT INTO tokens (name, scope, token_hash, created_at, expires_at)
+       VALUES (@name, @scope, @tokenHash, @now, @expiresAt)`),
+    tokenByHash: db.prepare<[string], TokenRow>(
+      `SELECT id, name, scope, created_at AS createdAt, expires_at AS expiresAt, revoked_at AS revokedAt
+       FROM tokens WHERE token_hash = ?`),
+    listTokens: db.prepare<[], TokenRow>(
+      `SELECT id, name, scope, created_at AS createdAt, expires_at AS expiresAt, revoked_at AS revokedAt
+       FROM tokens ORDER BY id`),
+    revokeToken: db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL')
+  }
+}
+
+/** fsck: reading everything in id order, a page at a time, and the inconsistencies SQL can see. */
+function fsckStatements (db: Db) {
+  return {
+    narFilesPage: db.prepare<[number, number], NarFileRow>(
+      `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
+              nar_size AS narSize FROM nar_files WHERE id > ? ORDER BY id LIMIT ?`),
+    narinfosPage: db.prepare<[number, number], Omit<StoredNarinfo, 'sigs' | 'references'>>(
+      `SELECT id, hash_part AS hashPart, store_path AS storePath, nar_file_id AS narFileId,
+              nar_hash AS narHash, nar_size AS narSize, narinfo FROM narinfos WHERE id > ? ORDER BY id LIMIT ?`),
+    narinfosWithoutNarFile: db.prepare<[], { hashPart: string, storePath: string, narFileId: number }>(
+      `SELECT n.hash_part AS hashPart, n.store_path AS storePath, n.nar_file_id AS narFileId FROM narinfos n
+       WHERE NOT EXISTS (SELECT 1 FROM nar_files f WHERE f.id = n.nar_file_id) ORDER BY n.id`),
+    // A reference counts as present only when a narinfo holds exactly that store path, as
+    // acceptNarinfo required when the referrer was written.
+    missingReferences: db.prepare<[], { hashPart: string, storePath: string, refBaseName: string }>(
+      `SELECT n.hash_part AS hashPart, n.store_path AS storePath, r.ref_base_name AS refBaseName
+       FROM narinfo_refs r JOIN narinfos n ON n.id = r.narinfo_id
+       WHERE NOT EXISTS (SELECT 1 FROM narinfos m WHERE m.hash_part = r.ref_hash_part
+                                                   AND m.store_path = '/nix/store/' || r.ref_base_name)
+       ORDER BY n.id, r.ref_base_name`)
+  }
+}
 
 export class Metadata {
   private readonly db: Db
@@ -93,102 +212,10 @@ export class Metadata {
       // Changes whenever another connection (another process, a gc worker thread) commits;
       // never for this connection's own writes.
       dataVersion: db.prepare<[], number>('PRAGMA data_version').pluck(),
-      narFileByHash: db.prepare<[string], NarFileRow>(
-        `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
-                nar_size AS narSize FROM nar_files WHERE file_hash = ?`),
-      // created_at is what gc's grace for unnamed NAR files counts from (unnamedNarFiles below),
-      // so an upload of a NAR already recorded moves it to now: a client that re-sends a NAR it
-      // sent long ago (a retried `nix copy`) sends the narinfo next, and a collection in between
-      // must not take the NAR. max(): a clock stepping back never makes a row look older. The
-      // rest of the row stays: the same file hash means the same bytes, verified the first time.
-      // RETURNING gives the row, new or existing, in the same statement.
-      insertNarFile: db.prepare<[Omit<NarFileRow, 'id'> & { now: number }], NarFileRow>(
-        `INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at)
-         VALUES (@fileHash, @fileSize, @compression, @narHash, @narSize, @now, @now)
-         ON CONFLICT (file_hash) DO UPDATE SET created_at = max(created_at, excluded.created_at)
-         RETURNING id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash, nar_size AS narSize`),
-      // The same for a re-upload that stores nothing (cache/store-nar.ts holdsNar).
-      renewNarFile: db.prepare<[{ fileHash: string, now: number }], NarFileRow>(
-        `UPDATE nar_files SET created_at = max(created_at, @now) WHERE file_hash = @fileHash
-         RETURNING id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash, nar_size AS narSize`),
-      narinfoText: db.prepare<[string], { narinfo: string }>(
-        'SELECT narinfo FROM narinfos WHERE hash_part = ?'),
-      narinfoByHash: db.prepare<[string], Omit<StoredNarinfo, 'sigs' | 'references'> & { sigs: string }>(
-        `SELECT id, hash_part AS hashPart, store_path AS storePath, nar_file_id AS narFileId,
-                nar_hash AS narHash, nar_size AS narSize, sigs, narinfo FROM narinfos WHERE hash_part = ?`),
-      refsOf: db.prepare<[number], { baseName: string }>(
-        'SELECT ref_base_name AS baseName FROM narinfo_refs WHERE narinfo_id = ? ORDER BY ref_base_name'),
-      hasNarinfo: db.prepare<[string], { one: number }>('SELECT 1 AS one FROM narinfos WHERE hash_part = ?'),
-      storePathOf: db.prepare<[string], { storePath: string }>('SELECT store_path AS storePath FROM narinfos WHERE hash_part = ?'),
-      insertNarinfo: db.prepare(
-        `INSERT INTO narinfos (hash_part, store_path, nar_file_id, nar_hash, nar_size, deriver, ca, sigs, narinfo,
-                               created_at, last_accessed_at)
-         VALUES (@hashPart, @storePath, @narFileId, @narHash, @narSize, @deriver, @ca, @sigs, @narinfo, @now, @now)`),
-      insertRef: db.prepare(
-        'INSERT OR IGNORE INTO narinfo_refs (narinfo_id, ref_hash_part, ref_base_name) VALUES (?, ?, ?)'),
-      updateSigs: db.prepare('UPDATE narinfos SET sigs = @sigs, narinfo = @narinfo WHERE id = @id'),
-      narinfoCount: db.prepare<[], { n: number }>('SELECT count(*) AS n FROM narinfos'),
-      auxGet: db.prepare<[string, string], AuxFile>(
-        `SELECT content_type AS contentType, content_encoding AS contentEncoding, body
-         FROM aux_files WHERE kind = ? AND name = ?`),
-      auxPut: db.prepare(
-        `INSERT INTO aux_files (kind, name, content_type, content_encoding, body, created_at)
-         VALUES (@kind, @name, @contentType, @contentEncoding, @body, @now)
-         ON CONFLICT (kind, name) DO UPDATE SET content_type = excluded.content_type,
-           content_encoding = excluded.content_encoding, body = excluded.body`),
-      auxFilesPage: db.prepare<[number, number], AuxFileEntry>(
-        `SELECT rowid AS id, kind, name, content_type AS contentType, content_encoding AS contentEncoding,
-                length(body) AS size FROM aux_files WHERE rowid > ? ORDER BY rowid LIMIT ?`),
-      insertToken: db.prepare(
-        `INSERT INTO tokens (name, scope, token_hash, created_at, expires_at)
-         VALUES (@name, @scope, @tokenHash, @now, @expiresAt)`),
-      tokenByHash: db.prepare<[string], TokenRow>(
-        `SELECT id, name, scope, created_at AS createdAt, expires_at AS expiresAt, revoked_at AS revokedAt
-         FROM tokens WHERE token_hash = ?`),
-      listTokens: db.prepare<[], TokenRow>(
-        `SELECT id, name, scope, created_at AS createdAt, expires_at AS expiresAt, revoked_at AS revokedAt
-         FROM tokens ORDER BY id`),
-      revokeToken: db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
-      // The given hash parts plus every narinfo that references one of them, transitively: the
-      // set that must go together so no served narinfo is left with a missing reference.
-      withReferrers: db.prepare<[string], { hashPart: string, storePath: string, narFileId: number }>(
-        `${REFERRERS_CTE}
-         SELECT n.hash_part AS hashPart, n.store_path AS storePath, n.nar_file_id AS narFileId
-         FROM doomed d JOIN narinfos n ON n.hash_part = d.hash_part ORDER BY n.hash_part`),
-      deleteNarinfo: db.prepare('DELETE FROM narinfos WHERE hash_part = ?'),
-      narFileById: db.prepare<[number], NarFileRow>(
-        `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
-                nar_size AS narSize FROM nar_files WHERE id = ?`),
-      narFileIsNamed: db.prepare<[number], { one: number }>('SELECT 1 AS one FROM narinfos WHERE nar_file_id = ? LIMIT 1'),
-      unnamedNarFiles: db.prepare<[number], NarFileRow & { createdAt: number }>(
-        `SELECT f.id, f.file_hash AS fileHash, f.file_size AS fileSize, f.compression, f.nar_hash AS narHash,
-                f.nar_size AS narSize, f.created_at AS createdAt
-         FROM nar_files f WHERE f.created_at < ? AND NOT EXISTS (SELECT 1 FROM narinfos n WHERE n.nar_file_id = f.id)
-         ORDER BY f.id`),
-      deleteNarFile: db.prepare('DELETE FROM nar_files WHERE id = ? AND NOT EXISTS (SELECT 1 FROM narinfos WHERE nar_file_id = ?)'),
-      // fsck: reading everything in id order, a page at a time, and the inconsistencies SQL can see.
-      narFilesPage: db.prepare<[number, number], NarFileRow>(
-        `SELECT id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
-                nar_size AS narSize FROM nar_files WHERE id > ? ORDER BY id LIMIT ?`),
-      narinfosPage: db.prepare<[number, number], Omit<StoredNarinfo, 'sigs' | 'references'>>(
-        `SELECT id, hash_part AS hashPart, store_path AS storePath, nar_file_id AS narFileId,
-                nar_hash AS narHash, nar_size AS narSize, narinfo FROM narinfos WHERE id > ? ORDER BY id LIMIT ?`),
-      narinfosWithoutNarFile: db.prepare<[], { hashPart: string, storePath: string, narFileId: number }>(
-        `SELECT n.hash_part AS hashPart, n.store_path AS storePath, n.nar_file_id AS narFileId FROM narinfos n
-         WHERE NOT EXISTS (SELECT 1 FROM nar_files f WHERE f.id = n.nar_file_id) ORDER BY n.id`),
-      // A reference counts as present only when a narinfo holds exactly that store path, as
-      // acceptNarinfo required when the referrer was written.
-      missingReferences: db.prepare<[], { hashPart: string, storePath: string, refBaseName: string }>(
-        `SELECT n.hash_part AS hashPart, n.store_path AS storePath, r.ref_base_name AS refBaseName
-         FROM narinfo_refs r JOIN narinfos n ON n.id = r.narinfo_id
-         WHERE NOT EXISTS (SELECT 1 FROM narinfos m WHERE m.hash_part = r.ref_hash_part
-                                                     AND m.store_path = '/nix/store/' || r.ref_base_name)
-         ORDER BY n.id, r.ref_base_name`),
-      narFileTotals: db.prepare<[], { files: number, bytes: number }>(
-        'SELECT count(*) AS files, coalesce(sum(file_size), 0) AS bytes FROM nar_files'),
-      narinfosNaming: db.prepare<[string], { hashPart: string, storePath: string }>(
-        `SELECT hash_part AS hashPart, store_path AS storePath FROM narinfos
-         WHERE nar_file_id IN (SELECT value FROM json_each(?)) ORDER BY hash_part`)
+      ...narFileStatements(db),
+      ...narinfoStatements(db),
+      ...auxFileAndTokenStatements(db),
+      ...fsckStatements(db)
     }
   }
 
@@ -265,7 +292,7 @@ export class Metadata {
   /**
    * The narinfo as served (its UTF-8 bytes), or undefined: what GET answers, from memory when
    * this hash part was asked for since the last change (servedGeneration). A hit then costs no row
-   * lookup and no UTF-8 encoding; measured in BENCHMARKS.md (2026-11-30, late evening).
+   * lookup and no UTF-8 encoding (BENCHMARKS.md, runs of 2026-11-30 23:14 UTC).
    */
   narinfoBody (hashPart: string): Buffer | undefined {
     this.narinfoCache.keepFor(this.servedGeneration())

@@ -17,7 +17,8 @@
  * same in both places.
  */
 import path from 'node:path'
-import { ConfigError, readJsonConfigFile } from '../config/config.js'
+import { readJsonConfigFile } from '../config/config.js'
+import { ConfigError, expectInteger, expectString, expectStrings, isRecord, rejectUnknown, splitWords } from '../config/values.js'
 
 export const DEFAULT_QUEUE_DIR = '/var/lib/narwhal/queue'
 
@@ -72,27 +73,6 @@ export const PUSHER_ENV_KEYS = ['NARWHAL_PUSHER_CONFIG', 'NARWHAL_SERVER', 'NARW
 const FILE_KEYS = ['server', 'tokenFile', 'secretKeyFiles', 'queueDir', 'concurrency', 'compression', 'compressionLevel',
   'skipSignedBy', 'batchNarBytes', 'batchMaxBytes', 'maxRetryDelaySeconds', 'pollMs']
 
-function isRecord (v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v)
-}
-
-function expectString (v: unknown, key: string): string {
-  if (typeof v !== 'string' || v === '') throw new ConfigError(`${key}: expected a non-empty string, got ${JSON.stringify(v)}`)
-  return v
-}
-
-function expectInteger (v: unknown, key: string, min: number): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-    throw new ConfigError(`${key}: expected an integer >= ${min}, got ${JSON.stringify(v)}`)
-  }
-  return v
-}
-
-function expectStrings (v: unknown, key: string): string[] {
-  if (!Array.isArray(v)) throw new ConfigError(`${key}: expected an array of strings`)
-  return v.map((s, i) => expectString(s, `${key}[${i}]`))
-}
-
 function expectCompression (v: unknown, key: string): PushCompression {
   if (v !== 'zstd' && v !== 'xz') throw new ConfigError(`${key}: expected "zstd" or "xz", got ${JSON.stringify(v)}`)
   return v
@@ -112,15 +92,9 @@ function expectServer (v: unknown, key: string): string {
   return s.replace(/\/+$/, '')
 }
 
-function splitWords (value: string): string[] {
-  return value.split(/\s+/).filter(w => w !== '')
-}
-
 function applyFile (config: PusherConfig, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  for (const key of Object.keys(raw)) {
-    if (!FILE_KEYS.includes(key)) throw new ConfigError(`${key}: unknown setting (known: ${FILE_KEYS.join(', ')})`)
-  }
+  rejectUnknown(raw, FILE_KEYS, '')
   const dir = path.dirname(file)
   const resolve = (p: string): string => path.resolve(dir, p)
   if (raw.server !== undefined) config.server = expectServer(raw.server, 'server')

@@ -19,7 +19,7 @@ import { rm } from 'node:fs/promises'
 import path from 'node:path'
 import { Readable, Transform, type TransformCallback } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { extensionFor } from '../nix/compression.js'
+import { narUrl } from '../nix/nar-url.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { CompressStream } from 'zstd-napi'
 import zstd from 'zstd-napi/binding.js'
@@ -86,7 +86,7 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
       fileSize: fileCount.bytes,
       narHash: narHash.digest(),
       narSize: narCount.bytes,
-      url: `nar/${hash}.nar${extensionFor(compression)}`
+      url: narUrl(hash, compression)
     }
   }
   if (source === 'in-process' && compression === 'zstd') {

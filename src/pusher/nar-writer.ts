@@ -14,33 +14,20 @@
  * against the store's record, so any difference would be caught, never uploaded.
  *
  * Synchronous, into one buffer: files are read with readSync straight into it and each full
- * buffer is handed out, to be consumed before the next is asked for. Profiled on the push bench's
- * closure (BENCHMARKS.md, 2026-12-07), the earlier version's promise-based reads, a fresh 1 MiB
- * buffer per chunk and the copies joining them were a third of the pusher's main thread.
+ * buffer is handed out, to be consumed before the next is asked for: promise-based reads, a buffer
+ * per chunk and the copies joining them cost a third of the pusher's main thread (BENCHMARKS.md).
  */
 import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from 'node:fs'
 import path from 'node:path'
+import { narLength, narPadding, narString } from '../nix/nar-encoding.js'
 
 const CHUNK = 1 << 20
-const ZEROS = Buffer.alloc(8)
 
 /** A fixed buffer being filled; `pos` bytes of it are NAR. */
 interface Sink { buf: Buffer, pos: number }
 
-function u64 (n: number): Buffer {
-  const b = Buffer.alloc(8)
-  b.writeBigUInt64LE(BigInt(n))
-  return b
-}
-
-/** str(s) as bytes: length, contents, padding. */
-function encodeStr (s: string | Buffer): Buffer {
-  const b = typeof s === 'string' ? Buffer.from(s, 'utf8') : s
-  return Buffer.concat([u64(b.length), b, ZEROS.subarray(0, (8 - (b.length % 8)) % 8)])
-}
-
 const T = Object.fromEntries(['nix-archive-1', '(', ')', 'type', 'regular', 'executable', '', 'contents', 'symlink', 'target',
-  'directory', 'entry', 'name', 'node'].map(s => [s, encodeStr(s)]))
+  'directory', 'entry', 'name', 'node'].map(s => [s, narString(s)]))
 
 function * put (sink: Sink, src: Buffer): Generator<Buffer> {
   let off = 0
@@ -60,7 +47,7 @@ function * tokens (sink: Sink, ...names: string[]): Generator<Buffer> {
 }
 
 function * contents (sink: Sink, p: Buffer, size: number): Generator<Buffer> {
-  yield * put(sink, u64(size))
+  yield * put(sink, narLength(size))
   const fd = openSync(p, 'r')
   try {
     let remaining = size
@@ -77,7 +64,7 @@ function * contents (sink: Sink, p: Buffer, size: number): Generator<Buffer> {
   } finally {
     closeSync(fd)
   }
-  yield * put(sink, ZEROS.subarray(0, (8 - (size % 8)) % 8))
+  yield * put(sink, narPadding(size))
 }
 
 function * node (sink: Sink, p: Buffer): Generator<Buffer> {
@@ -85,7 +72,7 @@ function * node (sink: Sink, p: Buffer): Generator<Buffer> {
   yield * tokens(sink, '(', 'type')
   if (st.isSymbolicLink()) {
     yield * tokens(sink, 'symlink', 'target')
-    yield * put(sink, encodeStr(readlinkSync(p, { encoding: 'buffer' })))
+    yield * put(sink, narString(readlinkSync(p, { encoding: 'buffer' })))
   } else if (st.isFile()) {
     yield * tokens(sink, 'regular')
     if ((st.mode & 0o100) !== 0) yield * tokens(sink, 'executable', '')
@@ -96,7 +83,7 @@ function * node (sink: Sink, p: Buffer): Generator<Buffer> {
     const names = readdirSync(p, { encoding: 'buffer' }).sort(Buffer.compare)
     for (const name of names) {
       yield * tokens(sink, 'entry', '(', 'name')
-      yield * put(sink, encodeStr(name))
+      yield * put(sink, narString(name))
       yield * tokens(sink, 'node')
       yield * node(sink, Buffer.concat([p, Buffer.from('/'), name]))
       yield * tokens(sink, ')')

@@ -18,7 +18,7 @@ import { rm } from 'node:fs/promises'
 import { signatureKeyName } from '../nix/signature.js'
 import type { SecretKey } from '../signing/keys.js'
 import type { BatchPartResult } from '../api/v1.js'
-import { baseName, hashPartOf, topologicalOrder, type PathInfo } from './closure.js'
+import { baseName, hashPartOf, invalidPaths, topologicalOrder, type PathInfo } from './closure.js'
 import type { PushCompression, PusherConfig } from './config.js'
 import { dumpCompressed, type NarFile } from './nar-file.js'
 import { RefusedError, TransientError, withRetries, type BackoffOptions } from './retry.js'
@@ -64,6 +64,25 @@ export function pushSettings (config: Readonly<PusherConfig>): Pick<PushOptions,
   }
 }
 
+/**
+ * Why a path was not uploaded, decided from what happened, never from an error's text:
+ *
+ *   refused      the server said no (a 4xx, or a part of a batch refused), or a reference was
+ *                not uploaded so the server would refuse it
+ *   gone         no longer in the local store: Nix collected it after the closure was read
+ *   corrupt      its NAR does not hash to what the local store recorded
+ *
+ * A server that cannot be reached (the network, 408, 429, 5xx past the retries) is no path's
+ * failure: the push stops with a TransientError and the queue retries the whole job later.
+ */
+export type FailureKind = 'refused' | 'gone' | 'corrupt'
+
+export interface PathFailure {
+  path: string
+  kind: FailureKind
+  reason: string
+}
+
 export interface PushResult {
   closureSize: number
   alreadyPresent: number
@@ -73,7 +92,7 @@ export interface PushResult {
   bytesSent: number
   /** Uncompressed NAR bytes of the uploaded paths. */
   narBytes: number
-  failed: Array<{ path: string, reason: string }>
+  failed: PathFailure[]
   elapsedMs: number
   /** Compressed bytes sent per uploaded path, and the paths skipped as upstream's (for resultFor). */
   sentBytes: Map<string, number>
@@ -156,7 +175,7 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
   const report = (): void => options.onProgress?.({ ...progress })
   report()
 
-  const failed = new Map<string, string>()
+  const failed = new Map<string, Omit<PathFailure, 'path'>>()
   const nars = new Map<string, NarFile>()
   const tempFiles = new Set<string>()
   let bytesSent = 0
@@ -197,7 +216,7 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
     for (const { info, nar } of items) {
       const result = results.find(r => r.name === nar.url)
       if (result === undefined || result.status >= 300) {
-        failed.set(info.path, partReason(result, nar.url))
+        failed.set(info.path, { kind: 'refused', reason: partReason(result, nar.url) })
         await discard(nar)
       } else {
         await narDone(info, nar)
@@ -229,8 +248,11 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
           dumpSlots.release()
         }
         if (!nar.narHash.equals(info.narHash) || nar.narSize !== info.narSize) {
-          failed.set(info.path, `the store path's NAR (${nar.narSize} bytes) does not match its recorded NarHash/NarSize; ` +
-            'the local store may be corrupt (nix-store --verify --check-contents)')
+          failed.set(info.path, {
+            kind: 'corrupt',
+            reason: `the store path's NAR (${nar.narSize} bytes) does not match its recorded NarHash/NarSize; ` +
+              'the local store may be corrupt (nix-store --verify --check-contents)'
+          })
           await discard(nar)
           continue
         }
@@ -246,9 +268,9 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
         await narDone(info, nar)
       } catch (err) {
         if (err instanceof RefusedError) {
-          failed.set(info.path, err.message)
-        } else if (isGone(err)) {
-          failed.set(info.path, `no longer in the local store (garbage-collected before upload): ${(err as Error).message}`)
+          failed.set(info.path, { kind: 'refused', reason: err.message })
+        } else if (!(err instanceof TransientError) && await isGone(info.path)) {
+          failed.set(info.path, { kind: 'gone', reason: `no longer in the local store (garbage-collected before upload): ${(err as Error).message}` })
         } else {
           abort ??= err
         }
@@ -272,12 +294,12 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
   for (const info of ordered) {
     const nar = nars.get(info.path)
     if (nar === undefined) {
-      if (!failed.has(info.path)) failed.set(info.path, 'its NAR was not uploaded')
+      if (!failed.has(info.path)) failed.set(info.path, { kind: 'refused', reason: 'its NAR was not uploaded' })
       continue
     }
     const blocked = info.references.find(ref => ref !== baseName(info.path) && [...failed.keys()].some(f => baseName(f) === ref))
     if (blocked !== undefined) {
-      failed.set(info.path, `not uploaded: its reference ${blocked} failed`)
+      failed.set(info.path, { kind: 'refused', reason: `not uploaded: its reference ${blocked} failed` })
       continue
     }
     pending.push({ info, part: { name: `${hashPartOf(info.path)}.narinfo`, text: buildNarinfo(info, nar, options.keys) } })
@@ -288,7 +310,7 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
     for (const { info, part } of chunk) {
       const result = results.find(r => r.name === part.name)
       if (result === undefined || result.status >= 300) {
-        failed.set(info.path, partReason(result, part.name))
+        failed.set(info.path, { kind: 'refused', reason: partReason(result, part.name) })
       } else {
         uploaded.push(info.path)
         progress.pathsDone++
@@ -304,7 +326,7 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
     uploaded,
     bytesSent,
     narBytes: toUpload.filter(i => uploaded.includes(i.path)).reduce((n, i) => n + i.narSize, 0),
-    failed: [...failed].map(([path, reason]) => ({ path, reason })),
+    failed: [...failed].map(([path, failure]) => ({ path, ...failure })),
     elapsedMs: Date.now() - started,
     sentBytes: new Map(uploaded.map(p => [p, nars.get(p)?.fileSize ?? 0])),
     skipped: skipped.map(i => i.path)
@@ -317,7 +339,14 @@ function partReason (result: BatchPartResult | undefined, name: string): string 
   return `${name}: HTTP ${result.status}${detail === '' ? '' : `: ${detail.trim()}`}`
 }
 
-function isGone (err: unknown): boolean {
-  const message = err instanceof Error ? err.message : ''
-  return /is not valid|does not exist|No such file/i.test(message)
+/**
+ * Whether a path whose NAR could not be written is no longer valid in the local store, asked of
+ * Nix itself. When Nix cannot be asked either, the push stops with the first error.
+ */
+async function isGone (storePath: string): Promise<boolean> {
+  try {
+    return (await invalidPaths([storePath])).includes(storePath)
+  } catch {
+    return false
+  }
 }

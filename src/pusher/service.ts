@@ -163,11 +163,11 @@ async function pushJobs (live: Array<{ job: Job, outs: string[] }>, options: Ser
     for (const p of result.uploaded) credited.add(p)
     const jobNotes = notes.get(job.seq) ?? []
     for (const f of result.failed) {
-      const dropped = f.reason.includes('garbage-collected')
+      const dropped = f.kind === 'gone'
       queue.setPathOutcome(f.path, dropped ? 'dropped' : 'failed', f.reason, job.seq)
       if (dropped) jobNotes.push(`dropped ${f.path}: ${f.reason}`)
     }
-    const realFailures = result.failed.filter(f => !f.reason.includes('garbage-collected'))
+    const realFailures = result.failed.filter(f => f.kind !== 'gone')
     const state = realFailures.length > 0 ? 'failed' : 'done'
     queue.finish(job.seq, {
       state,

@@ -61,7 +61,7 @@ export function readTokenFile (file: string | undefined): string | undefined {
 }
 
 /** The narinfo text of `info` for the uploaded `nar`, with every existing signature plus ours. */
-export function buildNarinfo (info: PathInfo, nar: Pick<NarFile, 'url' | 'compression' | 'fileHash' | 'fileSize'>,
+export function buildNarinfo (info: PathInfo, nar: Pick<NarFile, 'url' | 'fileHash' | 'fileSize'> & { compression: string },
   keys: readonly SecretKey[]): string {
   const narSize = BigInt(info.narSize)
   const fingerprint = fingerprintPath(info.path, info.narHash, narSize, info.references)

@@ -11,7 +11,7 @@ import { holdContinue } from './body.js'
 import type { CacheContext } from './context.js'
 import { registerErrorHandler } from './error-handler.js'
 import { fastReads, type FastRead } from './fast-reads.js'
-import { registerIdleTimeout } from './idle-timeout.js'
+import { idleTimeoutMs, registerIdleTimeout } from './idle-timeout.js'
 import { registerMetrics } from './metrics.js'
 import { registerRateLimit } from './rate-limit.js'
 import { registerRoutes } from './routes/index.js'
@@ -35,7 +35,7 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
   // storage/nar-ingest.ts) and a download to a client that stopped reading. The server's own
   // work is not silence: see idle-timeout.ts.
   const requestTimeout = 0
-  const connectionTimeout = timeouts.idleSeconds * 1000
+  const connectionTimeout = idleTimeoutMs(context.config)
   const keepAliveTimeout = 65_000
   const httpOptions = {
     // Headers trickled a byte at a time keep a socket busy but never start a request (slowloris).
@@ -95,7 +95,7 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
     })
   }
   registerErrorHandler(app)
-  registerIdleTimeout(app, timeouts.idleSeconds * 1000)
+  registerIdleTimeout(app, connectionTimeout)
   registerAuth(app)
   registerRateLimit(app)
   const countResponse = registerMetrics(app, { cluster: options.clusterWorker ?? false })

@@ -24,8 +24,8 @@ import { closeSync, statSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
 import { BodyCache } from '../nix/body-cache.js'
-import { NAR_EXTENSION_PATTERN } from '../nix/compression.js'
-import { FILE_HASH_PATTERN, HASH_PART_PATTERN } from '../nix/store-path.js'
+import { parseNarUrl } from '../nix/nar-url.js'
+import { HASH_PART_PATTERN } from '../nix/store-path.js'
 import { readWhole, SMALL_BODY_BYTES } from './file-body.js'
 import type { CountResponse } from './metrics.js'
 import { NAR_ROUTE, narHeaders } from './routes/nar.js'
@@ -35,7 +35,6 @@ import { MISS_TYPE, NARINFO_ROUTE, NARINFO_TYPE, narinfoMissBody } from './route
 export type FastRead = (request: IncomingMessage, response: ServerResponse) => boolean
 
 const NARINFO_URL = new RegExp(`^/(${HASH_PART_PATTERN})\\.narinfo$`)
-const NAR_URL = new RegExp(`^/nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
 
 /** Small NAR files kept in memory per process: at least 256 of 64 KiB, thousands of typical ones. */
 const SMALL_NAR_CACHE_BYTES = 16 * 1024 * 1024
@@ -113,8 +112,8 @@ export function fastReads (app: FastifyInstance, countResponse: CountResponse): 
     const url = request.url ?? ''
     const hashPart = NARINFO_URL.exec(url)?.[1]
     if (hashPart !== undefined) return answerNarinfo(hashPart, response)
-    const fileHash = NAR_URL.exec(url)?.[1]
-    if (fileHash !== undefined) return answerSmallNar(fileHash, response)
+    const nar = url.startsWith('/nar/') ? parseNarUrl(url.slice(1)) : undefined
+    if (nar !== undefined) return answerSmallNar(nar.fileHash, response)
     return false
   }
 }

@@ -9,33 +9,13 @@
  *   larger         reads of 1 MiB on the thread pool into two fresh buffers used in turn, each
  *                  written to the socket while the next is read
  *
- * Up to 8 MiB, what a download costs besides its bytes weighs most, and reads on the event loop
- * into a kept buffer keep both copies (page cache to buffer, buffer to socket) on one core and in
- * its cache. Measured on this machine (2026-12-01, one 2.18 MB NAR over and over with wrk, one
- * connection, bare node:http servers, medians of 5 alternated rounds, downloads a second):
- * thread-pool reads of 1 MiB into two fresh buffers per download 734-787; thread-pool reads into
- * buffers kept between downloads 537 (1 MiB) and 514 (128 KiB), slower still (perf: the kernel's
- * copy into the buffer went from 14% to 50% of the process's samples, presumably as the buffer's
- * lines sat in the other core's cache); synchronous reads into one kept buffer of 64 KiB 726, of
- * 128 KiB 1,116-1,119, of 256 KiB 433, of 1 MiB 499 (the core's L2 cache is 512 KiB, shared
- * with the kernel's socket buffers and page cache lines); nginx 809-910. In narwhal: 414 -> 744
- * at one connection, 349 -> 686 at 16 (nginx 1,005 and 774). Fresh buffers per download also
- * cost garbage collection: 2 MiB of new external memory each time set off a full collection
- * every few downloads ("external memory pressure" in --trace-gc, 21% of the server's samples).
- *
- * Larger files stream faster with the read on another core, in parallel with the socket write:
- * the bench closure's six NARs over 10 MB, one at a time with curl, 7 alternated rounds: 0.118 s
- * (thread pool) against 0.147 s (event loop), nginx 0.113 s. Why not fs.createReadStream there:
- * every 1 MiB chunk of a stream is a new buffer, cold in the CPU cache, and the same six NARs
- * took 0.38 s with it (2026-11-30).
- *
- * What a read on the event loop costs when the file is not in the page cache: the loop waits for
- * the disk, one 128 KiB read at a time, and every other request with it (here, with the page cache
- * dropped, narinfo hits beside such downloads waited 1.1-1.5 ms at the 75th percentile against
- * 0.25-0.38 ms with thread-pool reads; BENCHMARKS.md, 2026-12-01). nginx's sendfile makes
- * the same trade by default (without `aio threads` its worker process blocks on the disk), and
- * SQLite's reads are synchronous here already. A cache on slow disks can run `--workers` so one
- * process waiting on the disk does not hold up the others.
+ * Why: up to 8 MiB, what a download costs besides its bytes weighs most, and reads on the event
+ * loop into a kept buffer keep both copies (page cache to buffer, buffer to socket) on one core
+ * and in its cache, and a kept buffer spares the garbage collector; beyond that, a read on
+ * another core in parallel with the socket write streams faster. The cost: a read of a file not
+ * in the page cache blocks the event loop (as nginx's sendfile does without `aio threads`); run
+ * `--workers` on slow disks. The measurements, and the alternatives they ruled out
+ * (fs.createReadStream, other chunk sizes): BENCHMARKS.md, runs of 2026-12-01 04:29-05:11 UTC.
  *
  * Every function closes the descriptor it is given, whatever happens.
  */
@@ -49,7 +29,6 @@ export const SMALL_BODY_BYTES = 64 * 1024
 /** Bodies up to this size are read on the event loop, larger ones on the thread pool (see above). */
 const SYNC_READ_BODY_BYTES = 8 * 1024 * 1024
 const SYNC_CHUNK_BYTES = 128 * 1024
-/** 256 KiB to 4 MiB measured the same, 64 KiB was slower (2026-11-30). */
 const POOL_CHUNK_BYTES = 1024 * 1024
 
 /**

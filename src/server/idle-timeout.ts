@@ -17,7 +17,13 @@
 import type { FastifyInstance, RouteOptions } from 'fastify'
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Config } from '../config/config.js'
 import { isWriteMethod, onRouteHook, routeMethods } from './route-hooks.js'
+
+/** timeouts.idleSeconds in the milliseconds Node's timers take. */
+export function idleTimeoutMs (config: Readonly<Pick<Config, 'timeouts'>>): number {
+  return config.timeouts.idleSeconds * 1000
+}
 
 /** Sets the socket's idle timeout (0: none); app.inject() (tests) hands a socket without timers. */
 function setIdleTimeout (socket: { setTimeout?: unknown }, ms: number): void {

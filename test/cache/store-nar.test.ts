@@ -1,47 +1,69 @@
 /**
- * A NAR upload becomes visible in one write transaction: its row is inserted and its file renamed
- * into place while the write lock is held, so garbage collection (which deletes a row and unlinks
- * its file in one write transaction) can never see one without the other. A NAR that decompresses
- * past its limit is refused while it streams.
+ * A NAR upload becomes visible in one write transaction: its row and its file appear together,
+ * never while another process (a garbage collection, which deletes a row and unlinks its file in
+ * one write transaction) holds the write lock, so it can never see one without the other. A NAR
+ * that decompresses past its limit is refused while it streams.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes, randomInt } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import path from 'node:path'
 import { Readable } from 'node:stream'
+import { Worker } from 'node:worker_threads'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache } from '../../src/cache/open-cache.js'
 import { storeNar } from '../../src/cache/store-nar.js'
-import type { TempFile } from '../../src/storage/blob-store.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 
-test('the NAR file is renamed into place inside the transaction that records its row', async () => {
+/**
+ * Holds the database's write lock from another thread, as a garbage collection in another process
+ * does while it deletes rows and unlinks files, for `holdMs`; reports whether the NAR file at
+ * `narPath` appeared meanwhile.
+ */
+function holdWriteLock (database: string, narPath: string, holdMs: number): { locked: Promise<void>, released: Promise<{ appeared: boolean }> } {
+  const worker = new Worker(`
+    const { parentPort, workerData } = require('node:worker_threads')
+    const { existsSync } = require('node:fs')
+    const Database = require(workerData.betterSqlite3)
+    const db = new Database(workerData.database)
+    db.exec('BEGIN IMMEDIATE')
+    parentPort.postMessage('locked')
+    let appeared = false
+    const until = Date.now() + workerData.holdMs
+    while (Date.now() < until) appeared ||= existsSync(workerData.narPath)
+    db.exec('ROLLBACK')
+    db.close()
+    parentPort.postMessage({ appeared })
+  `, { eval: true, workerData: { database, narPath, holdMs, betterSqlite3: createRequire(import.meta.url).resolve('better-sqlite3') } })
+  const messages: unknown[] = []
+  const waiters: Array<() => void> = []
+  worker.on('message', (m) => { messages.push(m); waiters.shift()?.() })
+  const next = async (): Promise<unknown> => {
+    if (messages.length === 0) await new Promise<void>(resolve => waiters.push(resolve))
+    return messages.shift()
+  }
+  const locked = next().then(() => {})
+  const released = locked.then(next).then(async (m) => { await worker.terminate(); return m as { appeared: boolean } })
+  return { locked, released }
+}
+
+test('a NAR file appears only together with its row: not while another process holds the write lock', async () => {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
-  const seen: Array<{ inTransaction: boolean, rowVisible: boolean, synchronous: unknown }> = []
-  const commit = cache.blobs.commitNar.bind(cache.blobs)
-  cache.blobs.commitNar = (temp: TempFile, hash: string): void => {
-    seen.push({
-      inTransaction: cache.db.inTransaction,
-      rowVisible: cache.metadata.narFile(hash) !== undefined,
-      synchronous: cache.db.pragma('synchronous', { simple: true })
-    })
-    commit(temp, hash)
-  }
+  const other = holdWriteLock(cache.layout.database, cache.blobs.narPath(fileHash), 500)
+  await other.locked
+  // Waits for the lock (busy_timeout) once the body is verified, then commits row and file.
   const stored = await storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 })
-  // synchronous 1 (NORMAL): the row reaches the disk with the next commit that waits for the
-  // disk, its narinfo's.
-  assert.deepEqual(seen, [{ inTransaction: true, rowVisible: true, synchronous: 1 }])
+  assert.deepEqual(await other.released, { appeared: false }, 'the file did not appear while the other connection held the lock')
   assert.equal(stored.fileHash, fileHash)
-  assert.equal(cache.db.inTransaction, false)
-  // And every other commit (a narinfo's above all) waits for the disk again: 2 is FULL.
-  assert.equal(cache.db.pragma('synchronous', { simple: true }), 2)
-  assert.ok(existsSync(cache.blobs.narPath(fileHash)))
+  assert.equal(cache.metadata.narFile(fileHash)?.fileSize, nar.length)
+  assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(nar))
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [], 'no temp file is left')
   cache.db.close()
 })
@@ -50,12 +72,18 @@ test('when the rename fails the row is rolled back and the temp file removed', a
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
-  cache.blobs.commitNar = (): void => { throw Object.assign(new Error('simulated rename failure'), { code: 'EIO' }) }
+  // A file where the NAR's shard folder belongs: the rename into place fails for real (as root,
+  // permissions would not stop it).
+  const shard = path.dirname(cache.blobs.narPath(fileHash))
+  writeFileSync(shard, 'not a folder')
   await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 }),
-    /simulated rename failure/)
+    (err: NodeJS.ErrnoException) => err.code === 'EEXIST' || err.code === 'ENOTDIR')
   assert.equal(cache.metadata.narFile(fileHash), undefined)
-  assert.equal(cache.db.pragma('synchronous', { simple: true }), 2, 'FULL again after a failed commit')
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
+  // Nothing is left half-done: once the folder can be made, the same upload succeeds.
+  rmSync(shard)
+  await storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 })
+  assert.equal(cache.metadata.narFile(fileHash)?.fileSize, nar.length)
   cache.db.close()
 })
 

@@ -21,8 +21,9 @@ import path from 'node:path'
 import { UPLOAD_BATCH_ROUTE, type UploadBatchResponse } from '../../src/api/v1.js'
 import type { Compression } from '../../src/nix/compression.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
+import { narString } from '../../src/nix/nar-encoding.js'
 import { generateKeyPair, type SecretKey } from '../../src/signing/keys.js'
-import { checkDatabase, checkDisk, checkServed, fetchHashed, tempFiles } from '../helpers/cache-consistency.js'
+import { checkServed, checkStored, fetchHashed, tempFiles } from '../helpers/cache-consistency.js'
 import { nix, nixEnv, nixKeyPair, nixOk, netrcFile, runOk, tempDir } from '../helpers/nix.js'
 import { createToken, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { eventually, makeNarinfo, narFromBytes, runBytes, sleep, type Nar } from '../helpers/upload.js'
@@ -111,14 +112,6 @@ async function buildClosures (rounds: number, sizes: number[]): Promise<Closure[
       return { top, dep, data: i.data, paths: [i.data, dep, top] }
     })
   })
-}
-
-/** A NAR string field: length (u64 little-endian), bytes, zero padding to a multiple of 8. */
-function narString (value: Buffer | string): Buffer {
-  const bytes = typeof value === 'string' ? Buffer.from(value) : value
-  const length = Buffer.alloc(8)
-  length.writeBigUInt64LE(BigInt(bytes.length))
-  return Buffer.concat([length, bytes, Buffer.alloc((8 - bytes.length % 8) % 8)])
 }
 
 /** The NAR of a store path that is one non-executable regular file. */
@@ -292,12 +285,9 @@ interface CheckResult {
 /** Everything the cache must guarantee after a (re)start, before anything new is uploaded. */
 async function checkCache (server: ServerProcess, dataDir: string, attempted: Set<string>, acked: Acked): Promise<CheckResult> {
   const problems: string[] = []
-  const disk = await checkDisk(dataDir)
-  problems.push(...disk.problems)
-  if (disk.tempFiles.length > 0) problems.push(`store/tmp after the start holds ${disk.tempFiles.join(', ')}`)
-  const db = checkDatabase(dataDir, disk)
-  problems.push(...db.problems)
-  const served = await checkServed(server.url, [...db.narinfoHashParts, ...attempted], new Set([...db.narinfoHashParts, ...acked.narinfos]))
+  const stored = await checkStored(dataDir)
+  problems.push(...stored.problems)
+  const served = await checkServed(server.url, [...stored.narinfoHashParts, ...attempted], new Set([...stored.narinfoHashParts, ...acked.narinfos]))
   problems.push(...served.problems)
   for (const nar of acked.nars.values()) {
     const got = await fetchHashed(`${server.url}/${nar.url}`)
@@ -307,9 +297,9 @@ async function checkCache (server: ServerProcess, dataDir: string, attempted: Se
   }
   return {
     problems,
-    narFiles: disk.narFiles.size,
-    filesWithoutRow: [...disk.narFiles.keys()].filter(h => !db.narFileHashes.has(h)).length,
-    narsWithoutNarinfo: db.narFilesWithoutNarinfo,
+    narFiles: stored.narFiles,
+    filesWithoutRow: stored.filesWithoutRow,
+    narsWithoutNarinfo: stored.narsWithoutNarinfo,
     narinfos: served.served.size
   }
 }

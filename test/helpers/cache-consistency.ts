@@ -1,11 +1,10 @@
 /**
  * Checks the promises a cache must keep whatever happened to it (a kill, a crash), by reading its
- * data folder directly and by asking it over HTTP like a client would:
+ * data folder as `narwhal fsck` does and by asking it over HTTP like a client would:
  *
- *   disk     store/tmp is empty (after a start); every file under store/nar/<h0h1>/ is complete:
- *            its bytes hash (nix32 sha256) to its name, in the shard its name says
- *   database (opened read-only, next to the running server) every nar_files row has its file with
- *            the recorded size; every narinfo's NAR row exists; every reference has a narinfo
+ *   stored   what `narwhal fsck --verify-content` finds (store/tmp empty after a start, every
+ *            recorded NAR file whole and hashing to its name, every narinfo's NAR and references
+ *            held), and every unrecorded file under store/nar complete as well
  *   HTTP     every narinfo served: its URL answers 200 with exactly FileSize bytes hashing to
  *            FileHash, and every store path in References is served too (the closure is intact)
  *
@@ -13,17 +12,15 @@
  * shows everything that is wrong at once.
  */
 import { createHash } from 'node:crypto'
-import { createReadStream, existsSync, readdirSync, statSync } from 'node:fs'
+import { createReadStream, existsSync, readdirSync } from 'node:fs'
 import path from 'node:path'
-import Database from 'better-sqlite3'
+import { checkCache } from '../../src/cache/fsck.js'
+import { openDataDir } from '../../src/cache/open-cache.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 
-export interface DiskState {
-  /** Names in store/tmp. */
-  tempFiles: string[]
-  /** File hash → size of every file under store/nar. */
-  narFiles: Map<string, number>
-  problems: string[]
+export function tempFiles (dataDir: string): string[] {
+  const dir = path.join(dataDir, 'store', 'tmp')
+  return existsSync(dir) ? readdirSync(dir) : []
 }
 
 async function sha256OfFile (file: string): Promise<string> {
@@ -32,79 +29,48 @@ async function sha256OfFile (file: string): Promise<string> {
   return encodeNix32(hash.digest())
 }
 
-export function tempFiles (dataDir: string): string[] {
-  const dir = path.join(dataDir, 'store', 'tmp')
-  return existsSync(dir) ? readdirSync(dir) : []
-}
-
-/** Reads every file under store/nar and checks that its content is what its name says. */
-export async function checkDisk (dataDir: string): Promise<DiskState> {
-  const narDir = path.join(dataDir, 'store', 'nar')
-  const problems: string[] = []
-  const narFiles = new Map<string, number>()
-  for (const shard of existsSync(narDir) ? readdirSync(narDir, { withFileTypes: true }) : []) {
-    if (!shard.isDirectory() || !/^[0-9a-z]{2}$/.test(shard.name)) {
-      problems.push(`store/nar/${shard.name}: not a shard folder`)
-      continue
-    }
-    for (const entry of readdirSync(path.join(narDir, shard.name), { withFileTypes: true })) {
-      const where = `store/nar/${shard.name}/${entry.name}`
-      if (!entry.isFile()) { problems.push(`${where}: not a regular file`); continue }
-      if (!/^[0-9a-z]{52}$/.test(entry.name) || entry.name.slice(0, 2) !== shard.name) {
-        problems.push(`${where}: not named <nix32 sha256> in its shard`)
-        continue
-      }
-      const file = path.join(narDir, shard.name, entry.name)
-      const actual = await sha256OfFile(file)
-      if (actual !== entry.name) problems.push(`${where}: content hashes to ${actual} (a partial or wrong object under a final name)`)
-      narFiles.set(entry.name, statSync(file).size)
-    }
-  }
-  return { tempFiles: tempFiles(dataDir), narFiles, problems }
-}
-
-export interface DatabaseState {
-  narFileHashes: Set<string>
-  narinfoHashParts: Set<string>
-  /** NAR rows no narinfo points at (yet). */
-  narFilesWithoutNarinfo: number
+export interface StoredState {
   problems: string[]
+  /** Hash parts of every narinfo the database holds. */
+  narinfoHashParts: Set<string>
+  /** NAR files on disk, recorded or not. */
+  narFiles: number
+  /** Files under store/nar with no nar_files row: a kill between rename and insert (allowed). */
+  filesWithoutRow: number
+  /** NAR rows no narinfo points at (yet): a kill between a NAR and its narinfo (allowed). */
+  narsWithoutNarinfo: number
 }
 
-/** Reads the metadata read-only and checks it against the files found by checkDisk. */
-export function checkDatabase (dataDir: string, disk: DiskState): DatabaseState {
-  const db = new Database(path.join(dataDir, 'narwhal.sqlite'), { readonly: true, fileMustExist: true })
+/**
+ * The data folder as `narwhal fsck --verify-content` judges it (cache/fsck.ts, opened next to the
+ * running server as the command does), with no grace for young files: right after a start nothing
+ * is in flight. A file without its row is allowed (a kill between rename and insert) as long as
+ * its bytes hash to its name: it was complete before its rename.
+ */
+export async function checkStored (dataDir: string): Promise<StoredState> {
+  const cache = openDataDir(dataDir)
   try {
-    const problems: string[] = []
-    const narRows = db.prepare('SELECT id, file_hash AS fileHash, file_size AS fileSize FROM nar_files').all() as
-      Array<{ id: number, fileHash: string, fileSize: number }>
-    for (const row of narRows) {
-      const size = disk.narFiles.get(row.fileHash)
-      if (size === undefined) problems.push(`nar_files row ${row.fileHash}: no file on disk`)
-      else if (size !== row.fileSize) problems.push(`nar_files row ${row.fileHash}: ${row.fileSize} bytes recorded, ${size} on disk`)
+    const report = await checkCache(cache, { verifyContent: true, graceMs: 0 })
+    const problems = report.problems.filter(p => p.kind !== 'unrecorded-nar-file').map(p => `${p.kind} ${p.subject}: ${p.reason}`)
+    problems.push(...report.inFlight.map(f => `${f}: in flight right after a start`))
+    const unrecorded = report.problems.filter(p => p.kind === 'unrecorded-nar-file')
+    for (const { subject } of unrecorded) {
+      const actual = await sha256OfFile(subject)
+      if (actual !== path.basename(subject)) problems.push(`${subject}: content hashes to ${actual} (a partial or wrong object under a final name)`)
     }
-    const narIds = new Set(narRows.map(r => r.id))
-    const narinfos = db.prepare('SELECT id, hash_part AS hashPart, nar_file_id AS narFileId FROM narinfos').all() as
-      Array<{ id: number, hashPart: string, narFileId: number }>
-    const hashParts = new Set(narinfos.map(n => n.hashPart))
-    for (const n of narinfos) {
-      if (!narIds.has(n.narFileId)) problems.push(`narinfo ${n.hashPart}: its nar_files row ${n.narFileId} is missing`)
+    const narinfoHashParts = new Set<string>()
+    for (let page = cache.metadata.narinfosPage(0, 1000); page.length > 0; page = cache.metadata.narinfosPage(page.at(-1)?.id ?? 0, 1000)) {
+      for (const row of page) narinfoHashParts.add(row.hashPart)
     }
-    const refs = db.prepare(`SELECT n.hash_part AS hashPart, r.ref_hash_part AS refHashPart
-                             FROM narinfo_refs r JOIN narinfos n ON n.id = r.narinfo_id`).all() as
-      Array<{ hashPart: string, refHashPart: string }>
-    for (const r of refs) {
-      if (!hashParts.has(r.refHashPart)) problems.push(`narinfo ${r.hashPart}: its reference ${r.refHashPart} has no narinfo`)
-    }
-    const pointedAt = new Set(narinfos.map(n => n.narFileId))
     return {
-      narFileHashes: new Set(narRows.map(r => r.fileHash)),
-      narinfoHashParts: hashParts,
-      narFilesWithoutNarinfo: narRows.filter(r => !pointedAt.has(r.id)).length,
-      problems
+      problems,
+      narinfoHashParts,
+      narFiles: report.checked.narFiles + unrecorded.length,
+      filesWithoutRow: unrecorded.length,
+      narsWithoutNarinfo: cache.metadata.unnamedNarFiles(Number.MAX_SAFE_INTEGER).length
     }
   } finally {
-    db.close()
+    cache.close()
   }
 }
 

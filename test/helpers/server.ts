@@ -46,6 +46,7 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
     ...options.env
   })
   const cache = openCache(config)
+  cache.blobs.emptyTmp() // as `narwhal serve` does
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse }, { logger: false })
   options.beforeListen?.(app)
   await app.listen({ host: '127.0.0.1', port: 0 })

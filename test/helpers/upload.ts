@@ -18,9 +18,11 @@ import net from 'node:net'
 import path from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { extensionFor, type Compression } from '../../src/nix/compression.js'
-import { fingerprintPath } from '../../src/nix/fingerprint.js'
-import { formatNarInfo, type NarInfo } from '../../src/nix/narinfo.js'
+import type { Compression } from '../../src/nix/compression.js'
+import { narUrl } from '../../src/nix/nar-url.js'
+import { formatNarInfo, parseNarInfo, type NarInfo } from '../../src/nix/narinfo.js'
+import type { PathInfo } from '../../src/pusher/closure.js'
+import { buildNarinfo } from '../../src/pusher/signer.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import type { SecretKey } from '../../src/signing/keys.js'
 import { createCompressor } from '../../src/nix/codecs.js'
@@ -119,7 +121,7 @@ export async function narFromBytes (storePath: string, nar: Buffer, compression:
     bytes,
     compression,
     fileHash,
-    url: `nar/${fileHash}.nar${extensionFor(compression)}`,
+    url: narUrl(fileHash, compression),
     narHash: sha256(nar),
     narSize: BigInt(nar.length)
   }
@@ -140,23 +142,12 @@ export interface NarinfoOptions {
   tamper?: Partial<NarInfo>
 }
 
-/** The NarInfo `nix copy` writes for `nar`. */
+/** The NarInfo an uploader writes for `nar`: the pusher's own (buildNarinfo), as `nix copy` writes it. */
 export function narinfoFor (nar: Nar, options: NarinfoOptions = {}): NarInfo {
-  const references = options.references ?? []
-  const fingerprint = fingerprintPath(nar.storePath, nar.narHash, nar.narSize, references)
-  const info: NarInfo = {
-    storePath: nar.storePath,
-    url: nar.url,
-    compression: nar.compression,
-    fileHash: Buffer.from(sha256(nar.bytes)),
-    fileSize: BigInt(nar.bytes.length),
-    narHash: nar.narHash,
-    narSize: nar.narSize,
-    references,
-    sigs: (options.keys ?? []).map(k => k.sign(fingerprint))
-  }
+  const info: PathInfo = { path: nar.storePath, narHash: nar.narHash, narSize: Number(nar.narSize), references: options.references ?? [], sigs: [] }
   if (options.deriver !== undefined) info.deriver = options.deriver
-  return { ...info, ...options.tamper }
+  const text = buildNarinfo(info, { url: nar.url, compression: nar.compression, fileHash: nar.fileHash, fileSize: nar.bytes.length }, options.keys ?? [])
+  return { ...parseNarInfo(text), ...options.tamper }
 }
 
 export function makeNarinfo (nar: Nar, options: NarinfoOptions = {}): string {

@@ -14,7 +14,7 @@ import { pushClosure, type PushOptions } from '../../src/pusher/push-closure.js'
 import { TransientError } from '../../src/pusher/retry.js'
 import { loadSecretKeys } from '../../src/pusher/signer.js'
 import { CacheClient } from '../../src/pusher/uploader.js'
-import { buildClosure, nixKeyPair, nixOk, tempDir } from '../helpers/nix.js'
+import { buildClosure, nixEnv, nixKeyPair, nixOk, runOk, tempDir } from '../helpers/nix.js'
 import { startServer } from '../helpers/server.js'
 
 function options (client: CacheClient, secretFile: string, extra: Partial<PushOptions> = {}): PushOptions {
@@ -78,7 +78,39 @@ test('refused paths fail with the server\'s reason, and nothing is stored', asyn
   const data = result.failed.find(f => f.path === closure.data)
   assert.match(data?.reason ?? '', /403.*NARWHAL_SIGNATURE_REJECTED/)
   assert.equal(result.failed.length, 3)
-  for (const f of result.failed) assert.match(f.reason, /NARWHAL_SIGNATURE_REJECTED: narinfo field Sig: no signature by a trusted uploader key/)
+  for (const f of result.failed) {
+    assert.equal(f.kind, 'refused')
+    assert.match(f.reason, /NARWHAL_SIGNATURE_REJECTED: narinfo field Sig: no signature by a trusted uploader key/)
+  }
+  assert.equal(server.cache.metadata.narinfoCount(), 0)
+})
+
+test('a path Nix collected after the closure was read is gone, not refused; the rest goes up', async (t) => {
+  const key = await nixKeyPair('pusher-test-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const client = new CacheClient(server.url, server.token('push'))
+  t.after(() => client.close())
+  const closure = await buildClosure()
+  const infos = await closureInfo([closure.top])
+  await runOk('nix-store', ['--delete', closure.top], { env: nixEnv() })
+  const result = await pushClosure(infos, options(client, key.secretFile))
+  assert.deepEqual(result.failed.map(f => [f.path, f.kind]), [[closure.top, 'gone']])
+  assert.deepEqual([...result.uploaded].sort(), [closure.data, closure.dep].sort())
+  assert.equal(server.cache.metadata.narinfoCount(), 2)
+})
+
+test('a path whose NAR does not match the store\'s record is corrupt, and what references it is not sent', async (t) => {
+  const key = await nixKeyPair('pusher-test-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const client = new CacheClient(server.url, server.token('push'))
+  t.after(() => client.close())
+  const closure = await buildClosure()
+  const infos = (await closureInfo([closure.top])).map(i => i.path === closure.data ? { ...i, narSize: i.narSize + 8 } : i)
+  const result = await pushClosure(infos, options(client, key.secretFile))
+  const kinds = new Map(result.failed.map(f => [f.path, f.kind]))
+  assert.equal(kinds.get(closure.data), 'corrupt')
+  assert.equal(kinds.get(closure.dep), 'refused', 'its reference failed: the server would refuse it')
+  assert.equal(kinds.get(closure.top), 'refused')
   assert.equal(server.cache.metadata.narinfoCount(), 0)
 })
 

@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { decodeNix32, encodeNix32 } from '../../src/nix/nix32.js'
+import { narLength, narPadding, narString } from '../../src/nix/nar-encoding.js'
 import { createCompressor } from '../../src/nix/codecs.js'
 import { startServer } from '../helpers/server.js'
 import { collect, fileHashOf, get, makeNarinfo, put, type Nar } from '../helpers/upload.js'
@@ -24,20 +25,10 @@ const FILE_BYTES = 4.5 * 1024 ** 3
  */
 const NAR_HASH = '01prfia1crfmi5lgag4gbng7q95y0wppil039davby0kdqyiavhf'
 
-/** A NAR token: u64 little-endian length, the bytes, zero padding to a multiple of 8. */
-function str (s: string | Buffer): Buffer {
-  const bytes = typeof s === 'string' ? Buffer.from(s) : s
-  const length = Buffer.alloc(8)
-  length.writeBigUInt64LE(BigInt(bytes.length))
-  return Buffer.concat([length, bytes, Buffer.alloc((8 - bytes.length % 8) % 8)])
-}
-
 /** `nix-store --dump` of a single regular file of `size` zero bytes, yielded in 8 MiB chunks. */
 async function * zeroFileNar (size: number, counter: { bytes: number }): AsyncGenerator<Buffer> {
   const emit = (chunk: Buffer): Buffer => { counter.bytes += chunk.length; return chunk }
-  const length = Buffer.alloc(8)
-  length.writeBigUInt64LE(BigInt(size))
-  yield emit(Buffer.concat([str('nix-archive-1'), str('('), str('type'), str('regular'), str('contents'), length]))
+  yield emit(Buffer.concat([...['nix-archive-1', '(', 'type', 'regular', 'contents'].map(narString), narLength(size)]))
   const zeros = Buffer.alloc(8 << 20)
   let left = size
   while (left > 0) {
@@ -45,7 +36,7 @@ async function * zeroFileNar (size: number, counter: { bytes: number }): AsyncGe
     yield emit(n === zeros.length ? zeros : zeros.subarray(0, n))
     left -= n
   }
-  yield emit(Buffer.concat([Buffer.alloc((8 - size % 8) % 8), str(')')]))
+  yield emit(Buffer.concat([narPadding(size), narString(')')]))
 }
 
 test('a NAR of more than 4 GiB is accepted and its NarSize recorded and served exactly', { timeout: 120_000 }, async (t) => {

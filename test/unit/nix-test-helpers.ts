@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { narString } from '../../src/nix/nar-encoding.js'
 
 /** The repository root, found from this file whether it runs from dist/ or from source. */
 export const REPO_ROOT: string = (() => {
@@ -65,13 +66,8 @@ export function runNixBinary (command: string, args: string[], tempDir: string, 
   })
 }
 
-/** One NAR token: u64 LE length, bytes, zero padding to a multiple of 8. */
-export function str (s: string | Uint8Array): Buffer {
-  const bytes = typeof s === 'string' ? Buffer.from(s, 'utf8') : Buffer.from(s)
-  const length = Buffer.alloc(8)
-  length.writeBigUInt64LE(BigInt(bytes.length))
-  return Buffer.concat([length, bytes, Buffer.alloc((8 - (bytes.length % 8)) % 8)])
-}
+/** One NAR token: u64 LE length, bytes, zero padding to a multiple of 8 (src/nix/nar-encoding.ts). */
+export const str = narString
 
 export type TreeNode =
   | { type: 'regular', contents: string | Uint8Array, executable?: boolean }

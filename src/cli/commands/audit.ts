@@ -8,7 +8,6 @@ import { readAudit, type AuditRow } from '../../cache/audit-log.js'
 import { openDataDir } from '../../cache/open-cache.js'
 import { loadConfig } from '../../config/config.js'
 import { DURATION_HELP, parseDuration } from '../../config/units.js'
-import { Metadata } from '../../db/metadata.js'
 import { isValidHashPart, parseStorePath, STORE_DIR } from '../../nix/store-path.js'
 import { layoutFor } from '../../storage/layout.js'
 import { parse, UsageError } from '../usage.js'
@@ -69,13 +68,12 @@ export async function auditCommand (args: string[]): Promise<number> {
     process.stderr.write(`narwhal audit: no cache in ${config.dataDir}\n`)
     return 2
   }
-  const { db } = openDataDir(config.dataDir)
+  const { db, metadata, close } = openDataDir(config.dataDir)
   try {
     let hashPart: string | undefined
     let fileHash: string | undefined
     if (values.path !== undefined) {
       hashPart = hashPartOf(values.path)
-      const metadata = new Metadata(db)
       const narFileId = metadata.narinfo(hashPart)?.narFileId
       fileHash = narFileId === undefined ? undefined : metadata.narFileById(narFileId)?.fileHash
     }
@@ -84,6 +82,6 @@ export async function auditCommand (args: string[]): Promise<number> {
     else for (const row of rows) process.stdout.write(line(row) + '\n')
     return 0
   } finally {
-    db.close()
+    close()
   }
 }

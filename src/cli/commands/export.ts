@@ -11,8 +11,6 @@ import { exportToBucket, type ExportCounts, type ExportResult } from '../../cach
 import { openDataDir } from '../../cache/open-cache.js'
 import { loadConfig } from '../../config/config.js'
 import { formatBytes } from '../../config/units.js'
-import { Metadata } from '../../db/metadata.js'
-import { BlobStore } from '../../storage/blob-store.js'
 import { layoutFor } from '../../storage/layout.js'
 import { S3Objects } from '../../storage/s3-objects.js'
 import { parseS3Url } from '../../storage/s3-url.js'
@@ -53,11 +51,10 @@ export async function exportCommand (args: string[]): Promise<number> {
     process.stderr.write(`narwhal export: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
     return 2
   }
-  // Not openCache(): it would empty store/tmp under a running server's uploads.
-  const { db } = openDataDir(config.dataDir)
+  const cache = openDataDir(config.dataDir)
   const bucket = new S3Objects(location)
   try {
-    const result = await exportToBucket({ metadata: new Metadata(db), blobs: new BlobStore(layout) }, bucket, {
+    const result = await exportToBucket({ metadata: cache.metadata, blobs: cache.blobs }, bucket, {
       priority: config.priority,
       jobs,
       onUploaded: values.verbose === true ? (name, bytes) => process.stdout.write(`uploaded ${name} (${bytes} bytes)\n`) : undefined
@@ -66,7 +63,7 @@ export async function exportCommand (args: string[]): Promise<number> {
     return result.leftOut.length === 0 ? 0 : 1
   } finally {
     bucket.close()
-    db.close()
+    cache.close()
   }
 }
 

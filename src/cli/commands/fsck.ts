@@ -14,12 +14,9 @@
  */
 import { existsSync } from 'node:fs'
 import { loadConfig } from '../../config/config.js'
-import { openDataDir } from '../../cache/open-cache.js'
+import { openDataDir, type DataDir } from '../../cache/open-cache.js'
 import { checkCache, DEFAULT_GRACE_MS, repairCache, type FsckProgress, type FsckReport, type RepairResult } from '../../cache/fsck.js'
-import type { Db } from '../../db/database.js'
-import { Metadata } from '../../db/metadata.js'
 import { formatBytes } from '../../pusher/service.js'
-import { BlobStore } from '../../storage/blob-store.js'
 import { layoutFor } from '../../storage/layout.js'
 import { parse, UsageError } from '../usage.js'
 
@@ -65,17 +62,14 @@ export async function fsckCommand (args: string[]): Promise<number> {
     process.stderr.write(`narwhal fsck: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
     return EXIT_CANNOT_RUN
   }
-  // Not openCache(): by default it empties store/tmp (BlobStore.emptyTmp), which would cut off a running
-  // server's uploads in flight.
-  let db: Db
+  let cache: DataDir
   try {
-    db = openDataDir(config.dataDir).db
+    cache = openDataDir(config.dataDir)
   } catch (err) {
     process.stderr.write(`narwhal fsck: cannot open ${layout.database}: ${(err as Error).message}\n`)
     return EXIT_CANNOT_RUN
   }
   try {
-    const cache = { layout, metadata: new Metadata(db), blobs: new BlobStore(layout) }
     let report: FsckReport
     try {
       report = await checkCache(cache, { verifyContent: values['verify-content'] === true, graceMs, onProgress: progressPrinter() })
@@ -96,7 +90,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
     if (report.problems.length === 0) return EXIT_CLEAN
     return repair.dryRun || repair.unrepaired.length === 0 ? EXIT_PROBLEMS : EXIT_UNREPAIRED
   } finally {
-    db.close()
+    cache.close()
   }
 }
 

@@ -3,10 +3,11 @@
  * from the configuration's gc section. Safe while `narwhal serve` runs on the same folder: each
  * batch of removals is one short write transaction that re-checks its plan.
  */
-import { collectGarbage, openForGc, type GcReport } from '../../cache/gc.js'
+import { collectGarbage, type GcReport } from '../../cache/gc.js'
+import { openDataDir } from '../../cache/open-cache.js'
 import { loadConfig } from '../../config/config.js'
 import { DURATION_HELP, formatBytes, parseDuration, parseSize, SIZE_HELP } from '../../config/units.js'
-import { extensionFor } from '../../nix/compression.js'
+import { narUrl } from '../../nix/nar-url.js'
 import { parse, UsageError } from '../usage.js'
 
 const USAGE = 'usage: narwhal gc [--max-size SIZE] [--older-than DURATION] [--keep-recent DURATION] [--dry-run] [-v] [--data DIR] [--config FILE]'
@@ -34,7 +35,7 @@ export function formatGcReport (report: GcReport, options: { verbose: boolean, m
   const verb = report.dryRun ? 'would remove' : 'removed'
   if (options.verbose) {
     for (const p of [...report.storePaths].sort()) lines.push(`${verb} ${p}`)
-    for (const f of report.unnamedNarFiles) lines.push(`${verb} nar/${f.fileHash}.nar${extensionFor(f.compression)} (no narinfo names it)`)
+    for (const f of report.unnamedNarFiles) lines.push(`${verb} ${narUrl(f.fileHash, f.compression)} (no narinfo names it)`)
   }
   const narFiles = report.narFiles.length + report.unnamedNarFiles.length
   const unnamed = report.unnamedNarFiles.length > 0 ? ` (${report.unnamedNarFiles.length} named by no narinfo)` : ''
@@ -70,7 +71,7 @@ export async function gcCommand (args: string[]): Promise<number> {
   const maxSize = sizeFlag(values['max-size'], '--max-size') ?? config.gc.maxSize
   const olderThan = durationFlag(values['older-than'], '--older-than') ?? config.gc.olderThan
   const keepRecent = durationFlag(values['keep-recent'], '--keep-recent') ?? config.gc.keepRecent
-  const cache = openForGc(config.dataDir)
+  const cache = openDataDir(config.dataDir)
   try {
     const report = await collectGarbage(cache, {
       maxSize,

@@ -6,8 +6,8 @@ import { parse } from '../usage.js'
 export async function migrateCommand (args: string[]): Promise<number> {
   const { values } = parse(args, { data: { type: 'string' }, config: { type: 'string' } })
   const config = loadConfig({ configFile: values.config, dataDir: values.data })
-  const { db, created } = openDataDir(config.dataDir)
-  db.close()
+  const { created, close } = openDataDir(config.dataDir)
+  close()
   process.stdout.write(`${config.dataDir}: database ${created ? 'created' : 'up to date'}\n`)
   return 0
 }

@@ -4,8 +4,7 @@
  */
 import { openDataDir } from '../../cache/open-cache.js'
 import { loadConfig } from '../../config/config.js'
-import { Metadata } from '../../db/metadata.js'
-import { Retention } from '../../db/retention.js'
+import type { Metadata } from '../../db/metadata.js'
 import { isValidHashPart, parseStorePath, STORE_DIR } from '../../nix/store-path.js'
 import { parse, UsageError } from '../usage.js'
 
@@ -36,9 +35,7 @@ export async function pinCommand (args: string[]): Promise<number> {
     config: { type: 'string' }
   }, true)
   const config = loadConfig({ configFile: values.config, dataDir: values.data })
-  const { db } = openDataDir(config.dataDir)
-  const metadata = new Metadata(db)
-  const retention = new Retention(db)
+  const { metadata, retention, close } = openDataDir(config.dataDir)
   try {
     switch (action) {
       case 'add': {
@@ -84,6 +81,6 @@ export async function pinCommand (args: string[]): Promise<number> {
         throw new UsageError(USAGE)
     }
   } finally {
-    db.close()
+    close()
   }
 }

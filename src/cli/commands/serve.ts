@@ -30,6 +30,8 @@ export async function serveCommand (args: string[]): Promise<number> {
   // routes cost it memory for nothing.
   const { buildApp } = await import('../../server/app.js')
   const cache = openCache(config)
+  // Uploads a crash or kill interrupted; this process is the only one serving the store.
+  cache.blobs.emptyTmp()
   const message = firstStart(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse })
   if (cache.trustedKeys.size === 0) {

@@ -5,7 +5,6 @@
 import { generateToken, hashToken, TOKEN_SCOPES, type Scope } from '../../auth/tokens.js'
 import { loadConfig } from '../../config/config.js'
 import { openDataDir } from '../../cache/open-cache.js'
-import { Metadata } from '../../db/metadata.js'
 import { parse, UsageError } from '../usage.js'
 
 const USAGE = 'usage: narwhal token create --scope push|read|admin [--name LABEL] [--expires-days N] [--data DIR]\n' +
@@ -25,8 +24,7 @@ export async function tokenCommand (args: string[]): Promise<number> {
     config: { type: 'string' }
   }, true)
   const config = loadConfig({ configFile: values.config, dataDir: values.data })
-  const { db } = openDataDir(config.dataDir)
-  const metadata = new Metadata(db)
+  const { metadata, close } = openDataDir(config.dataDir)
   try {
     switch (action) {
       case 'create': {
@@ -64,6 +62,6 @@ export async function tokenCommand (args: string[]): Promise<number> {
         throw new UsageError(USAGE)
     }
   } finally {
-    db.close()
+    close()
   }
 }

@@ -17,15 +17,14 @@ import {
   type BatchPartResult, type MissingPathsResponse, type UploadBatchResponse
 } from '../../api/v1.js'
 import { acceptNarinfo } from '../../cache/accept-narinfo.js'
-import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
-import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
+import { parseNarUrl } from '../../nix/nar-url.js'
+import { HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
 import { putNar } from '../../cache/store-nar.js'
 import { recordPart, writeOrigin } from '../audit.js'
 import { acceptBody, readBody } from '../body.js'
-import { awaitClient, clientPaced } from '../idle-timeout.js'
+import { awaitClient, clientPaced, idleTimeoutMs } from '../idle-timeout.js'
 
-const NAR_PART = new RegExp(`^nar/(${FILE_HASH_PATTERN})\\.nar${NAR_EXTENSION_PATTERN}$`)
 const NARINFO_PART = new RegExp(`^(${HASH_PART_PATTERN})\\.narinfo$`)
 
 async function readLimited (stream: AsyncIterable<Buffer>, limit: number): Promise<Buffer> {
@@ -82,122 +81,135 @@ async function drain (stream: AsyncIterable<Buffer>): Promise<void> {
 }
 
 export async function batchRoutes (app: FastifyInstance): Promise<void> {
-  const { metadata, config, trustedKeys } = app.narwhal
-  const idleMs = config.timeouts.idleSeconds * 1000
+  missingPathsRoute(app)
+  await app.register(uploadBatchRoute)
+}
 
+/** The hash parts of a missing-paths query, refused with the reason when the body is not one. */
+function parseMissingQuery (body: Buffer): string[] {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(body.toString('utf8'))
+  } catch {
+    throw new NarwhalError('NARWHAL_BAD_REQUEST', 'missing-paths query: the body is not JSON')
+  }
+  const hashParts = (parsed as { hashParts?: unknown } | null)?.hashParts
+  if (!Array.isArray(hashParts) || !hashParts.every((h): h is string => typeof h === 'string' && isValidHashPart(h))) {
+    throw new NarwhalError('NARWHAL_BAD_REQUEST', 'missing-paths query: expected {"hashParts": [32-character nix32 hash parts]}')
+  }
+  if (hashParts.length > MAX_MISSING_QUERY) {
+    throw new NarwhalError('NARWHAL_TOO_LARGE', `missing-paths query: at most ${MAX_MISSING_QUERY} hash parts per request`)
+  }
+  return hashParts
+}
+
+function missingPathsRoute (app: FastifyInstance): void {
   app.post(MISSING_PATHS_ROUTE, async (request, reply) => {
-    const body = await readBody(request, 1024 * 1024, 'missing-paths query', '1 MiB')
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(body.toString('utf8'))
-    } catch {
-      throw new NarwhalError('NARWHAL_BAD_REQUEST', 'missing-paths query: the body is not JSON')
-    }
-    const hashParts = (parsed as { hashParts?: unknown } | null)?.hashParts
-    if (!Array.isArray(hashParts) || !hashParts.every((h): h is string => typeof h === 'string' && isValidHashPart(h))) {
-      throw new NarwhalError('NARWHAL_BAD_REQUEST', 'missing-paths query: expected {"hashParts": [32-character nix32 hash parts]}')
-    }
-    if (hashParts.length > MAX_MISSING_QUERY) {
-      throw new NarwhalError('NARWHAL_TOO_LARGE', `missing-paths query: at most ${MAX_MISSING_QUERY} hash parts per request`)
-    }
+    const hashParts = parseMissingQuery(await readBody(request, 1024 * 1024, 'missing-paths query', '1 MiB'))
     const missing: string[] = []
     for (const h of hashParts) {
       // A path the pusher finds here is one its upload will reference: use, for gc, like a narinfo GET.
-      if (metadata.hasNarinfo(h)) app.narwhal.access.narinfo(h)
+      if (app.narwhal.metadata.hasNarinfo(h)) app.narwhal.access.narinfo(h)
       else missing.push(h)
     }
     const answer: MissingPathsResponse = { missing }
     return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
   })
+}
 
-  // Verified exactly like PUT /nar/<file> (routes/nar.ts): the same putNar sequence.
-  async function narPart (request: FastifyRequest, name: string, fileHash: string, stream: AsyncIterable<Buffer>): Promise<BatchPartResult> {
-    const outcome = await putNar(stream, fileHash, app.narwhal, config.limits)
-    if (outcome.result === 'unchanged') return { name, status: 200, result: 'unchanged' }
-    const { nar } = outcome
-    request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored (batch)')
-    return { name, status: 201, result: 'created' }
-  }
-
-  // Verified exactly like PUT /<hash>.narinfo (routes/narinfo.ts).
-  async function narinfoPart (request: FastifyRequest, name: string, hash: string, stream: AsyncIterable<Buffer>): Promise<BatchPartResult> {
-    const body = await readLimited(stream, config.limits.narinfoBytes)
-    const text = body.toString('utf8')
-    if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
-    const result = acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) })
-    request.log.info({ hash, result }, 'narinfo stored (batch)')
-    return { name, status: result === 'created' ? 201 : 200, result }
-  }
-
-  await app.register(async (scope) => {
-    await scope.register(multipart, {
-      throwFileSizeLimit: true,
-      // busboy (3.2.6) skips a part that is not form-data; when more than this buffer of such a
-      // part arrives in one chunk together with the closing delimiter, its parser stays paused
-      // for ever and the request is never answered. 1 MiB is far above what one socket read
-      // delivers (64 KiB), and it is the buffer the NAR ingest pipeline uses anyway.
-      fileHwm: 1024 * 1024,
-      limits: {
-        fileSize: config.limits.narBytes,
-        files: MAX_BATCH_PARTS,
-        parts: MAX_BATCH_PARTS,
-        fields: MAX_BATCH_PARTS,
-        fieldSize: config.limits.narinfoBytes,
-        fieldNameSize: 200
-      }
-    })
-
-    scope.post(UPLOAD_BATCH_ROUTE, async (request, reply) => {
-      if (!request.isMultipart()) {
-        throw new NarwhalError('NARWHAL_BAD_REQUEST', 'upload-batch: expected a multipart/form-data body')
-      }
-      acceptBody(request)
-      const results: BatchPartResult[] = []
-      const parts = request.parts()[Symbol.asyncIterator]()
-      for (;;) {
-        let next: IteratorResult<Multipart>
-        try {
-          next = await parts.next()
-        } catch (err) {
-          throw multipartError(err)
-        }
-        if (next.done === true) break
-        const part = next.value
-        // busboy leaves the field name undefined when Content-Disposition has no name parameter.
-        const name: string = typeof part.fieldname === 'string' ? part.fieldname : ''
-        const stream: AsyncIterable<Buffer> = part.type === 'file'
-          ? clientPaced(partBytes(part.file), request.raw, idleMs)
-          : (async function * () { yield Buffer.from(String(part.value), 'utf8') })()
-        try {
-          const nar = NAR_PART.exec(name)
-          const narinfo = NARINFO_PART.exec(name)
-          let result: BatchPartResult
-          if (nar !== null) {
-            result = await narPart(request, name, nar[1] ?? '', stream)
-          } else if (narinfo !== null) {
-            result = await narinfoPart(request, name, narinfo[1] ?? '', stream)
-          } else {
-            throw new NarwhalError('NARWHAL_BAD_NAME', `upload-batch part ${JSON.stringify(name.slice(0, 120))}: ` +
-              'expected nar/<filehash52>.nar[.ext] or <hash32>.narinfo')
-          }
-          results.push(result)
-          recordPart(app, request, { name, status: result.status, outcome: result.result === 'merged' ? 'merged' : result.status === 201 ? 'created' : 'unchanged' })
-        } catch (err) {
-          if (!isNarwhalError(err) || err.code === 'NARWHAL_INTERNAL') throw err
-          request.log.info({ part: name, code: err.code, reason: err.message }, 'batch part refused')
-          results.push({ name, status: err.statusCode, code: err.code, message: err.message })
-          recordPart(app, request, { name, status: err.statusCode, outcome: 'refused', code: err.code, reason: err.message })
-        } finally {
-          if (part.type === 'file') {
-            // A part refused before its end left the idle timeout suspended (clientPaced); the
-            // rest of it is the client's to send.
-            awaitClient(request.raw, idleMs)
-            await drain(part.file)
-          }
-        }
-      }
-      const answer: UploadBatchResponse = { results }
-      return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
-    })
+/** @fastify/multipart in a scope of its own: every other route keeps buildApp's "read nothing" parser. */
+async function uploadBatchRoute (scope: FastifyInstance): Promise<void> {
+  const { config } = scope.narwhal
+  await scope.register(multipart, {
+    throwFileSizeLimit: true,
+    // busboy (3.2.6) skips a part that is not form-data; when more than this buffer of such a
+    // part arrives in one chunk together with the closing delimiter, its parser stays paused
+    // for ever and the request is never answered. 1 MiB is far above what one socket read
+    // delivers (64 KiB), and it is the buffer the NAR ingest pipeline uses anyway.
+    fileHwm: 1024 * 1024,
+    limits: {
+      fileSize: config.limits.narBytes,
+      files: MAX_BATCH_PARTS,
+      parts: MAX_BATCH_PARTS,
+      fields: MAX_BATCH_PARTS,
+      fieldSize: config.limits.narinfoBytes,
+      fieldNameSize: 200
+    }
   })
+
+  scope.post(UPLOAD_BATCH_ROUTE, async (request, reply) => {
+    if (!request.isMultipart()) {
+      throw new NarwhalError('NARWHAL_BAD_REQUEST', 'upload-batch: expected a multipart/form-data body')
+    }
+    acceptBody(request)
+    const results: BatchPartResult[] = []
+    const parts = request.parts()[Symbol.asyncIterator]()
+    for (;;) {
+      let next: IteratorResult<Multipart>
+      try {
+        next = await parts.next()
+      } catch (err) {
+        throw multipartError(err)
+      }
+      if (next.done === true) break
+      const result = await storePart(scope, request, next.value)
+      results.push(result)
+      recordPart(scope, request, result.code === undefined
+        ? { name: result.name, status: result.status, outcome: result.result === 'merged' ? 'merged' : result.status === 201 ? 'created' : 'unchanged' }
+        : { name: result.name, status: result.status, outcome: 'refused', code: result.code, reason: result.message })
+    }
+    const answer: UploadBatchResponse = { results }
+    return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
+  })
+}
+
+/** One part, stored or refused; a refusal is its result, anything else fails the request. */
+async function storePart (app: FastifyInstance, request: FastifyRequest, part: Multipart): Promise<BatchPartResult> {
+  const idleMs = idleTimeoutMs(app.narwhal.config)
+  // busboy leaves the field name undefined when Content-Disposition has no name parameter.
+  const name: string = typeof part.fieldname === 'string' ? part.fieldname : ''
+  const stream: AsyncIterable<Buffer> = part.type === 'file'
+    ? clientPaced(partBytes(part.file), request.raw, idleMs)
+    : (async function * () { yield Buffer.from(String(part.value), 'utf8') })()
+  try {
+    const nar = parseNarUrl(name)
+    const narinfo = NARINFO_PART.exec(name)
+    if (nar !== undefined) return await narPart(app, request, name, nar.fileHash, stream)
+    if (narinfo !== null) return await narinfoPart(app, request, name, narinfo[1] ?? '', stream)
+    throw new NarwhalError('NARWHAL_BAD_NAME', `upload-batch part ${JSON.stringify(name.slice(0, 120))}: ` +
+      'expected nar/<filehash52>.nar[.ext] or <hash32>.narinfo')
+  } catch (err) {
+    if (!isNarwhalError(err) || err.code === 'NARWHAL_INTERNAL') throw err
+    request.log.info({ part: name, code: err.code, reason: err.message }, 'batch part refused')
+    return { name, status: err.statusCode, code: err.code, message: err.message }
+  } finally {
+    if (part.type === 'file') {
+      // A part refused before its end left the idle timeout suspended (clientPaced); the
+      // rest of it is the client's to send.
+      awaitClient(request.raw, idleMs)
+      await drain(part.file)
+    }
+  }
+}
+
+// Verified exactly like PUT /nar/<file> (routes/nar.ts): the same putNar sequence.
+async function narPart (app: FastifyInstance, request: FastifyRequest, name: string, fileHash: string,
+  stream: AsyncIterable<Buffer>): Promise<BatchPartResult> {
+  const outcome = await putNar(stream, fileHash, app.narwhal, app.narwhal.config.limits)
+  if (outcome.result === 'unchanged') return { name, status: 200, result: 'unchanged' }
+  const { nar } = outcome
+  request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored (batch)')
+  return { name, status: 201, result: 'created' }
+}
+
+// Verified exactly like PUT /<hash>.narinfo (routes/narinfo.ts).
+async function narinfoPart (app: FastifyInstance, request: FastifyRequest, name: string, hash: string,
+  stream: AsyncIterable<Buffer>): Promise<BatchPartResult> {
+  const { metadata, trustedKeys, config } = app.narwhal
+  const body = await readLimited(stream, config.limits.narinfoBytes)
+  const text = body.toString('utf8')
+  if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
+  const result = acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) })
+  request.log.info({ hash, result }, 'narinfo stored (batch)')
+  return { name, status: result === 'created' ? 201 : 200, result }
 }

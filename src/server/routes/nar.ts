@@ -10,19 +10,18 @@
  */
 import { closeSync } from 'node:fs'
 import type { OutgoingHttpHeaders } from 'node:http'
-import type { FastifyInstance } from 'fastify'
-import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { NarwhalError } from '../../errors.js'
-import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
+import { NAR_FILE_PATTERN } from '../../nix/nar-url.js'
 import { startNarUpload } from '../../cache/store-nar.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
-import { clientPaced } from '../idle-timeout.js'
+import { clientPaced, idleTimeoutMs } from '../idle-timeout.js'
 import { parseRange } from '../range.js'
 import { readWhole, sendFileRange, SMALL_BODY_BYTES } from '../file-body.js'
 
 const params = {
   type: 'object',
-  properties: { file: { type: 'string', pattern: `^${FILE_HASH_PATTERN}\\.nar${NAR_EXTENSION_PATTERN}$` } },
+  properties: { file: { type: 'string', pattern: `^${NAR_FILE_PATTERN}$` } },
   required: ['file']
 } as const
 
@@ -46,64 +45,81 @@ function fileHashOf (file: string): string {
 }
 
 export function narRoutes (app: FastifyInstance): void {
-  const { metadata, blobs, config } = app.narwhal
-  const idleMs = config.timeouts.idleSeconds * 1000
+  narDownloadRoute(app)
+  narUploadRoute(app)
+}
 
-  // GET and HEAD as one route rather than Fastify's generated HEAD route, which answers a reply
-  // sent without a payload with Content-Length: 0 (and would read a streamed file to its end);
-  // a HEAD must state the file's length without reading its bytes.
-  //
-  // The common GET is lean: one prepared-statement lookup (only NARs the database records are
-  // served: a file without its row is a crashed commit or one garbage collection is removing),
-  // a synchronous open and fstat, then the body as file-body.ts sends it for its size. No
-  // thread-pool round trip before the headers: with a closure of many small NARs each hop (stat,
-  // open, read, close) cost more than the bytes.
+// GET and HEAD as one route rather than Fastify's generated HEAD route, which answers a reply
+// sent without a payload with Content-Length: 0 (and would read a streamed file to its end);
+// a HEAD must state the file's length without reading its bytes.
+//
+// The common GET is lean: one prepared-statement lookup (only NARs the database records are
+// served: a file without its row is a crashed commit or one garbage collection is removing),
+// a synchronous open and fstat, then the body as file-body.ts sends it for its size. No
+// thread-pool round trip before the headers: with a closure of many small NARs each hop (stat,
+// open, read, close) cost more than the bytes.
+function narDownloadRoute (app: FastifyInstance): void {
   app.route<{ Params: Params }>({
     method: ['GET', 'HEAD'],
     url: NAR_ROUTE,
     schema: { params },
     handler: async (request, reply) => {
       const fileHash = fileHashOf(request.params.file)
-      const row = metadata.narFile(fileHash)
-      const file = row === undefined ? undefined : blobs.openNar(fileHash)
-      if (row === undefined || file === undefined) {
-        if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')
-        throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
-      }
-      const { fd, size } = file
-      if (size !== row.fileSize) {
-        closeSync(fd)
-        request.log.error({ fileHash, size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
-        throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
-      }
+      const { fd, size } = openRecordedNar(app, request, fileHash)
       app.narwhal.access.narFile(fileHash)
-      reply.headers(narHeaders(fileHash))
-      const range = parseRange(request.headers.range, size)
-      if (range.kind === 'unsatisfiable') {
-        closeSync(fd)
-        return reply.code(416).header('content-range', `bytes */${size}`).header('content-type', 'text/plain; charset=utf-8')
-          .send('NARWHAL_BAD_REQUEST: the requested range is outside the file\n')
-      }
-      const start = range.kind === 'partial' ? range.start : 0
-      const end = range.kind === 'partial' ? range.end : size - 1
-      const length = end - start + 1
-      if (range.kind === 'partial') reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`)
-      reply.header('content-length', length)
-      if (request.method === 'HEAD' || size === 0) {
-        closeSync(fd)
-        return reply.send()
-      }
-      if (length <= SMALL_BODY_BYTES) return reply.send(readWhole(fd, start, length))
-      // Larger bodies are written by file-body.ts's own loop, straight to the response: Fastify
-      // sends no headers of a hijacked reply but still runs the onResponse hooks (metrics, log).
-      reply.hijack()
-      reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
-      const failed = await sendFileRange(reply.raw, fd, start, length)
-      if (failed !== undefined) request.log.error({ fileHash, err: failed }, 'NAR file could not be read; the download was cut off')
-      return reply
+      return await sendNar(request, reply, fileHash, fd, size)
     }
   })
+}
 
+/** The NAR's open file, when the database records it and the file on disk has its size; else a 404 (and a log line for a damaged cache). */
+function openRecordedNar (app: FastifyInstance, request: FastifyRequest<{ Params: Params }>, fileHash: string): { fd: number, size: number } {
+  const { metadata, blobs } = app.narwhal
+  const row = metadata.narFile(fileHash)
+  const file = row === undefined ? undefined : blobs.openNar(fileHash)
+  if (row === undefined || file === undefined) {
+    if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')
+    throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+  }
+  if (file.size !== row.fileSize) {
+    closeSync(file.fd)
+    request.log.error({ fileHash, size: file.size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
+    throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+  }
+  return file
+}
+
+/** The answer of a GET or HEAD of an open NAR file (whole, a range, or a 416); closes `fd`. */
+async function sendNar (request: FastifyRequest, reply: FastifyReply, fileHash: string, fd: number, size: number): Promise<FastifyReply> {
+  reply.headers(narHeaders(fileHash))
+  const range = parseRange(request.headers.range, size)
+  if (range.kind === 'unsatisfiable') {
+    closeSync(fd)
+    return reply.code(416).header('content-range', `bytes */${size}`).header('content-type', 'text/plain; charset=utf-8')
+      .send('NARWHAL_BAD_REQUEST: the requested range is outside the file\n')
+  }
+  const start = range.kind === 'partial' ? range.start : 0
+  const end = range.kind === 'partial' ? range.end : size - 1
+  const length = end - start + 1
+  if (range.kind === 'partial') reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`)
+  reply.header('content-length', length)
+  if (request.method === 'HEAD' || size === 0) {
+    closeSync(fd)
+    return reply.send()
+  }
+  if (length <= SMALL_BODY_BYTES) return reply.send(readWhole(fd, start, length))
+  // Larger bodies are written by file-body.ts's own loop, straight to the response: Fastify
+  // sends no headers of a hijacked reply but still runs the onResponse hooks (metrics, log).
+  reply.hijack()
+  reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
+  const failed = await sendFileRange(reply.raw, fd, start, length)
+  if (failed !== undefined) request.log.error({ fileHash, err: failed }, 'NAR file could not be read; the download was cut off')
+  return reply
+}
+
+function narUploadRoute (app: FastifyInstance): void {
+  const { config } = app.narwhal
+  const idleMs = idleTimeoutMs(config)
   app.put<{ Params: Params }>(NAR_ROUTE, { schema: { params } }, async (request, reply) => {
     const fileHash = fileHashOf(request.params.file)
     checkDeclaredLength(request, config.limits.narBytes, 'NAR file', 'limits.narBytes')
