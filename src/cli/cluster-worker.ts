@@ -41,14 +41,17 @@ async function runWorker (): Promise<void> {
   // Loaded only now, so that the lines above run within milliseconds of the fork.
   const { openCache } = await import('../cache/open-cache.js')
   const { buildApp } = await import('../server/app.js')
+  const { pullThroughFor } = await import('./pull-through.js')
   const cache = openCache(config, { emptyTmp: false })
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention },
+  const pullThrough = pullThroughFor(config, cache)
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, pullThrough },
     { clusterWorker: true })
 
   let closing: Promise<void> | undefined
   close = () => {
     closing ??= app.close()
       .catch((err: unknown) => { app.log.error({ err }, 'error while closing') })
+      .then(async () => { await pullThrough?.close() })
       .then(() => { cache.db.close() })
       // The IPC channel is what keeps a worker alive once its server is closed; without it the
       // process ends by itself.

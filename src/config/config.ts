@@ -8,6 +8,7 @@ import { isIP } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
+import { upstreamsFromFile, upstreamsFromList, type UpstreamConfig } from './upstreams.js'
 
 export interface Limits {
   /** Largest NAR file accepted, in bytes. Default 64 GiB: Nix NARs of several GiB are common. */
@@ -97,6 +98,8 @@ export interface Config {
    * no cluster at all, as narwhal always ran.
    */
   workers: number
+  /** Caches to pull through from, in the order they are asked (config/upstreams.ts). */
+  upstreams: UpstreamConfig[]
 }
 
 /**
@@ -162,7 +165,8 @@ export function defaultConfig (): Config {
       keepRecent: 3_600_000
     },
     // One process unless asked: more cost memory (a V8 heap each) and change nothing for a small team.
-    workers: 1
+    workers: 1,
+    upstreams: []
   }
 }
 
@@ -180,6 +184,8 @@ export interface ConfigOverrides {
   listen?: string | undefined
   trustedKeys?: string[] | undefined
   workers?: string | undefined
+  upstreams?: string[] | undefined
+  upstreamKeys?: string[] | undefined
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -277,7 +283,7 @@ function rejectUnknown (obj: Record<string, unknown>, known: string[], where: st
 /** Applies a parsed JSON config file onto `config`, validating every key. */
 function applyFile (config: Config, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers'], '')
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers', 'upstreams'], '')
   if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
   if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
   if (raw.trustedKeys !== undefined) {
@@ -331,6 +337,7 @@ function applyFile (config: Config, raw: unknown, file: string): void {
     }
   }
   if (raw.workers !== undefined) config.workers = expectWorkers(raw.workers, 'workers', false)
+  if (raw.upstreams !== undefined) config.upstreams = upstreamsFromFile(raw.upstreams)
 }
 
 /** Windows are whole seconds, at most an hour: longer ones are bans, not rate limits. */
@@ -432,6 +439,11 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
     if (value !== undefined && value !== '') applyGcSetting(config.gc, key, value, gcEnvName(key))
   }
   if (env.NARWHAL_WORKERS !== undefined && env.NARWHAL_WORKERS !== '') config.workers = expectWorkers(env.NARWHAL_WORKERS, 'NARWHAL_WORKERS')
+  const envUpstreams = upstreamsFromList(splitKeys(env.NARWHAL_UPSTREAMS ?? ''), splitKeys(env.NARWHAL_UPSTREAM_KEYS ?? ''),
+    'NARWHAL_UPSTREAMS', 'NARWHAL_UPSTREAM_KEYS')
+  if (envUpstreams.length > 0) config.upstreams = envUpstreams
+  const flagUpstreams = upstreamsFromList(overrides.upstreams ?? [], overrides.upstreamKeys ?? [], '--upstream', '--upstream-key')
+  if (flagUpstreams.length > 0) config.upstreams = flagUpstreams
   if (overrides.dataDir !== undefined) config.dataDir = overrides.dataDir
   if (overrides.listen !== undefined) config.listen = parseListen(overrides.listen, '--listen')
   if (overrides.trustedKeys !== undefined && overrides.trustedKeys.length > 0) config.trustedKeys = overrides.trustedKeys

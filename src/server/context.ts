@@ -3,6 +3,7 @@
  */
 import type { Config } from '../config/config.js'
 import type { AccessTracker } from '../cache/access-tracker.js'
+import type { PullThrough } from '../cache/pull-through.js'
 import type { Metadata } from '../db/metadata.js'
 import type { Retention } from '../db/retention.js'
 import type { TrustedKeys } from '../signing/keys.js'
@@ -14,6 +15,8 @@ export interface CacheContext {
   blobs: BlobStore
   trustedKeys: TrustedKeys
   retention: Retention
+  /** What a miss asks (upstream caches, src/upstream/); undefined: a miss is a 404. */
+  pullThrough?: PullThrough | undefined
   /** Notes narinfo and NAR reads for garbage collection; made by buildApp. */
   access: AccessTracker
 }

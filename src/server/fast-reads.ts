@@ -56,6 +56,8 @@ export function fastReads (app: FastifyInstance, countResponse: CountResponse): 
       return false
     }
     let status = 200
+    // A miss may be an upstream's to answer: the route asks it.
+    if (body === undefined && app.narwhal.pullThrough !== undefined) return false
     if (body === undefined) {
       status = 404
       body = Buffer.from(narinfoMissBody(hashPart), 'utf8')

@@ -132,7 +132,9 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
     const body = await readLimited(stream, config.limits.narinfoBytes)
     const text = body.toString('utf8')
     if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
-    const result = acceptNarinfo(text, hash, metadata, trustedKeys)
+    const { pullThrough } = app.narwhal
+    await pullThrough?.lookupReferences(text, request.log)
+    const result = acceptNarinfo(text, hash, metadata, trustedKeys, pullThrough)
     request.log.info({ hash, result }, 'narinfo stored (batch)')
     return { name, status: result === 'created' ? 201 : 200, result }
   }

@@ -19,6 +19,7 @@ import { checkReupload } from '../../storage/nar-ingest.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { clientPaced } from '../idle-timeout.js'
 import { parseRange } from '../range.js'
+import { answerPulledNar } from '../pulled-nar.js'
 import { readWhole, sendFileRange, SMALL_BODY_BYTES } from '../file-body.js'
 
 const params = {
@@ -65,8 +66,14 @@ export function narRoutes (app: FastifyInstance): void {
     schema: { params },
     handler: async (request, reply) => {
       const fileHash = fileHashOf(request.params.file)
-      const row = metadata.narFile(fileHash)
-      const file = row === undefined ? undefined : blobs.openNar(fileHash)
+      let row = metadata.narFile(fileHash)
+      let file = row === undefined ? undefined : blobs.openNar(fileHash)
+      const { pullThrough } = app.narwhal
+      if ((row === undefined || file === undefined) && pullThrough !== undefined) {
+        if (await answerPulledNar(pullThrough, fileHash, request, reply)) return reply
+        row = metadata.narFile(fileHash)
+        file = row === undefined ? undefined : blobs.openNar(fileHash)
+      }
       if (row === undefined || file === undefined) {
         if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')
         throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
