@@ -9,10 +9,10 @@ import { createServer, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
-import { buildClosure, netrcFile, nixKeyPair, nix, nixOk, runOk, tempDir, type TestClosure } from '../helpers/nix.js'
+import { buildClosure, netrcFile, nixKeyPair, nix, nixOk, run, runOk, tempDir, type TestClosure } from '../helpers/nix.js'
 import { startNginxCache, type NginxCache } from '../helpers/nginx.js'
 import { startServer } from '../helpers/server.js'
-import { spawnServer } from '../helpers/server-process.js'
+import { CLI, spawnServer } from '../helpers/server-process.js'
 
 interface Upstream { nginx: NginxCache, key: { secretFile: string, publicKey: string }, closure: TestClosure, dir: string }
 
@@ -222,4 +222,7 @@ test('push and proxy in one: nix copy --to narwhal skips upstream-held paths wit
   const store = await substitute(server.url, closure.top, [uploader.publicKey, upstream.key.publicKey])
   assertSameFiles(store, closure)
   assert.equal(narGets(upstream).length, 2, 'the upstream paths\' NARs were fetched when a client asked for them')
+  // fsck counts a reference an upstream holds as present.
+  const fsck = await run('node', [CLI, 'fsck', '--data', server.config.dataDir])
+  assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr)
 })

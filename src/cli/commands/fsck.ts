@@ -15,6 +15,7 @@
 import { existsSync } from 'node:fs'
 import { loadConfig } from '../../config/config.js'
 import { openDataDir } from '../../cache/open-cache.js'
+import { UpstreamRecords } from '../../db/upstream-records.js'
 import { checkCache, DEFAULT_GRACE_MS, repairCache, type FsckProgress, type FsckReport, type RepairResult } from '../../cache/fsck.js'
 import type { Db } from '../../db/database.js'
 import { Metadata } from '../../db/metadata.js'
@@ -75,7 +76,8 @@ export async function fsckCommand (args: string[]): Promise<number> {
     return EXIT_CANNOT_RUN
   }
   try {
-    const cache = { layout, metadata: new Metadata(db), blobs: new BlobStore(layout) }
+    // A reference an upstream's verified narinfo holds is not missing (pull-through, src/upstream/).
+    const cache = { layout, metadata: new Metadata(db), blobs: new BlobStore(layout), elsewhere: new UpstreamRecords(db) }
     let report: FsckReport
     try {
       report = await checkCache(cache, { verifyContent: values['verify-content'] === true, graceMs, onProgress: progressPrinter() })
