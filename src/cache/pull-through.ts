@@ -48,6 +48,6 @@ export interface PullThrough extends ReferenceSource {
   lookupReferences: (narinfoText: string, log: PullLog) => Promise<void>
   /** Adds the per-upstream counters to /metrics. */
   registerMetrics: (registry: Registry) => void
-  /** Closes the upstream connections. */
+  /** Waits for the NAR fetches under way to be stored, then closes the upstream connections. */
   close: () => Promise<void>
 }

@@ -51,14 +51,23 @@ function checkAgainstNarinfo (nar: IngestedNar, expected: ExpectedNar): void {
 /**
  * Verifies `body` against `expected` and stores it with `paths`; returns the measurements.
  * `options.maxBytes` and `maxNarSize` should be no more than the narinfo's sizes, so a body
- * longer than announced is refused as it arrives.
+ * longer than announced is refused as it arrives. `onVerified` runs once the bytes are proven to
+ * be the NAR the narinfo describes, before they are on the disk.
  */
 export async function storePulledNar (body: AsyncIterable<Buffer>, expected: ExpectedNar, paths: PulledPath[],
-  cache: { metadata: Metadata, blobs: BlobStore }, elsewhere: ReferenceSource, options: IngestOptions): Promise<IngestedNar> {
-  const { nar, temp } = await ingestNar(body, expected.fileHash, cache.blobs, options)
+  cache: { metadata: Metadata, blobs: BlobStore }, elsewhere: ReferenceSource, options: Omit<IngestOptions, 'onVerified'>,
+  onVerified: () => void = () => {}): Promise<IngestedNar> {
+  const { nar, temp } = await ingestNar(body, expected.fileHash, cache.blobs, {
+    ...options,
+    onVerified: verified => {
+      checkAgainstNarinfo(verified, expected)
+      onVerified()
+    }
+  })
   try {
-    checkAgainstNarinfo(nar, expected)
-    cache.metadata.transaction(() => {
+    // Not waiting for the disk (see Metadata.transactionDurableWithNext): a pulled path lost to a
+    // power cut is fetched again when asked for, and a wait here blocks the event loop.
+    cache.metadata.transactionDurableWithNext(() => {
       cache.metadata.recordNarFile(nar)
       for (const path of paths) {
         try {

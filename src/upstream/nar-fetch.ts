@@ -20,7 +20,8 @@ import { NarwhalError } from '../errors.js'
 export const REPLAY_BYTES = 8 * 1024 * 1024
 export const MAX_CLIENT_BACKLOG_BYTES = 64 * 1024 * 1024
 
-export type StoreBody = (body: AsyncIterable<Buffer>) => ReturnType<typeof storePulledNar>
+/** Verifies and stores a body; calls `verified` once the bytes are proven right, before they are stored. */
+export type StoreBody = (body: AsyncIterable<Buffer>, verified: () => void) => ReturnType<typeof storePulledNar>
 
 export class NarFetch {
   readonly expected: ExpectedNar
@@ -50,7 +51,7 @@ export class NarFetch {
       const body = await open().catch((err: unknown) => { markFailed(err); throw err })
       markReady()
       try {
-        await store(this.#relay(body, onBytes))
+        await store(this.#relay(body, onBytes), () => { this.#release() })
       } catch (err) {
         body.destroy()
         throw err
@@ -113,6 +114,17 @@ export class NarFetch {
       this.#replayBytes += chunk.length
       if (this.#replayBytes > REPLAY_BYTES) this.#replay = undefined
     }
+  }
+
+  /**
+   * The NAR verified: the clients get their last bytes now, while it is written to the disk (a
+   * failure to store it from here on costs the cache a copy, never a client a wrong NAR).
+   */
+  #release (): void {
+    const clients = [...this.#clients]
+    this.#clients.clear()
+    this.#replay = undefined
+    for (const { response, finished } of clients) response.end(this.#held, () => finished())
   }
 
   #finish (stored: boolean): void {

@@ -117,7 +117,9 @@ export class UpstreamPullThrough implements PullThrough {
     this.#metrics.register(registry)
   }
 
+  /** Lets the fetches under way finish storing (their clients may already have every byte), then closes the connections. */
   async close (): Promise<void> {
+    await Promise.all([...this.#fetching.values()].map(async f => await f.done))
     await Promise.all(this.#upstreams.map(async u => await u.close()))
   }
 
@@ -171,12 +173,12 @@ export class UpstreamPullThrough implements PullThrough {
       await blobs.ensureRoom(first.fileSize, config.limits.freeSpaceReserveBytes)
       const response = await upstream.nar(first.narUrl)
       return response.body as unknown as AsyncIterable<Buffer> & { destroy: (err?: Error) => void }
-    }, async body => await storePulledNar(body, first, paths, { metadata, blobs }, this, {
+    }, async (body, verified) => await storePulledNar(body, first, paths, { metadata, blobs }, this, {
       maxBytes: Math.min(first.fileSize, config.limits.narBytes),
       maxNarSize: Math.min(first.narSize, config.limits.narSizeBytes),
       declaredBytes: first.fileSize,
       reserveBytes: config.limits.freeSpaceReserveBytes
-    }), n => this.#metrics.bytes.inc(labels, n))
+    }, verified), n => this.#metrics.bytes.inc(labels, n))
     this.#fetching.set(fileHash, fetch)
     fetch.done.then(stored => {
       this.#fetching.delete(fileHash)

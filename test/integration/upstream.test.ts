@@ -56,6 +56,15 @@ function assertSameFiles (store: string, closure: TestClosure): void {
   assert.equal(readFileSync(path.join(store, closure.dep, 'data-ref'), 'utf8').trim(), closure.data)
 }
 
+/** Waits up to 5 s for `check` to hold: a pulled NAR is stored just after its last byte was sent. */
+async function eventually (check: () => Promise<boolean> | boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`not within 5 s: ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
 async function metric (server: { url: string }, name: string, labels: string): Promise<number> {
   const text = await (await fetch(`${server.url}/metrics`)).text()
   const line = text.split('\n').find(l => l.startsWith(`${name}{`) && l.includes(labels))
@@ -80,9 +89,10 @@ test('a closure substitutes through narwhal from an nginx upstream: same files, 
   }
   // Every NAR came from narwhal's store, fetched once each.
   assert.equal(narGets(upstream).length, upstream.closure.all.length)
+  await eventually(async () => await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url) === upstream.closure.all.length,
+    'every NAR fetched is stored')
   assert.equal(server.storedFiles().length, upstream.closure.all.length)
   assert.equal(await metric(server, 'narwhal_upstream_narinfo_hits_total', upstream.nginx.url), upstream.closure.all.length)
-  assert.equal(await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url), upstream.closure.all.length)
   assert.ok(await metric(server, 'narwhal_upstream_received_bytes_total', upstream.nginx.url) > 256 * 1024)
 
   // A second client is served from narwhal alone.
