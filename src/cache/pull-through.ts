@@ -31,6 +31,11 @@ export type PulledNar =
   | { kind: 'streaming', fileSize: number, sendTo: (response: ServerResponse) => Promise<void> }
 
 export interface PullThrough extends ReferenceSource {
+  /**
+   * The narinfo of a path pulled before and still served, without asking anyone (for the fast
+   * read path, server/fast-reads.ts); undefined otherwise.
+   */
+  pulledNarinfo: (hashPart: string) => Buffer | undefined
   /** The narinfo for a path the cache does not hold, from an upstream; undefined when none has one it can verify. */
   narinfo: (hashPart: string, log: PullLog) => Promise<Buffer | undefined>
   /** The size of a NAR a served upstream narinfo names, without fetching it (HEAD); undefined when none does. */

@@ -65,8 +65,10 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
     }
   })
   try {
-    // Not waiting for the disk (see Metadata.transactionDurableWithNext): a pulled path lost to a
-    // power cut is fetched again when asked for, and a wait here blocks the event loop.
+    // Not waiting for the disk (see Metadata.transactionDurableWithNext), neither for the row nor
+    // for the rename: a pulled path lost to a power cut is fetched again when asked for (a row
+    // whose file is missing too: the NAR route asks the pull-through), and an fsync here blocks
+    // the event loop. The file's bytes are synced (ingestNar) before the rename.
     cache.metadata.transactionDurableWithNext(() => {
       cache.metadata.recordNarFile(nar)
       for (const path of paths) {
@@ -78,7 +80,7 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
           if (!isNarwhalError(err) || err.code !== 'NARWHAL_CONFLICT') throw err
         }
       }
-      cache.blobs.commitNar(temp, nar.fileHash)
+      cache.blobs.commitNar(temp, nar.fileHash, { syncDirectory: false })
     })
   } finally {
     await temp.discard()

@@ -2,12 +2,14 @@
  * Wires upstream caches into a server: the upstream implementation of the server's "on a miss,
  * ask this" (cache/pull-through.ts), or none when no upstream is configured.
  */
+import pino from 'pino'
 import type { OpenCache } from '../cache/open-cache.js'
-import type { PullThrough } from '../cache/pull-through.js'
+import type { PullLog, PullThrough } from '../cache/pull-through.js'
 import type { Config } from '../config/config.js'
 import { UpstreamPullThrough } from '../upstream/pull-through.js'
 
-export function pullThroughFor (config: Readonly<Config>, cache: OpenCache): PullThrough | undefined {
+/** `log` is for what happens outside any request; by default JSON lines on stdout, like Fastify's. */
+export function pullThroughFor (config: Readonly<Config>, cache: OpenCache, log?: PullLog): PullThrough | undefined {
   if (config.upstreams.length === 0) return undefined
-  return new UpstreamPullThrough({ config, db: cache.db, metadata: cache.metadata, blobs: cache.blobs })
+  return new UpstreamPullThrough({ config, db: cache.db, metadata: cache.metadata, blobs: cache.blobs, log: log ?? pino({ level: config.logLevel }) })
 }

@@ -50,7 +50,7 @@ export function fastReads (app: FastifyInstance, countResponse: CountResponse): 
   const answerNarinfo = (hashPart: string, response: ServerResponse): boolean => {
     let body: Buffer | undefined
     try {
-      body = metadata.narinfoBody(hashPart)
+      body = metadata.narinfoBody(hashPart) ?? app.narwhal.pullThrough?.pulledNarinfo(hashPart)
     } catch {
       // The route asks again and its error handler answers as for any other failure.
       return false

@@ -17,8 +17,8 @@ import type { ServerResponse } from 'node:http'
 import { storePulledNar, type ExpectedNar } from '../cache/store-pulled-nar.js'
 import { NarwhalError } from '../errors.js'
 
-export const REPLAY_BYTES = 8 * 1024 * 1024
-export const MAX_CLIENT_BACKLOG_BYTES = 64 * 1024 * 1024
+export const REPLAY_BYTES = 1024 * 1024
+export const MAX_CLIENT_BACKLOG_BYTES = 16 * 1024 * 1024
 
 /** Verifies and stores a body; calls `verified` once the bytes are proven right, before they are stored. */
 export type StoreBody = (body: AsyncIterable<Buffer>, verified: () => void) => ReturnType<typeof storePulledNar>

@@ -28,6 +28,9 @@ import { UpstreamMetrics, type RefusalReason } from './metrics.js'
 import { NarFetch } from './nar-fetch.js'
 import { Upstream, describe } from './upstream.js'
 
+/** Hash parts remembered as prefetched before the memory is cleared. */
+const MAX_PREFETCHED = 100_000
+
 /** Codes of a NAR whose bytes are wrong (as opposed to one that could not be fetched). */
 const BAD_BYTES = new Set(['NARWHAL_NAR_INVALID', 'NARWHAL_NAR_MALFORMED', 'NARWHAL_TOO_LARGE', 'NARWHAL_UNSUPPORTED_COMPRESSION'])
 
@@ -36,6 +39,8 @@ export interface PullCache {
   db: Db
   metadata: Metadata
   blobs: BlobStore
+  /** For what happens outside any request (narinfos asked ahead of the client). */
+  log: PullLog
 }
 
 export class UpstreamPullThrough implements PullThrough {
@@ -43,13 +48,18 @@ export class UpstreamPullThrough implements PullThrough {
   readonly #cache: PullCache
   readonly #records: UpstreamRecords
   readonly #metrics = new UpstreamMetrics()
-  readonly #asking = new Map<string, Promise<Buffer | undefined>>()
+  readonly #asking = new Map<string, Promise<UpstreamRecord | undefined>>()
   readonly #fetching = new Map<string, NarFetch>()
+  /** Hash parts whose references were asked for ahead of the client (#prefetchReferences). */
+  readonly #prefetched = new Set<string>()
+  /** The log of background asks that no request started: warnings and errors only. */
+  readonly #quiet: PullLog
 
   constructor (cache: PullCache) {
     this.#cache = cache
     this.#records = new UpstreamRecords(cache.db)
     this.#upstreams = cache.config.upstreams.map((u, i) => new Upstream(u, i))
+    this.#quiet = cache.log
   }
 
   get upstreamUrls (): string[] {
@@ -60,10 +70,46 @@ export class UpstreamPullThrough implements PullThrough {
     return this.#records.holds(hashPart, storePath)
   }
 
+  pulledNarinfo (hashPart: string): Buffer | undefined {
+    const record = this.#records.get(hashPart)
+    if (record === undefined || record.refusedAt !== null) return undefined
+    this.#prefetchReferences(record.references, undefined)
+    return Buffer.from(record.narinfo, 'utf8')
+  }
+
   async narinfo (hashPart: string, log: PullLog): Promise<Buffer | undefined> {
     const record = this.#records.get(hashPart)
     // Refused: its NAR did not verify; it stays unserved (and is not asked for again).
-    if (record !== undefined) return record.refusedAt === null ? Buffer.from(record.narinfo, 'utf8') : undefined
+    if (record !== undefined) {
+      if (record.refusedAt !== null) return undefined
+      this.#prefetchReferences(record.references, log)
+      return Buffer.from(record.narinfo, 'utf8')
+    }
+    const found = await this.#askOnce(hashPart, log)
+    if (found !== undefined) this.#prefetchReferences(found.references, log)
+    return found === undefined ? undefined : Buffer.from(found.narinfo, 'utf8')
+  }
+
+  /**
+   * A client that got a narinfo asks for its references next, one level of the closure after the
+   * other: asked now, in the background, their narinfos are here when it does, and a closure's
+   * depth costs the upstream's round trip once instead of once per level. One level only (the
+   * references' own references are asked when the client gets those), and narinfos only: a NAR is
+   * fetched when a client asks for it.
+   */
+  #prefetchReferences (references: string[], log: PullLog | undefined): void {
+    for (const baseName of references) {
+      const hashPart = baseName.slice(0, 32)
+      if (this.#prefetched.has(hashPart)) continue
+      if (this.#prefetched.size >= MAX_PREFETCHED) this.#prefetched.clear()
+      this.#prefetched.add(hashPart)
+      if (this.#cache.metadata.hasNarinfo(hashPart) || this.#records.get(hashPart) !== undefined) continue
+      this.#askOnce(hashPart, log ?? this.#quiet).catch(() => {})
+    }
+  }
+
+  /** Asks the upstreams, once for all who want this hash part meanwhile. */
+  async #askOnce (hashPart: string, log: PullLog): Promise<UpstreamRecord | undefined> {
     let asking = this.#asking.get(hashPart)
     if (asking === undefined) {
       asking = this.#ask(hashPart, log).finally(() => this.#asking.delete(hashPart))
@@ -124,7 +170,7 @@ export class UpstreamPullThrough implements PullThrough {
   }
 
   /** The upstreams in order; the first verified narinfo is stored and served. */
-  async #ask (hashPart: string, log: PullLog): Promise<Buffer | undefined> {
+  async #ask (hashPart: string, log: PullLog): Promise<UpstreamRecord | undefined> {
     const maxBytes = this.#cache.config.limits.narinfoBytes
     for (const upstream of this.#upstreams) {
       const labels = { upstream: upstream.url }
@@ -145,8 +191,7 @@ export class UpstreamPullThrough implements PullThrough {
         this.#metrics.hits.inc(labels)
         log.info({ upstream: upstream.url, storePath: pulled.storePath, signedBy: pulled.signedBy }, 'narinfo pulled from upstream')
         // The first one stored stays (two processes may have asked at once): serve that one.
-        const stored = this.#records.get(hashPart)
-        return stored === undefined ? undefined : Buffer.from(stored.narinfo, 'utf8')
+        return this.#records.get(hashPart)
       } catch (err) {
         if (!isNarwhalError(err)) throw err
         const reason: RefusalReason = err.code === 'NARWHAL_SIGNATURE_REJECTED' ? 'narinfo_signature' : 'narinfo_invalid'

@@ -48,7 +48,8 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
   })
   const cache = openCache(config)
   // Upstream caches when the test configures them (NARWHAL_UPSTREAMS, or upstreams in a config file).
-  const pullThrough = pullThroughFor(config, cache)
+  const quiet = { info: () => {}, warn: () => {}, error: () => {} }
+  const pullThrough = pullThroughFor(config, cache, quiet)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, pullThrough },
     { logger: false })
   options.beforeListen?.(app)

@@ -109,6 +109,10 @@ test('16 clients downloading a NAR not yet fetched cause one upstream GET, and a
   assert.equal(narGets(upstream).length, 0, 'a narinfo request fetches no NAR')
   const expected = readFileSync(path.join(upstream.nginx.root, url))
   assert.ok(expected.length > 4 * 1024 * 1024)
+  const head = await fetch(`${server.url}/${url}`, { method: 'HEAD' })
+  assert.equal(head.status, 200)
+  assert.equal(head.headers.get('content-length'), String(expected.length))
+  assert.equal(narGets(upstream).length, 0, 'a HEAD fetches no NAR')
 
   const bodies = await Promise.all(Array.from({ length: 16 }, async () => {
     const response = await fetch(`${server.url}/${url}`)
