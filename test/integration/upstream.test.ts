@@ -240,3 +240,19 @@ test('push and proxy in one: nix copy --to narwhal skips upstream-held paths wit
   const fsck = await run('node', [CLI, 'fsck', '--data', server.config.dataDir])
   assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr)
 })
+
+test('with --workers 2 each worker pulls through, and the closure substitutes', async (t) => {
+  const upstream = await upstreamWith(t)
+  const server = await spawnServer({
+    dataDir: tempDir('narwhal-data-'),
+    logFile: path.join(tempDir('narwhal-log-'), 'server.log'),
+    trustedKeys: [],
+    args: ['--workers', '2', '--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey]
+  })
+  t.after(async () => { await server.stop() })
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  // Each NAR was fetched once or, when two workers were asked for it at once, once by each.
+  assert.ok(narGets(upstream).length >= upstream.closure.all.length && narGets(upstream).length <= 2 * upstream.closure.all.length)
+  assert.ok(await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url) >= upstream.closure.all.length)
+})
