@@ -46,7 +46,7 @@ import { formatNarInfo } from '../src/nix/narinfo.js'
 import { encodeNix32 } from '../src/nix/nix32.js'
 import { dumpPath } from '../src/pusher/nar-writer.js'
 import { parseSecretKey } from '../src/signing/keys.js'
-import { createCompressor } from '../src/storage/codecs.js'
+import { createCompressor } from '../src/nix/codecs.js'
 import { startNarwhal } from './servers.js'
 import { median, useScratchTmpdir } from './tools.js'
 

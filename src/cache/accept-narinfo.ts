@@ -24,7 +24,7 @@ import { parseNarInfo, formatNarInfo, type NarInfo } from '../nix/narinfo.js'
 import { decodeNix32, encodeNix32 } from '../nix/nix32.js'
 import { FILE_HASH_PATTERN, STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
 import type { TrustedKeys } from '../signing/keys.js'
-import { signatureKeyName } from '../signing/signature.js'
+import { signatureKeyName } from '../nix/signature.js'
 import type { Metadata, NarFileRow } from '../db/metadata.js'
 import type { ReferenceSource } from './pull-through.js'
 

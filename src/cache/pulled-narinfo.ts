@@ -16,7 +16,7 @@ import { formatNarInfo, parseNarInfo, sortedUnique } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { parseStorePath } from '../nix/store-path.js'
 import type { TrustedKeys } from '../signing/keys.js'
-import { signatureKeyName } from '../signing/signature.js'
+import { signatureKeyName } from '../nix/signature.js'
 
 export interface PulledNarinfo {
   storePath: string

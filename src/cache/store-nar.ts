@@ -30,9 +30,10 @@
  * until the NAR is sent again. One fsync fewer per uploaded path (measured: storeNar of 600 small
  * NARs one after another, 6 alternated runs, 5.3 -> 4.9 ms per path, medians; 2026-12-01).
  */
+import type { Limits } from '../config/config.js'
 import type { Metadata } from '../db/metadata.js'
 import type { BlobStore } from '../storage/blob-store.js'
-import { ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
+import { checkReupload, ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 
 /**
  * Whether the cache already holds this NAR, its row and its whole file, so that an upload of it
@@ -69,4 +70,49 @@ export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, c
     await temp.discard()
   }
   return nar
+}
+
+export type NarUploadResult = { result: 'unchanged' } | { result: 'created', nar: IngestedNar }
+
+/** A NAR upload decided before its body is read. */
+export interface NarUpload {
+  /** True when the cache already holds the NAR: the body is then only checked against its name. */
+  readonly held: boolean
+  receive: (body: AsyncIterable<Buffer>) => Promise<NarUploadResult>
+}
+
+/**
+ * The one sequence of a NAR upload, for PUT /nar/<file> and the batch route alike: holdsNar,
+ * then either checkReupload (already held: re-uploads of identical bytes succeed, as Nix re-sends
+ * on --repair and a retried push re-sends a NAR whose narinfo never came) or storeNar, with the
+ * limits of the configuration. In two steps so the PUT route can send `100 Continue` between
+ * them: the room is checked before the body is read (ingestNar checks again), so a 507 reaches
+ * a client that has not sent its body yet and can retry it whole.
+ */
+export async function startNarUpload (fileHash: string, cache: { metadata: Metadata, blobs: BlobStore }, limits: Readonly<Limits>,
+  declaredBytes = 0): Promise<NarUpload> {
+  const held = await holdsNar(fileHash, cache)
+  if (!held) await cache.blobs.ensureRoom(declaredBytes, limits.freeSpaceReserveBytes)
+  return {
+    held,
+    receive: async (body) => {
+      if (held) {
+        await checkReupload(body, fileHash, limits.narBytes)
+        return { result: 'unchanged' }
+      }
+      const nar = await storeNar(body, fileHash, cache, {
+        maxBytes: limits.narBytes,
+        maxNarSize: limits.narSizeBytes,
+        declaredBytes,
+        reserveBytes: limits.freeSpaceReserveBytes
+      })
+      return { result: 'created', nar }
+    }
+  }
+}
+
+/** The whole upload when nothing happens between the decision and the body (batch parts). */
+export async function putNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: BlobStore },
+  limits: Readonly<Limits>): Promise<NarUploadResult> {
+  return await (await startNarUpload(fileHash, cache, limits)).receive(body)
 }

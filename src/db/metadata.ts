@@ -6,7 +6,7 @@
  * better-sqlite3 returns them as numbers, exact up to 2^53 bytes).
  */
 import type { Db } from './database.js'
-import { BodyCache } from './body-cache.js'
+import { BodyCache } from '../nix/body-cache.js'
 import { REFERRERS_CTE } from './referrers-sql.js'
 
 export interface NarFileRow {

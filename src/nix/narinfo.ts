@@ -20,7 +20,7 @@
  */
 
 import { NarwhalError } from '../errors.js'
-import { tryParseSignature } from '../signing/signature.js'
+import { tryParseSignature } from './signature.js'
 import { checkContentAddress } from './content-address.js'
 import { formatNixHash, parseNixHash } from './hash.js'
 import { parseStorePath, parseStorePathBaseName } from './store-path.js'

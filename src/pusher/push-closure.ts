@@ -15,7 +15,7 @@
  */
 import { mkdirSync } from 'node:fs'
 import { rm } from 'node:fs/promises'
-import { signatureKeyName } from '../signing/signature.js'
+import { signatureKeyName } from '../nix/signature.js'
 import type { SecretKey } from '../signing/keys.js'
 import type { BatchPartResult } from '../api/v1.js'
 import { baseName, hashPartOf, topologicalOrder, type PathInfo } from './closure.js'

@@ -1,6 +1,7 @@
 /**
- * The pusher's durable queue: a SQLite database of its own, `<queueDir>/queue.sqlite`, with its
- * own migrations (`migrations/pusher/`), run by the server's migrator.
+ * The pusher's durable queue, as the pusher sees it: the interface it needs, the spool's way in,
+ * and the status it reports. The SQL is in db/pusher-queue.ts; `cli` opens that and hands it
+ * over (cli/open-queue.ts), so the pusher never imports the database.
  *
  * Life of a job:
  *
@@ -9,17 +10,13 @@
  *                                   └── transient ─────┘ │
  *                                       (backoff)        └ kill -9: back to pending on restart
  *
- * Every transition is one SQLite transaction (WAL, synchronous=FULL), and a spool file is
- * unlinked only after its row is committed, so a crash at any point loses nothing; the job id is
- * UNIQUE, so a crash between insert and unlink duplicates nothing.
+ * Every transition is one transaction of the store, and a spool file is unlinked only after its
+ * row is committed, so a crash at any point loses nothing; the job id is unique, so a crash
+ * between insert and unlink duplicates nothing.
  */
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { migrate, openDatabase, type Db } from '../db/database.js'
 import { INCOMPLETE_GRACE_MS, listSpool, readSpoolFile, spoolDir, syncDir, type SpoolEntry, type SpoolRead } from './spool.js'
-
-export const PUSHER_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/pusher/', import.meta.url))
 
 export type JobState = 'pending' | 'running' | 'done' | 'failed'
 
@@ -57,10 +54,9 @@ export interface PathOutcome {
   updatedAt: number
 }
 
-export interface QueueStatus {
+/** What the queue holds: counts, the latest jobs of each unfinished or failed state, path outcomes. */
+export interface QueueRows {
   counts: Record<JobState, number>
-  /** Spool files the pusher has not moved into the queue yet. */
-  spooled: number
   pending: Job[]
   running: Job[]
   failed: Job[]
@@ -68,15 +64,31 @@ export interface QueueStatus {
   lastSeq: number
 }
 
-/** A job as stored: outPaths is one space-separated string. */
-type JobRow = Omit<Job, 'outPaths'> & { outPaths: string }
+export interface QueueStatus extends QueueRows {
+  /** Spool files the pusher has not moved into the queue yet. */
+  spooled: number
+}
 
-const JOB_COLUMNS = `seq, job_id AS jobId, drv_path AS drvPath, out_paths AS outPaths, state, attempts,
-  next_attempt_at AS nextAttemptAt, last_error AS lastError, note, paths_total AS pathsTotal,
-  paths_uploaded AS pathsUploaded, bytes_uploaded AS bytesUploaded, created_at AS createdAt, updated_at AS updatedAt`
-
-function toJob (row: JobRow): Job {
-  return { ...row, outPaths: row.outPaths.split(' ').filter(p => p !== '') }
+/** The queue the pusher and `narwhal queue` work with. Times are ms since the epoch. */
+export interface Queue {
+  /** Adds a job, or returns the one with that jobId already there. */
+  enqueue: (entry: SpoolEntry, now?: number) => Job
+  /** After a crash or kill -9, jobs that were in flight start again; returns how many. */
+  recoverRunning: (now?: number) => number
+  /** The oldest pending job that is due, marked running; undefined when none is due. */
+  claimNext: (now?: number) => Job | undefined
+  /** When the next pending job becomes due, or undefined when nothing is pending. */
+  earliestPendingAt: () => number | undefined
+  job: (seq: number) => Job | undefined
+  finish: (seq: number, outcome: JobFinish, now?: number) => void
+  retryLater: (seq: number, delayMs: number, lastError: string, now?: number) => void
+  setPathOutcome: (storePath: string, state: 'failed' | 'dropped', reason: string, jobSeq: number | null, now?: number) => void
+  clearPathOutcome: (storePath: string) => void
+  lastSeq: () => number
+  /** Jobs with seq > `after`, plus every unfinished job, with their states (for `queue wait`). */
+  jobsSince: (after: number) => Array<{ seq: number, state: JobState }>
+  status: (limit?: number) => QueueRows
+  close: () => void
 }
 
 /** Temp files of `narwhal hook` runs that died before their rename: never to be completed. */
@@ -96,169 +108,39 @@ function removeStaleTemps (dir: string, now = Date.now()): void {
   }
 }
 
-export function queueDatabasePath (queueDir: string): string {
-  return path.join(queueDir, 'queue.sqlite')
+/**
+ * Moves every complete spool file of `queueDir` into the queue: commit the row, then unlink the
+ * file. A file that is not a spool entry is set aside in spool/bad/ (never retried, never lost).
+ * Returns the number of entries moved.
+ */
+export function ingestSpool (queue: Queue, queueDir: string, log: (line: string) => void = () => {}): number {
+  let moved = 0
+  for (const f of listSpool(queueDir)) {
+    let read: SpoolRead
+    try {
+      read = readSpoolFile(f)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
+      throw err
+    }
+    if (read.kind === 'incomplete') continue
+    if (read.kind === 'bad') {
+      const bad = path.join(spoolDir(queueDir), 'bad')
+      mkdirSync(bad, { recursive: true })
+      renameSync(f.file, path.join(bad, path.basename(f.file)))
+      log(`spool entry ${path.basename(f.file)} is not a build record; moved to spool/bad/`)
+      continue
+    }
+    queue.enqueue(read.entry)
+    rmSync(f.file, { force: true })
+    moved++
+  }
+  if (moved > 0) syncDir(spoolDir(queueDir))
+  removeStaleTemps(spoolDir(queueDir))
+  return moved
 }
 
-export class Queue {
-  readonly db: Db
-  readonly queueDir: string
-  private readonly stmts
-
-  constructor (db: Db, queueDir: string) {
-    this.db = db
-    this.queueDir = queueDir
-    this.stmts = {
-      insert: db.prepare(`INSERT INTO jobs (job_id, drv_path, out_paths, state, next_attempt_at, created_at, updated_at)
-        VALUES (@jobId, @drvPath, @outPaths, 'pending', @now, @now, @now) ON CONFLICT (job_id) DO NOTHING`),
-      byJobId: db.prepare<[string], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE job_id = ?`),
-      bySeq: db.prepare<[number], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE seq = ?`),
-      nextDue: db.prepare<[number], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state = 'pending' AND next_attempt_at <= ?
-        ORDER BY seq LIMIT 1`),
-      earliestPending: db.prepare<[], { at: number | null }>("SELECT min(next_attempt_at) AS at FROM jobs WHERE state = 'pending'"),
-      claim: db.prepare("UPDATE jobs SET state = 'running', updated_at = ? WHERE seq = ? AND state = 'pending'"),
-      recover: db.prepare("UPDATE jobs SET state = 'pending', updated_at = ? WHERE state = 'running'"),
-      finish: db.prepare(`UPDATE jobs SET state = @state, last_error = @lastError, note = @note, paths_total = @pathsTotal,
-        paths_uploaded = @pathsUploaded, bytes_uploaded = @bytesUploaded, updated_at = @now WHERE seq = @seq`),
-      retry: db.prepare(`UPDATE jobs SET state = 'pending', attempts = attempts + 1, next_attempt_at = @nextAttemptAt,
-        last_error = @lastError, updated_at = @now WHERE seq = @seq`),
-      counts: db.prepare<[], { state: JobState, n: number }>('SELECT state, count(*) AS n FROM jobs GROUP BY state'),
-      listState: db.prepare<[string, number], JobRow>(`SELECT ${JOB_COLUMNS} FROM jobs WHERE state = ? ORDER BY seq DESC LIMIT ?`),
-      lastSeq: db.prepare<[], { seq: number | null }>('SELECT max(seq) AS seq FROM jobs'),
-      unfinishedOrAfter: db.prepare<[number], { seq: number, state: JobState }>(
-        "SELECT seq, state FROM jobs WHERE seq > ? OR state IN ('pending', 'running')"),
-      setOutcome: db.prepare(`INSERT INTO path_outcomes (store_path, state, reason, job_seq, updated_at)
-        VALUES (@storePath, @state, @reason, @jobSeq, @now)
-        ON CONFLICT (store_path) DO UPDATE SET state = excluded.state, reason = excluded.reason,
-          job_seq = excluded.job_seq, updated_at = excluded.updated_at`),
-      clearOutcome: db.prepare('DELETE FROM path_outcomes WHERE store_path = ?'),
-      outcomes: db.prepare<[number], PathOutcome>(`SELECT store_path AS storePath, state, reason, job_seq AS jobSeq,
-        updated_at AS updatedAt FROM path_outcomes ORDER BY updated_at DESC LIMIT ?`)
-    }
-  }
-
-  /** Opens (creating and migrating) the queue in `queueDir`. */
-  static open (queueDir: string): Queue {
-    mkdirSync(spoolDir(queueDir), { recursive: true })
-    const db = openDatabase(queueDatabasePath(queueDir))
-    migrate(db, PUSHER_MIGRATIONS_DIR)
-    return new Queue(db, queueDir)
-  }
-
-  close (): void {
-    this.db.close()
-  }
-
-  enqueue (entry: SpoolEntry, now = Date.now()): Job {
-    this.stmts.insert.run({ jobId: entry.jobId, drvPath: entry.drvPath, outPaths: entry.outPaths.join(' '), now })
-    const row = this.stmts.byJobId.get(entry.jobId)
-    if (row === undefined) throw new Error('queue row vanished after insert')
-    return toJob(row)
-  }
-
-  /**
-   * Moves every complete spool file into the queue: commit the row, then unlink the file. A file
-   * that is not a spool entry is set aside in spool/bad/ (never retried, never lost). Returns the
-   * number of entries moved.
-   */
-  ingestSpool (log: (line: string) => void = () => {}): number {
-    let moved = 0
-    for (const f of listSpool(this.queueDir)) {
-      let read: SpoolRead
-      try {
-        read = readSpoolFile(f)
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue
-        throw err
-      }
-      if (read.kind === 'incomplete') continue
-      if (read.kind === 'bad') {
-        const bad = path.join(spoolDir(this.queueDir), 'bad')
-        mkdirSync(bad, { recursive: true })
-        renameSync(f.file, path.join(bad, path.basename(f.file)))
-        log(`spool entry ${path.basename(f.file)} is not a build record; moved to spool/bad/`)
-        continue
-      }
-      this.enqueue(read.entry)
-      rmSync(f.file, { force: true })
-      moved++
-    }
-    if (moved > 0) syncDir(spoolDir(this.queueDir))
-    removeStaleTemps(spoolDir(this.queueDir))
-    return moved
-  }
-
-  /** After a crash or kill -9, jobs that were in flight start again. */
-  recoverRunning (now = Date.now()): number {
-    return this.stmts.recover.run(now).changes
-  }
-
-  /** The oldest pending job that is due, marked running; undefined when none is due. */
-  claimNext (now = Date.now()): Job | undefined {
-    return this.db.transaction((): Job | undefined => {
-      const row = this.stmts.nextDue.get(now)
-      if (row === undefined) return undefined
-      this.stmts.claim.run(now, row.seq)
-      return toJob({ ...row, state: 'running' })
-    }).immediate()
-  }
-
-  /** When the next pending job becomes due (ms), or undefined when nothing is pending. */
-  earliestPendingAt (): number | undefined {
-    return this.stmts.earliestPending.get()?.at ?? undefined
-  }
-
-  job (seq: number): Job | undefined {
-    const row = this.stmts.bySeq.get(seq)
-    return row === undefined ? undefined : toJob(row)
-  }
-
-  finish (seq: number, outcome: JobFinish, now = Date.now()): void {
-    this.stmts.finish.run({
-      seq,
-      state: outcome.state,
-      lastError: outcome.lastError ?? null,
-      note: outcome.note ?? null,
-      pathsTotal: outcome.pathsTotal,
-      pathsUploaded: outcome.pathsUploaded,
-      bytesUploaded: outcome.bytesUploaded,
-      now
-    })
-  }
-
-  retryLater (seq: number, delayMs: number, lastError: string, now = Date.now()): void {
-    this.stmts.retry.run({ seq, nextAttemptAt: now + delayMs, lastError, now })
-  }
-
-  setPathOutcome (storePath: string, state: 'failed' | 'dropped', reason: string, jobSeq: number | null, now = Date.now()): void {
-    this.stmts.setOutcome.run({ storePath, state, reason, jobSeq, now })
-  }
-
-  clearPathOutcome (storePath: string): void {
-    this.stmts.clearOutcome.run(storePath)
-  }
-
-  lastSeq (): number {
-    return this.stmts.lastSeq.get()?.seq ?? 0
-  }
-
-  /** Jobs with seq > `after`, plus every unfinished job, with their states (for `queue wait`). */
-  jobsSince (after: number): Array<{ seq: number, state: JobState }> {
-    return this.stmts.unfinishedOrAfter.all(after)
-  }
-
-  status (limit = 20): QueueStatus {
-    const counts: Record<JobState, number> = { pending: 0, running: 0, done: 0, failed: 0 }
-    for (const { state, n } of this.stmts.counts.all()) counts[state] = n
-    const list = (state: JobState): Job[] => this.stmts.listState.all(state, limit).map(toJob)
-    return {
-      counts,
-      spooled: listSpool(this.queueDir).length,
-      pending: list('pending'),
-      running: list('running'),
-      failed: list('failed'),
-      paths: this.stmts.outcomes.all(limit),
-      lastSeq: this.lastSeq()
-    }
-  }
+/** The queue's rows plus the spool files not ingested yet. */
+export function queueStatus (queue: Queue, queueDir: string, limit?: number): QueueStatus {
+  return { ...queue.status(limit), spooled: listSpool(queueDir).length }
 }

@@ -15,7 +15,7 @@ import type { SecretKey } from '../signing/keys.js'
 import { closureInfo, invalidPaths, NixCommandError, outputsOf } from './closure.js'
 import type { PusherConfig } from './config.js'
 import { pushClosure, pushSettings, type PushResult } from './push-closure.js'
-import type { Job, Queue } from './queue.js'
+import { ingestSpool, type Job, type Queue } from './queue.js'
 import { backoffDelay, RefusedError, sleep, TransientError, type BackoffOptions } from './retry.js'
 import type { CacheClient } from './uploader.js'
 
@@ -154,7 +154,7 @@ export async function runPusher (options: ServiceOptions): Promise<void> {
   if (recovered > 0) log(`resuming ${recovered} job(s) that were in flight when the pusher last stopped`)
   while (!signal.aborted) {
     try {
-      queue.ingestSpool(log)
+      ingestSpool(queue, config.queueDir, log)
     } catch (err) {
       log(`cannot read the spool: ${(err as Error).message}`)
     }

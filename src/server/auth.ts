@@ -1,7 +1,7 @@
 /**
  * Who may do what. Writes (PUT) need a token with push scope; reads need a read token only when
- * the cache is configured private. Tokens are looked up in SQLite on every request, so a token
- * created or revoked with `narwhal token …` takes effect at once, without a restart.
+ * the cache is configured private. Tokens are looked up on every request (cache/tokens.ts), so a
+ * token created or revoked with `narwhal token …` takes effect at once, without a restart.
  *
  * The check is attached to the routes that need it (server/route-hooks.ts); a request for a URL
  * no route serves gets its 404 without one.
@@ -10,9 +10,10 @@
  * counts the request against that token rather than against its address.
  */
 import type { FastifyInstance, FastifyRequest, RouteOptions } from 'fastify'
-import { hashToken, scopeAllows, tokenFromAuthorization, type Scope } from '../auth/tokens.js'
-import type { Metadata, TokenRow } from '../db/metadata.js'
+import { scopeAllows, tokenFromAuthorization, type Scope } from '../auth/tokens.js'
+import { liveToken, type TokenRow } from '../cache/tokens.js'
 import { NarwhalError } from '../errors.js'
+import type { CacheContext } from './context.js'
 import { isWriteMethod, onRouteHook, routeMethods } from './route-hooks.js'
 
 declare module 'fastify' {
@@ -27,22 +28,15 @@ function neededScope (request: FastifyRequest, isPrivate: boolean): Scope | unde
   return 'push'
 }
 
-/** The token's row when it is known, not revoked and not expired. */
-function liveTokenRow (metadata: Metadata, token: string, now = Date.now()): TokenRow | undefined {
-  const row = metadata.tokenByHash(hashToken(token))
-  if (row === undefined || row.revokedAt !== null || (row.expiresAt !== null && row.expiresAt <= now)) return undefined
-  return row
-}
-
 /**
  * The live token a request presents, looked up at most once per request. For requests that need
  * no token (reads of a public cache) this is only asked when a read budget is set: Nix sends its
  * netrc credentials with every request, so a team's clients can be counted apart even there.
  */
-export function presentedToken (request: FastifyRequest, metadata: Metadata): TokenRow | null {
+export function presentedToken (request: FastifyRequest, metadata: CacheContext['metadata']): TokenRow | null {
   if (request.narwhalToken === undefined) {
     const token = tokenFromAuthorization(request.headers.authorization)
-    request.narwhalToken = token === undefined ? null : liveTokenRow(metadata, token) ?? null
+    request.narwhalToken = token === undefined ? null : liveToken(metadata, token) ?? null
   }
   return request.narwhalToken
 }
@@ -62,7 +56,7 @@ export function registerAuth (app: FastifyInstance): void {
       throw new NarwhalError('NARWHAL_UNAUTHORIZED', `this request needs a token with ${needed} scope ` +
         '(Authorization: Bearer TOKEN, or TOKEN as the password in a netrc file)')
     }
-    const row = liveTokenRow(app.narwhal.metadata, token)
+    const row = liveToken(app.narwhal.metadata, token)
     request.narwhalToken = row ?? null
     if (row === undefined) {
       // Counted per address; past rateLimit.failedAuth in a window this throws 429 instead

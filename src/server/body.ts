@@ -6,7 +6,7 @@ import type { FastifyRequest } from 'fastify'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import { NarwhalError } from '../errors.js'
 import { VERIFIABLE_COMPRESSIONS } from '../nix/compression.js'
-import { createDecoder } from '../storage/codecs.js'
+import { createDecoder } from '../nix/codecs.js'
 
 /**
  * Requests that sent `Expect: 100-continue` and have not been told to go on. Node would answer

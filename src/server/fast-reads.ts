@@ -23,7 +23,7 @@
 import { closeSync, statSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
-import { BodyCache } from '../db/body-cache.js'
+import { BodyCache } from '../nix/body-cache.js'
 import { NAR_EXTENSION_PATTERN } from '../nix/compression.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN } from '../nix/store-path.js'
 import { readWhole, SMALL_BODY_BYTES } from './file-body.js'

@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance } from 'fastify'
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client'
-import type { Retention } from '../db/retention.js'
+import type { CacheContext } from './context.js'
 import { metricsFromPrimary, shareRegistry } from './cluster-metrics.js'
 
 /**
@@ -14,8 +14,8 @@ import { metricsFromPrimary, shareRegistry } from './cluster-metrics.js'
  * With several workers each reads the same rows, so merging takes the largest value (a worker
  * that read a moment later may have seen one more run) instead of adding them up N times.
  */
-function registerGcMetrics (registry: Registry, retention: Retention): void {
-  const fromTotals = (name: string, help: string, pick: (t: ReturnType<Retention['gcTotals']>) => number): void => {
+function registerGcMetrics (registry: Registry, retention: CacheContext['retention']): void {
+  const fromTotals = (name: string, help: string, pick: (t: ReturnType<CacheContext['retention']['gcTotals']>) => number): void => {
     registry.registerMetric(new Counter({
       name,
       help,

@@ -21,7 +21,7 @@ import { createHash, createPublicKey, randomBytes, verify as verifySignature, ty
 import * as ed from '@noble/ed25519'
 import { NarwhalError } from '../errors.js'
 import { encodeBase64 } from '../nix/base64.js'
-import { signatureKeyName, tryParseNamedBytes, tryParseSignature } from './signature.js'
+import { signatureKeyName, tryParseNamedBytes, tryParseSignature } from '../nix/signature.js'
 
 ed.hashes.sha512 = (message: Uint8Array) => Uint8Array.from(createHash('sha512').update(message).digest())
 

@@ -12,7 +12,7 @@
  * place together with recording its row (cache/store-nar.ts). On any failure it is removed.
  *
  * For zstd and uncompressed bodies everything after the socket read is synchronous per chunk
- * (see createDecoder in codecs.ts): no stream or async generator between the stages. Together
+ * (see createDecoder in nix/codecs.ts): no stream or async generator between the stages. Together
  * with the temp file's batched writes this halved the CPU of a zstd upload (bench/ingest-cpu.ts).
  */
 import { createHash } from 'node:crypto'
@@ -22,7 +22,7 @@ import { detectCompression, DETECTION_BYTES, VERIFIABLE_COMPRESSIONS, type Compr
 import { encodeNix32 } from '../nix/nix32.js'
 import { NarReader } from '../nix/nar-reader.js'
 import type { BlobStore, TempFile } from './blob-store.js'
-import { createDecoder, DecodeError, type Decoder } from './codecs.js'
+import { createDecoder, DecodeError, type Decoder } from '../nix/codecs.js'
 
 export interface IngestedNar {
   fileHash: string
@@ -161,7 +161,7 @@ class NarVerifier {
     const narHash = this.#narHash
     this.#method = method
     this.#decoder = createDecoder(method, output => {
-      // Thrown from the decoder's sink, this stops the decoder too (see DecodeSink in codecs.ts).
+      // Thrown from the decoder's sink, this stops the decoder too (see DecodeSink in nix/decoder.ts).
       this.#narBytes += output.length
       if (this.#narBytes > this.#maxNarSize) throw narTooLarge(this.#maxNarSize)
       reader.write(output)

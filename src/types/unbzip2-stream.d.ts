@@ -1,4 +1,4 @@
-/** The bit reader unbzip2-stream's block decoder reads from (storage/bzip2-decoder.ts). */
+/** The bit reader unbzip2-stream's block decoder reads from (nix/bzip2-decoder.ts). */
 declare module 'unbzip2-stream/lib/bit_iterator.js' {
   export interface BitReader {
     /** Reads n bits (null: skips to the next byte boundary). */

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { Queue } from '../../src/pusher/queue.js'
+import { openQueue } from '../../src/cli/open-queue.js'
+import { ingestSpool, queueStatus } from '../../src/pusher/queue.js'
 import { nixKeyPair, nixOk, run, runOk, tempDir } from '../helpers/nix.js'
 import { CLI, DAEMON_SOCKET, HOOK, USER, daemonAnswers, ensureUser, freePort, startChild, userDir, waitFor, writeChain, type Child } from './daemon.js'
 
@@ -149,16 +150,16 @@ test('the sidecar with the real multi-user nix-daemon', { skip: isRoot ? false :
     await pusher.stop('SIGKILL')
     const builds = []
     for (let i = 0; i < 3; i++) builds.push(await buildAsUser(24))
-    const queue = Queue.open(queueDir)
+    const queue = openQueue(queueDir)
     try {
       const doneBefore = queue.status().counts.done
       pusher = await startPusher()
       await waitFor('the first job of the drain', () => {
-        queue.ingestSpool()
+        ingestSpool(queue, queueDir)
         return queue.status().counts.done > doneBefore
       }, 60_000)
       await pusher.stop('SIGKILL')
-      const after = queue.status()
+      const after = queueStatus(queue, queueDir)
       t.diagnostic(`killed with ${after.counts.done - doneBefore} of 9 jobs done, ${after.counts.running} in flight, ` +
         `${after.counts.pending + after.spooled} waiting`)
       assert.ok(after.counts.done - doneBefore < 9, 'killed before the drain finished')

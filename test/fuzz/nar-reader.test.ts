@@ -33,7 +33,7 @@ import { MAX_DEPTH, MAX_NAME_BYTES, MAX_TARGET_BYTES, NarReader, type NarEntry }
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { BlobStore } from '../../src/storage/blob-store.js'
-import { createCompressor } from '../../src/storage/codecs.js'
+import { createCompressor } from '../../src/nix/codecs.js'
 import { layoutFor } from '../../src/storage/layout.js'
 import { ingestNar } from '../../src/storage/nar-ingest.js'
 import { runBytes } from '../helpers/upload.js'

@@ -23,7 +23,7 @@ import { fingerprintPath } from '../../src/nix/fingerprint.js'
 import { formatNarInfo, type NarInfo } from '../../src/nix/narinfo.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import type { SecretKey } from '../../src/signing/keys.js'
-import { createCompressor } from '../../src/storage/codecs.js'
+import { createCompressor } from '../../src/nix/codecs.js'
 import { tempDir } from './nix.js'
 import type { TestServer } from './server.js'
 

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict'
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { defaultPusherConfig, type PusherConfig } from '../../src/pusher/config.js'
-import { Queue } from '../../src/pusher/queue.js'
+import { openQueue } from '../../src/cli/open-queue.js'
+import { queueStatus } from '../../src/pusher/queue.js'
 import { processJob, runPusher, type ServiceOptions } from '../../src/pusher/service.js'
 import { loadSecretKeys } from '../../src/pusher/signer.js'
 import { CacheClient } from '../../src/pusher/uploader.js'
@@ -23,7 +24,7 @@ async function setUp (t: import('node:test').TestContext) {
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const queueDir = tempDir('narwhal-queue-')
   const config: PusherConfig = { ...defaultPusherConfig(), server: server.url, queueDir, secretKeyFiles: [key.secretFile], maxRetryDelaySeconds: 1, pollMs: 50 }
-  const queue = Queue.open(queueDir)
+  const queue = openQueue(queueDir)
   const client = new CacheClient(server.url, server.token('push'))
   t.after(async () => { queue.close(); await client.close() })
   const lines: string[] = []
@@ -92,7 +93,7 @@ test('the loop drains what the sh hook spooled, then stops on abort', async (t) 
   controller.abort()
   await loop
   assert.equal(server.cache.metadata.narinfoCount(), 6)
-  const s = queue.status()
+  const s = queueStatus(queue, queueDir)
   assert.equal(s.counts.done, 2)
   assert.equal(s.spooled, 0)
   assert.ok(!existsSync(leftover), 'temp files of a killed pusher are removed at start')

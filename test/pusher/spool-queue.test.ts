@@ -2,7 +2,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
-import { Queue } from '../../src/pusher/queue.js'
+import { openQueue } from '../../src/cli/open-queue.js'
+import { ingestSpool } from '../../src/pusher/queue.js'
 import { listSpool, parseSpoolEntry, readSpoolFile, spoolDir, writeSpoolEntry } from '../../src/pusher/spool.js'
 import { run, tempDir } from '../helpers/nix.js'
 import { CLI, HOOK_SH } from './hook-helpers.js'
@@ -61,24 +62,24 @@ test('ingest moves entries into the queue once, even after a crash between inser
   const queueDir = tempDir()
   writeSpoolEntry(queueDir, DRV, '')
   writeSpoolEntry(queueDir, '', OUT)
-  const queue = Queue.open(queueDir)
+  const queue = openQueue(queueDir)
   try {
     // The crash: rows committed, files not yet removed. Simulate by enqueueing without unlinking.
     for (const f of listSpool(queueDir)) {
       const read = readSpoolFile(f)
       if (read.kind === 'entry') queue.enqueue(read.entry)
     }
-    assert.equal(queue.ingestSpool(), 2)
+    assert.equal(ingestSpool(queue, queueDir), 2)
     assert.deepEqual(listSpool(queueDir), [])
     const s = queue.status()
     assert.equal(s.counts.pending, 2, 'no duplicates')
     // A later file under a reused name is a new job.
     const name = path.join(spoolDir(queueDir), 'reused.job')
     writeFileSync(name, `DRV_PATH=${DRV}\nOUT_PATHS=\nEND\n`)
-    queue.ingestSpool()
+    ingestSpool(queue, queueDir)
     writeFileSync(name, `DRV_PATH=${DRV}\nOUT_PATHS=\nEND\n`)
     utimesSync(name, new Date(), new Date(Date.now() + 5000))
-    queue.ingestSpool()
+    ingestSpool(queue, queueDir)
     assert.equal(queue.status().counts.pending, 4)
   } finally {
     queue.close()
@@ -87,23 +88,23 @@ test('ingest moves entries into the queue once, even after a crash between inser
 
 test('an entry still being written waits; one abandoned for a minute is set aside', () => {
   const queueDir = tempDir()
-  const queue = Queue.open(queueDir)
+  const queue = openQueue(queueDir)
   try {
     const partial = path.join(spoolDir(queueDir), 'partial.job')
     writeFileSync(partial, `DRV_PATH=${DRV}\n`)
-    assert.equal(queue.ingestSpool(), 0)
+    assert.equal(ingestSpool(queue, queueDir), 0)
     assert.ok(existsSync(partial), 'left for the writer to finish')
     const old = new Date(Date.now() - 120_000)
     utimesSync(partial, old, old)
     const lines: string[] = []
-    assert.equal(queue.ingestSpool(l => lines.push(l)), 0)
+    assert.equal(ingestSpool(queue, queueDir, l => lines.push(l)), 0)
     assert.ok(!existsSync(partial))
     assert.deepEqual(readdirSync(path.join(spoolDir(queueDir), 'bad')), ['partial.job'])
     // A dead `narwhal hook`'s temp file goes too, once it is old.
     const temp = path.join(spoolDir(queueDir), '.tmp-123')
     writeFileSync(temp, 'DRV_PATH=')
     utimesSync(temp, old, old)
-    queue.ingestSpool()
+    ingestSpool(queue, queueDir)
     assert.ok(!existsSync(temp))
     assert.match(lines.join('\n'), /partial\.job is not a build record/)
   } finally {
@@ -113,7 +114,7 @@ test('an entry still being written waits; one abandoned for a minute is set asid
 
 test('queue states: claim, retry with backoff, finish; a restart puts in-flight jobs back', () => {
   const queueDir = tempDir()
-  let queue = Queue.open(queueDir)
+  let queue = openQueue(queueDir)
   const a = queue.enqueue({ jobId: 'a', drvPath: DRV, outPaths: [] }, 1000)
   queue.enqueue({ jobId: 'b', drvPath: '', outPaths: [OUT] }, 1000)
   const claimed = queue.claimNext(2000)
@@ -127,7 +128,7 @@ test('queue states: claim, retry with backoff, finish; a restart puts in-flight 
   assert.equal(queue.claimNext(7000)?.attempts, 1)
   // kill -9 here: both are "running". A new pusher opens the queue.
   queue.close()
-  queue = Queue.open(queueDir)
+  queue = openQueue(queueDir)
   try {
     assert.equal(queue.recoverRunning(), 2)
     const again = queue.claimNext(Date.now())!
@@ -153,8 +154,8 @@ test('narwhal queue status and wait read the queue folder', async () => {
   const timedOut = await run('node', [CLI, 'queue', 'wait', '--timeout', '0.5'], { env })
   assert.equal(timedOut.code, 124)
   assert.match(timedOut.stderr, /timed out with work left:\nspooled 1/)
-  const queue = Queue.open(queueDir)
-  queue.ingestSpool()
+  const queue = openQueue(queueDir)
+  ingestSpool(queue, queueDir)
   const job = queue.claimNext()!
   queue.finish(job.seq, { state: 'failed', lastError: 'HTTP 400: NARWHAL_NARINFO_INVALID: bad', pathsTotal: 1, pathsUploaded: 0, bytesUploaded: 0 })
   queue.close()

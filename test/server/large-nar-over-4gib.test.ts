@@ -12,7 +12,7 @@ import { randomBytes } from 'node:crypto'
 import { Readable } from 'node:stream'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { decodeNix32, encodeNix32 } from '../../src/nix/nix32.js'
-import { createCompressor } from '../../src/storage/codecs.js'
+import { createCompressor } from '../../src/nix/codecs.js'
 import { startServer } from '../helpers/server.js'
 import { collect, fileHashOf, get, makeNarinfo, put, type Nar } from '../helpers/upload.js'
 

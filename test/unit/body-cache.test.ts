@@ -1,5 +1,5 @@
 /**
- * What GET answers from memory (db/body-cache.ts, Metadata.narinfoBody and servedGeneration)
+ * What GET answers from memory (nix/body-cache.ts, Metadata.narinfoBody and servedGeneration)
  * follows the database: a write by this connection is seen by the next read, a write by another
  * one (another process, a gc worker thread) by the first read CROSS_PROCESS_FRESHNESS_MS after
  * the last time data_version was read. The clock here is the test's own.
@@ -10,7 +10,7 @@ import Database from 'better-sqlite3'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { CROSS_PROCESS_FRESHNESS_MS, Metadata } from '../../src/db/metadata.js'
-import { BodyCache } from '../../src/db/body-cache.js'
+import { BodyCache } from '../../src/nix/body-cache.js'
 import { tempDir } from '../helpers/nix.js'
 
 test('BodyCache drops the least recently used entries past its bound, counting misses too', () => {

@@ -1,5 +1,5 @@
 /**
- * The decoders the upload path verifies with (createDecoder in src/storage/codecs.ts), above all
+ * The decoders the upload path verifies with (createDecoder in src/nix/codecs.ts), above all
  * the synchronous zstd loop: it reuses one output buffer and keeps decompression contexts for the
  * next upload, so chunk boundaries, frame boundaries, truncation and context reuse are tested
  * here against one-shot decompression of the same bytes.
@@ -12,8 +12,8 @@ import { pipeline } from 'node:stream/promises'
 import zlib from 'node:zlib'
 import { compress as zstdOneShot, decompress as zstdDecompressOneShot } from 'zstd-napi'
 import type { Compression } from '../../src/nix/compression.js'
-import { createCompressor, createDecoder, DecodeError, zstdFrameWindow } from '../../src/storage/codecs.js'
-import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/storage/bzip2-thread.js'
+import { createCompressor, createDecoder, DecodeError, zstdFrameWindow } from '../../src/nix/codecs.js'
+import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/nix/bzip2-thread.js'
 import { compressBytes, runBytes } from '../helpers/upload.js'
 
 async function compressed (data: Buffer, method: Compression): Promise<Buffer> {

@@ -4,10 +4,10 @@
  * Stops cleanly on SIGTERM/SIGINT; whatever was in flight resumes on the next start.
  */
 import { loadPusherConfig } from '../../pusher/config.js'
-import { Queue } from '../../pusher/queue.js'
 import { runPusher } from '../../pusher/service.js'
 import { loadSecretKeys, readTokenFile } from '../../pusher/signer.js'
 import { CacheClient } from '../../pusher/uploader.js'
+import { openQueue } from '../open-queue.js'
 import { parse } from '../usage.js'
 
 export function timestamped (line: string): void {
@@ -19,7 +19,7 @@ export async function pusherCommand (args: string[]): Promise<number> {
   const config = loadPusherConfig({ configFile: values.config, requireServer: true, requireKeys: true })
   const keys = loadSecretKeys(config.secretKeyFiles)
   const token = readTokenFile(config.tokenFile)
-  const queue = Queue.open(config.queueDir)
+  const queue = openQueue(config.queueDir)
   const client = new CacheClient(config.server, token, config.concurrency + 2)
   const controller = new AbortController()
   const stop = (): void => controller.abort()

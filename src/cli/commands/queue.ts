@@ -12,10 +12,11 @@
 import { existsSync } from 'node:fs'
 import path from 'node:path'
 import { loadPusherConfig } from '../../pusher/config.js'
-import { Queue, queueDatabasePath, type Job, type QueueStatus } from '../../pusher/queue.js'
+import { queueStatus, type Job, type QueueStatus } from '../../pusher/queue.js'
 import { listSpool } from '../../pusher/spool.js'
 import { sleep } from '../../pusher/retry.js'
 import { formatBytes } from '../../pusher/service.js'
+import { openQueue, queueDatabasePath } from '../open-queue.js'
 import { parse, UsageError } from '../usage.js'
 
 const USAGE = 'usage: narwhal queue status [--config FILE]\n       narwhal queue wait [--timeout SECONDS] [--config FILE]'
@@ -58,9 +59,9 @@ export async function queueCommand (args: string[]): Promise<number> {
         'the pusher creates it on its first start\n')
       return 0
     }
-    const queue = Queue.open(config.queueDir)
+    const queue = openQueue(config.queueDir)
     try {
-      process.stdout.write(formatStatus(queue.status()))
+      process.stdout.write(formatStatus(queueStatus(queue, config.queueDir)))
     } finally {
       queue.close()
     }
@@ -76,16 +77,15 @@ export async function queueCommand (args: string[]): Promise<number> {
 
 async function waitDrained (queueDir: string, timeoutMs: number): Promise<number> {
   const deadline = Date.now() + timeoutMs
-  const queue = Queue.open(queueDir)
+  const queue = openQueue(queueDir)
   try {
     // The jobs this wait is about: those unfinished now, and any that arrive later.
     const lastSeq = queue.lastSeq()
     const watched = new Set(queue.jobsSince(lastSeq).map(j => j.seq))
     for (;;) {
-      const spooled = listSpool(queueDir).length
-      const status = queue.status()
+      const status = queueStatus(queue, queueDir)
       for (const j of queue.jobsSince(lastSeq)) watched.add(j.seq)
-      if (spooled === 0 && status.counts.pending === 0 && status.counts.running === 0) {
+      if (status.spooled === 0 && status.counts.pending === 0 && status.counts.running === 0) {
         const failed = [...watched].map(seq => queue.job(seq)).filter((j): j is Job => j?.state === 'failed')
         if (failed.length === 0) return 0
         process.stderr.write(`narwhal queue wait: drained, but ${failed.length} job(s) failed:\n`)

@@ -7,13 +7,13 @@
  *   build-trace-v2/<drv base name>/<output>.doi    the same from Nix 2.35 on
  *   debuginfo/<40 hex build id>                    links for dwarffs (`?index-debug-info=true`)
  *
- * Names are checked against the protocol's patterns before any lookup. Bodies are stored as sent,
- * with the Content-Encoding Nix 2.32+ may give them, and served back the same way. Uploads need a
- * push token like every write; JSON bodies must be JSON (when not encoded).
+ * Names are checked against the protocol's patterns before any lookup. Bodies are stored and
+ * served by cache/aux-files.ts (as sent, JSON kinds must be JSON when not encoded). Uploads need
+ * a push token like every write.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { Limits } from '../../config/config.js'
-import type { AuxKind } from '../../db/metadata.js'
+import { auxFile, putAuxFile, type AuxKind } from '../../cache/aux-files.js'
 import { NarwhalError } from '../../errors.js'
 import { HASH_PART_PATTERN, isValidStorePathName } from '../../nix/store-path.js'
 import { readBody } from '../body.js'
@@ -101,7 +101,7 @@ export function auxFileRoutes (app: FastifyInstance): void {
   for (const route of ROUTES) {
     app.get(route.url, async (request, reply) => {
       const name = nameOrThrow(route, request)
-      const file = metadata.auxFile(route.kind, name)
+      const file = auxFile(metadata, route.kind, name)
       if (file === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `no ${route.kind} ${name} in this cache`)
       reply.header('content-type', file.contentType)
       if (file.contentEncoding !== null) reply.header('content-encoding', file.contentEncoding)
@@ -111,16 +111,7 @@ export function auxFileRoutes (app: FastifyInstance): void {
     app.put(route.url, async (request, reply) => {
       const name = nameOrThrow(route, request)
       const body = await readBody(request, config.limits[route.limit], route.kind, `limits.${route.limit}`)
-      const encoding = request.headers['content-encoding']
-      const contentEncoding = encoding === undefined || encoding === '' || encoding === 'identity' ? null : encoding
-      if (route.json && contentEncoding === null) {
-        try {
-          JSON.parse(body.toString('utf8'))
-        } catch {
-          throw new NarwhalError('NARWHAL_BAD_REQUEST', `${route.kind} ${name}: body is not JSON`)
-        }
-      }
-      metadata.putAuxFile(route.kind, name, { contentType: route.contentType, contentEncoding, body })
+      putAuxFile(metadata, route.kind, name, { body, encoding: request.headers['content-encoding'], contentType: route.contentType, json: route.json })
       return reply.code(201).header('content-type', 'text/plain; charset=utf-8').send('stored\n')
     })
   }

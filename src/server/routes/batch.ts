@@ -5,8 +5,8 @@
  *   POST /api/v1/upload-batch    multipart: NARs and narinfos, in order
  *
  * The batch route does not have rules of its own: each part goes through exactly the code of the
- * single PUT it stands for (cache/store-nar.ts holdsNar and storeNar and storage/nar-ingest.ts
- * checkReupload for NARs, cache/accept-narinfo.ts acceptNarinfo for narinfos), so a batch is
+ * single PUT it stands for (cache/store-nar.ts putNar for NARs, cache/accept-narinfo.ts
+ * acceptNarinfo for narinfos), so a batch is
  * verified exactly like the PUTs `nix copy` makes. @fastify/multipart is registered inside this
  * plugin's scope only: every other route keeps buildApp's "read nothing" body parser.
  */
@@ -20,8 +20,7 @@ import { acceptNarinfo } from '../../cache/accept-narinfo.js'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
-import { holdsNar, storeNar } from '../../cache/store-nar.js'
-import { checkReupload } from '../../storage/nar-ingest.js'
+import { putNar } from '../../cache/store-nar.js'
 import { acceptBody, readBody } from '../body.js'
 import { awaitClient, clientPaced } from '../idle-timeout.js'
 
@@ -82,7 +81,7 @@ async function drain (stream: AsyncIterable<Buffer>): Promise<void> {
 }
 
 export async function batchRoutes (app: FastifyInstance): Promise<void> {
-  const { metadata, blobs, config, trustedKeys } = app.narwhal
+  const { metadata, config, trustedKeys } = app.narwhal
   const idleMs = config.timeouts.idleSeconds * 1000
 
   app.post(MISSING_PATHS_ROUTE, async (request, reply) => {
@@ -110,19 +109,11 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
     return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
   })
 
-  // Verified exactly like PUT /nar/<file> (routes/nar.ts).
+  // Verified exactly like PUT /nar/<file> (routes/nar.ts): the same putNar sequence.
   async function narPart (request: FastifyRequest, name: string, fileHash: string, stream: AsyncIterable<Buffer>): Promise<BatchPartResult> {
-    const limit = config.limits.narBytes
-    if (await holdsNar(fileHash, { metadata, blobs })) {
-      await checkReupload(stream, fileHash, limit)
-      return { name, status: 200, result: 'unchanged' }
-    }
-    const nar = await storeNar(stream, fileHash, { metadata, blobs }, {
-      maxBytes: limit,
-      maxNarSize: config.limits.narSizeBytes,
-      declaredBytes: 0,
-      reserveBytes: config.limits.freeSpaceReserveBytes
-    })
+    const outcome = await putNar(stream, fileHash, app.narwhal, config.limits)
+    if (outcome.result === 'unchanged') return { name, status: 200, result: 'unchanged' }
+    const { nar } = outcome
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored (batch)')
     return { name, status: 201, result: 'created' }
   }

@@ -5,7 +5,7 @@
  * Cache-Control and no transport Content-Encoding (Nix would decompress twice). The file is
  * checked before any header is sent, so a missing file is a clean 404, never a truncated 200.
  *
- * PUT verifies while the bytes arrive (storage/nar-ingest.ts) and records the NAR only after it
+ * PUT verifies while the bytes arrive (cache/store-nar.ts startNarUpload) and records the NAR only after it
  * was proven to hash to its name and to decompress to a well-formed NAR.
  */
 import { closeSync } from 'node:fs'
@@ -14,8 +14,7 @@ import type { FastifyInstance } from 'fastify'
 import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN } from '../../nix/store-path.js'
-import { holdsNar, storeNar } from '../../cache/store-nar.js'
-import { checkReupload } from '../../storage/nar-ingest.js'
+import { startNarUpload } from '../../cache/store-nar.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { clientPaced } from '../idle-timeout.js'
 import { parseRange } from '../range.js'
@@ -114,28 +113,15 @@ export function narRoutes (app: FastifyInstance): void {
 
   app.put<{ Params: Params }>(NAR_ROUTE, { schema: { params } }, async (request, reply) => {
     const fileHash = fileHashOf(request.params.file)
-    const limit = config.limits.narBytes
-    checkDeclaredLength(request, limit, 'NAR file', 'limits.narBytes')
+    checkDeclaredLength(request, config.limits.narBytes, 'NAR file', 'limits.narBytes')
     const declaredBytes = Number(request.headers['content-length'] ?? 0) || 0
-    const stored = await holdsNar(fileHash, { metadata, blobs })
-    // Checked before `100 Continue` too (ingestNar checks again), so a 507 reaches a client that
-    // has not sent its body yet and can retry it whole.
-    if (!stored) await blobs.ensureRoom(declaredBytes, config.limits.freeSpaceReserveBytes)
+    const upload = await startNarUpload(fileHash, app.narwhal, config.limits, declaredBytes)
     acceptBody(request)
-    const body = clientPaced(request.raw as AsyncIterable<Buffer>, request.raw, idleMs)
-    if (stored) {
-      // Already received and verified: re-uploads of identical bytes succeed (Nix re-sends on
-      // --repair, and a retried push re-sends a NAR whose narinfo never came; holdsNar restarted
-      // its grace period so gc leaves it for the narinfo).
-      await checkReupload(body, fileHash, limit)
+    const outcome = await upload.receive(clientPaced(request.raw as AsyncIterable<Buffer>, request.raw, idleMs))
+    if (outcome.result === 'unchanged') {
       return reply.code(200).header('content-type', 'text/plain; charset=utf-8').send('unchanged\n')
     }
-    const nar = await storeNar(body, fileHash, { metadata, blobs }, {
-      maxBytes: limit,
-      maxNarSize: config.limits.narSizeBytes,
-      declaredBytes,
-      reserveBytes: config.limits.freeSpaceReserveBytes
-    })
+    const { nar } = outcome
     request.log.info({ fileHash, compression: nar.compression, fileSize: nar.fileSize, narSize: nar.narSize }, 'NAR stored')
     return reply.code(201).header('content-type', 'text/plain; charset=utf-8').send('created\n')
   })

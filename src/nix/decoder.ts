@@ -1,5 +1,5 @@
 /**
- * What every decoder of storage/codecs.ts is: a decompressor that hands its output to a callback
+ * What every decoder of nix/codecs.ts is: a decompressor that hands its output to a callback
  * (the upload path's hashes and NAR reader), and the error it reports bad input with.
  */
 

@@ -8,7 +8,7 @@
  * This module only checks the format; it holds no crypto so the narinfo parser can use it.
  */
 
-import { tryDecodeBase64 } from '../nix/base64.js'
+import { tryDecodeBase64 } from './base64.js'
 
 export const SIGNATURE_BYTES = 64
 

@@ -24,7 +24,7 @@ import zlib from 'node:zlib'
 import lzma from 'lzma-native'
 import { CompressStream } from 'zstd-napi'
 import zstdBinding from 'zstd-napi/binding.js'
-import type { Compression } from '../nix/compression.js'
+import type { Compression } from './compression.js'
 import { Bzip2ThreadDecoder } from './bzip2-thread.js'
 import { DecodeError, type DecodeSink, type Decoder } from './decoder.js'
 
