@@ -196,6 +196,8 @@ export class UpstreamPullThrough implements PullThrough {
         if (!isNarwhalError(err)) throw err
         const reason: RefusalReason = err.code === 'NARWHAL_SIGNATURE_REJECTED' ? 'narinfo_signature' : 'narinfo_invalid'
         this.#metrics.refusals.inc({ ...labels, reason })
+        // Asked again, it would be refused again: not before the negative cache expires.
+        upstream.rememberMiss(hashPart)
         log.warn({ upstream: upstream.url, hashPart, reason: err.message }, 'narinfo from upstream refused')
       }
     }

@@ -70,7 +70,7 @@ export class Upstream {
       if (response.statusCode === 404 || response.statusCode === 403) {
         await response.body.dump()
         this.succeeded()
-        this.#rememberMiss(hashPart, now)
+        this.rememberMiss(hashPart, now)
         return { kind: 'missing' }
       }
       if (response.statusCode !== 200) {
@@ -131,7 +131,8 @@ export class Upstream {
     await this.#agent.close()
   }
 
-  #rememberMiss (hashPart: string, now: number): void {
+  /** Answers `missing` for this hash part for negativeCacheSeconds (a miss, or a narinfo refused). */
+  rememberMiss (hashPart: string, now = Date.now()): void {
     if (this.config.negativeCacheSeconds === 0) return
     if (this.#misses.size >= MAX_REMEMBERED_MISSES) {
       const oldest = this.#misses.keys().next().value
