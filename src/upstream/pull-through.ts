@@ -17,7 +17,7 @@ import type { Config } from '../config/config.js'
 import type { Metadata } from '../db/metadata.js'
 import { UpstreamRecords, type UpstreamRecord } from '../db/upstream-records.js'
 import type { Db } from '../db/database.js'
-import { NarwhalError, isNarwhalError } from '../errors.js'
+import { isNarwhalError } from '../errors.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
 import type { BlobStore } from '../storage/blob-store.js'
@@ -26,7 +26,7 @@ import type { PulledNar, PullLog, PullThrough } from '../cache/pull-through.js'
 import { storePulledNar } from '../cache/store-pulled-nar.js'
 import { UpstreamMetrics, type RefusalReason } from './metrics.js'
 import { NarFetch } from './nar-fetch.js'
-import { Upstream, describe } from './upstream.js'
+import { Upstream, describe, upstreamFailed } from './upstream.js'
 
 /** Hash parts remembered as prefetched before the memory is cleared. */
 const MAX_PREFETCHED = 100_000
@@ -137,7 +137,12 @@ export class UpstreamPullThrough implements PullThrough {
       return { kind: 'streaming', fileSize: joined.expected.fileSize, sendTo: async response => await joined.sendTo(response) }
     }
     if (await fetch.done) return { kind: 'stored' }
-    throw fetch.error
+    // Whatever went wrong (the log says what), a client that waited for the fetch gets a 502, or
+    // the upstream's 404.
+    const error = fetch.error
+    throw isNarwhalError(error) && (error.code === 'NARWHAL_NOT_FOUND' || error.code === 'NARWHAL_UPSTREAM_FAILED')
+      ? error
+      : upstreamFailed(error instanceof Error ? error : new Error(String(error)))
   }
 
   async lookupReferences (narinfoText: string, log: PullLog): Promise<void> {
@@ -215,7 +220,7 @@ export class UpstreamPullThrough implements PullThrough {
     })
     const fetch = new NarFetch(first, async () => {
       if (upstream === undefined) {
-        throw new NarwhalError('NARWHAL_UPSTREAM_FAILED', `nar/${fileHash} was pulled from ${first.upstream}, which is no longer configured`)
+        throw upstreamFailed(new Error(`nar/${fileHash} was pulled from ${first.upstream}, which is no longer configured`))
       }
       await blobs.ensureRoom(first.fileSize, config.limits.freeSpaceReserveBytes)
       const response = await upstream.nar(first.narUrl)

@@ -93,23 +93,22 @@ export class Upstream {
    */
   async nar (narUrl: string): Promise<Dispatcher.ResponseData> {
     const url = new URL(narUrl, this.url + '/').toString()
-    if (!url.startsWith(this.url + '/')) {
-      throw new NarwhalError('NARWHAL_UPSTREAM_FAILED', `the narinfo of ${this.url} names a NAR outside it (${narUrl})`)
-    }
+    if (!url.startsWith(this.url + '/')) throw upstreamFailed(new Error(`the narinfo of ${this.url} names a NAR outside it (${narUrl})`))
     let response: Dispatcher.ResponseData
     try {
       response = await this.#get(url)
     } catch (error) {
       this.failed()
-      throw new NarwhalError('NARWHAL_UPSTREAM_FAILED', `${url} could not be fetched (${describe(error)})`, { cause: error })
+      throw upstreamFailed(new Error(`${url} could not be fetched (${describe(error)})`, { cause: error }))
     }
     if (response.statusCode !== 200) {
       await response.body.dump().catch(() => {})
       if (response.statusCode === 404 || response.statusCode === 403) {
-        throw new NarwhalError('NARWHAL_NOT_FOUND', `${url} is gone from the upstream (${response.statusCode})`)
+        throw new NarwhalError('NARWHAL_NOT_FOUND', 'the upstream cache no longer has this NAR',
+          { cause: new Error(`${url} answered ${response.statusCode}`) })
       }
       this.failed()
-      throw new NarwhalError('NARWHAL_UPSTREAM_FAILED', `${url} answered ${response.statusCode}`)
+      throw upstreamFailed(new Error(`${url} answered ${response.statusCode}`))
     }
     return response
   }
@@ -160,9 +159,17 @@ async function readText (body: Dispatcher.ResponseData['body'], maxBytes: number
   return Buffer.concat(chunks).toString('utf8')
 }
 
-/** A short description of a failure for the log: the error's code or message. */
+/**
+ * What a client is told when a NAR cannot be had from an upstream (a 502): no URL or OS error,
+ * which `cause` carries to the log (describe).
+ */
+export function upstreamFailed (cause: Error): NarwhalError {
+  return new NarwhalError('NARWHAL_UPSTREAM_FAILED', 'the upstream cache could not provide this NAR now; try again later', { cause })
+}
+
+/** A short description of a failure for the log: the error's code or message, and its cause's. */
 export function describe (error: unknown): string {
-  if (isNarwhalError(error)) return error.message
+  if (isNarwhalError(error)) return error.cause === undefined ? error.message : `${error.message}: ${describe(error.cause)}`
   const e = error as { code?: unknown, message?: unknown }
   return typeof e.code === 'string' ? e.code : typeof e.message === 'string' ? e.message : String(error)
 }
