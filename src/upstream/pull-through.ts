@@ -181,7 +181,7 @@ export class UpstreamPullThrough implements PullThrough {
       const labels = { upstream: upstream.url }
       const answer = await upstream.narinfo(hashPart, maxBytes)
       if (answer.kind === 'missing') {
-        this.#metrics.misses.inc(labels)
+        if (!answer.remembered) this.#metrics.misses.inc(labels)
         continue
       }
       if (answer.kind === 'skipped') continue

@@ -18,7 +18,8 @@ const MAX_REMEMBERED_MISSES = 100_000
 
 export type NarinfoAnswer =
   | { kind: 'found', text: string }
-  | { kind: 'missing' }
+  /** `remembered`: answered from the misses of the last negativeCacheSeconds, not asked. */
+  | { kind: 'missing', remembered: boolean }
   | { kind: 'skipped' }
   | { kind: 'failed', error: unknown }
 
@@ -60,7 +61,7 @@ export class Upstream {
   async narinfo (hashPart: string, maxBytes: number, now = Date.now()): Promise<NarinfoAnswer> {
     const missUntil = this.#misses.get(hashPart)
     if (missUntil !== undefined) {
-      if (missUntil > now) return { kind: 'missing' }
+      if (missUntil > now) return { kind: 'missing', remembered: true }
       this.#misses.delete(hashPart)
     }
     if (this.#skippedUntil > now) return { kind: 'skipped' }
@@ -71,7 +72,7 @@ export class Upstream {
         await response.body.dump()
         this.succeeded()
         this.rememberMiss(hashPart, now)
-        return { kind: 'missing' }
+        return { kind: 'missing', remembered: false }
       }
       if (response.statusCode !== 200) {
         await response.body.dump()

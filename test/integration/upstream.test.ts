@@ -99,6 +99,12 @@ test('a closure substitutes through narwhal from an nginx upstream: same files, 
   const before = upstream.nginx.requests().length
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   assert.equal(upstream.nginx.requests().length, before, 'the upstream was not asked again')
+
+  // A miss is remembered (negativeCacheSeconds, 60 by default): asked twice, the upstream once.
+  const missing = '1'.repeat(32)
+  for (let i = 0; i < 2; i++) assert.equal((await fetch(`${server.url}/${missing}.narinfo`)).status, 404)
+  assert.deepEqual(upstream.nginx.requests().filter(l => l.includes(missing)), [`GET /${missing}.narinfo 404`])
+  assert.equal(await metric(server, 'narwhal_upstream_narinfo_misses_total', upstream.nginx.url), 1)
 })
 
 test('16 clients downloading a NAR not yet fetched cause one upstream GET, and all get the whole NAR', async (t) => {
