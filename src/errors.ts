@@ -42,6 +42,10 @@ export const ERROR_STATUS = {
   NARWHAL_MISSING_DEPENDENCY: 422,
   /** The client used up its request budget for the current window (rateLimit.*); Retry-After says when to come back. */
   NARWHAL_RATE_LIMITED: 429,
+  /** A storage URL (`s3://BUCKET?…`) that is malformed or names an unknown parameter. */
+  NARWHAL_STORAGE_URL_INVALID: 400,
+  /** The object store cannot be used: unreachable, no such bucket, credentials refused. */
+  NARWHAL_STORAGE_UNAVAILABLE: 503,
   /** Accepting the upload would eat into the free-space reserve of the data folder's disk. */
   NARWHAL_INSUFFICIENT_STORAGE: 507,
   /** An upstream cache could not provide what a client asked for: unreachable, too slow, or its bytes did not verify. */

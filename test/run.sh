@@ -2,8 +2,9 @@
 # Runs narwhal's whole test suite: type-check and lint, unit tests, then integration tests that
 # drive the real Nix client against a real server.
 #
-# The integration tests need Nix (Debian's nix-bin, Nix 2.8). As root, this script installs it
-# when it is missing; otherwise it stops with a message saying what to install.
+# The integration tests need Nix (Debian's nix-bin, Nix 2.8), the S3 tests Ceph's RADOS Gateway.
+# As root, this script installs them when they are missing; otherwise it stops with a message
+# saying what to install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,21 @@ chmod 1777 "$TMPDIR"
 export TMPDIR
 trap 'rm -rf "$TMPDIR"' EXIT
 
+# The S3 tests (test/s3) need a real S3 service: Ceph's RADOS Gateway on a one-node cluster,
+# installed when missing and started fresh here (scripts/test-engines/ceph.sh), while tsc and
+# eslint run; stopped by its pid files however the run ends. A short path: Ceph's sockets live in it.
+CEPH_DIR="$(mktemp -d /tmp/narwhal-ceph-XXXXXX)"
+scripts/test-engines/ceph.sh start "$CEPH_DIR" &
+CEPH_START=$!
+# A start still under way is waited for first, so no daemon it starts outlives the run.
+trap 'wait "$CEPH_START" 2>/dev/null; scripts/test-engines/ceph.sh stop "$CEPH_DIR"; rm -rf "$CEPH_DIR" "$TMPDIR"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
 npx tsc -p tsconfig.json
 npx eslint .
+wait "$CEPH_START" || { echo "test/run.sh: the S3 engine (Ceph RGW) did not start; ceph.sh named the step above" >&2; exit 1; }
+# shellcheck source=/dev/null
+source "$CEPH_DIR/env"
 # Integration tests start servers and Nix processes; two at a time suits a 2-core machine.
-node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/
+node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/ dist/test/s3/

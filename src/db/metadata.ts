@@ -5,6 +5,7 @@
  * Hashes are stored as nix32 strings, sizes as SQLite integers (64-bit, so NARs over 4 GiB fit;
  * better-sqlite3 returns them as numbers, exact up to 2^53 bytes).
  */
+import type { AuxFileKind } from '../nix/binary-cache-files.js'
 import type { Db } from './database.js'
 import { BodyCache } from '../nix/body-cache.js'
 import { REFERRERS_CTE } from './referrers-sql.js'
@@ -44,7 +45,9 @@ export interface StoredNarinfo {
 }
 
 export interface AuxFile { contentType: string, contentEncoding: string | null, body: Buffer }
-export type AuxKind = 'log' | 'ls' | 'realisation' | 'debuginfo'
+export type AuxKind = AuxFileKind
+/** An aux file without its body: what a listing needs. */
+export interface AuxFileEntry { id: number, kind: AuxKind, name: string, contentType: string, contentEncoding: string | null, size: number }
 
 export type TokenScope = 'read' | 'push' | 'admin'
 export interface TokenRow {
@@ -133,6 +136,9 @@ export class Metadata {
          VALUES (@kind, @name, @contentType, @contentEncoding, @body, @now)
          ON CONFLICT (kind, name) DO UPDATE SET content_type = excluded.content_type,
            content_encoding = excluded.content_encoding, body = excluded.body`),
+      auxFilesPage: db.prepare<[number, number], AuxFileEntry>(
+        `SELECT rowid AS id, kind, name, content_type AS contentType, content_encoding AS contentEncoding,
+                length(body) AS size FROM aux_files WHERE rowid > ? ORDER BY rowid LIMIT ?`),
       insertToken: db.prepare(
         `INSERT INTO tokens (name, scope, token_hash, created_at, expires_at)
          VALUES (@name, @scope, @tokenHash, @now, @expiresAt)`),
@@ -323,6 +329,11 @@ export class Metadata {
 
   putAuxFile (kind: AuxKind, name: string, file: AuxFile, now = Date.now()): void {
     this.stmts.auxPut.run({ kind, name, ...file, now })
+  }
+
+  /** Up to `limit` aux files (without bodies) with ids above `afterId`, in id order: page through all of them. */
+  auxFilesPage (afterId: number, limit: number): AuxFileEntry[] {
+    return this.stmts.auxFilesPage.all(afterId, limit)
   }
 
   insertToken (t: { name: string, scope: TokenScope, tokenHash: string, expiresAt: number | null }, now = Date.now()): number {

@@ -12,13 +12,14 @@
 import type { FastifyInstance } from 'fastify'
 import { NarwhalError } from '../../errors.js'
 import { STORE_DIR } from '../../nix/store-path.js'
+import { cacheInfoText, CONTENT_TYPE } from '../../nix/binary-cache-files.js'
 import { readBody } from '../body.js'
 
 export function cacheInfoRoutes (app: FastifyInstance): void {
-  const text = `StoreDir: ${STORE_DIR}\nWantMassQuery: 1\nPriority: ${app.narwhal.config.priority}\n`
+  const text = cacheInfoText(app.narwhal.config.priority)
 
   app.get('/nix-cache-info', async (_request, reply) => {
-    return reply.header('content-type', 'text/x-nix-cache-info').send(text)
+    return reply.header('content-type', CONTENT_TYPE.cacheInfo).send(text)
   })
 
   app.put('/nix-cache-info', async (request, reply) => {

@@ -10,6 +10,7 @@
 import type { FastifyInstance } from 'fastify'
 import { acceptNarinfo } from '../../cache/accept-narinfo.js'
 import { NarwhalError } from '../../errors.js'
+import { CONTENT_TYPE } from '../../nix/binary-cache-files.js'
 import { HASH_PART_PATTERN } from '../../nix/store-path.js'
 import { decodeBody, readBody } from '../body.js'
 
@@ -23,7 +24,7 @@ interface Params { hash: string }
 
 /** The route's URL pattern, as metrics label it. */
 export const NARINFO_ROUTE = '/:hash.narinfo'
-export const NARINFO_TYPE = 'text/x-nix-narinfo'
+export const NARINFO_TYPE = CONTENT_TYPE.narinfo
 export const MISS_TYPE = 'text/plain; charset=utf-8'
 
 /** The body of a miss: the error handler's form of NARWHAL_NOT_FOUND. */

@@ -1,0 +1,248 @@
+/**
+ * Objects in one S3 bucket (under the storage URL's key prefix), through the AWS SDK v3. Knows
+ * nothing of narinfos or SQL: names in, bytes out, and every failure as one NarwhalError kind
+ * (NARWHAL_STORAGE_UNAVAILABLE) whose message says what to fix.
+ *
+ * Credentials come from the SDK's standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+ * AWS_PROFILE or the URL's profile, ~/.aws files). Buckets are never created.
+ */
+import { createReadStream } from 'node:fs'
+import type { Readable } from 'node:stream'
+import {
+  AbortMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand,
+  ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, S3Client
+} from '@aws-sdk/client-s3'
+import { Upload } from '@aws-sdk/lib-storage'
+import { NarwhalError } from '../errors.js'
+import type { S3Location } from './s3-url.js'
+
+/** Part size of multipart uploads; a body up to this size goes up in one PUT. */
+export const MULTIPART_PART_BYTES = 16 << 20
+/** Parts of one upload sent at once (memory: this many parts are buffered). */
+const MULTIPART_QUEUE = 4
+
+export interface S3Object { name: string, size: number }
+/** A multipart upload begun and neither completed nor aborted: its parts take space, no reader sees them. */
+export interface UnfinishedUpload { name: string, uploadId: string, initiated: Date }
+
+export interface PutOptions {
+  contentType: string
+  contentEncoding?: string | null
+}
+
+export class S3Objects {
+  readonly location: S3Location
+  private readonly client: S3Client
+
+  constructor (location: S3Location) {
+    this.location = location
+    this.client = new S3Client({
+      region: location.region,
+      endpoint: location.endpoint,
+      forcePathStyle: location.forcePathStyle,
+      profile: location.profile,
+      // The SDK's default sends a streamed body aws-chunked with a trailing checksum, which Ceph
+      // pacific's RGW refuses (MissingContentLength); plain bodies work with every S3 service.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      // A service that stops answering must fail the call, not hang it.
+      requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 }
+    })
+  }
+
+  /** `s3://BUCKET/PREFIX` (and the endpoint), for messages. */
+  describe (): string {
+    const where = `s3://${this.location.bucket}/${this.location.prefix}`
+    return this.location.endpoint === undefined ? where : `${where} at ${this.location.endpoint}`
+  }
+
+  key (name: string): string {
+    return this.location.prefix + name
+  }
+
+  /** Throws NARWHAL_STORAGE_UNAVAILABLE unless the bucket exists and the credentials may use it. */
+  async checkBucket (): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket }))
+    } catch (err) {
+      throw this.failure(err, 'checking the bucket')
+    }
+  }
+
+  /** The size of an object, or undefined when there is none. */
+  async size (name: string): Promise<number | undefined> {
+    try {
+      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
+      return head.ContentLength
+    } catch (err) {
+      if (statusOf(err) === 404 && errorName(err) !== 'NoSuchBucket') return undefined
+      throw this.failure(err, `reading the size of ${name}`)
+    }
+  }
+
+  /** Every object whose name starts with `namePrefix` (under the location's prefix), a page at a time. */
+  async * list (namePrefix = ''): AsyncGenerator<S3Object> {
+    let token: string | undefined
+    do {
+      let page
+      try {
+        page = await this.client.send(new ListObjectsV2Command({
+          Bucket: this.location.bucket, Prefix: this.key(namePrefix), ContinuationToken: token
+        }))
+      } catch (err) {
+        throw this.failure(err, 'listing the bucket')
+      }
+      for (const object of page.Contents ?? []) {
+        if (object.Key === undefined) continue
+        yield { name: object.Key.slice(this.location.prefix.length), size: object.Size ?? 0 }
+      }
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined
+    } while (token !== undefined)
+  }
+
+  /** The unfinished multipart uploads of objects whose names start with `namePrefix`. */
+  async * unfinishedUploads (namePrefix = ''): AsyncGenerator<UnfinishedUpload> {
+    let keyMarker: string | undefined
+    let uploadIdMarker: string | undefined
+    for (;;) {
+      let page
+      try {
+        page = await this.client.send(new ListMultipartUploadsCommand({
+          Bucket: this.location.bucket, Prefix: this.key(namePrefix), KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker
+        }))
+      } catch (err) {
+        throw this.failure(err, 'listing unfinished multipart uploads')
+      }
+      for (const upload of page.Uploads ?? []) {
+        if (upload.Key === undefined || upload.UploadId === undefined) continue
+        yield { name: upload.Key.slice(this.location.prefix.length), uploadId: upload.UploadId, initiated: upload.Initiated ?? new Date(0) }
+      }
+      if (page.IsTruncated !== true) return
+      keyMarker = page.NextKeyMarker
+      uploadIdMarker = page.NextUploadIdMarker
+    }
+  }
+
+  /** Aborts an unfinished multipart upload, freeing its parts; one already gone is success. */
+  async abortUpload (upload: UnfinishedUpload): Promise<void> {
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: this.key(upload.name), UploadId: upload.uploadId }))
+    } catch (err) {
+      if (errorName(err) === 'NoSuchUpload') return
+      throw this.failure(err, `aborting the unfinished upload of ${upload.name}`)
+    }
+  }
+
+  /** Writes a small object from memory, in one PUT. */
+  async put (name: string, body: Uint8Array | string, options: PutOptions): Promise<void> {
+    try {
+      await this.client.send(new PutObjectCommand({
+        Bucket: this.location.bucket,
+        Key: this.key(name),
+        Body: body,
+        ContentType: options.contentType,
+        ContentEncoding: options.contentEncoding ?? undefined
+      }))
+    } catch (err) {
+      throw this.failure(err, `writing ${name}`)
+    }
+  }
+
+  /**
+   * Writes an object from a stream: one PUT up to MULTIPART_PART_BYTES, a multipart upload above
+   * (parts sent MULTIPART_QUEUE at a time). An upload that fails is aborted, so its parts do not
+   * stay in the bucket; one cut short by a kill leaves an unfinished multipart upload, which no
+   * reader sees.
+   */
+  async upload (name: string, body: Readable, options: PutOptions): Promise<void> {
+    const upload = new Upload({
+      client: this.client,
+      params: {
+        Bucket: this.location.bucket,
+        Key: this.key(name),
+        Body: body,
+        ContentType: options.contentType,
+        ContentEncoding: options.contentEncoding ?? undefined
+      },
+      partSize: MULTIPART_PART_BYTES,
+      queueSize: MULTIPART_QUEUE,
+      leavePartsOnError: false
+    })
+    try {
+      await upload.done()
+    } catch (err) {
+      body.destroy()
+      throw this.failure(err, `uploading ${name}`)
+    }
+  }
+
+  /** Writes a file as an object (see upload). */
+  async uploadFile (name: string, file: string, options: PutOptions): Promise<void> {
+    await this.upload(name, createReadStream(file), options)
+  }
+
+  /** The bytes of an object, or undefined when there is none. For small objects. */
+  async get (name: string): Promise<Buffer | undefined> {
+    try {
+      const object = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
+      if (object.Body === undefined) return Buffer.alloc(0)
+      return Buffer.from(await object.Body.transformToByteArray())
+    } catch (err) {
+      if (errorName(err) === 'NoSuchKey') return undefined
+      throw this.failure(err, `reading ${name}`)
+    }
+  }
+
+  async delete (name: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
+    } catch (err) {
+      throw this.failure(err, `deleting ${name}`)
+    }
+  }
+
+  /** Closes the client's connections. */
+  close (): void {
+    this.client.destroy()
+  }
+
+  /** What went wrong, as the one error kind, with what the operator can do about it. */
+  private failure (err: unknown, what: string): NarwhalError {
+    if (err instanceof NarwhalError) return err
+    const bucket = this.location.bucket
+    const name = errorName(err)
+    const status = statusOf(err)
+    const where = this.location.endpoint ?? `AWS S3 (${this.location.region})`
+    let reason: string
+    if (name === 'NoSuchBucket' || (what === 'checking the bucket' && status === 404)) {
+      reason = `bucket ${bucket} does not exist at ${where}; narwhal never creates buckets: create it, then run again`
+    } else if (name === 'CredentialsProviderError') {
+      reason = 'no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE (or profile= in the storage URL)'
+    } else if (status === 403 || name === 'AccessDenied' || name === 'InvalidAccessKeyId' || name === 'SignatureDoesNotMatch') {
+      reason = `${where} refused the credentials for bucket ${bucket} (${name ?? status}): check the AWS keys or profile and the bucket's policy`
+    } else if (networkCode(err) !== undefined) {
+      reason = `cannot reach the object store at ${where} (${networkCode(err) ?? ''})`
+    } else {
+      reason = `the object store answered ${name ?? 'an error'}${status === undefined ? '' : ` (HTTP ${status})`}: ${(err as Error).message ?? String(err)}`
+    }
+    return new NarwhalError('NARWHAL_STORAGE_UNAVAILABLE', `${what} in ${this.describe()}: ${reason}`, { cause: err })
+  }
+}
+
+function errorName (err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && typeof (err as { name?: unknown }).name === 'string' ? (err as { name: string }).name : undefined
+}
+
+function statusOf (err: unknown): number | undefined {
+  return (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode
+}
+
+/** ECONNREFUSED, ENOTFOUND, ETIMEDOUT and the like, from the error or its cause. */
+function networkCode (err: unknown): string | undefined {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code
+    if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return code
+    if (errorName(e) === 'TimeoutError') return 'timed out'
+  }
+  return undefined
+}

@@ -1,0 +1,219 @@
+/**
+ * `narwhal export` against the real engine (Ceph's RADOS Gateway) and the real Nix: a cache
+ * pushed with `nix copy` is moved into a bucket, and stock Nix substitutes it from the bucket's
+ * plain HTTP endpoint, with no narwhal in between.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { readFileSync, rmSync } from 'node:fs'
+import path from 'node:path'
+import { createInterface } from 'node:readline'
+import { buildClosure, netrcFile, nixKeyPair, nixOk, run, tempDir, type TestClosure } from '../helpers/nix.js'
+import { startServer, type TestServer } from '../helpers/server.js'
+import { CLI } from '../helpers/server-process.js'
+import { awsEnv, createBucket, listBucket, makePublicRead, s3Engine, storageUrl, unfinishedUploads, type S3Engine } from '../helpers/s3.js'
+
+interface ExportJson {
+  nars: { uploaded: number, present: number }
+  narinfos: { uploaded: number, present: number }
+  otherFiles: { uploaded: number, present: number }
+  cacheInfo: { uploaded: number, present: number }
+  abortedUploads: number
+  leftOut: Array<{ storePath: string, reason: string }>
+}
+
+async function exportJson (engine: S3Engine, server: TestServer, url: string): Promise<ExportJson> {
+  const result = await run('node', [CLI, 'export', '--storage', url, '--data', server.cache.layout.dataDir, '--json'], { env: awsEnv(engine) })
+  assert.equal(result.code, 0, `narwhal export failed:\n${result.stdout}\n${result.stderr}`)
+  return JSON.parse(result.stdout) as ExportJson
+}
+
+function hashPart (storePath: string): string {
+  return path.basename(storePath).slice(0, 32)
+}
+
+/** Every narinfo in the bucket names a NAR that is in the bucket with the size it states. */
+async function assertEveryNarinfoHasItsNar (engine: S3Engine, bucket: string): Promise<string[]> {
+  const objects = await listBucket(engine, bucket)
+  const narinfos = [...objects.keys()].filter(k => k.endsWith('.narinfo'))
+  for (const key of narinfos) {
+    const text = await (await fetch(`${engine.endpoint}/${bucket}/${key}`)).text()
+    const url = /^URL: (.*)$/m.exec(text)?.[1]
+    const size = Number(/^FileSize: (\d+)$/m.exec(text)?.[1])
+    assert.ok(url !== undefined, `${key} has a URL`)
+    assert.equal(objects.get(url)?.size, size, `${key}: its NAR ${url} is in the bucket, whole`)
+  }
+  return narinfos
+}
+
+/** Stock Nix, trusting only the uploader's key, copies the closure from the bucket over HTTP into an empty store and verifies it. */
+async function substituteFromBucket (engine: S3Engine, bucket: string, publicKey: string, closure: TestClosure): Promise<void> {
+  const cacheUrl = `${engine.endpoint}/${bucket}`
+  const store = tempDir('narwhal-store-')
+  const trust = [`trusted-public-keys = ${publicKey}`]
+  await nixOk(['copy', '--from', cacheUrl, '--to', store, closure.top], { config: trust })
+  assert.equal(readFileSync(path.join(store, closure.top, 'dep-ref'), 'utf8').trim(), closure.dep)
+  const original = readFileSync(path.join(closure.data, 'random.bin'))
+  assert.ok(readFileSync(path.join(store, closure.data, 'random.bin')).equals(original), 'the data path\'s bytes came back')
+  await nixOk(['store', 'verify', '--recursive', '--store', store, closure.top], { config: trust })
+}
+
+test('a cache exported to a bucket is substituted by stock Nix straight from the bucket; a second export uploads nothing', async (t) => {
+  const engine = s3Engine()
+  const key = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const netrc = netrcFile(server.token('push'))
+  const closure = await buildClosure({ dataBytes: 1024 * 1024 })
+  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrc}`] })
+  await nixOk(['store', 'copy-log', '--to', server.url, closure.top], { config: [`netrc-file = ${netrc}`] })
+
+  const bucket = await createBucket(engine)
+  const first = await exportJson(engine, server, storageUrl(engine, bucket))
+  assert.deepEqual([first.nars.uploaded, first.narinfos.uploaded, first.otherFiles.uploaded, first.cacheInfo.uploaded], [3, 3, 1, 1])
+  assert.deepEqual(first.leftOut, [])
+
+  const objects = await listBucket(engine, bucket)
+  assert.ok(objects.has('nix-cache-info'))
+  for (const storePath of closure.all) {
+    assert.ok(objects.has(`${hashPart(storePath)}.narinfo`), `${storePath} has its narinfo in the bucket`)
+  }
+  assert.ok(objects.has(`log/${path.basename(closure.drv)}`), 'the build log is in the bucket')
+
+  await makePublicRead(engine, bucket)
+  assert.equal((await assertEveryNarinfoHasItsNar(engine, bucket)).length, 3)
+  // The narinfos are the server's, byte for byte (signatures included).
+  for (const storePath of closure.all) {
+    const fromServer = await (await fetch(`${server.url}/${hashPart(storePath)}.narinfo`)).text()
+    const fromBucket = await (await fetch(`${engine.endpoint}/${bucket}/${hashPart(storePath)}.narinfo`)).text()
+    assert.equal(fromBucket, fromServer, `${storePath}: the narinfo in the bucket is the server's`)
+  }
+  await substituteFromBucket(engine, bucket, key.publicKey, closure)
+  const log = await nixOk(['log', '--store', tempDir('narwhal-store-'), closure.top],
+    { config: [`trusted-public-keys = ${key.publicKey}`, `substituters = ${engine.endpoint}/${bucket}`] })
+  assert.match(log, /building top/)
+
+  // Run again: every object is there with the right size, so nothing is written.
+  await new Promise(resolve => setTimeout(resolve, 1100))
+  const second = await exportJson(engine, server, storageUrl(engine, bucket))
+  assert.deepEqual([second.nars.uploaded, second.narinfos.uploaded, second.otherFiles.uploaded, second.cacheInfo.uploaded], [0, 0, 0, 0])
+  assert.deepEqual([second.nars.present, second.narinfos.present, second.otherFiles.present, second.cacheInfo.present], [3, 3, 1, 1])
+  assert.deepEqual(await listBucket(engine, bucket), objects, 'no object was rewritten')
+})
+
+test('an export with a key prefix puts the cache under it, and Nix reads it there', async (t) => {
+  const engine = s3Engine()
+  const key = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const closure = await buildClosure()
+  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  const bucket = await createBucket(engine)
+  await exportJson(engine, server, storageUrl(engine, bucket, '&prefix=team-a/'))
+  const keys = [...(await listBucket(engine, bucket)).keys()]
+  assert.ok(keys.length > 0 && keys.every(k => k.startsWith('team-a/')), `every key under team-a/: ${keys.join(' ')}`)
+  await makePublicRead(engine, bucket)
+  await substituteFromBucket(engine, bucket + '/team-a', key.publicKey, closure)
+})
+
+test('a killed export leaves a valid cache in the bucket, and running it again completes it', async (t) => {
+  const engine = s3Engine()
+  const key = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const netrc = netrcFile(server.token('push'))
+  // Pushed first, so exported first; the second closure's data path is one large NAR (several
+  // multipart parts), still uploading when the first closure's last narinfo is written.
+  const small = await buildClosure()
+  const large = await buildClosure({ dataBytes: 64 * 1024 * 1024 })
+  for (const closure of [small, large]) {
+    await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}&compression=none`, closure.top], { config: [`netrc-file = ${netrc}`] })
+  }
+  const bucket = await createBucket(engine)
+  await makePublicRead(engine, bucket)
+
+  const child = spawn('node', [CLI, 'export', '--storage', storageUrl(engine, bucket), '--data', server.cache.layout.dataDir, '--jobs', '1', '-v'],
+    { env: awsEnv(engine), stdio: ['ignore', 'pipe', 'pipe'] })
+  let stderr = ''
+  child.stderr.on('data', (chunk: Buffer) => { stderr += chunk.toString() })
+  const exited = new Promise<number | null>(resolve => child.on('exit', (code) => resolve(code)))
+  const lastSmallNarinfo = `uploaded ${hashPart(small.top)}.narinfo`
+  let killed = false
+  for await (const line of createInterface({ input: child.stdout })) {
+    if (!line.startsWith(lastSmallNarinfo)) continue
+    // Then killed in the middle of the large NAR's multipart upload: once the upload has begun.
+    while (child.exitCode === null && (await unfinishedUploads(engine, bucket)).length === 0) {
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+    killed = child.kill('SIGKILL')
+    break
+  }
+  const code = await exited
+  assert.ok(killed, `the export ended before it could be killed (exit ${String(code)}):\n${stderr}`)
+
+  const present = await assertEveryNarinfoHasItsNar(engine, bucket)
+  assert.ok(present.includes(`${hashPart(small.top)}.narinfo`))
+  assert.ok(!present.includes(`${hashPart(large.top)}.narinfo`), 'the kill came before the large closure was complete')
+  // What is there is already a usable cache.
+  await substituteFromBucket(engine, bucket, key.publicKey, small)
+
+  // The large NAR was cut short mid-way through its multipart upload.
+  assert.equal((await unfinishedUploads(engine, bucket)).length, 1)
+  const rerun = await exportJson(engine, server, storageUrl(engine, bucket))
+  assert.deepEqual(rerun.leftOut, [])
+  assert.equal(rerun.abortedUploads, 1)
+  assert.deepEqual(await unfinishedUploads(engine, bucket), [], 'the killed upload\'s parts were freed')
+  assert.equal(rerun.narinfos.uploaded + rerun.narinfos.present, 6)
+  assert.ok(rerun.narinfos.present >= 3, 'the narinfos written before the kill were not sent again')
+  assert.equal((await assertEveryNarinfoHasItsNar(engine, bucket)).length, 6)
+  await substituteFromBucket(engine, bucket, key.publicKey, large)
+  // The multipart NAR is the file narwhal stored, byte for byte.
+  const narinfo = await (await fetch(`${engine.endpoint}/${bucket}/${hashPart(large.data)}.narinfo`)).text()
+  const narUrl = /^URL: (.*)$/m.exec(narinfo)?.[1] ?? ''
+  const fileHash = /^FileHash: sha256:(.*)$/m.exec(narinfo)?.[1] ?? ''
+  const fromBucket = Buffer.from(await (await fetch(`${engine.endpoint}/${bucket}/${narUrl}`)).arrayBuffer())
+  assert.ok(fromBucket.length > 64 * 1024 * 1024)
+  const onDisk = readFileSync(server.cache.blobs.narPath(fileHash))
+  assert.equal(createHash('sha256').update(fromBucket).digest('hex'), createHash('sha256').update(onDisk).digest('hex'))
+})
+
+test('a missing bucket or refused credentials stop the export with a clear error, writing nothing', async (t) => {
+  const engine = s3Engine()
+  const server = await startServer(t)
+  const missing = await run('node', [CLI, 'export', '--storage', storageUrl(engine, 'no-such-bucket-narwhal'), '--data', server.cache.layout.dataDir],
+    { env: awsEnv(engine) })
+  assert.equal(missing.code, 2)
+  assert.match(missing.stderr, /bucket no-such-bucket-narwhal does not exist at http:\/\/127\.0\.0\.1:\d+; narwhal never creates buckets/)
+
+  const bucket = await createBucket(engine)
+  const refused = await run('node', [CLI, 'export', '--storage', storageUrl(engine, bucket), '--data', server.cache.layout.dataDir],
+    { env: { ...awsEnv(engine), AWS_SECRET_ACCESS_KEY: 'wrong-secret' } })
+  assert.equal(refused.code, 2)
+  assert.match(refused.stderr, /refused the credentials for bucket/)
+  assert.equal((await listBucket(engine, bucket)).size, 0)
+
+  const unknown = await run('node', [CLI, 'export', '--storage', `${storageUrl(engine, bucket)}&compression=xz`, '--data', server.cache.layout.dataDir],
+    { env: awsEnv(engine) })
+  assert.equal(unknown.code, 2)
+  assert.match(unknown.stderr, /unknown parameter "compression"/)
+})
+
+test('a path whose NAR file is missing on disk is left out with everything that references it; the rest is exported', async (t) => {
+  const engine = s3Engine()
+  const key = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const closure = await buildClosure()
+  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  const dep = server.cache.metadata.narinfo(hashPart(closure.dep))
+  const depFile = dep === undefined ? undefined : server.cache.metadata.narFileById(dep.narFileId)
+  assert.ok(depFile !== undefined)
+  rmSync(server.cache.blobs.narPath(depFile.fileHash))
+
+  const bucket = await createBucket(engine)
+  const result = await run('node', [CLI, 'export', '--storage', storageUrl(engine, bucket), '--data', server.cache.layout.dataDir],
+    { env: awsEnv(engine) })
+  assert.equal(result.code, 1, result.stderr)
+  assert.match(result.stdout, new RegExp(`left out ${closure.dep}: its NAR file nar/${depFile.fileHash}\\.nar\\S* is missing on disk`))
+  assert.match(result.stdout, new RegExp(`left out ${closure.top}: its reference ${path.basename(closure.dep)} was left out`))
+  const narinfos = [...(await listBucket(engine, bucket)).keys()].filter(k => k.endsWith('.narinfo'))
+  assert.deepEqual(narinfos, [`${hashPart(closure.data)}.narinfo`])
+})
