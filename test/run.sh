@@ -19,6 +19,23 @@ if ! command -v nix-store >/dev/null 2>&1 || ! command -v nix >/dev/null 2>&1; t
     exit 1
   fi
 fi
+# The page tests drive Debian's chromium through playwright-core (test/integration/pages.test.ts),
+# and the systemd unit is checked with systemd-analyze (test/unit/systemd-unit.test.ts).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test/run.sh: installing Debian's ${missing[*]} (page tests, systemd unit check)" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "test/run.sh: the page tests need Debian's chromium and the unit check needs systemd-analyze." >&2
+    echo "  Install them as root with: apt-get install ${missing[*]}   (or run this script as root)" >&2
+    exit 1
+  fi
+fi
+
 if [ "$(id -u)" != 0 ]; then
   echo "test/run.sh: the integration tests write to /nix/store, which needs root on Debian's nix-bin." >&2
   echo "  Run as root (CI does)." >&2

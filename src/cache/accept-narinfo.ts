@@ -14,7 +14,8 @@
  *      caches configured) a verified narinfo pulled from an upstream (cache/pull-through.ts): the
  *      closure is then complete through narwhal.
  * A second upload for the same path with the same content merges new signatures; one with
- * different content is refused and the first stays.
+ * different content is refused and the first stays. A write that changes the cache records its
+ * provenance (cache/provenance.ts) in the same transaction.
  */
 import { NarwhalError } from '../errors.js'
 import { extensionFor, normaliseCompressionField } from '../nix/compression.js'
@@ -27,6 +28,7 @@ import type { TrustedKeys } from '../signing/keys.js'
 import { signatureKeyName } from '../nix/signature.js'
 import type { Metadata, NarFileRow } from '../db/metadata.js'
 import type { ReferenceSource } from './pull-through.js'
+import type { Provenance, WriteOrigin } from './provenance.js'
 
 export type AcceptResult = 'created' | 'merged' | 'unchanged'
 
@@ -113,8 +115,11 @@ function sameContent (a: { storePath: string, narHash: string, narSize: number, 
     [...a.references].sort().join(' ') === [...info.references].sort().join(' ')
 }
 
+/** Where a write came from, and where to record it. */
+export interface Witness { provenance: Provenance, origin: WriteOrigin }
+
 /** `elsewhere`: where references may be held besides this cache's narinfos (rule 5). */
-export function acceptNarinfo (text: string, urlHashPart: string, metadata: Metadata, trusted: TrustedKeys,
+export function acceptNarinfo (text: string, urlHashPart: string, metadata: Metadata, trusted: TrustedKeys, witness: Witness,
   elsewhere?: ReferenceSource): AcceptResult {
   const info = parseNarInfo(text)
   const baseName = info.storePath.slice(STORE_DIR.length + 1)
@@ -122,7 +127,7 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
   if (hashPart !== urlHashPart) {
     throw invalid(`narinfo field StorePath: ${info.storePath} does not belong at ${urlHashPart}.narinfo`)
   }
-  checkSignatures(info, trusted)
+  const verifiedBy = checkSignatures(info, trusted)
 
   // One write transaction (BEGIN IMMEDIATE) from the lookup to the insert: two uploads of one
   // path, even from two server processes, take turns, and the second sees the first's row.
@@ -137,6 +142,7 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
       if (merged.length === existing.sigs.length) return 'unchanged'
       const current = parseNarInfo(existing.narinfo)
       metadata.updateSignatures(existing.id, merged, formatNarInfo({ ...current, sigs: merged }))
+      witness.provenance.record(hashPart, 'merged', witness.origin, verifiedBy)
       return 'merged'
     }
     const nar = checkAgainstNarFile(info, metadata)
@@ -161,6 +167,7 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
       narinfo: formatNarInfo(stored),
       references
     })
+    witness.provenance.record(hashPart, 'created', witness.origin, verifiedBy)
     return 'created'
   })
 }

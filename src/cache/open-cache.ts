@@ -9,6 +9,9 @@ import { ConfigError } from '../config/config.js'
 import { migrate, openDatabase, type Db } from '../db/database.js'
 import { Metadata } from '../db/metadata.js'
 import { Retention } from '../db/retention.js'
+import { AuditLog } from './audit-log.js'
+import { Browse } from './browse.js'
+import { Provenance } from './provenance.js'
 import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
 import { BlobStore } from '../storage/blob-store.js'
@@ -21,6 +24,10 @@ export interface OpenCache {
   retention: Retention
   blobs: BlobStore
   trustedKeys: TrustedKeys
+  provenance: Provenance
+  /** Close it (AuditLog.close) before the database: it writes what is waiting. */
+  audit: AuditLog
+  browse: Browse
   /** True when this call created the database, i.e. the first start on this data folder. */
   created: boolean
 }
@@ -65,5 +72,17 @@ export function openCache (config: Readonly<Config>, options: OpenCacheOptions =
   const blobs = new BlobStore(layout)
   blobs.init()
   if (options.emptyTmp ?? true) blobs.emptyTmp()
-  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs, trustedKeys: loadTrustedKeys(config, layout), created }
+  const trustedKeys = loadTrustedKeys(config, layout)
+  return {
+    layout,
+    db,
+    metadata: new Metadata(db),
+    retention: new Retention(db),
+    blobs,
+    trustedKeys,
+    provenance: new Provenance(db),
+    audit: new AuditLog(db, { maxEntries: config.audit.maxEntries }),
+    browse: new Browse(db),
+    created
+  }
 }

@@ -5,6 +5,7 @@
  */
 import type { ServerResponse } from 'node:http'
 import type { Registry } from 'prom-client'
+import type { UpstreamStatus } from './browse.js'
 
 /** Where a reference may be held besides the cache's own narinfos (write rule 5, accept-narinfo.ts). */
 export interface ReferenceSource {
@@ -51,6 +52,8 @@ export interface PullThrough extends ReferenceSource {
    * cache does not hold, so that `holds` knows them. Text that does not parse is left to the rules.
    */
   lookupReferences: (narinfoText: string, log: PullLog) => Promise<void>
+  /** Each upstream and how it is doing, for the front page. */
+  status: () => UpstreamStatus[]
   /** Adds the per-upstream counters to /metrics. */
   registerMetrics: (registry: Registry) => void
   /** Waits for the NAR fetches under way to be stored, then closes the upstream connections. */

@@ -18,6 +18,7 @@ import type { TrustedKeys } from '../signing/keys.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import { ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 import { acceptNarinfo } from './accept-narinfo.js'
+import type { Provenance } from './provenance.js'
 import type { ReferenceSource } from './pull-through.js'
 
 export interface ExpectedNar {
@@ -30,6 +31,8 @@ export interface ExpectedNar {
 
 export interface PulledPath {
   hashPart: string
+  /** The upstream's URL, recorded as the path's provenance. */
+  upstream: string
   /** The narinfo as narwhal serves it (cache/pulled-narinfo.ts). */
   narinfo: string
   /** The keys of the upstream it came from. */
@@ -55,7 +58,7 @@ function checkAgainstNarinfo (nar: IngestedNar, expected: ExpectedNar): void {
  * be the NAR the narinfo describes, before they are on the disk.
  */
 export async function storePulledNar (body: AsyncIterable<Buffer>, expected: ExpectedNar, paths: PulledPath[],
-  cache: { metadata: Metadata, blobs: BlobStore }, elsewhere: ReferenceSource, options: Omit<IngestOptions, 'onVerified'>,
+  cache: { metadata: Metadata, blobs: BlobStore, provenance: Provenance }, elsewhere: ReferenceSource, options: Omit<IngestOptions, 'onVerified'>,
   onVerified: () => void = () => {}): Promise<IngestedNar> {
   const { nar, temp } = await ingestNar(body, expected.fileHash, cache.blobs, {
     ...options,
@@ -73,7 +76,8 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
       cache.metadata.recordNarFile(nar)
       for (const path of paths) {
         try {
-          acceptNarinfo(path.narinfo, path.hashPart, cache.metadata, path.keys, elsewhere)
+          const origin = { tokenId: null, tokenName: null, clientAddress: null, upstream: path.upstream }
+          acceptNarinfo(path.narinfo, path.hashPart, cache.metadata, path.keys, { provenance: cache.provenance, origin }, elsewhere)
         } catch (err) {
           // Pushed meanwhile with other content: the cache's own narinfo stays, and this one is
           // not added (its savepoint is rolled back); the NAR may still serve the others.

@@ -41,10 +41,10 @@ async function runWorker (): Promise<void> {
   // Loaded only now, so that the lines above run within milliseconds of the fork.
   const { openCache } = await import('../cache/open-cache.js')
   const { buildApp } = await import('../server/app.js')
-  const { pullThroughFor } = await import('./pull-through.js')
+  const { pullThroughFor, upstreamContext } = await import('./pull-through.js')
   const cache = openCache(config, { emptyTmp: false })
   const pullThrough = pullThroughFor(config, cache)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, pullThrough },
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
     { clusterWorker: true })
 
   let closing: Promise<void> | undefined

@@ -100,6 +100,13 @@ export interface Config {
   workers: number
   /** Caches to pull through from, in the order they are asked (config/upstreams.ts). */
   upstreams: UpstreamConfig[]
+  /** The audit log of writes and refusals (cache/audit-log.ts). */
+  audit: AuditSettings
+}
+
+export interface AuditSettings {
+  /** The log keeps its newest this many entries; older ones are deleted (about 300 bytes each on disk). */
+  maxEntries: number
 }
 
 /**
@@ -166,7 +173,9 @@ export function defaultConfig (): Config {
     },
     // One process unless asked: more cost memory (a V8 heap each) and change nothing for a small team.
     workers: 1,
-    upstreams: []
+    upstreams: [],
+    // About 300 MB of database at most (313 bytes an entry; BENCHMARKS.md).
+    audit: { maxEntries: 1_000_000 }
   }
 }
 
@@ -283,7 +292,7 @@ function rejectUnknown (obj: Record<string, unknown>, known: string[], where: st
 /** Applies a parsed JSON config file onto `config`, validating every key. */
 function applyFile (config: Config, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers', 'upstreams'], '')
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers', 'audit', 'upstreams'], '')
   if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
   if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
   if (raw.trustedKeys !== undefined) {
@@ -338,6 +347,11 @@ function applyFile (config: Config, raw: unknown, file: string): void {
   }
   if (raw.workers !== undefined) config.workers = expectWorkers(raw.workers, 'workers', false)
   if (raw.upstreams !== undefined) config.upstreams = upstreamsFromFile(raw.upstreams)
+  if (raw.audit !== undefined) {
+    if (!isRecord(raw.audit)) throw new ConfigError('audit: expected an object')
+    rejectUnknown(raw.audit, ['maxEntries'], 'audit.')
+    if (raw.audit.maxEntries !== undefined) config.audit.maxEntries = expectInteger(raw.audit.maxEntries, 'audit.maxEntries', 1)
+  }
 }
 
 /** Windows are whole seconds, at most an hour: longer ones are bans, not rate limits. */
@@ -437,6 +451,9 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
   for (const key of GC_KEYS) {
     const value = env[gcEnvName(key)]
     if (value !== undefined && value !== '') applyGcSetting(config.gc, key, value, gcEnvName(key))
+  }
+  if (env.NARWHAL_AUDIT_MAX_ENTRIES !== undefined && env.NARWHAL_AUDIT_MAX_ENTRIES !== '') {
+    config.audit.maxEntries = expectInteger(Number(env.NARWHAL_AUDIT_MAX_ENTRIES), 'NARWHAL_AUDIT_MAX_ENTRIES', 1)
   }
   if (env.NARWHAL_WORKERS !== undefined && env.NARWHAL_WORKERS !== '') config.workers = expectWorkers(env.NARWHAL_WORKERS, 'NARWHAL_WORKERS')
   const envUpstreams = upstreamsFromList(splitKeys(env.NARWHAL_UPSTREAMS ?? ''), splitKeys(env.NARWHAL_UPSTREAM_KEYS ?? ''),

@@ -5,6 +5,7 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { AccessTracker } from '../cache/access-tracker.js'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import { registerAudit } from './audit.js'
 import { registerAuth } from './auth.js'
 import { holdContinue } from './body.js'
 import type { CacheContext } from './context.js'
@@ -74,7 +75,10 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
   const access = new AccessTracker(context.retention, { onError: err => app.log.warn({ err }, 'could not record read times for gc') })
   app.decorate('narwhal', { ...context, access })
   // Read times still pending are written before the caller closes the database.
-  app.addHook('onClose', async () => { access.close() })
+  app.addHook('onClose', async () => {
+    access.close()
+    context.audit.close()
+  })
   // Answer `Expect: 100-continue` only once a route decides to read the body (body.ts acceptBody),
   // so a refused upload gets its final status without being invited to send gigabytes first.
   app.server.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {
@@ -95,6 +99,7 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
   registerAuth(app)
   registerRateLimit(app)
   const countResponse = registerMetrics(app, { cluster: options.clusterWorker ?? false })
+  registerAudit(app)
   registerRoutes(app)
   front.fastRead = fastReads(app, countResponse)
   return app

@@ -4,12 +4,22 @@
  * (file paths, OS errors), which go to the log only.
  */
 import type { FastifyError, FastifyInstance } from 'fastify'
-import { isNarwhalError } from '../errors.js'
+import { isNarwhalError, type ErrorCode } from '../errors.js'
 
 function fastifyStatus (err: FastifyError): number | undefined {
   if (err.validation !== undefined) return 400
   const status = err.statusCode
   return status !== undefined && status >= 400 && status < 500 ? status : undefined
+}
+
+/**
+ * The code an error is answered with, and the reason a client is shown (undefined for a 5xx,
+ * whose details go to the log only). The error handler below and the audit log share it.
+ */
+export function answerFor (err: FastifyError): { code: ErrorCode, reason: string | undefined } {
+  if (isNarwhalError(err) && err.code !== 'NARWHAL_INTERNAL') return { code: err.code, reason: err.message }
+  if (fastifyStatus(err) !== undefined) return { code: err.validation !== undefined ? 'NARWHAL_BAD_NAME' : 'NARWHAL_BAD_REQUEST', reason: err.message }
+  return { code: 'NARWHAL_INTERNAL', reason: undefined }
 }
 
 export function registerErrorHandler (app: FastifyInstance): void {
@@ -30,7 +40,7 @@ export function registerErrorHandler (app: FastifyInstance): void {
     }
     const clientStatus = fastifyStatus(err)
     if (clientStatus !== undefined) {
-      const code = err.validation !== undefined ? 'NARWHAL_BAD_NAME' : 'NARWHAL_BAD_REQUEST'
+      const { code } = answerFor(err)
       request.log.info({ code, reason: err.message }, 'request refused')
       return reply.code(clientStatus).send(`${code}: ${err.message}\n`)
     }

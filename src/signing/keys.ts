@@ -176,6 +176,11 @@ export class TrustedKeys {
     return [...this.#byName.keys()]
   }
 
+  /** Each key as `name:base64`, the form nix.conf's trusted-public-keys takes. */
+  publicKeys (): string[] {
+    return [...this.#byName.values()].map(key => key.toString())
+  }
+
   has (name: string): boolean {
     return this.#byName.has(name)
   }

@@ -22,6 +22,8 @@ import { parseNarInfo } from '../nix/narinfo.js'
 import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import { checkPulledNarinfo } from '../cache/pulled-narinfo.js'
+import type { UpstreamStatus } from '../cache/browse.js'
+import type { Provenance } from '../cache/provenance.js'
 import type { PulledNar, PullLog, PullThrough } from '../cache/pull-through.js'
 import { storePulledNar } from '../cache/store-pulled-nar.js'
 import { UpstreamMetrics, type RefusalReason } from './metrics.js'
@@ -39,6 +41,7 @@ export interface PullCache {
   db: Db
   metadata: Metadata
   blobs: BlobStore
+  provenance: Provenance
   /** For what happens outside any request (narinfos asked ahead of the client). */
   log: PullLog
 }
@@ -164,6 +167,10 @@ export class UpstreamPullThrough implements PullThrough {
     }))
   }
 
+  status (): UpstreamStatus[] {
+    return this.#upstreams.map(u => ({ name: new URL(u.url).host, url: u.url, ...u.state() }))
+  }
+
   registerMetrics (registry: Registry): void {
     this.#metrics.register(registry)
   }
@@ -212,11 +219,11 @@ export class UpstreamPullThrough implements PullThrough {
   #startFetch (fileHash: string, records: UpstreamRecord[], log: PullLog): NarFetch {
     const first = records[0] as UpstreamRecord
     const upstream = this.#upstreams.find(u => u.url === first.upstream)
-    const { config, metadata, blobs } = this.#cache
+    const { config, metadata, blobs, provenance } = this.#cache
     const labels = { upstream: first.upstream }
     const paths = records.flatMap(r => {
       const keys = this.#upstreams.find(u => u.url === r.upstream)?.keys
-      return keys === undefined ? [] : [{ hashPart: r.hashPart, narinfo: r.narinfo, keys }]
+      return keys === undefined ? [] : [{ hashPart: r.hashPart, upstream: r.upstream, narinfo: r.narinfo, keys }]
     })
     const fetch = new NarFetch(first, async () => {
       if (upstream === undefined) {
@@ -225,7 +232,7 @@ export class UpstreamPullThrough implements PullThrough {
       await blobs.ensureRoom(first.fileSize, config.limits.freeSpaceReserveBytes)
       const response = await upstream.nar(first.narUrl)
       return response.body as unknown as AsyncIterable<Buffer> & { destroy: (err?: Error) => void }
-    }, async (body, verified) => await storePulledNar(body, first, paths, { metadata, blobs }, this, {
+    }, async (body, verified) => await storePulledNar(body, first, paths, { metadata, blobs, provenance }, this, {
       maxBytes: Math.min(first.fileSize, config.limits.narBytes),
       maxNarSize: Math.min(first.narSize, config.limits.narSizeBytes),
       declaredBytes: first.fileSize,

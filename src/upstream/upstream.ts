@@ -114,6 +114,14 @@ export class Upstream {
     return response
   }
 
+  /** For the front page: "up", or "skipped" while failures pause it. */
+  state (now = Date.now()): { state: string, detail?: string } {
+    if (this.#skippedUntil > now) {
+      return { state: 'skipped', detail: `failed ${FAILURES_BEFORE_BACKOFF} times in a row; asked again in ${Math.ceil((this.#skippedUntil - now) / 1000)} s` }
+    }
+    return this.#failuresInARow === 0 ? { state: 'up' } : { state: 'up', detail: `${this.#failuresInARow} failure(s) in a row` }
+  }
+
   succeeded (): void {
     this.#failuresInARow = 0
   }

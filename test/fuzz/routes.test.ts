@@ -101,7 +101,7 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
   const stranger = generateKeyPair('fuzz-stranger-1')
   const config = loadConfig({ configFile, dataDir: path.join(dir, 'data'), listen: '127.0.0.1:0', trustedKeys: [uploader.publicKeyText] }, {})
   const cache = openCache(config)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention }, { logger: false })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse }, { logger: false })
   // The error behind a 5xx, for the failure message (the app's own logger is off).
   let lastError: unknown
   app.addHook('onError', async (_request, _reply, err) => { lastError = err })

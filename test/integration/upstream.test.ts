@@ -92,6 +92,11 @@ test('a closure substitutes through narwhal from an nginx upstream: same files, 
   await eventually(async () => await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url) === upstream.closure.all.length,
     'every NAR fetched is stored')
   assert.equal(server.storedFiles().length, upstream.closure.all.length)
+  // Each pulled path's provenance names the upstream it came from and the key that made it acceptable.
+  for (const storePath of upstream.closure.all) {
+    const rows = server.cache.provenance.ofPath(hashPart(storePath))
+    assert.deepEqual(rows.map(r => [r.outcome, r.upstream, r.keyNames]), [['created', upstream.nginx.url, ['upstream-test-1']]])
+  }
   assert.equal(await metric(server, 'narwhal_upstream_narinfo_hits_total', upstream.nginx.url), upstream.closure.all.length)
   assert.ok(await metric(server, 'narwhal_upstream_received_bytes_total', upstream.nginx.url) > 256 * 1024)
 

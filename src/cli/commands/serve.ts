@@ -7,7 +7,7 @@ import { loadConfig } from '../../config/config.js'
 import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { openCache } from '../../cache/open-cache.js'
 import { firstStart } from '../first-start.js'
-import { pullThroughFor } from '../pull-through.js'
+import { pullThroughFor, upstreamContext } from '../pull-through.js'
 import { parse } from '../usage.js'
 
 export async function serveCommand (args: string[]): Promise<number> {
@@ -37,7 +37,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   const cache = openCache(config)
   const message = firstStart(config, cache)
   const pullThrough = pullThroughFor(config, cache)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, pullThrough })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }

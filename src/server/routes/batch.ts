@@ -21,6 +21,7 @@ import { NAR_EXTENSION_PATTERN } from '../../nix/compression.js'
 import { NarwhalError, isNarwhalError } from '../../errors.js'
 import { FILE_HASH_PATTERN, HASH_PART_PATTERN, isValidHashPart } from '../../nix/store-path.js'
 import { putNar } from '../../cache/store-nar.js'
+import { recordPart, writeOrigin } from '../audit.js'
 import { acceptBody, readBody } from '../body.js'
 import { awaitClient, clientPaced } from '../idle-timeout.js'
 
@@ -125,7 +126,7 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
     if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
     const { pullThrough } = app.narwhal
     await pullThrough?.lookupReferences(text, request.log)
-    const result = acceptNarinfo(text, hash, metadata, trustedKeys, pullThrough)
+    const result = acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) }, pullThrough)
     request.log.info({ hash, result }, 'narinfo stored (batch)')
     return { name, status: result === 'created' ? 201 : 200, result }
   }
@@ -172,18 +173,22 @@ export async function batchRoutes (app: FastifyInstance): Promise<void> {
         try {
           const nar = NAR_PART.exec(name)
           const narinfo = NARINFO_PART.exec(name)
+          let result: BatchPartResult
           if (nar !== null) {
-            results.push(await narPart(request, name, nar[1] ?? '', stream))
+            result = await narPart(request, name, nar[1] ?? '', stream)
           } else if (narinfo !== null) {
-            results.push(await narinfoPart(request, name, narinfo[1] ?? '', stream))
+            result = await narinfoPart(request, name, narinfo[1] ?? '', stream)
           } else {
             throw new NarwhalError('NARWHAL_BAD_NAME', `upload-batch part ${JSON.stringify(name.slice(0, 120))}: ` +
               'expected nar/<filehash52>.nar[.ext] or <hash32>.narinfo')
           }
+          results.push(result)
+          recordPart(app, request, { name, status: result.status, outcome: result.result === 'merged' ? 'merged' : result.status === 201 ? 'created' : 'unchanged' })
         } catch (err) {
           if (!isNarwhalError(err) || err.code === 'NARWHAL_INTERNAL') throw err
           request.log.info({ part: name, code: err.code, reason: err.message }, 'batch part refused')
           results.push({ name, status: err.statusCode, code: err.code, message: err.message })
+          recordPart(app, request, { name, status: err.statusCode, outcome: 'refused', code: err.code, reason: err.message })
         } finally {
           if (part.type === 'file') {
             // A part refused before its end left the idle timeout suspended (clientPaced); the

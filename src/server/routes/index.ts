@@ -12,6 +12,7 @@
  *   POST     /api/v1/missing-paths       routes/batch.ts: the pusher's batched "what is missing?" (src/api/v1.ts)
  *   POST     /api/v1/upload-batch        routes/batch.ts: multipart NARs + narinfos, each verified like its PUT
  *   GET      /metrics                    server/metrics.ts: Prometheus
+ *   GET      /, /search, /path/<hash32>  routes/pages.ts: the pages for people (HTML)
  */
 import type { FastifyInstance } from 'fastify'
 import { auxFileRoutes } from './aux-files.js'
@@ -19,12 +20,14 @@ import { batchRoutes } from './batch.js'
 import { cacheInfoRoutes } from './cache-info.js'
 import { narRoutes } from './nar.js'
 import { narinfoRoutes } from './narinfo.js'
+import { pageRoutes } from './pages.js'
 
 export function registerRoutes (app: FastifyInstance): void {
   cacheInfoRoutes(app)
   narinfoRoutes(app)
   narRoutes(app)
   auxFileRoutes(app)
+  pageRoutes(app)
   // A plugin of its own: @fastify/multipart's body parser must not reach the other routes.
   app.register(batchRoutes)
   app.get('/healthz', async (_request, reply) => reply.header('content-type', 'text/plain; charset=utf-8').send('ok\n'))

@@ -12,6 +12,7 @@ import { acceptNarinfo } from '../../cache/accept-narinfo.js'
 import { NarwhalError } from '../../errors.js'
 import { CONTENT_TYPE } from '../../nix/binary-cache-files.js'
 import { HASH_PART_PATTERN } from '../../nix/store-path.js'
+import { noteWrite, writeOrigin } from '../audit.js'
 import { decodeBody, readBody } from '../body.js'
 
 const params = {
@@ -54,10 +55,11 @@ export function narinfoRoutes (app: FastifyInstance): void {
     if (!Buffer.from(text, 'utf8').equals(body)) {
       throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
     }
-    const { pullThrough } = app.narwhal
+    const { metadata, trustedKeys, provenance, pullThrough } = app.narwhal
     // References an upstream holds count as present (write rule 5); ask for those not known yet.
     await pullThrough?.lookupReferences(text, request.log)
-    const result = acceptNarinfo(text, request.params.hash, app.narwhal.metadata, app.narwhal.trustedKeys, pullThrough)
+    const result = acceptNarinfo(text, request.params.hash, metadata, trustedKeys, { provenance, origin: writeOrigin(request) }, pullThrough)
+    noteWrite(request, metadata.storePathOf(request.params.hash) ?? `${request.params.hash}.narinfo`, result)
     request.log.info({ hash: request.params.hash, result }, 'narinfo stored')
     return reply.code(result === 'created' ? 201 : 200).header('content-type', 'text/plain; charset=utf-8').send(`${result}\n`)
   })
