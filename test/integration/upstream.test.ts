@@ -227,6 +227,7 @@ test('an upstream that does not answer: misses are 404 within the answer timeout
   assert.ok(timings.every(ms => ms < 2500), `every miss answered within the timeout: ${timings.join(', ')} ms`)
   assert.ok((timings[3] ?? Infinity) < 200 && (timings[4] ?? Infinity) < 200, `once skipped, misses are immediate: ${timings.join(', ')} ms`)
   assert.equal(await metric(server, 'narwhal_upstream_errors_total', `upstream="http://127.0.0.1:${address.port}"`), 3)
+  assert.equal(server.app.narwhal.upstreams?.()[0]?.state, 'skipped', 'the front page shows the upstream skipped')
 })
 
 test('push and proxy in one: nix copy --to narwhal skips upstream-held paths without fetching their NARs, and the pushed closure substitutes', async (t) => {
