@@ -132,7 +132,8 @@ export class UpstreamPullThrough implements PullThrough {
       if (records.length === 0) return undefined
       // Stored meanwhile (by another request that finished a moment ago, or another worker).
       if (this.#cache.metadata.narFile(fileHash) !== undefined && await this.#cache.blobs.narSize(fileHash) !== undefined) return { kind: 'stored' }
-      fetch = this.#startFetch(fileHash, records, log)
+      // Checked again after that wait: another request may have started the fetch meanwhile.
+      fetch = this.#fetching.get(fileHash) ?? this.#startFetch(fileHash, records, log)
     }
     await fetch.ready
     if (options.stream && fetch.joinable) {
