@@ -33,9 +33,6 @@ import { Upstream, describe, upstreamFailed } from './upstream.js'
 /** Hash parts remembered as prefetched before the memory is cleared. */
 const MAX_PREFETCHED = 100_000
 
-/** Narinfos asked ahead of clients at most at once (Nix itself asks 25 at a time by default). */
-const PREFETCH_IN_FLIGHT = 16
-
 /** Codes of a NAR whose bytes are wrong (as opposed to one that could not be fetched). */
 const BAD_BYTES = new Set(['NARWHAL_NAR_INVALID', 'NARWHAL_NAR_MALFORMED', 'NARWHAL_TOO_LARGE', 'NARWHAL_UNSUPPORTED_COMPRESSION'])
 
@@ -58,7 +55,6 @@ export class UpstreamPullThrough implements PullThrough {
   readonly #fetching = new Map<string, NarFetch>()
   /** Hash parts whose references were asked for ahead of the client (#prefetchReferences). */
   readonly #prefetched = new Set<string>()
-  #prefetching = 0
   /** The log of background asks that no request started: warnings and errors only. */
   readonly #quiet: PullLog
 
@@ -99,26 +95,19 @@ export class UpstreamPullThrough implements PullThrough {
 
   /**
    * A client that got a narinfo asks for its references next, one level of the closure after the
-   * other. Asked now, in the background, and their references in turn as they arrive, the
-   * narinfos are here when it does: a deep closure (a chain of derivations) costs the client
-   * narwhal's answer per level, not the upstream's round trip on top. Narinfos only (a NAR is
-   * fetched when a client asks for it), at most PREFETCH_IN_FLIGHT at a time; one that finds no
-   * room is left for the client to ask.
+   * other: asked now, in the background, their narinfos are here when it does, and a closure's
+   * depth costs the upstream's round trip once instead of once per level. One level only (the
+   * references' own references are asked when the client gets those), and narinfos only: a NAR is
+   * fetched when a client asks for it.
    */
   #prefetchReferences (references: string[], log: PullLog | undefined): void {
     for (const baseName of references) {
-      if (this.#prefetching >= PREFETCH_IN_FLIGHT) return
       const hashPart = baseName.slice(0, 32)
       if (this.#prefetched.has(hashPart)) continue
       if (this.#prefetched.size >= MAX_PREFETCHED) this.#prefetched.clear()
       this.#prefetched.add(hashPart)
       if (this.#cache.metadata.hasNarinfo(hashPart) || this.#records.get(hashPart) !== undefined) continue
-      this.#prefetching++
-      this.#askOnce(hashPart, log ?? this.#quiet)
-        .then(found => {
-          this.#prefetching--
-          if (found !== undefined) this.#prefetchReferences(found.references, log)
-        }, () => { this.#prefetching-- })
+      this.#askOnce(hashPart, log ?? this.#quiet).catch(() => {})
     }
   }
 
