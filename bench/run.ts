@@ -13,6 +13,9 @@
  * them, and another stores uploads as nginx's WebDAV does: the floor for Node on this machine.
  * Contenders take turns within each measurement, so a drift in the machine's load hits all.
  *
+ * The upload and substitution rows run once with each Nix client, Debian bookworm's 2.8 on the
+ * host and trixie's 2.26 in the root scripts/nix-2.26-root.sh makes (docs/nix-clients.md).
+ *
  * Set BENCH_QUICK=1 for a smaller closure and shorter runs (a smoke run, not for the record),
  * BENCH_SKIP_XZ=1 to leave out the xz upload (one run of about 9 minutes per GB per server).
  */
@@ -25,7 +28,7 @@ import { MAX_AUTO_WORKERS } from '../src/config/config.js'
 import { buildBenchClosure } from './closure.js'
 import { bigNarInfo, bigNarStream } from './big-nar.js'
 import { resetDir, startNarwhal, startNginx } from './servers.js'
-import { alternate, freePort, nixEnv, peakRssTreeMiB, sampledPeakMemoryTreeMiB, sh, startProcess, timed, useScratchTmpdir, writeNetrc, wrkRate } from './tools.js'
+import { alternate, BENCH_CLIENTS, freePort, nixEnv, peakRssTreeMiB, prepareNix226Root, sampledPeakMemoryTreeMiB, sh, startProcess, timed, TRIXIE_NIX, useScratchTmpdir, writeNetrc, wrkRate, type BenchClient } from './tools.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const WRK_SECONDS = QUICK ? 2 : 5
@@ -125,10 +128,10 @@ async function startFloor (port: number, workers: number, narinfoFile: string, h
 }
 
 /** Uploads the closure with `nix copy --to` to a fresh narwhal with `workers` processes; seconds. */
-async function uploadToFresh (workers: number, top: string, compression: string): Promise<number> {
+async function uploadToFresh (client: BenchClient, workers: number, top: string, compression: string): Promise<number> {
   const fresh = await startNarwhal(process.env, { NARWHAL_WORKERS: String(workers) })
   try {
-    return await timed(async () => await sh('nix', ['copy', '--to', `${fresh.url}?secret-key=${fresh.secretKey}&compression=${compression}`, top],
+    return await timed(async () => await client.nix(['copy', '--to', `${fresh.url}?secret-key=${fresh.secretKey}&compression=${compression}`, top],
       nixEnv([`netrc-file = ${writeNetrc(fresh.token)}`])))
   } finally {
     fresh.child.kill('SIGTERM')
@@ -138,6 +141,7 @@ async function uploadToFresh (workers: number, top: string, compression: string)
 async function main (): Promise<void> {
   useScratchTmpdir('narwhal-bench')
   ensureTools()
+  await prepareNix226Root()
   const rows: Row[] = []
   const env = nixEnv()
   const workers = benchWorkers()
@@ -187,28 +191,35 @@ async function main (): Promise<void> {
       rows.push({ what: 'NAR download', how: `whole closure, curl, ${parallel} at a time`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, floor, unit: 'MB/s', goal: '≥ 0.9' })
     }
 
-    const substitute = async (url: string): Promise<number> => {
-      const store = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-store-'))
-      const seconds = await timed(async () => await sh('nix', ['copy', '--from', url, '--to', store, closure.top], nixEnv([`trusted-public-keys = ${single.publicKey}`])))
-      await sh('rm', ['-rf', store])
-      return seconds
+    // The closure into the Nix 2.26 root's own store, substituted from narwhal (a no-op the next time).
+    await TRIXIE_NIX.nix(['copy', '--from', single.url, closure.top], nixEnv([`trusted-public-keys = ${single.publicKey}`]))
+
+    for (const client of BENCH_CLIENTS) {
+      const substitute = async (url: string): Promise<number> => {
+        const store = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-store-'))
+        const seconds = await timed(async () => await client.nix(['copy', '--from', url, '--to', store, closure.top], nixEnv([`trusted-public-keys = ${single.publicKey}`])))
+        await sh('rm', ['-rf', store])
+        return seconds
+      }
+      const [ngSub, oneSub, manySub] = await alternate(SUBSTITUTION_RUNS, [nginx.staticUrl, single.url, multi.url].map(url => async () => await substitute(url)))
+      rows.push({ what: 'substitution', how: `${client.label}: nix copy --from into an empty store`, nginx: ngSub ?? NaN, single: oneSub ?? NaN, workers: manySub ?? NaN, unit: 's', goal: '≤ 1.1' })
     }
-    const [ngSub, oneSub, manySub] = await alternate(SUBSTITUTION_RUNS, [nginx.staticUrl, single.url, multi.url].map(url => async () => await substitute(url)))
-    rows.push({ what: 'substitution', how: 'nix copy --from into an empty store', nginx: ngSub ?? NaN, single: oneSub ?? NaN, workers: manySub ?? NaN, unit: 's', goal: '≤ 1.1' })
 
     // xz takes Nix about 9 minutes per GB here, so it runs once and BENCH_SKIP_XZ=1 leaves it out.
     const skipXz = QUICK || process.env.BENCH_SKIP_XZ === '1'
     for (const compression of skipXz ? ['zstd'] : ['zstd', 'xz']) {
-      const runs = compression === 'xz' ? 1 : RUNS
-      // A server that stores PUTs as files (nginx's WebDAV, the floor): emptied, then pushed to.
-      const plainPut = (url: string, root: string) => async (): Promise<number> => {
-        await resetDir(root)
-        return await timed(async () => await sh('nix', ['copy', '--to', `${url}?secret-key=${single.secretKey}&compression=${compression}`, closure.top], nixEnv()))
+      for (const client of BENCH_CLIENTS) {
+        const runs = compression === 'xz' ? 1 : RUNS
+        // A server that stores PUTs as files (nginx's WebDAV, the floor): emptied, then pushed to.
+        const plainPut = (url: string, root: string) => async (): Promise<number> => {
+          await resetDir(root)
+          return await timed(async () => await client.nix(['copy', '--to', `${url}?secret-key=${single.secretKey}&compression=${compression}`, closure.top], nixEnv()))
+        }
+        // The floor only beside zstd: with xz, Nix's compressing is nearly all of the time.
+        const [ng, one, many, floor] = await alternate(runs, [plainPut(nginx.davUrl, nginx.davRoot), async () => await uploadToFresh(client, 1, closure.top, compression),
+          async () => await uploadToFresh(client, workers, closure.top, compression), ...(compression === 'zstd' ? [plainPut(floorDavUrl, floorDavRoot)] : [])])
+        rows.push({ what: 'upload', how: `${client.label}: nix copy --to, ${compression}${runs === 1 ? ' (1 run)' : ''}`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, floor, unit: 's', goal: '≤ 1.1' })
       }
-      // The floor only beside zstd: with xz, Nix's compressing is nearly all of the time.
-      const [ng, one, many, floor] = await alternate(runs, [plainPut(nginx.davUrl, nginx.davRoot), async () => await uploadToFresh(1, closure.top, compression),
-        async () => await uploadToFresh(workers, closure.top, compression), ...(compression === 'zstd' ? [plainPut(floorDavUrl, floorDavRoot)] : [])])
-      rows.push({ what: 'upload', how: `nix copy --to, ${compression}${runs === 1 ? ' (1 run)' : ''}`, nginx: ng ?? NaN, single: one ?? NaN, workers: many ?? NaN, floor, unit: 's', goal: '≤ 1.1' })
     }
 
     if (!QUICK) {

@@ -93,6 +93,27 @@ export function nixEnv (extra: string[] = []): NodeJS.ProcessEnv {
   }
 }
 
+/**
+ * A Nix client the upload and substitution rows run with: the host's Nix 2.8, or Nix 2.26 in the
+ * Debian trixie root of scripts/nix-2.26-root.sh (TMPDIR, where every file of the run is, is
+ * reachable inside at the same path; so is 127.0.0.1).
+ */
+export interface BenchClient { label: string, nix: (args: string[], env: NodeJS.ProcessEnv) => Promise<string> }
+
+const NIX_226_SCRIPT = path.resolve('scripts/nix-2.26-root.sh')
+
+export const HOST_NIX: BenchClient = { label: 'Nix 2.8', nix: async (args, env) => await sh('nix', args, env) }
+export const TRIXIE_NIX: BenchClient = {
+  label: 'Nix 2.26',
+  nix: async (args, env) => await sh(NIX_226_SCRIPT, ['run', '--bind', os.tmpdir(), '--', 'nix', ...args], env)
+}
+export const BENCH_CLIENTS: BenchClient[] = [HOST_NIX, TRIXIE_NIX]
+
+/** Makes (once) or checks the Nix 2.26 root; fails naming the step when it cannot. */
+export async function prepareNix226Root (): Promise<void> {
+  await sh(NIX_226_SCRIPT, ['prepare'])
+}
+
 /** A netrc file giving `token` to 127.0.0.1, for `nix copy --to` (NIX_CONFIG `netrc-file = …`). */
 export function writeNetrc (token: string): string {
   const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-netrc-')), 'netrc')

@@ -4,7 +4,8 @@
 #
 # The integration tests need Nix (Debian's nix-bin, Nix 2.8), the S3 tests Ceph's RADOS Gateway.
 # As root, this script installs them when they are missing; otherwise it stops with a message
-# saying what to install.
+# saying what to install. The interop tests also run with Nix 2.26 in a Debian trixie root that
+# scripts/nix-2.26-root.sh makes and keeps.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,10 @@ if [ "$(id -u)" != 0 ]; then
   echo "  Run as root (CI does)." >&2
   exit 1
 fi
+
+# The second client, Nix 2.26 from Debian trixie, in a root made once under /var/cache (about
+# 1.5 minutes the first time; scripts/nix-2.26-root.sh). A machine that cannot make it fails here.
+scripts/nix-2.26-root.sh prepare >/dev/null
 
 # Every temporary folder the tests make (data folders, Nix stores, keys) goes under one folder
 # for this run, removed when the run ends however it ends: hundreds of them per run otherwise

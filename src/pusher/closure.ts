@@ -75,14 +75,22 @@ interface PathInfoJson {
   narHash: string
   narSize: number
   references?: string[]
-  deriver?: string
+  deriver?: string | null
   signatures?: string[]
-  ca?: string
+  ca?: string | null
   valid?: boolean
 }
 
+/**
+ * Both shapes of `nix path-info --json`: Nix 2.8 prints an array of objects with a `path` field
+ * (an invalid path has `valid: false`); Nix 2.19 and later (2.26 in Debian trixie) print an
+ * object keyed by store path (an invalid path maps to null).
+ */
 export function parsePathInfoJson (text: string): PathInfo[] {
-  const raw = JSON.parse(text) as PathInfoJson[]
+  const parsed = JSON.parse(text) as PathInfoJson[] | Record<string, Omit<PathInfoJson, 'path'> | null>
+  const raw: PathInfoJson[] = Array.isArray(parsed)
+    ? parsed
+    : Object.entries(parsed).map(([p, r]) => r === null ? { path: p, narHash: '', narSize: 0, valid: false } : { ...r, path: p })
   return raw.map(r => {
     if (r.valid === false) throw new NixCommandError(`${r.path} is not valid`, '')
     const info: PathInfo = {
@@ -92,8 +100,8 @@ export function parsePathInfoJson (text: string): PathInfo[] {
       references: (r.references ?? []).map(ref => baseName(ref)),
       sigs: r.signatures ?? []
     }
-    if (r.deriver !== undefined && r.deriver !== '') info.deriver = baseName(r.deriver)
-    if (r.ca !== undefined && r.ca !== '') info.ca = r.ca
+    if (r.deriver !== undefined && r.deriver !== null && r.deriver !== '') info.deriver = baseName(r.deriver)
+    if (r.ca !== undefined && r.ca !== null && r.ca !== '') info.ca = r.ca
     return info
   })
 }

@@ -7,7 +7,7 @@ import { chmodSync, closeSync, existsSync, mkdirSync, openSync, writeFileSync } 
 import { createServer, connect } from 'node:net'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { run, runOk } from '../helpers/nix.js'
+import { HOST_NIX, NIX_226_SCRIPT, TRIXIE_NIX, nix226RootArgs, run, runInNix226Root, runOk, type NixClient, type RunResult } from '../helpers/nix.js'
 
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url))
 export const CLI = path.join(ROOT, 'dist/src/cli/main.js')
@@ -25,10 +25,10 @@ export async function freePort (): Promise<number> {
 }
 
 /** True when something already answers on the daemon socket (another daemon we must not touch). */
-export function daemonAnswers (): Promise<boolean> {
+export function daemonAnswers (socketPath = DAEMON_SOCKET): Promise<boolean> {
   return new Promise(resolve => {
-    if (!existsSync(DAEMON_SOCKET)) { resolve(false); return }
-    const socket = connect(DAEMON_SOCKET)
+    if (!existsSync(socketPath)) { resolve(false); return }
+    const socket = connect(socketPath)
     socket.once('connect', () => { socket.destroy(); resolve(true) })
     socket.once('error', () => resolve(false))
   })
@@ -37,6 +37,45 @@ export function daemonAnswers (): Promise<boolean> {
 export async function ensureUser (): Promise<void> {
   if ((await run('id', [USER])).code !== 0) await runOk('useradd', ['-m', '-G', 'nix-users', USER])
   else await runOk('usermod', ['-a', '-G', 'nix-users', USER])
+}
+
+/**
+ * Where the daemon, the pusher and the user's builds run: the host with its Nix 2.8, or the
+ * trixie root with Nix 2.26. The narwhal server always runs on the host; the root shares its
+ * network, and its daemon listens on a socket of the test's own so it never meets another.
+ */
+export interface DaemonSide {
+  client: NixClient
+  /** Runs a command as root on this side. */
+  run: (argv: string[], env?: NodeJS.ProcessEnv) => Promise<RunResult>
+  /** Starts a long-running process on this side; its pid is the process itself. */
+  start: (name: string, argv: string[], env: NodeJS.ProcessEnv, logDir: string) => Child
+  /** The daemon socket for a test whose working folder is `work`. */
+  socket: (work: string) => string
+  /** Environment for the user's shell command that makes Nix talk to this daemon. */
+  userEnv: (socket: string) => string
+  ensureUser: () => Promise<void>
+}
+
+export const HOST_SIDE: DaemonSide = {
+  client: HOST_NIX,
+  run: (argv, env) => run(argv[0] ?? '', argv.slice(1), { env: env ?? process.env }),
+  start: (name, argv, env, logDir) => startChild(name, argv[0] ?? '', argv.slice(1), env, logDir),
+  socket: () => DAEMON_SOCKET,
+  userEnv: () => 'NIX_REMOTE=daemon',
+  ensureUser
+}
+
+export const TRIXIE_SIDE: DaemonSide = {
+  client: TRIXIE_NIX,
+  run: (argv, env) => runInNix226Root(argv, { env: env ?? process.env }),
+  start: (name, argv, env, logDir) => startChild(name, NIX_226_SCRIPT, nix226RootArgs(argv), env, logDir),
+  socket: (work) => path.join(work, 'daemon-socket', 'socket'),
+  userEnv: (socket) => `NIX_REMOTE=daemon NIX_DAEMON_SOCKET_PATH=${socket}`,
+  ensureUser: async () => {
+    const result = await runInNix226Root(['sh', '-c', `id ${USER} >/dev/null 2>&1 && usermod -a -G nix-users ${USER} || useradd -m -G nix-users ${USER}`])
+    if (result.code !== 0) throw new Error(`could not make ${USER} in the Nix 2.26 root: ${result.stderr}`)
+  }
 }
 
 export async function waitFor (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {

@@ -1,15 +1,19 @@
 /**
- * Drives the real Nix client (Debian's nix-bin, Nix 2.8) for the integration tests.
+ * Drives the real Nix clients for the integration tests: Debian bookworm's nix-bin (Nix 2.8) on
+ * the host, and Debian trixie's (Nix 2.26) in the root scripts/nix-2.26-root.sh makes. A test
+ * that drives Nix runs once per client in CLIENTS and names the client in its title.
  *
  * Every call gets a fresh client-side cache folder (Nix caches narinfo answers, negative ones
  * for an hour), the nix-command feature, and no substituters unless a test names one, so tests
  * never see each other's answers or wait for cache.nixos.org.
  */
 import { execFile } from 'node:child_process'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { randomBytes } from 'node:crypto'
+import { test, type TestContext, type TestOptions } from 'node:test'
 
 export interface RunResult { code: number, stdout: string, stderr: string }
 
@@ -50,17 +54,85 @@ export function nixEnv (options: NixOptions = {}): NodeJS.ProcessEnv {
     'substituters =',
     'narinfo-cache-negative-ttl = 0',
     'narinfo-cache-positive-ttl = 0',
+    // Bookworm's nix.conf says so, trixie's does not: test builders call /bin tools.
+    'sandbox = false',
     ...(options.config ?? [])
   ]
   return { ...process.env, XDG_CACHE_HOME: cache, NIX_CONFIG: config.join('\n'), ...options.env }
 }
 
+/** One Nix client: where its programs run and which version it is. */
+export interface NixClient {
+  /** 'nix-2.8' (host) or 'nix-2.26' (trixie root); test titles start with it. */
+  readonly name: string
+  /** For assertions on the ways the two clients differ (docs/nix-clients.md). */
+  readonly version: '2.8' | '2.26'
+  /** Runs a program of this client (nix, nix-store, nix-build) with nixEnv(options); never throws. */
+  run: (program: string, args: string[], options?: NixOptions) => Promise<RunResult>
+  /** Like run, but throws with the output when the program fails; returns stdout. */
+  ok: (program: string, args: string[], options?: NixOptions) => Promise<string>
+  nix: (args: string[], options?: NixOptions) => Promise<RunResult>
+  nixOk: (args: string[], options?: NixOptions) => Promise<string>
+}
+
+const CHECKOUT = fileURLToPath(new URL('../../../', import.meta.url))
+export const NIX_226_SCRIPT = path.join(CHECKOUT, 'scripts/nix-2.26-root.sh')
+export const NIX_226_ROOT = process.env.NARWHAL_NIX226_ROOT ?? '/var/cache/narwhal-test/nix-2.26'
+
+/** The script's arguments that run `argv` inside the root, for callers that spawn it themselves. */
+export function nix226RootArgs (argv: string[]): string[] {
+  return ['run', '--bind', os.tmpdir(), '--', ...argv]
+}
+
+/**
+ * Runs `argv` as root inside the Nix 2.26 root: os.tmpdir() and the checkout are reachable at
+ * the same paths, the server on 127.0.0.1 too. Throws if the root was never made: a missing
+ * client must fail the test, never look like a refusal.
+ */
+export async function runInNix226Root (argv: string[], options: { env?: NodeJS.ProcessEnv, input?: string } = {}): Promise<RunResult> {
+  if (!existsSync(path.join(NIX_226_ROOT, '.narwhal-nix-root'))) {
+    throw new Error(`no Nix 2.26 root at ${NIX_226_ROOT}: make it with ${NIX_226_SCRIPT} prepare (test/run.sh does, as root)`)
+  }
+  return await run(NIX_226_SCRIPT, nix226RootArgs(argv), { env: options.env, input: options.input })
+}
+
+function makeClient (name: string, version: NixClient['version'], runProgram: NixClient['run']): NixClient {
+  const ok = async (program: string, args: string[], options: NixOptions = {}): Promise<string> => {
+    const result = await runProgram(program, args, options)
+    if (result.code !== 0) {
+      throw new Error(`${name}: ${program} ${args.join(' ')} exited ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`)
+    }
+    return result.stdout
+  }
+  return {
+    name,
+    version,
+    run: runProgram,
+    ok,
+    nix: (args, options) => runProgram('nix', args, options),
+    nixOk: (args, options) => ok('nix', args, options)
+  }
+}
+
+export const HOST_NIX = makeClient('nix-2.8', '2.8', (program, args, options = {}) => run(program, args, { env: nixEnv(options) }))
+
+export const TRIXIE_NIX = makeClient('nix-2.26', '2.26', (program, args, options = {}) => runInNix226Root([program, ...args], { env: nixEnv(options) }))
+
+/** Both clients: the interop tests run once with each. */
+export const CLIENTS: readonly NixClient[] = [HOST_NIX, TRIXIE_NIX]
+
+/** Declares the test once per client, its title prefixed with the client's name. */
+export function testEachClient (title: string, fn: (t: TestContext, client: NixClient) => Promise<void>, options: TestOptions = {}): void {
+  for (const client of CLIENTS) test(`${client.name}: ${title}`, options, async (t) => { await fn(t, client) })
+}
+
+/** The host's Nix 2.8 (tests that are not about the client). */
 export function nix (args: string[], options: NixOptions = {}): Promise<RunResult> {
-  return run('nix', args, { env: nixEnv(options) })
+  return HOST_NIX.nix(args, options)
 }
 
 export async function nixOk (args: string[], options: NixOptions = {}): Promise<string> {
-  return await runOk('nix', args, { env: nixEnv(options) })
+  return await HOST_NIX.nixOk(args, options)
 }
 
 export interface TestClosure {
@@ -77,7 +149,8 @@ export interface TestClosure {
  * Builds a fresh closure of three paths with references and real file content. A random nonce
  * makes every call produce new store paths, so uploads are never skipped as already present.
  */
-export async function buildClosure (options: { dataBytes?: number } = {}): Promise<TestClosure> {
+export async function buildClosure (options: { dataBytes?: number, client?: NixClient } = {}): Promise<TestClosure> {
+  const client = options.client ?? HOST_NIX
   const nonce = randomBytes(8).toString('hex')
   const dir = tempDir('narwhal-closure-')
   const dataDir = path.join(dir, `data-${nonce}`)
@@ -88,7 +161,7 @@ export async function buildClosure (options: { dataBytes?: number } = {}): Promi
   copyFileSync('/bin/sh', path.join(dataDir, 'sh'))
   chmodSync(path.join(dataDir, 'sh'), 0o755)
   symlinkSync('sub/text.txt', path.join(dataDir, 'link'))
-  const data = (await runOk('nix-store', ['--add', dataDir], { env: nixEnv() })).trim()
+  const data = (await client.ok('nix-store', ['--add', dataDir])).trim()
 
   const expr = path.join(dir, 'closure.nix')
   writeFileSync(expr, `
@@ -103,9 +176,9 @@ export async function buildClosure (options: { dataBytes?: number } = {}): Promi
       dep = mk "narwhal-dep-${nonce}" "/bin/mkdir $out; echo dependency > $out/file; echo ${'$'}{builtins.storePath ${JSON.stringify(data)}} > $out/data-ref";
     in mk "narwhal-top-${nonce}" "/bin/mkdir -p $out/bin; echo \${dep} > $out/dep-ref; echo building top; printf '#!/bin/sh\\necho hello\\n' > $out/bin/hello; /bin/chmod +x $out/bin/hello"
   `)
-  const top = (await runOk('nix-build', ['--no-out-link', expr], { env: nixEnv() })).trim()
-  const drv = (await runOk('nix-store', ['--query', '--deriver', top], { env: nixEnv() })).trim()
-  const refs = (await runOk('nix-store', ['--query', '--references', top], { env: nixEnv() })).trim().split('\n')
+  const top = (await client.ok('nix-build', ['--no-out-link', expr])).trim()
+  const drv = (await client.ok('nix-store', ['--query', '--deriver', top])).trim()
+  const refs = (await client.ok('nix-store', ['--query', '--references', top])).trim().split('\n')
   const dep = refs.find(r => r.includes('narwhal-dep-'))
   if (dep === undefined) throw new Error(`top ${top} does not reference its dependency: ${refs.join(' ')}`)
   return { top, dep, data, drv, all: [data, dep, top] }
