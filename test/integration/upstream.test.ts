@@ -9,7 +9,7 @@ import { createServer, type Socket } from 'node:net'
 import { once } from 'node:events'
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
-import { buildClosure, netrcFile, nixKeyPair, nix, nixOk, run, runOk, tempDir, type TestClosure } from '../helpers/nix.js'
+import { buildClosure, HOST_NIX, netrcFile, nixKeyPair, nix, nixOk, run, tempDir, testEachClient, type NixClient, type TestClosure } from '../helpers/nix.js'
 import { startNginxCache, type NginxCache } from '../helpers/nginx.js'
 import { startServer } from '../helpers/server.js'
 import { CLI, spawnServer } from '../helpers/server-process.js'
@@ -40,11 +40,10 @@ function narGets (upstream: Upstream): string[] {
 }
 
 /** `nix-store --realise` into an empty store with `cache` as the only substituter. */
-async function substitute (cache: string, storePath: string, trustedKeys: string[]): Promise<string> {
+async function substitute (cache: string, storePath: string, trustedKeys: string[], client: NixClient = HOST_NIX): Promise<string> {
   const store = tempDir('narwhal-client-store-')
-  await runOk('nix-store', ['--store', store, '--realise', storePath,
-    '--option', 'substituters', cache, '--option', 'trusted-public-keys', trustedKeys.join(' ')],
-  { env: { ...process.env, XDG_CACHE_HOME: tempDir() } })
+  await client.ok('nix-store', ['--store', store, '--realise', storePath,
+    '--option', 'substituters', cache, '--option', 'trusted-public-keys', trustedKeys.join(' ')])
   return store
 }
 
@@ -71,13 +70,13 @@ async function metric (server: { url: string }, name: string, labels: string): P
   return line === undefined ? 0 : Number(line.split(' ').pop())
 }
 
-test('a closure substitutes through narwhal from an nginx upstream: same files, upstream signatures kept', async (t) => {
+testEachClient('a closure substitutes through narwhal from an nginx upstream: same files, upstream signatures kept', async (t, client) => {
   const upstream = await upstreamWith(t)
   const server = await startServer(t, { env: upstreamEnv(upstream) })
 
-  const store = await substitute(server.url, upstream.closure.top, [upstream.key.publicKey])
+  const store = await substitute(server.url, upstream.closure.top, [upstream.key.publicKey], client)
   assertSameFiles(store, upstream.closure)
-  await nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: [`trusted-public-keys = ${upstream.key.publicKey}`] })
+  await client.nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: [`trusted-public-keys = ${upstream.key.publicKey}`] })
 
   // The narinfos narwhal serves are the upstream's, byte for byte: same Sig lines, and the URL
   // nix copy wrote is already nar/<FileHash>.nar.xz, which narwhal serves.
@@ -102,7 +101,7 @@ test('a closure substitutes through narwhal from an nginx upstream: same files, 
 
   // A second client is served from narwhal alone.
   const before = upstream.nginx.requests().length
-  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey], client), upstream.closure)
   assert.equal(upstream.nginx.requests().length, before, 'the upstream was not asked again')
 
   // A miss is remembered (negativeCacheSeconds, 60 by default): asked twice, the upstream once.
