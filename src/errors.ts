@@ -48,6 +48,8 @@ export const ERROR_STATUS = {
   NARWHAL_STORAGE_UNAVAILABLE: 503,
   /** Accepting the upload would eat into the free-space reserve of the data folder's disk. */
   NARWHAL_INSUFFICIENT_STORAGE: 507,
+  /** An upstream cache could not provide what a client asked for: unreachable, too slow, or its bytes did not verify. */
+  NARWHAL_UPSTREAM_FAILED: 502,
   /** Anything unexpected. The message sent to clients is generic. */
   NARWHAL_INTERNAL: 500
 } as const

@@ -10,7 +10,9 @@
  *   4. at least one Sig verifies against a trusted uploader key over the fingerprint
  *      `1;<path>;<sha256:nix32 NarHash>;<NarSize>;<sorted full refs>`, and no Sig under a trusted
  *      key name fails to verify (that is a forgery or a tampered field),
- *   5. every reference other than the path itself already has a narinfo here.
+ *   5. every reference other than the path itself already has a narinfo here, or (with upstream
+ *      caches configured) a verified narinfo pulled from an upstream (cache/pull-through.ts): the
+ *      closure is then complete through narwhal.
  * A second upload for the same path with the same content merges new signatures; one with
  * different content is refused and the first stays. A write that changes the cache records its
  * provenance (cache/provenance.ts) in the same transaction.
@@ -26,6 +28,7 @@ import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
 import type { TrustedKeys } from '../signing/keys.js'
 import { signatureKeyName } from '../nix/signature.js'
 import type { Metadata, NarFileRow } from '../db/metadata.js'
+import type { ReferenceSource } from './pull-through.js'
 import type { Provenance, WriteOrigin } from './provenance.js'
 
 export type AcceptResult = 'created' | 'merged' | 'unchanged'
@@ -90,12 +93,13 @@ function checkSignatures (info: NarInfo, trusted: TrustedKeys): string[] {
 }
 
 /** Rule 5. */
-function checkReferences (info: NarInfo, ownBaseName: string, metadata: Metadata): Array<{ hashPart: string, baseName: string }> {
+function checkReferences (info: NarInfo, ownBaseName: string, metadata: Metadata,
+  elsewhere: ReferenceSource | undefined): Array<{ hashPart: string, baseName: string }> {
   return info.references.map(baseName => {
     const { hashPart } = parseStorePathBaseName(baseName, 'References')
     if (baseName !== ownBaseName) {
-      const stored = metadata.storePathOf(hashPart)
-      if (stored !== `${STORE_DIR}/${baseName}`) {
+      const storePath = `${STORE_DIR}/${baseName}`
+      if (metadata.storePathOf(hashPart) !== storePath && elsewhere?.holds(hashPart, storePath) !== true) {
         throw new NarwhalError('NARWHAL_MISSING_DEPENDENCY', `narinfo field References: ${baseName} is not in this cache; ` +
           'upload the references of a path before the path itself')
       }
@@ -112,7 +116,9 @@ function sameContent (a: { storePath: string, narHash: string, narSize: number, 
 /** Where a write came from, and where to record it. */
 export interface Witness { provenance: Provenance, origin: WriteOrigin }
 
-export function acceptNarinfo (text: string, urlHashPart: string, metadata: Metadata, trusted: TrustedKeys, witness: Witness): AcceptResult {
+/** `elsewhere`: where references may be held besides this cache's narinfos (rule 5). */
+export function acceptNarinfo (text: string, urlHashPart: string, metadata: Metadata, trusted: TrustedKeys, witness: Witness,
+  elsewhere?: ReferenceSource): AcceptResult {
   const info = parseNarInfo(text)
   const baseName = info.storePath.slice(STORE_DIR.length + 1)
   const { hashPart } = parseStorePathBaseName(baseName, 'StorePath')
@@ -138,7 +144,7 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
       return 'merged'
     }
     const nar = checkAgainstNarFile(info, metadata)
-    const references = checkReferences(info, baseName, metadata)
+    const references = checkReferences(info, baseName, metadata, elsewhere)
     const stored: NarInfo = {
       ...info,
       compression: nar.compression,

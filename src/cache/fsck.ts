@@ -25,6 +25,7 @@ import type { BlobStore } from '../storage/blob-store.js'
 import { LAYOUT_VERSION, type Layout } from '../storage/layout.js'
 import { measureStoredNar } from '../storage/nar-ingest.js'
 import { removeNarFiles, removeNarinfos, removeUnrecordedNarFile, type Removal } from './remove-paths.js'
+import type { ReferenceSource } from './pull-through.js'
 
 export type ProblemKind =
   /** A narinfo whose nar_files row is gone (the foreign key forbids it; a hand edit may not). */
@@ -86,7 +87,13 @@ export interface FsckReport {
   inFlight: string[]
 }
 
-export interface CacheParts { layout: Layout, metadata: Metadata, blobs: BlobStore }
+export interface CacheParts {
+  layout: Layout
+  metadata: Metadata
+  blobs: BlobStore
+  /** References held elsewhere count as present (narinfos pulled from upstreams, db/upstream-records.ts). */
+  elsewhere?: ReferenceSource
+}
 
 /** The default grace period: an hour, far longer than any upload's rename-to-row moment. */
 export const DEFAULT_GRACE_MS = 60 * 60 * 1000
@@ -100,7 +107,7 @@ export async function checkCache (cache: CacheParts, options: FsckOptions): Prom
   checkLayoutVersion(cache.layout)
   const now = options.now ?? Date.now()
   const problems: Problem[] = []
-  const narinfos = checkNarinfos(cache.metadata, problems)
+  const narinfos = checkNarinfos(cache.metadata, problems, cache.elsewhere)
   const files = await checkNarFiles(cache, options, problems)
   const inFlight: string[] = []
   checkNarDir(cache, now - options.graceMs, problems, inFlight)
@@ -127,7 +134,7 @@ function checkLayoutVersion (layout: Layout): void {
 }
 
 /** The narinfo rows: each names an existing NAR file, agrees with it, and has its references. */
-function checkNarinfos (metadata: Metadata, problems: Problem[]): number {
+function checkNarinfos (metadata: Metadata, problems: Problem[], elsewhere: ReferenceSource | undefined): number {
   for (const n of metadata.narinfosWithoutNarFile()) {
     problems.push({
       kind: 'narinfo-without-nar-file',
@@ -137,6 +144,7 @@ function checkNarinfos (metadata: Metadata, problems: Problem[]): number {
     })
   }
   for (const r of metadata.missingReferences()) {
+    if (elsewhere?.holds(r.refBaseName.slice(0, 32), `${STORE_DIR}/${r.refBaseName}`) === true) continue
     problems.push({
       kind: 'missing-reference',
       subject: r.storePath,

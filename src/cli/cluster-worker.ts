@@ -41,14 +41,17 @@ async function runWorker (): Promise<void> {
   // Loaded only now, so that the lines above run within milliseconds of the fork.
   const { openCache } = await import('../cache/open-cache.js')
   const { buildApp } = await import('../server/app.js')
+  const { pullThroughFor, upstreamContext } = await import('./pull-through.js')
   const cache = openCache(config)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse },
+  const pullThrough = pullThroughFor(config, cache)
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
     { clusterWorker: true })
 
   let closing: Promise<void> | undefined
   close = () => {
     closing ??= app.close()
       .catch((err: unknown) => { app.log.error({ err }, 'error while closing') })
+      .then(async () => { await pullThrough?.close() })
       .then(() => { cache.db.close() })
       // The IPC channel is what keeps a worker alive once its server is closed; without it the
       // process ends by itself.

@@ -14,7 +14,7 @@ type Run = (args: string[]) => Promise<number>
  * queue commands must not pay for loading the server (Fastify, SQLite, codecs) at every start.
  */
 const COMMANDS: Record<string, { load: () => Promise<Run>, summary: string }> = {
-  serve: { load: async () => (await import('./commands/serve.js')).serveCommand, summary: 'serve [--config FILE] [--data DIR] [--listen HOST:PORT] [--trusted-key NAME:BASE64]... [--workers N|auto]' },
+  serve: { load: async () => (await import('./commands/serve.js')).serveCommand, summary: 'serve [--config FILE] [--data DIR] [--listen HOST:PORT] [--trusted-key NAME:BASE64]... [--workers N|auto] [--upstream URL]... [--upstream-key NAME:BASE64]...' },
   keygen: { load: async () => (await import('./commands/keygen.js')).keygenCommand, summary: 'keygen NAME --secret-out FILE --public-out FILE' },
   token: { load: async () => (await import('./commands/token.js')).tokenCommand, summary: 'token create --scope push|read|admin [--name LABEL] [--expires-days N] [--data DIR] | token list | token revoke ID' },
   fsck: { load: async () => (await import('./commands/fsck.js')).fsckCommand, summary: 'fsck [--repair] [--verify-content] [--grace SECONDS] [--json] [--data DIR]   (exit 0 clean, 1 problems found/repaired, 3 unrepaired)' },

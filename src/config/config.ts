@@ -8,6 +8,7 @@ import { isIP } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
+import { upstreamsFromFile, upstreamsFromList, type UpstreamConfig } from './upstreams.js'
 import { ConfigError, expectInteger, expectString, isRecord, rejectUnknown, splitWords } from './values.js'
 
 export { ConfigError }
@@ -100,6 +101,8 @@ export interface Config {
    * no cluster at all, as narwhal always ran.
    */
   workers: number
+  /** Caches to pull through from, in the order they are asked (config/upstreams.ts). */
+  upstreams: UpstreamConfig[]
   /** The audit log of writes and refusals (cache/audit-log.ts). */
   audit: AuditSettings
 }
@@ -173,6 +176,7 @@ export function defaultConfig (): Config {
     },
     // One process unless asked: more cost memory (a V8 heap each) and change nothing for a small team.
     workers: 1,
+    upstreams: [],
     // About 300 MB of database at most (313 bytes an entry; BENCHMARKS.md).
     audit: { maxEntries: 1_000_000 }
   }
@@ -185,6 +189,8 @@ export interface ConfigOverrides {
   listen?: string | undefined
   trustedKeys?: string[] | undefined
   workers?: string | undefined
+  upstreams?: string[] | undefined
+  upstreamKeys?: string[] | undefined
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
@@ -260,7 +266,7 @@ function applyGcSetting (gc: GcSettings, name: GcKey, v: unknown, key: string): 
 /** Applies a parsed JSON config file onto `config`, validating every key. */
 function applyFile (config: Config, raw: unknown, file: string): void {
   if (!isRecord(raw)) throw new ConfigError(`${file}: expected a JSON object`)
-  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers', 'audit'], '')
+  rejectUnknown(raw, ['dataDir', 'listen', 'trustedKeys', 'priority', 'private', 'logLevel', 'limits', 'rateLimit', 'timeouts', 'trustProxy', 'gc', 'workers', 'audit', 'upstreams'], '')
   if (raw.dataDir !== undefined) config.dataDir = path.resolve(path.dirname(file), expectString(raw.dataDir, 'dataDir'))
   if (raw.listen !== undefined) config.listen = parseListen(expectString(raw.listen, 'listen'), 'listen')
   if (raw.trustedKeys !== undefined) {
@@ -314,6 +320,7 @@ function applyFile (config: Config, raw: unknown, file: string): void {
     }
   }
   if (raw.workers !== undefined) config.workers = expectWorkers(raw.workers, 'workers', false)
+  if (raw.upstreams !== undefined) config.upstreams = upstreamsFromFile(raw.upstreams)
   if (raw.audit !== undefined) {
     if (!isRecord(raw.audit)) throw new ConfigError('audit: expected an object')
     rejectUnknown(raw.audit, ['maxEntries'], 'audit.')
@@ -419,6 +426,11 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
     config.audit.maxEntries = expectInteger(Number(env.NARWHAL_AUDIT_MAX_ENTRIES), 'NARWHAL_AUDIT_MAX_ENTRIES', 1)
   }
   if (env.NARWHAL_WORKERS !== undefined && env.NARWHAL_WORKERS !== '') config.workers = expectWorkers(env.NARWHAL_WORKERS, 'NARWHAL_WORKERS')
+  const envUpstreams = upstreamsFromList(splitWords(env.NARWHAL_UPSTREAMS ?? ''), splitWords(env.NARWHAL_UPSTREAM_KEYS ?? ''),
+    'NARWHAL_UPSTREAMS', 'NARWHAL_UPSTREAM_KEYS')
+  if (envUpstreams.length > 0) config.upstreams = envUpstreams
+  const flagUpstreams = upstreamsFromList(overrides.upstreams ?? [], overrides.upstreamKeys ?? [], '--upstream', '--upstream-key')
+  if (flagUpstreams.length > 0) config.upstreams = flagUpstreams
   if (overrides.dataDir !== undefined) config.dataDir = overrides.dataDir
   if (overrides.listen !== undefined) config.listen = parseListen(overrides.listen, '--listen')
   if (overrides.trustedKeys !== undefined && overrides.trustedKeys.length > 0) config.trustedKeys = overrides.trustedKeys

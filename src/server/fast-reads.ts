@@ -49,12 +49,14 @@ export function fastReads (app: FastifyInstance, countResponse: CountResponse): 
   const answerNarinfo = (hashPart: string, response: ServerResponse): boolean => {
     let body: Buffer | undefined
     try {
-      body = metadata.narinfoBody(hashPart)
+      body = metadata.narinfoBody(hashPart) ?? app.narwhal.pullThrough?.pulledNarinfo(hashPart)
     } catch {
       // The route asks again and its error handler answers as for any other failure.
       return false
     }
     let status = 200
+    // A miss may be an upstream's to answer: the route asks it.
+    if (body === undefined && app.narwhal.pullThrough !== undefined) return false
     if (body === undefined) {
       status = 404
       body = Buffer.from(narinfoMissBody(hashPart), 'utf8')

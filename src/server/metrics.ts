@@ -86,6 +86,7 @@ export function registerMetrics (app: FastifyInstance, options: { cluster: boole
   const bytesIn = new Counter({ name: 'narwhal_received_bytes_total', help: 'Request body bytes announced by Content-Length', registers: [registry] })
   const bytesOut = new Counter({ name: 'narwhal_sent_bytes_total', help: 'Response bytes sent (Content-Length)', registers: [registry] })
   registerGcMetrics(registry, app.narwhal.retention)
+  app.narwhal.pullThrough?.registerMetrics(registry)
 
   const countResponse: CountResponse = (method, route, status, receivedHeader, sentBytes) => {
     requests.inc({ method, route, status })

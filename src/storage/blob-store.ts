@@ -219,17 +219,21 @@ export class BlobStore {
    * Synchronous on purpose: the caller runs it inside the SQLite write transaction that records
    * the NAR's row (cache/store-nar.ts), so garbage collection, which deletes a row and unlinks
    * its file in one write transaction too (cache/remove-paths.ts), cannot run in between.
+   *
+   * `syncDirectory: false` leaves the rename's directory entry (and a new shard's) to reach the
+   * disk with the kernel's next write-back instead of an fsync on the event loop: for a NAR that can be fetched again
+   * if a power cut loses it (one pulled from an upstream, cache/store-pulled-nar.ts).
    */
-  commitNar (temp: TempFile, fileHash: string): void {
+  commitNar (temp: TempFile, fileHash: string, options: { syncDirectory: boolean } = { syncDirectory: true }): void {
     const dest = narFilePath(this.layout, fileHash)
     const dir = path.dirname(dest)
     // A shard made now is itself only an entry in nar/: without syncing nar/ a power cut could
     // lose the shard, and with it a file whose row committed.
-    if (mkdirSync(dir, { recursive: true }) !== undefined) fsyncDirectory(this.layout.narDir)
+    if (mkdirSync(dir, { recursive: true }) !== undefined && options.syncDirectory) fsyncDirectory(this.layout.narDir)
     renameSync(temp.path, dest)
     temp.markMoved()
     // The rename is only durable once the directory entry is on disk.
-    fsyncDirectory(dir)
+    if (options.syncDirectory) fsyncDirectory(dir)
   }
 
   /**

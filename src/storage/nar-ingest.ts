@@ -47,6 +47,12 @@ export interface IngestOptions {
   declaredBytes: number
   /** Free space the upload must leave on the disk (limits.freeSpaceReserveBytes). */
   reserveBytes: number
+  /**
+   * Called once the bytes are proven to be what their name says, before the temp file is synced;
+   * throwing refuses the NAR like any other check. A pulled NAR's waiting clients get their last
+   * bytes here, without waiting for the disk (upstream/nar-fetch.ts).
+   */
+  onVerified?: (nar: IngestedNar) => void
 }
 
 function tooLarge (maxBytes: number): NarwhalError {
@@ -208,6 +214,7 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
       throw new NarwhalError('NARWHAL_NAR_INVALID',
         `NAR file bytes hash to sha256:${nar.fileHash}, not to the sha256:${expectedFileHash} in its name`)
     }
+    options.onVerified?.(nar)
     await temp.sync()
     return { nar, temp }
   } catch (err) {

@@ -9,6 +9,7 @@ import type { FastifyInstance } from 'fastify'
 import { generateToken, hashToken, type Scope } from '../../src/auth/tokens.js'
 import { loadConfig, type Config } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
+import { pullThroughFor, upstreamContext } from '../../src/cli/pull-through.js'
 import { buildApp } from '../../src/server/app.js'
 import { tempDir } from './nix.js'
 
@@ -47,11 +48,16 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
   })
   const cache = openCache(config)
   cache.blobs.emptyTmp() // as `narwhal serve` does
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse }, { logger: false })
+  // Upstream caches when the test configures them (NARWHAL_UPSTREAMS, or upstreams in a config file).
+  const quiet = { info: () => {}, warn: () => {}, error: () => {} }
+  const pullThrough = pullThroughFor(config, cache, quiet)
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
+    { logger: false })
   options.beforeListen?.(app)
   await app.listen({ host: '127.0.0.1', port: 0 })
   t.after(async () => {
     await app.close()
+    await pullThrough?.close()
     cache.db.close()
   })
   const address = app.server.address()

@@ -15,6 +15,7 @@
 import { existsSync } from 'node:fs'
 import { loadConfig } from '../../config/config.js'
 import { openDataDir, type DataDir } from '../../cache/open-cache.js'
+import { UpstreamRecords } from '../../db/upstream-records.js'
 import { checkCache, DEFAULT_GRACE_MS, repairCache, type FsckProgress, type FsckReport, type RepairResult } from '../../cache/fsck.js'
 import { formatBytes } from '../../pusher/service.js'
 import { layoutFor } from '../../storage/layout.js'
@@ -70,16 +71,18 @@ export async function fsckCommand (args: string[]): Promise<number> {
     return EXIT_CANNOT_RUN
   }
   try {
+    // A reference an upstream's verified narinfo holds is not missing (pull-through, src/upstream/).
+    const parts = { ...cache, elsewhere: new UpstreamRecords(cache.db) }
     let report: FsckReport
     try {
-      report = await checkCache(cache, { verifyContent: values['verify-content'] === true, graceMs, onProgress: progressPrinter() })
+      report = await checkCache(parts, { verifyContent: values['verify-content'] === true, graceMs, onProgress: progressPrinter() })
     } catch (err) {
       process.stderr.write(`narwhal fsck: ${(err as Error).message}\nnothing was changed\n`)
       return EXIT_CANNOT_RUN
     }
     let repair: RepairResult
     try {
-      repair = repairCache(cache, report.problems, { dryRun: values.repair !== true })
+      repair = repairCache(parts, report.problems, { dryRun: values.repair !== true })
     } catch (err) {
       process.stdout.write(formatReport(report, undefined))
       process.stderr.write(`narwhal fsck: repair stopped: ${(err as Error).message}\n` +

@@ -7,6 +7,7 @@ import { loadConfig } from '../../config/config.js'
 import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { openCache } from '../../cache/open-cache.js'
 import { firstStart } from '../first-start.js'
+import { pullThroughFor, upstreamContext } from '../pull-through.js'
 import { parse } from '../usage.js'
 
 export async function serveCommand (args: string[]): Promise<number> {
@@ -15,14 +16,18 @@ export async function serveCommand (args: string[]): Promise<number> {
     data: { type: 'string' },
     listen: { type: 'string' },
     'trusted-key': { type: 'string', multiple: true },
-    workers: { type: 'string' }
+    workers: { type: 'string' },
+    upstream: { type: 'string', multiple: true },
+    'upstream-key': { type: 'string', multiple: true }
   })
   const config = loadConfig({
     configFile: values.config,
     dataDir: values.data,
     listen: values.listen,
     trustedKeys: values['trusted-key'],
-    workers: values.workers
+    workers: values.workers,
+    upstreams: values.upstream,
+    upstreamKeys: values['upstream-key']
   })
   // Loaded only when asked for, so one process runs exactly as it did before workers existed.
   if (config.workers > 1) return await (await import('../cluster.js')).runCluster(config)
@@ -33,15 +38,18 @@ export async function serveCommand (args: string[]): Promise<number> {
   // Uploads a crash or kill interrupted; this process is the only one serving the store.
   cache.blobs.emptyTmp()
   const message = firstStart(config, cache)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse })
+  const pullThrough = pullThroughFor(config, cache)
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
   await app.listen({ host: config.listen.host, port: config.listen.port })
   if (message !== undefined) process.stdout.write(message + '\n')
+  if (config.upstreams.length > 0) app.log.info({ upstreams: config.upstreams.map(u => u.url) }, 'pulling through from upstream caches')
   const stopGc = startGcSchedule(config.dataDir, config.gc, app.log)
   const stop = (): void => {
-    stopGc().then(async () => await app.close()).then(() => cache.db.close(), (err: unknown) => app.log.error({ err }, 'error while closing'))
+    stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(() => cache.db.close(),
+      (err: unknown) => app.log.error({ err }, 'error while closing'))
   }
   process.once('SIGTERM', stop)
   process.once('SIGINT', stop)

@@ -209,7 +209,9 @@ async function narinfoPart (app: FastifyInstance, request: FastifyRequest, name:
   const body = await readLimited(stream, config.limits.narinfoBytes)
   const text = body.toString('utf8')
   if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
-  const result = acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) })
+  const { pullThrough } = app.narwhal
+  await pullThrough?.lookupReferences(text, request.log)
+  const result = acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) }, pullThrough)
   request.log.info({ hash, result }, 'narinfo stored (batch)')
   return { name, status: result === 'created' ? 201 : 200, result }
 }

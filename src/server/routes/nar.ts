@@ -16,6 +16,7 @@ import { NAR_FILE_PATTERN } from '../../nix/nar-url.js'
 import { startNarUpload } from '../../cache/store-nar.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { clientPaced, idleTimeoutMs } from '../idle-timeout.js'
+import { answerPulledNar } from '../pulled-nar.js'
 import { parseRange } from '../range.js'
 import { readWhole, sendFileRange, SMALL_BODY_BYTES } from '../file-body.js'
 
@@ -65,26 +66,34 @@ function narDownloadRoute (app: FastifyInstance): void {
     schema: { params },
     handler: async (request, reply) => {
       const fileHash = fileHashOf(request.params.file)
-      const { fd, size } = openRecordedNar(app, request, fileHash)
+      let file = openRecordedNar(app, request, fileHash)
+      const { pullThrough } = app.narwhal
+      // Not here, or its row outlived its file: an upstream may have it (a pulled narinfo names it).
+      if (file === undefined && pullThrough !== undefined) {
+        if (await answerPulledNar(pullThrough, fileHash, request, reply)) return reply
+        file = openRecordedNar(app, request, fileHash)
+      }
+      if (file === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+      const { fd, size } = file
       app.narwhal.access.narFile(fileHash)
       return await sendNar(request, reply, fileHash, fd, size)
     }
   })
 }
 
-/** The NAR's open file, when the database records it and the file on disk has its size; else a 404 (and a log line for a damaged cache). */
-function openRecordedNar (app: FastifyInstance, request: FastifyRequest<{ Params: Params }>, fileHash: string): { fd: number, size: number } {
+/** The NAR's open file, when the database records it and the file on disk has its size; else undefined (and a log line for a damaged cache). */
+function openRecordedNar (app: FastifyInstance, request: FastifyRequest, fileHash: string): { fd: number, size: number } | undefined {
   const { metadata, blobs } = app.narwhal
   const row = metadata.narFile(fileHash)
   const file = row === undefined ? undefined : blobs.openNar(fileHash)
   if (row === undefined || file === undefined) {
     if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')
-    throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+    return undefined
   }
   if (file.size !== row.fileSize) {
     closeSync(file.fd)
     request.log.error({ fileHash, size: file.size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
-    throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
+    return undefined
   }
   return file
 }

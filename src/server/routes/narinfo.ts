@@ -35,7 +35,8 @@ export function narinfoMissBody (hashPart: string): string {
 
 export function narinfoRoutes (app: FastifyInstance): void {
   app.get<{ Params: Params }>(NARINFO_ROUTE, { schema: { params } }, async (request, reply) => {
-    const body = app.narwhal.metadata.narinfoBody(request.params.hash)
+    const body = app.narwhal.metadata.narinfoBody(request.params.hash) ??
+      await app.narwhal.pullThrough?.narinfo(request.params.hash, request.log)
     if (body === undefined) {
       // Answered here rather than thrown: a miss is ordinary traffic (Nix asks for every path of
       // a closure before it uploads), and building an Error with its stack trace for each one
@@ -54,8 +55,10 @@ export function narinfoRoutes (app: FastifyInstance): void {
     if (!Buffer.from(text, 'utf8').equals(body)) {
       throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
     }
-    const { metadata, trustedKeys, provenance } = app.narwhal
-    const result = acceptNarinfo(text, request.params.hash, metadata, trustedKeys, { provenance, origin: writeOrigin(request) })
+    const { metadata, trustedKeys, provenance, pullThrough } = app.narwhal
+    // References an upstream holds count as present (write rule 5); ask for those not known yet.
+    await pullThrough?.lookupReferences(text, request.log)
+    const result = acceptNarinfo(text, request.params.hash, metadata, trustedKeys, { provenance, origin: writeOrigin(request) }, pullThrough)
     noteWrite(request, metadata.storePathOf(request.params.hash) ?? `${request.params.hash}.narinfo`, result)
     request.log.info({ hash: request.params.hash, result }, 'narinfo stored')
     return reply.code(result === 'created' ? 201 : 200).header('content-type', 'text/plain; charset=utf-8').send(`${result}\n`)

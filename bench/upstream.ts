@@ -1,0 +1,95 @@
+/**
+ * `npm run bench:upstream`: substitution through narwhal pulling from an nginx upstream, against
+ * substituting directly from that nginx, side by side in one run.
+ *
+ *   nginx direct    nix copy --from nginx (the files `nix copy --to file://…` wrote, zstd)
+ *   narwhal, cold   nix copy --from a fresh narwhal whose only content is what it pulls from that
+ *                   nginx during the copy (narinfos asked, NARs fetched, verified and stored while
+ *                   they stream to the client)
+ *   narwhal, warm   a second client from the same narwhal: everything is stored by now
+ *
+ * Rounds alternate the three, so a drift in the machine's load hits all; medians are printed with
+ * the ratios to nginx (goals: cold ≤ 1.3, warm ≤ 1.1). BENCH_QUICK=1: a smaller closure, 1 round.
+ */
+import { mkdtempSync, readFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import type { ChildProcess } from 'node:child_process'
+import { buildBenchClosure } from './closure.js'
+import { startNginx } from './servers.js'
+import { freePort, median, nixEnv, sh, startProcess, timed, useScratchTmpdir } from './tools.js'
+
+const QUICK = process.env.BENCH_QUICK === '1'
+const ROUNDS = QUICK ? 1 : Number(process.env.BENCH_ROUNDS ?? 5)
+const CLI = path.resolve('dist/src/cli/main.js')
+
+async function startPullThrough (upstream: string, publicKey: string): Promise<{ url: string, child: ChildProcess, dataDir: string }> {
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-pull-'))
+  const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const child = await startProcess('node', [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`,
+    '--upstream', upstream, '--upstream-key', publicKey], process.env, async () => (await fetch(`${url}/nix-cache-info`)).ok)
+  return { url, child, dataDir }
+}
+
+async function main (): Promise<void> {
+  useScratchTmpdir('narwhal-bench-upstream')
+  const env = nixEnv()
+  console.error('building the closure…')
+  const closure = await buildBenchClosure(env, QUICK ? 150 * 1024 * 1024 : 900 * 1024 * 1024)
+  console.error(`closure: ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR`)
+  const keyDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-key-'))
+  const secretKey = path.join(keyDir, 'secret')
+  await sh('nix-store', ['--generate-binary-cache-key', 'bench-upstream-1', secretKey, path.join(keyDir, 'public')])
+  const publicKey = readFileSync(path.join(keyDir, 'public'), 'utf8').trim()
+  const nginx = await startNginx()
+  const children: ChildProcess[] = [nginx.child]
+  try {
+    await sh('nix', ['copy', '--to', `file://${nginx.staticRoot}?secret-key=${secretKey}&compression=zstd`, closure.top], env)
+    const substitute = async (url: string): Promise<number> => {
+      const store = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-store-'))
+      try {
+        return await timed(async () => await sh('nix', ['copy', '--from', url, '--to', store, closure.top], nixEnv([`trusted-public-keys = ${publicKey}`])))
+      } finally {
+        await sh('rm', ['-rf', store])
+      }
+    }
+    const direct: number[] = []
+    const cold: number[] = []
+    const warm: number[] = []
+    for (let round = 0; round < ROUNDS; round++) {
+      direct.push(await substitute(nginx.staticUrl))
+      const narwhal = await startPullThrough(nginx.staticUrl, publicKey)
+      children.push(narwhal.child)
+      try {
+        cold.push(await substitute(narwhal.url))
+        warm.push(await substitute(narwhal.url))
+      } finally {
+        narwhal.child.kill('SIGTERM')
+        await sh('rm', ['-rf', narwhal.dataDir])
+      }
+      console.error(`round ${round + 1}: nginx ${direct.at(-1)?.toFixed(2)} s, cold ${cold.at(-1)?.toFixed(2)} s, warm ${warm.at(-1)?.toFixed(2)} s`)
+    }
+    const ng = median(direct)
+    // Each round's own ratio too: on a shared machine the load drifts between rounds more than
+    // within one, and the median of the rounds' ratios is the steadier figure.
+    const roundRatios = (values: number[]): number => median(values.map((v, i) => v / (direct[i] ?? NaN)))
+    const rows = [['cold (first client, narwhal fetching)', median(cold), roundRatios(cold), '≤ 1.3'],
+      ['warm (second client)', median(warm), roundRatios(warm), '≤ 1.1']] as const
+    console.log(`Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${os.cpus().length} cores, load average ${os.loadavg()[0]?.toFixed(1)} at the end; ` +
+      `closure of ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR (zstd); medians of ${ROUNDS} rounds, taking turns.\n`)
+    console.log('| substitution (nix copy --from into an empty store) | nginx direct (s) | through narwhal (s) | ratio of medians | median of rounds\' ratios | goal |')
+    console.log('| --- | ---: | ---: | ---: | ---: | --- |')
+    for (const [what, value, perRound, goal] of rows) {
+      console.log(`| ${what} | ${ng.toFixed(2)} | ${value.toFixed(2)} | ${(value / ng).toFixed(2)} | ${perRound.toFixed(2)} | ${goal} |`)
+    }
+    console.log(`\nrounds (s): nginx ${direct.map(v => v.toFixed(2)).join(', ')}; cold ${cold.map(v => v.toFixed(2)).join(', ')}; warm ${warm.map(v => v.toFixed(2)).join(', ')}`)
+  } finally {
+    for (const child of children) child.kill('SIGTERM')
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err)
+  process.exitCode = 1
+})

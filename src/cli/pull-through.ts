@@ -1,0 +1,28 @@
+/**
+ * Wires upstream caches into a server: the upstream implementation of the server's "on a miss,
+ * ask this" (cache/pull-through.ts), or none when no upstream is configured.
+ */
+import pino from 'pino'
+import type { UpstreamStatus } from '../cache/browse.js'
+import type { OpenCache } from '../cache/open-cache.js'
+import type { PullLog, PullThrough } from '../cache/pull-through.js'
+import type { Config } from '../config/config.js'
+import { UpstreamPullThrough } from '../upstream/pull-through.js'
+
+/** `log` is for what happens outside any request; by default JSON lines on stdout, like Fastify's. */
+export function pullThroughFor (config: Readonly<Config>, cache: OpenCache, log?: PullLog): PullThrough | undefined {
+  if (config.upstreams.length === 0) return undefined
+  return new UpstreamPullThrough({
+    config,
+    db: cache.db,
+    metadata: cache.metadata,
+    blobs: cache.blobs,
+    provenance: cache.provenance,
+    log: log ?? pino({ level: config.logLevel })
+  })
+}
+
+/** The server context's part for upstreams: the pull-through, and its states for the front page. */
+export function upstreamContext (pullThrough: PullThrough | undefined): { pullThrough?: PullThrough, upstreams?: () => UpstreamStatus[] } {
+  return pullThrough === undefined ? {} : { pullThrough, upstreams: () => pullThrough.status() }
+}

@@ -1,0 +1,269 @@
+/**
+ * Pull-through from an upstream cache, with the real Nix client as the judge. The upstream is
+ * nginx serving what `nix copy --to 'file://DIR?secret-key=…&compression=xz'` wrote: what
+ * cache.nixos.org looks like to a client. Its access log counts what narwhal asked of it.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { createServer, type Socket } from 'node:net'
+import { once } from 'node:events'
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs'
+import path from 'node:path'
+import { buildClosure, HOST_NIX, netrcFile, nixKeyPair, nix, nixOk, run, tempDir, testEachClient, type NixClient, type TestClosure } from '../helpers/nix.js'
+import { startNginxCache, type NginxCache } from '../helpers/nginx.js'
+import { startServer } from '../helpers/server.js'
+import { CLI, spawnServer } from '../helpers/server-process.js'
+
+interface Upstream { nginx: NginxCache, key: { secretFile: string, publicKey: string }, closure: TestClosure, dir: string }
+
+/** A fresh closure copied to a file:// cache signed by a fresh key, served by nginx. */
+async function upstreamWith (t: Parameters<typeof startNginxCache>[0], options: { dataBytes?: number, only?: 'dep' } = {}): Promise<Upstream> {
+  const key = await nixKeyPair('upstream-test-1')
+  const closure = await buildClosure({ dataBytes: options.dataBytes })
+  const dir = tempDir('narwhal-upstream-')
+  const root = path.join(dir, 'cache')
+  await nixOk(['copy', '--to', `file://${root}?secret-key=${key.secretFile}&compression=xz`, options.only === 'dep' ? closure.dep : closure.top])
+  const nginx = await startNginxCache(t, root, dir)
+  return { nginx, key, closure, dir }
+}
+
+function upstreamEnv (upstream: Upstream, keys = [upstream.key.publicKey]): Record<string, string> {
+  return { NARWHAL_UPSTREAMS: upstream.nginx.url, NARWHAL_UPSTREAM_KEYS: keys.join(' ') }
+}
+
+function hashPart (storePath: string): string {
+  return path.basename(storePath).slice(0, 32)
+}
+
+function narGets (upstream: Upstream): string[] {
+  return upstream.nginx.requests().filter(l => l.startsWith('GET /nar/'))
+}
+
+/** `nix-store --realise` into an empty store with `cache` as the only substituter. */
+async function substitute (cache: string, storePath: string, trustedKeys: string[], client: NixClient = HOST_NIX): Promise<string> {
+  const store = tempDir('narwhal-client-store-')
+  await client.ok('nix-store', ['--store', store, '--realise', storePath,
+    '--option', 'substituters', cache, '--option', 'trusted-public-keys', trustedKeys.join(' ')])
+  return store
+}
+
+function assertSameFiles (store: string, closure: TestClosure): void {
+  for (const file of ['random.bin', 'sh', 'sub/text.txt']) {
+    assert.ok(readFileSync(path.join(store, closure.data, file)).equals(readFileSync(path.join(closure.data, file))), `${file} is identical`)
+  }
+  assert.equal(readFileSync(path.join(store, closure.top, 'dep-ref'), 'utf8').trim(), closure.dep)
+  assert.equal(readFileSync(path.join(store, closure.dep, 'data-ref'), 'utf8').trim(), closure.data)
+}
+
+/** Waits up to 5 s for `check` to hold: a pulled NAR is stored just after its last byte was sent. */
+async function eventually (check: () => Promise<boolean> | boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`not within 5 s: ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+}
+
+async function metric (server: { url: string }, name: string, labels: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text()
+  const line = text.split('\n').find(l => l.startsWith(`${name}{`) && l.includes(labels))
+  return line === undefined ? 0 : Number(line.split(' ').pop())
+}
+
+testEachClient('a closure substitutes through narwhal from an nginx upstream: same files, upstream signatures kept', async (t, client) => {
+  const upstream = await upstreamWith(t)
+  const server = await startServer(t, { env: upstreamEnv(upstream) })
+
+  const store = await substitute(server.url, upstream.closure.top, [upstream.key.publicKey], client)
+  assertSameFiles(store, upstream.closure)
+  await client.nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: [`trusted-public-keys = ${upstream.key.publicKey}`] })
+
+  // The narinfos narwhal serves are the upstream's, byte for byte: same Sig lines, and the URL
+  // nix copy wrote is already nar/<FileHash>.nar.xz, which narwhal serves.
+  for (const storePath of upstream.closure.all) {
+    const own = await (await fetch(`${server.url}/${hashPart(storePath)}.narinfo`)).text()
+    const original = readFileSync(path.join(upstream.nginx.root, `${hashPart(storePath)}.narinfo`), 'utf8')
+    assert.match(own, /\nSig: upstream-test-1:/)
+    assert.equal(own, original)
+  }
+  // Every NAR came from narwhal's store, fetched once each.
+  assert.equal(narGets(upstream).length, upstream.closure.all.length)
+  await eventually(async () => await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url) === upstream.closure.all.length,
+    'every NAR fetched is stored')
+  assert.equal(server.storedFiles().length, upstream.closure.all.length)
+  // Each pulled path's provenance names the upstream it came from and the key that made it acceptable.
+  for (const storePath of upstream.closure.all) {
+    const rows = server.cache.provenance.ofPath(hashPart(storePath))
+    assert.deepEqual(rows.map(r => [r.outcome, r.upstream, r.keyNames]), [['created', upstream.nginx.url, ['upstream-test-1']]])
+  }
+  assert.equal(await metric(server, 'narwhal_upstream_narinfo_hits_total', upstream.nginx.url), upstream.closure.all.length)
+  assert.ok(await metric(server, 'narwhal_upstream_received_bytes_total', upstream.nginx.url) > 256 * 1024)
+
+  // A second client is served from narwhal alone.
+  const before = upstream.nginx.requests().length
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey], client), upstream.closure)
+  assert.equal(upstream.nginx.requests().length, before, 'the upstream was not asked again')
+
+  // A miss is remembered (negativeCacheSeconds, 60 by default): asked twice, the upstream once.
+  const missing = '1'.repeat(32)
+  for (let i = 0; i < 2; i++) assert.equal((await fetch(`${server.url}/${missing}.narinfo`)).status, 404)
+  assert.deepEqual(upstream.nginx.requests().filter(l => l.includes(missing)), [`GET /${missing}.narinfo 404`])
+  assert.equal(await metric(server, 'narwhal_upstream_narinfo_misses_total', upstream.nginx.url), 1)
+})
+
+test('16 clients downloading a NAR not yet fetched cause one upstream GET, and all get the whole NAR', async (t) => {
+  const upstream = await upstreamWith(t, { dataBytes: 8 * 1024 * 1024 })
+  const server = await startServer(t, { env: upstreamEnv(upstream) })
+  const narinfo = await (await fetch(`${server.url}/${hashPart(upstream.closure.data)}.narinfo`)).text()
+  const url = /^URL: (.*)$/m.exec(narinfo)?.[1] ?? ''
+  assert.equal(narGets(upstream).length, 0, 'a narinfo request fetches no NAR')
+  const expected = readFileSync(path.join(upstream.nginx.root, url))
+  assert.ok(expected.length > 4 * 1024 * 1024)
+  const head = await fetch(`${server.url}/${url}`, { method: 'HEAD' })
+  assert.equal(head.status, 200)
+  assert.equal(head.headers.get('content-length'), String(expected.length))
+  assert.equal(narGets(upstream).length, 0, 'a HEAD fetches no NAR')
+
+  const bodies = await Promise.all(Array.from({ length: 16 }, async () => {
+    const response = await fetch(`${server.url}/${url}`)
+    assert.equal(response.status, 200)
+    assert.equal(response.headers.get('content-length'), String(expected.length))
+    return Buffer.from(await response.arrayBuffer())
+  }))
+  for (const body of bodies) assert.ok(body.equals(expected), 'each client received the upstream NAR exactly')
+  assert.deepEqual(narGets(upstream), [`GET /${url} 200`])
+})
+
+test('a narinfo signed by a key not configured for the upstream is not served', async (t) => {
+  const upstream = await upstreamWith(t)
+  const other = await nixKeyPair('someone-else-1')
+  const server = await startServer(t, { env: upstreamEnv(upstream, [other.publicKey]) })
+  const response = await fetch(`${server.url}/${hashPart(upstream.closure.top)}.narinfo`)
+  assert.equal(response.status, 404)
+  assert.equal(await metric(server, 'narwhal_upstream_refusals_total', 'reason="narinfo_signature"'), 1)
+  const result = await nix(['copy', '--from', server.url, '--to', tempDir('narwhal-store-'), upstream.closure.top],
+    { config: [`trusted-public-keys = ${upstream.key.publicKey}`] })
+  assert.notEqual(result.code, 0)
+  assert.deepEqual(narGets(upstream), [])
+})
+
+test('a NAR altered upstream is never received whole, leaves nothing stored, and its narinfo is no longer served', async (t) => {
+  const upstream = await upstreamWith(t, { dataBytes: 2 * 1024 * 1024 })
+  const server = await startServer(t, { env: upstreamEnv(upstream) })
+  const narinfoUrl = `${server.url}/${hashPart(upstream.closure.data)}.narinfo`
+  const url = /^URL: (.*)$/m.exec(await (await fetch(narinfoUrl)).text())?.[1] ?? ''
+  // Same size, one byte changed in the middle: only the hashes can tell.
+  const file = path.join(upstream.nginx.root, url)
+  const bytes = readFileSync(file)
+  const middle = bytes.length >> 1
+  bytes[middle] = (bytes[middle] ?? 0) ^ 0xff
+  writeFileSync(file, bytes)
+
+  const outcomes = await Promise.all(Array.from({ length: 3 }, async () => {
+    try {
+      const response = await fetch(`${server.url}/${url}`)
+      if (response.status !== 200) return { status: response.status, bytes: 0 }
+      return { status: 200, bytes: (await response.arrayBuffer()).byteLength }
+    } catch (err) {
+      // The body was cut off short of its Content-Length.
+      return { status: 200, bytes: -1, err }
+    }
+  }))
+  for (const outcome of outcomes) assert.ok(outcome.bytes < bytes.length, `no client got the whole NAR: ${JSON.stringify(outcome)}`)
+  assert.ok(outcomes.some(o => o.status === 200 && o.bytes === -1), 'streaming clients were cut off')
+  assert.deepEqual(server.storedFiles(), [], 'nothing stored, no temp file left')
+  assert.equal((await fetch(narinfoUrl)).status, 404, 'the narinfo is no longer served')
+  assert.equal((await fetch(`${server.url}/${url}`)).status, 404)
+  assert.equal(await metric(server, 'narwhal_upstream_refusals_total', 'reason="nar_mismatch"'), 1)
+  assert.equal(narGets(upstream).length, 1)
+})
+
+test('upstream stopped: pulled paths still substitute, a miss answers 404 quickly, and both survive a restart', async (t) => {
+  const upstream = await upstreamWith(t)
+  const dataDir = tempDir('narwhal-data-')
+  const logFile = path.join(tempDir('narwhal-log-'), 'server.log')
+  const args = ['--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey]
+  let server = await spawnServer({ dataDir, logFile, trustedKeys: [], args })
+  t.after(async () => { await server.stop() })
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  assert.match(server.log(), new RegExp(`"upstream":"${upstream.nginx.url}".*"storePath":"${upstream.closure.top}".*narinfo pulled from upstream`))
+
+  await upstream.nginx.stop()
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  const started = Date.now()
+  const miss = await fetch(`${server.url}/${'0'.repeat(32)}.narinfo`)
+  assert.equal(miss.status, 404)
+  assert.ok(Date.now() - started < 3000, `a miss took ${Date.now() - started} ms`)
+
+  await server.stop()
+  server = await spawnServer({ dataDir, logFile, trustedKeys: [], args })
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+})
+
+test('an upstream that does not answer: misses are 404 within the answer timeout, then at once while it is skipped', async (t) => {
+  const sockets = new Set<Socket>()
+  const silent = createServer(socket => { sockets.add(socket) })
+  silent.listen(0, '127.0.0.1')
+  await once(silent, 'listening')
+  t.after(() => { for (const s of sockets) s.destroy(); silent.close() })
+  const address = silent.address()
+  if (address === null || typeof address === 'string') throw new Error('no address')
+  const key = await nixKeyPair('upstream-test-1')
+  const dir = tempDir('narwhal-config-')
+  mkdirSync(dir, { recursive: true })
+  const configFile = path.join(dir, 'config.json')
+  writeFileSync(configFile, JSON.stringify({
+    upstreams: [{ url: `http://127.0.0.1:${address.port}`, publicKeys: [key.publicKey], timeouts: { answerSeconds: 1 }, failureBackoffSeconds: 60 }]
+  }))
+  const server = await startServer(t, { env: { NARWHAL_CONFIG: configFile } })
+  const timings: number[] = []
+  for (let i = 0; i < 5; i++) {
+    const started = Date.now()
+    const response = await fetch(`${server.url}/${String(i).repeat(32)}.narinfo`)
+    assert.equal(response.status, 404)
+    timings.push(Date.now() - started)
+  }
+  assert.ok(timings.every(ms => ms < 2500), `every miss answered within the timeout: ${timings.join(', ')} ms`)
+  assert.ok((timings[3] ?? Infinity) < 200 && (timings[4] ?? Infinity) < 200, `once skipped, misses are immediate: ${timings.join(', ')} ms`)
+  assert.equal(await metric(server, 'narwhal_upstream_errors_total', `upstream="http://127.0.0.1:${address.port}"`), 3)
+  assert.equal(server.app.narwhal.upstreams?.()[0]?.state, 'skipped', 'the front page shows the upstream skipped')
+})
+
+test('push and proxy in one: nix copy --to narwhal skips upstream-held paths without fetching their NARs, and the pushed closure substitutes', async (t) => {
+  // The upstream holds data and dep; top, which references dep, is only on this machine.
+  const upstream = await upstreamWith(t, { only: 'dep' })
+  const uploader = await nixKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [uploader.publicKey], env: upstreamEnv(upstream) })
+  const { closure } = upstream
+  assert.ok(!existsSync(path.join(upstream.nginx.root, `${hashPart(closure.top)}.narinfo`)))
+
+  await nixOk(['copy', '--to', `${server.url}?secret-key=${uploader.secretFile}`, closure.top],
+    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  assert.deepEqual(narGets(upstream), [], 'narwhal fetched no NAR for nix copy --to')
+  assert.equal(server.storedFiles().length, 1, 'only the pushed path\'s NAR was uploaded')
+  const top = await (await fetch(`${server.url}/${hashPart(closure.top)}.narinfo`)).text()
+  assert.match(top, /\nSig: test-uploader-1:/)
+
+  const store = await substitute(server.url, closure.top, [uploader.publicKey, upstream.key.publicKey])
+  assertSameFiles(store, closure)
+  assert.equal(narGets(upstream).length, 2, 'the upstream paths\' NARs were fetched when a client asked for them')
+  // fsck counts a reference an upstream holds as present.
+  const fsck = await run('node', [CLI, 'fsck', '--data', server.config.dataDir])
+  assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr)
+})
+
+test('with --workers 2 each worker pulls through, and the closure substitutes', async (t) => {
+  const upstream = await upstreamWith(t)
+  const server = await spawnServer({
+    dataDir: tempDir('narwhal-data-'),
+    logFile: path.join(tempDir('narwhal-log-'), 'server.log'),
+    trustedKeys: [],
+    args: ['--workers', '2', '--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey]
+  })
+  t.after(async () => { await server.stop() })
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  // Each NAR was fetched once or, when two workers were asked for it at once, once by each.
+  assert.ok(narGets(upstream).length >= upstream.closure.all.length && narGets(upstream).length <= 2 * upstream.closure.all.length)
+  assert.ok(await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url) >= upstream.closure.all.length)
+})
