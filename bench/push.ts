@@ -17,7 +17,7 @@
  * The closure is bench/closure.ts buildPushClosure's (about 155 paths, 315 MiB of NAR). CPU
  * seconds per GiB of NAR: the client's (with its children: `nix-store --dump`, zstd threads) from
  * /usr/bin/time, the server's from /proc. BENCH_RUNS rounds (default 3); prints a table, never
- * asserts on time. Run it under `flock /work/coord/bench.lock` on a shared machine.
+ * asserts on time.
  */
 import { spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'

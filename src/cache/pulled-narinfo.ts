@@ -15,21 +15,12 @@ import { fingerprintNarInfo } from '../nix/fingerprint.js'
 import { formatNarInfo, parseNarInfo, sortedUnique } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { parseStorePath } from '../nix/store-path.js'
+import type { UpstreamRecord } from '../db/upstream-records.js'
 import type { TrustedKeys } from '../signing/keys.js'
 import { signatureKeyName } from '../nix/signature.js'
 
-export interface PulledNarinfo {
-  storePath: string
-  /** The NAR's URL on the upstream, as its narinfo said. */
-  narUrl: string
-  fileHash: string
-  fileSize: number
-  compression: string
-  narHash: string
-  narSize: number
-  references: string[]
-  /** The narinfo as narwhal serves it. */
-  narinfo: string
+/** A verified upstream narinfo: the record it is kept as, less where and when, plus who signed it. */
+export type PulledNarinfo = Omit<UpstreamRecord, 'hashPart' | 'upstream' | 'createdAt' | 'refusedAt'> & {
   /** Names of the upstream keys whose signature verified. */
   signedBy: string[]
 }
