@@ -154,142 +154,219 @@ class Slots {
   }
 }
 
+type Retry = <T>(fn: () => Promise<T>) => Promise<T>
+type Failures = Map<string, Omit<PathFailure, 'path'>>
+
 export async function pushClosure (infos: PathInfo[], options: PushOptions): Promise<PushResult> {
   const started = Date.now()
-  const { client } = options
-  const retry = <T>(fn: () => Promise<T>): Promise<T> => withRetries(fn, options.requestAttempts, options.backoff, options.signal)
+  const retry: Retry = (fn) => withRetries(fn, options.requestAttempts, options.backoff, options.signal)
   const skipNames = new Set(options.skipSignedBy)
   const skipped = infos.filter(i => i.sigs.some(s => skipNames.has(signatureKeyName(s) ?? '')))
   const candidates = infos.filter(i => !skipped.includes(i))
 
-  const missingHashes = new Set(await retry(() => client.missing(candidates.map(i => hashPartOf(i.path)))))
+  const missingHashes = new Set(await retry(() => options.client.missing(candidates.map(i => hashPartOf(i.path)))))
   const toUpload = candidates.filter(i => missingHashes.has(hashPartOf(i.path)))
     .sort((a, b) => b.narSize - a.narSize)
 
-  const progress: PushProgress = {
-    pathsDone: 0,
-    pathsTotal: toUpload.length,
-    bytesDone: 0,
-    bytesTotal: toUpload.reduce((n, i) => n + i.narSize, 0)
-  }
-  const report = (): void => options.onProgress?.({ ...progress })
-  report()
+  const progress = new Progress(toUpload, options.onProgress)
+  const failed: Failures = new Map()
+  const narUploads = new NarUploads(toUpload, options, retry, failed, progress)
+  await narUploads.run()
+  const uploaded = await uploadNarinfos(topologicalOrder(toUpload), narUploads.nars, options, retry, failed, progress)
 
-  const failed = new Map<string, Omit<PathFailure, 'path'>>()
-  const nars = new Map<string, NarFile>()
-  const tempFiles = new Set<string>()
-  let bytesSent = 0
-  mkdirSync(options.tmpDir, { recursive: true })
-
-  // Small NARs wait here until a batch is full.
-  let batch: Array<{ info: PathInfo, nar: NarFile }> = []
-  let batchBytes = 0
-  // Compressed NARs waiting for their upload in memory, up to MEMORY_BYTES; beyond, in temp files.
-  let held = 0
-  const keep = (nar: NarFile): void => {
-    if (nar.file !== undefined) tempFiles.add(nar.file)
-    else held += nar.fileSize
+  return {
+    closureSize: infos.length,
+    alreadyPresent: candidates.length - toUpload.length,
+    skippedUpstream: skipped.length,
+    uploaded,
+    bytesSent: narUploads.bytesSent,
+    narBytes: toUpload.filter(i => uploaded.includes(i.path)).reduce((n, i) => n + i.narSize, 0),
+    failed: [...failed].map(([path, failure]) => ({ path, ...failure })),
+    elapsedMs: Date.now() - started,
+    sentBytes: new Map(uploaded.map(p => [p, narUploads.nars.get(p)?.fileSize ?? 0])),
+    skipped: skipped.map(i => i.path)
   }
-  const discard = async (nar: NarFile): Promise<void> => {
-    if (nar.file !== undefined) {
-      tempFiles.delete(nar.file)
-      await rm(nar.file, { force: true })
-    } else if (nar.chunks !== undefined) {
-      held -= nar.fileSize
-      delete nar.chunks
+}
+
+/** The push's PushProgress, handed to `onProgress` as a copy on each report. */
+class Progress {
+  private readonly state: PushProgress
+
+  constructor (toUpload: PathInfo[], private readonly onProgress: ((p: PushProgress) => void) | undefined) {
+    this.state = { pathsDone: 0, pathsTotal: toUpload.length, bytesDone: 0, bytesTotal: toUpload.reduce((n, i) => n + i.narSize, 0) }
+    this.report()
+  }
+
+  addBytes (narSize: number): void {
+    this.state.bytesDone += narSize
+  }
+
+  pathDone (): void {
+    this.state.pathsDone++
+  }
+
+  report (): void {
+    this.onProgress?.({ ...this.state })
+  }
+}
+
+/**
+ * Step 3: the NARs, `concurrency` workers taking paths largest first. Each NAR is dumped and
+ * compressed (DUMPS_AT_ONCE at a time for zstd, `concurrency` for xz), held in memory up to
+ * MEMORY_BYTES or else in a temp file, checked against the store's NarHash/NarSize, then PUT on
+ * its own or, when small, gathered into a multipart batch. A failure that is no path's own stops
+ * every worker and is thrown; temp files are removed whatever happens.
+ */
+class NarUploads {
+  /** The NARs the server holds now, by store path. */
+  readonly nars = new Map<string, NarFile>()
+  bytesSent = 0
+  private readonly tempFiles = new Set<string>()
+  /** Small NARs wait here until a batch is full. */
+  private batch: Array<{ info: PathInfo, nar: NarFile }> = []
+  private batchBytes = 0
+  /** Compressed bytes waiting for their upload in memory, up to MEMORY_BYTES; beyond, in temp files. */
+  private held = 0
+  private next = 0
+  private abort: unknown
+  private readonly dumpSlots: Slots
+
+  constructor (private readonly toUpload: PathInfo[], private readonly options: PushOptions,
+    private readonly retry: Retry, private readonly failed: Failures, private readonly progress: Progress) {
+    // xz compresses on one thread per NAR: those keep `concurrency` at once.
+    this.dumpSlots = new Slots(options.compression === 'zstd' ? DUMPS_AT_ONCE : Math.max(1, options.concurrency))
+  }
+
+  async run (): Promise<void> {
+    mkdirSync(this.options.tmpDir, { recursive: true })
+    try {
+      await Promise.all(Array.from({ length: Math.max(1, this.options.concurrency) }, async () => await this.worker()))
+      if (this.abort === undefined) await this.flushBatch()
+    } finally {
+      await Promise.all([...this.tempFiles].map(f => rm(f, { force: true })))
+    }
+    if (this.abort !== undefined) throw this.abort
+    if (this.options.signal?.aborted === true) throw new TransientError('push interrupted')
+  }
+
+  private async worker (): Promise<void> {
+    while (this.abort === undefined && this.options.signal?.aborted !== true && this.next < this.toUpload.length) {
+      const info = this.toUpload[this.next++] as PathInfo
+      try {
+        const nar = await this.verifiedNar(info)
+        if (nar === undefined) continue
+        if (this.options.batchNarBytes > 0 && nar.fileSize <= this.options.batchNarBytes) {
+          await this.addToBatch(info, nar)
+          continue
+        }
+        await this.retry(() => this.options.client.putNar(nar.url, nar, nar.fileSize))
+        await this.uploaded(info, nar)
+      } catch (err) {
+        await this.pathFailed(info, err)
+      }
     }
   }
-  const narDone = async (info: PathInfo, nar: NarFile): Promise<void> => {
-    nars.set(info.path, nar)
-    bytesSent += nar.fileSize
-    progress.bytesDone += info.narSize
-    await discard(nar)
-    report()
+
+  /** The path's NAR, or undefined (and the path failed as corrupt) when it does not match the store's record. */
+  private async verifiedNar (info: PathInfo): Promise<NarFile | undefined> {
+    const { tmpDir, compression, compressionLevel } = this.options
+    await this.dumpSlots.acquire()
+    let nar: NarFile
+    try {
+      nar = await dumpCompressed(info.path, tmpDir, compression, compressionLevel, 'in-process', MEMORY_BYTES - this.held)
+        .catch(async () => await dumpCompressed(info.path, tmpDir, compression, compressionLevel, 'nix-store'))
+      this.keep(nar)
+      if (!matches(nar, info)) {
+        // Ask Nix itself before calling the store corrupt.
+        await this.discard(nar)
+        nar = await dumpCompressed(info.path, tmpDir, compression, compressionLevel, 'nix-store')
+        this.keep(nar)
+      }
+    } finally {
+      this.dumpSlots.release()
+    }
+    if (matches(nar, info)) return nar
+    this.failed.set(info.path, {
+      kind: 'corrupt',
+      reason: `the store path's NAR (${nar.narSize} bytes) does not match its recorded NarHash/NarSize; ` +
+        'the local store may be corrupt (nix-store --verify --check-contents)'
+    })
+    await this.discard(nar)
+    return undefined
   }
-  const flushBatch = async (): Promise<void> => {
-    if (batch.length === 0) return
-    const items = batch
-    batch = []
-    batchBytes = 0
+
+  private async addToBatch (info: PathInfo, nar: NarFile): Promise<void> {
+    this.batch.push({ info, nar })
+    this.batchBytes += nar.fileSize
+    // Sent once full, or once nothing is left to dump (it cannot grow, and the larger NARs
+    // other workers are still compressing would hold it back for nothing).
+    if (this.batchBytes >= this.options.batchMaxBytes || this.batch.length >= 500 || this.next >= this.toUpload.length) await this.flushBatch()
+  }
+
+  private async flushBatch (): Promise<void> {
+    if (this.batch.length === 0) return
+    const items = this.batch
+    this.batch = []
+    this.batchBytes = 0
     const sizes = new Map(items.map(({ nar }) => [nar.url, nar.fileSize]))
-    const results = await retry(() => client.uploadBatch(items.map(({ nar }) => ({ name: nar.url, file: nar.file, chunks: nar.chunks })), sizes))
+    const results = await this.retry(() => this.options.client.uploadBatch(items.map(({ nar }) => ({ name: nar.url, file: nar.file, chunks: nar.chunks })), sizes))
     for (const { info, nar } of items) {
       const result = results.find(r => r.name === nar.url)
       if (result === undefined || result.status >= 300) {
-        failed.set(info.path, { kind: 'refused', reason: partReason(result, nar.url) })
-        await discard(nar)
+        this.failed.set(info.path, { kind: 'refused', reason: partReason(result, nar.url) })
+        await this.discard(nar)
       } else {
-        await narDone(info, nar)
+        await this.uploaded(info, nar)
       }
     }
   }
 
-  let next = 0
-  let abort: unknown
-  // xz compresses on one thread per NAR: those keep `concurrency` at once.
-  const dumpSlots = new Slots(options.compression === 'zstd' ? DUMPS_AT_ONCE : Math.max(1, options.concurrency))
-  const worker = async (): Promise<void> => {
-    while (abort === undefined && options.signal?.aborted !== true && next < toUpload.length) {
-      const info = toUpload[next++] as PathInfo
-      try {
-        await dumpSlots.acquire()
-        let nar: NarFile
-        try {
-          nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'in-process', MEMORY_BYTES - held)
-            .catch(async () => await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'nix-store'))
-          keep(nar)
-          if (!nar.narHash.equals(info.narHash) || nar.narSize !== info.narSize) {
-            // Ask Nix itself before calling the store corrupt.
-            await discard(nar)
-            nar = await dumpCompressed(info.path, options.tmpDir, options.compression, options.compressionLevel, 'nix-store')
-            keep(nar)
-          }
-        } finally {
-          dumpSlots.release()
-        }
-        if (!nar.narHash.equals(info.narHash) || nar.narSize !== info.narSize) {
-          failed.set(info.path, {
-            kind: 'corrupt',
-            reason: `the store path's NAR (${nar.narSize} bytes) does not match its recorded NarHash/NarSize; ` +
-              'the local store may be corrupt (nix-store --verify --check-contents)'
-          })
-          await discard(nar)
-          continue
-        }
-        if (options.batchNarBytes > 0 && nar.fileSize <= options.batchNarBytes) {
-          batch.push({ info, nar })
-          batchBytes += nar.fileSize
-          // Sent once full, or once nothing is left to dump (it cannot grow, and the larger NARs
-          // other workers are still compressing would hold it back for nothing).
-          if (batchBytes >= options.batchMaxBytes || batch.length >= 500 || next >= toUpload.length) await flushBatch()
-          continue
-        }
-        await retry(() => client.putNar(nar.url, nar, nar.fileSize))
-        await narDone(info, nar)
-      } catch (err) {
-        if (err instanceof RefusedError) {
-          failed.set(info.path, { kind: 'refused', reason: err.message })
-        } else if (!(err instanceof TransientError) && await isGone(info.path)) {
-          failed.set(info.path, { kind: 'gone', reason: `no longer in the local store (garbage-collected before upload): ${(err as Error).message}` })
-        } else {
-          abort ??= err
-        }
-      }
+  private async uploaded (info: PathInfo, nar: NarFile): Promise<void> {
+    this.nars.set(info.path, nar)
+    this.bytesSent += nar.fileSize
+    this.progress.addBytes(info.narSize)
+    await this.discard(nar)
+    this.progress.report()
+  }
+
+  /** A refusal or a collected path fails that path; anything else stops the push. */
+  private async pathFailed (info: PathInfo, err: unknown): Promise<void> {
+    if (err instanceof RefusedError) {
+      this.failed.set(info.path, { kind: 'refused', reason: err.message })
+    } else if (!(err instanceof TransientError) && await isGone(info.path)) {
+      this.failed.set(info.path, { kind: 'gone', reason: `no longer in the local store (garbage-collected before upload): ${(err as Error).message}` })
+    } else {
+      this.abort ??= err
     }
   }
 
-  try {
-    await Promise.all(Array.from({ length: Math.max(1, options.concurrency) }, worker))
-    if (abort === undefined) await flushBatch()
-  } finally {
-    await Promise.all([...tempFiles].map(f => rm(f, { force: true })))
+  private keep (nar: NarFile): void {
+    if (nar.file !== undefined) this.tempFiles.add(nar.file)
+    else this.held += nar.fileSize
   }
-  if (abort !== undefined) throw abort
-  if (options.signal?.aborted === true) throw new TransientError('push interrupted')
 
-  // Narinfos, references first. A path whose NAR or reference failed is not sent.
+  private async discard (nar: NarFile): Promise<void> {
+    if (nar.file !== undefined) {
+      this.tempFiles.delete(nar.file)
+      await rm(nar.file, { force: true })
+    } else if (nar.chunks !== undefined) {
+      this.held -= nar.fileSize
+      delete nar.chunks
+    }
+  }
+}
+
+function matches (nar: NarFile, info: PathInfo): boolean {
+  return nar.narHash.equals(info.narHash) && nar.narSize === info.narSize
+}
+
+/**
+ * Step 4: narinfos, references first, NARINFOS_PER_BATCH to a request. A path whose NAR or a
+ * reference failed is not sent (the server would refuse it). Returns the paths uploaded.
+ */
+async function uploadNarinfos (ordered: PathInfo[], nars: ReadonlyMap<string, NarFile>, options: PushOptions, retry: Retry,
+  failed: Failures, progress: Progress): Promise<string[]> {
   const uploaded: string[] = []
-  const ordered = topologicalOrder(toUpload)
   const pending: Array<{ info: PathInfo, part: BatchPart }> = []
   for (const info of ordered) {
     const nar = nars.get(info.path)
@@ -306,31 +383,19 @@ export async function pushClosure (infos: PathInfo[], options: PushOptions): Pro
   }
   for (let i = 0; i < pending.length; i += NARINFOS_PER_BATCH) {
     const chunk = pending.slice(i, i + NARINFOS_PER_BATCH)
-    const results = await retry(() => client.uploadBatch(chunk.map(c => c.part), new Map()))
+    const results = await retry(() => options.client.uploadBatch(chunk.map(c => c.part), new Map()))
     for (const { info, part } of chunk) {
       const result = results.find(r => r.name === part.name)
       if (result === undefined || result.status >= 300) {
         failed.set(info.path, { kind: 'refused', reason: partReason(result, part.name) })
       } else {
         uploaded.push(info.path)
-        progress.pathsDone++
+        progress.pathDone()
       }
     }
-    report()
+    progress.report()
   }
-
-  return {
-    closureSize: infos.length,
-    alreadyPresent: candidates.length - toUpload.length,
-    skippedUpstream: skipped.length,
-    uploaded,
-    bytesSent,
-    narBytes: toUpload.filter(i => uploaded.includes(i.path)).reduce((n, i) => n + i.narSize, 0),
-    failed: [...failed].map(([path, failure]) => ({ path, ...failure })),
-    elapsedMs: Date.now() - started,
-    sentBytes: new Map(uploaded.map(p => [p, nars.get(p)?.fileSize ?? 0])),
-    skipped: skipped.map(i => i.path)
-  }
+  return uploaded
 }
 
 function partReason (result: BatchPartResult | undefined, name: string): string {
