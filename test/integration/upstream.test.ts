@@ -35,8 +35,19 @@ function hashPart (storePath: string): string {
   return path.basename(storePath).slice(0, 32)
 }
 
-function narGets (upstream: Upstream): string[] {
-  return upstream.nginx.requests().filter(l => l.startsWith('GET /nar/'))
+/** nginx writes a request's log line after answering it: read the log once it stopped growing. */
+async function upstreamRequests (upstream: Upstream): Promise<string[]> {
+  let lines = upstream.nginx.requests()
+  for (;;) {
+    await new Promise(resolve => setTimeout(resolve, 150))
+    const again = upstream.nginx.requests()
+    if (again.length === lines.length) return again
+    lines = again
+  }
+}
+
+async function narGets (upstream: Upstream): Promise<string[]> {
+  return (await upstreamRequests(upstream)).filter(l => l.startsWith('GET /nar/'))
 }
 
 /** `nix-store --realise` into an empty store with `cache` as the only substituter. */
@@ -87,7 +98,7 @@ testEachClient('a closure substitutes through narwhal from an nginx upstream: sa
     assert.equal(own, original)
   }
   // Every NAR came from narwhal's store, fetched once each.
-  assert.equal(narGets(upstream).length, upstream.closure.all.length)
+  assert.equal((await narGets(upstream)).length, upstream.closure.all.length)
   await eventually(async () => await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url) === upstream.closure.all.length,
     'every NAR fetched is stored')
   assert.equal(server.storedFiles().length, upstream.closure.all.length)
@@ -100,14 +111,16 @@ testEachClient('a closure substitutes through narwhal from an nginx upstream: sa
   assert.ok(await metric(server, 'narwhal_upstream_received_bytes_total', upstream.nginx.url) > 256 * 1024)
 
   // A second client is served from narwhal alone.
-  const before = upstream.nginx.requests().length
+  const before = (await upstreamRequests(upstream)).length
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey], client), upstream.closure)
-  assert.equal(upstream.nginx.requests().length, before, 'the upstream was not asked again')
+  assert.equal((await upstreamRequests(upstream)).length, before, 'the upstream was not asked again')
 
   // A miss is remembered (negativeCacheSeconds, 60 by default): asked twice, the upstream once.
   const missing = '1'.repeat(32)
   for (let i = 0; i < 2; i++) assert.equal((await fetch(`${server.url}/${missing}.narinfo`)).status, 404)
-  assert.deepEqual(upstream.nginx.requests().filter(l => l.includes(missing)), [`GET /${missing}.narinfo 404`])
+  // nginx writes its access log line after it answers, so narwhal's 404 can come first.
+  await eventually(async () => upstream.nginx.requests().some(l => l.includes(missing)), 'the miss is in the upstream\'s log')
+  assert.deepEqual((await upstreamRequests(upstream)).filter(l => l.includes(missing)), [`GET /${missing}.narinfo 404`])
   assert.equal(await metric(server, 'narwhal_upstream_narinfo_misses_total', upstream.nginx.url), 1)
 })
 
@@ -116,13 +129,13 @@ test('16 clients downloading a NAR not yet fetched cause one upstream GET, and a
   const server = await startServer(t, { env: upstreamEnv(upstream) })
   const narinfo = await (await fetch(`${server.url}/${hashPart(upstream.closure.data)}.narinfo`)).text()
   const url = /^URL: (.*)$/m.exec(narinfo)?.[1] ?? ''
-  assert.equal(narGets(upstream).length, 0, 'a narinfo request fetches no NAR')
+  assert.equal((await narGets(upstream)).length, 0, 'a narinfo request fetches no NAR')
   const expected = readFileSync(path.join(upstream.nginx.root, url))
   assert.ok(expected.length > 4 * 1024 * 1024)
   const head = await fetch(`${server.url}/${url}`, { method: 'HEAD' })
   assert.equal(head.status, 200)
   assert.equal(head.headers.get('content-length'), String(expected.length))
-  assert.equal(narGets(upstream).length, 0, 'a HEAD fetches no NAR')
+  assert.equal((await narGets(upstream)).length, 0, 'a HEAD fetches no NAR')
 
   const bodies = await Promise.all(Array.from({ length: 16 }, async () => {
     const response = await fetch(`${server.url}/${url}`)
@@ -131,7 +144,7 @@ test('16 clients downloading a NAR not yet fetched cause one upstream GET, and a
     return Buffer.from(await response.arrayBuffer())
   }))
   for (const body of bodies) assert.ok(body.equals(expected), 'each client received the upstream NAR exactly')
-  assert.deepEqual(narGets(upstream), [`GET /${url} 200`])
+  assert.deepEqual(await narGets(upstream), [`GET /${url} 200`])
 })
 
 test('a narinfo signed by a key not configured for the upstream is not served', async (t) => {
@@ -144,7 +157,7 @@ test('a narinfo signed by a key not configured for the upstream is not served', 
   const result = await nix(['copy', '--from', server.url, '--to', tempDir('narwhal-store-'), upstream.closure.top],
     { config: [`trusted-public-keys = ${upstream.key.publicKey}`] })
   assert.notEqual(result.code, 0)
-  assert.deepEqual(narGets(upstream), [])
+  assert.deepEqual(await narGets(upstream), [])
 })
 
 test('a NAR altered upstream is never received whole, leaves nothing stored, and its narinfo is no longer served', async (t) => {
@@ -175,7 +188,7 @@ test('a NAR altered upstream is never received whole, leaves nothing stored, and
   assert.equal((await fetch(narinfoUrl)).status, 404, 'the narinfo is no longer served')
   assert.equal((await fetch(`${server.url}/${url}`)).status, 404)
   assert.equal(await metric(server, 'narwhal_upstream_refusals_total', 'reason="nar_mismatch"'), 1)
-  assert.equal(narGets(upstream).length, 1)
+  assert.equal((await narGets(upstream)).length, 1)
 })
 
 test('upstream stopped: pulled paths still substitute, a miss answers 404 quickly, and both survive a restart', async (t) => {
@@ -239,14 +252,14 @@ test('push and proxy in one: nix copy --to narwhal skips upstream-held paths wit
 
   await nixOk(['copy', '--to', `${server.url}?secret-key=${uploader.secretFile}`, closure.top],
     { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
-  assert.deepEqual(narGets(upstream), [], 'narwhal fetched no NAR for nix copy --to')
+  assert.deepEqual(await narGets(upstream), [], 'narwhal fetched no NAR for nix copy --to')
   assert.equal(server.storedFiles().length, 1, 'only the pushed path\'s NAR was uploaded')
   const top = await (await fetch(`${server.url}/${hashPart(closure.top)}.narinfo`)).text()
   assert.match(top, /\nSig: test-uploader-1:/)
 
   const store = await substitute(server.url, closure.top, [uploader.publicKey, upstream.key.publicKey])
   assertSameFiles(store, closure)
-  assert.equal(narGets(upstream).length, 2, 'the upstream paths\' NARs were fetched when a client asked for them')
+  assert.equal((await narGets(upstream)).length, 2, 'the upstream paths\' NARs were fetched when a client asked for them')
   // fsck counts a reference an upstream holds as present.
   const fsck = await run('node', [CLI, 'fsck', '--data', server.config.dataDir])
   assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr)
@@ -264,6 +277,6 @@ test('with --workers 2 each worker pulls through, and the closure substitutes', 
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   // Each NAR was fetched once or, when two workers were asked for it at once, once by each.
-  assert.ok(narGets(upstream).length >= upstream.closure.all.length && narGets(upstream).length <= 2 * upstream.closure.all.length)
+  assert.ok((await narGets(upstream)).length >= upstream.closure.all.length && (await narGets(upstream)).length <= 2 * upstream.closure.all.length)
   assert.ok(await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url) >= upstream.closure.all.length)
 })
