@@ -3,8 +3,9 @@
  *
  *   openDataDir  the database (created and migrated) with Metadata, Retention and the BlobStore
  *                wired on its connection; nothing else on disk changes (fsck, gc, pin, token, migrate)
- *   openCache    that, plus the NAR store's folders and layout version, and the trusted uploader
- *                keys: what a serving process needs (`narwhal serve`, its workers, the tests)
+ *   openCache    that, plus the NAR store's folders and layout version, the trusted uploader
+ *                keys, provenance, the audit log and the pages' reads: what a serving process
+ *                needs (`narwhal serve`, its workers, the tests)
  *
  * Neither empties store/tmp: only a process that knows no other one serves the store may
  * (BlobStore.emptyTmp), so the two that do call it themselves (serve, and the primary of
