@@ -122,6 +122,13 @@ export interface BlobStore {
   readonly kind: string
   /** Where it is, for a person (a folder, `s3://bucket/prefix`). */
   describe: () => string
+  /** Where an object is, for a person (fsck's reports): a file's path, an object's key. Never opened by anyone. */
+  where: (name: { fileHash: string, compression: string | undefined }) => string
+  /**
+   * Throws when the store cannot be judged or used: written by a layout version this one does not
+   * know, a bucket that cannot be reached. fsck calls it first.
+   */
+  check: () => Promise<void>
   /** A new object to write into (see PendingBlob). */
   begin: () => Promise<PendingBlob>
   /**
@@ -150,12 +157,11 @@ export interface BlobStore {
   sweep: () => Promise<void>
   /**
    * What fsck reports besides the objects: uploads left by a crash, and things that are not
-   * objects. Anything touched since `youngSince` (unix ms) is 'in-flight'. Throws when the store
-   * was written by a layout version this one cannot judge.
+   * objects. Anything touched since `youngSince` (unix ms) is 'in-flight'.
    */
   leftovers: (youngSince: number) => AsyncIterable<Leftover>
-  /** Removes a removable leftover that leftovers() reported (fsck --repair). */
-  removeLeftover: (leftover: Leftover) => Promise<void>
+  /** Removes a removable leftover that leftovers() reported, by its subject (fsck --repair). */
+  removeLeftover: (subject: string) => Promise<void>
   /** Present for the local folder only (see ImmediateReads). */
   readonly immediate?: ImmediateReads
   /**
