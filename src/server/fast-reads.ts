@@ -16,7 +16,7 @@
  * and body, the read noted for gc, the request counted in /metrics under the route's label.
  * Everything else goes on to Fastify: other methods and URLs (a query string, a doubled slash),
  * a GET with a body or a Range, a NAR that is larger, missing or not as recorded (the route logs
- * it), a server that is closing (Fastify answers 503), and every request when a read needs
+ * it) or in a blob store that cannot answer at once (BlobStore.immediate: S3), a server that is closing (Fastify answers 503), and every request when a read needs
  * something only Fastify's hooks do: a private cache (a token), a read budget (the rate limit),
  * or a log of every request (logLevel debug or trace).
  */
