@@ -33,7 +33,7 @@ export interface GcOptions extends GcPolicy {
   batchSize?: number
   now?: number
   /** Asked between batches; true ends the run early (the server is shutting down). */
-  shouldStop?: () => boolean
+  shouldStop?: () => boolean | Promise<boolean>
 }
 
 export interface GcReport {
@@ -101,7 +101,7 @@ export async function collectGarbage (cache: GcCache, options: GcOptions): Promi
     const planned = new Map(plan.evict.map(e => [e.id, e]))
     const batchSize = options.batchSize ?? 100
     for (let start = 0; start < plan.evict.length; start += batchSize) {
-      if (options.shouldStop?.() === true) break
+      if (await options.shouldStop?.() === true) break
       const batch = new Map(plan.evict.slice(start, start + batchSize).map(e => [e.hashPart, e]))
       const removal = await removeNarinfos(cache, [...batch.keys()], {
         now: Date.now(),

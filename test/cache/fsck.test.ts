@@ -21,6 +21,7 @@ import { createCompressor } from '../../src/nix/codecs.js'
 import { storeNar } from '../../src/cache/store-nar.js'
 import { collect, fileHashOf } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 const HOUR = 60 * 60 * 1000
 
@@ -213,7 +214,7 @@ test('misplaced and oddly named files are stray; a stray directory is left for a
 
 test('database damage: a narinfo without its NAR file row, a missing reference, a narinfo text that disagrees', async () => {
   const f = await fixture()
-  const db = f.cache.db
+  const db = sqliteDb(f.cache.metadata)
   // The foreign key forbids the first two; a hand edit with it switched off does not.
   db.pragma('foreign_keys = OFF')
   db.prepare('DELETE FROM nar_files WHERE file_hash = ?').run(f.paths.d?.fileHash)
@@ -245,7 +246,7 @@ test('database damage: a narinfo without its NAR file row, a missing reference, 
 
 test('a NAR file row no narinfo names, whose file is gone, is dropped so a re-upload stores it again', async () => {
   const f = await fixture()
-  const db = f.cache.db
+  const db = sqliteDb(f.cache.metadata)
   db.prepare('DELETE FROM narinfos WHERE hash_part = ?').run(f.paths.d?.hashPart)
   unlinkSync(narFile(f, 'd'))
   const report = await check(f)

@@ -12,6 +12,7 @@ import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { CROSS_PROCESS_FRESHNESS_MS, Metadata } from '../../src/db/metadata.js'
 import { BodyCache } from '../../src/nix/body-cache.js'
 import { tempDir } from '../helpers/nix.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 test('BodyCache drops the least recently used entries past its bound, counting misses too', () => {
   const cache = new BodyCache(3 * (160 + 100))
@@ -41,9 +42,9 @@ test('BodyCache drops the least recently used entries past its bound, counting m
 /** A cache whose Metadata reads the clock `time.now` (milliseconds), which the test moves. */
 function openTestCache (t: { after: (fn: () => void) => void }): OpenCache & { time: { now: number } } {
   const opened = openCache(loadConfig({ dataDir: tempDir('narwhal-body-cache-') }, {}))
-  t.after(() => opened.db.close())
+  t.after(() => await opened.close())
   const time = { now: 0 }
-  return { ...opened, metadata: new Metadata(opened.db, () => time.now), time }
+  return { ...opened, metadata: new Metadata(sqliteDb(opened.metadata), () => time.now), time }
 }
 
 function insert (metadata: Metadata, hashPart: string, text: string): void {

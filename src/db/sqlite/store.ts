@@ -294,7 +294,8 @@ export class SqliteMetadataStore implements MetadataStore {
         return row?.state === 'live' ? row : null
       },
       claim: async (facts, now): Promise<ClaimOutcome> => this.durableWithNext(() => {
-        const row = s.claimNarFile.get({ ...facts, now })
+        const { fileHash, fileSize, compression, narHash, narSize } = facts
+        const row = s.claimNarFile.get({ fileHash, fileSize, compression, narHash, narSize, now })
         if (row === undefined) return { kind: 'deleting' }
         return row.state === 'live' ? { kind: 'live', row } : { kind: 'pending', row }
       }),
@@ -304,7 +305,8 @@ export class SqliteMetadataStore implements MetadataStore {
       }),
       renew: async (fileHash, now) => s.renewNarFile.get({ fileHash, now }),
       markUnnamedDeleting: async (createdBefore, pendingBefore, options = {}) => {
-        if (options.dryRun === true) return s.collectableNarFiles.all({ createdBefore, pendingBefore })
+        const deleting = (row: NarFileRow): NarFileRow => ({ ...row, state: 'deleting' })
+        if (options.dryRun === true) return s.collectableNarFiles.all({ createdBefore, pendingBefore }).map(deleting)
         // Waits for the disk: the blobs are deleted next, and a row must never say 'live' for one gone.
         return this.transaction(() => {
           const rows = s.collectableNarFiles.all({ createdBefore, pendingBefore })
@@ -312,7 +314,7 @@ export class SqliteMetadataStore implements MetadataStore {
             if (row.state !== 'deleting') s.markDeleting.run(row.id)
           }
           this.generation++
-          return rows.map(row => ({ ...row, state: 'deleting' as const }))
+          return rows.map(deleting)
         })
       },
       // Losing this to a power cut leaves a 'deleting' row, which the next collection finishes.
@@ -426,7 +428,7 @@ export class SqliteMetadataStore implements MetadataStore {
         const row = s.narFileById.get(id)
         if (row === undefined || s.narFileIsNamed.get(id) !== undefined) continue
         s.markDeleting.run(id)
-        narFiles.push(dryRun ? row : { ...row, state: 'deleting' })
+        narFiles.push({ ...row, state: 'deleting' })
       }
       this.generation++
       const outcome = { storePaths: doomed.map(n => n.storePath), kept, narFiles }
