@@ -7,9 +7,9 @@
 import { isIP } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
-import { Type, type StaticDecode, type TSchema } from '@sinclair/typebox'
+import { Type, type StaticDecode } from '@sinclair/typebox'
 import { checkDatabaseUrl, checkStorageUrl } from './locations.js'
-import { invalid, loadSettings, settingsOf, type Flags, type SettingOptions } from './settings.js'
+import { decoded, invalid, loadSettings, o, settingsOf, type Flags, type SettingOptions } from './settings.js'
 import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
 import { upstreamsFromFile, upstreamsFromList, type UpstreamConfig } from './upstreams.js'
 import { ConfigError, splitWords } from './values.js'
@@ -28,18 +28,8 @@ export const MAX_AUTO_WORKERS = 8
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 const PROXY_KEYWORDS = ['loopback', 'linklocal', 'uniquelocal']
 
-/** Options of a setting: TypeBox keeps them on the schema (settings.ts reads them). */
-function o (description: string, options: SettingOptions & { default?: unknown, minimum?: number, maximum?: number, minLength?: number } = {}): SettingOptions & { description: string } {
-  return { description, ...options }
-}
-
 function integer (min: number, description: string, options: SettingOptions & { default?: number, maximum?: number } = {}) {
   return Type.Integer(o(description, { minimum: min, ...options }))
-}
-
-/** A setting whose file value is decoded into another type. */
-function decoded<S extends TSchema, T> (schema: S, decode: (value: StaticDecode<S>) => T) {
-  return Type.Transform(schema).Decode(decode).Encode(() => { throw new Error('configuration is never encoded') })
 }
 
 function parseListen (value: string): { host: string, port: number } {

@@ -12,7 +12,7 @@
  */
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
-import { Kind, TransformKind, type StaticDecode, type TObject, type TSchema } from '@sinclair/typebox'
+import { Kind, TransformKind, Type, type StaticDecode, type TObject, type TSchema } from '@sinclair/typebox'
 import { TransformDecodeError, Value, ValueErrorType, type ValueError } from '@sinclair/typebox/value'
 import { ConfigError, isRecord, splitWords } from './values.js'
 
@@ -39,6 +39,16 @@ export interface SettingOptions {
 }
 
 type Setting = TSchema & SettingOptions
+
+/** A setting's options: its description (said where its schema is shown) and SettingOptions. */
+export function o (description: string, options: SettingOptions & { default?: unknown, minimum?: number, maximum?: number, minLength?: number } = {}): SettingOptions & { description: string } {
+  return { description, ...options }
+}
+
+/** A setting whose value, as given, is decoded into another type (a size into bytes, "auto" into a count). */
+export function decoded<S extends TSchema, T> (schema: S, decode: (value: StaticDecode<S>) => T) {
+  return Type.Transform(schema).Decode(decode).Encode(() => { throw new Error('configuration is never encoded') })
+}
 
 /**
  * Thrown by a setting's decoder: the reason only; loadSettings adds the setting's name, the value
