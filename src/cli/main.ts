@@ -3,7 +3,7 @@
  * The `narwhal` command: a thin dispatcher to one file per command. Only the CLI layer calls
  * listen() or sets the exit code.
  */
-import { ConfigError } from '../config/config.js'
+import { ConfigError } from '../config/values.js'
 import { NarwhalError } from '../errors.js'
 import { UsageError } from './usage.js'
 

@@ -19,10 +19,11 @@
  */
 import path from 'node:path'
 import { Type, type StaticDecode } from '@sinclair/typebox'
-import { ConfigError } from '../config/config.js'
 import { decoded, invalid, loadSettings, o } from '../config/settings.js'
+import { ConfigError } from '../config/values.js'
+import { DEFAULT_QUEUE_DIR } from './queue-dir.js'
 
-export const DEFAULT_QUEUE_DIR = '/var/lib/narwhal/queue'
+export { DEFAULT_QUEUE_DIR, queueDirFromEnv } from './queue-dir.js'
 
 /** An http(s) URL, without its trailing slashes; '' (not configured) stays ''. */
 function serverUrl (text: string | null): string {
@@ -75,12 +76,6 @@ export interface PusherConfigOptions {
   /** `push` needs no queue; `pusher` needs a server and at least one key. */
   requireKeys?: boolean
   requireServer?: boolean
-}
-
-/** The queue folder alone, as the hook and `queue status|wait` see it. */
-export function queueDirFromEnv (env: NodeJS.ProcessEnv = process.env): string {
-  const dir = env.NARWHAL_QUEUE_DIR?.trim()
-  return dir === undefined || dir === '' ? DEFAULT_QUEUE_DIR : path.resolve(dir)
 }
 
 export function loadPusherConfig (options: PusherConfigOptions = {}, env: NodeJS.ProcessEnv = process.env): Readonly<PusherConfig> {
