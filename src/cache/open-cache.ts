@@ -13,7 +13,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
-import { ConfigError } from '../config/config.js'
+import { ConfigError, redactUrl } from '../config/config.js'
 import { migrate, openDatabase, type Db } from '../db/database.js'
 import { Metadata } from '../db/metadata.js'
 import { Retention } from '../db/retention.js'
@@ -24,6 +24,7 @@ import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
 import { BlobStore } from '../storage/blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
+import { parseS3Url } from '../storage/s3-url.js'
 
 export interface DataDir {
   layout: Layout
@@ -62,7 +63,36 @@ export function loadTrustedKeys (config: Readonly<Config>, layout: Layout): Trus
   return new TrustedKeys(keys)
 }
 
-export function openDataDir (dataDir: string): DataDir {
+/**
+ * Where a cache is (config/config.ts): its data folder, and its database and storage when they
+ * are not the embedded ones (null or absent: the SQLite file and the NAR folder in the data folder).
+ */
+export interface CacheLocation {
+  dataDir: string
+  database?: string | null
+  storage?: { url: string | null }
+}
+
+/**
+ * A PostgreSQL database or an S3 bucket cannot be opened yet (issue 20): say so, before anything
+ * is created. A malformed storage URL is named as such first (storage/s3-url.ts).
+ */
+function refuseUnwired (location: CacheLocation): void {
+  const storageUrl = location.storage?.url ?? null
+  if (storageUrl !== null) parseS3Url(storageUrl)
+  const unwired = [
+    location.database == null ? undefined : `database ${redactUrl(location.database)} (PostgreSQL)`,
+    storageUrl === null ? undefined : `storage ${storageUrl} (S3)`
+  ].filter(w => w !== undefined)
+  if (unwired.length > 0) {
+    throw new ConfigError(`${unwired.join(' and ')}: not wired yet in this version of narwhal; ` +
+      'leave database and storage unset to use the SQLite file and the NAR folder in the data folder')
+  }
+}
+
+export function openDataDir (location: CacheLocation): DataDir {
+  refuseUnwired(location)
+  const { dataDir } = location
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
@@ -72,7 +102,7 @@ export function openDataDir (dataDir: string): DataDir {
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {
-  const opened = openDataDir(config.dataDir)
+  const opened = openDataDir(config)
   opened.blobs.init()
   return {
     ...opened,
