@@ -211,5 +211,8 @@ export function loadConfig (overrides: ConfigOverrides = {}, env: NodeJS.Process
     'NARWHAL_UPSTREAMS', 'NARWHAL_UPSTREAM_KEYS')
   const flagUpstreams = upstreamsFromList(overrides.upstreams ?? [], overrides.upstreamKeys ?? [], '--upstream', '--upstream-key')
   const upstreams = flagUpstreams.length > 0 ? flagUpstreams : envUpstreams.length > 0 ? envUpstreams : undefined
+  if (config.storage.redirectNars && config.storage.url === null) {
+    throw new ConfigError('storage.redirectNars: only an S3 storage can redirect NAR downloads; the storage is the data folder (no storage URL given)')
+  }
   return upstreams === undefined ? config : Object.freeze({ ...config, upstreams })
 }

@@ -63,7 +63,7 @@ export async function auditCommand (args: string[]): Promise<number> {
   if (!Number.isSafeInteger(limit) || limit < 0) throw new UsageError(`--limit: expected 0 or a positive integer, got ${JSON.stringify(values.limit)}`)
 
   const config = loadCacheConfig(values)
-  if (!existsSync(layoutFor(config.dataDir).database)) {
+  if (config.database === null && !existsSync(layoutFor(config.dataDir).database)) {
     process.stderr.write(`narwhal audit: no cache in ${config.dataDir}\n`)
     return 2
   }

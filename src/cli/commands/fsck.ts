@@ -58,7 +58,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
   }
   const config = loadCacheConfig(values)
   const layout = layoutFor(config.dataDir)
-  if (!existsSync(layout.database)) {
+  if (config.database === null && !existsSync(layout.database)) {
     process.stderr.write(`narwhal fsck: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
     return EXIT_CANNOT_RUN
   }
@@ -66,7 +66,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
   try {
     cache = openDataDir(config)
   } catch (err) {
-    process.stderr.write(`narwhal fsck: cannot open ${layout.database}: ${(err as Error).message}\n`)
+    process.stderr.write(`narwhal fsck: cannot open ${config.database === null ? layout.database : 'the cache'}: ${(err as Error).message}\n`)
     return EXIT_CANNOT_RUN
   }
   try {
