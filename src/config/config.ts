@@ -11,7 +11,7 @@ import { Type, type StaticDecode } from '@sinclair/typebox'
 import { checkDatabaseUrl, checkStorageUrl } from './locations.js'
 import { decoded, invalid, loadSettings, o, settingsOf, type Flags, type SettingOptions } from './settings.js'
 import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
-import { upstreamsFromFile, upstreamsFromList, type UpstreamConfig } from './upstreams.js'
+import { upstreamSchema, upstreamsFromList, type UpstreamConfig } from './upstreams.js'
 import { ConfigError, splitWords } from './values.js'
 
 export { ConfigError }
@@ -153,8 +153,8 @@ export const configSchema = Type.Object({
     { env: 'NARWHAL_WORKERS', flag: 'workers', default: 1, expected: 'a positive integer or "auto"', text: t => /^\d+$/.test(t) ? Number(t) : t })),
   v => v === 'auto' ? Math.min(os.availableParallelism(), MAX_AUTO_WORKERS) : v),
   // NARWHAL_UPSTREAMS and --upstream pair with the keys given for all of them: read by loadConfig.
-  upstreams: decoded(Type.Array(Type.Unknown(), o('caches to pull through from, in the order they are asked (upstreams.ts)',
-    { default: [], expected: 'an array of { "url", "publicKeys" } objects' })), upstreamsFromFile),
+  upstreams: Type.Array(upstreamSchema, o('caches to pull through from, in the order they are asked (upstreams.ts)',
+    { default: [], expected: 'an array of { "url", "publicKeys" } objects' })),
   audit: Type.Object({
     // About 300 MB of database at most (313 bytes an entry; BENCHMARKS.md).
     maxEntries: integer(1, 'the audit log keeps its newest this many entries', { env: 'NARWHAL_AUDIT_MAX_ENTRIES', default: 1_000_000 })

@@ -41,7 +41,7 @@ export interface SettingOptions {
 type Setting = TSchema & SettingOptions
 
 /** A setting's options: its description (said where its schema is shown) and SettingOptions. */
-export function o (description: string, options: SettingOptions & { default?: unknown, minimum?: number, maximum?: number, minLength?: number } = {}): SettingOptions & { description: string } {
+export function o (description: string, options: SettingOptions & { default?: unknown, minimum?: number, maximum?: number, minLength?: number, minItems?: number } = {}): SettingOptions & { description: string } {
   return { description, ...options }
 }
 
@@ -145,14 +145,14 @@ function fromText (setting: Setting, text: string): unknown {
  * value into its default, turning `"trustedKeys": {}` into an empty list).
  */
 function withDefaults (schema: TSchema, value: unknown): unknown {
-  if (isSection(schema)) {
-    const given = value ?? {}
-    if (!isRecord(given)) return given
-    const filled = { ...given }
-    for (const [key, child] of Object.entries(schema.properties)) filled[key] = withDefaults(child, given[key])
+  const given = value === undefined ? structuredClone(schema.default) : value
+  if (schema[Kind] === 'Object' && isRecord(given ?? {})) {
+    const filled: Record<string, unknown> = { ...(given ?? {}) }
+    for (const [key, child] of Object.entries((schema as TObject).properties)) filled[key] = withDefaults(child, filled[key])
     return filled
   }
-  return value === undefined ? structuredClone(schema.default) : value
+  if (schema[Kind] === 'Array' && Array.isArray(given)) return given.map(item => withDefaults(schema.items as TSchema, item))
+  return given
 }
 
 function setAt (doc: Record<string, unknown>, keys: string[], value: unknown): void {
@@ -185,14 +185,19 @@ function nameAndSource (origin: Origin | undefined, pointer: string): { name: st
 
 /** The reason a value fails its schema, in narwhal's words. */
 function schemaReason (error: ValueError): string {
+  if (error.type === ValueErrorType.ObjectRequiredProperty) return `missing; ${typeReason(error)}`
+  return typeReason(error)
+}
+
+function typeReason (error: ValueError): string {
   const schema = error.schema as Setting
   if (error.type === ValueErrorType.ObjectAdditionalProperties) {
     return `unknown setting (known: ${Object.keys((schema as TObject).properties).join(', ')})`
   }
+  if (schema.expected !== undefined) return `expected ${schema.expected}`
   if (error.type === ValueErrorType.IntegerMaximum || error.type === ValueErrorType.NumberMaximum) {
     return `expected at most ${String(schema.maximum)}${schema.unit === undefined ? '' : ' ' + schema.unit}`
   }
-  if (schema.expected !== undefined) return `expected ${schema.expected}`
   switch (schema[Kind]) {
     case 'Integer':
       return typeof schema.minimum === 'number' ? `expected an integer >= ${schema.minimum}` : 'expected an integer'

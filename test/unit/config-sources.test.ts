@@ -82,6 +82,7 @@ test('an error names the setting as its source spells it, the source, and the re
   assert.match(refusal({ storage: 'https://bucket.example' }, {}), /^--storage: expected s3:\/\/BUCKET/)
   assert.match(refusal({}, { NARWHAL_STORAGE_REDIRECT_NARS: 'yes' }), /^NARWHAL_STORAGE_REDIRECT_NARS: expected true or false/)
   assert.match(refusal({}, { NARWHAL_STORAGE_REDIRECT_NARS: 'true' }), /^storage\.redirectNars: only an S3 storage can redirect NAR downloads/)
+  assert.match(refusal({ configFile: configFile({ upstreams: [{ publicKeys: ['cache.nixos.org-1:x'] }] }) }, {}), /^upstreams\[0\]\.url: missing; expected an http:\/\/ or https:\/\/ URL/)
   // The value that wins is the one checked: a bad file value under a good variable does not stop the start.
   assert.equal(loadConfig({ configFile: configFile({ priority: -1 }) }, { NARWHAL_PRIORITY: '10' }).priority, 10)
 })
