@@ -185,7 +185,7 @@ function nameAndSource (origin: Origin | undefined, pointer: string): { name: st
 
 /** The reason a value fails its schema, in narwhal's words. */
 function schemaReason (error: ValueError): string {
-  if (error.type === ValueErrorType.ObjectRequiredProperty) return `missing; ${typeReason(error)}`
+  if (error.type === ValueErrorType.ObjectRequiredProperty || error.value === undefined) return `missing; ${typeReason(error)}`
   return typeReason(error)
 }
 
