@@ -15,7 +15,6 @@ import { upstreamSchema, upstreamsFromList, type UpstreamConfig } from './upstre
 import { ConfigError, splitWords } from './values.js'
 
 export { ConfigError }
-export { readJsonConfigFile } from './settings.js'
 export { redactUrl } from './locations.js'
 
 /**

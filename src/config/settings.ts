@@ -87,11 +87,6 @@ export function settingsOf (schema: TObject, at: string[] = []): Array<{ keys: s
     isSection(child) ? settingsOf(child, [...at, key]) : [{ keys: [...at, key], setting: child as Setting }])
 }
 
-/** Every environment variable a schema reads. */
-export function envNames (schema: TObject): string[] {
-  return settingsOf(schema).flatMap(s => s.setting.env === undefined ? [] : [s.setting.env])
-}
-
 /** Reads and parses a JSON config file; the errors name the file and say what is wrong. */
 export function readJsonConfigFile (file: string): unknown {
   let text: string
