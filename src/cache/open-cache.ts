@@ -13,7 +13,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
-import { ConfigError, redactUrl } from '../config/config.js'
+import { ConfigError } from '../config/config.js'
 import { migrate, openDatabase, type Db } from '../db/database.js'
 import { Metadata } from '../db/metadata.js'
 import { Retention } from '../db/retention.js'
@@ -74,15 +74,16 @@ export interface CacheLocation {
 }
 
 /**
- * A PostgreSQL database or an S3 bucket cannot be opened yet (issue 20): say so, before anything
- * is created. A malformed storage URL is named as such first (storage/s3-url.ts).
+ * Only the embedded database and storage can be opened yet (issue 20): say so before anything is
+ * created. A storage URL is parsed first, so a malformed one is named as such (storage/s3-url.ts).
+ * The database URL is not shown: it may hold a password.
  */
 function refuseUnwired (location: CacheLocation): void {
   const storageUrl = location.storage?.url ?? null
   if (storageUrl !== null) parseS3Url(storageUrl)
   const unwired = [
-    location.database == null ? undefined : `database ${redactUrl(location.database)} (PostgreSQL)`,
-    storageUrl === null ? undefined : `storage ${storageUrl} (S3)`
+    location.database == null ? undefined : 'a database other than the SQLite file in the data folder (database, NARWHAL_DATABASE_URL, --database)',
+    storageUrl === null ? undefined : `the S3 storage ${storageUrl}`
   ].filter(w => w !== undefined)
   if (unwired.length > 0) {
     throw new ConfigError(`${unwired.join(' and ')}: not wired yet in this version of narwhal; ` +

@@ -8,14 +8,12 @@ import { isIP } from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { Type, type StaticDecode } from '@sinclair/typebox'
-import { checkDatabaseUrl, checkStorageUrl } from './locations.js'
 import { decoded, invalid, loadSettings, o, settingsOf, type Flags, type SettingOptions } from './settings.js'
 import { DURATION_HELP, parseDuration, parseSize, SIZE_HELP } from './units.js'
 import { upstreamSchema, upstreamsFromList, type UpstreamConfig } from './upstreams.js'
 import { ConfigError, splitWords } from './values.js'
 
 export { ConfigError }
-export { redactUrl } from './locations.js'
 
 /**
  * The most processes `workers: "auto"` starts, whatever the core count: each worker is a whole
@@ -158,16 +156,17 @@ export const configSchema = Type.Object({
     // About 300 MB of database at most (313 bytes an entry; BENCHMARKS.md).
     maxEntries: integer(1, 'the audit log keeps its newest this many entries', { env: 'NARWHAL_AUDIT_MAX_ENTRIES', default: 1_000_000 })
   }, { additionalProperties: false, default: {} }),
-  /** null: the SQLite file in the data folder. */
-  database: decoded(Type.Union([Type.String({ minLength: 1 }), Type.Null()], o('postgres://USER[:PASS]@HOST[:PORT]/DB; default the SQLite file in the data folder',
+  /**
+   * null: the SQLite file in the data folder. The URL is parsed where the cache is opened
+   * (cache/open-cache.ts), by the database's own parser, which names the part at fault.
+   */
+  database: Type.Union([Type.String({ minLength: 1 }), Type.Null()], o('postgres://USER[:PASS]@HOST[:PORT]/DB; default the SQLite file in the data folder',
     { env: 'NARWHAL_DATABASE_URL', flag: 'database', default: null, expected: 'a postgres://USER[:PASS]@HOST[:PORT]/DB URL' })),
-  v => v === null ? null : checkDatabaseUrl(v)),
   /** Where NAR files and the other files are kept; a file may give `"storage": "s3://…"` for `{ "url": … }`. */
   storage: Type.Object({
-    /** null: the data folder. */
-    url: decoded(Type.Union([Type.String({ minLength: 1 }), Type.Null()], o('s3://BUCKET?region=R&endpoint=HOST[:PORT]&scheme=http|https; default the data folder',
+    /** null: the data folder. Parsed where the cache is opened, by storage/s3-url.ts. */
+    url: Type.Union([Type.String({ minLength: 1 }), Type.Null()], o('s3://BUCKET?region=R&endpoint=HOST[:PORT]&scheme=http|https; default the data folder',
       { env: 'NARWHAL_STORAGE_URL', flag: 'storage', default: null, expected: 'an s3://BUCKET?… URL' })),
-    v => v === null ? null : checkStorageUrl(v)),
     redirectNars: Type.Boolean(o('answer NAR downloads with a redirect to a short-lived presigned URL (S3 only)',
       { env: 'NARWHAL_STORAGE_REDIRECT_NARS', default: false }))
   }, { additionalProperties: false, default: {}, shorthand: 'url', expected: 'an s3://BUCKET?… URL or { "url", "redirectNars" }' })
