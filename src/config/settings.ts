@@ -141,8 +141,8 @@ function fromText (setting: Setting, text: string): unknown {
  */
 function withDefaults (schema: TSchema, value: unknown): unknown {
   const given = value === undefined ? structuredClone(schema.default) : value
-  if (schema[Kind] === 'Object' && isRecord(given ?? {})) {
-    const filled: Record<string, unknown> = { ...(given ?? {}) }
+  if (schema[Kind] === 'Object' && isRecord(given)) {
+    const filled: Record<string, unknown> = { ...given }
     for (const [key, child] of Object.entries((schema as TObject).properties)) filled[key] = withDefaults(child, filled[key])
     return filled
   }
