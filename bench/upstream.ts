@@ -9,9 +9,11 @@
  *   narwhal, warm   a second client from the same narwhal: everything is stored by now
  *
  * Rounds alternate the three, so a drift in the machine's load hits all; medians are printed with
- * the ratios to nginx (goals: cold ≤ 1.3, warm ≤ 1.1). BENCH_QUICK=1: a smaller closure, 1 round.
+ * the ratios to nginx (goals: cold ≤ 1.3, warm ≤ 1.1). BENCH_QUICK=1: a smaller closure, 1 round;
+ * BENCH_ROUNDS=N: N rounds; BENCH_PROFILE_DIR=DIR: CPU profiles and logs of narwhal
+ * there (node --cpu-prof).
  */
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, openSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
@@ -27,9 +29,19 @@ async function startPullThrough (upstream: string, publicKey: string): Promise<{
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-pull-'))
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
-  const child = await startProcess('node', [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`,
-    '--upstream', upstream, '--upstream-key', publicKey], process.env, async () => (await fetch(`${url}/nix-cache-info`)).ok)
+  // BENCH_PROFILE_DIR: each narwhal writes a V8 CPU profile there when it stops (where its time goes).
+  const profileDir = process.env.BENCH_PROFILE_DIR
+  const profile = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir]
+  const child = await startProcess('node', [...profile, CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`,
+    '--upstream', upstream, '--upstream-key', publicKey], process.env, async () => (await fetch(`${url}/nix-cache-info`)).ok,
+  profileDir === undefined ? 'ignore' : openSync(path.join(profileDir, `narwhal-${port}.log`), 'w'))
   return { url, child, dataDir }
+}
+
+/** The CPU seconds (user + system) a running process used so far, from /proc (clock ticks of 1/100 s). */
+function cpuSeconds (child: ChildProcess): number {
+  const fields = readFileSync(`/proc/${child.pid ?? 0}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+  return (Number(fields[11]) + Number(fields[12])) / 100
 }
 
 async function main (): Promise<void> {
@@ -46,29 +58,48 @@ async function main (): Promise<void> {
   const children: ChildProcess[] = [nginx.child]
   try {
     await sh('nix', ['copy', '--to', `file://${nginx.staticRoot}?secret-key=${secretKey}&compression=zstd`, closure.top], env)
-    const substitute = async (url: string): Promise<number> => {
+    // Wall time and the client's CPU (user + system, from /usr/bin/time): on 2 cores, whatever
+    // CPU narwhal adds competes with the client's own.
+    const substitute = async (url: string): Promise<{ seconds: number, cpu: number }> => {
       const store = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-store-'))
+      const timeFile = path.join(store, '..', `${path.basename(store)}.time`)
       try {
-        return await timed(async () => await sh('nix', ['copy', '--from', url, '--to', store, closure.top], nixEnv([`trusted-public-keys = ${publicKey}`])))
+        const seconds = await timed(async () => await sh('/usr/bin/time', ['-f', '%U %S', '-o', timeFile, 'nix', 'copy', '--from', url, '--to', store, closure.top],
+          nixEnv([`trusted-public-keys = ${publicKey}`])))
+        const [user, system] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).slice(-2).map(Number)
+        return { seconds, cpu: (user ?? NaN) + (system ?? NaN) }
       } finally {
-        await sh('rm', ['-rf', store])
+        await sh('rm', ['-rf', store, timeFile])
       }
     }
     const direct: number[] = []
     const cold: number[] = []
     const warm: number[] = []
+    const cpu: Record<'direct' | 'cold' | 'warm' | 'narwhalCold' | 'narwhalWarm', number[]> = { direct: [], cold: [], warm: [], narwhalCold: [], narwhalWarm: [] }
     for (let round = 0; round < ROUNDS; round++) {
-      direct.push(await substitute(nginx.staticUrl))
+      const d = await substitute(nginx.staticUrl)
+      direct.push(d.seconds)
+      cpu.direct.push(d.cpu)
       const narwhal = await startPullThrough(nginx.staticUrl, publicKey)
       children.push(narwhal.child)
       try {
-        cold.push(await substitute(narwhal.url))
-        warm.push(await substitute(narwhal.url))
+        const before = cpuSeconds(narwhal.child)
+        const c = await substitute(narwhal.url)
+        const between = cpuSeconds(narwhal.child)
+        const w = await substitute(narwhal.url)
+        cold.push(c.seconds)
+        warm.push(w.seconds)
+        cpu.cold.push(c.cpu)
+        cpu.warm.push(w.cpu)
+        cpu.narwhalCold.push(between - before)
+        cpu.narwhalWarm.push(cpuSeconds(narwhal.child) - between)
       } finally {
         narwhal.child.kill('SIGTERM')
         await sh('rm', ['-rf', narwhal.dataDir])
       }
-      console.error(`round ${round + 1}: nginx ${direct.at(-1)?.toFixed(2)} s, cold ${cold.at(-1)?.toFixed(2)} s, warm ${warm.at(-1)?.toFixed(2)} s`)
+      console.error(`round ${round + 1}: nginx ${direct.at(-1)?.toFixed(2)} s, cold ${cold.at(-1)?.toFixed(2)} s, warm ${warm.at(-1)?.toFixed(2)} s; ` +
+        `CPU s: client ${cpu.direct.at(-1)?.toFixed(2)} / ${cpu.cold.at(-1)?.toFixed(2)} / ${cpu.warm.at(-1)?.toFixed(2)}, ` +
+        `narwhal cold ${cpu.narwhalCold.at(-1)?.toFixed(2)}, warm ${cpu.narwhalWarm.at(-1)?.toFixed(2)}`)
     }
     const ng = median(direct)
     // Each round's own ratio too: on a shared machine the load drifts between rounds more than
@@ -83,6 +114,8 @@ async function main (): Promise<void> {
     for (const [what, value, perRound, goal] of rows) {
       console.log(`| ${what} | ${ng.toFixed(2)} | ${value.toFixed(2)} | ${(value / ng).toFixed(2)} | ${perRound.toFixed(2)} | ${goal} |`)
     }
+    console.log(`\nCPU seconds (medians): client direct ${median(cpu.direct).toFixed(2)}, cold ${median(cpu.cold).toFixed(2)}, warm ${median(cpu.warm).toFixed(2)}; ` +
+      `narwhal during cold ${median(cpu.narwhalCold).toFixed(2)}, during warm ${median(cpu.narwhalWarm).toFixed(2)}`)
     console.log(`\nrounds (s): nginx ${direct.map(v => v.toFixed(2)).join(', ')}; cold ${cold.map(v => v.toFixed(2)).join(', ')}; warm ${warm.map(v => v.toFixed(2)).join(', ')}`)
   } finally {
     for (const child of children) child.kill('SIGTERM')
