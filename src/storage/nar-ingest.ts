@@ -196,16 +196,45 @@ async function forEachChunk (body: AsyncIterable<Buffer>, onChunk: (chunk: Buffe
   }
 }
 
+/** Bytes of a body held in memory while its temp file is still being created; past that, it waits. */
+const BEFORE_TEMP_BYTES = 8 << 20
+
 export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: string, store: BlobStore,
   options: IngestOptions): Promise<VerifiedNar> {
   await store.ensureRoom(options.declaredBytes, options.reserveBytes)
-  const temp = await store.createTemp()
+  // Created while the first bytes arrive and are verified, not before: creating a file can take
+  // milliseconds (blob-store.ts), more than receiving and verifying a small NAR, whose pulling
+  // clients get their last bytes at onVerified (BENCHMARKS.md, pull-through).
+  const creating = store.createTemp()
+  let created: TempFile | undefined
+  creating.then(t => { created = t }, () => {})
+  let temp: TempFile | undefined
+  let early: Buffer[] = []
+  let earlyBytes = 0
+  /** The temp file, once the bytes held meanwhile are in it. */
+  const intoFile = async (): Promise<TempFile> => {
+    const t = await creating
+    temp = t
+    const held = early
+    early = []
+    for (const chunk of held) {
+      const writing = t.append(chunk)
+      if (writing !== undefined) await writing
+    }
+    return t
+  }
+  const append = (chunk: Buffer): Promise<unknown> | undefined => {
+    if (temp !== undefined) return temp.append(chunk)
+    early.push(chunk)
+    earlyBytes += chunk.length
+    return created !== undefined || earlyBytes >= BEFORE_TEMP_BYTES ? intoFile() : undefined
+  }
   const verifier = new NarVerifier(options.maxBytes, options.maxNarSize)
   try {
     await forEachChunk(body, chunk => {
       const decoding = verifier.write(chunk)
-      const writing = temp.append(chunk)
-      if (decoding === undefined) return writing
+      const writing = append(chunk)
+      if (decoding === undefined) return writing?.then(() => undefined)
       if (writing === undefined) return decoding
       return Promise.all([decoding, writing]).then(() => undefined)
     })
@@ -215,10 +244,11 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
         `NAR file bytes hash to sha256:${nar.fileHash}, not to the sha256:${expectedFileHash} in its name`)
     }
     options.onVerified?.(nar)
-    await temp.sync()
-    return { nar, temp }
+    const file = temp ?? await intoFile()
+    await file.sync()
+    return { nar, temp: file }
   } catch (err) {
-    await temp.discard()
+    await (temp ?? await creating.catch(() => undefined))?.discard()
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
       throw new NarwhalError('NARWHAL_INSUFFICIENT_STORAGE', 'the cache\'s disk filled up during the upload; nothing was stored')
     }
