@@ -16,6 +16,7 @@ import { effectiveLastUse } from '../../src/cache/gc-plan.js'
 import { startGcSchedule } from '../../src/cache/gc-schedule.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { holdsNar, storeNar } from '../../src/cache/store-nar.js'
+import { UpstreamRecords } from '../../src/db/upstream-records.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { checkReupload, type IngestOptions } from '../../src/storage/nar-ingest.js'
@@ -41,6 +42,8 @@ interface PathSpec {
   /** Name of another path whose NAR file this one shares. */
   sharesNarOf?: string
   size?: number
+  /** The URL of the upstream it was pulled from (its verified narinfo names the same NAR file). */
+  pulledFrom?: string
 }
 
 function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): OpenCache {
@@ -51,6 +54,7 @@ function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<
     writeFileSync(file, Buffer.alloc(size))
     return cache.metadata.recordNarFile({ fileHash: fileHash(name), fileSize: size, compression: 'none', narHash: fileHash(name), narSize: size }, at).id
   }
+  const upstreamRecords = new UpstreamRecords(cache.db)
   // References first, as uploads must come.
   for (const [name, p] of Object.entries(spec)) {
     const fileId = p.sharesNarOf !== undefined
@@ -68,6 +72,22 @@ function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<
       narinfo: `StorePath: ${storePath(name)}\n`,
       references: (p.refs ?? []).map(r => ({ hashPart: hashPart(r), baseName: `${hashPart(r)}-${r}` }))
     }, daysAgo(p.uploaded))
+    if (p.pulledFrom !== undefined) {
+      upstreamRecords.insert({
+        hashPart: hashPart(name),
+        storePath: storePath(name),
+        upstream: p.pulledFrom,
+        narUrl: `nar/${fileHash(p.sharesNarOf ?? name)}.nar`,
+        fileHash: fileHash(p.sharesNarOf ?? name),
+        fileSize: p.size ?? 100,
+        compression: 'none',
+        narHash: fileHash(name),
+        narSize: 100,
+        references: (p.refs ?? []).map(r => `${hashPart(r)}-${r}`),
+        narinfo: `StorePath: ${storePath(name)}\n`,
+        createdAt: daysAgo(p.uploaded)
+      })
+    }
     if (p.narinfoRead !== undefined) cache.retention.touch([hashPart(name)], [], daysAgo(p.narinfoRead))
     if (p.narRead !== undefined) cache.retention.touch([], [fileHash(p.sharesNarOf ?? name)], daysAgo(p.narRead))
   }
@@ -138,6 +158,39 @@ test('max-size evicts least recently used first and stops once NAR files fit', a
   assert.deepEqual(present(tighter), names('yDep', 'zDep', 'zTop'))
   assert.equal(second.remainingBytes, 300)
   assertClosed(tighter)
+})
+
+test('max-size evicts paths pulled from a configured upstream first, never dragging a pushed path along', async () => {
+  const UPSTREAM = 'https://cache.example.org'
+  const spec: Record<string, PathSpec> = {
+    // Pushed, the least recently used of all.
+    pushedOld: { uploaded: 30 },
+    // Pulled and used more recently than pushedOld: still evicted first, as they can be fetched again.
+    pulledA: { uploaded: 30, narRead: 5, pulledFrom: UPSTREAM },
+    pulledB: { uploaded: 30, narRead: 4, pulledFrom: UPSTREAM },
+    // Pulled, but a pushed path needs it: evicting it would take pushedTop along.
+    pulledDep: { uploaded: 30, pulledFrom: UPSTREAM },
+    pushedTop: { uploaded: 30, refs: ['pulledDep'], narRead: 3 },
+    // Pulled from an upstream no longer configured: it could not be fetched again.
+    pulledGone: { uploaded: 30, narRead: 2, pulledFrom: 'https://gone.example.org' }
+  }
+  const preferring = fabricate(spec)
+  const report = await collectGarbage(preferring, policy({ maxSize: 400, upstreams: [UPSTREAM] }))
+  assert.deepEqual([...report.storePaths].sort(), names('pulledA', 'pulledB'), 'the pulled paths no pushed path needs go first')
+  assert.equal(report.remainingBytes, 400)
+  assert.deepEqual(present(preferring), names('pulledDep', 'pulledGone', 'pushedOld', 'pushedTop'))
+  assertClosed(preferring)
+
+  // Without upstreams configured the same cache is collected by last use alone.
+  const plain = fabricate(spec)
+  const lru = await collectGarbage(plain, policy({ maxSize: 400 }))
+  assert.deepEqual([...lru.storePaths].sort(), names('pulledA', 'pushedOld'))
+
+  // Past what the pulled paths free, the rest goes by last use as before.
+  const tight = fabricate(spec)
+  const more = await collectGarbage(tight, policy({ maxSize: 300, upstreams: [UPSTREAM] }))
+  assert.deepEqual([...more.storePaths].sort(), names('pulledA', 'pulledB', 'pushedOld'))
+  assertClosed(tight)
 })
 
 test('max-size keeps paths used within keep-recent and says the limit was not reached', async () => {
@@ -326,13 +379,13 @@ test('a path used, pinned or newly referenced while gc runs is kept, with what i
 
 test('effective last use: a reference inherits its referrers\' latest use; pins and cycles are kept', () => {
   const paths = [
-    { id: 1, hashPart: 'a', narFileId: 1, lastUse: 10, pinned: 0 },
-    { id: 2, hashPart: 'b', narFileId: 2, lastUse: 50, pinned: 0 },
-    { id: 3, hashPart: 'c', narFileId: 3, lastUse: 20, pinned: 0 },
-    { id: 4, hashPart: 'd', narFileId: 4, lastUse: 5, pinned: 1 },
-    { id: 5, hashPart: 'e', narFileId: 5, lastUse: 1, pinned: 0 },
-    { id: 6, hashPart: 'f', narFileId: 6, lastUse: 1, pinned: 0 },
-    { id: 7, hashPart: 'g', narFileId: 7, lastUse: 1, pinned: 0 }
+    { id: 1, hashPart: 'a', upstream: null, narFileId: 1, lastUse: 10, pinned: 0 },
+    { id: 2, hashPart: 'b', upstream: null, narFileId: 2, lastUse: 50, pinned: 0 },
+    { id: 3, hashPart: 'c', upstream: null, narFileId: 3, lastUse: 20, pinned: 0 },
+    { id: 4, hashPart: 'd', upstream: null, narFileId: 4, lastUse: 5, pinned: 1 },
+    { id: 5, hashPart: 'e', upstream: null, narFileId: 5, lastUse: 1, pinned: 0 },
+    { id: 6, hashPart: 'f', upstream: null, narFileId: 6, lastUse: 1, pinned: 0 },
+    { id: 7, hashPart: 'g', upstream: null, narFileId: 7, lastUse: 1, pinned: 0 }
   ]
   // b -> a, c -> a, d -> e (pinned d), f <-> g (a cycle Nix never makes)
   const edges = [{ referrer: 2, reference: 1 }, { referrer: 3, reference: 1 }, { referrer: 4, reference: 5 },
