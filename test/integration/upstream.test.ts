@@ -13,6 +13,7 @@ import { buildClosure, HOST_NIX, netrcFile, nixKeyPair, nix, nixOk, run, tempDir
 import { startNginxCache, type NginxCache } from '../helpers/nginx.js'
 import { startServer } from '../helpers/server.js'
 import { CLI, spawnServer } from '../helpers/server-process.js'
+import { MAX_REDIRECTS } from '../../src/upstream/upstream.js'
 
 interface Upstream { nginx: NginxCache, key: { secretFile: string, publicKey: string }, closure: TestClosure, dir: string }
 
@@ -189,6 +190,29 @@ test('a NAR altered upstream is never received whole, leaves nothing stored, and
   assert.equal((await fetch(`${server.url}/${url}`)).status, 404)
   assert.equal(await metric(server, 'narwhal_upstream_refusals_total', 'reason="nar_mismatch"'), 1)
   assert.equal((await narGets(upstream)).length, 1)
+})
+
+test('an upstream that redirects: narinfos and NARs are fetched where it sends them, verified the same; redirects without end fail after MAX_REDIRECTS', async (t) => {
+  const upstream = await upstreamWith(t)
+  const server = await startServer(t, { env: { NARWHAL_UPSTREAMS: upstream.nginx.redirectingUrl, NARWHAL_UPSTREAM_KEYS: upstream.key.publicKey } })
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  const requests = await upstreamRequests(upstream)
+  const count = upstream.closure.all.length
+  // Each narinfo and NAR asked of the redirecting server once, and fetched where it pointed.
+  assert.equal(requests.filter(l => /^GET \/[0-9a-z]{32}\.narinfo 302$/.test(l)).length, count)
+  assert.equal(requests.filter(l => /^GET \/[0-9a-z]{32}\.narinfo 200$/.test(l)).length, count)
+  assert.equal(requests.filter(l => /^GET \/nar\/\S+ 302$/.test(l)).length, count)
+  assert.equal(requests.filter(l => /^GET \/nar\/\S+ 200$/.test(l)).length, count)
+  assert.equal(await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.redirectingUrl), count)
+
+  // Redirects without end: followed MAX_REDIRECTS times, then a failure, and the client a 404.
+  const looping = `${upstream.nginx.redirectingUrl}/loop`
+  const other = await startServer(t, { env: { NARWHAL_UPSTREAMS: looping, NARWHAL_UPSTREAM_KEYS: upstream.key.publicKey } })
+  const hash = hashPart(upstream.closure.top)
+  assert.equal((await fetch(`${other.url}/${hash}.narinfo`)).status, 404)
+  assert.equal(await metric(other, 'narwhal_upstream_errors_total', looping), 1)
+  const loops = (await upstreamRequests(upstream)).filter(l => new RegExp(`^GET /loop/${hash}\\.narinfox* 302$`).test(l))
+  assert.equal(loops.length, MAX_REDIRECTS + 1)
 })
 
 test('upstream stopped: pulled paths still substitute, a miss answers 404 quickly, and both survive a restart', async (t) => {
