@@ -266,13 +266,21 @@ test('an upstream that does not answer: misses are 404 within the answer timeout
   assert.equal(server.app.narwhal.upstreams?.()[0]?.state, 'skipped', 'the front page shows the upstream skipped')
 })
 
-test('push and proxy in one: nix copy --to narwhal skips upstream-held paths without fetching their NARs, and the pushed closure substitutes', async (t) => {
+test('push and proxy in one: the pusher\'s missing-paths question and nix copy --to narwhal skip upstream-held paths without fetching their NARs, and the pushed closure substitutes', async (t) => {
   // The upstream holds data and dep; top, which references dep, is only on this machine.
   const upstream = await upstreamWith(t, { only: 'dep' })
   const uploader = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [uploader.publicKey], env: upstreamEnv(upstream) })
   const { closure } = upstream
   assert.ok(!existsSync(path.join(upstream.nginx.root, `${hashPart(closure.top)}.narinfo`)))
+
+  // The pusher's question: only top is missing, the upstream holds the rest.
+  const question = await fetch(`${server.url}/api/v1/missing-paths`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ hashParts: closure.all.map(hashPart) })
+  })
+  assert.deepEqual(await question.json(), { missing: [hashPart(closure.top)] })
 
   await nixOk(['copy', '--to', `${server.url}?secret-key=${uploader.secretFile}`, closure.top],
     { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
