@@ -20,7 +20,7 @@
  * them): pulled from an upstream that is still configured, and only referenced by such paths, so
  * evicting one takes along nothing that was pushed. Only then the rest, by the same order.
  */
-import type { GcSnapshot } from '../db/retention.js'
+import type { GcSnapshot } from '../db/metadata-store.js'
 
 export interface GcPolicy {
   /** Evict least recently used paths until NAR files take at most this many bytes. */

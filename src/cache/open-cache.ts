@@ -1,8 +1,8 @@
 /**
  * Opens a cache's data folder, the one way every command and the server do it:
  *
- *   openDataDir  the database (created and migrated) with Metadata, Retention and the BlobStore
- *                wired on its connection; nothing else on disk changes (fsck, gc, pin, token, migrate)
+ *   openDataDir  the metadata store (the SQLite file, created and migrated) and the BlobStore;
+ *                nothing else on disk changes (fsck, gc, pin, token, migrate)
  *   openCache    that, plus the NAR store's folders and layout version, the trusted uploader
  *                keys, provenance, the audit log and the pages' reads: what a serving process
  *                needs (`narwhal serve`, its workers, the tests)
@@ -14,9 +14,8 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
 import { ConfigError } from '../config/config.js'
-import { migrate, openDatabase, type Db } from '../db/database.js'
-import { Metadata } from '../db/metadata.js'
-import { Retention } from '../db/retention.js'
+import type { MetadataStore } from '../db/metadata-store.js'
+import { openSqliteMetadataStore } from '../db/sqlite/store.js'
 import { AuditLog } from './audit-log.js'
 import { Browse } from './browse.js'
 import { Provenance } from './provenance.js'
@@ -24,17 +23,16 @@ import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
 import { BlobStore } from '../storage/blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
+import { parseS3Url } from '../storage/s3-url.js'
 
 export interface DataDir {
   layout: Layout
-  db: Db
-  metadata: Metadata
-  retention: Retention
+  metadata: MetadataStore
   blobs: BlobStore
   /** True when this call created the database, i.e. the first start on this data folder. */
   created: boolean
-  /** Closes the database connection. */
-  close: () => void
+  /** Closes the metadata store. */
+  close: () => Promise<void>
 }
 
 export interface OpenCache extends DataDir {
@@ -62,23 +60,52 @@ export function loadTrustedKeys (config: Readonly<Config>, layout: Layout): Trus
   return new TrustedKeys(keys)
 }
 
-export function openDataDir (dataDir: string): DataDir {
+/**
+ * Where a cache is (config/config.ts): its data folder, and its database and storage when they
+ * are not the embedded ones (null or absent: the SQLite file and the NAR folder in the data folder).
+ */
+export interface CacheLocation {
+  dataDir: string
+  database?: string | null
+  storage?: { url: string | null }
+}
+
+/**
+ * Only the embedded database and storage can be opened yet (issue 20): say so before anything is
+ * created. A storage URL is parsed first, so a malformed one is named as such (storage/s3-url.ts).
+ * The database URL is not shown: it may hold a password.
+ */
+function refuseUnwired (location: CacheLocation): void {
+  const storageUrl = location.storage?.url ?? null
+  if (storageUrl !== null) parseS3Url(storageUrl)
+  const unwired = [
+    location.database == null ? undefined : 'a database other than the SQLite file in the data folder (database, NARWHAL_DATABASE_URL, --database)',
+    storageUrl === null ? undefined : `the S3 storage ${storageUrl}`
+  ].filter(w => w !== undefined)
+  if (unwired.length > 0) {
+    throw new ConfigError(`${unwired.join(' and ')}: not wired yet in this version of narwhal; ` +
+      'leave database and storage unset to use the SQLite file and the NAR folder in the data folder')
+  }
+}
+
+export function openDataDir (location: CacheLocation): DataDir {
+  refuseUnwired(location)
+  const { dataDir } = location
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
-  const db = openDatabase(layout.database)
-  migrate(db)
-  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs: new BlobStore(layout), created, close: () => db.close() }
+  const metadata = openSqliteMetadataStore(layout.database)
+  return { layout, metadata, blobs: new BlobStore(layout), created, close: async () => await metadata.close() }
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {
-  const opened = openDataDir(config.dataDir)
+  const opened = openDataDir(config)
   opened.blobs.init()
   return {
     ...opened,
     trustedKeys: loadTrustedKeys(config, opened.layout),
-    provenance: new Provenance(opened.db),
-    audit: new AuditLog(opened.db, { maxEntries: config.audit.maxEntries }),
-    browse: new Browse(opened.db)
+    provenance: new Provenance(opened.metadata),
+    audit: new AuditLog(opened.metadata.audit, { maxEntries: config.audit.maxEntries }),
+    browse: new Browse(opened.metadata)
   }
 }
