@@ -338,7 +338,9 @@ export class SqliteMetadataStore implements MetadataStore {
       has: async (hashPart) => s.hasNarinfo.get(hashPart) !== undefined,
       storePathOf: async (hashPart) => s.storePathOf.get(hashPart)?.storePath,
       count: async () => s.narinfoCount.get()?.n ?? 0,
-      insert: async (record, provenance, options) => this.transaction(() => this.insertNarinfo(record, provenance, options)),
+      insert: async (record, provenance, options) => options.durableWithNext === true
+        ? this.durableWithNext(() => this.insertNarinfo(record, provenance, options))
+        : this.transaction(() => this.insertNarinfo(record, provenance, options)),
       mergeSignatures: async (id, expectedSigs, sigs, narinfo, provenance) => this.transaction(() => {
         if (s.sigsById.get(id)?.sigs !== expectedSigs.join('\n')) return { kind: 'changed-meanwhile' as const }
         s.updateSigs.run({ id, sigs: sigs.join('\n'), narinfo })
