@@ -1,7 +1,12 @@
 /**
- * One NAR at a time through a cold and a warm narwhal and directly from nginx, timed with curl:
- * how fast narwhal relays a pulled NAR with nothing else running (a look at the cold path's
- * throughput alone, without a Nix client's own work beside it).
+ * Pulled NARs one at a time, with nothing else running: the cold path's throughput and latency
+ * without a Nix client's own work beside it.
+ *
+ *   the largest NARs (PROBE_BIG, 6 by default): from nginx, through a cold and a warm narwhal,
+ *     timed with curl
+ *   200 small paths one after the other (narinfo, then NAR, as Nix walks a chain of derivations):
+ *     from nginx and through a cold narwhal, and with BENCH_BASELINE_CLI through another build's
+ *     too, path by path in turn; medians and sums of the requests' times
  */
 import { mkdtempSync, readFileSync, readdirSync, statSync } from 'node:fs'
 import type { ChildProcess } from 'node:child_process'
