@@ -28,8 +28,12 @@ function runInWorker (input: GcWorkerInput): { done: Promise<GcWorkerResult>, st
   return { done, stop: () => worker.postMessage('stop') }
 }
 
-/** Starts the schedule (nothing when gc.interval is off); the returned function stops it and waits for a run in progress. */
-export function startGcSchedule (dataDir: string, settings: Readonly<GcSettings>, log: GcLog): () => Promise<void> {
+/**
+ * Starts the schedule (nothing when gc.interval is off); the returned function stops it and waits
+ * for a run in progress. `upstreams`: the configured upstreams' URLs (paths pulled from them are
+ * evicted first over the size cap, cache/gc-plan.ts).
+ */
+export function startGcSchedule (dataDir: string, settings: Readonly<GcSettings>, log: GcLog, upstreams: readonly string[] = []): () => Promise<void> {
   const interval = settings.interval
   if (interval === null) return async () => {}
   let stopping = false
@@ -37,7 +41,7 @@ export function startGcSchedule (dataDir: string, settings: Readonly<GcSettings>
   let timer: NodeJS.Timeout | undefined
 
   const runOnce = async (): Promise<void> => {
-    current = runInWorker({ dataDir, settings: { ...settings } })
+    current = runInWorker({ dataDir, settings: { ...settings }, upstreams: [...upstreams] })
     const result = await current.done
     current = undefined
     if (result.ok) log.info(result.fields, 'gc run')

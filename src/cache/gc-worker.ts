@@ -12,10 +12,10 @@ import type { GcSettings } from '../config/config.js'
 import { collectGarbage, gcLogFields } from './gc.js'
 import { openDataDir } from './open-cache.js'
 
-export interface GcWorkerInput { dataDir: string, settings: GcSettings }
+export interface GcWorkerInput { dataDir: string, settings: GcSettings, upstreams: string[] }
 export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }
 
-const { dataDir, settings } = workerData as GcWorkerInput
+const { dataDir, settings, upstreams } = workerData as GcWorkerInput
 let stopping = false
 parentPort?.on('message', (message: unknown) => { if (message === 'stop') stopping = true })
 
@@ -23,7 +23,7 @@ let result: GcWorkerResult
 try {
   const cache = openDataDir({ dataDir })
   try {
-    const report = await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping })
+    const report = await collectGarbage(cache, { ...settings, upstreams, trigger: 'schedule', shouldStop: () => stopping })
     result = { ok: true, fields: gcLogFields(report) }
   } finally {
     await cache.close()
