@@ -9,10 +9,12 @@
 import { createReadStream } from 'node:fs'
 import type { Readable } from 'node:stream'
 import {
-  AbortMultipartUploadCommand, DeleteObjectCommand, GetObjectCommand, HeadBucketCommand, HeadObjectCommand,
-  ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, S3Client
+  AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CreateMultipartUploadCommand, DeleteObjectCommand,
+  GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
+  PutObjectCommand, S3Client, UploadPartCommand
 } from '@aws-sdk/client-s3'
 import { Upload } from '@aws-sdk/lib-storage'
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
 import { NarwhalError } from '../errors.js'
 import type { S3Location } from './s3-url.js'
 
@@ -24,6 +26,19 @@ const MULTIPART_QUEUE = 4
 export interface S3Object { name: string, size: number }
 /** A multipart upload begun and neither completed nor aborted: its parts take space, no reader sees them. */
 export interface UnfinishedUpload { name: string, uploadId: string, initiated: Date }
+
+/** A multipart upload by the name of its object and the id the service gave it. */
+export interface MultipartUpload { name: string, uploadId: string }
+export interface UploadedPart { partNumber: number, etag: string }
+
+/** An object's bytes being read: the whole object or the range asked for (inclusive end). */
+export interface ObjectRead {
+  /** The whole object's size. */
+  size: number
+  start: number
+  end: number
+  body: Readable
+}
 
 export interface PutOptions {
   contentType: string
@@ -123,8 +138,57 @@ export class S3Objects {
     }
   }
 
+  /** Begins a multipart upload: nothing is visible under `name` until it is completed. */
+  async startMultipart (name: string, options: PutOptions): Promise<MultipartUpload> {
+    try {
+      const started = await this.client.send(new CreateMultipartUploadCommand({
+        Bucket: this.location.bucket,
+        Key: this.key(name),
+        ContentType: options.contentType,
+        ContentEncoding: options.contentEncoding ?? undefined
+      }))
+      if (started.UploadId === undefined) throw new Error('the service gave no UploadId')
+      return { name, uploadId: started.UploadId }
+    } catch (err) {
+      throw this.failure(err, `beginning the multipart upload of ${name}`)
+    }
+  }
+
+  /** Sends one part (numbered from 1; every part but the last at least 5 MiB); `signal` cancels it. */
+  async uploadPart (upload: MultipartUpload, partNumber: number, body: Uint8Array, signal?: AbortSignal): Promise<UploadedPart> {
+    try {
+      const sent = await this.client.send(new UploadPartCommand({
+        Bucket: this.location.bucket,
+        Key: this.key(upload.name),
+        UploadId: upload.uploadId,
+        PartNumber: partNumber,
+        Body: body,
+        ContentLength: body.length
+      }), { abortSignal: signal })
+      if (sent.ETag === undefined) throw new Error('the service gave no ETag for the part')
+      return { partNumber, etag: sent.ETag }
+    } catch (err) {
+      throw this.failure(err, `sending part ${partNumber} of ${upload.name}`)
+    }
+  }
+
+  /** Makes a multipart upload's object visible, all at once, from its parts. */
+  async completeMultipart (upload: MultipartUpload, parts: readonly UploadedPart[]): Promise<void> {
+    const ordered = [...parts].sort((a, b) => a.partNumber - b.partNumber)
+    try {
+      await this.client.send(new CompleteMultipartUploadCommand({
+        Bucket: this.location.bucket,
+        Key: this.key(upload.name),
+        UploadId: upload.uploadId,
+        MultipartUpload: { Parts: ordered.map(p => ({ PartNumber: p.partNumber, ETag: p.etag })) }
+      }))
+    } catch (err) {
+      throw this.failure(err, `completing the multipart upload of ${upload.name}`)
+    }
+  }
+
   /** Aborts an unfinished multipart upload, freeing its parts; one already gone is success. */
-  async abortUpload (upload: UnfinishedUpload): Promise<void> {
+  async abortUpload (upload: MultipartUpload): Promise<void> {
     try {
       await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: this.key(upload.name), UploadId: upload.uploadId }))
     } catch (err) {
@@ -190,6 +254,45 @@ export class S3Objects {
     } catch (err) {
       if (errorName(err) === 'NoSuchKey') return undefined
       throw this.failure(err, `reading ${name}`)
+    }
+  }
+
+  /**
+   * Starts reading an object, whole or the inclusive byte range asked for; undefined when there
+   * is none. A range past the end is the caller's to refuse: it knows the size from the database.
+   * The caller must consume or destroy `body`, which holds a connection.
+   */
+  async read (name: string, range?: { start: number, end: number }): Promise<ObjectRead | undefined> {
+    let object
+    try {
+      object = await this.client.send(new GetObjectCommand({
+        Bucket: this.location.bucket,
+        Key: this.key(name),
+        Range: range === undefined ? undefined : `bytes=${range.start}-${range.end}`
+      }))
+    } catch (err) {
+      if (errorName(err) === 'NoSuchKey') return undefined
+      throw this.failure(err, `reading ${name}`)
+    }
+    const length = object.ContentLength ?? 0
+    const body = object.Body as Readable | undefined
+    if (body === undefined) throw this.failure(new Error('the service sent no body'), `reading ${name}`)
+    // "bytes START-END/SIZE" when a range was answered; the whole object otherwise.
+    const answered = /^bytes (\d+)-(\d+)\/(\d+)$/.exec(object.ContentRange ?? '')
+    if (answered === null) return { size: length, start: 0, end: length - 1, body }
+    return { size: Number(answered[3]), start: Number(answered[1]), end: Number(answered[2]), body }
+  }
+
+  /**
+   * A URL that lets whoever holds it GET the object for `expiresInSeconds`, signed here with the
+   * credentials (no request is sent; the object may not exist).
+   */
+  async presignedGet (name: string, expiresInSeconds: number): Promise<string> {
+    try {
+      return await getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }),
+        { expiresIn: expiresInSeconds })
+    } catch (err) {
+      throw this.failure(err, `signing a URL for ${name}`)
     }
   }
 
