@@ -63,7 +63,8 @@ function narTooLarge (maxNarSize: number): NarwhalError {
   return new NarwhalError('NARWHAL_TOO_LARGE', `NAR file decompresses to more than the limit of ${maxNarSize} bytes (limits.narSizeBytes)`)
 }
 
-function chooseMethod (head: Buffer): Compression {
+/** The method to verify the body with, from its first DETECTION_BYTES; refuses what cannot be verified. */
+export function chooseMethod (head: Buffer): Compression {
   const detected = detectCompression(head)
   if (detected === 'lz4' || detected === 'lzip') {
     throw new NarwhalError('NARWHAL_UNSUPPORTED_COMPRESSION',
