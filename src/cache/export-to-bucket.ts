@@ -21,7 +21,7 @@ import { createReadStream } from 'node:fs'
 import type { Metadata } from '../db/metadata.js'
 import { auxFilePath, CACHE_INFO_FILE, cacheInfoText, CONTENT_TYPE, narinfoFile } from '../nix/binary-cache-files.js'
 import { parseNarInfo } from '../nix/narinfo.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { FileBlobStore } from '../storage/file-blob-store.js'
 import type { S3Objects } from '../storage/s3-objects.js'
 
 export interface ExportOptions {
@@ -59,7 +59,7 @@ const DEFAULT_JOBS = 4
 const SMALL_JOBS = 8
 const PAGE = 500
 
-export async function exportToBucket (source: { metadata: Metadata, blobs: BlobStore }, bucket: S3Objects,
+export async function exportToBucket (source: { metadata: Metadata, blobs: FileBlobStore }, bucket: S3Objects,
   options: ExportOptions): Promise<ExportResult> {
   const { metadata, blobs } = source
   const counts = (): ExportCounts => ({ uploaded: 0, present: 0, bytesUploaded: 0 })

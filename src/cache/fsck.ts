@@ -21,7 +21,7 @@ import { narUrl } from '../nix/nar-url.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { FILE_HASH_PATTERN, STORE_DIR } from '../nix/store-path.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { FileBlobStore } from '../storage/file-blob-store.js'
 import { LAYOUT_VERSION, type Layout } from '../storage/layout.js'
 import { measureStoredNar } from '../storage/nar-ingest.js'
 import { removeNarFiles, removeNarinfos, removeUnrecordedNarFile, type Removal } from './remove-paths.js'
@@ -90,7 +90,7 @@ export interface FsckReport {
 export interface CacheParts {
   layout: Layout
   metadata: Metadata
-  blobs: BlobStore
+  blobs: FileBlobStore
   /** References held elsewhere count as present (narinfos pulled from upstreams, db/upstream-records.ts). */
   elsewhere?: ReferenceSource
 }

@@ -16,13 +16,13 @@
  */
 import type { Metadata, NarFileRow } from '../db/metadata.js'
 import type { Retention } from '../db/retention.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { FileBlobStore } from '../storage/file-blob-store.js'
 import { planGc, type GcPolicy, type PlannedEviction } from './gc-plan.js'
 import { removeNarinfos, removeUnnamedNarFiles } from './remove-paths.js'
 
 export interface GcCache {
   metadata: Metadata
-  blobs: BlobStore
+  blobs: FileBlobStore
   retention: Retention
 }
 

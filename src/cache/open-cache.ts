@@ -1,14 +1,14 @@
 /**
  * Opens a cache's data folder, the one way every command and the server do it:
  *
- *   openDataDir  the database (created and migrated) with Metadata, Retention and the BlobStore
+ *   openDataDir  the database (created and migrated) with Metadata, Retention and the FileBlobStore
  *                wired on its connection; nothing else on disk changes (fsck, gc, pin, token, migrate)
  *   openCache    that, plus the NAR store's folders and layout version, the trusted uploader
  *                keys, provenance, the audit log and the pages' reads: what a serving process
  *                needs (`narwhal serve`, its workers, the tests)
  *
  * Neither empties store/tmp: only a process that knows no other one serves the store may
- * (BlobStore.emptyTmp), so the two that do call it themselves (serve, and the primary of
+ * (FileBlobStore.emptyTmp), so the two that do call it themselves (serve, and the primary of
  * `serve --workers N`).
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
@@ -22,7 +22,7 @@ import { Browse } from './browse.js'
 import { Provenance } from './provenance.js'
 import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
-import { BlobStore } from '../storage/blob-store.js'
+import { FileBlobStore } from '../storage/file-blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
 
 export interface DataDir {
@@ -30,7 +30,7 @@ export interface DataDir {
   db: Db
   metadata: Metadata
   retention: Retention
-  blobs: BlobStore
+  blobs: FileBlobStore
   /** True when this call created the database, i.e. the first start on this data folder. */
   created: boolean
   /** Closes the database connection. */
@@ -68,7 +68,7 @@ export function openDataDir (dataDir: string): DataDir {
   const created = !existsSync(layout.database)
   const db = openDatabase(layout.database)
   migrate(db)
-  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs: new BlobStore(layout), created, close: () => db.close() }
+  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs: new FileBlobStore(layout), created, close: () => db.close() }
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {

@@ -6,14 +6,14 @@
  *   transitively): no served narinfo may name a reference the cache cannot give.
  * - A NAR file goes only when no narinfo names it. Its row is deleted and its file unlinked inside
  *   one SQLite write transaction; an upload records a NAR's row in a write transaction too, so the
- *   two cannot interleave into a row whose file was just unlinked (see BlobStore.commitNar).
+ *   two cannot interleave into a row whose file was just unlinked (see FileBlobStore.commitNar).
  *
  * Every function takes `dryRun`: the same statements run, then the transaction is rolled back and
  * no file is touched, so a dry run reports exactly what a real run would remove at that moment.
  */
 import { unlinkSync } from 'node:fs'
 import type { Metadata, NarFileRow } from '../db/metadata.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { FileBlobStore } from '../storage/file-blob-store.js'
 
 export interface Removal {
   /** Store paths whose narinfos were removed (asked for, or referrers of those). */
@@ -53,7 +53,7 @@ function unlinkIfPresent (file: string): void {
 }
 
 /** Deletes the row and file of each NAR file no narinfo names; call inside a transaction. */
-function removeUnnamed (metadata: Metadata, blobs: BlobStore, rows: NarFileRow[], dryRun: boolean): NarFileRow[] {
+function removeUnnamed (metadata: Metadata, blobs: FileBlobStore, rows: NarFileRow[], dryRun: boolean): NarFileRow[] {
   const removed: NarFileRow[] = []
   for (const row of rows) {
     if (!metadata.deleteNarFileRow(row.id)) continue
@@ -67,7 +67,7 @@ function removeUnnamed (metadata: Metadata, blobs: BlobStore, rows: NarFileRow[]
  * Removes the narinfos named by `hashParts` (hash parts not in the cache are ignored), every
  * narinfo that references them transitively, and the NAR files left unnamed by that.
  */
-export function removeNarinfos (metadata: Metadata, blobs: BlobStore, hashParts: string[], options: RemoveOptions = {}): Removal {
+export function removeNarinfos (metadata: Metadata, blobs: FileBlobStore, hashParts: string[], options: RemoveOptions = {}): Removal {
   const dryRun = options.dryRun ?? false
   return inTransaction(metadata, dryRun, () => removeWithReferrers(metadata, blobs, hashParts, [], dryRun))
 }
@@ -78,7 +78,7 @@ export function removeNarinfos (metadata: Metadata, blobs: BlobStore, hashParts:
  * Without the row, a later upload of the same NAR stores it afresh instead of taking the row for
  * proof that the cache already holds it.
  */
-export function removeNarFiles (metadata: Metadata, blobs: BlobStore, narFileIds: number[], options: RemoveOptions = {}): Removal {
+export function removeNarFiles (metadata: Metadata, blobs: FileBlobStore, narFileIds: number[], options: RemoveOptions = {}): Removal {
   const dryRun = options.dryRun ?? false
   return inTransaction(metadata, dryRun, () => {
     const namers = metadata.narinfosNaming(narFileIds).map(n => n.hashPart)
@@ -87,7 +87,7 @@ export function removeNarFiles (metadata: Metadata, blobs: BlobStore, narFileIds
 }
 
 /** The narinfos with their referrers, then the NAR files left unnamed; call inside a transaction. */
-function removeWithReferrers (metadata: Metadata, blobs: BlobStore, hashParts: string[], narFileIds: number[], dryRun: boolean): Removal {
+function removeWithReferrers (metadata: Metadata, blobs: FileBlobStore, hashParts: string[], narFileIds: number[], dryRun: boolean): Removal {
   const doomed = metadata.withReferrers(hashParts)
   for (const n of doomed) metadata.deleteNarinfo(n.hashPart)
   const fileIds = [...new Set([...narFileIds, ...doomed.map(n => n.narFileId)])]
@@ -101,7 +101,7 @@ function removeWithReferrers (metadata: Metadata, blobs: BlobStore, hashParts: s
  * ms). The grace period matters: Nix uploads a NAR before its narinfo, so a young unnamed NAR is
  * usually an upload in progress.
  */
-export function removeUnnamedNarFiles (metadata: Metadata, blobs: BlobStore, createdBefore: number, options: RemoveOptions = {}): Removal {
+export function removeUnnamedNarFiles (metadata: Metadata, blobs: FileBlobStore, createdBefore: number, options: RemoveOptions = {}): Removal {
   const dryRun = options.dryRun ?? false
   return inTransaction(metadata, dryRun, () => {
     const narFiles = removeUnnamed(metadata, blobs, metadata.unnamedNarFiles(createdBefore), dryRun)
@@ -114,7 +114,7 @@ export function removeUnnamedNarFiles (metadata: Metadata, blobs: BlobStore, cre
  * rename and its row, or put there by hand). Checked and unlinked in one write transaction so an
  * upload recording the same file cannot slip in between. Returns false when a row exists.
  */
-export function removeUnrecordedNarFile (metadata: Metadata, blobs: BlobStore, fileHash: string, options: RemoveOptions = {}): boolean {
+export function removeUnrecordedNarFile (metadata: Metadata, blobs: FileBlobStore, fileHash: string, options: RemoveOptions = {}): boolean {
   if (options.dryRun ?? false) return metadata.narFile(fileHash) === undefined
   return metadata.transaction(() => {
     if (metadata.narFile(fileHash) !== undefined) return false

@@ -19,7 +19,7 @@
  */
 import type { Limits } from '../config/config.js'
 import type { Metadata } from '../db/metadata.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { FileBlobStore } from '../storage/file-blob-store.js'
 import { checkReupload, ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 
 /**
@@ -35,14 +35,14 @@ import { checkReupload, ingestNar, type IngestedNar, type IngestOptions } from '
  * harmless. When the row is gone or the file is missing or cut short, the caller stores the
  * upload with storeNar, which re-creates both.
  */
-export async function holdsNar (fileHash: string, cache: { metadata: Metadata, blobs: BlobStore }, now = Date.now()): Promise<boolean> {
+export async function holdsNar (fileHash: string, cache: { metadata: Metadata, blobs: FileBlobStore }, now = Date.now()): Promise<boolean> {
   // A read first: most uploads are of new NARs, which need no write here.
   if (cache.metadata.narFile(fileHash) === undefined) return false
   const row = cache.metadata.renewNarFile(fileHash, now)
   return row !== undefined && await cache.blobs.narSize(fileHash) === row.fileSize
 }
 
-export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: BlobStore },
+export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: FileBlobStore },
   options: IngestOptions, now?: number): Promise<IngestedNar> {
   const { nar, temp } = await ingestNar(body, fileHash, cache.blobs, options)
   try {
@@ -76,7 +76,7 @@ export interface NarUpload {
  * them: the room is checked before the body is read (ingestNar checks again), so a 507 reaches
  * a client that has not sent its body yet and can retry it whole.
  */
-export async function startNarUpload (fileHash: string, cache: { metadata: Metadata, blobs: BlobStore }, limits: Readonly<Limits>,
+export async function startNarUpload (fileHash: string, cache: { metadata: Metadata, blobs: FileBlobStore }, limits: Readonly<Limits>,
   declaredBytes = 0): Promise<NarUpload> {
   const held = await holdsNar(fileHash, cache)
   if (!held) await cache.blobs.ensureRoom(declaredBytes, limits.freeSpaceReserveBytes)
@@ -99,7 +99,7 @@ export async function startNarUpload (fileHash: string, cache: { metadata: Metad
 }
 
 /** The whole upload when nothing happens between the decision and the body (batch parts). */
-export async function putNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: BlobStore },
+export async function putNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: FileBlobStore },
   limits: Readonly<Limits>): Promise<NarUploadResult> {
   return await (await startNarUpload(fileHash, cache, limits)).receive(body)
 }

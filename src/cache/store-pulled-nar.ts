@@ -15,7 +15,7 @@
 import { NarwhalError, isNarwhalError } from '../errors.js'
 import type { Metadata } from '../db/metadata.js'
 import type { TrustedKeys } from '../signing/keys.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { FileBlobStore } from '../storage/file-blob-store.js'
 import { ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 import { acceptNarinfo } from './accept-narinfo.js'
 import type { Provenance } from './provenance.js'
@@ -58,7 +58,7 @@ function checkAgainstNarinfo (nar: IngestedNar, expected: ExpectedNar): void {
  * be the NAR the narinfo describes, before they are on the disk.
  */
 export async function storePulledNar (body: AsyncIterable<Buffer>, expected: ExpectedNar, paths: PulledPath[],
-  cache: { metadata: Metadata, blobs: BlobStore, provenance: Provenance }, elsewhere: ReferenceSource, options: Omit<IngestOptions, 'onVerified'>,
+  cache: { metadata: Metadata, blobs: FileBlobStore, provenance: Provenance }, elsewhere: ReferenceSource, options: Omit<IngestOptions, 'onVerified'>,
   onVerified: () => void = () => {}): Promise<IngestedNar> {
   const { nar, temp } = await ingestNar(body, expected.fileHash, cache.blobs, {
     ...options,

@@ -21,7 +21,7 @@ import { NarwhalError, isNarwhalError } from '../errors.js'
 import { detectCompression, DETECTION_BYTES, VERIFIABLE_COMPRESSIONS, type Compression } from '../nix/compression.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { NarReader } from '../nix/nar-reader.js'
-import type { BlobStore, TempFile } from './blob-store.js'
+import type { FileBlobStore as BlobStore, TempFile } from './file-blob-store.js'
 import { createDecoder, DecodeError, type Decoder } from '../nix/codecs.js'
 
 export interface IngestedNar {

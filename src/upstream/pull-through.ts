@@ -20,7 +20,7 @@ import type { Db } from '../db/database.js'
 import { isNarwhalError } from '../errors.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
-import type { BlobStore } from '../storage/blob-store.js'
+import type { FileBlobStore } from '../storage/file-blob-store.js'
 import { checkPulledNarinfo } from '../cache/pulled-narinfo.js'
 import type { UpstreamStatus } from '../cache/browse.js'
 import type { Provenance } from '../cache/provenance.js'
@@ -40,7 +40,7 @@ export interface PullCache {
   config: Readonly<Config>
   db: Db
   metadata: Metadata
-  blobs: BlobStore
+  blobs: FileBlobStore
   provenance: Provenance
   /** For what happens outside any request (narinfos asked ahead of the client). */
   log: PullLog

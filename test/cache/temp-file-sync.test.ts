@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache } from '../../src/cache/open-cache.js'
-import type { TempFile } from '../../src/storage/blob-store.js'
+import type { TempFile } from '../../src/storage/file-blob-store.js'
 import { tempDir } from '../helpers/nix.js'
 
 const MIB = 1024 * 1024

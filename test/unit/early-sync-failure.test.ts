@@ -26,7 +26,7 @@ fs.fdatasync = ((fd: number, callback: (err: NodeJS.ErrnoException | null) => vo
   process.nextTick(callback, err)
 }) as typeof fs.fdatasync
 
-const { BlobStore } = await import('../../src/storage/blob-store.js')
+const { FileBlobStore } = await import('../../src/storage/file-blob-store.js')
 const { layoutFor } = await import('../../src/storage/layout.js')
 const { ingestNar } = await import('../../src/storage/nar-ingest.js')
 const { fileHashOf } = await import('../helpers/upload.js')
@@ -38,15 +38,15 @@ const nar = narOf({ type: 'regular', contents: randomBytes(20 << 20), executable
 const fileHash = fileHashOf(nar)
 const chunks = Array.from({ length: Math.ceil(nar.length / 65536) }, (_, i) => nar.subarray(i * 65536, (i + 1) * 65536))
 
-function freshStore (t: { after: (fn: () => void) => void }): InstanceType<typeof BlobStore> {
+function freshStore (t: { after: (fn: () => void) => void }): InstanceType<typeof FileBlobStore> {
   const { dir, cleanup } = makeTempDir()
   t.after(cleanup)
-  const store = new BlobStore(layoutFor(dir))
+  const store = new FileBlobStore(layoutFor(dir))
   store.init()
   return store
 }
 
-async function ingest (store: InstanceType<typeof BlobStore>): ReturnType<typeof ingestNar> {
+async function ingest (store: InstanceType<typeof FileBlobStore>): ReturnType<typeof ingestNar> {
   return await ingestNar(Readable.from(chunks), fileHash, store, { maxBytes: 1 << 30, maxNarSize: 1 << 30, declaredBytes: nar.length, reserveBytes: 0 })
 }
 
