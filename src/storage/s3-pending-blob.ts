@@ -1,22 +1,27 @@
 /**
- * A NAR being received into an S3 bucket while nar-ingest verifies it: nothing becomes visible
- * under its name until commit, which is called only after verification passed.
+ * A NAR being received into an S3 bucket while nar-ingest verifies it (the PendingBlob of
+ * storage/blob-store.ts): nothing becomes visible under its name until commit, which the cache
+ * layer calls only after verification passed.
  *
  *   small (up to one part):  chunks kept in memory ──commit──▶ one PutObject
  *   large:                   CreateMultipartUpload, then each PART_BYTES sent as an UploadPart
  *                            while the rest arrives and is verified ──commit──▶ CompleteMultipartUpload
- *   refused or failed:       discard: AbortMultipartUpload (parts in flight are cancelled first)
+ *   refused or failed:       discard: parts in flight cancelled, then AbortMultipartUpload
  *
- * A process killed mid-upload leaves an unfinished multipart upload, which no reader sees and
- * S3BlobStore.sweep aborts once it is older than its grace. The object's key is the NAR's name
- * in a Nix binary cache (nar/<filehash>.nar<ext>), so the bucket stays a cache stock Nix reads;
- * a large upload needs its key before its first part, so the file hash the upload claims and the
- * method of its first bytes name it, and commit refuses any other hash.
+ * A multipart upload needs its key before the first part: nar/<filehash>.nar<ext>, from the file
+ * hash the upload claims (begin's `expectedFileHash`) and the method its first bytes show. Begun
+ * without one, the parts go to tmp/<random> and commit copies the object into place server-side
+ * (S3 copies at most 5 GiB in one request) and deletes the temp object.
+ *
+ * A process killed mid-upload leaves an unfinished multipart upload (or a temp object), which no
+ * reader of the cache sees and S3BlobStore.sweep removes once it is older than its grace.
  */
+import { randomBytes } from 'node:crypto'
 import { NarwhalError } from '../errors.js'
 import { CONTENT_TYPE } from '../nix/binary-cache-files.js'
 import { DETECTION_BYTES } from '../nix/compression.js'
 import { narUrl } from '../nix/nar-url.js'
+import type { NarName, PendingBlob } from './blob-store.js'
 import { chooseMethod } from './nar-ingest.js'
 import type { MultipartUpload, S3Objects, UploadedPart } from './s3-objects.js'
 
@@ -29,19 +34,21 @@ export const PART_BYTES = 8 << 20
 const MAX_PARTS = 10_000
 /** Parts sent at once; with the part being filled, what one upload holds in memory at most. */
 const PARTS_IN_FLIGHT = 3
+/** The most S3 copies in one CopyObject request. */
+const MAX_COPY_BYTES = 5 * 1024 ** 3
+/** Where uploads begun without their file hash keep their parts until commit. */
+export const TEMP_PREFIX = 'tmp/'
 
 type State = 'open' | 'finished' | 'committed' | 'discarded'
 
-export class S3PendingBlob {
+export class S3PendingBlob implements PendingBlob {
   readonly #objects: S3Objects
-  readonly #fileHash: string
+  readonly #expectedFileHash: string | undefined
   #state: State = 'open'
   /** Bytes not sent yet, held by reference. */
   #chunks: Uint8Array[] = []
   #chunkBytes = 0
   #bytes = 0
-  /** The object's name, known from the first DETECTION_BYTES. */
-  #name: string | undefined
   /** Begun when the first part is full; rejects with the service's refusal. */
   #upload: Promise<MultipartUpload> | undefined
   #parts: UploadedPart[] = []
@@ -50,15 +57,12 @@ export class S3PendingBlob {
   /** The first failure of a part sent in the background; every later call throws it. */
   #failure: unknown = undefined
   readonly #cancel = new AbortController()
+  /** A completed temp object not yet copied into place (commit failed half-way): discard deletes it. */
+  #tempObject: string | undefined
 
-  constructor (objects: S3Objects, expectedFileHash: string) {
+  constructor (objects: S3Objects, expectedFileHash: string | undefined) {
     this.#objects = objects
-    this.#fileHash = expectedFileHash
-  }
-
-  /** Bytes received so far. */
-  get bytes (): number {
-    return this.#bytes
+    this.#expectedFileHash = expectedFileHash
   }
 
   /**
@@ -87,21 +91,30 @@ export class S3PendingBlob {
   }
 
   /**
-   * Makes the verified bytes visible under nar/<fileHash>.nar<ext>; an object already there is
+   * Makes the verified bytes visible as nar/<fileHash>.nar<ext>; an object already there is
    * overwritten by the same bytes, which is success. Only after finish().
    */
-  async commit (fileHash: string): Promise<void> {
+  async commit (name: NarName): Promise<void> {
     if (this.#state === 'committed') return
     this.#check('finished')
-    if (fileHash !== this.#fileHash) {
-      throw new Error(`pending blob began for ${this.#fileHash} is committed as ${fileHash}`)
-    }
+    const target = narUrl(name.fileHash, name.compression)
     const upload = this.#upload
     if (upload === undefined) {
       const body = this.#chunks.length === 1 ? this.#chunks[0] ?? new Uint8Array() : Buffer.concat(this.#chunks)
-      await this.#objects.put(this.#nameFrom(body), body, { contentType: CONTENT_TYPE.nar })
+      await this.#objects.put(target, body, { contentType: CONTENT_TYPE.nar })
     } else {
-      await this.#objects.completeMultipart(await upload, this.#parts)
+      const started = await upload
+      if (started.name.startsWith(TEMP_PREFIX)) {
+        await this.#objects.completeMultipart(started, this.#parts)
+        this.#tempObject = started.name
+        await this.#objects.copy(started.name, target, { contentType: CONTENT_TYPE.nar })
+        await this.#objects.delete(started.name)
+        this.#tempObject = undefined
+      } else if (started.name === target) {
+        await this.#objects.completeMultipart(started, this.#parts)
+      } else {
+        throw new Error(`the upload begun as ${started.name} cannot be committed as ${target}`)
+      }
     }
     this.#state = 'committed'
     this.#chunks = []
@@ -123,7 +136,8 @@ export class S3PendingBlob {
     } catch {
       return // never begun: nothing to abort
     }
-    await this.#objects.abortUpload(started)
+    if (this.#tempObject !== undefined) await this.#objects.delete(this.#tempObject)
+    else await this.#objects.abortUpload(started)
   }
 
   #check (expected: State): void {
@@ -131,10 +145,11 @@ export class S3PendingBlob {
     if (this.#failure !== undefined) throw this.#failure
   }
 
-  /** nar/<fileHash>.nar<ext>, the extension from the method the first bytes show. */
-  #nameFrom (head: Uint8Array): string {
-    this.#name ??= narUrl(this.#fileHash, head.length < DETECTION_BYTES ? 'none' : chooseMethod(Buffer.from(head.buffer, head.byteOffset, DETECTION_BYTES)))
-    return this.#name
+  /** The key of the multipart upload: the NAR's own name when the file hash is known, else a temp name. */
+  #uploadName (firstPart: Buffer | Uint8Array): string {
+    if (this.#expectedFileHash === undefined) return `${TEMP_PREFIX}${randomBytes(16).toString('hex')}.nar`
+    const head = Buffer.from(firstPart.buffer, firstPart.byteOffset, Math.min(firstPart.length, DETECTION_BYTES))
+    return narUrl(this.#expectedFileHash, chooseMethod(head))
   }
 
   /** Sends what is gathered as the next part, in the background, once a slot is free. */
@@ -147,9 +162,12 @@ export class S3PendingBlob {
       throw new NarwhalError('NARWHAL_TOO_LARGE', `NAR file is larger than the ${MAX_PARTS * PART_BYTES} bytes an S3 upload of ` +
         `${MAX_PARTS} parts of ${PART_BYTES} bytes can hold`)
     }
-    const name = this.#nameFrom(body)
+    if (this.#expectedFileHash === undefined && this.#bytes > MAX_COPY_BYTES) {
+      throw new NarwhalError('NARWHAL_TOO_LARGE', `NAR file is larger than ${MAX_COPY_BYTES} bytes, the most an S3 store ` +
+        'can copy into place; an upload that names its file hash when it begins has no such limit')
+    }
     if (this.#upload === undefined) {
-      this.#upload = this.#objects.startMultipart(name, { contentType: CONTENT_TYPE.nar })
+      this.#upload = this.#objects.startMultipart(this.#uploadName(body), { contentType: CONTENT_TYPE.nar })
       // Caught here so an unawaited rejection never goes unhandled; #check throws it on the next call.
       this.#upload.catch((err: unknown) => { this.#failure ??= err })
     }
