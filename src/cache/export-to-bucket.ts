@@ -17,11 +17,11 @@
  * space); the next export aborts every unfinished upload under nar/ when it starts. So two
  * exports must not run into one bucket at once.
  */
-import { createReadStream } from 'node:fs'
+import { Readable } from 'node:stream'
 import type { Metadata } from '../db/metadata.js'
 import { auxFilePath, CACHE_INFO_FILE, cacheInfoText, CONTENT_TYPE, narinfoFile } from '../nix/binary-cache-files.js'
 import { parseNarInfo } from '../nix/narinfo.js'
-import type { FileBlobStore } from '../storage/file-blob-store.js'
+import type { BlobStore } from '../storage/blob-store.js'
 import type { S3Objects } from '../storage/s3-objects.js'
 
 export interface ExportOptions {
@@ -59,7 +59,7 @@ const DEFAULT_JOBS = 4
 const SMALL_JOBS = 8
 const PAGE = 500
 
-export async function exportToBucket (source: { metadata: Metadata, blobs: FileBlobStore }, bucket: S3Objects,
+export async function exportToBucket (source: { metadata: Metadata, blobs: BlobStore }, bucket: S3Objects,
   options: ExportOptions): Promise<ExportResult> {
   const { metadata, blobs } = source
   const counts = (): ExportCounts => ({ uploaded: 0, present: 0, bytesUploaded: 0 })
@@ -118,15 +118,16 @@ export async function exportToBucket (source: { metadata: Metadata, blobs: FileB
           return undefined
         }
         // Opened before sending, so a gc that removes the file meanwhile cannot cut the upload.
-        const file = blobs.openNar(row.fileHash)
+        const file = await blobs.open(row)
         if (file === undefined) return `its NAR file ${entry.narName} is missing on disk`
-        const stream = createReadStream('', { fd: file.fd, autoClose: true })
+        if (file.kind !== 'body') throw new Error(`the cache's blob store answered ${file.kind} for ${entry.narName}`)
         if (file.size !== row.fileSize) {
-          stream.destroy()
+          file.close()
           return `its NAR file ${entry.narName} has ${file.size} bytes on disk, not ${row.fileSize}`
         }
         await write(entry.narName, row.fileSize, result.nars,
-          async () => await bucket.upload(entry.narName, stream, { contentType: CONTENT_TYPE.nar }))
+          async () => await bucket.upload(entry.narName, Readable.from(file.chunks()), { contentType: CONTENT_TYPE.nar }))
+          .finally(() => { file.close() })
         return undefined
       })
       narsSent.set(entry.narFileId, sent)

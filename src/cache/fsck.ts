@@ -14,15 +14,12 @@
  * damage: a NAR file's row is written only after its file is in place, so a row whose file is
  * missing never belongs to an upload in progress.
  */
-import { lstatSync, readdirSync, readFileSync, rmSync, type Stats } from 'node:fs'
-import path from 'node:path'
 import type { Metadata, NarFileRow, StoredNarinfo } from '../db/metadata.js'
 import { narUrl } from '../nix/nar-url.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
-import { FILE_HASH_PATTERN, STORE_DIR } from '../nix/store-path.js'
-import type { FileBlobStore } from '../storage/file-blob-store.js'
-import { LAYOUT_VERSION, type Layout } from '../storage/layout.js'
+import { STORE_DIR } from '../nix/store-path.js'
+import type { BlobStore, Leftover } from '../storage/blob-store.js'
 import { measureStoredNar } from '../storage/nar-ingest.js'
 import { removeNarFiles, removeNarinfos, removeUnrecordedNarFile, type Removal } from './remove-paths.js'
 import type { ReferenceSource } from './pull-through.js'
@@ -88,9 +85,8 @@ export interface FsckReport {
 }
 
 export interface CacheParts {
-  layout: Layout
   metadata: Metadata
-  blobs: FileBlobStore
+  blobs: BlobStore
   /** References held elsewhere count as present (narinfos pulled from upstreams, db/upstream-records.ts). */
   elsewhere?: ReferenceSource
 }
@@ -99,37 +95,20 @@ export interface CacheParts {
 export const DEFAULT_GRACE_MS = 60 * 60 * 1000
 
 const PAGE = 1000
-const NIX32_CHARS = '0-9a-df-np-sv-z'
-const SHARD_NAME = new RegExp(`^[${NIX32_CHARS}]{2}$`)
-const NAR_FILE_NAME = new RegExp(`^${FILE_HASH_PATTERN}$`)
 
 export async function checkCache (cache: CacheParts, options: FsckOptions): Promise<FsckReport> {
-  checkLayoutVersion(cache.layout)
+  await cache.blobs.check()
   const now = options.now ?? Date.now()
   const problems: Problem[] = []
   const narinfos = checkNarinfos(cache.metadata, problems, cache.elsewhere)
   const files = await checkNarFiles(cache, options, problems)
   const inFlight: string[] = []
-  checkNarDir(cache, now - options.graceMs, problems, inFlight)
-  checkTmpDir(cache.layout, now - options.graceMs, problems, inFlight)
+  await checkUnrecorded(cache, now - options.graceMs, problems, inFlight)
+  await checkLeftovers(cache.blobs, now - options.graceMs, problems, inFlight)
   return {
     problems,
     checked: { narinfos, narFiles: files.count, narFileBytes: files.bytes, contentVerified: options.verifyContent },
     inFlight
-  }
-}
-
-/** A folder written by another layout version is not ours to judge. */
-function checkLayoutVersion (layout: Layout): void {
-  let version: string
-  try {
-    version = readFileSync(layout.versionFile, 'utf8').trim()
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw err
-  }
-  if (version !== LAYOUT_VERSION) {
-    throw new Error(`store layout version ${version} in ${layout.versionFile} is not supported (expected ${LAYOUT_VERSION})`)
   }
 }
 
@@ -200,16 +179,6 @@ export function narinfoDisagreements (row: Omit<StoredNarinfo, 'sigs'>, nar: Nar
   return out
 }
 
-/** lstat that answers undefined for a missing file; other errors (EACCES, EIO) stop fsck. */
-function lstatOrUndefined (file: string): Stats | undefined {
-  try {
-    return lstatSync(file)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-}
-
 function namedBy (metadata: Metadata, narFileId: number): string {
   const names = metadata.narinfosNaming([narFileId]).map(n => n.storePath)
   return names.length === 0 ? 'named by no narinfo' : `named by ${names.join(', ')}`
@@ -225,17 +194,15 @@ async function checkNarFiles (cache: CacheParts, options: FsckOptions, problems:
   for (let page = metadata.narFilesPage(0, PAGE); page.length > 0; page = metadata.narFilesPage(page[page.length - 1]?.id ?? 0, PAGE)) {
     for (const row of page) {
       count++
-      const file = blobs.narPath(row.fileHash)
       const problem = (kind: ProblemKind, reason: string): void => {
-        problems.push({ kind, subject: file, reason: `${reason} (${namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
+        problems.push({ kind, subject: blobs.where(row), reason: `${reason} (${namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
       }
-      const stats = lstatOrUndefined(file)
-      if (stats === undefined) { problem('nar-file-missing', 'the file is missing'); continue }
-      if (!stats.isFile()) { problem('nar-file-missing', 'it is not a regular file'); continue }
-      bytes += stats.size
-      if (stats.size !== row.fileSize) { problem('nar-file-size', `the file has ${stats.size} bytes, ${row.fileSize} recorded`); continue }
+      const size = await blobs.size(row)
+      if (size === undefined) { problem('nar-file-missing', 'the file is missing'); continue }
+      bytes += size
+      if (size !== row.fileSize) { problem('nar-file-size', `the file has ${size} bytes, ${row.fileSize} recorded`); continue }
       if (!options.verifyContent) continue
-      const wrong = await contentDisagreements(file, row)
+      const wrong = await contentDisagreements(blobs, row)
       if (wrong.length > 0) problem('nar-file-content', wrong.join('; '))
       progress.files++
       progress.bytes += row.fileSize
@@ -246,10 +213,13 @@ async function checkNarFiles (cache: CacheParts, options: FsckOptions, problems:
 }
 
 /** Reads a NAR file back, as an upload was read; what disagrees with its row. */
-async function contentDisagreements (file: string, row: NarFileRow): Promise<string[]> {
+async function contentDisagreements (blobs: BlobStore, row: NarFileRow): Promise<string[]> {
+  const read = await blobs.open(row)
+  if (read === undefined) return ['it went missing while fsck ran']
+  if (read.kind !== 'body') throw new Error(`the blob store answered ${read.kind} for a read of ${blobs.where(row)}`)
   let measured
   try {
-    measured = await measureStoredNar(file)
+    measured = await measureStoredNar(read.chunks())
   } catch (err) {
     // A file fsck cannot read (permissions, I/O errors) is not proof of damage: stop rather
     // than let --repair remove what may be fine.
@@ -264,72 +234,37 @@ async function contentDisagreements (file: string, row: NarFileRow): Promise<str
   return out
 }
 
-function readDirIfPresent (dir: string): string[] {
-  try {
-    return readdirSync(dir).sort()
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-    throw err
-  }
-}
-
-/** What lives in store/nar besides the files of rows: store/nar/<2 chars>/<52-char file hash>. */
-function checkNarDir (cache: CacheParts, youngSince: number, problems: Problem[], inFlight: string[]): void {
-  const { narDir } = cache.layout
-  const stray = (file: string, stats: Stats, reason: string): void => {
-    problems.push(stats.isDirectory()
-      ? { kind: 'stray-file', subject: file, reason: `${reason}; a directory, left for you to look at`, fix: { action: 'none' } }
-      : { kind: 'stray-file', subject: file, reason, fix: { action: 'delete', file } })
-  }
-  for (const shard of readDirIfPresent(narDir)) {
-    const shardPath = path.join(narDir, shard)
-    const shardStats = lstatOrUndefined(shardPath)
-    if (shardStats === undefined) continue
-    if (!shardStats.isDirectory() || !SHARD_NAME.test(shard)) {
-      stray(shardPath, shardStats, 'store/nar holds only folders named by two nix32 characters')
-      continue
-    }
-    for (const name of readDirIfPresent(shardPath)) {
-      const file = path.join(shardPath, name)
-      const stats = lstatOrUndefined(file)
-      if (stats === undefined) continue // removed meanwhile
-      if (!NAR_FILE_NAME.test(name)) {
-        stray(file, stats, 'not named by a NAR file hash (52 nix32 characters)')
-      } else if (!name.startsWith(shard)) {
-        stray(file, stats, `misplaced: a NAR file with this name belongs in store/nar/${name.slice(0, 2)}/`)
-      } else if (cache.metadata.narFile(name) !== undefined) {
-        // Recorded: checked with its row.
-      } else if (stats.isDirectory()) {
-        stray(file, stats, 'a directory with a NAR file name')
-      } else if (stats.mtimeMs >= youngSince) {
-        inFlight.push(file)
-      } else {
-        problems.push({
-          kind: 'unrecorded-nar-file',
-          subject: file,
-          reason: 'no nar_files row names this file, so it is never served (a crash between its rename and its row?)',
-          fix: { action: 'remove-unrecorded-nar-file', fileHash: name }
-        })
-      }
-    }
-  }
-}
-
-/** store/tmp: uploads in flight, or left by a crash; the server empties it on every start. */
-function checkTmpDir (layout: Layout, youngSince: number, problems: Problem[], inFlight: string[]): void {
-  for (const name of readDirIfPresent(layout.tmpDir)) {
-    const file = path.join(layout.tmpDir, name)
-    const stats = lstatOrUndefined(file)
-    if (stats === undefined) continue // the upload finished meanwhile
-    if (stats.mtimeMs >= youngSince) {
-      inFlight.push(file)
+/** Objects no row names: uploads in flight while young, else left by a crash (or by hand). */
+async function checkUnrecorded (cache: CacheParts, youngSince: number, problems: Problem[], inFlight: string[]): Promise<void> {
+  for await (const blob of cache.blobs.list()) {
+    if (cache.metadata.narFile(blob.fileHash) !== undefined) continue // recorded: checked with its row
+    const subject = cache.blobs.where(blob)
+    if (blob.modifiedAt >= youngSince) {
+      inFlight.push(subject)
       continue
     }
     problems.push({
-      kind: 'stale-temp-file',
-      subject: file,
-      reason: `untouched since ${new Date(stats.mtimeMs).toISOString()}: an upload a crash or kill interrupted`,
-      fix: { action: 'delete', file }
+      kind: 'unrecorded-nar-file',
+      subject,
+      reason: 'no nar_files row names this file, so it is never served (a crash between its commit and its row?)',
+      fix: { action: 'remove-unrecorded-nar-file', fileHash: blob.fileHash }
+    })
+  }
+}
+
+/** What the store holds besides objects: stray files, and uploads in flight or left by a crash. */
+async function checkLeftovers (blobs: BlobStore, youngSince: number, problems: Problem[], inFlight: string[]): Promise<void> {
+  const kinds: Record<Exclude<Leftover['kind'], 'in-flight'>, ProblemKind> = { stray: 'stray-file', 'stale-temp': 'stale-temp-file' }
+  for await (const leftover of blobs.leftovers(youngSince)) {
+    if (leftover.kind === 'in-flight') {
+      inFlight.push(leftover.subject)
+      continue
+    }
+    problems.push({
+      kind: kinds[leftover.kind],
+      subject: leftover.subject,
+      reason: leftover.reason,
+      fix: leftover.removable ? { action: 'delete', file: leftover.subject } : { action: 'none' }
     })
   }
 }
@@ -348,7 +283,7 @@ export interface RepairResult {
  * Applies the fixes of `problems`. With dryRun, reports what a real run would remove and changes
  * nothing.
  */
-export function repairCache (cache: CacheParts, problems: Problem[], options: { dryRun?: boolean } = {}): RepairResult {
+export async function repairCache (cache: CacheParts, problems: Problem[], options: { dryRun?: boolean } = {}): Promise<RepairResult> {
   const dryRun = options.dryRun ?? false
   const { metadata, blobs } = cache
   const hashParts: string[] = []
@@ -360,15 +295,15 @@ export function repairCache (cache: CacheParts, problems: Problem[], options: { 
     if (fix.action === 'remove-nar-file') narFileIds.push(fix.narFileId)
   }
   // Files first, then narinfos: a dry run's transactions roll back, so each must plan on its own.
-  const byFile = removeNarFiles(metadata, blobs, narFileIds, { dryRun })
-  const byNarinfo = removeNarinfos(metadata, blobs, hashParts, { dryRun })
+  const byFile = await removeNarFiles(metadata, blobs, narFileIds, { dryRun })
+  const byNarinfo = await removeNarinfos(metadata, blobs, hashParts, { dryRun })
   for (const problem of problems) {
     const { fix } = problem
     if (fix.action === 'remove-unrecorded-nar-file') {
       // False when an upload recorded the file meanwhile: then it is no longer a problem.
-      if (removeUnrecordedNarFile(metadata, blobs, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
+      if (await removeUnrecordedNarFile(metadata, blobs, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
     } else if (fix.action === 'delete') {
-      if (!dryRun) rmSync(fix.file, { force: true, recursive: true })
+      if (!dryRun) await blobs.removeLeftover(fix.file)
       deletedFiles.push(fix.file)
     } else if (fix.action === 'none') {
       unrepaired.push(problem)

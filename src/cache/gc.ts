@@ -16,13 +16,13 @@
  */
 import type { Metadata, NarFileRow } from '../db/metadata.js'
 import type { Retention } from '../db/retention.js'
-import type { FileBlobStore } from '../storage/file-blob-store.js'
+import type { BlobStore } from '../storage/blob-store.js'
 import { planGc, type GcPolicy, type PlannedEviction } from './gc-plan.js'
-import { removeNarinfos, removeUnnamedNarFiles } from './remove-paths.js'
+import { deleteObjects, removeNarinfoRows, removeUnnamedNarFiles } from './remove-paths.js'
 
 export interface GcCache {
   metadata: Metadata
-  blobs: FileBlobStore
+  blobs: BlobStore
   retention: Retention
 }
 
@@ -78,7 +78,7 @@ export async function collectGarbage (cache: GcCache, options: GcOptions): Promi
   const dryRun = options.dryRun ?? false
   const startedAt = options.now ?? Date.now()
   const expiredPins = dryRun ? 0 : retention.deleteExpiredPins(startedAt)
-  const unnamed = removeUnnamedNarFiles(metadata, blobs, startedAt - options.unnamedNarGrace, { dryRun })
+  const unnamed = await removeUnnamedNarFiles(metadata, blobs, startedAt - options.unnamedNarGrace, { dryRun })
 
   const snapshot = retention.gcSnapshot(startedAt)
   if (dryRun) {
@@ -108,8 +108,9 @@ export async function collectGarbage (cache: GcCache, options: GcOptions): Promi
         // A path kept now is no longer planned, so its references (which removing would take it
         // along with) fail the check in turn and stay too.
         for (const e of batch) if (!going.has(e)) planned.delete(e.id)
-        return removeNarinfos(metadata, blobs, go.map(e => e.hashPart))
+        return removeNarinfoRows(metadata, go.map(e => e.hashPart))
       })
+      await deleteObjects(blobs, removal)
       kept += batch.length - removal.storePaths.length
       storePaths.push(...removal.storePaths)
       narFiles.push(...removal.narFiles)

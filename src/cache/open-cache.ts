@@ -1,14 +1,14 @@
 /**
  * Opens a cache's data folder, the one way every command and the server do it:
  *
- *   openDataDir  the database (created and migrated) with Metadata, Retention and the FileBlobStore
+ *   openDataDir  the database (created and migrated) with Metadata, Retention and the blob store
  *                wired on its connection; nothing else on disk changes (fsck, gc, pin, token, migrate)
  *   openCache    that, plus the NAR store's folders and layout version, the trusted uploader
  *                keys, provenance, the audit log and the pages' reads: what a serving process
  *                needs (`narwhal serve`, its workers, the tests)
  *
  * Neither empties store/tmp: only a process that knows no other one serves the store may
- * (FileBlobStore.emptyTmp), so the two that do call it themselves (serve, and the primary of
+ * (BlobStore.sweep), so the two that do call it themselves (serve, and the primary of
  * `serve --workers N`).
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
@@ -22,6 +22,7 @@ import { Browse } from './browse.js'
 import { Provenance } from './provenance.js'
 import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
+import type { BlobStore } from '../storage/blob-store.js'
 import { FileBlobStore } from '../storage/file-blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
 
@@ -30,7 +31,7 @@ export interface DataDir {
   db: Db
   metadata: Metadata
   retention: Retention
-  blobs: FileBlobStore
+  blobs: BlobStore
   /** True when this call created the database, i.e. the first start on this data folder. */
   created: boolean
   /** Closes the database connection. */
@@ -62,18 +63,20 @@ export function loadTrustedKeys (config: Readonly<Config>, layout: Layout): Trus
   return new TrustedKeys(keys)
 }
 
-export function openDataDir (dataDir: string): DataDir {
+/** `prepareStore`: also make the NAR store's folders and check (or write) its layout version. */
+export function openDataDir (dataDir: string, options: { prepareStore?: boolean } = {}): DataDir {
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
   const db = openDatabase(layout.database)
   migrate(db)
-  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs: new FileBlobStore(layout), created, close: () => db.close() }
+  const blobs = new FileBlobStore(layout)
+  if (options.prepareStore === true) blobs.init()
+  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs, created, close: () => db.close() }
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {
-  const opened = openDataDir(config.dataDir)
-  opened.blobs.init()
+  const opened = openDataDir(config.dataDir, { prepareStore: true })
   return {
     ...opened,
     trustedKeys: loadTrustedKeys(config, opened.layout),

@@ -4,16 +4,16 @@
  *
  * - A narinfo goes together with every narinfo whose closure contains it (its referrers,
  *   transitively): no served narinfo may name a reference the cache cannot give.
- * - A NAR file goes only when no narinfo names it. Its row is deleted and its file unlinked inside
- *   one SQLite write transaction; an upload records a NAR's row in a write transaction too, so the
- *   two cannot interleave into a row whose file was just unlinked (see FileBlobStore.commitNar).
+ * - A NAR file goes only when no narinfo names it. Its row is deleted in one SQLite write
+ *   transaction, then its object is deleted from the blob store. (An upload commits its object
+ *   before it records its row; the NAR file states of issue 17 close the window where it does so
+ *   between gc's two steps.)
  *
  * Every function takes `dryRun`: the same statements run, then the transaction is rolled back and
- * no file is touched, so a dry run reports exactly what a real run would remove at that moment.
+ * no object is touched, so a dry run reports exactly what a real run would remove at that moment.
  */
-import { unlinkSync } from 'node:fs'
 import type { Metadata, NarFileRow } from '../db/metadata.js'
-import type { FileBlobStore } from '../storage/file-blob-store.js'
+import type { BlobStore } from '../storage/blob-store.js'
 
 export interface Removal {
   /** Store paths whose narinfos were removed (asked for, or referrers of those). */
@@ -44,32 +44,32 @@ function inTransaction (metadata: Metadata, dryRun: boolean, work: () => Removal
   }
 }
 
-function unlinkIfPresent (file: string): void {
-  try {
-    unlinkSync(file)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
+/** Deletes the row of each NAR file no narinfo names; call inside a transaction. */
+function removeUnnamed (metadata: Metadata, rows: NarFileRow[]): NarFileRow[] {
+  return rows.filter(row => metadata.deleteNarFileRow(row.id))
 }
 
-/** Deletes the row and file of each NAR file no narinfo names; call inside a transaction. */
-function removeUnnamed (metadata: Metadata, blobs: FileBlobStore, rows: NarFileRow[], dryRun: boolean): NarFileRow[] {
-  const removed: NarFileRow[] = []
-  for (const row of rows) {
-    if (!metadata.deleteNarFileRow(row.id)) continue
-    if (!dryRun) unlinkIfPresent(blobs.narPath(row.fileHash))
-    removed.push(row)
-  }
-  return removed
+/** After the transaction: the objects of the NAR files whose rows it deleted. */
+export async function deleteObjects (blobs: BlobStore, removal: Removal, dryRun = false): Promise<Removal> {
+  if (!dryRun) for (const row of removal.narFiles) await blobs.delete(row)
+  return removal
+}
+
+/**
+ * removeNarinfos' rows only, inside the caller's transaction (gc's batches); the caller then
+ * deletes the removal's objects (deleteObjects).
+ */
+export function removeNarinfoRows (metadata: Metadata, hashParts: string[]): Removal {
+  return removeWithReferrers(metadata, hashParts, [])
 }
 
 /**
  * Removes the narinfos named by `hashParts` (hash parts not in the cache are ignored), every
  * narinfo that references them transitively, and the NAR files left unnamed by that.
  */
-export function removeNarinfos (metadata: Metadata, blobs: FileBlobStore, hashParts: string[], options: RemoveOptions = {}): Removal {
+export async function removeNarinfos (metadata: Metadata, blobs: BlobStore, hashParts: string[], options: RemoveOptions = {}): Promise<Removal> {
   const dryRun = options.dryRun ?? false
-  return inTransaction(metadata, dryRun, () => removeWithReferrers(metadata, blobs, hashParts, [], dryRun))
+  return await deleteObjects(blobs, inTransaction(metadata, dryRun, () => removeWithReferrers(metadata, hashParts, [])), dryRun)
 }
 
 /**
@@ -78,21 +78,21 @@ export function removeNarinfos (metadata: Metadata, blobs: FileBlobStore, hashPa
  * Without the row, a later upload of the same NAR stores it afresh instead of taking the row for
  * proof that the cache already holds it.
  */
-export function removeNarFiles (metadata: Metadata, blobs: FileBlobStore, narFileIds: number[], options: RemoveOptions = {}): Removal {
+export async function removeNarFiles (metadata: Metadata, blobs: BlobStore, narFileIds: number[], options: RemoveOptions = {}): Promise<Removal> {
   const dryRun = options.dryRun ?? false
-  return inTransaction(metadata, dryRun, () => {
+  return await deleteObjects(blobs, inTransaction(metadata, dryRun, () => {
     const namers = metadata.narinfosNaming(narFileIds).map(n => n.hashPart)
-    return removeWithReferrers(metadata, blobs, namers, narFileIds, dryRun)
-  })
+    return removeWithReferrers(metadata, namers, narFileIds)
+  }), dryRun)
 }
 
 /** The narinfos with their referrers, then the NAR files left unnamed; call inside a transaction. */
-function removeWithReferrers (metadata: Metadata, blobs: FileBlobStore, hashParts: string[], narFileIds: number[], dryRun: boolean): Removal {
+function removeWithReferrers (metadata: Metadata, hashParts: string[], narFileIds: number[]): Removal {
   const doomed = metadata.withReferrers(hashParts)
   for (const n of doomed) metadata.deleteNarinfo(n.hashPart)
   const fileIds = [...new Set([...narFileIds, ...doomed.map(n => n.narFileId)])]
   const candidates = fileIds.map(id => metadata.narFileById(id)).filter((row): row is NarFileRow => row !== undefined)
-  const narFiles = removeUnnamed(metadata, blobs, candidates, dryRun)
+  const narFiles = removeUnnamed(metadata, candidates)
   return { storePaths: doomed.map(n => n.storePath), narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
 }
 
@@ -101,24 +101,21 @@ function removeWithReferrers (metadata: Metadata, blobs: FileBlobStore, hashPart
  * ms). The grace period matters: Nix uploads a NAR before its narinfo, so a young unnamed NAR is
  * usually an upload in progress.
  */
-export function removeUnnamedNarFiles (metadata: Metadata, blobs: FileBlobStore, createdBefore: number, options: RemoveOptions = {}): Removal {
+export async function removeUnnamedNarFiles (metadata: Metadata, blobs: BlobStore, createdBefore: number, options: RemoveOptions = {}): Promise<Removal> {
   const dryRun = options.dryRun ?? false
-  return inTransaction(metadata, dryRun, () => {
-    const narFiles = removeUnnamed(metadata, blobs, metadata.unnamedNarFiles(createdBefore), dryRun)
+  return await deleteObjects(blobs, inTransaction(metadata, dryRun, () => {
+    const narFiles = removeUnnamed(metadata, metadata.unnamedNarFiles(createdBefore))
     return { storePaths: [], narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
-  })
+  }), dryRun)
 }
 
 /**
- * Unlinks a file under store/nar/ that has no nar_files row (left by a crash between the file's
- * rename and its row, or put there by hand). Checked and unlinked in one write transaction so an
- * upload recording the same file cannot slip in between. Returns false when a row exists.
+ * Deletes an object that has no nar_files row (left by a crash between the object's commit and
+ * its row, or put there by hand). Returns false when a row exists. (An upload of the same NAR
+ * that records it in between loses its object; the NAR file states of issue 17 close that.)
  */
-export function removeUnrecordedNarFile (metadata: Metadata, blobs: FileBlobStore, fileHash: string, options: RemoveOptions = {}): boolean {
-  if (options.dryRun ?? false) return metadata.narFile(fileHash) === undefined
-  return metadata.transaction(() => {
-    if (metadata.narFile(fileHash) !== undefined) return false
-    unlinkIfPresent(blobs.narPath(fileHash))
-    return true
-  })
+export async function removeUnrecordedNarFile (metadata: Metadata, blobs: BlobStore, fileHash: string, options: RemoveOptions = {}): Promise<boolean> {
+  if (metadata.narFile(fileHash) !== undefined) return false
+  if (!(options.dryRun ?? false)) await blobs.delete({ fileHash, compression: undefined })
+  return true
 }

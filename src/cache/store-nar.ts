@@ -1,15 +1,16 @@
 /**
  * Makes an uploaded NAR file part of the cache, the same way for PUT /nar/<file> and for batch
- * parts: verified while it streams in (storage/nar-ingest.ts), then renamed into place and
- * recorded in one SQLite write transaction.
+ * parts: verified while it streams in (storage/nar-ingest.ts), then committed to the blob store
+ * and recorded.
  *
- * - Rename and row under one write lock: gc deletes an unnamed NAR's row and unlinks its file
- *   under the same lock (cache/remove-paths.ts), so it sees neither or both, and never unlinks a
- *   file just renamed for a re-upload. Two uploads of one NAR at once take turns; the second
- *   finds the first's row (ON CONFLICT DO UPDATE) and renames identical bytes over it.
+ * - The blob is committed before its row is written: a row never names an object not there yet.
+ *   (gc deletes an unnamed NAR's row, then its object (cache/remove-paths.ts); the NAR file
+ *   states of issue 17 close the window where a re-upload commits between the two.) Two uploads
+ *   of one NAR at once both commit identical bytes; the second finds the first's row (ON
+ *   CONFLICT DO UPDATE).
  * - Every upload of a NAR, new or not, restarts its grace period (nar_files.created_at): Nix
  *   sends the NAR before the narinfo, and a retried push must not lose the NAR between the two.
- * - A crash between rename and commit leaves a file without a row: harmless (the name is the
+ * - A crash between the blob's commit and the row's leaves a file without a row: harmless (the name is the
  *   content's hash) and what `removeUnrecordedNarFile` cleans up.
  * - The row's commit does not wait for the disk (transactionDurableWithNext); the file and its
  *   directory entry are synced before it. A NAR is of use only once its narinfo is accepted, a
@@ -19,7 +20,7 @@
  */
 import type { Limits } from '../config/config.js'
 import type { Metadata } from '../db/metadata.js'
-import type { FileBlobStore } from '../storage/file-blob-store.js'
+import type { BlobStore } from '../storage/blob-store.js'
 import { checkReupload, ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 
 /**
@@ -35,26 +36,26 @@ import { checkReupload, ingestNar, type IngestedNar, type IngestOptions } from '
  * harmless. When the row is gone or the file is missing or cut short, the caller stores the
  * upload with storeNar, which re-creates both.
  */
-export async function holdsNar (fileHash: string, cache: { metadata: Metadata, blobs: FileBlobStore }, now = Date.now()): Promise<boolean> {
+export async function holdsNar (fileHash: string, cache: { metadata: Metadata, blobs: BlobStore }, now = Date.now()): Promise<boolean> {
   // A read first: most uploads are of new NARs, which need no write here.
   if (cache.metadata.narFile(fileHash) === undefined) return false
   const row = cache.metadata.renewNarFile(fileHash, now)
-  return row !== undefined && await cache.blobs.narSize(fileHash) === row.fileSize
+  return row !== undefined && await cache.blobs.size(row) === row.fileSize
 }
 
-export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: FileBlobStore },
+export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: BlobStore },
   options: IngestOptions, now?: number): Promise<IngestedNar> {
-  const { nar, temp } = await ingestNar(body, fileHash, cache.blobs, options)
+  const { nar, blob } = await ingestNar(body, fileHash, cache.blobs, options)
   try {
+    await blob.commit(nar)
     cache.metadata.transactionDurableWithNext(() => {
       // The time of the commit, not of the request: the grace period counts from the answer.
       cache.metadata.recordNarFile(nar, now ?? Date.now())
-      cache.blobs.commitNar(temp, nar.fileHash)
     })
   } finally {
-    // After a successful rename there is nothing left at the temp name; after a failure the
-    // verified bytes are dropped and the client's retry uploads them again.
-    await temp.discard()
+    // After a commit there is nothing left to drop; after a failure the verified bytes are
+    // dropped and the client's retry uploads them again.
+    await blob.discard()
   }
   return nar
 }
@@ -76,7 +77,7 @@ export interface NarUpload {
  * them: the room is checked before the body is read (ingestNar checks again), so a 507 reaches
  * a client that has not sent its body yet and can retry it whole.
  */
-export async function startNarUpload (fileHash: string, cache: { metadata: Metadata, blobs: FileBlobStore }, limits: Readonly<Limits>,
+export async function startNarUpload (fileHash: string, cache: { metadata: Metadata, blobs: BlobStore }, limits: Readonly<Limits>,
   declaredBytes = 0): Promise<NarUpload> {
   const held = await holdsNar(fileHash, cache)
   if (!held) await cache.blobs.ensureRoom(declaredBytes, limits.freeSpaceReserveBytes)
@@ -99,7 +100,7 @@ export async function startNarUpload (fileHash: string, cache: { metadata: Metad
 }
 
 /** The whole upload when nothing happens between the decision and the body (batch parts). */
-export async function putNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: FileBlobStore },
+export async function putNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: BlobStore },
   limits: Readonly<Limits>): Promise<NarUploadResult> {
   return await (await startNarUpload(fileHash, cache, limits)).receive(body)
 }

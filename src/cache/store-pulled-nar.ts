@@ -4,10 +4,11 @@
  * The bytes go through exactly what an upload goes through (storage/nar-ingest.ts: they must
  * hash to FileHash, decompress with the detected method and form a well-formed NAR), and then
  * must agree with what the upstream's signed narinfo says: FileSize, Compression, and the NarHash
- * and NarSize the signature covers. Only then, in one write transaction, the NAR file's row is
- * recorded, each narinfo passes the write rules of an upload (cache/accept-narinfo.ts, with the
- * upstream's keys as the trusted ones) and is inserted, and the file is renamed into place. Any
- * failure leaves nothing: the temp file is removed and the transaction rolled back.
+ * and NarSize the signature covers. Only then the blob is committed and, in one write
+ * transaction, the NAR file's row is recorded and each narinfo passes the write rules of an
+ * upload (cache/accept-narinfo.ts, with the upstream's keys as the trusted ones) and is inserted.
+ * A failure before the commit leaves nothing; one after it leaves an object no row names, which
+ * the next pull or upload of it reuses and fsck reports.
  *
  * From then on the path is an ordinary one: served by the same routes, collected by gc like the
  * rest (src/cache/gc.ts).
@@ -15,7 +16,7 @@
 import { NarwhalError, isNarwhalError } from '../errors.js'
 import type { Metadata } from '../db/metadata.js'
 import type { TrustedKeys } from '../signing/keys.js'
-import type { FileBlobStore } from '../storage/file-blob-store.js'
+import type { BlobStore } from '../storage/blob-store.js'
 import { ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 import { acceptNarinfo } from './accept-narinfo.js'
 import type { Provenance } from './provenance.js'
@@ -58,9 +59,9 @@ function checkAgainstNarinfo (nar: IngestedNar, expected: ExpectedNar): void {
  * be the NAR the narinfo describes, before they are on the disk.
  */
 export async function storePulledNar (body: AsyncIterable<Buffer>, expected: ExpectedNar, paths: PulledPath[],
-  cache: { metadata: Metadata, blobs: FileBlobStore, provenance: Provenance }, elsewhere: ReferenceSource, options: Omit<IngestOptions, 'onVerified'>,
+  cache: { metadata: Metadata, blobs: BlobStore, provenance: Provenance }, elsewhere: ReferenceSource, options: Omit<IngestOptions, 'onVerified'>,
   onVerified: () => void = () => {}): Promise<IngestedNar> {
-  const { nar, temp } = await ingestNar(body, expected.fileHash, cache.blobs, {
+  const { nar, blob } = await ingestNar(body, expected.fileHash, cache.blobs, {
     ...options,
     onVerified: verified => {
       checkAgainstNarinfo(verified, expected)
@@ -70,8 +71,9 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
   try {
     // Not waiting for the disk (see Metadata.transactionDurableWithNext), neither for the row nor
     // for the rename: a pulled path lost to a power cut is fetched again when asked for (a row
-    // whose file is missing too: the NAR route asks the pull-through), and an fsync here blocks
-    // the event loop. The file's bytes are synced (ingestNar) before the rename.
+    // whose file is missing too: the NAR route asks the pull-through). The bytes are durable
+    // (ingestNar) before the commit.
+    await blob.commit(nar, { durable: false })
     cache.metadata.transactionDurableWithNext(() => {
       cache.metadata.recordNarFile(nar)
       for (const path of paths) {
@@ -84,10 +86,9 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
           if (!isNarwhalError(err) || err.code !== 'NARWHAL_CONFLICT') throw err
         }
       }
-      cache.blobs.commitNar(temp, nar.fileHash, { syncDirectory: false })
     })
   } finally {
-    await temp.discard()
+    await blob.discard()
   }
   return nar
 }

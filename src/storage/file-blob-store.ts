@@ -1,177 +1,86 @@
 /**
- * Content-addressed NAR files on disk. Knows nothing of HTTP or SQL.
+ * The data folder as a BlobStore (storage/blob-store.ts): content-addressed NAR files under
+ * store/nar (layout.ts). Knows nothing of HTTP or SQL.
  *
  * Writes follow one sequence: a temp file opened with O_EXCL in store/tmp, bytes written as they
- * arrive, fsync, rename to the final name, fsync of the directory. An existing final file is
- * success (the name is the hash of the content). Any failure before the rename removes the temp
- * file, so a failed upload leaves nothing behind.
+ * arrive, fsync (temp-file.ts), rename to the final name, fsync of the directory. An existing
+ * final file is success (the name is the hash of the content). Any failure before the rename
+ * removes the temp file, so a failed upload leaves nothing behind.
+ *
+ * Reads open the file synchronously: opening a file and reading its size are two system calls
+ * that take microseconds once the inode is cached, while each asynchronous call is a round trip
+ * through libuv's thread pool that costs more than the call itself. The body is sent as
+ * file-body.ts says.
  */
 import { randomBytes } from 'node:crypto'
-import fs, { closeSync, existsSync, fstatSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, writeSync } from 'node:fs'
+import fs, { closeSync, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync, statSync, writeSync, type Stats } from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { NarwhalError } from '../errors.js'
+import { FILE_HASH_PATTERN } from '../nix/store-path.js'
+import type { BlobRead, BlobStore, ByteRange, ImmediateReads, Leftover, NarName, PendingBlob, StoredBlob } from './blob-store.js'
+import { FileBody } from './file-body.js'
 import { LAYOUT_VERSION, narFilePath, type Layout } from './layout.js'
-
-/** Bytes gathered before one write; a socket delivers a NAR body in chunks of up to 64 KiB. */
-const WRITE_BATCH_BYTES = 1 << 20
-/** And at most this many chunks per write (writev takes up to IOV_MAX = 1024 buffers). */
-const WRITE_BATCH_CHUNKS = 256
-
-/**
- * Written bytes after which a sync of the file starts in the background while the upload goes on
- * (see TempFile.startEarlySync).
- */
-const EARLY_SYNC_BYTES = 16 << 20
+import { TempFile } from './temp-file.js'
 
 const open = promisify(fs.open)
-const writev = promisify(fs.writev)
-const fsync = promisify(fs.fsync)
-const fdatasync = promisify(fs.fdatasync)
 
-/**
- * An upload being received, under store/tmp. Creating it, the writes of the bytes and fsync go
- * through the thread pool; closing is a synchronous system call of a few microseconds, where a
- * trip through the pool cost more than the call, and nothing is removed after a successful
- * rename. Creating stays off the event loop: ext4 can take milliseconds to find a new inode
- * (after many files were deleted, it skips recently freed ones; measured 2 ms per create here).
- */
-export class TempFile {
-  readonly path: string
-  private readonly fd: number
-  private closed = false
-  /** True once renamed into place: nothing is left at the temp name. */
-  private moved = false
-  /** Chunks not written yet, held by reference (a stream's chunks are its reader's to keep). */
-  private batch: Uint8Array[] = []
-  private batchBytes = 0
-  /** The write under way, if any; it never rejects (see failure). */
-  private inFlight: Promise<void> | undefined
-  private failure: unknown = undefined
-  /** Bytes written so far, and how many of them a finished sync has put on the disk. */
-  private written = 0
-  private synced = 0
-  /** The early sync under way, if any; it never rejects (see failure). */
-  private syncing: Promise<void> | undefined
-
-  constructor (filePath: string, fd: number) {
-    this.path = filePath
-    this.fd = fd
-  }
-
-  /**
-   * Adds `chunk` to the file. The bytes are gathered and written 1 MiB at a time, one write
-   * under way while the caller goes on verifying; a promise is returned only when the caller
-   * must wait for the previous write to finish. A write error surfaces here or in sync().
-   * One write per chunk cost a thread-pool round trip per 64 KiB (bench/ingest-cpu.ts).
-   */
-  append (chunk: Uint8Array): Promise<void> | undefined {
-    if (this.failure !== undefined) throw this.failure
-    // The descriptor's number may already belong to another file.
-    if (this.closed) throw new Error('temp file appended to after it was closed')
-    if (chunk.length === 0) return undefined
-    this.batch.push(chunk)
-    this.batchBytes += chunk.length
-    if (this.batchBytes < WRITE_BATCH_BYTES && this.batch.length < WRITE_BATCH_CHUNKS) return undefined
-    return this.startWrite()
-  }
-
-  /** Flushes to stable storage and closes; call before commit. */
-  async sync (): Promise<void> {
-    await this.flush()
-    await this.syncing
-    // An early sync's error counts even if this fsync succeeds: after a failed write-back Linux
-    // may report the error once and then call the pages clean.
-    if (this.failure !== undefined) throw this.failure
-    await fsync(this.fd)
-    this.synced = this.written
-    await this.close()
-  }
-
-  /** Bytes of the file known to be on the disk: all of it after sync(), part of it before. */
-  get bytesSynced (): number {
-    return this.synced
-  }
-
-  async close (): Promise<void> {
-    if (this.closed) return
-    this.closed = true
-    // Never close a descriptor with a write or sync still under way on it.
-    await this.inFlight
-    await this.syncing
-    closeSync(this.fd)
-  }
-
-  /** Removes the temp file; safe to call after any failure, and more than once. */
-  async discard (): Promise<void> {
-    await this.close().catch(() => {})
-    if (this.moved) return
-    // Asynchronous: the last link of a large file can take a while to free.
-    await fs.promises.rm(this.path, { force: true })
-  }
-
-  /** Called by BlobStore.commitNar once the file is renamed into place. */
-  markMoved (): void {
-    this.moved = true
-  }
-
-  /** Writes whatever is gathered and waits for every write to finish. */
-  private async flush (): Promise<void> {
-    if (this.batch.length > 0) await this.startWrite()
-    await this.inFlight
-    if (this.failure !== undefined) throw this.failure
-  }
-
-  /** Waits for the previous write, then starts one of the gathered chunks without waiting for it. */
-  private async startWrite (): Promise<void> {
-    await this.inFlight
-    if (this.failure !== undefined) throw this.failure
-    const buffers = this.batch
-    this.batch = []
-    this.batchBytes = 0
-    this.inFlight = this.writeAll(buffers).catch((err: unknown) => { this.failure ??= err })
-  }
-
-  private async writeAll (buffers: Uint8Array[]): Promise<void> {
-    let rest = buffers
-    while (rest.length > 0) {
-      let { bytesWritten } = await writev(this.fd, rest as NodeJS.ArrayBufferView[])
-      if (bytesWritten === 0) throw new Error('writing the temp file made no progress')
-      // A short write (rare for a regular file, e.g. at a full disk) goes on where it stopped.
-      let i = 0
-      while (i < rest.length && bytesWritten >= (rest[i]?.length ?? 0)) bytesWritten -= rest[i++]?.length ?? 0
-      rest = rest.slice(i)
-      if (bytesWritten > 0 && rest[0] !== undefined) rest[0] = rest[0].subarray(bytesWritten)
-    }
-    this.written += buffers.reduce((sum, b) => sum + b.length, 0)
-    if (this.written - this.synced >= EARLY_SYNC_BYTES && this.syncing === undefined) this.startEarlySync()
-  }
-
-  /**
-   * Starts writing what the file holds so far to the disk, without waiting for it. Without it
-   * the kernel keeps a large upload in the page cache and the final fsync writes all of it while
-   * the client waits for its answer; started every EARLY_SYNC_BYTES, the disk works while the
-   * rest of the body arrives and is verified, and the final fsync has only the tail left.
-   * fdatasync: the size and block map are all the final fsync needs besides.
-   */
-  private startEarlySync (): void {
-    const upTo = this.written
-    this.syncing = fdatasync(this.fd)
-      .then(() => { this.synced = upTo }, (err: unknown) => { this.failure ??= err })
-      .finally(() => { this.syncing = undefined })
-  }
-}
+const NIX32_CHARS = '0-9a-df-np-sv-z'
+const SHARD_NAME = new RegExp(`^[${NIX32_CHARS}]{2}$`)
+const NAR_FILE_NAME = new RegExp(`^${FILE_HASH_PATTERN}$`)
 
 function fsyncDirectory (dir: string): void {
   const fd = openSync(dir, 'r')
   try { fsyncSync(fd) } finally { closeSync(fd) }
 }
 
-export class FileBlobStore {
+/** A directory's entries, sorted; none when it is missing. */
+function readDirIfPresent (dir: string): string[] {
+  try {
+    return readdirSync(dir).sort()
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+    throw err
+  }
+}
+
+/** lstat that answers undefined for a missing file; other errors (EACCES, EIO) are thrown. */
+function lstatOrUndefined (file: string): Stats | undefined {
+  try {
+    return lstatSync(file)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw err
+  }
+}
+
+export class FileBlobStore implements BlobStore {
+  readonly kind = 'folder'
   readonly layout: Layout
+  readonly immediate: ImmediateReads
 
   constructor (layout: Layout) {
     this.layout = layout
+    this.immediate = {
+      size: fileHash => this.#statSize(fileHash),
+      readWhole: (fileHash, size) => {
+        const body = this.#open(fileHash)
+        if (body === undefined) return undefined
+        if (body.size !== size) {
+          body.close()
+          return undefined
+        }
+        return body.readNow()
+      }
+    }
+  }
+
+  describe (): string {
+    return this.layout.storeDir
+  }
+
+  where (name: { fileHash: string }): string {
+    return narFilePath(this.layout, name.fileHash)
   }
 
   /** Creates the folders and checks (or, in a new store, writes) the layout version. */
@@ -179,10 +88,7 @@ export class FileBlobStore {
     mkdirSync(this.layout.narDir, { recursive: true })
     mkdirSync(this.layout.tmpDir, { recursive: true })
     if (existsSync(this.layout.versionFile)) {
-      const version = readFileSync(this.layout.versionFile, 'utf8').trim()
-      if (version !== LAYOUT_VERSION) {
-        throw new Error(`store layout version ${version} in ${this.layout.versionFile} is not supported (expected ${LAYOUT_VERSION})`)
-      }
+      this.#checkVersion()
     } else {
       // Written whole or not at all: an empty VERSION after a power cut would stop every start.
       const temp = this.layout.versionFile + '.tmp'
@@ -196,44 +102,51 @@ export class FileBlobStore {
     }
   }
 
+  /** A folder written by another layout version is not ours to judge; a folder not made yet is fine. */
+  async check (): Promise<void> {
+    if (existsSync(this.layout.versionFile)) this.#checkVersion()
+  }
+
+  #checkVersion (): void {
+    const version = readFileSync(this.layout.versionFile, 'utf8').trim()
+    if (version !== LAYOUT_VERSION) {
+      throw new Error(`store layout version ${version} in ${this.layout.versionFile} is not supported (expected ${LAYOUT_VERSION})`)
+    }
+  }
+
   /**
    * Empties tmp/: anything there is an upload that a crash or kill interrupted, never a committed
-   * object. Only while no process serves this store: with several server processes the primary
-   * does it once before the first worker starts, and a restarted worker must not (its siblings
-   * have uploads in flight there).
+   * object (see BlobStore.sweep for when it may run).
    */
-  emptyTmp (): void {
-    for (const name of readdirSync(this.layout.tmpDir)) {
+  async sweep (): Promise<void> {
+    for (const name of readDirIfPresent(this.layout.tmpDir)) {
       rmSync(path.join(this.layout.tmpDir, name), { force: true, recursive: true })
     }
   }
 
-  async createTemp (): Promise<TempFile> {
+  /**
+   * Creating the temp file goes through the thread pool: ext4 can take milliseconds to find a new
+   * inode (after many files were deleted, it skips recently freed ones; measured 2 ms per create here).
+   */
+  async begin (): Promise<PendingBlob & TempFile> {
     const filePath = path.join(this.layout.tmpDir, randomBytes(12).toString('hex') + '.part')
-    return new TempFile(filePath, await open(filePath, 'wx', 0o644))
+    return new TempFile(filePath, await open(filePath, 'wx', 0o644), async (temp, name, durable) => await this.#place(temp, name.fileHash, durable))
   }
 
   /**
-   * Moves a synced temp file to its content-addressed name. An existing file is success.
-   *
-   * Synchronous on purpose: the caller runs it inside the SQLite write transaction that records
-   * the NAR's row (cache/store-nar.ts), so garbage collection, which deletes a row and unlinks
-   * its file in one write transaction too (cache/remove-paths.ts), cannot run in between.
-   *
-   * `syncDirectory: false` leaves the rename's directory entry (and a new shard's) to reach the
-   * disk with the kernel's next write-back instead of an fsync on the event loop: for a NAR that can be fetched again
-   * if a power cut loses it (one pulled from an upstream, cache/store-pulled-nar.ts).
+   * Moves a synced temp file to its content-addressed name; an existing file is success. With
+   * `durable`, the rename's directory entry (and a new shard's) is synced before it returns;
+   * without, it reaches the disk with the kernel's next write-back.
    */
-  commitNar (temp: TempFile, fileHash: string, options: { syncDirectory: boolean } = { syncDirectory: true }): void {
+  async #place (temp: string, fileHash: string, durable: boolean): Promise<void> {
     const dest = narFilePath(this.layout, fileHash)
     const dir = path.dirname(dest)
     // A shard made now is itself only an entry in nar/: without syncing nar/ a power cut could
     // lose the shard, and with it a file whose row committed.
-    if (mkdirSync(dir, { recursive: true }) !== undefined && options.syncDirectory) fsyncDirectory(this.layout.narDir)
-    renameSync(temp.path, dest)
-    temp.markMoved()
+    if (await fs.promises.mkdir(dir, { recursive: true }) !== undefined && durable) await syncDirectory(this.layout.narDir)
+    await fs.promises.rename(temp, dest)
     // The rename is only durable once the directory entry is on disk.
-    if (options.syncDirectory) fsyncDirectory(dir)
+    if (durable) await syncDirectory(dir)
   }
 
   /**
@@ -251,39 +164,130 @@ export class FileBlobStore {
     }
   }
 
-  narPath (fileHash: string): string {
-    return narFilePath(this.layout, fileHash)
+  async open (name: NarName, range?: ByteRange): Promise<BlobRead | undefined> {
+    return this.#open(name.fileHash, range)
   }
 
-  /**
-   * Opens a stored NAR for reading: its descriptor and size, or undefined when it is missing.
-   * Synchronous, on purpose: opening a file and reading its size are two system calls that take
-   * microseconds once the inode is cached, while each asynchronous call is a round trip through
-   * libuv's thread pool that costs more than the call itself (see the NAR GET route).
-   */
-  openNar (fileHash: string): { fd: number, size: number } | undefined {
+  /** Synchronous, on purpose (see the header). */
+  #open (fileHash: string, range?: ByteRange): FileBody | undefined {
     let fd: number
     try {
-      fd = openSync(this.narPath(fileHash), 'r')
+      fd = openSync(narFilePath(this.layout, fileHash), 'r')
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
       throw err
     }
     try {
-      return { fd, size: fstatSync(fd).size }
+      const size = fstatSync(fd).size
+      return range === undefined ? new FileBody(fd, size, 0, size) : new FileBody(fd, size, range.start, range.end - range.start + 1)
     } catch (err) {
       closeSync(fd)
       throw err
     }
   }
 
-  /** The size of a stored NAR, or undefined when the file is missing. */
-  async narSize (fileHash: string): Promise<number | undefined> {
+  /** Only a regular file is an object: anything else at its name is missing. */
+  async size (name: NarName): Promise<number | undefined> {
+    let stats
     try {
-      return (await fs.promises.stat(this.narPath(fileHash))).size
+      stats = await fs.promises.stat(narFilePath(this.layout, name.fileHash))
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
       throw err
     }
+    return stats.isFile() ? stats.size : undefined
   }
+
+  #statSize (fileHash: string): number | undefined {
+    const stats = statSync(narFilePath(this.layout, fileHash), { throwIfNoEntry: false })
+    return stats?.isFile() === true ? stats.size : undefined
+  }
+
+  /** Asynchronous: the last link of a large file can take a while to free. */
+  async delete (name: { fileHash: string }): Promise<void> {
+    await fs.promises.rm(narFilePath(this.layout, name.fileHash), { force: true })
+  }
+
+  /** The regular files of store/nar/<h0h1>/ named by a file hash in their own shard, shard by shard. */
+  async * list (): AsyncIterable<StoredBlob> {
+    for (const shard of readDirIfPresent(this.layout.narDir)) {
+      if (!SHARD_NAME.test(shard)) continue
+      const shardPath = path.join(this.layout.narDir, shard)
+      for (const name of readDirIfPresent(shardPath)) {
+        if (!NAR_FILE_NAME.test(name) || !name.startsWith(shard)) continue
+        const stats = lstatOrUndefined(path.join(shardPath, name))
+        if (stats === undefined || !stats.isFile()) continue // removed meanwhile, or a stray
+        yield { fileHash: name, compression: undefined, size: stats.size, modifiedAt: stats.mtimeMs }
+      }
+    }
+  }
+
+  /** What store/nar holds besides objects, then the uploads in store/tmp. */
+  async * leftovers (youngSince: number): AsyncIterable<Leftover> {
+    await this.check()
+    yield * this.#strays()
+    for (const name of readDirIfPresent(this.layout.tmpDir)) {
+      const file = path.join(this.layout.tmpDir, name)
+      const stats = lstatOrUndefined(file)
+      if (stats === undefined) continue // the upload finished meanwhile
+      if (stats.mtimeMs >= youngSince) {
+        yield { kind: 'in-flight', subject: file, reason: 'an upload in progress', removable: false }
+        continue
+      }
+      yield {
+        kind: 'stale-temp',
+        subject: file,
+        reason: `untouched since ${new Date(stats.mtimeMs).toISOString()}: an upload a crash or kill interrupted`,
+        removable: true
+      }
+    }
+  }
+
+  /** store/nar holds only <2 nix32 chars>/<52-char file hash in that shard>, regular files. */
+  * #strays (): Iterable<Leftover> {
+    const { narDir } = this.layout
+    const stray = (file: string, stats: Stats, reason: string): Leftover => stats.isDirectory()
+      ? { kind: 'stray', subject: file, reason: `${reason}; a directory, left for you to look at`, removable: false }
+      : { kind: 'stray', subject: file, reason, removable: true }
+    for (const shard of readDirIfPresent(narDir)) {
+      const shardPath = path.join(narDir, shard)
+      const shardStats = lstatOrUndefined(shardPath)
+      if (shardStats === undefined) continue
+      if (!shardStats.isDirectory() || !SHARD_NAME.test(shard)) {
+        yield stray(shardPath, shardStats, 'store/nar holds only folders named by two nix32 characters')
+        continue
+      }
+      for (const name of readDirIfPresent(shardPath)) {
+        const file = path.join(shardPath, name)
+        const stats = lstatOrUndefined(file)
+        if (stats === undefined) continue // removed meanwhile
+        if (!NAR_FILE_NAME.test(name)) {
+          yield stray(file, stats, 'not named by a NAR file hash (52 nix32 characters)')
+        } else if (!name.startsWith(shard)) {
+          yield stray(file, stats, `misplaced: a NAR file with this name belongs in store/nar/${name.slice(0, 2)}/`)
+        } else if (!stats.isFile()) {
+          yield stray(file, stats, 'not a regular file, though it has a NAR file name')
+        }
+      }
+    }
+  }
+
+  /** Only what lies under store/nar or store/tmp, as leftovers() named it. */
+  async removeLeftover (subject: string): Promise<void> {
+    const resolved = path.resolve(subject)
+    const inside = [this.layout.narDir, this.layout.tmpDir].some(dir => resolved.startsWith(dir + path.sep))
+    if (!inside) throw new Error(`${subject} is not in the NAR store ${this.layout.storeDir}`)
+    await fs.promises.rm(resolved, { force: true, recursive: true })
+  }
+
+  /** The folder is not a Nix binary cache by itself: the server serves narinfos from the database. */
+  async publishNarinfo (): Promise<void> {}
+  async unpublishNarinfo (): Promise<void> {}
+  async publishCacheInfo (): Promise<void> {}
+}
+
+/** fsync of a directory, through the thread pool. */
+async function syncDirectory (dir: string): Promise<void> {
+  const handle = await fs.promises.open(dir, 'r')
+  try { await handle.sync() } finally { await handle.close() }
 }

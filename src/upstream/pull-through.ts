@@ -20,7 +20,7 @@ import type { Db } from '../db/database.js'
 import { isNarwhalError } from '../errors.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
-import type { FileBlobStore } from '../storage/file-blob-store.js'
+import type { BlobStore } from '../storage/blob-store.js'
 import { checkPulledNarinfo } from '../cache/pulled-narinfo.js'
 import type { UpstreamStatus } from '../cache/browse.js'
 import type { Provenance } from '../cache/provenance.js'
@@ -40,7 +40,7 @@ export interface PullCache {
   config: Readonly<Config>
   db: Db
   metadata: Metadata
-  blobs: FileBlobStore
+  blobs: BlobStore
   provenance: Provenance
   /** For what happens outside any request (narinfos asked ahead of the client). */
   log: PullLog
@@ -131,7 +131,8 @@ export class UpstreamPullThrough implements PullThrough {
       const records = this.#records.namingFile(fileHash)
       if (records.length === 0) return undefined
       // Stored meanwhile (by another request that finished a moment ago, or another worker).
-      if (this.#cache.metadata.narFile(fileHash) !== undefined && await this.#cache.blobs.narSize(fileHash) !== undefined) return { kind: 'stored' }
+      const row = this.#cache.metadata.narFile(fileHash)
+      if (row !== undefined && await this.#cache.blobs.size(row) !== undefined) return { kind: 'stored' }
       // Checked again after that wait: another request may have started the fetch meanwhile.
       fetch = this.#fetching.get(fileHash) ?? this.#startFetch(fileHash, records, log)
     }

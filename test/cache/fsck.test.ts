@@ -21,6 +21,7 @@ import { createCompressor } from '../../src/nix/codecs.js'
 import { storeNar } from '../../src/cache/store-nar.js'
 import { collect, fileHashOf } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const HOUR = 60 * 60 * 1000
 
@@ -85,7 +86,7 @@ async function fixture (): Promise<Fixture> {
 }
 
 function narFile (f: Fixture, c: string): string {
-  return f.cache.blobs.narPath(f.paths[c]?.fileHash ?? '')
+  return narFilePath(f.cache.layout, f.paths[c]?.fileHash ?? '')
 }
 
 async function check (f: Fixture, verifyContent = false): Promise<FsckReport> {
@@ -124,11 +125,11 @@ test('a missing NAR file of a leaf: --repair removes the leaf and its referrers,
   assert.deepEqual(kinds(report), [['nar-file-missing', narFile(f, 'a')]])
   assert.match(report.problems[0]?.reason ?? '', new RegExp(`missing \\(named by ${f.paths.a?.storePath ?? ''}\\)`))
 
-  const planned = repairCache(f.cache, report.problems, { dryRun: true })
+  const planned = await repairCache(f.cache, report.problems, { dryRun: true })
   assert.deepEqual(planned.removal.storePaths, ['a', 'b', 'c'].map(c => f.paths[c]?.storePath))
   assert.deepEqual(remaining(f), ['a', 'b', 'c', 'd'], 'a dry run changes nothing')
 
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.removal.storePaths, planned.removal.storePaths)
   assert.deepEqual(repair.removal.narFiles.map(n => n.fileHash).sort(), ['a', 'b', 'c'].map(c => f.paths[c]?.fileHash).sort())
   assert.deepEqual(remaining(f), ['d'])
@@ -154,7 +155,7 @@ test('a truncated NAR file is found by its size; a flipped byte only with --veri
   assert.deepEqual(kinds(full), [['nar-file-size', narFile(f, 'b')], ['nar-file-content', narFile(f, 'c')]])
   assert.match(full.problems[1]?.reason ?? '', /does not read back as a NAR|hash to sha256:\S+, not to its name/)
 
-  repairCache(f.cache, full.problems)
+  await repairCache(f.cache, full.problems)
   assert.deepEqual(remaining(f), ['a', 'd'])
   assert.deepEqual((await check(f, true)).problems, [])
 })
@@ -162,12 +163,12 @@ test('a truncated NAR file is found by its size; a flipped byte only with --veri
 test('files without rows: old ones are removed, young ones are taken for uploads in flight', async () => {
   const f = await fixture()
   const junk = randomBytes(100)
-  const old = f.cache.blobs.narPath(fileHashOf(junk))
+  const old = narFilePath(f.cache.layout, fileHashOf(junk))
   mkdirSync(path.dirname(old), { recursive: true })
   writeFileSync(old, junk)
   age(old)
   const youngBytes = randomBytes(100)
-  const young = f.cache.blobs.narPath(fileHashOf(youngBytes))
+  const young = narFilePath(f.cache.layout, fileHashOf(youngBytes))
   mkdirSync(path.dirname(young), { recursive: true })
   writeFileSync(young, youngBytes)
   const oldPart = path.join(f.cache.layout.tmpDir, 'crashed.part')
@@ -179,7 +180,7 @@ test('files without rows: old ones are removed, young ones are taken for uploads
   const report = await check(f)
   assert.deepEqual(kinds(report), [['unrecorded-nar-file', old], ['stale-temp-file', oldPart]])
   assert.deepEqual(report.inFlight.sort(), [young, livePart].sort())
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.deletedFiles, [old, oldPart])
   assert.deepEqual(repair.removal.storePaths, [])
   assert.equal(existsSync(old), false)
@@ -204,7 +205,7 @@ test('misplaced and oddly named files are stray; a stray directory is left for a
 
   const report = await check(f)
   assert.deepEqual(kinds(report).sort(), [['stray-file', misplaced], ['stray-file', oddName], ['stray-file', oddDir]].sort())
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.deletedFiles.sort(), [misplaced, oddName].sort())
   assert.deepEqual(repair.unrepaired.map(p => p.subject), [oddDir])
   assert.equal(existsSync(oddDir), true)
@@ -234,12 +235,12 @@ test('database damage: a narinfo without its NAR file row, a missing reference, 
   // keeps its row, named by no narinfo now: garbage collection's business, not damage.
   assert.deepEqual(report.inFlight, [narFile(f, 'd')])
 
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.removal.storePaths, ['b', 'c', 'd'].map(c => f.paths[c]?.storePath))
   assert.deepEqual(remaining(f), [])
   const after = await checkCache(f.cache, { verifyContent: true, graceMs: 0 })
   assert.deepEqual(kinds(after), [['unrecorded-nar-file', narFile(f, 'd')]])
-  repairCache(f.cache, after.problems)
+  await repairCache(f.cache, after.problems)
   assert.deepEqual((await checkCache(f.cache, { verifyContent: true, graceMs: 0 })).problems, [])
 })
 
@@ -251,7 +252,7 @@ test('a NAR file row no narinfo names, whose file is gone, is dropped so a re-up
   const report = await check(f)
   assert.deepEqual(kinds(report), [['nar-file-missing', narFile(f, 'd')]])
   assert.match(report.problems[0]?.reason ?? '', /named by no narinfo/)
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.removal.storePaths, [])
   assert.deepEqual(repair.removal.narFiles.map(n => n.fileHash), [f.paths.d?.fileHash])
   assert.equal(f.cache.metadata.narFile(f.paths.d?.fileHash ?? ''), undefined)

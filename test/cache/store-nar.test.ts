@@ -1,7 +1,6 @@
 /**
- * A NAR upload becomes visible in one write transaction: its row and its file appear together,
- * never while another process (a garbage collection, which deletes a row and unlinks its file in
- * one write transaction) holds the write lock, so it can never see one without the other. A NAR
+ * A NAR upload is stored with its row, also when another process (a garbage collection) holds
+ * the database's write lock meanwhile; a failed commit leaves neither row nor temp file. A NAR
  * that decompresses past its limit is refused while it streams.
  */
 import { test } from 'node:test'
@@ -19,27 +18,25 @@ import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 /**
  * Holds the database's write lock from another thread, as a garbage collection in another process
- * does while it deletes rows and unlinks files, for `holdMs`; reports whether the NAR file at
- * `narPath` appeared meanwhile.
+ * does while it deletes rows, for `holdMs`.
  */
-function holdWriteLock (database: string, narPath: string, holdMs: number): { locked: Promise<void>, released: Promise<{ appeared: boolean }> } {
+function holdWriteLock (database: string, holdMs: number): { locked: Promise<void>, released: Promise<unknown> } {
   const worker = new Worker(`
     const { parentPort, workerData } = require('node:worker_threads')
-    const { existsSync } = require('node:fs')
     const Database = require(workerData.betterSqlite3)
     const db = new Database(workerData.database)
     db.exec('BEGIN IMMEDIATE')
     parentPort.postMessage('locked')
-    let appeared = false
     const until = Date.now() + workerData.holdMs
-    while (Date.now() < until) appeared ||= existsSync(workerData.narPath)
+    while (Date.now() < until);
     db.exec('ROLLBACK')
     db.close()
-    parentPort.postMessage({ appeared })
-  `, { eval: true, workerData: { database, narPath, holdMs, betterSqlite3: createRequire(import.meta.url).resolve('better-sqlite3') } })
+    parentPort.postMessage('released')
+  `, { eval: true, workerData: { database, holdMs, betterSqlite3: createRequire(import.meta.url).resolve('better-sqlite3') } })
   const messages: unknown[] = []
   const waiters: Array<() => void> = []
   worker.on('message', (m) => { messages.push(m); waiters.shift()?.() })
@@ -48,33 +45,33 @@ function holdWriteLock (database: string, narPath: string, holdMs: number): { lo
     return messages.shift()
   }
   const locked = next().then(() => {})
-  const released = locked.then(next).then(async (m) => { await worker.terminate(); return m as { appeared: boolean } })
+  const released = locked.then(next).then(async (m) => { await worker.terminate(); return m })
   return { locked, released }
 }
 
-test('a NAR file appears only together with its row: not while another process holds the write lock', async () => {
+test('a NAR upload while another process holds the write lock waits for it, then is stored with its row', async () => {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
-  const other = holdWriteLock(cache.layout.database, cache.blobs.narPath(fileHash), 500)
+  const other = holdWriteLock(cache.layout.database, 500)
   await other.locked
-  // Waits for the lock (busy_timeout) once the body is verified, then commits row and file.
+  // Waits for the lock (busy_timeout) once the body is verified, then records the row.
   const stored = await storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 })
-  assert.deepEqual(await other.released, { appeared: false }, 'the file did not appear while the other connection held the lock')
+  assert.equal(await other.released, 'released')
   assert.equal(stored.fileHash, fileHash)
   assert.equal(cache.metadata.narFile(fileHash)?.fileSize, nar.length)
-  assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(nar))
+  assert.ok(readFileSync(narFilePath(cache.layout, fileHash)).equals(nar))
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [], 'no temp file is left')
   cache.db.close()
 })
 
-test('when the rename fails the row is rolled back and the temp file removed', async () => {
+test('when the commit fails no row is recorded and the temp file is removed', async () => {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
   // A file where the NAR's shard folder belongs: the rename into place fails for real (as root,
   // permissions would not stop it).
-  const shard = path.dirname(cache.blobs.narPath(fileHash))
+  const shard = path.dirname(narFilePath(cache.layout, fileHash))
   writeFileSync(shard, 'not a folder')
   await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 }),
     (err: NodeJS.ErrnoException) => err.code === 'EEXIST' || err.code === 'ENOTDIR')
@@ -112,7 +109,7 @@ test('a NAR of several MiB in uneven chunks is stored byte for byte (batched tem
       narHash: encodeNix32(sha256(nar)),
       narSize: nar.length
     })
-    assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(body), `${method}: the stored file is the body`)
+    assert.ok(readFileSync(narFilePath(cache.layout, fileHash)).equals(body), `${method}: the stored file is the body`)
   }
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
   cache.db.close()

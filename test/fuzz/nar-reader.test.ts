@@ -313,8 +313,8 @@ test('ingestNar: chunked valid bodies are stored with their hashes; mutated ones
     let result
     try {
       const verified = await ingestNar(Readable.from(chunksOf(body, how)), fileHash, store, { maxBytes: 1 << 24, maxNarSize: Number.MAX_SAFE_INTEGER, declaredBytes: body.length, reserveBytes: 0 })
-      // ingestNar leaves the verified bytes under their temp name for the caller to commit.
-      await verified.temp.discard()
+      // ingestNar leaves the verified bytes in a finished blob for the caller to commit.
+      await verified.blob.discard()
       result = verified.nar
     } catch (err) {
       if (!isNarwhalError(err) || err.statusCode >= 500) assert.fail(`ingestNar threw ${String(err)}, not a 4xx NarwhalError`)

@@ -12,6 +12,7 @@ import path from 'node:path'
 import { buildClosure, netrcFile, nix, nixKeyPair, nixOk, run, tempDir, type RunResult, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { fileHashOf } from '../helpers/upload.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 
@@ -22,12 +23,12 @@ function fsck (dataDir: string, ...flags: string[]): Promise<RunResult> {
 const hashPartOf = (storePath: string): string => path.basename(storePath).slice(0, 32)
 
 function narFileOf (server: TestServer, storePath: string): string {
-  const { metadata, blobs } = server.cache
+  const { metadata, layout } = server.cache
   const info = metadata.narinfo(hashPartOf(storePath))
   assert.ok(info !== undefined, `${storePath} is in the cache`)
   const row = metadata.narFileById(info.narFileId)
   assert.ok(row !== undefined)
-  return blobs.narPath(row.fileHash)
+  return narFilePath(layout, row.fileHash)
 }
 
 /** Makes a file look untouched for two hours, older than fsck's default grace period. */
@@ -79,7 +80,7 @@ test('fsck names each kind of damage, --repair removes damaged paths with their 
   db.pragma('foreign_keys = ON')
   age(rowless)
   const junk = randomBytes(1000)
-  const dropped = server.cache.blobs.narPath(fileHashOf(junk))
+  const dropped = narFilePath(server.cache.layout, fileHashOf(junk))
   mkdirSync(path.dirname(dropped), { recursive: true })
   writeFileSync(dropped, junk)
   age(dropped)

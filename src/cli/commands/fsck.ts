@@ -82,7 +82,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
     }
     let repair: RepairResult
     try {
-      repair = repairCache(parts, report.problems, { dryRun: values.repair !== true })
+      repair = await repairCache(parts, report.problems, { dryRun: values.repair !== true })
     } catch (err) {
       process.stdout.write(formatReport(report, undefined))
       process.stderr.write(`narwhal fsck: repair stopped: ${(err as Error).message}\n` +
