@@ -200,7 +200,7 @@ async function forEachChunk (body: AsyncIterable<Buffer>, onChunk: (chunk: Buffe
 export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: string, store: BlobStore,
   options: IngestOptions): Promise<VerifiedNar> {
   await store.ensureRoom(options.declaredBytes, options.reserveBytes)
-  const blob = await store.begin()
+  const blob = await store.begin(expectedFileHash)
   const verifier = new NarVerifier(options.maxBytes, options.maxNarSize)
   try {
     await forEachChunk(body, chunk => {
