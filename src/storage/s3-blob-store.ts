@@ -54,9 +54,14 @@ export class S3BlobStore implements BlobStore {
     this.#sweepGraceMs = options.sweepGraceMs ?? SWEEP_GRACE_MS
   }
 
+  /** The store of an `s3://` storage URL, without a request yet (check() asks the service). */
+  static fromUrl (url: string, options: S3BlobStoreOptions): S3BlobStore {
+    return new S3BlobStore(new S3Objects(parseS3Url(url)), options)
+  }
+
   /** The store of an `s3://` storage URL, once the bucket is known to be there and usable. */
   static async open (url: string, options: S3BlobStoreOptions): Promise<S3BlobStore> {
-    const store = new S3BlobStore(new S3Objects(parseS3Url(url)), options)
+    const store = S3BlobStore.fromUrl(url, options)
     try {
       await store.check()
     } catch (err) {
