@@ -22,6 +22,8 @@ import type { S3Location } from './s3-url.js'
 export const MULTIPART_PART_BYTES = 16 << 20
 /** Parts of one upload sent at once (memory: this many parts are buffered). */
 const MULTIPART_QUEUE = 4
+/** Connections to the service at once. */
+const MAX_CONNECTIONS = 1024
 
 /** An object as a listing shows it: `lastModified` in unix ms. */
 export interface S3Object { name: string, size: number, lastModified: number }
@@ -61,8 +63,19 @@ export class S3Objects {
       // pacific's RGW refuses (MissingContentLength); plain bodies work with every S3 service.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      // A service that stops answering must fail the call, not hang it.
-      requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 }
+      requestHandler: {
+        // A service that stops answering must fail the call, not hang it: no connection in 10 s,
+        // no answer 120 s after the request (this SDK only warns unless told to throw), or a
+        // connection idle for 120 s (a streamed NAR whose reader stalled).
+        connectionTimeout: 10_000,
+        requestTimeout: 120_000,
+        throwOnRequestTimeout: true,
+        socketTimeout: 120_000,
+        // A streamed NAR holds its connection until its client has it all: the SDK's default of
+        // 50 would let 50 slow downloads queue every other call (uploads, HEADs) behind them.
+        httpAgent: { keepAlive: true, maxSockets: MAX_CONNECTIONS },
+        httpsAgent: { keepAlive: true, maxSockets: MAX_CONNECTIONS }
+      }
     })
   }
 
