@@ -69,6 +69,10 @@ test('nix copy pushes into the bucket through the server and substitutes back, s
   assert.equal(answer.status, 307)
   assert.match(answer.headers.get('location') ?? '', new RegExp(`^${engine.endpoint}/${bucket}/${large.replaceAll('.', '\\.')}\\?.*X-Amz-Signature=`))
   await substitute(redirecting, key.publicKey, closure)
+  // A HEAD is answered by the server itself: the presigned URL is good for GET only.
+  const head = await fetch(`${redirecting.url}/${large}`, { method: 'HEAD' })
+  assert.equal(head.status, 200)
+  assert.equal(head.headers.get('content-length'), String(objects.get(large)?.size))
 })
 
 test('object store down: NAR reads and writes are 503 with Retry-After, narinfos still served, and it recovers by itself', async (t) => {
