@@ -10,7 +10,7 @@
  *   BENCH_LARGE_MB=256 the large NAR
  *   BENCH_SMALL=200    small NARs (32 KiB each) per round
  *
- * Rows: a large NAR up through S3PendingBlob (8 MiB parts, 3 in flight) and through lib-storage
+ * Rows: a large NAR up through S3PendingBlob (8 MiB parts, 4 in flight) and through lib-storage
  * (16 MiB parts, 4 in flight); the same NAR down through open().chunks() and through fetch() of
  * a presigned URL; small NARs one after another: commit (one PUT) and open + read. Prints a
  * table; never asserts on time.
@@ -81,7 +81,7 @@ for (let round = 0; round < RUNS; round++) {
   const order = round % 2 === 0 ? ['pending', 'lib'] : ['lib', 'pending']
   for (const variant of order) {
     if (variant === 'pending') {
-      record('large up: S3PendingBlob (8 MiB x 3), MB/s', mb / await timed(async () => await put(large.body, large.name)))
+      record('large up: S3PendingBlob (8 MiB x 4), MB/s', mb / await timed(async () => await put(large.body, large.name)))
     } else {
       const chunks = function * (): Generator<Buffer> { for (let i = 0; i < large.body.length; i += CHUNK) yield large.body.subarray(i, i + CHUNK) }
       record('large up: lib-storage Upload (16 MiB x 4), MB/s', mb / await timed(async () =>

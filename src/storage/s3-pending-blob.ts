@@ -33,7 +33,7 @@ import type { MultipartUpload, S3Objects, UploadedPart } from './s3-objects.js'
 export const PART_BYTES = 8 << 20
 const MAX_PARTS = 10_000
 /** Parts sent at once; with the part being filled, what one upload holds in memory at most. */
-const PARTS_IN_FLIGHT = 3
+const PARTS_IN_FLIGHT = 4
 /** The most S3 copies in one CopyObject request. */
 const MAX_COPY_BYTES = 5 * 1024 ** 3
 /** Where uploads begun without their file hash keep their parts until commit. */
