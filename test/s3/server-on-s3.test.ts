@@ -29,7 +29,7 @@ async function serverOnBucket (t: TestContext, url: string, redirectNars: boolea
 
 async function push (server: TestServer, secretFile: string, closure: TestClosure): Promise<void> {
   await nixOk(['copy', '--to', `${server.url}?secret-key=${secretFile}&compression=none`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile(await server.token('push'))}`] })
 }
 
 async function substitute (server: TestServer, publicKey: string, closure: TestClosure): Promise<void> {
@@ -85,7 +85,7 @@ test('object store down: NAR reads and writes are 503 with Retry-After, narinfos
   t.after(() => blobs.close())
   const uploader = generateKeyPair('test-uploader-1')
   const server = await startServer(t, { blobs, trustedKeys: [uploader.publicKeyText] })
-  const token = server.token('push')
+  const token = await server.token('push')
   const stored = await freshNar('xz')
   assert.equal((await put(`${server.url}/${stored.url}`, stored.bytes, token)).status, 201)
   const narinfo = makeNarinfo(stored, { keys: [uploader.secretKey] })
