@@ -10,11 +10,12 @@
  * It may run while the server runs (SQLite WAL lets both in). What a live server may be in the
  * middle of writing is left alone: files in store/tmp, and files in store/nar without a row
  * (Nix's upload renames a NAR into place a moment before its row is written), count as uploads
- * in flight while younger than the grace period. Nothing else the server does is mistaken for
- * damage: a NAR file's row is written only after its file is in place, so a row whose file is
- * missing never belongs to an upload in progress.
+ * in flight while younger than the grace period, and so do NAR file rows not live ('pending':
+ * an upload committing its file; 'deleting': a removal gc finishes). Nothing else the server does
+ * is mistaken for damage: a row goes live only after its file is in place, so a live row whose
+ * file is missing never belongs to an upload in progress.
  */
-import type { Metadata, NarFileRow, StoredNarinfo } from '../db/metadata.js'
+import type { MetadataStore, NarFileRow, StoredNarinfo } from '../db/metadata-store.js'
 import { narUrl } from '../nix/nar-url.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
@@ -22,7 +23,6 @@ import { STORE_DIR } from '../nix/store-path.js'
 import type { BlobStore, Leftover } from '../storage/blob-store.js'
 import { measureStoredNar } from '../storage/nar-ingest.js'
 import { removeNarFiles, removeNarinfos, removeUnrecordedNarFile, type Removal } from './remove-paths.js'
-import type { ReferenceSource } from './pull-through.js'
 
 export type ProblemKind =
   /** A narinfo whose nar_files row is gone (the foreign key forbids it; a hand edit may not). */
@@ -85,10 +85,10 @@ export interface FsckReport {
 }
 
 export interface CacheParts {
-  metadata: Metadata
+  metadata: MetadataStore
   blobs: BlobStore
-  /** References held elsewhere count as present (narinfos pulled from upstreams, db/upstream-records.ts). */
-  elsewhere?: ReferenceSource
+  /** References held by narinfos pulled from upstreams count as present (upstream caches configured). */
+  upstreamReferences?: boolean
 }
 
 /** The default grace period: an hour, far longer than any upload's rename-to-row moment. */
@@ -100,7 +100,7 @@ export async function checkCache (cache: CacheParts, options: FsckOptions): Prom
   await cache.blobs.check()
   const now = options.now ?? Date.now()
   const problems: Problem[] = []
-  const narinfos = checkNarinfos(cache.metadata, problems, cache.elsewhere)
+  const narinfos = await checkNarinfos(cache.metadata, problems, cache.upstreamReferences ?? false)
   const files = await checkNarFiles(cache, options, problems)
   const inFlight: string[] = []
   await checkUnrecorded(cache, now - options.graceMs, problems, inFlight)
@@ -113,17 +113,17 @@ export async function checkCache (cache: CacheParts, options: FsckOptions): Prom
 }
 
 /** The narinfo rows: each names an existing NAR file, agrees with it, and has its references. */
-function checkNarinfos (metadata: Metadata, problems: Problem[], elsewhere: ReferenceSource | undefined): number {
-  for (const n of metadata.narinfosWithoutNarFile()) {
+async function checkNarinfos (metadata: MetadataStore, problems: Problem[], upstreamReferences: boolean): Promise<number> {
+  for (const n of await metadata.narinfos.withoutLiveNarFile()) {
     problems.push({
       kind: 'narinfo-without-nar-file',
       subject: n.storePath,
-      reason: `its NAR file (nar_files row ${n.narFileId}) is not recorded`,
+      reason: `its NAR file (nar_files row ${n.narFileId}) is not recorded as live`,
       fix: { action: 'remove-narinfo', hashPart: n.hashPart }
     })
   }
-  for (const r of metadata.missingReferences()) {
-    if (elsewhere?.holds(r.refBaseName.slice(0, 32), `${STORE_DIR}/${r.refBaseName}`) === true) continue
+  for (const r of await metadata.narinfos.missingReferences()) {
+    if (upstreamReferences && await metadata.upstreamRecords.holds(r.refBaseName.slice(0, 32), `${STORE_DIR}/${r.refBaseName}`)) continue
     problems.push({
       kind: 'missing-reference',
       subject: r.storePath,
@@ -132,11 +132,11 @@ function checkNarinfos (metadata: Metadata, problems: Problem[], elsewhere: Refe
     })
   }
   let count = 0
-  for (let page = metadata.narinfosPage(0, PAGE); page.length > 0; page = metadata.narinfosPage(page[page.length - 1]?.id ?? 0, PAGE)) {
+  for (let page = await metadata.narinfos.page(0, PAGE); page.length > 0; page = await metadata.narinfos.page(page[page.length - 1]?.id ?? 0, PAGE)) {
     for (const row of page) {
       count++
-      const nar = metadata.narFileById(row.narFileId)
-      if (nar === undefined) continue // reported above
+      const nar = await metadata.narFiles.getById(row.narFileId)
+      if (nar?.state !== 'live') continue // reported above
       const disagreements = narinfoDisagreements(row, nar)
       if (disagreements.length > 0) {
         problems.push({
@@ -179,31 +179,33 @@ export function narinfoDisagreements (row: Omit<StoredNarinfo, 'sigs'>, nar: Nar
   return out
 }
 
-function namedBy (metadata: Metadata, narFileId: number): string {
-  const names = metadata.narinfosNaming([narFileId]).map(n => n.storePath)
+async function namedBy (metadata: MetadataStore, narFileId: number): Promise<string> {
+  const names = (await metadata.narinfos.naming([narFileId])).map(n => n.storePath)
   return names.length === 0 ? 'named by no narinfo' : `named by ${names.join(', ')}`
 }
 
 /** The nar_files rows: each file is on disk with its recorded size (and, verified, its content). */
 async function checkNarFiles (cache: CacheParts, options: FsckOptions, problems: Problem[]): Promise<{ count: number, bytes: number }> {
   const { metadata, blobs } = cache
-  const totals = metadata.narFileTotals()
+  const totals = await metadata.narFiles.totals()
   const progress: FsckProgress = { files: 0, totalFiles: totals.files, bytes: 0, totalBytes: totals.bytes }
   let count = 0
   let bytes = 0
-  for (let page = metadata.narFilesPage(0, PAGE); page.length > 0; page = metadata.narFilesPage(page[page.length - 1]?.id ?? 0, PAGE)) {
+  for (let page = await metadata.narFiles.page(0, PAGE); page.length > 0; page = await metadata.narFiles.page(page[page.length - 1]?.id ?? 0, PAGE)) {
     for (const row of page) {
+      // A pending file is an upload in flight; a deleting one, a removal gc finishes.
+      if (row.state !== 'live') continue
       count++
-      const problem = (kind: ProblemKind, reason: string): void => {
-        problems.push({ kind, subject: blobs.where(row), reason: `${reason} (${namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
+      const problem = async (kind: ProblemKind, reason: string): Promise<void> => {
+        problems.push({ kind, subject: blobs.where(row), reason: `${reason} (${await namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
       }
       const size = await blobs.size(row)
-      if (size === undefined) { problem('nar-file-missing', 'the file is missing'); continue }
+      if (size === undefined) { await problem('nar-file-missing', 'the file is missing'); continue }
       bytes += size
-      if (size !== row.fileSize) { problem('nar-file-size', `the file has ${size} bytes, ${row.fileSize} recorded`); continue }
+      if (size !== row.fileSize) { await problem('nar-file-size', `the file has ${size} bytes, ${row.fileSize} recorded`); continue }
       if (!options.verifyContent) continue
       const wrong = await contentDisagreements(blobs, row)
-      if (wrong.length > 0) problem('nar-file-content', wrong.join('; '))
+      if (wrong.length > 0) await problem('nar-file-content', wrong.join('; '))
       progress.files++
       progress.bytes += row.fileSize
       options.onProgress?.({ ...progress })
@@ -237,7 +239,7 @@ async function contentDisagreements (blobs: BlobStore, row: NarFileRow): Promise
 /** Objects no row names: uploads in flight while young, else left by a crash (or by hand). */
 async function checkUnrecorded (cache: CacheParts, youngSince: number, problems: Problem[], inFlight: string[]): Promise<void> {
   for await (const blob of cache.blobs.list()) {
-    if (cache.metadata.narFile(blob.fileHash) !== undefined) continue // recorded: checked with its row
+    if (await cache.metadata.narFiles.get(blob.fileHash) !== undefined) continue // recorded: checked with its row
     const subject = cache.blobs.where(blob)
     if (blob.modifiedAt >= youngSince) {
       inFlight.push(subject)
@@ -285,7 +287,6 @@ export interface RepairResult {
  */
 export async function repairCache (cache: CacheParts, problems: Problem[], options: { dryRun?: boolean } = {}): Promise<RepairResult> {
   const dryRun = options.dryRun ?? false
-  const { metadata, blobs } = cache
   const hashParts: string[] = []
   const narFileIds: number[] = []
   const deletedFiles: string[] = []
@@ -295,15 +296,15 @@ export async function repairCache (cache: CacheParts, problems: Problem[], optio
     if (fix.action === 'remove-nar-file') narFileIds.push(fix.narFileId)
   }
   // Files first, then narinfos: a dry run's transactions roll back, so each must plan on its own.
-  const byFile = await removeNarFiles(metadata, blobs, narFileIds, { dryRun })
-  const byNarinfo = await removeNarinfos(metadata, blobs, hashParts, { dryRun })
+  const byFile = await removeNarFiles(cache, narFileIds, { dryRun })
+  const byNarinfo = await removeNarinfos(cache, hashParts, { dryRun })
   for (const problem of problems) {
     const { fix } = problem
     if (fix.action === 'remove-unrecorded-nar-file') {
       // False when an upload recorded the file meanwhile: then it is no longer a problem.
-      if (await removeUnrecordedNarFile(metadata, blobs, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
+      if (await removeUnrecordedNarFile(cache, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
     } else if (fix.action === 'delete') {
-      if (!dryRun) await blobs.removeLeftover(fix.file)
+      if (!dryRun) await cache.blobs.removeLeftover(fix.file)
       deletedFiles.push(fix.file)
     } else if (fix.action === 'none') {
       unrepaired.push(problem)

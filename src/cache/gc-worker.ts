@@ -21,12 +21,12 @@ parentPort?.on('message', (message: unknown) => { if (message === 'stop') stoppi
 
 let result: GcWorkerResult
 try {
-  const cache = openDataDir(dataDir)
+  const cache = openDataDir({ dataDir })
   try {
     const report = await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping })
     result = { ok: true, fields: gcLogFields(report) }
   } finally {
-    cache.close()
+    await cache.close()
   }
 } catch (err) {
   result = { ok: false, error: err instanceof Error ? err.stack ?? err.message : String(err) }

@@ -1,17 +1,18 @@
 /**
  * Reading a NAR the cache serves, the one rule for the NAR route (server/routes/nar.ts) and the
- * fast path (server/fast-reads.ts): only NARs the database records are served (an object without
- * its row is a crashed upload or one garbage collection is removing), and only when the object
+ * fast path (server/fast-reads.ts): only NARs the database records as live are served (a pending
+ * one is not committed yet, a deleting one is going, an object without a row is a crashed upload
+ * or one garbage collection is removing), and only when the object
  * has the recorded size, checked before any header goes out, so a missing or cut-short object is
  * a clean 404 (and an error in the log), never a truncated 200.
  */
-import type { Metadata } from '../db/metadata.js'
+import type { MetadataStore } from '../db/metadata-store.js'
 import type { BlobBody, BlobStore, ByteRange } from '../storage/blob-store.js'
 
 export type { BlobBody, ByteRange }
 
 export type ServedNar =
-  /** The database does not record it. */
+  /** The database does not record it as live. */
   | { kind: 'not-recorded' }
   /** Recorded, but its object is missing or has another size: `reason` and `detail` are for the log. */
   | { kind: 'damaged', reason: string, detail: Record<string, unknown> }
@@ -20,7 +21,7 @@ export type ServedNar =
   /** Its bytes, checked against the recorded size; the caller sends or closes it. */
   | { kind: 'body', body: BlobBody }
 
-interface NarReadParts { metadata: Metadata, blobs: BlobStore }
+interface NarReadParts { metadata: MetadataStore, blobs: BlobStore }
 
 /**
  * Opens a served NAR. `range` is asked with the recorded size and names the bytes wanted
@@ -28,8 +29,8 @@ interface NarReadParts { metadata: Metadata, blobs: BlobStore }
  */
 export async function openServedNar (cache: NarReadParts, fileHash: string,
   range?: (fileSize: number) => ByteRange | undefined): Promise<ServedNar> {
-  const row = cache.metadata.narFile(fileHash)
-  if (row === undefined) return { kind: 'not-recorded' }
+  const row = await cache.metadata.narFiles.get(fileHash)
+  if (row?.state !== 'live') return { kind: 'not-recorded' }
   const read = await cache.blobs.open(row, range?.(row.fileSize))
   if (read === undefined) return { kind: 'damaged', reason: 'NAR file recorded in the database is missing on disk', detail: { fileHash } }
   if (read.kind === 'redirect') return { ...read, size: row.fileSize }
@@ -48,8 +49,8 @@ export async function openServedNar (cache: NarReadParts, fileHash: string,
 export function readSmallNarNow (cache: NarReadParts, fileHash: string, maxBytes: number): Buffer | undefined {
   const { immediate } = cache.blobs
   if (immediate === undefined) return undefined
-  const row = cache.metadata.narFile(fileHash)
-  if (row === undefined || row.fileSize === 0 || row.fileSize > maxBytes) return undefined
+  const row = cache.metadata.narFiles.peekLive(fileHash)
+  if (row === undefined || row === null || row.fileSize === 0 || row.fileSize > maxBytes) return undefined
   return immediate.readWhole(fileHash, row.fileSize)
 }
 

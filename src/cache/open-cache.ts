@@ -1,8 +1,8 @@
 /**
  * Opens a cache's data folder, the one way every command and the server do it:
  *
- *   openDataDir  the database (created and migrated) with Metadata, Retention and the blob store
- *                wired on its connection; nothing else on disk changes (fsck, gc, pin, token, migrate)
+ *   openDataDir  the metadata store (the SQLite file, created and migrated) and the blob store;
+ *                nothing else on disk changes (fsck, gc, pin, token, migrate)
  *   openCache    that, plus the NAR store's folders and layout version, the trusted uploader
  *                keys, provenance, the audit log and the pages' reads: what a serving process
  *                needs (`narwhal serve`, its workers, the tests)
@@ -14,9 +14,8 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
 import { ConfigError } from '../config/config.js'
-import { migrate, openDatabase, type Db } from '../db/database.js'
-import { Metadata } from '../db/metadata.js'
-import { Retention } from '../db/retention.js'
+import type { MetadataStore } from '../db/metadata-store.js'
+import { openSqliteMetadataStore } from '../db/sqlite/store.js'
 import { AuditLog } from './audit-log.js'
 import { Browse } from './browse.js'
 import { Provenance } from './provenance.js'
@@ -25,17 +24,16 @@ import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import { FileBlobStore } from '../storage/file-blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
+import { parseS3Url } from '../storage/s3-url.js'
 
 export interface DataDir {
   layout: Layout
-  db: Db
-  metadata: Metadata
-  retention: Retention
+  metadata: MetadataStore
   blobs: BlobStore
   /** True when this call created the database, i.e. the first start on this data folder. */
   created: boolean
-  /** Closes the database connection. */
-  close: () => void
+  /** Closes the metadata store. */
+  close: () => Promise<void>
 }
 
 export interface OpenCache extends DataDir {
@@ -63,25 +61,54 @@ export function loadTrustedKeys (config: Readonly<Config>, layout: Layout): Trus
   return new TrustedKeys(keys)
 }
 
+/**
+ * Where a cache is (config/config.ts): its data folder, and its database and storage when they
+ * are not the embedded ones (null or absent: the SQLite file and the NAR folder in the data folder).
+ */
+export interface CacheLocation {
+  dataDir: string
+  database?: string | null
+  storage?: { url: string | null }
+}
+
+/**
+ * Only the embedded database and storage can be opened yet (issue 20): say so before anything is
+ * created. A storage URL is parsed first, so a malformed one is named as such (storage/s3-url.ts).
+ * The database URL is not shown: it may hold a password.
+ */
+function refuseUnwired (location: CacheLocation): void {
+  const storageUrl = location.storage?.url ?? null
+  if (storageUrl !== null) parseS3Url(storageUrl)
+  const unwired = [
+    location.database == null ? undefined : 'a database other than the SQLite file in the data folder (database, NARWHAL_DATABASE_URL, --database)',
+    storageUrl === null ? undefined : `the S3 storage ${storageUrl}`
+  ].filter(w => w !== undefined)
+  if (unwired.length > 0) {
+    throw new ConfigError(`${unwired.join(' and ')}: not wired yet in this version of narwhal; ` +
+      'leave database and storage unset to use the SQLite file and the NAR folder in the data folder')
+  }
+}
+
 /** `prepareStore`: also make the NAR store's folders and check (or write) its layout version. */
-export function openDataDir (dataDir: string, options: { prepareStore?: boolean } = {}): DataDir {
+export function openDataDir (location: CacheLocation, options: { prepareStore?: boolean } = {}): DataDir {
+  refuseUnwired(location)
+  const { dataDir } = location
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
-  const db = openDatabase(layout.database)
-  migrate(db)
+  const metadata = openSqliteMetadataStore(layout.database)
   const blobs = new FileBlobStore(layout)
   if (options.prepareStore === true) blobs.init()
-  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs, created, close: () => db.close() }
+  return { layout, metadata, blobs, created, close: async () => await metadata.close() }
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {
-  const opened = openDataDir(config.dataDir, { prepareStore: true })
+  const opened = openDataDir(config, { prepareStore: true })
   return {
     ...opened,
     trustedKeys: loadTrustedKeys(config, opened.layout),
-    provenance: new Provenance(opened.db),
-    audit: new AuditLog(opened.db, { maxEntries: config.audit.maxEntries }),
-    browse: new Browse(opened.db)
+    provenance: new Provenance(opened.metadata),
+    audit: new AuditLog(opened.metadata.audit, { maxEntries: config.audit.maxEntries }),
+    browse: new Browse(opened.metadata)
   }
 }

@@ -1,18 +1,19 @@
 /**
  * Removing things from the cache without breaking what stays. Shared by `narwhal fsck --repair`
- * and garbage collection, so both follow the same two rules:
+ * and garbage collection, so both follow the same rules:
  *
  * - A narinfo goes together with every narinfo whose closure contains it (its referrers,
  *   transitively): no served narinfo may name a reference the cache cannot give.
- * - A NAR file goes only when no narinfo names it. Its row is deleted in one SQLite write
- *   transaction, then its object is deleted from the blob store. (An upload commits its object
- *   before it records its row; the NAR file states of issue 17 close the window where it does so
- *   between gc's two steps.)
+ * - A NAR file goes only when no narinfo names it, in three steps (the reverse of an upload's,
+ *   cache/store-nar.ts): its row is marked 'deleting' (with the narinfos' removal, in one store
+ *   operation), its blob is deleted, then its row is forgotten. An upload of the same NAR waits
+ *   while the row says 'deleting', so it never commits a blob that is about to be deleted. A crash
+ *   between the steps leaves a 'deleting' row, which the next collection finishes.
  *
- * Every function takes `dryRun`: the same statements run, then the transaction is rolled back and
- * no object is touched, so a dry run reports exactly what a real run would remove at that moment.
+ * Every function takes `dryRun`: the store computes the same removal and changes nothing, and no
+ * blob is touched, so a dry run reports exactly what a real run would remove at that moment.
  */
-import type { Metadata, NarFileRow } from '../db/metadata.js'
+import type { ClosureRow, MetadataStore, NarFileRow } from '../db/metadata-store.js'
 import type { BlobStore } from '../storage/blob-store.js'
 
 export interface Removal {
@@ -26,96 +27,72 @@ export interface Removal {
 
 export interface RemoveOptions { dryRun?: boolean }
 
-/** Thrown inside a transaction to roll a dry run back while carrying its result out. */
-class DryRunRollback {
-  constructor (readonly removal: Removal) {}
-}
+interface Cache { metadata: MetadataStore, blobs: BlobStore }
 
-function inTransaction (metadata: Metadata, dryRun: boolean, work: () => Removal): Removal {
-  try {
-    return metadata.transaction(() => {
-      const removal = work()
-      if (dryRun) throw new DryRunRollback(removal)
-      return removal
-    })
-  } catch (err) {
-    if (err instanceof DryRunRollback) return err.removal
-    throw err
+/** Steps 2 and 3 for NAR files whose rows say 'deleting'. */
+async function deleteMarked ({ metadata, blobs }: Cache, rows: NarFileRow[]): Promise<void> {
+  for (const row of rows) {
+    await blobs.delete(row)
+    await metadata.narFiles.forget(row.id)
   }
 }
 
-/** Deletes the row of each NAR file no narinfo names; call inside a transaction. */
-function removeUnnamed (metadata: Metadata, rows: NarFileRow[]): NarFileRow[] {
-  return rows.filter(row => metadata.deleteNarFileRow(row.id))
-}
-
-/** After the transaction: the objects of the NAR files whose rows it deleted. */
-export async function deleteObjects (blobs: BlobStore, removal: Removal, dryRun = false): Promise<Removal> {
-  if (!dryRun) for (const row of removal.narFiles) await blobs.delete(row)
-  return removal
-}
-
-/**
- * removeNarinfos' rows only, inside the caller's transaction (gc's batches); the caller then
- * deletes the removal's objects (deleteObjects).
- */
-export function removeNarinfoRows (metadata: Metadata, hashParts: string[]): Removal {
-  return removeWithReferrers(metadata, hashParts, [])
+function removal (storePaths: string[], narFiles: NarFileRow[]): Removal {
+  return { storePaths, narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
 }
 
 /**
  * Removes the narinfos named by `hashParts` (hash parts not in the cache are ignored), every
  * narinfo that references them transitively, and the NAR files left unnamed by that.
+ * `stillWanted` (gc) is asked for each hash part, with what removing it would take as it is at
+ * that moment; false keeps it.
  */
-export async function removeNarinfos (metadata: Metadata, blobs: BlobStore, hashParts: string[], options: RemoveOptions = {}): Promise<Removal> {
+export async function removeNarinfos (cache: Cache, hashParts: string[],
+  options: RemoveOptions & { stillWanted?: (hashPart: string, closure: ClosureRow[]) => boolean, now?: number } = {}): Promise<Removal & { kept: string[] }> {
   const dryRun = options.dryRun ?? false
-  return await deleteObjects(blobs, inTransaction(metadata, dryRun, () => removeWithReferrers(metadata, hashParts, [])), dryRun)
+  const outcome = await cache.metadata.narinfos.remove({ hashParts, stillWanted: options.stillWanted, now: options.now }, { dryRun })
+  if (!dryRun) await deleteMarked(cache, outcome.narFiles)
+  return { ...removal(outcome.storePaths, outcome.narFiles), kept: outcome.kept }
 }
 
 /**
- * Removes NAR files that cannot be served (missing, truncated or corrupt on disk): every narinfo
- * naming one of them, with its referrers, then their rows and whatever is left of their files.
- * Without the row, a later upload of the same NAR stores it afresh instead of taking the row for
- * proof that the cache already holds it.
+ * Removes NAR files that cannot be served (missing, truncated or corrupt): every narinfo naming
+ * one of them, with its referrers, then their rows and whatever is left of their blobs. Without
+ * the row, a later upload of the same NAR stores it afresh instead of taking the row for proof
+ * that the cache already holds it.
  */
-export async function removeNarFiles (metadata: Metadata, blobs: BlobStore, narFileIds: number[], options: RemoveOptions = {}): Promise<Removal> {
+export async function removeNarFiles (cache: Cache, narFileIds: number[], options: RemoveOptions = {}): Promise<Removal> {
   const dryRun = options.dryRun ?? false
-  return await deleteObjects(blobs, inTransaction(metadata, dryRun, () => {
-    const namers = metadata.narinfosNaming(narFileIds).map(n => n.hashPart)
-    return removeWithReferrers(metadata, namers, narFileIds)
-  }), dryRun)
+  const outcome = await cache.metadata.narinfos.remove({ hashParts: [], narFileIds }, { dryRun })
+  if (!dryRun) await deleteMarked(cache, outcome.narFiles)
+  return removal(outcome.storePaths, outcome.narFiles)
 }
 
-/** The narinfos with their referrers, then the NAR files left unnamed; call inside a transaction. */
-function removeWithReferrers (metadata: Metadata, hashParts: string[], narFileIds: number[]): Removal {
-  const doomed = metadata.withReferrers(hashParts)
-  for (const n of doomed) metadata.deleteNarinfo(n.hashPart)
-  const fileIds = [...new Set([...narFileIds, ...doomed.map(n => n.narFileId)])]
-  const candidates = fileIds.map(id => metadata.narFileById(id)).filter((row): row is NarFileRow => row !== undefined)
-  const narFiles = removeUnnamed(metadata, candidates)
-  return { storePaths: doomed.map(n => n.storePath), narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
-}
+/** A 'pending' NAR file older than this is an upload a crash interrupted. */
+export const PENDING_GRACE_MS = 60 * 60 * 1000
 
 /**
  * Removes NAR files that no narinfo names and that were recorded before `createdBefore` (unix
- * ms). The grace period matters: Nix uploads a NAR before its narinfo, so a young unnamed NAR is
- * usually an upload in progress.
+ * ms), uploads that crashed before their file went live, and removals a crash interrupted. The
+ * grace period matters: Nix uploads a NAR before its narinfo, so a young unnamed NAR is usually
+ * an upload in progress.
  */
-export async function removeUnnamedNarFiles (metadata: Metadata, blobs: BlobStore, createdBefore: number, options: RemoveOptions = {}): Promise<Removal> {
+export async function removeUnnamedNarFiles (cache: Cache, createdBefore: number, options: RemoveOptions & { now?: number } = {}): Promise<Removal> {
   const dryRun = options.dryRun ?? false
-  return await deleteObjects(blobs, inTransaction(metadata, dryRun, () => {
-    const narFiles = removeUnnamed(metadata, metadata.unnamedNarFiles(createdBefore))
-    return { storePaths: [], narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
-  }), dryRun)
+  const pendingBefore = (options.now ?? Date.now()) - PENDING_GRACE_MS
+  const rows = await cache.metadata.narFiles.markUnnamedDeleting(createdBefore, pendingBefore, { dryRun })
+  if (!dryRun) await deleteMarked(cache, rows)
+  return removal([], rows)
 }
 
 /**
- * Deletes an object that has no nar_files row (left by a crash between the object's commit and
- * its row, or put there by hand). Returns false when a row exists. (An upload of the same NAR
- * that records it in between loses its object; the NAR file states of issue 17 close that.)
+ * Unlinks a file under store/nar/ that has no nar_files row (left by a crash of an earlier
+ * version between a file's rename and its row, or put there by hand). Returns false when a row
+ * exists. fsck asks only about files older than its grace period, far older than an upload's
+ * moment between its claim and its commit.
  */
-export async function removeUnrecordedNarFile (metadata: Metadata, blobs: BlobStore, fileHash: string, options: RemoveOptions = {}): Promise<boolean> {
-  if (metadata.narFile(fileHash) !== undefined) return false
-  if (!(options.dryRun ?? false)) await blobs.delete({ fileHash, compression: undefined })
+export async function removeUnrecordedNarFile (cache: Cache, fileHash: string, options: RemoveOptions = {}): Promise<boolean> {
+  if (await cache.metadata.narFiles.get(fileHash) !== undefined) return false
+  if (!(options.dryRun ?? false)) await cache.blobs.delete({ fileHash, compression: undefined })
   return true
 }

@@ -70,12 +70,12 @@ async function setUpOnce (config: Readonly<Config>, log: Logger): Promise<string
   // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
   // later must not, its siblings have uploads in flight there).
   await cache.blobs.sweep()
-  const message = firstStart(config, cache)
+  const message = await firstStart(config, cache)
   if (cache.trustedKeys.size === 0) {
     log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
   // The workers open their own connections; the primary has no more use for this one.
-  cache.db.close()
+  await cache.close()
   return message
 }
 

@@ -70,6 +70,8 @@ export interface BlobBody {
    * Writes the bytes to `sink` (an HTTP response whose headers are set) and ends it. Never
    * throws: a sink that closes stops it; a read that fails after the first byte destroys the sink
    * (a truncated body). Resolves with the error that cut the body short, for the log, if any.
+   * A chunk's memory may be reused once the sink's write callback ran: the sink must have taken
+   * (copied) it by then, as a socket does.
    */
   send: (sink: Writable) => Promise<Error | undefined>
   /** The bytes as a stream of chunks (fsck's content check, an export). */

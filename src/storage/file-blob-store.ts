@@ -275,7 +275,7 @@ export class FileBlobStore implements BlobStore {
   /** Only what lies under store/nar or store/tmp, as leftovers() named it. */
   async removeLeftover (subject: string): Promise<void> {
     const resolved = path.resolve(subject)
-    const inside = [this.layout.narDir, this.layout.tmpDir].some(dir => resolved.startsWith(dir + path.sep))
+    const inside = [this.layout.narDir, this.layout.tmpDir].some(dir => resolved.startsWith(path.resolve(dir) + path.sep))
     if (!inside) throw new Error(`${subject} is not in the NAR store ${this.layout.storeDir}`)
     await fs.promises.rm(resolved, { force: true, recursive: true })
   }

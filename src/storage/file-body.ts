@@ -1,11 +1,11 @@
 /**
  * A byte range of an open NAR file in the data folder, as a BlobBody (storage/blob-store.ts) the
- * server sends. Sent by size:
+ * server sends. By size:
  *
- *   up to 64 KiB   one synchronous read on the event loop into a buffer of its own, sent whole
- *                  (and kept by the fast path, server/fast-reads.ts); most NARs of a closure are
- *                  this small (half of the benchmark closure's are under 200 bytes)
- *   up to 8 MiB    synchronous reads of 128 KiB on the event loop into one buffer kept between
+ *   small          read(): one synchronous read on the event loop into a buffer of its own, sent
+ *                  whole (the server asks so up to 64 KiB, and its fast path keeps them); most
+ *                  NARs of a closure are this small (half of the benchmark closure's are under 200 bytes)
+ *   up to 8 MiB    send(): synchronous reads of 128 KiB on the event loop into one buffer kept between
  *                  downloads, each written to the socket and taken by it before the next read
  *   larger         reads of 1 MiB on the thread pool into two fresh buffers used in turn, each
  *                  written to the socket while the next is read
@@ -18,7 +18,8 @@
  * `--workers` on slow disks. The measurements, and the alternatives they ruled out
  * (fs.createReadStream, other chunk sizes): BENCHMARKS.md, runs of 2026-12-01 04:29-05:11 UTC.
  *
- * The descriptor never leaves this file: every way of ending a FileBody closes it, whatever happens.
+ * A FileBody owns its descriptor, which never leaves storage/: every way of ending it closes the
+ * descriptor, whatever happens.
  */
 import { closeSync, createReadStream, read, readSync } from 'node:fs'
 import type { Writable } from 'node:stream'
@@ -44,7 +45,7 @@ class TruncatedFileError extends Error {
 }
 
 /** Reads `length` bytes at `start` synchronously, and closes `fd`. */
-export function readWhole (fd: number, start: number, length: number): Buffer {
+function readWhole (fd: number, start: number, length: number): Buffer {
   try {
     const body = Buffer.allocUnsafe(length)
     let done = 0

@@ -10,26 +10,27 @@ import { AccessTracker } from '../../src/cache/access-tracker.js'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, get, makeNarinfo, request, upload, type Nar } from '../helpers/upload.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 const uploader = generateKeyPair('test-uploader-1')
 const LONG_AGO = 1_000_000
 
 function lastUse (server: TestServer, nar: Nar): { narinfo: number, narFile: number } {
-  const narinfo = server.cache.db.prepare('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?').get(nar.hashPart) as { t: number }
-  const narFile = server.cache.db.prepare('SELECT last_accessed_at AS t FROM nar_files WHERE file_hash = ?').get(nar.fileHash) as { t: number }
+  const narinfo = sqliteDb(server.cache.metadata).prepare('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?').get(nar.hashPart) as { t: number }
+  const narFile = sqliteDb(server.cache.metadata).prepare('SELECT last_accessed_at AS t FROM nar_files WHERE file_hash = ?').get(nar.fileHash) as { t: number }
   return { narinfo: narinfo.t, narFile: narFile.t }
 }
 
 /** Pretends the path was uploaded and last used long ago. */
 function age (server: TestServer, nar: Nar): void {
-  server.cache.db.prepare('UPDATE narinfos SET last_accessed_at = ? WHERE hash_part = ?').run(LONG_AGO, nar.hashPart)
-  server.cache.db.prepare('UPDATE nar_files SET last_accessed_at = ? WHERE file_hash = ?').run(LONG_AGO, nar.fileHash)
+  sqliteDb(server.cache.metadata).prepare('UPDATE narinfos SET last_accessed_at = ? WHERE hash_part = ?').run(LONG_AGO, nar.hashPart)
+  sqliteDb(server.cache.metadata).prepare('UPDATE nar_files SET last_accessed_at = ? WHERE file_hash = ?').run(LONG_AGO, nar.fileHash)
 }
 
 async function serverWithPath (t: Parameters<typeof startServer>[0]): Promise<{ server: TestServer, nar: Nar }> {
   const server = await startServer(t, { trustedKeys: [uploader.publicKeyText] })
   const nar = await freshNar('xz')
-  const answers = await upload(server, nar, makeNarinfo(nar, { keys: [uploader.secretKey] }), server.token('push'))
+  const answers = await upload(server, nar, makeNarinfo(nar, { keys: [uploader.secretKey] }), (await server.token('push')))
   assert.equal(answers.narinfo.status, 201)
   age(server, nar)
   return { server, nar }
@@ -40,14 +41,14 @@ test('a narinfo read is recorded at the next flush, not before', async (t) => {
   assert.equal((await get(`${server.url}/${nar.hashPart}.narinfo`)).status, 200)
   assert.deepEqual(lastUse(server, nar), { narinfo: LONG_AGO, narFile: LONG_AGO }, 'the read itself writes nothing')
   const before = Date.now()
-  server.app.narwhal.access.flush()
+  await server.app.narwhal.access.flush()
   const after = lastUse(server, nar)
   assert.ok(after.narinfo >= before, 'the narinfo read is recorded')
   assert.equal(after.narFile, LONG_AGO, 'a narinfo read does not touch the NAR file')
 
   age(server, nar)
   assert.equal((await request(server, 'HEAD', `/${nar.hashPart}.narinfo`)).status, 200)
-  server.app.narwhal.access.flush()
+  await server.app.narwhal.access.flush()
   assert.ok(lastUse(server, nar).narinfo >= before, 'HEAD counts too')
 })
 
@@ -58,7 +59,7 @@ test('NAR reads (GET, HEAD, a range) are recorded on the NAR file', async (t) =>
     const answer = await request(server, method, `/${nar.url}`, { headers })
     assert.ok(answer.status === 200 || answer.status === 206, `${method} ${answer.status}`)
     const before = Date.now()
-    server.app.narwhal.access.flush()
+    await server.app.narwhal.access.flush()
     const after = lastUse(server, nar)
     assert.ok(after.narFile >= before, `${method} ${JSON.stringify(headers)} is recorded`)
     assert.equal(after.narinfo, LONG_AGO)
@@ -83,13 +84,13 @@ test('misses record nothing; closing the server writes what is pending', async (
 test('a flush that cannot get the write lock is reported and dropped; the next one records again', async (t) => {
   const { server, nar } = await serverWithPath(t)
   const errors: unknown[] = []
-  const tracker = new AccessTracker(server.cache.retention, { onError: err => { errors.push(err) } })
-  t.after(() => tracker.close())
-  server.cache.db.pragma('busy_timeout = 50')
+  const tracker = new AccessTracker(server.cache.metadata.retention, { onError: err => { errors.push(err) } })
+  t.after(async () => { await tracker.close() })
+  sqliteDb(server.cache.metadata).pragma('busy_timeout = 50')
   const other = new Database(server.cache.layout.database)
   other.exec('BEGIN IMMEDIATE')
   tracker.narinfo(nar.hashPart)
-  tracker.flush()
+  await tracker.flush()
   other.exec('ROLLBACK')
   other.close()
   assert.equal(errors.length, 1)
@@ -99,14 +100,14 @@ test('a flush that cannot get the write lock is reported and dropped; the next o
 
   tracker.narinfo(nar.hashPart)
   const before = Date.now()
-  tracker.flush()
+  await tracker.flush()
   assert.ok(lastUse(server, nar).narinfo >= before)
 })
 
 test('the tracker flushes early when many reads are pending', async (t) => {
   const { server, nar } = await serverWithPath(t)
-  const tracker = new AccessTracker(server.cache.retention, { maxPending: 2 })
-  t.after(() => tracker.close())
+  const tracker = new AccessTracker(server.cache.metadata.retention, { maxPending: 2 })
+  t.after(async () => { await tracker.close() })
   tracker.narinfo(nar.hashPart)
   assert.equal(lastUse(server, nar).narinfo, LONG_AGO)
   const before = Date.now()
@@ -120,12 +121,12 @@ test('the pusher asking which paths are missing counts as use of those present',
   const other = await freshNar('xz')
   const answer = await fetch(`${server.url}/api/v1/missing-paths`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${(await server.token('push'))}`, 'content-type': 'application/json' },
     body: JSON.stringify({ hashParts: [nar.hashPart, other.hashPart] })
   })
   assert.deepEqual(await answer.json(), { missing: [other.hashPart] })
   const before = Date.now()
-  server.app.narwhal.access.flush()
+  await server.app.narwhal.access.flush()
   assert.ok(lastUse(server, nar).narinfo >= before)
 })
 

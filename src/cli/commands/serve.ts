@@ -3,26 +3,23 @@
  * down cleanly on SIGTERM/SIGINT. With `workers` above 1 the same happens across several
  * processes (cli/cluster.ts); with 1, in this process alone, without node:cluster.
  */
-import { loadConfig } from '../../config/config.js'
 import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { openCache } from '../../cache/open-cache.js'
 import { firstStart } from '../first-start.js'
 import { pullThroughFor, upstreamContext } from '../pull-through.js'
+import { CACHE_OPTIONS, loadCacheConfig } from '../cache-options.js'
 import { parse } from '../usage.js'
 
 export async function serveCommand (args: string[]): Promise<number> {
   const { values } = parse(args, {
-    config: { type: 'string' },
-    data: { type: 'string' },
+    ...CACHE_OPTIONS,
     listen: { type: 'string' },
     'trusted-key': { type: 'string', multiple: true },
     workers: { type: 'string' },
     upstream: { type: 'string', multiple: true },
     'upstream-key': { type: 'string', multiple: true }
   })
-  const config = loadConfig({
-    configFile: values.config,
-    dataDir: values.data,
+  const config = loadCacheConfig(values, {
     listen: values.listen,
     trustedKeys: values['trusted-key'],
     workers: values.workers,
@@ -37,9 +34,9 @@ export async function serveCommand (args: string[]): Promise<number> {
   const cache = openCache(config)
   // Uploads a crash or kill interrupted; this process is the only one serving the store.
   await cache.blobs.sweep()
-  const message = firstStart(config, cache)
+  const message = await firstStart(config, cache)
   const pullThrough = pullThroughFor(config, cache)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
@@ -48,7 +45,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   if (config.upstreams.length > 0) app.log.info({ upstreams: config.upstreams.map(u => u.url) }, 'pulling through from upstream caches')
   const stopGc = startGcSchedule(config.dataDir, config.gc, app.log)
   const stop = (): void => {
-    stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(() => cache.db.close(),
+    stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(async () => await cache.close(),
       (err: unknown) => app.log.error({ err }, 'error while closing'))
   }
   process.once('SIGTERM', stop)

@@ -3,12 +3,12 @@
  * server reads tokens on every request, so changes apply at once to a running server.
  */
 import { generateToken, hashToken, TOKEN_SCOPES, type Scope } from '../../auth/tokens.js'
-import { loadConfig } from '../../config/config.js'
 import { openDataDir } from '../../cache/open-cache.js'
+import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js'
 import { parse, UsageError } from '../usage.js'
 
-const USAGE = 'usage: narwhal token create --scope push|read|admin [--name LABEL] [--expires-days N] [--data DIR]\n' +
-  '       narwhal token list [--data DIR]\n       narwhal token revoke ID [--data DIR]'
+const USAGE = `usage: narwhal token create --scope push|read|admin [--name LABEL] [--expires-days N] ${CACHE_USAGE}\n` +
+  `       narwhal token list ${CACHE_USAGE}\n       narwhal token revoke ID ${CACHE_USAGE}`
 
 function isScope (value: string | undefined): value is Scope {
   return TOKEN_SCOPES.some(s => s === value)
@@ -20,11 +20,10 @@ export async function tokenCommand (args: string[]): Promise<number> {
     scope: { type: 'string' },
     name: { type: 'string' },
     'expires-days': { type: 'string' },
-    data: { type: 'string' },
-    config: { type: 'string' }
+    ...CACHE_OPTIONS
   }, true)
-  const config = loadConfig({ configFile: values.config, dataDir: values.data })
-  const { metadata, close } = openDataDir(config.dataDir)
+  const config = loadCacheConfig(values)
+  const { metadata, close } = openDataDir(config)
   try {
     switch (action) {
       case 'create': {
@@ -36,14 +35,14 @@ export async function tokenCommand (args: string[]): Promise<number> {
           expiresAt = Date.now() + days * 86_400_000
         }
         const token = generateToken()
-        metadata.insertToken({ name: values.name ?? `${values.scope}-token`, scope: values.scope, tokenHash: hashToken(token), expiresAt })
+        await metadata.tokens.insert({ name: values.name ?? `${values.scope}-token`, scope: values.scope, tokenHash: hashToken(token), expiresAt }, Date.now())
         process.stdout.write(token + '\n')
         return 0
       }
       case 'list': {
         const iso = (t: number | null): string => t === null ? '-' : new Date(t).toISOString()
         process.stdout.write('ID\tSCOPE\tNAME\tCREATED\tEXPIRES\tREVOKED\n')
-        for (const t of metadata.listTokens()) {
+        for (const t of await metadata.tokens.list()) {
           process.stdout.write(`${t.id}\t${t.scope}\t${t.name}\t${iso(t.createdAt)}\t${iso(t.expiresAt)}\t${iso(t.revokedAt)}\n`)
         }
         return 0
@@ -51,7 +50,7 @@ export async function tokenCommand (args: string[]): Promise<number> {
       case 'revoke': {
         const id = Number(positionals[0])
         if (positionals.length !== 1 || !Number.isSafeInteger(id)) throw new UsageError(USAGE)
-        if (!metadata.revokeToken(id)) {
+        if (!await metadata.tokens.revoke(id, Date.now())) {
           process.stderr.write(`narwhal token revoke: no live token with id ${id}\n`)
           return 1
         }
@@ -62,6 +61,6 @@ export async function tokenCommand (args: string[]): Promise<number> {
         throw new UsageError(USAGE)
     }
   } finally {
-    close()
+    await close()
   }
 }
