@@ -5,6 +5,7 @@
  */
 import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { openCache } from '../../cache/open-cache.js'
+import { cacheInfoText } from '../../nix/binary-cache-files.js'
 import { firstStart } from '../first-start.js'
 import { pullThroughFor, upstreamContext } from '../pull-through.js'
 import { CACHE_OPTIONS, loadCacheConfig } from '../cache-options.js'
@@ -34,6 +35,8 @@ export async function serveCommand (args: string[]): Promise<number> {
   const cache = openCache(config)
   // Uploads a crash or kill interrupted; this process is the only one serving the store.
   await cache.blobs.sweep()
+  // A bucket read as a Nix cache says what the server's own nix-cache-info says (no-op for the folder).
+  await cache.blobs.publishCacheInfo(cacheInfoText(config.priority))
   const message = await firstStart(config, cache)
   const pullThrough = pullThroughFor(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
