@@ -8,13 +8,7 @@
  */
 import { createReadStream } from 'node:fs'
 import type { Readable } from 'node:stream'
-import {
-  AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateMultipartUploadCommand, DeleteObjectCommand,
-  GetObjectCommand, HeadBucketCommand, HeadObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command,
-  PutObjectCommand, S3Client, UploadPartCommand
-} from '@aws-sdk/client-s3'
-import { Upload } from '@aws-sdk/lib-storage'
-import { getSignedUrl } from '@aws-sdk/s3-request-presigner'
+import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3'
 import { NarwhalError } from '../errors.js'
 import type { S3Location } from './s3-url.js'
 
@@ -26,6 +20,14 @@ const MULTIPART_QUEUE = 4
 const MAX_CONNECTIONS = 1024
 
 /** An object as a listing shows it: `lastModified` in unix ms. */
+type Sdk = typeof import('@aws-sdk/client-s3')
+let sdkLoading: Promise<Sdk> | undefined
+/** The AWS SDK, loaded once, when a process first talks to a bucket (it costs a start ~0.5 s and ~28 MB). */
+async function loadSdk (): Promise<Sdk> {
+  sdkLoading ??= import('@aws-sdk/client-s3')
+  return await sdkLoading
+}
+
 export interface S3Object { name: string, size: number, lastModified: number }
 /** A multipart upload begun and neither completed nor aborted: its parts take space, no reader sees them. */
 export interface UnfinishedUpload { name: string, uploadId: string, initiated: Date }
@@ -50,11 +52,14 @@ export interface PutOptions {
 
 export class S3Objects {
   readonly location: S3Location
-  private readonly client: S3Client
+  readonly #config: S3ClientConfig
+  /** Made at the first call: the SDK is loaded only by a process that uses a bucket. */
+  #connection: Promise<{ client: S3Client, sdk: Sdk }> | undefined
+  #closed = false
 
   constructor (location: S3Location) {
     this.location = location
-    this.client = new S3Client({
+    this.#config = {
       region: location.region,
       endpoint: location.endpoint,
       forcePathStyle: location.forcePathStyle,
@@ -76,7 +81,7 @@ export class S3Objects {
         httpAgent: { keepAlive: true, maxSockets: MAX_CONNECTIONS },
         httpsAgent: { keepAlive: true, maxSockets: MAX_CONNECTIONS }
       }
-    })
+    }
   }
 
   /** `s3://BUCKET/PREFIX` (and the endpoint), for messages. */
@@ -92,7 +97,8 @@ export class S3Objects {
   /** Throws NARWHAL_STORAGE_UNAVAILABLE unless the bucket exists and the credentials may use it. */
   async checkBucket (): Promise<void> {
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.location.bucket }))
+      const { client, sdk } = await this.#connect()
+      await client.send(new sdk.HeadBucketCommand({ Bucket: this.location.bucket }))
     } catch (err) {
       throw this.failure(err, 'checking the bucket')
     }
@@ -101,7 +107,8 @@ export class S3Objects {
   /** The size of an object, or undefined when there is none. */
   async size (name: string): Promise<number | undefined> {
     try {
-      const head = await this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
+      const { client, sdk } = await this.#connect()
+      const head = await client.send(new sdk.HeadObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
       return head.ContentLength
     } catch (err) {
       if (statusOf(err) === 404 && errorName(err) !== 'NoSuchBucket') return undefined
@@ -115,7 +122,8 @@ export class S3Objects {
     do {
       let page
       try {
-        page = await this.client.send(new ListObjectsV2Command({
+        const { client, sdk } = await this.#connect()
+        page = await client.send(new sdk.ListObjectsV2Command({
           Bucket: this.location.bucket, Prefix: this.key(namePrefix), ContinuationToken: token
         }))
       } catch (err) {
@@ -136,7 +144,8 @@ export class S3Objects {
     for (;;) {
       let page
       try {
-        page = await this.client.send(new ListMultipartUploadsCommand({
+        const { client, sdk } = await this.#connect()
+        page = await client.send(new sdk.ListMultipartUploadsCommand({
           Bucket: this.location.bucket, Prefix: this.key(namePrefix), KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker
         }))
       } catch (err) {
@@ -155,7 +164,8 @@ export class S3Objects {
   /** Begins a multipart upload: nothing is visible under `name` until it is completed. */
   async startMultipart (name: string, options: PutOptions): Promise<MultipartUpload> {
     try {
-      const started = await this.client.send(new CreateMultipartUploadCommand({
+      const { client, sdk } = await this.#connect()
+      const started = await client.send(new sdk.CreateMultipartUploadCommand({
         Bucket: this.location.bucket,
         Key: this.key(name),
         ContentType: options.contentType,
@@ -171,7 +181,8 @@ export class S3Objects {
   /** Sends one part (numbered from 1; every part but the last at least 5 MiB); `signal` cancels it. */
   async uploadPart (upload: MultipartUpload, partNumber: number, body: Uint8Array, signal?: AbortSignal): Promise<UploadedPart> {
     try {
-      const sent = await this.client.send(new UploadPartCommand({
+      const { client, sdk } = await this.#connect()
+      const sent = await client.send(new sdk.UploadPartCommand({
         Bucket: this.location.bucket,
         Key: this.key(upload.name),
         UploadId: upload.uploadId,
@@ -190,7 +201,8 @@ export class S3Objects {
   async completeMultipart (upload: MultipartUpload, parts: readonly UploadedPart[]): Promise<void> {
     const ordered = [...parts].sort((a, b) => a.partNumber - b.partNumber)
     try {
-      await this.client.send(new CompleteMultipartUploadCommand({
+      const { client, sdk } = await this.#connect()
+      await client.send(new sdk.CompleteMultipartUploadCommand({
         Bucket: this.location.bucket,
         Key: this.key(upload.name),
         UploadId: upload.uploadId,
@@ -204,7 +216,8 @@ export class S3Objects {
   /** Aborts an unfinished multipart upload, freeing its parts; one already gone is success. */
   async abortUpload (upload: MultipartUpload): Promise<void> {
     try {
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: this.key(upload.name), UploadId: upload.uploadId }))
+      const { client, sdk } = await this.#connect()
+      await client.send(new sdk.AbortMultipartUploadCommand({ Bucket: this.location.bucket, Key: this.key(upload.name), UploadId: upload.uploadId }))
     } catch (err) {
       if (errorName(err) === 'NoSuchUpload') return
       throw this.failure(err, `aborting the unfinished upload of ${upload.name}`)
@@ -214,7 +227,8 @@ export class S3Objects {
   /** Writes a small object from memory, in one PUT. */
   async put (name: string, body: Uint8Array | string, options: PutOptions): Promise<void> {
     try {
-      await this.client.send(new PutObjectCommand({
+      const { client, sdk } = await this.#connect()
+      await client.send(new sdk.PutObjectCommand({
         Bucket: this.location.bucket,
         Key: this.key(name),
         Body: body,
@@ -233,8 +247,15 @@ export class S3Objects {
    * reader sees.
    */
   async upload (name: string, body: Readable, options: PutOptions): Promise<void> {
-    const upload = new Upload({
-      client: this.client,
+    let connected
+    try {
+      connected = { ...await this.#connect(), lib: await import('@aws-sdk/lib-storage') }
+    } catch (err) {
+      body.destroy()
+      throw this.failure(err, `uploading ${name}`)
+    }
+    const upload = new connected.lib.Upload({
+      client: connected.client,
       params: {
         Bucket: this.location.bucket,
         Key: this.key(name),
@@ -262,7 +283,8 @@ export class S3Objects {
   /** The bytes of an object, or undefined when there is none. For small objects. */
   async get (name: string): Promise<Buffer | undefined> {
     try {
-      const object = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
+      const { client, sdk } = await this.#connect()
+      const object = await client.send(new sdk.GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
       if (object.Body === undefined) return Buffer.alloc(0)
       return Buffer.from(await object.Body.transformToByteArray())
     } catch (err) {
@@ -279,7 +301,8 @@ export class S3Objects {
   async read (name: string, range?: { start: number, end: number }): Promise<ObjectRead | undefined> {
     let object
     try {
-      object = await this.client.send(new GetObjectCommand({
+      const { client, sdk } = await this.#connect()
+      object = await client.send(new sdk.GetObjectCommand({
         Bucket: this.location.bucket,
         Key: this.key(name),
         Range: range === undefined ? undefined : `bytes=${range.start}-${range.end}`
@@ -303,7 +326,9 @@ export class S3Objects {
    */
   async presignedGet (name: string, expiresInSeconds: number): Promise<string> {
     try {
-      return await getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }),
+      const { client, sdk } = await this.#connect()
+      const { getSignedUrl } = await import('@aws-sdk/s3-request-presigner')
+      return await getSignedUrl(client, new sdk.GetObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }),
         { expiresIn: expiresInSeconds })
     } catch (err) {
       throw this.failure(err, `signing a URL for ${name}`)
@@ -316,7 +341,8 @@ export class S3Objects {
    */
   async copy (from: string, to: string, options: PutOptions): Promise<void> {
     try {
-      await this.client.send(new CopyObjectCommand({
+      const { client, sdk } = await this.#connect()
+      await client.send(new sdk.CopyObjectCommand({
         Bucket: this.location.bucket,
         CopySource: `${this.location.bucket}/${this.key(from).split('/').map(encodeURIComponent).join('/')}`,
         Key: this.key(to),
@@ -331,7 +357,8 @@ export class S3Objects {
 
   async delete (name: string): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
+      const { client, sdk } = await this.#connect()
+      await client.send(new sdk.DeleteObjectCommand({ Bucket: this.location.bucket, Key: this.key(name) }))
     } catch (err) {
       throw this.failure(err, `deleting ${name}`)
     }
@@ -339,7 +366,15 @@ export class S3Objects {
 
   /** Closes the client's connections. */
   close (): void {
-    this.client.destroy()
+    this.#closed = true
+    this.#connection?.then(({ client }) => client.destroy(), () => {})
+  }
+
+  /** The client, made (and the SDK loaded) at the first call. */
+  async #connect (): Promise<{ client: S3Client, sdk: Sdk }> {
+    if (this.#closed) throw new Error('the S3 client was closed')
+    this.#connection ??= loadSdk().then(sdk => ({ client: new sdk.S3Client(this.#config), sdk }))
+    return await this.#connection
   }
 
   /** What went wrong, as the one error kind, with what the operator can do about it. */
