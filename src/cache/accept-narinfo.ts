@@ -174,7 +174,13 @@ async function decide (text: string, urlHashPart: string, metadata: MetadataStor
       sigs: stored.sigs,
       narinfo,
       references
-    }, provenance, { upstreamReferences, now: Date.now() })
+    }, provenance, {
+      upstreamReferences,
+      now: Date.now(),
+      // Pulled from an upstream: lost to a power cut, it is pulled again when asked for, so its
+      // commit does not hold the event loop up for an fsync.
+      durableWithNext: witness.origin.upstream !== undefined && witness.origin.upstream !== null
+    })
     switch (outcome.kind) {
       case 'created': return { result: 'created', narinfo }
       case 'exists': continue

@@ -29,9 +29,13 @@ function runInWorker (input: GcWorkerInput): { done: Promise<GcWorkerResult>, st
   return { done, stop: () => worker.postMessage('stop') }
 }
 
-/** Starts the schedule (nothing when gc.interval is off); the returned function stops it and waits for a run in progress. */
-/** `location`: the cache as the serving process opened it (its database and storage too). */
-export function startGcSchedule (location: CacheLocation, settings: Readonly<GcSettings>, log: GcLog): () => Promise<void> {
+/**
+ * Starts the schedule (nothing when gc.interval is off); the returned function stops it and waits
+ * for a run in progress. `location`: the cache as the serving process opened it (its database and
+ * storage too). `upstreams`: the configured upstreams' URLs (paths pulled from them are evicted
+ * first over the size cap, cache/gc-plan.ts).
+ */
+export function startGcSchedule (location: CacheLocation, settings: Readonly<GcSettings>, log: GcLog, upstreams: readonly string[] = []): () => Promise<void> {
   const interval = settings.interval
   if (interval === null) return async () => {}
   let stopping = false
@@ -41,7 +45,11 @@ export function startGcSchedule (location: CacheLocation, settings: Readonly<GcS
   const runOnce = async (): Promise<void> => {
     // Plain data: a worker's input is copied by structured clone.
     const { dataDir, database, storage } = location
-    current = runInWorker({ location: { dataDir, database: database ?? null, storage: storage === undefined ? undefined : { ...storage } }, settings: { ...settings } })
+    current = runInWorker({
+      location: { dataDir, database: database ?? null, storage: storage === undefined ? undefined : { ...storage } },
+      settings: { ...settings },
+      upstreams: [...upstreams]
+    })
     const result = await current.done
     current = undefined
     if (result.ok) log.info(result.fields, 'gc run')

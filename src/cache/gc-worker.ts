@@ -12,10 +12,10 @@ import type { GcSettings } from '../config/config.js'
 import { collectGarbage, gcLogFields } from './gc.js'
 import { openDataDir, type CacheLocation } from './open-cache.js'
 
-export interface GcWorkerInput { location: CacheLocation, settings: GcSettings }
+export interface GcWorkerInput { location: CacheLocation, settings: GcSettings, upstreams: string[] }
 export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }
 
-const { location, settings } = workerData as GcWorkerInput
+const { location, settings, upstreams } = workerData as GcWorkerInput
 let stopping = false
 parentPort?.on('message', (message: unknown) => { if (message === 'stop') stopping = true })
 
@@ -24,7 +24,7 @@ try {
   // The same database and storage as the server's: a bucket's NARs are collected in the bucket.
   const cache = openDataDir(location)
   try {
-    const report = await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping })
+    const report = await collectGarbage(cache, { ...settings, upstreams, trigger: 'schedule', shouldStop: () => stopping })
     result = { ok: true, fields: gcLogFields(report) }
   } finally {
     await cache.close()
