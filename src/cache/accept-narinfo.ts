@@ -32,6 +32,7 @@ import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
 import type { TrustedKeys } from '../signing/keys.js'
 import { signatureKeyName } from '../nix/signature.js'
 import type { MetadataStore, NarFileRow, ProvenanceEntry, StoredNarinfo } from '../db/metadata-store.js'
+import type { BlobStore } from '../storage/blob-store.js'
 import type { Provenance, WriteOrigin } from './provenance.js'
 
 export type AcceptResult = 'created' | 'merged' | 'unchanged'
@@ -123,7 +124,18 @@ const ATTEMPTS = 5
  * present (rule 5; upstream caches configured).
  */
 export async function acceptNarinfo (text: string, urlHashPart: string, metadata: MetadataStore, trusted: TrustedKeys, witness: Witness,
-  upstreamReferences = false): Promise<AcceptResult> {
+  upstreamReferences = false, bucket?: Pick<BlobStore, 'publishNarinfo'>): Promise<AcceptResult> {
+  const decided = await decide(text, urlHashPart, metadata, trusted, witness, upstreamReferences)
+  // Into a bucket read as a Nix cache (a no-op for the folder): after the row, whose NAR is live,
+  // so the bucket never names a NAR it lacks. Also when unchanged: a retry after a publish that
+  // failed (object store down) writes it then.
+  await bucket?.publishNarinfo(urlHashPart, decided.narinfo)
+  return decided.result
+}
+
+/** The rules above, and the store's conditional writes; the stored narinfo text with the outcome. */
+async function decide (text: string, urlHashPart: string, metadata: MetadataStore, trusted: TrustedKeys, witness: Witness,
+  upstreamReferences: boolean): Promise<{ result: AcceptResult, narinfo: string }> {
   const info = parseNarInfo(text)
   const baseName = info.storePath.slice(STORE_DIR.length + 1)
   const { hashPart } = parseStorePathBaseName(baseName, 'StorePath')
@@ -150,6 +162,7 @@ export async function acceptNarinfo (text: string, urlHashPart: string, metadata
       narHash: parseNixHash(`sha256:${nar.narHash}`, 'NarHash'),
       sigs: [...new Set(info.sigs)].sort()
     }
+    const narinfo = formatNarInfo(stored)
     const outcome = await metadata.narinfos.insert({
       hashPart,
       storePath: info.storePath,
@@ -159,7 +172,7 @@ export async function acceptNarinfo (text: string, urlHashPart: string, metadata
       deriver: info.deriver ?? null,
       ca: info.ca ?? null,
       sigs: stored.sigs,
-      narinfo: formatNarInfo(stored),
+      narinfo,
       references
     }, provenance, {
       upstreamReferences,
@@ -169,7 +182,7 @@ export async function acceptNarinfo (text: string, urlHashPart: string, metadata
       durableWithNext: witness.origin.upstream !== undefined && witness.origin.upstream !== null
     })
     switch (outcome.kind) {
-      case 'created': return 'created'
+      case 'created': return { result: 'created', narinfo }
       case 'exists': continue
       case 'nar-file-not-live': throw narNotUploaded(info)
       case 'missing-references': throw missingReference(outcome.baseNames[0] ?? '')
@@ -180,15 +193,15 @@ export async function acceptNarinfo (text: string, urlHashPart: string, metadata
 
 /** Merges new signatures into the stored narinfo; undefined when it changed meanwhile (decide again). */
 async function mergeInto (existing: StoredNarinfo, info: NarInfo, metadata: MetadataStore,
-  provenance: ProvenanceEntry): Promise<AcceptResult | undefined> {
+  provenance: ProvenanceEntry): Promise<{ result: AcceptResult, narinfo: string } | undefined> {
   if (!sameContent(existing, info)) {
     throw new NarwhalError('NARWHAL_CONFLICT', `${info.storePath} is already in this cache with NarHash ` +
       `sha256:${existing.narHash}; a narinfo with different content for the same path is refused`)
   }
   const merged = [...new Set([...existing.sigs, ...info.sigs])].sort()
-  if (merged.length === existing.sigs.length) return 'unchanged'
+  if (merged.length === existing.sigs.length) return { result: 'unchanged', narinfo: existing.narinfo }
   const current = parseNarInfo(existing.narinfo)
-  const outcome = await metadata.narinfos.mergeSignatures(existing.id, existing.sigs, merged,
-    formatNarInfo({ ...current, sigs: merged }), provenance)
-  return outcome.kind === 'merged' ? 'merged' : undefined
+  const narinfo = formatNarInfo({ ...current, sigs: merged })
+  const outcome = await metadata.narinfos.mergeSignatures(existing.id, existing.sigs, merged, narinfo, provenance)
+  return outcome.kind === 'merged' ? { result: 'merged', narinfo } : undefined
 }

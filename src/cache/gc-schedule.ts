@@ -10,6 +10,7 @@
 import { Worker } from 'node:worker_threads'
 import type { GcSettings } from '../config/config.js'
 import type { GcWorkerInput, GcWorkerResult } from './gc-worker.js'
+import type { CacheLocation } from './open-cache.js'
 
 export interface GcLog {
   info: (fields: object, message: string) => void
@@ -30,10 +31,11 @@ function runInWorker (input: GcWorkerInput): { done: Promise<GcWorkerResult>, st
 
 /**
  * Starts the schedule (nothing when gc.interval is off); the returned function stops it and waits
- * for a run in progress. `upstreams`: the configured upstreams' URLs (paths pulled from them are
- * evicted first over the size cap, cache/gc-plan.ts).
+ * for a run in progress. `location`: the cache as the serving process opened it (its database and
+ * storage too). `upstreams`: the configured upstreams' URLs (paths pulled from them are evicted
+ * first over the size cap, cache/gc-plan.ts).
  */
-export function startGcSchedule (dataDir: string, settings: Readonly<GcSettings>, log: GcLog, upstreams: readonly string[] = []): () => Promise<void> {
+export function startGcSchedule (location: CacheLocation, settings: Readonly<GcSettings>, log: GcLog, upstreams: readonly string[] = []): () => Promise<void> {
   const interval = settings.interval
   if (interval === null) return async () => {}
   let stopping = false
@@ -41,7 +43,13 @@ export function startGcSchedule (dataDir: string, settings: Readonly<GcSettings>
   let timer: NodeJS.Timeout | undefined
 
   const runOnce = async (): Promise<void> => {
-    current = runInWorker({ dataDir, settings: { ...settings }, upstreams: [...upstreams] })
+    // Plain data: a worker's input is copied by structured clone.
+    const { dataDir, database, storage } = location
+    current = runInWorker({
+      location: { dataDir, database: database ?? null, storage: storage === undefined ? undefined : { ...storage } },
+      settings: { ...settings },
+      upstreams: [...upstreams]
+    })
     const result = await current.done
     current = undefined
     if (result.ok) log.info(result.fields, 'gc run')

@@ -10,18 +10,19 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import type { GcSettings } from '../config/config.js'
 import { collectGarbage, gcLogFields } from './gc.js'
-import { openDataDir } from './open-cache.js'
+import { openDataDir, type CacheLocation } from './open-cache.js'
 
-export interface GcWorkerInput { dataDir: string, settings: GcSettings, upstreams: string[] }
+export interface GcWorkerInput { location: CacheLocation, settings: GcSettings, upstreams: string[] }
 export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }
 
-const { dataDir, settings, upstreams } = workerData as GcWorkerInput
+const { location, settings, upstreams } = workerData as GcWorkerInput
 let stopping = false
 parentPort?.on('message', (message: unknown) => { if (message === 'stop') stopping = true })
 
 let result: GcWorkerResult
 try {
-  const cache = openDataDir({ dataDir })
+  // The same database and storage as the server's: a bucket's NARs are collected in the bucket.
+  const cache = openDataDir(location)
   try {
     const report = await collectGarbage(cache, { ...settings, upstreams, trigger: 'schedule', shouldStop: () => stopping })
     result = { ok: true, fields: gcLogFields(report) }

@@ -16,8 +16,8 @@ export type ServedNar =
   | { kind: 'not-recorded' }
   /** Recorded, but its object is missing or has another size: `reason` and `detail` are for the log. */
   | { kind: 'damaged', reason: string, detail: Record<string, unknown> }
-  /** The store would rather the client fetched it from there (a presigned URL). */
-  | { kind: 'redirect', url: string }
+  /** The store would rather the client fetched it from there (a presigned URL); `size` is the recorded one. */
+  | { kind: 'redirect', url: string, size: number }
   /** Its bytes, checked against the recorded size; the caller sends or closes it. */
   | { kind: 'body', body: BlobBody }
 
@@ -33,7 +33,7 @@ export async function openServedNar (cache: NarReadParts, fileHash: string,
   if (row?.state !== 'live') return { kind: 'not-recorded' }
   const read = await cache.blobs.open(row, range?.(row.fileSize))
   if (read === undefined) return { kind: 'damaged', reason: 'NAR file recorded in the database is missing on disk', detail: { fileHash } }
-  if (read.kind === 'redirect') return read
+  if (read.kind === 'redirect') return { ...read, size: row.fileSize }
   if (read.size !== row.fileSize) {
     read.close()
     return { kind: 'damaged', reason: 'NAR file on disk has the wrong size', detail: { fileHash, size: read.size, expected: row.fileSize } }

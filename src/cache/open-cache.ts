@@ -22,9 +22,8 @@ import { Provenance } from './provenance.js'
 import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
 import type { BlobStore } from '../storage/blob-store.js'
-import { FileBlobStore } from '../storage/file-blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
-import { parseS3Url } from '../storage/s3-url.js'
+import { openBlobStore } from '../storage/open-blob-store.js'
 
 export interface DataDir {
   layout: Layout
@@ -32,7 +31,7 @@ export interface DataDir {
   blobs: BlobStore
   /** True when this call created the database, i.e. the first start on this data folder. */
   created: boolean
-  /** Closes the metadata store. */
+  /** Closes the metadata store and the blob store's connections. */
   close: () => Promise<void>
 }
 
@@ -68,38 +67,47 @@ export function loadTrustedKeys (config: Readonly<Config>, layout: Layout): Trus
 export interface CacheLocation {
   dataDir: string
   database?: string | null
-  storage?: { url: string | null }
+  storage?: { url: string | null, redirectNars?: boolean }
 }
 
 /**
- * Only the embedded database and storage can be opened yet (issue 20): say so before anything is
- * created. A storage URL is parsed first, so a malformed one is named as such (storage/s3-url.ts).
+ * Only the embedded database can be opened yet (issue 20): say so before anything is created.
  * The database URL is not shown: it may hold a password.
  */
 function refuseUnwired (location: CacheLocation): void {
-  const storageUrl = location.storage?.url ?? null
-  if (storageUrl !== null) parseS3Url(storageUrl)
   const unwired = [
-    location.database == null ? undefined : 'a database other than the SQLite file in the data folder (database, NARWHAL_DATABASE_URL, --database)',
-    storageUrl === null ? undefined : `the S3 storage ${storageUrl}`
+    location.database == null ? undefined : 'a database other than the SQLite file in the data folder (database, NARWHAL_DATABASE_URL, --database)'
   ].filter(w => w !== undefined)
   if (unwired.length > 0) {
     throw new ConfigError(`${unwired.join(' and ')}: not wired yet in this version of narwhal; ` +
-      'leave database and storage unset to use the SQLite file and the NAR folder in the data folder')
+      'leave database unset to use the SQLite file in the data folder')
   }
 }
 
-/** `prepareStore`: also make the NAR store's folders and check (or write) its layout version. */
+/**
+ * `prepareStore`: also make the NAR store's folders and check (or write) its layout version (the
+ * data folder's store; a bucket is checked by the first call that uses it: serve's sweep, fsck's
+ * check). A malformed storage URL is refused here, naming the part at fault (storage/s3-url.ts).
+ */
 export function openDataDir (location: CacheLocation, options: { prepareStore?: boolean } = {}): DataDir {
   refuseUnwired(location)
   const { dataDir } = location
   const layout = layoutFor(dataDir)
+  const storage = openBlobStore(layout, { url: location.storage?.url ?? null, redirectNars: location.storage?.redirectNars ?? false })
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
   const metadata = openSqliteMetadataStore(layout.database)
-  const blobs = new FileBlobStore(layout)
-  if (options.prepareStore === true) blobs.init()
-  return { layout, metadata, blobs, created, close: async () => await metadata.close() }
+  if (options.prepareStore === true) storage.folder?.init()
+  return {
+    layout,
+    metadata,
+    blobs: storage.blobs,
+    created,
+    close: async () => {
+      storage.close()
+      await metadata.close()
+    }
+  }
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {

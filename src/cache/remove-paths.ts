@@ -14,6 +14,7 @@
  * blob is touched, so a dry run reports exactly what a real run would remove at that moment.
  */
 import type { ClosureRow, MetadataStore, NarFileRow } from '../db/metadata-store.js'
+import { STORE_DIR } from '../nix/store-path.js'
 import type { BlobStore } from '../storage/blob-store.js'
 
 export interface Removal {
@@ -28,6 +29,15 @@ export interface Removal {
 export interface RemoveOptions { dryRun?: boolean }
 
 interface Cache { metadata: MetadataStore, blobs: BlobStore }
+
+/**
+ * Takes the removed narinfos out of a bucket read as a Nix cache (BlobStore.unpublishNarinfo; a
+ * no-op for the folder), before any of their NARs is deleted: a reader of the bucket never finds
+ * a narinfo whose NAR is gone.
+ */
+async function unpublish ({ blobs }: Cache, storePaths: string[]): Promise<void> {
+  for (const storePath of storePaths) await blobs.unpublishNarinfo(storePath.slice(STORE_DIR.length + 1, STORE_DIR.length + 33))
+}
 
 /** Steps 2 and 3 for NAR files whose rows say 'deleting'. */
 async function deleteMarked ({ metadata, blobs }: Cache, rows: NarFileRow[]): Promise<void> {
@@ -51,7 +61,10 @@ export async function removeNarinfos (cache: Cache, hashParts: string[],
   options: RemoveOptions & { stillWanted?: (hashPart: string, closure: ClosureRow[]) => boolean, now?: number } = {}): Promise<Removal & { kept: string[] }> {
   const dryRun = options.dryRun ?? false
   const outcome = await cache.metadata.narinfos.remove({ hashParts, stillWanted: options.stillWanted, now: options.now }, { dryRun })
-  if (!dryRun) await deleteMarked(cache, outcome.narFiles)
+  if (!dryRun) {
+    await unpublish(cache, outcome.storePaths)
+    await deleteMarked(cache, outcome.narFiles)
+  }
   return { ...removal(outcome.storePaths, outcome.narFiles), kept: outcome.kept }
 }
 
@@ -64,7 +77,10 @@ export async function removeNarinfos (cache: Cache, hashParts: string[],
 export async function removeNarFiles (cache: Cache, narFileIds: number[], options: RemoveOptions = {}): Promise<Removal> {
   const dryRun = options.dryRun ?? false
   const outcome = await cache.metadata.narinfos.remove({ hashParts: [], narFileIds }, { dryRun })
-  if (!dryRun) await deleteMarked(cache, outcome.narFiles)
+  if (!dryRun) {
+    await unpublish(cache, outcome.storePaths)
+    await deleteMarked(cache, outcome.narFiles)
+  }
   return removal(outcome.storePaths, outcome.narFiles)
 }
 

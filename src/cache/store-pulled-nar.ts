@@ -78,7 +78,7 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
   for (const path of paths) {
     try {
       const origin = { tokenId: null, tokenName: null, clientAddress: null, upstream: path.upstream }
-      await acceptNarinfo(path.narinfo, path.hashPart, cache.metadata, path.keys, { provenance: cache.provenance, origin }, true)
+      await acceptNarinfo(path.narinfo, path.hashPart, cache.metadata, path.keys, { provenance: cache.provenance, origin }, true, cache.blobs)
     } catch (err) {
       // Pushed meanwhile with other content: the cache's own narinfo stays, and this one is not
       // added; the NAR may still serve the others.

@@ -17,6 +17,7 @@ import cluster, { type Worker } from 'node:cluster'
 import { fileURLToPath } from 'node:url'
 import pino, { type Logger } from 'pino'
 import { openCache } from '../cache/open-cache.js'
+import { cacheInfoText } from '../nix/binary-cache-files.js'
 import { startGcSchedule } from '../cache/gc-schedule.js'
 import type { Config } from '../config/config.js'
 import { serveClusterMetrics } from '../server/cluster-metrics.js'
@@ -53,7 +54,7 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
   const message = await setUpOnce(config, log)
   const stopMetrics = serveClusterMetrics()
   cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] })
-  const stopGc = startGcSchedule(config.dataDir, config.gc, log, config.upstreams.map(u => u.url))
+  const stopGc = startGcSchedule(config, config.gc, log, config.upstreams.map(u => u.url))
   const workers = new Workers(config, log, message, stopGc)
   process.once('SIGTERM', () => { workers.stop() })
   process.once('SIGINT', () => { workers.stop() })
@@ -70,6 +71,8 @@ async function setUpOnce (config: Readonly<Config>, log: Logger): Promise<string
   // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
   // later must not, its siblings have uploads in flight there).
   await cache.blobs.sweep()
+  // A bucket read as a Nix cache says what the server's own nix-cache-info says (no-op for the folder).
+  await cache.blobs.publishCacheInfo(cacheInfoText(config.priority))
   const message = await firstStart(config, cache)
   if (cache.trustedKeys.size === 0) {
     log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')

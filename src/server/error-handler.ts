@@ -6,6 +6,12 @@
 import type { FastifyError, FastifyInstance } from 'fastify'
 import { isNarwhalError, type ErrorCode } from '../errors.js'
 
+/**
+ * Seconds a client is asked to wait when the object store cannot be reached: long enough for a
+ * restarted service to come back, short enough that Nix's own retries still find it.
+ */
+export const STORAGE_RETRY_AFTER_SECONDS = 5
+
 function fastifyStatus (err: FastifyError): number | undefined {
   if (err.validation !== undefined) return 400
   const status = err.statusCode
@@ -30,6 +36,13 @@ export function registerErrorHandler (app: FastifyInstance): void {
     // stop the upload; keeping it alive would leave an unread body blocking the socket.
     if (!request.raw.complete) reply.header('connection', 'close')
     // Every NarwhalError but NARWHAL_INTERNAL carries a message written for clients (507 included).
+    // The object store is down: a 503 the client retries after a while. The reason names the
+    // service's address and how it failed, for the log only.
+    if (isNarwhalError(err) && err.code === 'NARWHAL_STORAGE_UNAVAILABLE') {
+      request.log.warn({ code: err.code, reason: err.message }, 'object store unavailable')
+      return reply.code(err.statusCode).header('retry-after', String(STORAGE_RETRY_AFTER_SECONDS))
+        .send(`${err.code}: the cache's object store cannot be reached right now; retry in ${STORAGE_RETRY_AFTER_SECONDS} seconds\n`)
+    }
     if (isNarwhalError(err) && err.code !== 'NARWHAL_INTERNAL') {
       // A miss is ordinary traffic (nix copy asks about every path of a closure), not a refusal;
       // a throttled client is logged once per window by server/rate-limit.ts, not per request.

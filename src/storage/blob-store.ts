@@ -7,7 +7,7 @@
  * in the folder, named by the sha256 (52 nix32 characters, validated by the caller) of their
  * bytes (see NarName). An object is visible only once committed, and committed only after its bytes verified:
  *
- *   const blob = await blobs.begin()
+ *   const blob = await blobs.begin(fileHash)
  *   blob.write(chunk) ...            (awaiting any promise it returns: back pressure)
  *   await blob.finish()              (every byte durable where it is kept; still invisible)
  *   await blob.commit(nar)           (visible under its name; an existing object is success)
@@ -131,8 +131,12 @@ export interface BlobStore {
    * know, a bucket that cannot be reached. fsck calls it first.
    */
   check: () => Promise<void>
-  /** A new object to write into (see PendingBlob). */
-  begin: () => Promise<PendingBlob>
+  /**
+   * A new object to write into (see PendingBlob). `expectedFileHash`, the hash the upload claims,
+   * lets a bucket send a large NAR's parts under its final name while it arrives; without it they
+   * go under a temp name and are copied into place at commit.
+   */
+  begin: (expectedFileHash?: string) => Promise<PendingBlob>
   /**
    * Opens the object for reading: undefined when missing. With `range`, the body holds only
    * those bytes (its `size` is still the whole object's). May answer a redirect instead (S3 with

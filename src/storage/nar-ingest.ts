@@ -63,7 +63,8 @@ function narTooLarge (maxNarSize: number): NarwhalError {
   return new NarwhalError('NARWHAL_TOO_LARGE', `NAR file decompresses to more than the limit of ${maxNarSize} bytes (limits.narSizeBytes)`)
 }
 
-function chooseMethod (head: Buffer): Compression {
+/** The method to verify the body with, from its first DETECTION_BYTES; refuses what cannot be verified. */
+export function chooseMethod (head: Buffer): Compression {
   const detected = detectCompression(head)
   if (detected === 'lz4' || detected === 'lzip') {
     throw new NarwhalError('NARWHAL_UNSUPPORTED_COMPRESSION',
@@ -205,7 +206,7 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
   // Begun while the first bytes arrive and are verified, not before: creating a temp file can
   // take milliseconds (blob-store.ts), more than receiving and verifying a small NAR, whose
   // pulling clients get their last bytes at onVerified (BENCHMARKS.md, pull-through).
-  const beginning = store.begin()
+  const beginning = store.begin(expectedFileHash)
   let begun: PendingBlob | undefined
   beginning.then(b => { begun = b }, () => {})
   let blob: PendingBlob | undefined

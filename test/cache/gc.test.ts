@@ -401,7 +401,7 @@ test('the schedule collects in a worker thread every interval, logs each run, an
   const failures: unknown[] = []
   const log = { info: (fields: object) => { runs.push(fields as Record<string, unknown>) }, error: (fields: object) => { failures.push(fields) } }
   const settings = { maxSize: null, olderThan: DAY, interval: 50, unnamedNarGrace: DAY, keepRecent: 0 }
-  const stop = startGcSchedule(cache.layout.dataDir, settings, log)
+  const stop = startGcSchedule({ dataDir: cache.layout.dataDir }, settings, log)
   assert.ok(await eventually(() => runs.length >= 2, 30_000), 'two scheduled runs')
   await stop()
   const after = runs.length
@@ -413,7 +413,7 @@ test('the schedule collects in a worker thread every interval, logs each run, an
   await new Promise(resolve => setTimeout(resolve, 200))
   assert.equal(runs.length, after, 'no run after stop')
 
-  const off = startGcSchedule(cache.layout.dataDir, { ...settings, interval: null }, log)
+  const off = startGcSchedule({ dataDir: cache.layout.dataDir }, { ...settings, interval: null }, log)
   await off()
   assert.equal(runs.length, after)
 })

@@ -11,6 +11,7 @@ import { loadConfig, type Config } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { pullThroughFor, upstreamContext } from '../../src/cli/pull-through.js'
 import { buildApp } from '../../src/server/app.js'
+import type { BlobStore } from '../../src/storage/blob-store.js'
 import { tempDir } from './nix.js'
 
 export interface TestServer {
@@ -38,6 +39,8 @@ export interface StartOptions {
   dataDir?: string
   /** Called with the app before it listens (to add a hook, say). */
   beforeListen?: (app: FastifyInstance) => void
+  /** Where NARs are kept instead of the data folder (an S3BlobStore); the caller closes it. */
+  blobs?: BlobStore
 }
 
 export async function startServer (t: TestContext, options: StartOptions = {}): Promise<TestServer> {
@@ -46,7 +49,8 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
     NARWHAL_PRIVATE: options.private === true ? 'true' : 'false',
     ...options.env
   })
-  const cache = openCache(config)
+  const opened = openCache(config)
+  const cache = options.blobs === undefined ? opened : { ...opened, blobs: options.blobs }
   await cache.blobs.sweep() // as `narwhal serve` does
   // Upstream caches when the test configures them (NARWHAL_UPSTREAMS, or upstreams in a config file).
   const quiet = { info: () => {}, warn: () => {}, error: () => {} }

@@ -54,7 +54,8 @@ export async function exportCommand (args: string[]): Promise<number> {
     process.stderr.write(`narwhal export: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
     return 2
   }
-  const cache = openDataDir(config)
+  // The source is the data folder's NARs whatever NARWHAL_STORAGE_URL says: --storage is the target.
+  const cache = openDataDir({ dataDir: config.dataDir, database: config.database })
   const bucket = new S3Objects(location)
   try {
     const result = await exportToBucket({ metadata: cache.metadata, blobs: cache.blobs }, bucket, {

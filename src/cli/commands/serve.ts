@@ -5,6 +5,7 @@
  */
 import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { openCache } from '../../cache/open-cache.js'
+import { cacheInfoText } from '../../nix/binary-cache-files.js'
 import { firstStart } from '../first-start.js'
 import { pullThroughFor, upstreamContext } from '../pull-through.js'
 import { CACHE_OPTIONS, loadCacheConfig } from '../cache-options.js'
@@ -34,6 +35,8 @@ export async function serveCommand (args: string[]): Promise<number> {
   const cache = openCache(config)
   // Uploads a crash or kill interrupted; this process is the only one serving the store.
   await cache.blobs.sweep()
+  // A bucket read as a Nix cache says what the server's own nix-cache-info says (no-op for the folder).
+  await cache.blobs.publishCacheInfo(cacheInfoText(config.priority))
   const message = await firstStart(config, cache)
   const pullThrough = pullThroughFor(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
@@ -43,7 +46,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   await app.listen({ host: config.listen.host, port: config.listen.port })
   if (message !== undefined) process.stdout.write(message + '\n')
   if (config.upstreams.length > 0) app.log.info({ upstreams: config.upstreams.map(u => u.url) }, 'pulling through from upstream caches')
-  const stopGc = startGcSchedule(config.dataDir, config.gc, app.log, config.upstreams.map(u => u.url))
+  const stopGc = startGcSchedule(config, config.gc, app.log, config.upstreams.map(u => u.url))
   const stop = (): void => {
     stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(async () => await cache.close(),
       (err: unknown) => app.log.error({ err }, 'error while closing'))

@@ -234,7 +234,7 @@ async function narinfoPart (app: FastifyInstance, request: FastifyRequest, name:
   if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
   const { pullThrough } = app.narwhal
   await pullThrough?.lookupReferences(text, request.log)
-  const result = await acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) }, pullThrough !== undefined)
+  const result = await acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) }, pullThrough !== undefined, app.narwhal.blobs)
   request.log.info({ hash, result }, 'narinfo stored (batch)')
   return { name, status: result === 'created' ? 201 : 200, result }
 }

@@ -85,8 +85,13 @@ function narDownloadRoute (app: FastifyInstance): void {
       }
       if (nar === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
       app.narwhal.access.narFile(fileHash)
+      // A presigned URL is signed for GET only (a HEAD of it is refused, and Nix takes the 403 for
+      // "absent" and uploads the NAR again): a HEAD is answered here, from the recorded size.
+      if (nar.kind === 'redirect' && request.method === 'HEAD') {
+        return reply.headers(narHeaders(fileHash)).header('content-length', nar.size).send()
+      }
       if (nar.kind === 'redirect') {
-        // 307 keeps the method: a HEAD stays a HEAD. The URL expires: no cache may keep the answer.
+        // The URL expires: no cache may keep the answer.
         return reply.code(307).header('location', nar.url).header('cache-control', 'no-store').send()
       }
       return await sendNar(request, reply, fileHash, nar.body, asked.range)

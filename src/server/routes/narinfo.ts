@@ -55,10 +55,10 @@ export function narinfoRoutes (app: FastifyInstance): void {
     if (!Buffer.from(text, 'utf8').equals(body)) {
       throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
     }
-    const { metadata, trustedKeys, provenance, pullThrough } = app.narwhal
+    const { metadata, trustedKeys, provenance, pullThrough, blobs } = app.narwhal
     // References an upstream holds count as present (write rule 5); ask for those not known yet.
     await pullThrough?.lookupReferences(text, request.log)
-    const result = await acceptNarinfo(text, request.params.hash, metadata, trustedKeys, { provenance, origin: writeOrigin(request) }, pullThrough !== undefined)
+    const result = await acceptNarinfo(text, request.params.hash, metadata, trustedKeys, { provenance, origin: writeOrigin(request) }, pullThrough !== undefined, blobs)
     noteWrite(request, await metadata.narinfos.storePathOf(request.params.hash) ?? `${request.params.hash}.narinfo`, result)
     request.log.info({ hash: request.params.hash, result }, 'narinfo stored')
     return reply.code(result === 'created' ? 201 : 200).header('content-type', 'text/plain; charset=utf-8').send(`${result}\n`)
