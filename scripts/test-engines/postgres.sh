@@ -14,7 +14,8 @@
 # cluster (about 2 s); tests make their own databases in it.
 #
 # DIR/env exports NARWHAL_TEST_DATABASE_URL (postgres://postgres@127.0.0.1:PORT/narwhal_test, a
-# superuser without password: trust authentication on loopback). Port: PG_PORT, or else the first
+# superuser without password: trust authentication on loopback) and NARWHAL_TEST_POSTGRES_DIR
+# (DIR, for a test that restarts the server with `restart`). Port: PG_PORT, or else the first
 # free from 55432. On failure, the step that failed is named on stderr with the tail of its log,
 # and a server started so far is stopped.
 set -euo pipefail
@@ -106,6 +107,7 @@ start () {
     fail "createdb $DATABASE" "$setup_log"
   cat >"$DIR/env" <<EOF
 export NARWHAL_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$PORT/$DATABASE
+export NARWHAL_TEST_POSTGRES_DIR=$DIR
 EOF
 }
 

@@ -1,0 +1,202 @@
+/**
+ * The connection pool to PostgreSQL: the one place with connection settings, and with what
+ * happens when the server goes away.
+ *
+ * node-postgres drops a connection the server closed (a restart closes them all) and opens a new
+ * one for the next query, so narwhal reconnects by itself. What this file adds: a statement or a
+ * transaction that failed because its connection was lost before it committed is run again on a
+ * new connection, for up to RECONNECT_WINDOW_MS (a restart takes about a second), and then fails
+ * with NARWHAL_DATABASE_UNAVAILABLE (503, which Nix and the pusher retry). A transaction whose
+ * COMMIT was sent but not answered is not run again (it may have committed): it fails at once.
+ */
+import pg from 'pg'
+import { NarwhalError } from '../../errors.js'
+import type { PostgresLocation } from '../database-url.js'
+
+/** How long a statement or transaction keeps trying through lost connections and refused connects. */
+export const RECONNECT_WINDOW_MS = 5000
+
+/** bigint and numeric (sum() of bigint) as numbers: times and sizes, exact up to 2^53. */
+const TYPES: pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: string) => {
+    if (oid === pg.types.builtins.INT8 || oid === pg.types.builtins.NUMERIC) return (text: string) => Number(text)
+    return pg.types.getTypeParser(oid, format as 'text')
+  }) as pg.CustomTypesConfig['getTypeParser']
+}
+
+/** SQLSTATEs that mean the connection, not the statement, failed: class 08, and the server shutting down or starting. */
+function isConnectionSqlState (code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03')
+}
+
+/** Thrown by Tx.query when the connection under it was lost; the transaction is worth another try. */
+class ConnectionLost extends Error {
+  constructor (readonly original: unknown) {
+    super('connection to PostgreSQL lost', { cause: original })
+  }
+}
+
+/**
+ * Whether an error from the driver is about the connection: a server-side shutdown or connection
+ * class SQLSTATE, or an error that is not a database error at all (socket errors, "Connection
+ * terminated", connect timeouts). TypeErrors are programming errors (bad parameters).
+ */
+function isConnectionError (err: unknown): boolean {
+  if (err instanceof pg.DatabaseError) return isConnectionSqlState(err.code)
+  return err instanceof Error && !(err instanceof TypeError) && !(err instanceof RangeError) && !(err instanceof NarwhalError)
+}
+
+export type Row = Record<string, unknown>
+
+/** One statement of a transaction. */
+export interface Tx {
+  query: <R extends Row = Row>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>
+}
+
+export interface PoolOptions {
+  /** Connections at most (default 10). */
+  max?: number
+  /** Told of errors on idle connections (a restart): they are dropped; nothing else to do. */
+  onIdleError?: (err: Error) => void
+}
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+export class PgPool {
+  readonly location: PostgresLocation
+  private readonly pool: pg.Pool
+
+  constructor (location: PostgresLocation, options: PoolOptions = {}) {
+    this.location = location
+    this.pool = new pg.Pool({ ...connectionConfig(location), max: options.max ?? 10, idleTimeoutMillis: 30_000 })
+    // Without a listener, an idle connection closed by the server (a restart) would end the process.
+    this.pool.on('error', err => { options.onIdleError?.(err) })
+  }
+
+  /** One statement on its own (autocommit); retried through lost connections. */
+  async query<R extends Row = Row> (text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    return await this.withRetry(async () => {
+      try {
+        return await this.pool.query<R>(text, values)
+      } catch (err) {
+        throw isConnectionError(err) ? new ConnectionLost(err) : err
+      }
+    })
+  }
+
+  /**
+   * Runs `work` in one READ COMMITTED transaction on one connection and commits, or rolls back
+   * when it throws. `work` may run more than once (after a lost connection), so it must not act
+   * outside the database until it returns.
+   */
+  async transaction<T> (work: (tx: Tx) => Promise<T>): Promise<T> {
+    return await this.withRetry(async () => await this.connected(async (client) => {
+      const tx: Tx = {
+        query: async <R extends Row>(text: string, values?: unknown[]) => {
+          try {
+            return await client.query<R>(text, values)
+          } catch (err) {
+            throw isConnectionError(err) ? new ConnectionLost(err) : err
+          }
+        }
+      }
+      await tx.query('BEGIN')
+      let result: T
+      try {
+        result = await work(tx)
+      } catch (err) {
+        if (!(err instanceof ConnectionLost)) await tx.query('ROLLBACK')
+        throw err
+      }
+      try {
+        await client.query('COMMIT')
+      } catch (err) {
+        // The COMMIT may have been applied: never run the work again.
+        if (isConnectionError(err)) throw unavailable(this.location, 'the connection was lost while committing; the write may or may not have been applied', err)
+        throw err
+      }
+      return result
+    }))
+  }
+
+  /**
+   * Runs `work` on one connection of its own, outside any transaction, and gives the connection
+   * back. For what belongs to a session: advisory locks (advisory-lock.ts), migrations.
+   * Connection errors are not retried: what the session held is gone with it.
+   */
+  async onConnection<T> (work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    try {
+      return await this.connected(work)
+    } catch (err) {
+      if (err instanceof ConnectionLost) throw unavailable(this.location, 'the connection was lost', err.original)
+      if (isConnectionError(err)) throw unavailable(this.location, 'the connection was lost', err)
+      throw err
+    }
+  }
+
+  private async connected<T> (work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient
+    try {
+      client = await this.pool.connect()
+    } catch (err) {
+      if (isConnectionError(err)) throw new ConnectionLost(err)
+      // Refused for good (no such database, authentication): waiting will not help.
+      throw unavailable(this.location, connectRefusal(err), err)
+    }
+    let broken: Error | undefined
+    try {
+      return await work(client)
+    } catch (err) {
+      // A connection that failed mid-work is not given to anyone else.
+      if (err instanceof ConnectionLost || isConnectionError(err)) broken = err instanceof Error ? err : new Error(String(err))
+      throw err
+    } finally {
+      client.release(broken)
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.pool.end()
+  }
+
+  private async withRetry<T> (attempt: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + RECONNECT_WINDOW_MS
+    for (let delay = 50; ; delay = Math.min(delay * 2, 500)) {
+      try {
+        return await attempt()
+      } catch (err) {
+        if (!(err instanceof ConnectionLost)) throw err
+        if (Date.now() + delay > deadline) throw unavailable(this.location, 'cannot reach it', err.original)
+        await sleep(delay)
+      }
+    }
+  }
+}
+
+function connectRefusal (err: unknown): string {
+  const code = err instanceof pg.DatabaseError ? err.code : undefined
+  if (code === '3D000') return 'the database does not exist (narwhal never creates one: create it, then run `narwhal migrate --database …`)'
+  if (code === '28P01' || code === '28000') return 'the server refused the user or password'
+  return 'the connection was refused'
+}
+
+export function connectionConfig (location: PostgresLocation): pg.ClientConfig {
+  return {
+    host: location.host,
+    port: location.port,
+    user: location.user,
+    password: location.password,
+    database: location.database,
+    ssl: location.sslmode === 'disable' ? false : { rejectUnauthorized: location.sslmode === 'verify-full' },
+    types: TYPES,
+    connectionTimeoutMillis: 5000,
+    application_name: 'narwhal'
+  }
+}
+
+/** NARWHAL_DATABASE_UNAVAILABLE naming the server (never its password) and the error's code, not its text. */
+export function unavailable (location: PostgresLocation, reason: string, cause?: unknown): NarwhalError {
+  const code = (cause as { code?: unknown } | undefined)?.code
+  const detail = typeof code === 'string' && code !== '' ? ` (${code})` : ''
+  return new NarwhalError('NARWHAL_DATABASE_UNAVAILABLE', `PostgreSQL at ${location.redacted}: ${reason}${detail}`, { cause })
+}
