@@ -95,6 +95,8 @@ start () {
     getent passwd postgres >/dev/null || fail "start: there is no postgres user (Debian's postgresql package makes it)"
     chown -R postgres: "$DIR"
     chmod 0755 "$DIR"
+    runuser -u postgres -- test -w "$DIR/data" ||
+      fail "start: the postgres user cannot reach $DIR (a folder above it is not searchable by others)"
   fi
   local log=$DIR/log/postgres.log setup_log=$DIR/log/setup.log
   # --no-sync and fsync=off: a throwaway cluster on a shared machine; nothing in it outlives the run.

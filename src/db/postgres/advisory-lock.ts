@@ -20,17 +20,26 @@ export type LockedOutcome<T> = { kind: 'ran', value: T } | { kind: 'busy' }
 
 /**
  * Runs `work` while holding the job's lock, on a connection kept for it, or answers 'busy' at
- * once when another session (another replica, a `narwhal gc`) holds it. `work` gets the pool for
- * its own statements: the lock needs no statement to run on its connection.
+ * once when another session (another replica, a `narwhal gc`) holds it. `work` uses the pool for
+ * its statements; the lock's connection only holds the lock. When that session is lost (the
+ * server restarted, the connection cut), the lock is gone with it: `signal` aborts, and a job
+ * should stop at its next step (each of gc's steps re-checks what it removes anyway).
  */
-export async function withJobLock<T> (pool: PgPool, job: SingleWriterJob, work: () => Promise<T>): Promise<LockedOutcome<T>> {
+export async function withJobLock<T> (pool: PgPool, job: SingleWriterJob, work: (signal: AbortSignal) => Promise<T>): Promise<LockedOutcome<T>> {
   return await pool.onConnection(async (client: pg.PoolClient) => {
     const taken = await client.query<{ taken: boolean }>('SELECT pg_try_advisory_lock($1, $2) AS taken', [NARWHAL_LOCK_SPACE, SINGLE_WRITER_JOBS[job]])
     if (taken.rows[0]?.taken !== true) return { kind: 'busy' }
+    const lost = new AbortController()
+    const onLost = (): void => { lost.abort(new Error(`the ${job} lock's session to PostgreSQL was lost`)) }
+    client.once('error', onLost)
+    client.once('end', onLost)
     try {
-      return { kind: 'ran', value: await work() }
+      return { kind: 'ran', value: await work(lost.signal) }
     } finally {
-      await client.query('SELECT pg_advisory_unlock($1, $2)', [NARWHAL_LOCK_SPACE, SINGLE_WRITER_JOBS[job]])
+      client.off('error', onLost)
+      client.off('end', onLost)
+      // A lost session released the lock already.
+      if (!lost.signal.aborted) await client.query('SELECT pg_advisory_unlock($1, $2)', [NARWHAL_LOCK_SPACE, SINGLE_WRITER_JOBS[job]])
     }
   })
 }

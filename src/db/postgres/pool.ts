@@ -144,6 +144,10 @@ export class PgPool {
       throw unavailable(this.location, connectRefusal(err), err)
     }
     let broken: Error | undefined
+    // A checked-out connection that fails between statements (its session terminated, the server
+    // restarted) says so by an 'error' event, which unheard would end the process.
+    const onError = (err: Error): void => { broken = err }
+    client.on('error', onError)
     try {
       return await work(client)
     } catch (err) {
@@ -151,6 +155,7 @@ export class PgPool {
       if (err instanceof ConnectionLost || isConnectionError(err)) broken = err instanceof Error ? err : new Error(String(err))
       throw err
     } finally {
+      client.off('error', onError)
       client.release(broken)
     }
   }
