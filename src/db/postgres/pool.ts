@@ -29,11 +29,19 @@ function isConnectionSqlState (code: string | undefined): boolean {
   return code !== undefined && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03')
 }
 
-/** Thrown by Tx.query when the connection under it was lost; the transaction is worth another try. */
+/**
+ * Thrown by Tx.query when the transaction is worth another try: the connection under it was lost,
+ * or PostgreSQL chose it as a deadlock's victim (two removals locking rows in different orders).
+ */
 class ConnectionLost extends Error {
   constructor (readonly original: unknown) {
     super('connection to PostgreSQL lost', { cause: original })
   }
+}
+
+/** Deadlock victim, or a serialization failure: the whole transaction may simply run again. */
+function isRetryableConflict (err: unknown): boolean {
+  return err instanceof pg.DatabaseError && (err.code === '40P01' || err.code === '40001')
 }
 
 /**
@@ -48,9 +56,19 @@ function isConnectionError (err: unknown): boolean {
 
 export type Row = Record<string, unknown>
 
+/** What a statement returns: its rows (typed by the caller, as the SQL's aliases name them) and how many it changed. */
+export interface Result<R> { rows: R[], rowCount: number | null }
+
 /** One statement of a transaction. */
 export interface Tx {
-  query: <R extends Row = Row>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>
+  query: <R = Row>(text: string, values?: unknown[]) => Promise<Result<R>>
+}
+
+export interface TransactionOptions {
+  /** One consistent read-only snapshot (REPEATABLE READ): several reads that must agree. */
+  snapshot?: boolean
+  /** Its commit does not wait for the disk; the next commit that does takes it along (WAL order). */
+  durableWithNext?: boolean
 }
 
 export interface PoolOptions {
@@ -74,10 +92,10 @@ export class PgPool {
   }
 
   /** One statement on its own (autocommit); retried through lost connections. */
-  async query<R extends Row = Row> (text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+  async query<R = Row> (text: string, values?: unknown[]): Promise<Result<R>> {
     return await this.withRetry(async () => {
       try {
-        return await this.pool.query<R>(text, values)
+        return await this.pool.query(text, values) as unknown as Result<R>
       } catch (err) {
         throw isConnectionError(err) ? new ConnectionLost(err) : err
       }
@@ -89,23 +107,25 @@ export class PgPool {
    * when it throws. `work` may run more than once (after a lost connection), so it must not act
    * outside the database until it returns.
    */
-  async transaction<T> (work: (tx: Tx) => Promise<T>): Promise<T> {
+  async transaction<T> (work: (tx: Tx) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
     return await this.withRetry(async () => await this.connected(async (client) => {
       const tx: Tx = {
-        query: async <R extends Row>(text: string, values?: unknown[]) => {
+        query: async <R>(text: string, values?: unknown[]) => {
           try {
-            return await client.query<R>(text, values)
+            return await client.query(text, values) as unknown as Result<R>
           } catch (err) {
-            throw isConnectionError(err) ? new ConnectionLost(err) : err
+            throw isConnectionError(err) || isRetryableConflict(err) ? new ConnectionLost(err) : err
           }
         }
       }
-      await tx.query('BEGIN')
+      await tx.query(options.snapshot === true ? 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY' : 'BEGIN')
+      // Like SQLite's synchronous = NORMAL for one transaction: durable with the next commit that waits.
+      if (options.durableWithNext === true) await tx.query('SET LOCAL synchronous_commit = off')
       let result: T
       try {
         result = await work(tx)
       } catch (err) {
-        if (!(err instanceof ConnectionLost)) await tx.query('ROLLBACK')
+        if (!(err instanceof ConnectionLost) || isRetryableConflict(err.original)) await tx.query('ROLLBACK')
         throw err
       }
       try {
