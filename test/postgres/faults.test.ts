@@ -11,7 +11,9 @@ import { parseDatabaseUrl, type PostgresLocation } from '../../src/db/database-u
 import { ChangeListener } from '../../src/db/postgres/change-listener.js'
 import { migratePostgres } from '../../src/db/postgres/migrate.js'
 import { PgPool } from '../../src/db/postgres/pool.js'
+import { PgMetadataStore } from '../../src/db/postgres/store.js'
 import { isNarwhalError } from '../../src/errors.js'
+import { storedPath, testPath } from '../helpers/metadata-store-contract.js'
 import { run, runOk, tempDir } from '../helpers/nix.js'
 import { createDatabase, restartPostgres, type PostgresEngine } from '../helpers/postgres.js'
 import { freePort } from '../helpers/server-process.js'
@@ -84,4 +86,32 @@ test('a PostgreSQL restart: statements and transactions go on, the listener come
   assert.ok(Date.now() - started < 10_000, 'gives up after its window, not never')
   await waitFor('the listener notices', () => !listener.isListening)
   assert.notEqual(listener.current(), listener.current(), 'nothing in memory is trusted while not listening')
+})
+
+test('a replica\'s store serves on through a PostgreSQL restart, and hears the writes made after it', async (t) => {
+  const engine = await ownCluster()
+  t.after(engine.stop)
+  const db = await createDatabase(engine)
+  const location = parseDatabaseUrl(db.url) as PostgresLocation
+  const [writer, reader] = [await PgMetadataStore.open(location, { migrate: true }), await PgMetadataStore.open(location)]
+  t.after(async () => { await writer.close(); await reader.close() })
+  const first = testPath()
+  await storedPath(writer, first)
+  assert.ok(await reader.narinfos.body(first.hashPart) !== undefined)
+
+  await restartPostgres(engine)
+  assert.ok(await reader.narinfos.body(first.hashPart) !== undefined, 'served right after the restart')
+  const second = testPath()
+  await storedPath(writer, second)
+  const started = Date.now()
+  while (await reader.narinfos.body(second.hashPart) === undefined) {
+    assert.ok(Date.now() - started < 3000, 'a write after the restart is served at the other replica')
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
+  // Memory is trusted again only once its change listener is back.
+  while (reader.narinfos.peekBody(second.hashPart) === undefined) {
+    assert.ok(Date.now() - started < 5000, 'the replica listens for changes again and keeps narinfos in memory')
+    await reader.narinfos.body(second.hashPart)
+    await new Promise(resolve => setTimeout(resolve, 20))
+  }
 })
