@@ -225,6 +225,8 @@ export function metadataStoreContract (backend: string, open: OpenStore): void {
 
     const kept = await store.narinfos.remove({ hashParts: [dep.hashPart], stillWanted: () => false })
     assert.deepEqual(kept, { storePaths: [], kept: [dep.hashPart], narFiles: [] })
+    assert.deepEqual(await store.narinfos.remove({ hashParts: [testPath().hashPart], stillWanted: () => false }),
+      { storePaths: [], kept: [], narFiles: [] }, 'a path not here takes nothing along and is not judged')
 
     const seen: Array<{ hashPart: string, closure: string[] }> = []
     const removed = await store.narinfos.remove({

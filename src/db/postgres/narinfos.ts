@@ -107,7 +107,9 @@ async function remove (tx: Tx, request: RemoveRequest, dryRun: boolean): Promise
   const go: string[] = []
   const kept: string[] = []
   for (const hashPart of request.hashParts) {
-    const wanted = request.stillWanted === undefined || request.stillWanted(hashPart, await closureRows(tx, [hashPart], now))
+    // A path no longer here takes nothing along: nothing for the guard to judge.
+    const closure = request.stillWanted === undefined ? [] : await closureRows(tx, [hashPart], now)
+    const wanted = closure.length === 0 || request.stillWanted === undefined || request.stillWanted(hashPart, closure)
     if (wanted) go.push(hashPart)
     else kept.push(hashPart)
   }
