@@ -137,10 +137,10 @@ async function measure (fn: () => Promise<void>): Promise<Sample> {
   return { cpuMs: (used.user + used.system) / 1000, wallMs }
 }
 
-function freshCache (): { cache: ReturnType<typeof openCache>, cleanup: () => void } {
+function freshCache (): { cache: ReturnType<typeof openCache>, cleanup: () => Promise<void> } {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-ingest-data-'))
   const cache = openCache(loadConfig({ dataDir }, {}))
-  return { cache, cleanup: () => { cache.db.close(); rmSync(dataDir, { recursive: true, force: true }) } }
+  return { cache, cleanup: async () => { await cache.close(); rmSync(dataDir, { recursive: true, force: true }) } }
 }
 
 async function storeAll (bodies: Body[]): Promise<Sample> {
@@ -153,7 +153,7 @@ async function storeAll (bodies: Body[]): Promise<Sample> {
       }
     })
   } finally {
-    cleanup()
+    await cleanup()
   }
 }
 

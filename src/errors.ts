@@ -52,6 +52,8 @@ export const ERROR_STATUS = {
   NARWHAL_DATABASE_UNAVAILABLE: 503,
   /** Accepting the upload would eat into the free-space reserve of the data folder's disk. */
   NARWHAL_INSUFFICIENT_STORAGE: 507,
+  /** The same NAR file is being removed by a collection or fsck right now; retry in a moment. */
+  NARWHAL_BUSY: 503,
   /** An upstream cache could not provide what a client asked for: unreachable, too slow, or its bytes did not verify. */
   NARWHAL_UPSTREAM_FAILED: 502,
   /** Anything unexpected. The message sent to clients is generic. */

@@ -15,7 +15,11 @@
  *      closure is then complete through narwhal.
  * A second upload for the same path with the same content merges new signatures; one with
  * different content is refused and the first stays. A write that changes the cache records its
- * provenance (cache/provenance.ts) in the same transaction.
+ * provenance (cache/provenance.ts) with it.
+ *
+ * The metadata store guards what must hold at the moment of the write (no narinfo for the path
+ * yet, the NAR file live, the references present; the signatures unchanged since read for a
+ * merge) and answers with an outcome; a narinfo that lost a race is decided again from the top.
  */
 import { NarwhalError } from '../errors.js'
 import { extensionFor, normaliseCompressionField } from '../nix/compression.js'
@@ -27,8 +31,7 @@ import { parseNarUrl } from '../nix/nar-url.js'
 import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
 import type { TrustedKeys } from '../signing/keys.js'
 import { signatureKeyName } from '../nix/signature.js'
-import type { Metadata, NarFileRow } from '../db/metadata.js'
-import type { ReferenceSource } from './pull-through.js'
+import type { MetadataStore, NarFileRow, ProvenanceEntry, StoredNarinfo } from '../db/metadata-store.js'
 import type { Provenance, WriteOrigin } from './provenance.js'
 
 export type AcceptResult = 'created' | 'merged' | 'unchanged'
@@ -38,18 +41,15 @@ function invalid (message: string): NarwhalError {
 }
 
 /** Rule 3: the narinfo describes the NAR file the cache holds, field by field. */
-function checkAgainstNarFile (info: NarInfo, metadata: Metadata): NarFileRow {
+async function checkAgainstNarFile (info: NarInfo, metadata: MetadataStore): Promise<NarFileRow> {
   const match = parseNarUrl(info.url)
   if (match === undefined) {
     throw invalid(`narinfo field URL: ${JSON.stringify(info.url)} is not nar/<52-char nix32 file hash>.nar[.ext]; ` +
       'narwhal only serves NARs uploaded to it')
   }
   const { fileHash, extension } = match
-  const nar = metadata.narFile(fileHash)
-  if (nar === undefined) {
-    throw new NarwhalError('NARWHAL_MISSING_DEPENDENCY',
-      `narinfo field URL: NAR file ${info.url} has not been uploaded to this cache; upload the NAR before its narinfo`)
-  }
+  const nar = await metadata.narFiles.get(fileHash)
+  if (nar?.state !== 'live') throw narNotUploaded(info)
   const compression = normaliseCompressionField(info.compression)
   if (compression !== nar.compression) {
     throw invalid(`narinfo field Compression: says ${compression} but the NAR file is ${nar.compression}`)
@@ -92,20 +92,19 @@ function checkSignatures (info: NarInfo, trusted: TrustedKeys): string[] {
   return verifiedBy
 }
 
-/** Rule 5. */
-function checkReferences (info: NarInfo, ownBaseName: string, metadata: Metadata,
-  elsewhere: ReferenceSource | undefined): Array<{ hashPart: string, baseName: string }> {
-  return info.references.map(baseName => {
-    const { hashPart } = parseStorePathBaseName(baseName, 'References')
-    if (baseName !== ownBaseName) {
-      const storePath = `${STORE_DIR}/${baseName}`
-      if (metadata.storePathOf(hashPart) !== storePath && elsewhere?.holds(hashPart, storePath) !== true) {
-        throw new NarwhalError('NARWHAL_MISSING_DEPENDENCY', `narinfo field References: ${baseName} is not in this cache; ` +
-          'upload the references of a path before the path itself')
-      }
-    }
-    return { hashPart, baseName }
-  })
+function narNotUploaded (info: NarInfo): NarwhalError {
+  return new NarwhalError('NARWHAL_MISSING_DEPENDENCY',
+    `narinfo field URL: NAR file ${info.url} has not been uploaded to this cache; upload the NAR before its narinfo`)
+}
+
+/** Rule 5, its form: each reference is a store path base name. Whether each is held, the store checks. */
+function parseReferences (info: NarInfo): Array<{ hashPart: string, baseName: string }> {
+  return info.references.map(baseName => ({ hashPart: parseStorePathBaseName(baseName, 'References').hashPart, baseName }))
+}
+
+function missingReference (baseName: string): NarwhalError {
+  return new NarwhalError('NARWHAL_MISSING_DEPENDENCY', `narinfo field References: ${baseName} is not in this cache; ` +
+    'upload the references of a path before the path itself')
 }
 
 function sameContent (a: { storePath: string, narHash: string, narSize: number, references: string[] }, info: NarInfo): boolean {
@@ -116,9 +115,15 @@ function sameContent (a: { storePath: string, narHash: string, narSize: number, 
 /** Where a write came from, and where to record it. */
 export interface Witness { provenance: Provenance, origin: WriteOrigin }
 
-/** `elsewhere`: where references may be held besides this cache's narinfos (rule 5). */
-export function acceptNarinfo (text: string, urlHashPart: string, metadata: Metadata, trusted: TrustedKeys, witness: Witness,
-  elsewhere?: ReferenceSource): AcceptResult {
+/** How many times a narinfo that lost a race to another write is decided again. */
+const ATTEMPTS = 5
+
+/**
+ * `upstreamReferences`: references held by a verified narinfo pulled from an upstream count as
+ * present (rule 5; upstream caches configured).
+ */
+export async function acceptNarinfo (text: string, urlHashPart: string, metadata: MetadataStore, trusted: TrustedKeys, witness: Witness,
+  upstreamReferences = false): Promise<AcceptResult> {
   const info = parseNarInfo(text)
   const baseName = info.storePath.slice(STORE_DIR.length + 1)
   const { hashPart } = parseStorePathBaseName(baseName, 'StorePath')
@@ -126,25 +131,17 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
     throw invalid(`narinfo field StorePath: ${info.storePath} does not belong at ${urlHashPart}.narinfo`)
   }
   const verifiedBy = checkSignatures(info, trusted)
+  const provenance = witness.provenance.entry(witness.origin, verifiedBy)
 
-  // One write transaction (BEGIN IMMEDIATE) from the lookup to the insert: two uploads of one
-  // path, even from two server processes, take turns, and the second sees the first's row.
-  return metadata.transaction((): AcceptResult => {
-    const existing = metadata.narinfo(hashPart)
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    const existing = await metadata.narinfos.get(hashPart)
     if (existing !== undefined) {
-      if (!sameContent(existing, info)) {
-        throw new NarwhalError('NARWHAL_CONFLICT', `${info.storePath} is already in this cache with NarHash ` +
-          `sha256:${existing.narHash}; a narinfo with different content for the same path is refused`)
-      }
-      const merged = [...new Set([...existing.sigs, ...info.sigs])].sort()
-      if (merged.length === existing.sigs.length) return 'unchanged'
-      const current = parseNarInfo(existing.narinfo)
-      metadata.updateSignatures(existing.id, merged, formatNarInfo({ ...current, sigs: merged }))
-      witness.provenance.record(hashPart, 'merged', witness.origin, verifiedBy)
-      return 'merged'
+      const merged = await mergeInto(existing, info, metadata, provenance)
+      if (merged !== undefined) return merged
+      continue
     }
-    const nar = checkAgainstNarFile(info, metadata)
-    const references = checkReferences(info, baseName, metadata, elsewhere)
+    const nar = await checkAgainstNarFile(info, metadata)
+    const references = parseReferences(info)
     const stored: NarInfo = {
       ...info,
       compression: nar.compression,
@@ -153,7 +150,7 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
       narHash: parseNixHash(`sha256:${nar.narHash}`, 'NarHash'),
       sigs: [...new Set(info.sigs)].sort()
     }
-    metadata.insertNarinfo({
+    const outcome = await metadata.narinfos.insert({
       hashPart,
       storePath: info.storePath,
       narFileId: nar.id,
@@ -164,8 +161,28 @@ export function acceptNarinfo (text: string, urlHashPart: string, metadata: Meta
       sigs: stored.sigs,
       narinfo: formatNarInfo(stored),
       references
-    })
-    witness.provenance.record(hashPart, 'created', witness.origin, verifiedBy)
-    return 'created'
-  })
+    }, provenance, { upstreamReferences, now: Date.now() })
+    switch (outcome.kind) {
+      case 'created': return 'created'
+      case 'exists': continue
+      case 'nar-file-not-live': throw narNotUploaded(info)
+      case 'missing-references': throw missingReference(outcome.baseNames[0] ?? '')
+    }
+  }
+  throw new NarwhalError('NARWHAL_BUSY', `${info.storePath} is being written by other uploads at the same moment; retry`)
+}
+
+/** Merges new signatures into the stored narinfo; undefined when it changed meanwhile (decide again). */
+async function mergeInto (existing: StoredNarinfo, info: NarInfo, metadata: MetadataStore,
+  provenance: ProvenanceEntry): Promise<AcceptResult | undefined> {
+  if (!sameContent(existing, info)) {
+    throw new NarwhalError('NARWHAL_CONFLICT', `${info.storePath} is already in this cache with NarHash ` +
+      `sha256:${existing.narHash}; a narinfo with different content for the same path is refused`)
+  }
+  const merged = [...new Set([...existing.sigs, ...info.sigs])].sort()
+  if (merged.length === existing.sigs.length) return 'unchanged'
+  const current = parseNarInfo(existing.narinfo)
+  const outcome = await metadata.narinfos.mergeSignatures(existing.id, existing.sigs, merged,
+    formatNarInfo({ ...current, sigs: merged }), provenance)
+  return outcome.kind === 'merged' ? 'merged' : undefined
 }

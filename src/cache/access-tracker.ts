@@ -9,7 +9,7 @@
  * are ordinary short write transactions (SQLite serialises them; busy_timeout makes them wait).
  * A flush that fails is dropped and reported: the paths it named only look a little older.
  */
-import type { Retention } from '../db/retention.js'
+import type { RetentionStore } from '../db/metadata-store.js'
 
 export interface AccessTrackerOptions {
   /** How often pending reads are written. */
@@ -20,18 +20,18 @@ export interface AccessTrackerOptions {
 }
 
 export class AccessTracker {
-  private readonly retention: Retention
+  private readonly retention: RetentionStore
   private readonly maxPending: number
   private readonly onError: (err: unknown) => void
   private narinfos = new Set<string>()
   private narFiles = new Set<string>()
   private readonly timer: NodeJS.Timeout
 
-  constructor (retention: Retention, options: AccessTrackerOptions = {}) {
+  constructor (retention: RetentionStore, options: AccessTrackerOptions = {}) {
     this.retention = retention
     this.maxPending = options.maxPending ?? 100_000
     this.onError = options.onError ?? (() => {})
-    this.timer = setInterval(() => this.flush(), options.flushIntervalMs ?? 5000)
+    this.timer = setInterval(() => { this.flushInBackground() }, options.flushIntervalMs ?? 5000)
     // Never the reason a process stays alive.
     this.timer.unref()
   }
@@ -39,13 +39,18 @@ export class AccessTracker {
   /** A narinfo was served (GET or HEAD). */
   narinfo (hashPart: string): void {
     this.narinfos.add(hashPart)
-    if (this.pending >= this.maxPending) this.flush()
+    if (this.pending >= this.maxPending) this.flushInBackground()
   }
 
   /** A NAR file was served; this is use of every path whose narinfo names it. */
   narFile (fileHash: string): void {
     this.narFiles.add(fileHash)
-    if (this.pending >= this.maxPending) this.flush()
+    if (this.pending >= this.maxPending) this.flushInBackground()
+  }
+
+  /** flush, whose failures go to onError like its own. */
+  private flushInBackground (): void {
+    this.flush().catch(this.onError)
   }
 
   /** Reads noted and not yet written. */
@@ -54,22 +59,22 @@ export class AccessTracker {
   }
 
   /** Writes the pending reads as used at `now`. */
-  flush (now = Date.now()): void {
+  async flush (now = Date.now()): Promise<void> {
     if (this.narinfos.size === 0 && this.narFiles.size === 0) return
     const narinfos = this.narinfos
     const narFiles = this.narFiles
     this.narinfos = new Set()
     this.narFiles = new Set()
     try {
-      this.retention.touch(narinfos, narFiles, now)
+      await this.retention.touch(narinfos, narFiles, now)
     } catch (err) {
       this.onError(err)
     }
   }
 
   /** Stops the timer and writes what is pending; call before the database closes. */
-  close (): void {
+  async close (): Promise<void> {
     clearInterval(this.timer)
-    this.flush()
+    await this.flush()
   }
 }

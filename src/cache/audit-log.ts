@@ -11,8 +11,7 @@
  * narinfo's own transaction and cannot be lost so. The log keeps its newest `maxEntries` entries
  * (audit.maxEntries), so it cannot fill the disk.
  */
-import type { Db } from '../db/database.js'
-import { ProvenanceSql, type AuditFilter, type AuditRecord, type AuditRow } from '../db/provenance.js'
+import type { AuditFilter, AuditRecord, AuditRow, AuditStore } from '../db/metadata-store.js'
 
 export type { AuditFilter, AuditRow }
 
@@ -55,14 +54,16 @@ export interface AuditLogOptions {
 }
 
 export class AuditLog {
-  private readonly sql: ProvenanceSql
+  private readonly store: AuditStore
   private readonly options: AuditLogOptions
   private pending: AuditRecord[] = []
   private dropped = 0
   private timer: NodeJS.Timeout | undefined
+  /** The append under way: one at a time, so entries reach the log in order. */
+  private writing: Promise<void> | undefined
 
-  constructor (db: Db, options: AuditLogOptions) {
-    this.sql = new ProvenanceSql(db)
+  constructor (store: AuditStore, options: AuditLogOptions) {
+    this.store = store
     this.options = options
   }
 
@@ -72,18 +73,39 @@ export class AuditLog {
       this.dropped += this.pending.length - MAX_PENDING
       this.pending.splice(0, this.pending.length - MAX_PENDING)
     }
-    if (this.pending.length >= FLUSH_ENTRIES) this.flush()
-    else if (this.timer === undefined) {
-      this.timer = setTimeout(() => { this.timer = undefined; this.flush() }, FLUSH_MS)
-      this.timer.unref()
+    if (this.pending.length >= FLUSH_ENTRIES) this.flushInBackground()
+    else this.flushLater()
+  }
+
+  private flushInBackground (): void {
+    this.flush().catch((err: unknown) => this.options.onError?.(err))
+  }
+
+  private flushLater (): void {
+    if (this.timer !== undefined) return
+    this.timer = setTimeout(() => { this.timer = undefined; this.flushInBackground() }, FLUSH_MS)
+    this.timer.unref()
+  }
+
+  /**
+   * Writes what is waiting (after an append under way). Never rejects: a failure is reported and
+   * the entries wait for the next try.
+   */
+  async flush (): Promise<void> {
+    while (this.writing !== undefined) await this.writing
+    if (this.timer !== undefined) { clearTimeout(this.timer); this.timer = undefined }
+    if (this.pending.length === 0 && this.dropped === 0) return
+    this.writing = this.append()
+    try {
+      await this.writing
+    } finally {
+      this.writing = undefined
     }
   }
 
-  /** Writes what is waiting. Never throws: a failure is reported and the entries wait for the next try. */
-  flush (): void {
-    if (this.timer !== undefined) { clearTimeout(this.timer); this.timer = undefined }
-    if (this.pending.length === 0 && this.dropped === 0) return
+  private async append (): Promise<void> {
     const batch = this.pending
+    this.pending = []
     if (this.dropped > 0) {
       batch.unshift(this.toRecord({
         tokenId: null,
@@ -97,17 +119,16 @@ export class AuditLog {
         reason: `${this.dropped} entries were dropped: the database refused writes for too long`
       }))
     }
+    const dropped = this.dropped
+    this.dropped = 0
     try {
-      this.sql.appendAudit(batch, this.options.maxEntries)
-      this.pending = []
-      this.dropped = 0
+      await this.store.append(batch, this.options.maxEntries)
     } catch (err) {
-      if (this.dropped > 0) batch.shift()
+      if (dropped > 0) batch.shift()
+      this.pending = [...batch, ...this.pending]
+      this.dropped += dropped
       this.options.onError?.(err)
-      if (this.timer === undefined) {
-        this.timer = setTimeout(() => { this.timer = undefined; this.flush() }, FLUSH_MS)
-        this.timer.unref()
-      }
+      this.flushLater()
     }
   }
 
@@ -128,14 +149,14 @@ export class AuditLog {
     }
   }
 
-  /** Writes what is waiting and stops the timer; call before closing the database. */
-  close (): void {
-    this.flush()
+  /** Writes what is waiting and stops the timer; call before closing the metadata store. */
+  async close (): Promise<void> {
+    await this.flush()
     if (this.timer !== undefined) { clearTimeout(this.timer); this.timer = undefined }
   }
 }
 
 /** Entries matching `filter`, oldest first (the newest `filter.limit` when a limit is given). */
-export function readAudit (db: Db, filter: AuditFilter): AuditRow[] {
-  return new ProvenanceSql(db).queryAudit(filter)
+export async function readAudit (store: AuditStore, filter: AuditFilter): Promise<AuditRow[]> {
+  return await store.query(filter)
 }

@@ -3,8 +3,7 @@
  * headline figures of the cache, search by hash or name, and everything known about one path.
  * Read-only: nothing here changes the cache.
  */
-import type { Db } from '../db/database.js'
-import { BrowseSql, type PathHit, type PinState } from '../db/browse.js'
+import type { BrowseStore, MetadataStore, PathHit, PinState } from '../db/metadata-store.js'
 import { fingerprintNarInfo } from '../nix/fingerprint.js'
 import { parseNarInfo, type NarInfo } from '../nix/narinfo.js'
 import { isValidHashPart, STORE_DIR } from '../nix/store-path.js'
@@ -73,22 +72,22 @@ const DAY_MS = 86_400_000
 const NIX32_PREFIX = /^[0-9a-df-np-sv-z]{1,32}$/
 
 export class Browse {
-  private readonly sql: BrowseSql
+  private readonly sql: BrowseStore
   private readonly provenance: Provenance
   private figures: Overview | undefined
 
-  constructor (db: Db) {
-    this.sql = new BrowseSql(db)
-    this.provenance = new Provenance(db)
+  constructor (metadata: MetadataStore) {
+    this.sql = metadata.browse
+    this.provenance = new Provenance(metadata)
   }
 
-  overview (upstreams: () => UpstreamStatus[] = () => [], now = Date.now()): Overview {
+  async overview (upstreams: () => UpstreamStatus[] = () => [], now = Date.now()): Promise<Overview> {
     if (this.figures === undefined || now - this.figures.at >= FIGURES_MS || now < this.figures.at) {
-      const totals = this.sql.totals()
+      const totals = await this.sql.totals()
       this.figures = {
         ...totals,
-        pushesLastDay: this.provenance.createdSince(now - DAY_MS),
-        narFilesFetchedLastDay: this.sql.narFilesFetchedSince(now - DAY_MS),
+        pushesLastDay: await this.provenance.createdSince(now - DAY_MS),
+        narFilesFetchedLastDay: await this.sql.narFilesFetchedSince(now - DAY_MS),
         upstreams: [],
         at: now
       }
@@ -100,26 +99,26 @@ export class Browse {
    * Paths matching `query`: a store path or base name (found by its hash part), a nix32 hash
    * prefix, or else a piece of a name. At most MAX_LISTED.
    */
-  search (query: string): PathHit[] {
+  async search (query: string): Promise<PathHit[]> {
     let text = query.trim()
     if (text.startsWith(STORE_DIR + '/')) text = text.slice(STORE_DIR.length + 1)
     text = text.split('/')[0] ?? ''
     if (text === '') return []
     const hashPart = text.slice(0, 32)
-    if (isValidHashPart(hashPart) && (text.length === 32 || text[32] === '-')) return this.sql.byHashPrefix(hashPart, 1)
-    const byHash = NIX32_PREFIX.test(text) ? this.sql.byHashPrefix(text, MAX_LISTED) : []
-    const byName = this.sql.byName(text, MAX_LISTED)
+    if (isValidHashPart(hashPart) && (text.length === 32 || text[32] === '-')) return await this.sql.byHashPrefix(hashPart, 1)
+    const byHash = NIX32_PREFIX.test(text) ? await this.sql.byHashPrefix(text, MAX_LISTED) : []
+    const byName = await this.sql.byName(text, MAX_LISTED)
     const seen = new Set(byHash.map(h => h.hashPart))
     return [...byHash, ...byName.filter(h => !seen.has(h.hashPart))].slice(0, MAX_LISTED)
   }
 
   /** Everything about one path; its signatures checked against `trusted`. */
-  path (hashPart: string, trusted: TrustedKeys): PathDetails | undefined {
-    const row = this.sql.summary(hashPart)
+  async path (hashPart: string, trusted: TrustedKeys): Promise<PathDetails | undefined> {
+    const row = await this.sql.summary(hashPart)
     if (row === undefined) return undefined
     const info = parseNarInfo(row.narinfo)
     const { verifiedBy } = trusted.check(fingerprintNarInfo(info), info.sigs)
-    const referrers = this.sql.referrers(hashPart, MAX_LISTED + 1)
+    const referrers = await this.sql.referrers(hashPart, MAX_LISTED + 1)
     return {
       hashPart,
       storePath: row.storePath,
@@ -134,11 +133,11 @@ export class Browse {
         const keyName = signatureKeyName(text) ?? ''
         return { keyName, trusted: verifiedBy.includes(keyName), text }
       }),
-      references: this.sql.references(hashPart).map(r => ({ ...r, hashPart: r.baseName.slice(0, 32) })),
+      references: (await this.sql.references(hashPart)).map(r => ({ ...r, hashPart: r.baseName.slice(0, 32) })),
       referrers: referrers.slice(0, MAX_LISTED),
       referrersTruncated: referrers.length > MAX_LISTED,
-      provenance: this.provenance.ofPath(hashPart),
-      pin: this.sql.pin(hashPart)
+      provenance: await this.provenance.ofPath(hashPart),
+      pin: await this.sql.pin(hashPart)
     }
   }
 }

@@ -18,7 +18,7 @@
  * exports must not run into one bucket at once.
  */
 import { createReadStream } from 'node:fs'
-import type { Metadata } from '../db/metadata.js'
+import type { MetadataStore } from '../db/metadata-store.js'
 import { auxFilePath, CACHE_INFO_FILE, cacheInfoText, CONTENT_TYPE, narinfoFile } from '../nix/binary-cache-files.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import type { BlobStore } from '../storage/blob-store.js'
@@ -59,7 +59,7 @@ const DEFAULT_JOBS = 4
 const SMALL_JOBS = 8
 const PAGE = 500
 
-export async function exportToBucket (source: { metadata: Metadata, blobs: BlobStore }, bucket: S3Objects,
+export async function exportToBucket (source: { metadata: MetadataStore, blobs: BlobStore }, bucket: S3Objects,
   options: ExportOptions): Promise<ExportResult> {
   const { metadata, blobs } = source
   const counts = (): ExportCounts => ({ uploaded: 0, present: 0, bytesUploaded: 0 })
@@ -97,7 +97,7 @@ export async function exportToBucket (source: { metadata: Metadata, blobs: BlobS
   // is held in memory only as names.
   const paths = new Map<string, PathEntry>()
   for (let after = 0; ;) {
-    const page = metadata.narinfosPage(after, PAGE)
+    const page = await metadata.narinfos.page(after, PAGE)
     if (page.length === 0) break
     for (const row of page) {
       paths.set(row.hashPart, { storePath: row.storePath, narFileId: row.narFileId, narName: parseNarInfo(row.narinfo).url, references: row.references })
@@ -111,7 +111,7 @@ export async function exportToBucket (source: { metadata: Metadata, blobs: BlobS
     let sent = narsSent.get(entry.narFileId)
     if (sent === undefined) {
       sent = narJobs(async () => {
-        const row = metadata.narFileById(entry.narFileId)
+        const row = await metadata.narFiles.getById(entry.narFileId)
         if (row === undefined) return `its NAR file row ${entry.narFileId} is gone`
         if (existing.get(entry.narName) === row.fileSize) {
           result.nars.present++
@@ -156,7 +156,7 @@ export async function exportToBucket (source: { metadata: Metadata, blobs: BlobS
         return false
       }
       await smallJobs(async () => {
-        const text = metadata.narinfoText(hashPart)
+        const text = await metadata.narinfos.text(hashPart)
         if (text === undefined) throw new Error(`narinfo ${hashPart} disappeared while exporting (a gc running?)`)
         const name = narinfoFile(hashPart)
         await write(name, Buffer.byteLength(text), result.narinfos,
@@ -180,7 +180,7 @@ export async function exportToBucket (source: { metadata: Metadata, blobs: BlobS
   // Build logs, listings, realisations, debuginfo links: files no narinfo depends on.
   const aux: Array<Promise<void>> = []
   for (let after = 0; ;) {
-    const page = metadata.auxFilesPage(after, PAGE)
+    const page = await metadata.aux.page(after, PAGE)
     if (page.length === 0) break
     for (const entry of page) {
       const name = auxFilePath(entry.kind, entry.name)
@@ -189,7 +189,7 @@ export async function exportToBucket (source: { metadata: Metadata, blobs: BlobS
           result.otherFiles.present++
           return
         }
-        const file = metadata.auxFile(entry.kind, entry.name)
+        const file = await metadata.aux.get(entry.kind, entry.name)
         if (file === undefined) return
         await write(name, file.body.length, result.otherFiles,
           async () => await bucket.put(name, file.body, { contentType: file.contentType, contentEncoding: file.contentEncoding }))

@@ -16,7 +16,7 @@
  */
 import { lstatSync, readdirSync, readFileSync, rmSync, type Stats } from 'node:fs'
 import path from 'node:path'
-import type { Metadata, NarFileRow, StoredNarinfo } from '../db/metadata.js'
+import type { MetadataStore, NarFileRow, StoredNarinfo } from '../db/metadata-store.js'
 import { narUrl } from '../nix/nar-url.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
@@ -25,7 +25,6 @@ import type { BlobStore } from '../storage/blob-store.js'
 import { LAYOUT_VERSION, type Layout } from '../storage/layout.js'
 import { measureStoredNar } from '../storage/nar-ingest.js'
 import { removeNarFiles, removeNarinfos, removeUnrecordedNarFile, type Removal } from './remove-paths.js'
-import type { ReferenceSource } from './pull-through.js'
 
 export type ProblemKind =
   /** A narinfo whose nar_files row is gone (the foreign key forbids it; a hand edit may not). */
@@ -89,10 +88,10 @@ export interface FsckReport {
 
 export interface CacheParts {
   layout: Layout
-  metadata: Metadata
+  metadata: MetadataStore
   blobs: BlobStore
-  /** References held elsewhere count as present (narinfos pulled from upstreams, db/upstream-records.ts). */
-  elsewhere?: ReferenceSource
+  /** References held by narinfos pulled from upstreams count as present (upstream caches configured). */
+  upstreamReferences?: boolean
 }
 
 /** The default grace period: an hour, far longer than any upload's rename-to-row moment. */
@@ -107,10 +106,10 @@ export async function checkCache (cache: CacheParts, options: FsckOptions): Prom
   checkLayoutVersion(cache.layout)
   const now = options.now ?? Date.now()
   const problems: Problem[] = []
-  const narinfos = checkNarinfos(cache.metadata, problems, cache.elsewhere)
+  const narinfos = await checkNarinfos(cache.metadata, problems, cache.upstreamReferences ?? false)
   const files = await checkNarFiles(cache, options, problems)
   const inFlight: string[] = []
-  checkNarDir(cache, now - options.graceMs, problems, inFlight)
+  await checkNarDir(cache, now - options.graceMs, problems, inFlight)
   checkTmpDir(cache.layout, now - options.graceMs, problems, inFlight)
   return {
     problems,
@@ -134,17 +133,17 @@ function checkLayoutVersion (layout: Layout): void {
 }
 
 /** The narinfo rows: each names an existing NAR file, agrees with it, and has its references. */
-function checkNarinfos (metadata: Metadata, problems: Problem[], elsewhere: ReferenceSource | undefined): number {
-  for (const n of metadata.narinfosWithoutNarFile()) {
+async function checkNarinfos (metadata: MetadataStore, problems: Problem[], upstreamReferences: boolean): Promise<number> {
+  for (const n of await metadata.narinfos.withoutLiveNarFile()) {
     problems.push({
       kind: 'narinfo-without-nar-file',
       subject: n.storePath,
-      reason: `its NAR file (nar_files row ${n.narFileId}) is not recorded`,
+      reason: `its NAR file (nar_files row ${n.narFileId}) is not recorded as live`,
       fix: { action: 'remove-narinfo', hashPart: n.hashPart }
     })
   }
-  for (const r of metadata.missingReferences()) {
-    if (elsewhere?.holds(r.refBaseName.slice(0, 32), `${STORE_DIR}/${r.refBaseName}`) === true) continue
+  for (const r of await metadata.narinfos.missingReferences()) {
+    if (upstreamReferences && await metadata.upstreamRecords.holds(r.refBaseName.slice(0, 32), `${STORE_DIR}/${r.refBaseName}`)) continue
     problems.push({
       kind: 'missing-reference',
       subject: r.storePath,
@@ -153,11 +152,11 @@ function checkNarinfos (metadata: Metadata, problems: Problem[], elsewhere: Refe
     })
   }
   let count = 0
-  for (let page = metadata.narinfosPage(0, PAGE); page.length > 0; page = metadata.narinfosPage(page[page.length - 1]?.id ?? 0, PAGE)) {
+  for (let page = await metadata.narinfos.page(0, PAGE); page.length > 0; page = await metadata.narinfos.page(page[page.length - 1]?.id ?? 0, PAGE)) {
     for (const row of page) {
       count++
-      const nar = metadata.narFileById(row.narFileId)
-      if (nar === undefined) continue // reported above
+      const nar = await metadata.narFiles.getById(row.narFileId)
+      if (nar?.state !== 'live') continue // reported above
       const disagreements = narinfoDisagreements(row, nar)
       if (disagreements.length > 0) {
         problems.push({
@@ -210,33 +209,35 @@ function lstatOrUndefined (file: string): Stats | undefined {
   }
 }
 
-function namedBy (metadata: Metadata, narFileId: number): string {
-  const names = metadata.narinfosNaming([narFileId]).map(n => n.storePath)
+async function namedBy (metadata: MetadataStore, narFileId: number): Promise<string> {
+  const names = (await metadata.narinfos.naming([narFileId])).map(n => n.storePath)
   return names.length === 0 ? 'named by no narinfo' : `named by ${names.join(', ')}`
 }
 
 /** The nar_files rows: each file is on disk with its recorded size (and, verified, its content). */
 async function checkNarFiles (cache: CacheParts, options: FsckOptions, problems: Problem[]): Promise<{ count: number, bytes: number }> {
   const { metadata, blobs } = cache
-  const totals = metadata.narFileTotals()
+  const totals = await metadata.narFiles.totals()
   const progress: FsckProgress = { files: 0, totalFiles: totals.files, bytes: 0, totalBytes: totals.bytes }
   let count = 0
   let bytes = 0
-  for (let page = metadata.narFilesPage(0, PAGE); page.length > 0; page = metadata.narFilesPage(page[page.length - 1]?.id ?? 0, PAGE)) {
+  for (let page = await metadata.narFiles.page(0, PAGE); page.length > 0; page = await metadata.narFiles.page(page[page.length - 1]?.id ?? 0, PAGE)) {
     for (const row of page) {
+      // A pending file is an upload in flight; a deleting one, a removal gc finishes.
+      if (row.state !== 'live') continue
       count++
       const file = blobs.narPath(row.fileHash)
-      const problem = (kind: ProblemKind, reason: string): void => {
-        problems.push({ kind, subject: file, reason: `${reason} (${namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
+      const problem = async (kind: ProblemKind, reason: string): Promise<void> => {
+        problems.push({ kind, subject: file, reason: `${reason} (${await namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
       }
       const stats = lstatOrUndefined(file)
-      if (stats === undefined) { problem('nar-file-missing', 'the file is missing'); continue }
-      if (!stats.isFile()) { problem('nar-file-missing', 'it is not a regular file'); continue }
+      if (stats === undefined) { await problem('nar-file-missing', 'the file is missing'); continue }
+      if (!stats.isFile()) { await problem('nar-file-missing', 'it is not a regular file'); continue }
       bytes += stats.size
-      if (stats.size !== row.fileSize) { problem('nar-file-size', `the file has ${stats.size} bytes, ${row.fileSize} recorded`); continue }
+      if (stats.size !== row.fileSize) { await problem('nar-file-size', `the file has ${stats.size} bytes, ${row.fileSize} recorded`); continue }
       if (!options.verifyContent) continue
       const wrong = await contentDisagreements(file, row)
-      if (wrong.length > 0) problem('nar-file-content', wrong.join('; '))
+      if (wrong.length > 0) await problem('nar-file-content', wrong.join('; '))
       progress.files++
       progress.bytes += row.fileSize
       options.onProgress?.({ ...progress })
@@ -274,7 +275,7 @@ function readDirIfPresent (dir: string): string[] {
 }
 
 /** What lives in store/nar besides the files of rows: store/nar/<2 chars>/<52-char file hash>. */
-function checkNarDir (cache: CacheParts, youngSince: number, problems: Problem[], inFlight: string[]): void {
+async function checkNarDir (cache: CacheParts, youngSince: number, problems: Problem[], inFlight: string[]): Promise<void> {
   const { narDir } = cache.layout
   const stray = (file: string, stats: Stats, reason: string): void => {
     problems.push(stats.isDirectory()
@@ -297,7 +298,7 @@ function checkNarDir (cache: CacheParts, youngSince: number, problems: Problem[]
         stray(file, stats, 'not named by a NAR file hash (52 nix32 characters)')
       } else if (!name.startsWith(shard)) {
         stray(file, stats, `misplaced: a NAR file with this name belongs in store/nar/${name.slice(0, 2)}/`)
-      } else if (cache.metadata.narFile(name) !== undefined) {
+      } else if (await cache.metadata.narFiles.get(name) !== undefined) {
         // Recorded: checked with its row.
       } else if (stats.isDirectory()) {
         stray(file, stats, 'a directory with a NAR file name')
@@ -348,9 +349,8 @@ export interface RepairResult {
  * Applies the fixes of `problems`. With dryRun, reports what a real run would remove and changes
  * nothing.
  */
-export function repairCache (cache: CacheParts, problems: Problem[], options: { dryRun?: boolean } = {}): RepairResult {
+export async function repairCache (cache: CacheParts, problems: Problem[], options: { dryRun?: boolean } = {}): Promise<RepairResult> {
   const dryRun = options.dryRun ?? false
-  const { metadata, blobs } = cache
   const hashParts: string[] = []
   const narFileIds: number[] = []
   const deletedFiles: string[] = []
@@ -360,13 +360,13 @@ export function repairCache (cache: CacheParts, problems: Problem[], options: { 
     if (fix.action === 'remove-nar-file') narFileIds.push(fix.narFileId)
   }
   // Files first, then narinfos: a dry run's transactions roll back, so each must plan on its own.
-  const byFile = removeNarFiles(metadata, blobs, narFileIds, { dryRun })
-  const byNarinfo = removeNarinfos(metadata, blobs, hashParts, { dryRun })
+  const byFile = await removeNarFiles(cache, narFileIds, { dryRun })
+  const byNarinfo = await removeNarinfos(cache, hashParts, { dryRun })
   for (const problem of problems) {
     const { fix } = problem
     if (fix.action === 'remove-unrecorded-nar-file') {
       // False when an upload recorded the file meanwhile: then it is no longer a problem.
-      if (removeUnrecordedNarFile(metadata, blobs, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
+      if (await removeUnrecordedNarFile(cache, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
     } else if (fix.action === 'delete') {
       if (!dryRun) rmSync(fix.file, { force: true, recursive: true })
       deletedFiles.push(fix.file)

@@ -16,7 +16,7 @@
  * A pinned path counts as used at infinity, which keeps its whole closure. The few paths the
  * ordering cannot reach (a reference cycle, which Nix does not produce) are kept.
  */
-import type { GcSnapshot } from '../db/retention.js'
+import type { GcSnapshot } from '../db/metadata-store.js'
 
 export interface GcPolicy {
   /** Evict least recently used paths until NAR files take at most this many bytes. */

@@ -26,7 +26,7 @@ try {
     const report = await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping })
     result = { ok: true, fields: gcLogFields(report) }
   } finally {
-    cache.close()
+    await cache.close()
   }
 } catch (err) {
   result = { ok: false, error: err instanceof Error ? err.stack ?? err.message : String(err) }

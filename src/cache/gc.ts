@@ -10,20 +10,18 @@
  *      the removal shared with fsck), so readers and uploads wait for a batch, never for a run.
  *
  * The cache keeps serving while a run goes on, maybe in another process, so each batch checks,
- * inside its transaction, that what it removes is still what was planned: a path that was used
- * or pinned since the snapshot, or that gained a referrer not in the plan, is kept (counted as
- * `kept`). A dry run reports the plan and changes nothing.
+ * inside its transaction (the store asks `stillWanted` below), that what it removes is still what
+ * was planned: a path that was used or pinned since the snapshot, or that gained a referrer not
+ * in the plan, is kept (counted as `kept`). A dry run reports the plan and changes nothing.
  */
-import type { Metadata, NarFileRow } from '../db/metadata.js'
-import type { Retention } from '../db/retention.js'
+import type { ClosureRow, MetadataStore, NarFileRow } from '../db/metadata-store.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import { planGc, type GcPolicy, type PlannedEviction } from './gc-plan.js'
 import { removeNarinfos, removeUnnamedNarFiles } from './remove-paths.js'
 
 export interface GcCache {
-  metadata: Metadata
+  metadata: MetadataStore
   blobs: BlobStore
-  retention: Retention
 }
 
 export interface GcOptions extends GcPolicy {
@@ -35,7 +33,7 @@ export interface GcOptions extends GcPolicy {
   batchSize?: number
   now?: number
   /** Asked between batches; true ends the run early (the server is shutting down). */
-  shouldStop?: () => boolean
+  shouldStop?: () => boolean | Promise<boolean>
 }
 
 export interface GcReport {
@@ -64,23 +62,24 @@ const yieldToEventLoop = async (): Promise<void> => { await new Promise(resolve 
 
 /**
  * True when removing `eviction` now removes exactly planned paths, none of them pinned and none
- * used since the snapshot. Runs inside the batch's write transaction.
+ * used since the snapshot. Asked by the store inside the batch's removal.
  */
-function stillAsPlanned (retention: Retention, eviction: PlannedEviction, planned: Map<number, PlannedEviction>, now: number): boolean {
-  return retention.referrerClosure([eviction.hashPart], now).every(row => {
+function stillAsPlanned (closure: ClosureRow[], planned: Map<number, PlannedEviction>): boolean {
+  return closure.every(row => {
     const plan = planned.get(row.id)
     return plan !== undefined && row.pinned === 0 && row.lastUse <= plan.lastUse
   })
 }
 
 export async function collectGarbage (cache: GcCache, options: GcOptions): Promise<GcReport> {
-  const { metadata, blobs, retention } = cache
+  const { metadata } = cache
+  const retention = metadata.retention
   const dryRun = options.dryRun ?? false
   const startedAt = options.now ?? Date.now()
-  const expiredPins = dryRun ? 0 : retention.deleteExpiredPins(startedAt)
-  const unnamed = removeUnnamedNarFiles(metadata, blobs, startedAt - options.unnamedNarGrace, { dryRun })
+  const expiredPins = dryRun ? 0 : await retention.deleteExpiredPins(startedAt)
+  const unnamed = await removeUnnamedNarFiles(cache, startedAt - options.unnamedNarGrace, { dryRun, now: startedAt })
 
-  const snapshot = retention.gcSnapshot(startedAt)
+  const snapshot = await retention.snapshot(startedAt)
   if (dryRun) {
     const gone = new Set(unnamed.narFiles.map(f => f.id))
     snapshot.narFiles = snapshot.narFiles.filter(f => !gone.has(f.id))
@@ -88,29 +87,34 @@ export async function collectGarbage (cache: GcCache, options: GcOptions): Promi
   const plan = planGc(snapshot, options, startedAt)
 
   let storePaths: string[]
-  let narFiles: NarFileRow[] = []
+  const narFiles: NarFileRow[] = []
   let kept = 0
   if (dryRun) {
-    const paths = retention.storePathsOf(plan.evict.map(e => e.id))
+    const paths = await retention.storePathsOf(plan.evict.map(e => e.id))
     storePaths = plan.evict.map(e => paths.get(e.id) ?? e.hashPart)
-    narFiles = plan.narFileIds.map(id => metadata.narFileById(id)).filter((f): f is NarFileRow => f !== undefined)
+    for (const id of plan.narFileIds) {
+      const row = await metadata.narFiles.getById(id)
+      if (row !== undefined) narFiles.push(row)
+    }
   } else {
     storePaths = []
     const planned = new Map(plan.evict.map(e => [e.id, e]))
     const batchSize = options.batchSize ?? 100
     for (let start = 0; start < plan.evict.length; start += batchSize) {
-      if (options.shouldStop?.() === true) break
-      const batch = plan.evict.slice(start, start + batchSize)
-      const removal = metadata.transaction(() => {
-        const now = Date.now()
-        const go = batch.filter(e => planned.has(e.id) && stillAsPlanned(retention, e, planned, now))
-        const going = new Set(go)
-        // A path kept now is no longer planned, so its references (which removing would take it
+      if (await options.shouldStop?.() === true) break
+      const batch = new Map(plan.evict.slice(start, start + batchSize).map(e => [e.hashPart, e]))
+      const removal = await removeNarinfos(cache, [...batch.keys()], {
+        now: Date.now(),
+        // A path kept is no longer planned, so its references (which removing would take it
         // along with) fail the check in turn and stay too.
-        for (const e of batch) if (!going.has(e)) planned.delete(e.id)
-        return removeNarinfos(metadata, blobs, go.map(e => e.hashPart))
+        stillWanted: (hashPart, closure) => {
+          const eviction = batch.get(hashPart)
+          const go = eviction !== undefined && planned.has(eviction.id) && stillAsPlanned(closure, planned)
+          if (!go && eviction !== undefined) planned.delete(eviction.id)
+          return go
+        }
       })
-      kept += batch.length - removal.storePaths.length
+      kept += removal.kept.length
       storePaths.push(...removal.storePaths)
       narFiles.push(...removal.narFiles)
       await yieldToEventLoop()
@@ -118,7 +122,7 @@ export async function collectGarbage (cache: GcCache, options: GcOptions): Promi
   }
 
   const bytes = unnamed.bytes + narFiles.reduce((sum, f) => sum + f.fileSize, 0)
-  const remainingBytes = dryRun ? plan.remainingBytes : retention.totalNarBytes()
+  const remainingBytes = dryRun ? plan.remainingBytes : await retention.totalNarBytes()
   const report: GcReport = {
     dryRun,
     expiredPins,
@@ -134,7 +138,7 @@ export async function collectGarbage (cache: GcCache, options: GcOptions): Promi
     finishedAt: Date.now()
   }
   if (!dryRun) {
-    retention.recordGcRun({
+    await retention.recordGcRun({
       startedAt,
       finishedAt: report.finishedAt,
       trigger: options.trigger,

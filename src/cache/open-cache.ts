@@ -1,8 +1,8 @@
 /**
  * Opens a cache's data folder, the one way every command and the server do it:
  *
- *   openDataDir  the database (created and migrated) with Metadata, Retention and the BlobStore
- *                wired on its connection; nothing else on disk changes (fsck, gc, pin, token, migrate)
+ *   openDataDir  the metadata store (the SQLite file, created and migrated) and the BlobStore;
+ *                nothing else on disk changes (fsck, gc, pin, token, migrate)
  *   openCache    that, plus the NAR store's folders and layout version, the trusted uploader
  *                keys, provenance, the audit log and the pages' reads: what a serving process
  *                needs (`narwhal serve`, its workers, the tests)
@@ -14,9 +14,8 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
 import { ConfigError } from '../config/config.js'
-import { migrate, openDatabase, type Db } from '../db/database.js'
-import { Metadata } from '../db/metadata.js'
-import { Retention } from '../db/retention.js'
+import type { MetadataStore } from '../db/metadata-store.js'
+import { openSqliteMetadataStore } from '../db/sqlite/store.js'
 import { AuditLog } from './audit-log.js'
 import { Browse } from './browse.js'
 import { Provenance } from './provenance.js'
@@ -27,14 +26,12 @@ import { layoutFor, type Layout } from '../storage/layout.js'
 
 export interface DataDir {
   layout: Layout
-  db: Db
-  metadata: Metadata
-  retention: Retention
+  metadata: MetadataStore
   blobs: BlobStore
   /** True when this call created the database, i.e. the first start on this data folder. */
   created: boolean
-  /** Closes the database connection. */
-  close: () => void
+  /** Closes the metadata store. */
+  close: () => Promise<void>
 }
 
 export interface OpenCache extends DataDir {
@@ -66,9 +63,8 @@ export function openDataDir (dataDir: string): DataDir {
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
-  const db = openDatabase(layout.database)
-  migrate(db)
-  return { layout, db, metadata: new Metadata(db), retention: new Retention(db), blobs: new BlobStore(layout), created, close: () => db.close() }
+  const metadata = openSqliteMetadataStore(layout.database)
+  return { layout, metadata, blobs: new BlobStore(layout), created, close: async () => await metadata.close() }
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {
@@ -77,8 +73,8 @@ export function openCache (config: Readonly<Config>): OpenCache {
   return {
     ...opened,
     trustedKeys: loadTrustedKeys(config, opened.layout),
-    provenance: new Provenance(opened.db),
-    audit: new AuditLog(opened.db, { maxEntries: config.audit.maxEntries }),
-    browse: new Browse(opened.db)
+    provenance: new Provenance(opened.metadata),
+    audit: new AuditLog(opened.metadata.audit, { maxEntries: config.audit.maxEntries }),
+    browse: new Browse(opened.metadata)
   }
 }

@@ -2,11 +2,10 @@
  * Provenance: for every narinfo write that changed the cache, who made it (the push token's id
  * and name, the client's address), which trusted keys made it acceptable (the names of those
  * whose signatures verified), when, and for a path pulled through from an upstream cache, which
- * upstream. Recorded by acceptNarinfo in the narinfo's own write transaction, so a path is never
- * served without it; removed with the path (the rows cascade with their narinfo).
+ * upstream. The metadata store writes it with the narinfo itself (NarinfoStore.insert and
+ * mergeSignatures), so a path is never served without it; it goes with the path.
  */
-import type { Db } from '../db/database.js'
-import { ProvenanceSql, type ProvenanceRow } from '../db/provenance.js'
+import type { MetadataStore, ProvenanceEntry, ProvenanceRow } from '../db/metadata-store.js'
 
 export type { ProvenanceRow }
 
@@ -21,33 +20,31 @@ export interface WriteOrigin {
 }
 
 export class Provenance {
-  private readonly sql: ProvenanceSql
+  private readonly metadata: MetadataStore
 
-  constructor (db: Db) {
-    this.sql = new ProvenanceSql(db)
+  constructor (metadata: MetadataStore) {
+    this.metadata = metadata
   }
 
-  /** Call inside the transaction that created the narinfo or merged its signatures. */
-  record (hashPart: string, outcome: 'created' | 'merged', origin: WriteOrigin, keyNames: string[], now = Date.now()): void {
-    this.sql.insert({
-      hashPart,
+  /** What the store records with a write from `origin` that the keys `keyNames` made acceptable. */
+  entry (origin: WriteOrigin, keyNames: string[], now = Date.now()): ProvenanceEntry {
+    return {
       acceptedAt: now,
-      outcome,
       tokenId: origin.tokenId,
       tokenName: origin.tokenName,
       keyNames: [...new Set(keyNames)].sort(),
       clientAddress: origin.clientAddress,
       upstream: origin.upstream ?? null
-    })
+    }
   }
 
   /** Every recorded write of a path, oldest first; empty when the path is not in the cache. */
-  ofPath (hashPart: string): ProvenanceRow[] {
-    return this.sql.ofPath(hashPart)
+  async ofPath (hashPart: string): Promise<ProvenanceRow[]> {
+    return await this.metadata.provenance.ofPath(hashPart)
   }
 
   /** Paths created since `since` (unix ms) and still in the cache. */
-  createdSince (since: number): number {
-    return this.sql.createdSince(since)
+  async createdSince (since: number): Promise<number> {
+    return await this.metadata.provenance.createdSince(since)
   }
 }

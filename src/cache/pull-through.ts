@@ -8,11 +8,6 @@ import type { Registry } from 'prom-client'
 import type { UpstreamStatus } from './browse.js'
 
 /** Where a reference may be held besides the cache's own narinfos (write rule 5, accept-narinfo.ts). */
-export interface ReferenceSource {
-  /** Whether a verified narinfo for exactly this store path can be served from elsewhere. */
-  holds: (hashPart: string, storePath: string) => boolean
-}
-
 /** The part of a pino logger used here (Fastify's request.log is one). */
 export interface PullLog {
   info: (obj: object, msg: string) => void
@@ -31,16 +26,16 @@ export type PulledNar =
    */
   | { kind: 'streaming', fileSize: number, sendTo: (response: ServerResponse) => Promise<void> }
 
-export interface PullThrough extends ReferenceSource {
+export interface PullThrough {
   /**
-   * The narinfo of a path pulled before and still served, without asking anyone (for the fast
-   * read path, server/fast-reads.ts); undefined otherwise.
+   * The narinfo of a path pulled before and still served, without asking anyone or waiting (for
+   * the fast read path, server/fast-reads.ts); undefined otherwise, or when only waiting could tell.
    */
   pulledNarinfo: (hashPart: string) => Buffer | undefined
   /** The narinfo for a path the cache does not hold, from an upstream; undefined when none has one it can verify. */
   narinfo: (hashPart: string, log: PullLog) => Promise<Buffer | undefined>
   /** The size of a NAR a served upstream narinfo names, without fetching it (HEAD); undefined when none does. */
-  narFileSize: (fileHash: string) => number | undefined
+  narFileSize: (fileHash: string) => Promise<number | undefined>
   /**
    * A NAR a served upstream narinfo names, fetched once however many ask; undefined when none
    * names it. `stream: false` waits until it is stored. Throws NARWHAL_UPSTREAM_FAILED (or
@@ -49,7 +44,7 @@ export interface PullThrough extends ReferenceSource {
   nar: (fileHash: string, log: PullLog, options: { stream: boolean }) => Promise<PulledNar | undefined>
   /**
    * Before a pushed narinfo's write rules run: asks the upstreams for each of its references the
-   * cache does not hold, so that `holds` knows them. Text that does not parse is left to the rules.
+   * cache does not hold, so that the write rules find them (NarinfoStore.insert). Text that does not parse is left to the rules.
    */
   lookupReferences: (narinfoText: string, log: PullLog) => Promise<void>
   /** Each upstream and how it is doing, for the front page. */

@@ -15,7 +15,7 @@ import { fingerprintNarInfo } from '../nix/fingerprint.js'
 import { formatNarInfo, parseNarInfo, sortedUnique } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { parseStorePath } from '../nix/store-path.js'
-import type { UpstreamRecord } from '../db/upstream-records.js'
+import type { UpstreamRecord } from '../db/metadata-store.js'
 import type { TrustedKeys } from '../signing/keys.js'
 import { signatureKeyName } from '../nix/signature.js'
 

@@ -1,18 +1,20 @@
 /**
  * Removing things from the cache without breaking what stays. Shared by `narwhal fsck --repair`
- * and garbage collection, so both follow the same two rules:
+ * and garbage collection, so both follow the same rules:
  *
  * - A narinfo goes together with every narinfo whose closure contains it (its referrers,
  *   transitively): no served narinfo may name a reference the cache cannot give.
- * - A NAR file goes only when no narinfo names it. Its row is deleted and its file unlinked inside
- *   one SQLite write transaction; an upload records a NAR's row in a write transaction too, so the
- *   two cannot interleave into a row whose file was just unlinked (see BlobStore.commitNar).
+ * - A NAR file goes only when no narinfo names it, in three steps (the reverse of an upload's,
+ *   cache/store-nar.ts): its row is marked 'deleting' (with the narinfos' removal, in one store
+ *   operation), its blob is deleted, then its row is forgotten. An upload of the same NAR waits
+ *   while the row says 'deleting', so it never commits a blob that is about to be deleted. A crash
+ *   between the steps leaves a 'deleting' row, which the next collection finishes.
  *
- * Every function takes `dryRun`: the same statements run, then the transaction is rolled back and
- * no file is touched, so a dry run reports exactly what a real run would remove at that moment.
+ * Every function takes `dryRun`: the store computes the same removal and changes nothing, and no
+ * blob is touched, so a dry run reports exactly what a real run would remove at that moment.
  */
 import { unlinkSync } from 'node:fs'
-import type { Metadata, NarFileRow } from '../db/metadata.js'
+import type { ClosureRow, MetadataStore, NarFileRow } from '../db/metadata-store.js'
 import type { BlobStore } from '../storage/blob-store.js'
 
 export interface Removal {
@@ -26,23 +28,7 @@ export interface Removal {
 
 export interface RemoveOptions { dryRun?: boolean }
 
-/** Thrown inside a transaction to roll a dry run back while carrying its result out. */
-class DryRunRollback {
-  constructor (readonly removal: Removal) {}
-}
-
-function inTransaction (metadata: Metadata, dryRun: boolean, work: () => Removal): Removal {
-  try {
-    return metadata.transaction(() => {
-      const removal = work()
-      if (dryRun) throw new DryRunRollback(removal)
-      return removal
-    })
-  } catch (err) {
-    if (err instanceof DryRunRollback) return err.removal
-    throw err
-  }
-}
+interface Cache { metadata: MetadataStore, blobs: BlobStore }
 
 function unlinkIfPresent (file: string): void {
   try {
@@ -52,73 +38,70 @@ function unlinkIfPresent (file: string): void {
   }
 }
 
-/** Deletes the row and file of each NAR file no narinfo names; call inside a transaction. */
-function removeUnnamed (metadata: Metadata, blobs: BlobStore, rows: NarFileRow[], dryRun: boolean): NarFileRow[] {
-  const removed: NarFileRow[] = []
+/** Steps 2 and 3 for NAR files whose rows say 'deleting'. */
+async function deleteMarked ({ metadata, blobs }: Cache, rows: NarFileRow[]): Promise<void> {
   for (const row of rows) {
-    if (!metadata.deleteNarFileRow(row.id)) continue
-    if (!dryRun) unlinkIfPresent(blobs.narPath(row.fileHash))
-    removed.push(row)
+    unlinkIfPresent(blobs.narPath(row.fileHash))
+    await metadata.narFiles.forget(row.id)
   }
-  return removed
+}
+
+function removal (storePaths: string[], narFiles: NarFileRow[]): Removal {
+  return { storePaths, narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
 }
 
 /**
  * Removes the narinfos named by `hashParts` (hash parts not in the cache are ignored), every
  * narinfo that references them transitively, and the NAR files left unnamed by that.
+ * `stillWanted` (gc) is asked for each hash part, with what removing it would take as it is at
+ * that moment; false keeps it.
  */
-export function removeNarinfos (metadata: Metadata, blobs: BlobStore, hashParts: string[], options: RemoveOptions = {}): Removal {
+export async function removeNarinfos (cache: Cache, hashParts: string[],
+  options: RemoveOptions & { stillWanted?: (hashPart: string, closure: ClosureRow[]) => boolean, now?: number } = {}): Promise<Removal & { kept: string[] }> {
   const dryRun = options.dryRun ?? false
-  return inTransaction(metadata, dryRun, () => removeWithReferrers(metadata, blobs, hashParts, [], dryRun))
+  const outcome = await cache.metadata.narinfos.remove({ hashParts, stillWanted: options.stillWanted, now: options.now }, { dryRun })
+  if (!dryRun) await deleteMarked(cache, outcome.narFiles)
+  return { ...removal(outcome.storePaths, outcome.narFiles), kept: outcome.kept }
 }
 
 /**
- * Removes NAR files that cannot be served (missing, truncated or corrupt on disk): every narinfo
- * naming one of them, with its referrers, then their rows and whatever is left of their files.
- * Without the row, a later upload of the same NAR stores it afresh instead of taking the row for
- * proof that the cache already holds it.
+ * Removes NAR files that cannot be served (missing, truncated or corrupt): every narinfo naming
+ * one of them, with its referrers, then their rows and whatever is left of their blobs. Without
+ * the row, a later upload of the same NAR stores it afresh instead of taking the row for proof
+ * that the cache already holds it.
  */
-export function removeNarFiles (metadata: Metadata, blobs: BlobStore, narFileIds: number[], options: RemoveOptions = {}): Removal {
+export async function removeNarFiles (cache: Cache, narFileIds: number[], options: RemoveOptions = {}): Promise<Removal> {
   const dryRun = options.dryRun ?? false
-  return inTransaction(metadata, dryRun, () => {
-    const namers = metadata.narinfosNaming(narFileIds).map(n => n.hashPart)
-    return removeWithReferrers(metadata, blobs, namers, narFileIds, dryRun)
-  })
+  const outcome = await cache.metadata.narinfos.remove({ hashParts: [], narFileIds }, { dryRun })
+  if (!dryRun) await deleteMarked(cache, outcome.narFiles)
+  return removal(outcome.storePaths, outcome.narFiles)
 }
 
-/** The narinfos with their referrers, then the NAR files left unnamed; call inside a transaction. */
-function removeWithReferrers (metadata: Metadata, blobs: BlobStore, hashParts: string[], narFileIds: number[], dryRun: boolean): Removal {
-  const doomed = metadata.withReferrers(hashParts)
-  for (const n of doomed) metadata.deleteNarinfo(n.hashPart)
-  const fileIds = [...new Set([...narFileIds, ...doomed.map(n => n.narFileId)])]
-  const candidates = fileIds.map(id => metadata.narFileById(id)).filter((row): row is NarFileRow => row !== undefined)
-  const narFiles = removeUnnamed(metadata, blobs, candidates, dryRun)
-  return { storePaths: doomed.map(n => n.storePath), narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
-}
+/** A 'pending' NAR file older than this is an upload a crash interrupted. */
+export const PENDING_GRACE_MS = 60 * 60 * 1000
 
 /**
  * Removes NAR files that no narinfo names and that were recorded before `createdBefore` (unix
- * ms). The grace period matters: Nix uploads a NAR before its narinfo, so a young unnamed NAR is
- * usually an upload in progress.
+ * ms), uploads that crashed before their file went live, and removals a crash interrupted. The
+ * grace period matters: Nix uploads a NAR before its narinfo, so a young unnamed NAR is usually
+ * an upload in progress.
  */
-export function removeUnnamedNarFiles (metadata: Metadata, blobs: BlobStore, createdBefore: number, options: RemoveOptions = {}): Removal {
+export async function removeUnnamedNarFiles (cache: Cache, createdBefore: number, options: RemoveOptions & { now?: number } = {}): Promise<Removal> {
   const dryRun = options.dryRun ?? false
-  return inTransaction(metadata, dryRun, () => {
-    const narFiles = removeUnnamed(metadata, blobs, metadata.unnamedNarFiles(createdBefore), dryRun)
-    return { storePaths: [], narFiles, bytes: narFiles.reduce((sum, f) => sum + f.fileSize, 0) }
-  })
+  const pendingBefore = (options.now ?? Date.now()) - PENDING_GRACE_MS
+  const rows = await cache.metadata.narFiles.markUnnamedDeleting(createdBefore, pendingBefore, { dryRun })
+  if (!dryRun) await deleteMarked(cache, rows)
+  return removal([], rows)
 }
 
 /**
- * Unlinks a file under store/nar/ that has no nar_files row (left by a crash between the file's
- * rename and its row, or put there by hand). Checked and unlinked in one write transaction so an
- * upload recording the same file cannot slip in between. Returns false when a row exists.
+ * Unlinks a file under store/nar/ that has no nar_files row (left by a crash of an earlier
+ * version between a file's rename and its row, or put there by hand). Returns false when a row
+ * exists. fsck asks only about files older than its grace period, far older than an upload's
+ * moment between its claim and its commit.
  */
-export function removeUnrecordedNarFile (metadata: Metadata, blobs: BlobStore, fileHash: string, options: RemoveOptions = {}): boolean {
-  if (options.dryRun ?? false) return metadata.narFile(fileHash) === undefined
-  return metadata.transaction(() => {
-    if (metadata.narFile(fileHash) !== undefined) return false
-    unlinkIfPresent(blobs.narPath(fileHash))
-    return true
-  })
+export async function removeUnrecordedNarFile (cache: Cache, fileHash: string, options: RemoveOptions = {}): Promise<boolean> {
+  if (await cache.metadata.narFiles.get(fileHash) !== undefined) return false
+  if (!(options.dryRun ?? false)) unlinkIfPresent(cache.blobs.narPath(fileHash))
+  return true
 }

@@ -1,24 +1,26 @@
 /**
- * Makes an uploaded NAR file part of the cache, the same way for PUT /nar/<file> and for batch
- * parts: verified while it streams in (storage/nar-ingest.ts), then renamed into place and
- * recorded in one SQLite write transaction.
+ * Makes an uploaded NAR file part of the cache, the same way for PUT /nar/<file>, batch parts and
+ * NARs pulled from upstreams: verified while it streams in (storage/nar-ingest.ts), then stored
+ * by the protocol of NAR file states (db/metadata-store.ts), which needs no transaction around
+ * the database and the blob store:
  *
- * - Rename and row under one write lock: gc deletes an unnamed NAR's row and unlinks its file
- *   under the same lock (cache/remove-paths.ts), so it sees neither or both, and never unlinks a
- *   file just renamed for a re-upload. Two uploads of one NAR at once take turns; the second
- *   finds the first's row (ON CONFLICT DO UPDATE) and renames identical bytes over it.
- * - Every upload of a NAR, new or not, restarts its grace period (nar_files.created_at): Nix
- *   sends the NAR before the narinfo, and a retried push must not lose the NAR between the two.
- * - A crash between rename and commit leaves a file without a row: harmless (the name is the
- *   content's hash) and what `removeUnrecordedNarFile` cleans up.
- * - The row's commit does not wait for the disk (transactionDurableWithNext); the file and its
- *   directory entry are synced before it. A NAR is of use only once its narinfo is accepted, a
- *   commit that waits for the disk and takes the row with it; a power cut before that loses the
- *   row, and the narinfo is refused until the NAR is sent again. Why: one fsync fewer per
- *   uploaded path (BENCHMARKS.md, storeNar of 600 small NARs).
+ *   claim (row 'pending', or already 'live') → commit the blob → mark the row 'live'
+ *
+ * gc and fsck remove a NAR file the other way round (cache/remove-paths.ts): mark the row
+ * 'deleting' → delete the blob → forget the row. A claim of a row being deleted waits for the
+ * removal to finish, so a removal never deletes a blob an upload just committed, and a narinfo
+ * names only a 'live' file.
+ *
+ * - Every upload of a NAR, new or not, restarts its grace period (the claim): Nix sends the NAR
+ *   before the narinfo, and a retried push must not lose the NAR between the two.
+ * - A crash between claim and live leaves a 'pending' row, which gc removes after an hour.
+ * - Neither write waits for the disk; the narinfo's commit, which does, takes them along (one
+ *   fsync fewer per uploaded path, BENCHMARKS.md). A power cut before it loses the row, and the
+ *   narinfo is refused until the NAR is sent again.
  */
 import type { Limits } from '../config/config.js'
-import type { Metadata } from '../db/metadata.js'
+import type { MetadataStore, NarFileFacts, NarFileRow } from '../db/metadata-store.js'
+import { NarwhalError } from '../errors.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import { checkReupload, ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 
@@ -35,24 +37,47 @@ import { checkReupload, ingestNar, type IngestedNar, type IngestOptions } from '
  * harmless. When the row is gone or the file is missing or cut short, the caller stores the
  * upload with storeNar, which re-creates both.
  */
-export async function holdsNar (fileHash: string, cache: { metadata: Metadata, blobs: BlobStore }, now = Date.now()): Promise<boolean> {
+export async function holdsNar (fileHash: string, cache: { metadata: MetadataStore, blobs: BlobStore }, now = Date.now()): Promise<boolean> {
   // A read first: most uploads are of new NARs, which need no write here.
-  if (cache.metadata.narFile(fileHash) === undefined) return false
-  const row = cache.metadata.renewNarFile(fileHash, now)
+  if ((await cache.metadata.narFiles.get(fileHash))?.state !== 'live') return false
+  const row = await cache.metadata.narFiles.renew(fileHash, now)
   return row !== undefined && await cache.blobs.narSize(fileHash) === row.fileSize
 }
 
-export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: BlobStore },
+/** How long a claim waits for a removal of the same NAR file to finish, and how often it asks. */
+const CLAIM_PATIENCE_MS = 3000
+const CLAIM_RETRY_MS = 100
+
+/**
+ * The protocol above, for a verified NAR whose blob `commit` makes visible under its file hash
+ * (committing bytes already there is success). Returns the live row. Throws NARWHAL_BUSY when a
+ * removal of the same file holds it longer than CLAIM_PATIENCE_MS.
+ */
+export async function storeVerifiedNar (metadata: MetadataStore, nar: NarFileFacts, commit: () => void | Promise<void>,
+  now?: number): Promise<NarFileRow> {
+  const giveUpAt = Date.now() + CLAIM_PATIENCE_MS
+  for (;;) {
+    // The time of the claim, not of the request: the grace period counts from the answer.
+    const claim = await metadata.narFiles.claim(nar, now ?? Date.now())
+    if (claim.kind !== 'deleting') {
+      await commit()
+      if (await metadata.narFiles.markLive(claim.row.id)) return { ...claim.row, state: 'live' }
+      // Only a claim left pending for longer than gc's grace for crashed uploads gets here.
+      break
+    }
+    if (Date.now() >= giveUpAt) break
+    await new Promise(resolve => setTimeout(resolve, CLAIM_RETRY_MS))
+  }
+  throw new NarwhalError('NARWHAL_BUSY', `NAR file ${nar.fileHash} is being removed by a collection at this moment; upload it again`)
+}
+
+export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: MetadataStore, blobs: BlobStore },
   options: IngestOptions, now?: number): Promise<IngestedNar> {
   const { nar, temp } = await ingestNar(body, fileHash, cache.blobs, options)
   try {
-    cache.metadata.transactionDurableWithNext(() => {
-      // The time of the commit, not of the request: the grace period counts from the answer.
-      cache.metadata.recordNarFile(nar, now ?? Date.now())
-      cache.blobs.commitNar(temp, nar.fileHash)
-    })
+    await storeVerifiedNar(cache.metadata, nar, () => cache.blobs.commitNar(temp, nar.fileHash), now)
   } finally {
-    // After a successful rename there is nothing left at the temp name; after a failure the
+    // After a successful commit there is nothing left at the temp name; after a failure the
     // verified bytes are dropped and the client's retry uploads them again.
     await temp.discard()
   }
@@ -76,7 +101,7 @@ export interface NarUpload {
  * them: the room is checked before the body is read (ingestNar checks again), so a 507 reaches
  * a client that has not sent its body yet and can retry it whole.
  */
-export async function startNarUpload (fileHash: string, cache: { metadata: Metadata, blobs: BlobStore }, limits: Readonly<Limits>,
+export async function startNarUpload (fileHash: string, cache: { metadata: MetadataStore, blobs: BlobStore }, limits: Readonly<Limits>,
   declaredBytes = 0): Promise<NarUpload> {
   const held = await holdsNar(fileHash, cache)
   if (!held) await cache.blobs.ensureRoom(declaredBytes, limits.freeSpaceReserveBytes)
@@ -99,7 +124,7 @@ export async function startNarUpload (fileHash: string, cache: { metadata: Metad
 }
 
 /** The whole upload when nothing happens between the decision and the body (batch parts). */
-export async function putNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: Metadata, blobs: BlobStore },
+export async function putNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: MetadataStore, blobs: BlobStore },
   limits: Readonly<Limits>): Promise<NarUploadResult> {
   return await (await startNarUpload(fileHash, cache, limits)).receive(body)
 }

@@ -4,22 +4,22 @@
  * The bytes go through exactly what an upload goes through (storage/nar-ingest.ts: they must
  * hash to FileHash, decompress with the detected method and form a well-formed NAR), and then
  * must agree with what the upstream's signed narinfo says: FileSize, Compression, and the NarHash
- * and NarSize the signature covers. Only then, in one write transaction, the NAR file's row is
- * recorded, each narinfo passes the write rules of an upload (cache/accept-narinfo.ts, with the
- * upstream's keys as the trusted ones) and is inserted, and the file is renamed into place. Any
- * failure leaves nothing: the temp file is removed and the transaction rolled back.
+ * and NarSize the signature covers. Only then is it stored as an upload is (cache/store-nar.ts
+ * storeVerifiedNar), and each narinfo passes the write rules of an upload (cache/accept-narinfo.ts,
+ * with the upstream's keys as the trusted ones) and is inserted. A failure before the NAR is
+ * stored leaves nothing; one after leaves the NAR unnamed, for gc to collect.
  *
  * From then on the path is an ordinary one: served by the same routes, collected by gc like the
  * rest (src/cache/gc.ts).
  */
 import { NarwhalError, isNarwhalError } from '../errors.js'
-import type { Metadata } from '../db/metadata.js'
+import type { MetadataStore } from '../db/metadata-store.js'
 import type { TrustedKeys } from '../signing/keys.js'
 import type { BlobStore } from '../storage/blob-store.js'
 import { ingestNar, type IngestedNar, type IngestOptions } from '../storage/nar-ingest.js'
 import { acceptNarinfo } from './accept-narinfo.js'
+import { storeVerifiedNar } from './store-nar.js'
 import type { Provenance } from './provenance.js'
-import type { ReferenceSource } from './pull-through.js'
 
 export interface ExpectedNar {
   fileHash: string
@@ -58,7 +58,7 @@ function checkAgainstNarinfo (nar: IngestedNar, expected: ExpectedNar): void {
  * be the NAR the narinfo describes, before they are on the disk.
  */
 export async function storePulledNar (body: AsyncIterable<Buffer>, expected: ExpectedNar, paths: PulledPath[],
-  cache: { metadata: Metadata, blobs: BlobStore, provenance: Provenance }, elsewhere: ReferenceSource, options: Omit<IngestOptions, 'onVerified'>,
+  cache: { metadata: MetadataStore, blobs: BlobStore, provenance: Provenance }, options: Omit<IngestOptions, 'onVerified'>,
   onVerified: () => void = () => {}): Promise<IngestedNar> {
   const { nar, temp } = await ingestNar(body, expected.fileHash, cache.blobs, {
     ...options,
@@ -68,26 +68,22 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
     }
   })
   try {
-    // Not waiting for the disk (see Metadata.transactionDurableWithNext), neither for the row nor
-    // for the rename: a pulled path lost to a power cut is fetched again when asked for (a row
-    // whose file is missing too: the NAR route asks the pull-through), and an fsync here blocks
-    // the event loop. The file's bytes are synced (ingestNar) before the rename.
-    cache.metadata.transactionDurableWithNext(() => {
-      cache.metadata.recordNarFile(nar)
-      for (const path of paths) {
-        try {
-          const origin = { tokenId: null, tokenName: null, clientAddress: null, upstream: path.upstream }
-          acceptNarinfo(path.narinfo, path.hashPart, cache.metadata, path.keys, { provenance: cache.provenance, origin }, elsewhere)
-        } catch (err) {
-          // Pushed meanwhile with other content: the cache's own narinfo stays, and this one is
-          // not added (its savepoint is rolled back); the NAR may still serve the others.
-          if (!isNarwhalError(err) || err.code !== 'NARWHAL_CONFLICT') throw err
-        }
-      }
-      cache.blobs.commitNar(temp, nar.fileHash, { syncDirectory: false })
-    })
+    // The rename's directory entry is not synced: a pulled path lost to a power cut is fetched
+    // again when asked for (a row whose file is missing too: the NAR route asks the pull-through),
+    // and an fsync here blocks the event loop. The file's bytes are synced (ingestNar) before.
+    await storeVerifiedNar(cache.metadata, nar, () => cache.blobs.commitNar(temp, nar.fileHash, { syncDirectory: false }))
   } finally {
     await temp.discard()
+  }
+  for (const path of paths) {
+    try {
+      const origin = { tokenId: null, tokenName: null, clientAddress: null, upstream: path.upstream }
+      await acceptNarinfo(path.narinfo, path.hashPart, cache.metadata, path.keys, { provenance: cache.provenance, origin }, true)
+    } catch (err) {
+      // Pushed meanwhile with other content: the cache's own narinfo stays, and this one is not
+      // added; the NAR may still serve the others.
+      if (!isNarwhalError(err) || err.code !== 'NARWHAL_CONFLICT') throw err
+    }
   }
   return nar
 }

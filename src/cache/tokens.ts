@@ -3,13 +3,13 @@
  * revoked with `narwhal token …` counts at once, without a restart.
  */
 import { hashToken } from '../auth/tokens.js'
-import type { Metadata, TokenRow } from '../db/metadata.js'
+import type { MetadataStore, TokenRow } from '../db/metadata-store.js'
 
 export type { TokenRow }
 
 /** The token's row when it is known, not revoked and not expired. */
-export function liveToken (metadata: Metadata, token: string, now = Date.now()): TokenRow | undefined {
-  const row = metadata.tokenByHash(hashToken(token))
+export async function liveToken (metadata: MetadataStore, token: string, now = Date.now()): Promise<TokenRow | undefined> {
+  const row = await metadata.tokens.byHash(hashToken(token))
   if (row === undefined || row.revokedAt !== null || (row.expiresAt !== null && row.expiresAt <= now)) return undefined
   return row
 }

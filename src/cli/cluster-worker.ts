@@ -44,7 +44,7 @@ async function runWorker (): Promise<void> {
   const { pullThroughFor, upstreamContext } = await import('./pull-through.js')
   const cache = openCache(config)
   const pullThrough = pullThroughFor(config, cache)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
     { clusterWorker: true })
 
   let closing: Promise<void> | undefined
@@ -52,7 +52,7 @@ async function runWorker (): Promise<void> {
     closing ??= app.close()
       .catch((err: unknown) => { app.log.error({ err }, 'error while closing') })
       .then(async () => { await pullThrough?.close() })
-      .then(() => { cache.db.close() })
+      .then(async () => { await cache.close() })
       // The IPC channel is what keeps a worker alive once its server is closed; without it the
       // process ends by itself.
       .finally(() => { if (process.connected) process.disconnect() })

@@ -50,7 +50,7 @@ interface Slot {
 
 export async function runCluster (config: Readonly<Config>): Promise<number> {
   const log: Logger = pino({ level: config.logLevel })
-  const message = setUpOnce(config, log)
+  const message = await setUpOnce(config, log)
   const stopMetrics = serveClusterMetrics()
   cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] })
   const stopGc = startGcSchedule(config.dataDir, config.gc, log)
@@ -65,17 +65,17 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
 }
 
 /** What happens once per start, before any worker: returns the first start's message, if any. */
-function setUpOnce (config: Readonly<Config>, log: Logger): string | undefined {
+async function setUpOnce (config: Readonly<Config>, log: Logger): Promise<string | undefined> {
   const cache = openCache(config)
   // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
   // later must not, its siblings have uploads in flight there).
   cache.blobs.emptyTmp()
-  const message = firstStart(config, cache)
+  const message = await firstStart(config, cache)
   if (cache.trustedKeys.size === 0) {
     log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
   // The workers open their own connections; the primary has no more use for this one.
-  cache.db.close()
+  await cache.close()
   return message
 }
 

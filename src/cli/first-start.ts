@@ -9,7 +9,7 @@ import os from 'node:os'
 import type { Config } from '../config/config.js'
 import { generateToken, hashToken } from '../auth/tokens.js'
 import { loadTrustedKeys, type OpenCache } from '../cache/open-cache.js'
-import type { Metadata } from '../db/metadata.js'
+import type { MetadataStore } from '../db/metadata-store.js'
 import { generateKeyPair } from '../signing/keys.js'
 import type { Layout } from '../storage/layout.js'
 
@@ -18,7 +18,7 @@ export interface FirstStartResult {
   token: string
 }
 
-export function setUpFirstStart (config: Readonly<Config>, layout: Layout, metadata: Metadata): FirstStartResult {
+export async function setUpFirstStart (config: Readonly<Config>, layout: Layout, metadata: MetadataStore): Promise<FirstStartResult> {
   const result: FirstStartResult = { token: generateToken() }
   if (config.trustedKeys.length === 0) {
     const pair = generateKeyPair(`${os.hostname()}-narwhal-1`)
@@ -28,7 +28,7 @@ export function setUpFirstStart (config: Readonly<Config>, layout: Layout, metad
     writeFileSync(layout.generatedPublicKey, pair.publicKeyText, { mode: 0o644, flag: 'wx' })
     result.generatedPublicKey = pair.publicKeyText
   }
-  metadata.insertToken({ name: 'first-start', scope: 'push', tokenHash: hashToken(result.token), expiresAt: null })
+  await metadata.tokens.insert({ name: 'first-start', scope: 'push', tokenHash: hashToken(result.token), expiresAt: null }, Date.now())
   return result
 }
 
@@ -61,9 +61,9 @@ export function firstStartMessage (config: Readonly<Config>, layout: Layout, res
  * process that owns the start (with several workers, the primary), so the token is made and
  * shown once.
  */
-export function firstStart (config: Readonly<Config>, cache: OpenCache): string | undefined {
+export async function firstStart (config: Readonly<Config>, cache: OpenCache): Promise<string | undefined> {
   if (!cache.created) return undefined
-  const result = setUpFirstStart(config, cache.layout, cache.metadata)
+  const result = await setUpFirstStart(config, cache.layout, cache.metadata)
   cache.trustedKeys = loadTrustedKeys(config, cache.layout)
   const keyTexts = [...config.trustedKeys, ...(result.generatedPublicKey === undefined ? [] : [result.generatedPublicKey])]
   return firstStartMessage(config, cache.layout, result, keyTexts)

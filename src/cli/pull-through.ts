@@ -14,7 +14,6 @@ export function pullThroughFor (config: Readonly<Config>, cache: OpenCache, log?
   if (config.upstreams.length === 0) return undefined
   return new UpstreamPullThrough({
     config,
-    db: cache.db,
     metadata: cache.metadata,
     blobs: cache.blobs,
     provenance: cache.provenance,

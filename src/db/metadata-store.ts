@@ -254,7 +254,7 @@ export interface RemoveOutcome {
   kept: string[]
   /**
    * NAR files no narinfo names any more: now in state 'deleting'. The caller deletes their blobs,
-   * then forgetNarFile. (In a dry run: what would be, states unchanged.)
+   * then forget them. (In a dry run: those that would be, nothing changed.)
    */
   narFiles: NarFileRow[]
 }

@@ -72,12 +72,12 @@ export function buildApp (context: Omit<CacheContext, 'access'>, options: AppOpt
     // memory); writes, refusals and errors are logged at info, every request at debug.
     logController: new LogController({ disableRequestLogging: true })
   })
-  const access = new AccessTracker(context.retention, { onError: err => app.log.warn({ err }, 'could not record read times for gc') })
+  const access = new AccessTracker(context.metadata.retention, { onError: err => app.log.warn({ err }, 'could not record read times for gc') })
   app.decorate('narwhal', { ...context, access })
   // Read times still pending are written before the caller closes the database.
   app.addHook('onClose', async () => {
-    access.close()
-    context.audit.close()
+    await access.close()
+    await context.audit.close()
   })
   // Answer `Expect: 100-continue` only once a route decides to read the body (body.ts acceptBody),
   // so a refused upload gets its final status without being invited to send gigabytes first.

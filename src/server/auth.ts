@@ -33,10 +33,10 @@ function neededScope (request: FastifyRequest, isPrivate: boolean): Scope | unde
  * no token (reads of a public cache) this is only asked when a read budget is set: Nix sends its
  * netrc credentials with every request, so a team's clients can be counted apart even there.
  */
-export function presentedToken (request: FastifyRequest, metadata: CacheContext['metadata']): TokenRow | null {
+export async function presentedToken (request: FastifyRequest, metadata: CacheContext['metadata']): Promise<TokenRow | null> {
   if (request.narwhalToken === undefined) {
     const token = tokenFromAuthorization(request.headers.authorization)
-    request.narwhalToken = token === undefined ? null : liveToken(metadata, token) ?? null
+    request.narwhalToken = token === undefined ? null : await liveToken(metadata, token) ?? null
   }
   return request.narwhalToken
 }
@@ -56,7 +56,7 @@ export function registerAuth (app: FastifyInstance): void {
       throw new NarwhalError('NARWHAL_UNAUTHORIZED', `this request needs a token with ${needed} scope ` +
         '(Authorization: Bearer TOKEN, or TOKEN as the password in a netrc file)')
     }
-    const row = liveToken(app.narwhal.metadata, token)
+    const row = await liveToken(app.narwhal.metadata, token)
     request.narwhalToken = row ?? null
     if (row === undefined) {
       // Counted per address; past rateLimit.failedAuth in a window this throws 429 instead

@@ -8,7 +8,7 @@ import type { UpstreamStatus } from '../cache/browse.js'
 import type { OpenCache } from '../cache/open-cache.js'
 import type { PullThrough } from '../cache/pull-through.js'
 
-export interface CacheContext extends Pick<OpenCache, 'metadata' | 'blobs' | 'trustedKeys' | 'retention' | 'provenance' | 'audit' | 'browse'> {
+export interface CacheContext extends Pick<OpenCache, 'metadata' | 'blobs' | 'trustedKeys' | 'provenance' | 'audit' | 'browse'> {
   config: Readonly<Config>
   /** What a miss asks (upstream caches, src/upstream/); undefined: a miss is a 404. */
   pullThrough?: PullThrough | undefined

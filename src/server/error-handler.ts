@@ -36,6 +36,8 @@ export function registerErrorHandler (app: FastifyInstance): void {
       if (err.code === 'NARWHAL_NOT_FOUND') request.log.debug({ code: err.code, reason: err.message }, 'not found')
       else if (err.code === 'NARWHAL_RATE_LIMITED') request.log.debug({ code: err.code, reason: err.message }, 'throttled')
       else request.log.info({ code: err.code, reason: err.message }, 'request refused')
+      // A collection of the same NAR ends within seconds: a retry then succeeds.
+      if (err.code === 'NARWHAL_BUSY') reply.header('retry-after', '1')
       return reply.code(err.statusCode).send(`${err.code}: ${err.message}\n`)
     }
     const clientStatus = fastifyStatus(err)

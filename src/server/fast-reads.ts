@@ -6,11 +6,12 @@
  * substitutes (four times each, in Nix 2.8) and before it uploads; and most NARs of a closure are
  * small (half of the benchmark closure's are under 200 bytes). Answered by a route, such a read
  * spends more time in Fastify's request and reply objects, routing and hooks than in its answer;
- * answered here, it is a regular expression, the bytes from memory (narinfos: Metadata.narinfoBody;
+ * answered here, it is a regular expression, the bytes from memory (narinfos: NarinfoStore.peekBody;
  * small NARs: the cache below), the metrics counters, and one write. Measured in BENCHMARKS.md
- * (2026-11-30, late evening). Both memories are forgotten whenever Metadata.servedGeneration
- * says something served may have changed: at once for this process's own writes, within a
- * millisecond for other processes' (CROSS_PROCESS_FRESHNESS_MS).
+ * (2026-11-30, late evening). Both memories are forgotten whenever MetadataStore.servedGeneration
+ * says something served may have changed: at once for this process's own writes, within the
+ * store's freshness bound for other processes'. What the store cannot say without waiting goes
+ * on to the route.
  *
  * The answer is the route's (routes/narinfo.ts, routes/nar.ts), to the byte: same status, headers
  * and body, the read noted for gc, the request counted in /metrics under the route's label.
@@ -49,7 +50,9 @@ export function fastReads (app: FastifyInstance, countResponse: CountResponse): 
   const answerNarinfo = (hashPart: string, response: ServerResponse): boolean => {
     let body: Buffer | undefined
     try {
-      body = metadata.narinfoBody(hashPart) ?? app.narwhal.pullThrough?.pulledNarinfo(hashPart)
+      const known = metadata.narinfos.peekBody(hashPart)
+      if (known === undefined) return false
+      body = known ?? app.narwhal.pullThrough?.pulledNarinfo(hashPart)
     } catch {
       // The route asks again and its error handler answers as for any other failure.
       return false
@@ -79,8 +82,8 @@ export function fastReads (app: FastifyInstance, countResponse: CountResponse): 
     // hand is a 404 from the route (which logs it), as it would be without this memory. One
     // stat instead of a lookup, an open, an fstat, a read and a close.
     if (known !== undefined && known !== null && statSync(blobs.narPath(fileHash), { throwIfNoEntry: false })?.size === known.length) return known
-    const row = metadata.narFile(fileHash)
-    if (row === undefined || row.fileSize === 0 || row.fileSize > SMALL_BODY_BYTES) return undefined
+    const row = metadata.narFiles.peekLive(fileHash)
+    if (row === undefined || row === null || row.fileSize === 0 || row.fileSize > SMALL_BODY_BYTES) return undefined
     const file = blobs.openNar(fileHash)
     if (file === undefined) return undefined
     if (file.size !== row.fileSize) {

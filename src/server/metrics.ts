@@ -14,16 +14,19 @@ import { metricsFromPrimary, shareRegistry } from './cluster-metrics.js'
  * With several workers each reads the same rows, so merging takes the largest value (a worker
  * that read a moment later may have seen one more run) instead of adding them up N times.
  */
-function registerGcMetrics (registry: Registry, retention: CacheContext['retention']): void {
-  const fromTotals = (name: string, help: string, pick: (t: ReturnType<CacheContext['retention']['gcTotals']>) => number): void => {
+type Retention = CacheContext['metadata']['retention']
+
+function registerGcMetrics (registry: Registry, retention: Retention): void {
+  const fromTotals = (name: string, help: string, pick: (t: Awaited<ReturnType<Retention['gcTotals']>>) => number): void => {
     registry.registerMetric(new Counter({
       name,
       help,
       registers: [],
       aggregator: 'max',
-      collect () {
+      async collect () {
+        const totals = await retention.gcTotals()
         this.reset()
-        this.inc(pick(retention.gcTotals()))
+        this.inc(pick(totals))
       }
     }))
   }
@@ -36,8 +39,8 @@ function registerGcMetrics (registry: Registry, retention: CacheContext['retenti
     help: 'When the last garbage collection finished (unix seconds; 0 before the first)',
     registers: [],
     aggregator: 'max',
-    collect () {
-      const last = retention.lastGcRun()
+    async collect () {
+      const last = await retention.lastGcRun()
       if (last !== undefined) this.set(last.finishedAt / 1000)
     }
   }))
@@ -46,8 +49,8 @@ function registerGcMetrics (registry: Registry, retention: CacheContext['retenti
     help: 'NAR file bytes the cache held after the last garbage collection',
     registers: [],
     aggregator: 'max',
-    collect () {
-      const last = retention.lastGcRun()
+    async collect () {
+      const last = await retention.lastGcRun()
       if (last !== undefined) this.set(last.remainingBytes)
     }
   }))
@@ -85,7 +88,7 @@ export function registerMetrics (app: FastifyInstance, options: { cluster: boole
   })
   const bytesIn = new Counter({ name: 'narwhal_received_bytes_total', help: 'Request body bytes announced by Content-Length', registers: [registry] })
   const bytesOut = new Counter({ name: 'narwhal_sent_bytes_total', help: 'Response bytes sent (Content-Length)', registers: [registry] })
-  registerGcMetrics(registry, app.narwhal.retention)
+  registerGcMetrics(registry, app.narwhal.metadata.retention)
   app.narwhal.pullThrough?.registerMetrics(registry)
 
   const countResponse: CountResponse = (method, route, status, receivedHeader, sentBytes) => {

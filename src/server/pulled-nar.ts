@@ -14,7 +14,7 @@ import { narHeaders } from './routes/nar.js'
  */
 export async function answerPulledNar (pullThrough: PullThrough, fileHash: string, request: FastifyRequest, reply: FastifyReply): Promise<boolean> {
   if (request.method === 'HEAD') {
-    const size = pullThrough.narFileSize(fileHash)
+    const size = await pullThrough.narFileSize(fileHash)
     if (size === undefined) return false
     await reply.headers(narHeaders(fileHash)).header('content-length', size).send()
     return true

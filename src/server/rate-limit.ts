@@ -47,8 +47,8 @@ const WHAT: Record<Budget, string> = {
   failedAuth: 'requests with an unknown, revoked or expired token'
 }
 
-function clientKey (request: FastifyRequest, app: FastifyInstance): string {
-  const token = presentedToken(request, app.narwhal.metadata)
+async function clientKey (request: FastifyRequest, app: FastifyInstance): Promise<string> {
+  const token = await presentedToken(request, app.narwhal.metadata)
   return token === null ? addressKey(request.ip) : tokenKey(token.id)
 }
 
@@ -75,7 +75,7 @@ export function registerRateLimit (app: FastifyInstance): void {
         max: budgetOf(budget),
         timeWindow: settings.windowSeconds * 1000,
         cache: CLIENTS_REMEMBERED,
-        keyGenerator: budget === 'failedAuth' ? request => addressKey(request.ip) : request => clientKey(request, app)
+        keyGenerator: budget === 'failedAuth' ? request => addressKey(request.ip) : async request => await clientKey(request, app)
       }
       limiters.set(budget, app.createRateLimit(options))
     }

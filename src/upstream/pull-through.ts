@@ -14,9 +14,7 @@
  */
 import type { Registry } from 'prom-client'
 import type { Config } from '../config/config.js'
-import type { Metadata } from '../db/metadata.js'
-import { UpstreamRecords, type UpstreamRecord } from '../db/upstream-records.js'
-import type { Db } from '../db/database.js'
+import type { MetadataStore, UpstreamRecord, UpstreamRecordStore } from '../db/metadata-store.js'
 import { isNarwhalError } from '../errors.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { STORE_DIR, parseStorePathBaseName } from '../nix/store-path.js'
@@ -38,8 +36,7 @@ const BAD_BYTES = new Set(['NARWHAL_NAR_INVALID', 'NARWHAL_NAR_MALFORMED', 'NARW
 
 export interface PullCache {
   config: Readonly<Config>
-  db: Db
-  metadata: Metadata
+  metadata: MetadataStore
   blobs: BlobStore
   provenance: Provenance
   /** For what happens outside any request (narinfos asked ahead of the client). */
@@ -49,7 +46,7 @@ export interface PullCache {
 export class UpstreamPullThrough implements PullThrough {
   readonly #upstreams: Upstream[]
   readonly #cache: PullCache
-  readonly #records: UpstreamRecords
+  readonly #records: UpstreamRecordStore
   readonly #metrics = new UpstreamMetrics()
   readonly #asking = new Map<string, Promise<UpstreamRecord | undefined>>()
   readonly #fetching = new Map<string, NarFetch>()
@@ -60,7 +57,7 @@ export class UpstreamPullThrough implements PullThrough {
 
   constructor (cache: PullCache) {
     this.#cache = cache
-    this.#records = new UpstreamRecords(cache.db)
+    this.#records = cache.metadata.upstreamRecords
     this.#upstreams = cache.config.upstreams.map((u, i) => new Upstream(u, i))
     this.#quiet = cache.log
   }
@@ -69,19 +66,15 @@ export class UpstreamPullThrough implements PullThrough {
     return this.#upstreams.map(u => u.url)
   }
 
-  holds (hashPart: string, storePath: string): boolean {
-    return this.#records.holds(hashPart, storePath)
-  }
-
   pulledNarinfo (hashPart: string): Buffer | undefined {
-    const record = this.#records.get(hashPart)
-    if (record === undefined || record.refusedAt !== null) return undefined
+    const record = this.#records.peek(hashPart)
+    if (record === undefined || record === null || record.refusedAt !== null) return undefined
     this.#prefetchReferences(record.references, undefined)
     return Buffer.from(record.narinfo, 'utf8')
   }
 
   async narinfo (hashPart: string, log: PullLog): Promise<Buffer | undefined> {
-    const record = this.#records.get(hashPart)
+    const record = await this.#records.get(hashPart)
     // Refused: its NAR did not verify; it stays unserved (and is not asked for again).
     if (record !== undefined) {
       if (record.refusedAt !== null) return undefined
@@ -106,9 +99,13 @@ export class UpstreamPullThrough implements PullThrough {
       if (this.#prefetched.has(hashPart)) continue
       if (this.#prefetched.size >= MAX_PREFETCHED) this.#prefetched.clear()
       this.#prefetched.add(hashPart)
-      if (this.#cache.metadata.hasNarinfo(hashPart) || this.#records.get(hashPart) !== undefined) continue
-      this.#askOnce(hashPart, log ?? this.#quiet).catch(() => {})
+      this.#prefetch(hashPart, log ?? this.#quiet).catch(() => {})
     }
+  }
+
+  async #prefetch (hashPart: string, log: PullLog): Promise<void> {
+    if (await this.#cache.metadata.narinfos.has(hashPart) || await this.#records.get(hashPart) !== undefined) return
+    await this.#askOnce(hashPart, log)
   }
 
   /** Asks the upstreams, once for all who want this hash part meanwhile. */
@@ -121,17 +118,17 @@ export class UpstreamPullThrough implements PullThrough {
     return await asking
   }
 
-  narFileSize (fileHash: string): number | undefined {
-    return this.#records.namingFile(fileHash)[0]?.fileSize
+  async narFileSize (fileHash: string): Promise<number | undefined> {
+    return (await this.#records.namingFile(fileHash))[0]?.fileSize
   }
 
   async nar (fileHash: string, log: PullLog, options: { stream: boolean }): Promise<PulledNar | undefined> {
     let fetch = this.#fetching.get(fileHash)
     if (fetch === undefined) {
-      const records = this.#records.namingFile(fileHash)
+      const records = await this.#records.namingFile(fileHash)
       if (records.length === 0) return undefined
       // Stored meanwhile (by another request that finished a moment ago, or another worker).
-      if (this.#cache.metadata.narFile(fileHash) !== undefined && await this.#cache.blobs.narSize(fileHash) !== undefined) return { kind: 'stored' }
+      if ((await this.#cache.metadata.narFiles.get(fileHash))?.state === 'live' && await this.#cache.blobs.narSize(fileHash) !== undefined) return { kind: 'stored' }
       // Checked again after that wait: another request may have started the fetch meanwhile.
       fetch = this.#fetching.get(fileHash) ?? this.#startFetch(fileHash, records, log)
     }
@@ -163,7 +160,7 @@ export class UpstreamPullThrough implements PullThrough {
       } catch {
         return
       }
-      if (this.#cache.metadata.storePathOf(hashPart) === `${STORE_DIR}/${baseName}`) return
+      if (await this.#cache.metadata.narinfos.storePathOf(hashPart) === `${STORE_DIR}/${baseName}`) return
       await this.narinfo(hashPart, log)
     }))
   }
@@ -200,11 +197,11 @@ export class UpstreamPullThrough implements PullThrough {
       }
       try {
         const pulled = checkPulledNarinfo(answer.text, hashPart, upstream.keys)
-        this.#records.insert({ hashPart, upstream: upstream.url, createdAt: Date.now(), ...pulled })
+        await this.#records.insert({ hashPart, upstream: upstream.url, createdAt: Date.now(), ...pulled })
         this.#metrics.hits.inc(labels)
         log.info({ upstream: upstream.url, storePath: pulled.storePath, signedBy: pulled.signedBy }, 'narinfo pulled from upstream')
         // The first one stored stays (two processes may have asked at once): serve that one.
-        return this.#records.get(hashPart)
+        return await this.#records.get(hashPart)
       } catch (err) {
         if (!isNarwhalError(err)) throw err
         const reason: RefusalReason = err.code === 'NARWHAL_SIGNATURE_REJECTED' ? 'narinfo_signature' : 'narinfo_invalid'
@@ -233,7 +230,7 @@ export class UpstreamPullThrough implements PullThrough {
       await blobs.ensureRoom(first.fileSize, config.limits.freeSpaceReserveBytes)
       const response = await upstream.nar(first.narUrl)
       return response.body as unknown as AsyncIterable<Buffer> & { destroy: (err?: Error) => void }
-    }, async (body, verified) => await storePulledNar(body, first, paths, { metadata, blobs, provenance }, this, {
+    }, async (body, verified) => await storePulledNar(body, first, paths, { metadata, blobs, provenance }, {
       maxBytes: Math.min(first.fileSize, config.limits.narBytes),
       maxNarSize: Math.min(first.narSize, config.limits.narSizeBytes),
       declaredBytes: first.fileSize,
@@ -250,7 +247,9 @@ export class UpstreamPullThrough implements PullThrough {
       }
       const err = fetch.error
       if (isNarwhalError(err) && BAD_BYTES.has(err.code)) {
-        this.#records.refuseFile(fileHash)
+        this.#records.refuseFile(fileHash, Date.now()).catch((refuseErr: unknown) => {
+          log.error({ fileHash, err: refuseErr }, 'could not record that an upstream NAR did not verify')
+        })
         this.#metrics.refusals.inc({ ...labels, reason: 'nar_mismatch' })
         log.error({ upstream: first.upstream, fileHash, storePaths: records.map(r => r.storePath), reason: err.message },
           'NAR from upstream did not verify: nothing stored, its narinfo is no longer served')

@@ -21,6 +21,8 @@ import { createCompressor } from '../../src/nix/codecs.js'
 import { storeNar } from '../../src/cache/store-nar.js'
 import { collect, fileHashOf } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
+import { sqliteDb } from '../helpers/sqlite.js'
+import { insertNarinfo } from '../helpers/metadata.js'
 
 const HOUR = 60 * 60 * 1000
 
@@ -41,7 +43,7 @@ async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ 
   const compressed = await collect(Readable.from([nar]).pipe(createCompressor('xz')))
   const fileHash = fileHashOf(compressed)
   const ingested = await storeNar(Readable.from([compressed]), fileHash, cache, { maxBytes: 1 << 30, maxNarSize: 1 << 30, declaredBytes: 0, reserveBytes: 0 })
-  const row = cache.metadata.narFile(ingested.fileHash)
+  const row = await cache.metadata.narFiles.get(ingested.fileHash)
   assert.ok(row !== undefined)
   const hashPart = hashPartOf(c)
   const storePath = `/nix/store/${hashPart}-path-${c}`
@@ -57,7 +59,7 @@ async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ 
     references,
     sigs: []
   })
-  cache.metadata.insertNarinfo({
+  await insertNarinfo(cache.metadata, {
     hashPart,
     storePath,
     narFileId: row.id,
@@ -96,8 +98,10 @@ function kinds (report: FsckReport): Array<[ProblemKind, string]> {
   return report.problems.map(p => [p.kind, p.subject])
 }
 
-function remaining (f: Fixture): string[] {
-  return Object.entries(f.paths).filter(([, p]) => f.cache.metadata.hasNarinfo(p.hashPart)).map(([c]) => c)
+async function remaining (f: Fixture): Promise<string[]> {
+  const held: string[] = []
+  for (const [c, p] of Object.entries(f.paths)) if (await f.cache.metadata.narinfos.has(p.hashPart)) held.push(c)
+  return held
 }
 
 /** Makes a file look untouched for two hours. */
@@ -124,16 +128,16 @@ test('a missing NAR file of a leaf: --repair removes the leaf and its referrers,
   assert.deepEqual(kinds(report), [['nar-file-missing', narFile(f, 'a')]])
   assert.match(report.problems[0]?.reason ?? '', new RegExp(`missing \\(named by ${f.paths.a?.storePath ?? ''}\\)`))
 
-  const planned = repairCache(f.cache, report.problems, { dryRun: true })
+  const planned = await repairCache(f.cache, report.problems, { dryRun: true })
   assert.deepEqual(planned.removal.storePaths, ['a', 'b', 'c'].map(c => f.paths[c]?.storePath))
-  assert.deepEqual(remaining(f), ['a', 'b', 'c', 'd'], 'a dry run changes nothing')
+  assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'], 'a dry run changes nothing')
 
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.removal.storePaths, planned.removal.storePaths)
   assert.deepEqual(repair.removal.narFiles.map(n => n.fileHash).sort(), ['a', 'b', 'c'].map(c => f.paths[c]?.fileHash).sort())
-  assert.deepEqual(remaining(f), ['d'])
+  assert.deepEqual(await remaining(f), ['d'])
   assert.equal(existsSync(narFile(f, 'b')), false, 'the referrers\' NAR files go too')
-  assert.equal(f.cache.metadata.narFile(f.paths.a?.fileHash ?? ''), undefined, 'the row goes, so a re-upload stores the NAR again')
+  assert.equal(await f.cache.metadata.narFiles.get(f.paths.a?.fileHash ?? ''), undefined, 'the row goes, so a re-upload stores the NAR again')
   assert.deepEqual((await check(f, true)).problems, [])
 })
 
@@ -154,8 +158,8 @@ test('a truncated NAR file is found by its size; a flipped byte only with --veri
   assert.deepEqual(kinds(full), [['nar-file-size', narFile(f, 'b')], ['nar-file-content', narFile(f, 'c')]])
   assert.match(full.problems[1]?.reason ?? '', /does not read back as a NAR|hash to sha256:\S+, not to its name/)
 
-  repairCache(f.cache, full.problems)
-  assert.deepEqual(remaining(f), ['a', 'd'])
+  await repairCache(f.cache, full.problems)
+  assert.deepEqual(await remaining(f), ['a', 'd'])
   assert.deepEqual((await check(f, true)).problems, [])
 })
 
@@ -179,14 +183,14 @@ test('files without rows: old ones are removed, young ones are taken for uploads
   const report = await check(f)
   assert.deepEqual(kinds(report), [['unrecorded-nar-file', old], ['stale-temp-file', oldPart]])
   assert.deepEqual(report.inFlight.sort(), [young, livePart].sort())
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.deletedFiles, [old, oldPart])
   assert.deepEqual(repair.removal.storePaths, [])
   assert.equal(existsSync(old), false)
   assert.equal(existsSync(oldPart), false)
   assert.equal(existsSync(young), true)
   assert.equal(existsSync(livePart), true)
-  assert.deepEqual(remaining(f), ['a', 'b', 'c', 'd'])
+  assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'])
   assert.deepEqual((await check(f)).problems, [])
 })
 
@@ -204,16 +208,16 @@ test('misplaced and oddly named files are stray; a stray directory is left for a
 
   const report = await check(f)
   assert.deepEqual(kinds(report).sort(), [['stray-file', misplaced], ['stray-file', oddName], ['stray-file', oddDir]].sort())
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.deletedFiles.sort(), [misplaced, oddName].sort())
   assert.deepEqual(repair.unrepaired.map(p => p.subject), [oddDir])
   assert.equal(existsSync(oddDir), true)
-  assert.deepEqual(remaining(f), ['a', 'b', 'c', 'd'])
+  assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'])
 })
 
 test('database damage: a narinfo without its NAR file row, a missing reference, a narinfo text that disagrees', async () => {
   const f = await fixture()
-  const db = f.cache.db
+  const db = sqliteDb(f.cache.metadata)
   // The foreign key forbids the first two; a hand edit with it switched off does not.
   db.pragma('foreign_keys = OFF')
   db.prepare('DELETE FROM nar_files WHERE file_hash = ?').run(f.paths.d?.fileHash)
@@ -234,27 +238,27 @@ test('database damage: a narinfo without its NAR file row, a missing reference, 
   // keeps its row, named by no narinfo now: garbage collection's business, not damage.
   assert.deepEqual(report.inFlight, [narFile(f, 'd')])
 
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.removal.storePaths, ['b', 'c', 'd'].map(c => f.paths[c]?.storePath))
-  assert.deepEqual(remaining(f), [])
+  assert.deepEqual(await remaining(f), [])
   const after = await checkCache(f.cache, { verifyContent: true, graceMs: 0 })
   assert.deepEqual(kinds(after), [['unrecorded-nar-file', narFile(f, 'd')]])
-  repairCache(f.cache, after.problems)
+  await repairCache(f.cache, after.problems)
   assert.deepEqual((await checkCache(f.cache, { verifyContent: true, graceMs: 0 })).problems, [])
 })
 
 test('a NAR file row no narinfo names, whose file is gone, is dropped so a re-upload stores it again', async () => {
   const f = await fixture()
-  const db = f.cache.db
+  const db = sqliteDb(f.cache.metadata)
   db.prepare('DELETE FROM narinfos WHERE hash_part = ?').run(f.paths.d?.hashPart)
   unlinkSync(narFile(f, 'd'))
   const report = await check(f)
   assert.deepEqual(kinds(report), [['nar-file-missing', narFile(f, 'd')]])
   assert.match(report.problems[0]?.reason ?? '', /named by no narinfo/)
-  const repair = repairCache(f.cache, report.problems)
+  const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.removal.storePaths, [])
   assert.deepEqual(repair.removal.narFiles.map(n => n.fileHash), [f.paths.d?.fileHash])
-  assert.equal(f.cache.metadata.narFile(f.paths.d?.fileHash ?? ''), undefined)
+  assert.equal(await f.cache.metadata.narFiles.get(f.paths.d?.fileHash ?? ''), undefined)
 })
 
 test('a store layout of another version stops fsck before it judges anything', async () => {

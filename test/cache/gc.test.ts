@@ -21,6 +21,8 @@ import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { checkReupload, type IngestOptions } from '../../src/storage/nar-ingest.js'
 import { tempDir } from '../helpers/nix.js'
 import { eventually } from '../helpers/upload.js'
+import { sqliteDb } from '../helpers/sqlite.js'
+import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
 
 const DAY = 86_400_000
 const NOW = Date.now()
@@ -43,20 +45,20 @@ interface PathSpec {
   size?: number
 }
 
-function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): OpenCache {
+async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): Promise<OpenCache> {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
-  const addNarFile = (name: string, size: number, at: number): number => {
+  const addNarFile = async (name: string, size: number, at: number): Promise<number> => {
     const file = cache.blobs.narPath(fileHash(name))
     mkdirSync(path.dirname(file), { recursive: true })
     writeFileSync(file, Buffer.alloc(size))
-    return cache.metadata.recordNarFile({ fileHash: fileHash(name), fileSize: size, compression: 'none', narHash: fileHash(name), narSize: size }, at).id
+    return (await recordNarFile(cache.metadata, { fileHash: fileHash(name), fileSize: size, compression: 'none', narHash: fileHash(name), narSize: size }, at)).id
   }
   // References first, as uploads must come.
   for (const [name, p] of Object.entries(spec)) {
     const fileId = p.sharesNarOf !== undefined
-      ? (cache.metadata.narFile(fileHash(p.sharesNarOf))?.id ?? -1)
-      : addNarFile(name, p.size ?? 100, daysAgo(p.uploaded))
-    cache.metadata.insertNarinfo({
+      ? ((await cache.metadata.narFiles.get(fileHash(p.sharesNarOf)))?.id ?? -1)
+      : await addNarFile(name, p.size ?? 100, daysAgo(p.uploaded))
+    await insertNarinfo(cache.metadata, {
       hashPart: hashPart(name),
       storePath: storePath(name),
       narFileId: fileId,
@@ -68,10 +70,10 @@ function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<
       narinfo: `StorePath: ${storePath(name)}\n`,
       references: (p.refs ?? []).map(r => ({ hashPart: hashPart(r), baseName: `${hashPart(r)}-${r}` }))
     }, daysAgo(p.uploaded))
-    if (p.narinfoRead !== undefined) cache.retention.touch([hashPart(name)], [], daysAgo(p.narinfoRead))
-    if (p.narRead !== undefined) cache.retention.touch([], [fileHash(p.sharesNarOf ?? name)], daysAgo(p.narRead))
+    if (p.narinfoRead !== undefined) await cache.metadata.retention.touch([hashPart(name)], [], daysAgo(p.narinfoRead))
+    if (p.narRead !== undefined) await cache.metadata.retention.touch([], [fileHash(p.sharesNarOf ?? name)], daysAgo(p.narRead))
   }
-  for (const [name, age] of Object.entries(options.unnamed ?? {})) addNarFile(name, 100, NOW - age)
+  for (const [name, age] of Object.entries(options.unnamed ?? {})) await addNarFile(name, 100, NOW - age)
   return cache
 }
 
@@ -79,18 +81,18 @@ const policy = (p: Partial<GcOptions> = {}): GcOptions =>
   ({ maxSize: null, olderThan: null, keepRecent: 0, unnamedNarGrace: DAY, trigger: 'cli', now: NOW, ...p })
 
 function present (cache: OpenCache): string[] {
-  return (cache.db.prepare('SELECT store_path AS p FROM narinfos ORDER BY store_path').all() as Array<{ p: string }>).map(r => r.p)
+  return (sqliteDb(cache.metadata).prepare('SELECT store_path AS p FROM narinfos ORDER BY store_path').all() as Array<{ p: string }>).map(r => r.p)
 }
 
 const names = (...n: string[]): string[] => n.map(storePath).sort()
 
 /** Every remaining narinfo can be served whole: its references, its NAR row and its file exist. */
 function assertClosed (cache: OpenCache): void {
-  const dangling = cache.db.prepare(
+  const dangling = sqliteDb(cache.metadata).prepare(
     `SELECT r.ref_base_name AS ref FROM narinfo_refs r LEFT JOIN narinfos n ON n.hash_part = r.ref_hash_part
      WHERE n.id IS NULL`).all()
   assert.deepEqual(dangling, [], 'no remaining narinfo names a reference the cache lacks')
-  const files = cache.db.prepare(
+  const files = sqliteDb(cache.metadata).prepare(
     'SELECT f.file_hash AS h FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id').all() as Array<{ h: string | null }>
   for (const { h } of files) {
     assert.ok(h !== null && existsSync(cache.blobs.narPath(h)), 'every remaining narinfo has its NAR file')
@@ -98,7 +100,7 @@ function assertClosed (cache: OpenCache): void {
 }
 
 test('older-than goes by effective last use: an old dependency of a path used today stays', async () => {
-  const cache = fabricate({
+  const cache = await fabricate({
     lib: { uploaded: 100 },
     app: { uploaded: 100, refs: ['lib'], narinfoRead: 1 },
     old: { uploaded: 100 },
@@ -124,7 +126,7 @@ test('max-size evicts least recently used first and stops once NAR files fit', a
     zDep: { uploaded: 30 },
     zTop: { uploaded: 30, refs: ['zDep'], narRead: 1 }
   }
-  const fits = fabricate(spec)
+  const fits = await fabricate(spec)
   const first = await collectGarbage(fits, policy({ maxSize: 400 }))
   assert.deepEqual([...first.storePaths].sort(), names('xDep', 'xTop'), 'the least recently used closure goes whole')
   assert.equal(first.remainingBytes, 400)
@@ -132,7 +134,7 @@ test('max-size evicts least recently used first and stops once NAR files fit', a
   assertClosed(fits)
 
   // One byte less: y's top goes too (a referrer before its reference), and y's dependency stays.
-  const tighter = fabricate(spec)
+  const tighter = await fabricate(spec)
   const second = await collectGarbage(tighter, policy({ maxSize: 399 }))
   assert.deepEqual([...second.storePaths].sort(), names('xDep', 'xTop', 'yTop'))
   assert.deepEqual(present(tighter), names('yDep', 'zDep', 'zTop'))
@@ -141,7 +143,7 @@ test('max-size evicts least recently used first and stops once NAR files fit', a
 })
 
 test('max-size keeps paths used within keep-recent and says the limit was not reached', async () => {
-  const cache = fabricate({
+  const cache = await fabricate({
     old: { uploaded: 30 },
     fresh: { uploaded: 30, narinfoRead: 0.01 },
     freshDep: { uploaded: 30 },
@@ -161,25 +163,25 @@ test('a pin keeps its whole closure until it expires; its referrers are not prot
     user: { uploaded: 200, refs: ['pinnedTop'] },
     loose: { uploaded: 200 }
   }
-  const cache = fabricate(spec)
-  cache.retention.addPin({ hashPart: hashPart('pinnedTop'), storePath: storePath('pinnedTop'), keepUntil: null, note: 'release 1.0' })
+  const cache = await fabricate(spec)
+  await cache.metadata.retention.addPin({ hashPart: hashPart('pinnedTop'), storePath: storePath('pinnedTop'), keepUntil: null, note: 'release 1.0' }, NOW)
   const report = await collectGarbage(cache, policy({ maxSize: 0, olderThan: DAY }))
   assert.deepEqual([...report.storePaths].sort(), names('loose', 'user'))
   assert.deepEqual(present(cache), names('base', 'pinnedTop'))
   assert.equal(report.maxSizeReached, false)
   assertClosed(cache)
 
-  const expiring = fabricate(spec)
-  expiring.retention.addPin({ hashPart: hashPart('pinnedTop'), storePath: storePath('pinnedTop'), keepUntil: NOW - 1, note: null })
-  expiring.retention.addPin({ hashPart: hashPart('loose'), storePath: storePath('loose'), keepUntil: NOW + DAY, note: null })
+  const expiring = await fabricate(spec)
+  await expiring.metadata.retention.addPin({ hashPart: hashPart('pinnedTop'), storePath: storePath('pinnedTop'), keepUntil: NOW - 1, note: null }, NOW)
+  await expiring.metadata.retention.addPin({ hashPart: hashPart('loose'), storePath: storePath('loose'), keepUntil: NOW + DAY, note: null }, NOW)
   const later = await collectGarbage(expiring, policy({ olderThan: DAY }))
   assert.equal(later.expiredPins, 1)
   assert.deepEqual(present(expiring), names('loose'))
-  assert.deepEqual(expiring.retention.listPins().map(p => p.storePath), [storePath('loose')])
+  assert.deepEqual((await expiring.metadata.retention.listPins()).map(p => p.storePath), [storePath('loose')])
 })
 
 test('NAR files no narinfo names go after the grace period, in every run', async () => {
-  const cache = fabricate({ kept: { uploaded: 100 } }, { unnamed: { abandoned: 2 * DAY, uploading: 60_000 } })
+  const cache = await fabricate({ kept: { uploaded: 100 } }, { unnamed: { abandoned: 2 * DAY, uploading: 60_000 } })
   const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY }))
   assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [fileHash('abandoned')])
   assert.deepEqual(report.storePaths, [])
@@ -221,23 +223,23 @@ test('a NAR no narinfo names, uploaded again after its grace period, is kept for
   const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + 60_000 }))
   assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [abandoned.fileHash], 'only the NAR not uploaded again goes')
   for (const nar of [again, stored]) {
-    assert.notEqual(cache.metadata.narFile(nar.fileHash), undefined, 'its row stays')
+    assert.notEqual((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'its row stays')
     assert.ok(readFileSync(cache.blobs.narPath(nar.fileHash)).equals(nar.bytes), 'its file stays')
   }
-  assert.equal(cache.metadata.narFile(abandoned.fileHash), undefined)
+  assert.equal((await cache.metadata.narFiles.get(abandoned.fileHash)), undefined)
   assert.equal(existsSync(cache.blobs.narPath(abandoned.fileHash)), false)
 
   // Uploaded again or not, a NAR still unnamed a grace period after its last upload goes.
   const later = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + DAY + 60_000 }))
   assert.deepEqual(later.unnamedNarFiles.map(f => f.fileHash).sort(), [again.fileHash, stored.fileHash].sort())
-  cache.db.close()
+  await cache.close()
 })
 
 test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the upload stores it again', async () => {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
   const nar = await realNar('lost')
   assert.equal(await holdsNar(nar.fileHash, cache), false, 'never uploaded')
-  assert.equal(cache.metadata.narFile(nar.fileHash), undefined, 'and no row made')
+  assert.equal((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'and no row made')
   await storeNar(Readable.from([nar.bytes]), nar.fileHash, cache, ingest(nar.bytes), NOW - 3 * DAY)
   rmSync(cache.blobs.narPath(nar.fileHash))
   assert.equal(await holdsNar(nar.fileHash, cache, NOW), false, 'the file is gone')
@@ -245,7 +247,7 @@ test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the up
   const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + 60_000 }))
   assert.deepEqual(report.unnamedNarFiles, [])
   assert.ok(readFileSync(cache.blobs.narPath(nar.fileHash)).equals(nar.bytes), 'the NAR is on disk again')
-  cache.db.close()
+  await cache.close()
 })
 
 test('a dry run reports exactly what the real run then removes, and changes nothing', async () => {
@@ -256,13 +258,13 @@ test('a dry run reports exactly what the real run then removes, and changes noth
     d: { uploaded: 50, sharesNarOf: 'a' },
     e: { uploaded: 50, narRead: 2 }
   }
-  const cache = fabricate(spec, { unnamed: { stale: 3 * DAY } })
+  const cache = await fabricate(spec, { unnamed: { stale: 3 * DAY } })
   const options = policy({ maxSize: 150 })
   const dry = await collectGarbage(cache, { ...options, dryRun: true })
   assert.equal(dry.dryRun, true)
   assert.deepEqual(present(cache), names('a', 'b', 'c', 'd', 'e'), 'the dry run removed nothing')
   assert.ok(existsSync(cache.blobs.narPath(fileHash('stale'))))
-  assert.equal(cache.retention.lastGcRun(), undefined, 'a dry run is not recorded')
+  assert.equal((await cache.metadata.retention.lastGcRun()), undefined, 'a dry run is not recorded')
 
   const real = await collectGarbage(cache, options)
   const summary = (r: GcReport): unknown => ({
@@ -277,7 +279,7 @@ test('a dry run reports exactly what the real run then removes, and changes noth
   // a, b, c and d go (d shares a's NAR file, which is freed only when both are gone); e fits.
   assert.deepEqual(present(cache), names('e'))
   assert.equal(real.bytes, 400)
-  assert.equal(cache.retention.lastGcRun()?.storePaths, 4)
+  assert.equal((await cache.metadata.retention.lastGcRun())?.storePaths, 4)
   assertClosed(cache)
 })
 
@@ -290,21 +292,21 @@ test('a path used, pinned or newly referenced while gc runs is kept, with what i
     pinLater: { uploaded: 100 },
     refLater: { uploaded: 100 }
   }
-  const cache = fabricate(spec)
+  const cache = await fabricate(spec)
   let batches = 0
   const report = await collectGarbage(cache, policy({
     olderThan: DAY,
     batchSize: 1,
-    shouldStop: () => {
+    shouldStop: async () => {
       if (batches++ === 0) {
         // After the plan was made: top is read, pinLater pinned, and a new path referencing
         // refLater is uploaded (a removal of refLater would take it along).
-        cache.retention.touch([hashPart('top')], [], NOW + 1000)
-        cache.retention.addPin({ hashPart: hashPart('pinLater'), storePath: storePath('pinLater'), keepUntil: null, note: null })
-        cache.metadata.insertNarinfo({
+        await cache.metadata.retention.touch([hashPart('top')], [], NOW + 1000)
+        await cache.metadata.retention.addPin({ hashPart: hashPart('pinLater'), storePath: storePath('pinLater'), keepUntil: null, note: null }, NOW)
+        await insertNarinfo(cache.metadata, {
           hashPart: hashPart('newcomer'),
           storePath: storePath('newcomer'),
-          narFileId: cache.metadata.narFile(fileHash('other'))?.id ?? -1,
+          narFileId: (await cache.metadata.narFiles.get(fileHash('other')))?.id ?? -1,
           narHash: fileHash('other'),
           narSize: 100,
           deriver: null,
@@ -342,7 +344,7 @@ test('effective last use: a reference inherits its referrers\' latest use; pins 
 })
 
 test('the schedule collects in a worker thread every interval, logs each run, and stops cleanly', async () => {
-  const cache = fabricate({ stale: { uploaded: 10 }, fresh: { uploaded: 0 } }, { unnamed: { abandoned: 2 * DAY } })
+  const cache = await fabricate({ stale: { uploaded: 10 }, fresh: { uploaded: 0 } }, { unnamed: { abandoned: 2 * DAY } })
   const runs: Array<Record<string, unknown>> = []
   const failures: unknown[] = []
   const log = { info: (fields: object) => { runs.push(fields as Record<string, unknown>) }, error: (fields: object) => { failures.push(fields) } }

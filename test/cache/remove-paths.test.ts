@@ -1,6 +1,7 @@
 /**
  * The removal rules shared by fsck and gc: a narinfo goes with its referrers, a NAR file goes
- * only when no narinfo names it, and a dry run changes nothing.
+ * only when no narinfo names it (marked 'deleting', its file deleted, its row forgotten), and a
+ * dry run changes nothing.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -8,22 +9,24 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
-import { removeNarinfos, removeUnnamedNarFiles, removeUnrecordedNarFile } from '../../src/cache/remove-paths.js'
+import { PENDING_GRACE_MS, removeNarinfos, removeUnnamedNarFiles, removeUnrecordedNarFile } from '../../src/cache/remove-paths.js'
+import type { NarFileFacts } from '../../src/db/metadata-store.js'
 import { tempDir } from '../helpers/nix.js'
+import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
 
 /** A fake but well-formed 32-char hash part / 52-char file hash from one letter. */
 const hashPart = (c: string): string => c.repeat(32)
 const fileHash = (c: string): string => c.repeat(52)
 
-function addNarFile (cache: OpenCache, c: string, createdAt = Date.now()): number {
+async function addNarFile (cache: OpenCache, c: string, createdAt = Date.now()): Promise<number> {
   const file = cache.blobs.narPath(fileHash(c))
   mkdirSync(path.dirname(file), { recursive: true })
   writeFileSync(file, 'x'.repeat(10))
-  return cache.metadata.recordNarFile({ fileHash: fileHash(c), fileSize: 10, compression: 'none', narHash: fileHash(c), narSize: 10 }, createdAt).id
+  return (await recordNarFile(cache.metadata, { fileHash: fileHash(c), fileSize: 10, compression: 'none', narHash: fileHash(c), narSize: 10 }, createdAt)).id
 }
 
-function addNarinfo (cache: OpenCache, c: string, narFileId: number, refs: string[]): void {
-  cache.metadata.insertNarinfo({
+async function addNarinfo (cache: OpenCache, c: string, narFileId: number, refs: string[]): Promise<void> {
+  await insertNarinfo(cache.metadata, {
     hashPart: hashPart(c),
     storePath: `/nix/store/${hashPart(c)}-${c}`,
     narFileId,
@@ -37,59 +40,89 @@ function addNarinfo (cache: OpenCache, c: string, narFileId: number, refs: strin
   })
 }
 
-function fixture (): OpenCache {
+async function fixture (): Promise<OpenCache> {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-remove-') }, {}))
   // a <- b <- c (c references b references a); d alone; b and d share one NAR file.
-  const fa = addNarFile(cache, 'a')
-  const fb = addNarFile(cache, 'b')
-  const fc = addNarFile(cache, 'c')
-  addNarinfo(cache, 'a', fa, ['a'])
-  addNarinfo(cache, 'b', fb, ['a', 'b'])
-  addNarinfo(cache, 'c', fc, ['b'])
-  addNarinfo(cache, 'd', fb, [])
+  const fa = await addNarFile(cache, 'a')
+  const fb = await addNarFile(cache, 'b')
+  const fc = await addNarFile(cache, 'c')
+  await addNarinfo(cache, 'a', fa, ['a'])
+  await addNarinfo(cache, 'b', fb, ['a', 'b'])
+  await addNarinfo(cache, 'c', fc, ['b'])
+  await addNarinfo(cache, 'd', fb, [])
   return cache
 }
 
-test('removing a path removes its referrers, transitively, and the NAR files only they named', () => {
-  const cache = fixture()
-  const removal = removeNarinfos(cache.metadata, cache.blobs, [hashPart('a')])
+test('removing a path removes its referrers, transitively, and the NAR files only they named', async () => {
+  const cache = await fixture()
+  const removal = await removeNarinfos(cache, [hashPart('a')])
   assert.deepEqual(removal.storePaths.sort(), ['a', 'b', 'c'].map(c => `/nix/store/${hashPart(c)}-${c}`))
   // b's NAR file is still named by d, so only a's and c's go.
   assert.deepEqual(removal.narFiles.map(f => f.fileHash).sort(), [fileHash('a'), fileHash('c')])
   assert.equal(removal.bytes, 20)
-  assert.equal(cache.metadata.hasNarinfo(hashPart('a')), false)
-  assert.equal(cache.metadata.hasNarinfo(hashPart('c')), false)
-  assert.equal(cache.metadata.hasNarinfo(hashPart('d')), true)
+  assert.equal(await cache.metadata.narinfos.has(hashPart('a')), false)
+  assert.equal(await cache.metadata.narinfos.has(hashPart('c')), false)
+  assert.equal(await cache.metadata.narinfos.has(hashPart('d')), true)
   assert.equal(existsSync(cache.blobs.narPath(fileHash('a'))), false)
   assert.equal(existsSync(cache.blobs.narPath(fileHash('b'))), true)
-  assert.notEqual(cache.metadata.narFile(fileHash('b')), undefined)
+  assert.notEqual(await cache.metadata.narFiles.get(fileHash('b')), undefined)
 })
 
-test('a dry run reports the same removal and changes nothing', () => {
-  const cache = fixture()
-  const planned = removeNarinfos(cache.metadata, cache.blobs, [hashPart('b')], { dryRun: true })
+test('a dry run reports the same removal and changes nothing', async () => {
+  const cache = await fixture()
+  const planned = await removeNarinfos(cache, [hashPart('b')], { dryRun: true })
   assert.deepEqual(planned.storePaths.length, 2)
-  assert.equal(cache.metadata.narinfoCount(), 4)
+  assert.equal(await cache.metadata.narinfos.count(), 4)
   assert.equal(existsSync(cache.blobs.narPath(fileHash('c'))), true)
-  const done = removeNarinfos(cache.metadata, cache.blobs, [hashPart('b')])
+  const done = await removeNarinfos(cache, [hashPart('b')])
   assert.deepEqual(done, planned)
-  assert.equal(cache.metadata.narinfoCount(), 2)
+  assert.equal(await cache.metadata.narinfos.count(), 2)
 })
 
-test('unnamed NAR files go only after their grace period; unrecorded files only without a row', () => {
-  const cache = fixture()
+test('unnamed NAR files go only after their grace period; unrecorded files only without a row', async () => {
+  const cache = await fixture()
   const now = Date.now()
-  addNarFile(cache, 'e', now - 10_000)
-  addNarFile(cache, 'f', now)
-  const removal = removeUnnamedNarFiles(cache.metadata, cache.blobs, now - 5_000)
+  await addNarFile(cache, 'e', now - 10_000)
+  await addNarFile(cache, 'f', now)
+  const removal = await removeUnnamedNarFiles(cache, now - 5_000)
   assert.deepEqual(removal.narFiles.map(f => f.fileHash), [fileHash('e')])
   assert.equal(existsSync(cache.blobs.narPath(fileHash('f'))), true)
 
-  assert.equal(removeUnrecordedNarFile(cache.metadata, cache.blobs, fileHash('f')), false)
+  assert.equal(await removeUnrecordedNarFile(cache, fileHash('f')), false)
   assert.equal(existsSync(cache.blobs.narPath(fileHash('f'))), true)
   const stray = cache.blobs.narPath(fileHash('g'))
   mkdirSync(path.dirname(stray), { recursive: true })
   writeFileSync(stray, 'junk')
-  assert.equal(removeUnrecordedNarFile(cache.metadata, cache.blobs, fileHash('g')), true)
+  assert.equal(await removeUnrecordedNarFile(cache, fileHash('g')), true)
   assert.equal(existsSync(stray), false)
+})
+
+test('an upload that crashed before its NAR went live is collected after an hour; a young one is left alone', async () => {
+  const cache = await fixture()
+  const now = Date.now()
+  const facts = (c: string): NarFileFacts => ({ fileHash: fileHash(c), fileSize: 10, compression: 'none', narHash: fileHash(c), narSize: 10 })
+  assert.equal((await cache.metadata.narFiles.claim(facts('p'), now - PENDING_GRACE_MS - 1000)).kind, 'pending')
+  assert.equal((await cache.metadata.narFiles.claim(facts('q'), now - 1000)).kind, 'pending')
+  const crashed = cache.blobs.narPath(fileHash('p'))
+  mkdirSync(path.dirname(crashed), { recursive: true })
+  writeFileSync(crashed, 'x'.repeat(10))
+  const removal = await removeUnnamedNarFiles(cache, now - 5_000, { now })
+  assert.deepEqual(removal.narFiles.map(f => f.fileHash), [fileHash('p')])
+  assert.equal(existsSync(crashed), false)
+  assert.equal(await cache.metadata.narFiles.get(fileHash('p')), undefined)
+  assert.equal((await cache.metadata.narFiles.get(fileHash('q')))?.state, 'pending')
+})
+
+test('a removal a crash interrupted (a row left deleting) is finished by the next one, and only then can the NAR go live again', async () => {
+  const cache = await fixture()
+  await addNarFile(cache, 'e', Date.now() - 10_000)
+  const [marked] = await cache.metadata.narFiles.markUnnamedDeleting(Date.now() - 5_000, 0)
+  assert.equal(marked?.fileHash, fileHash('e'))
+  // The crash: neither the file nor the row went. An upload of the same NAR must wait.
+  assert.equal((await cache.metadata.narFiles.claim(marked, Date.now())).kind, 'deleting')
+  assert.equal(await cache.metadata.narFiles.peekLive(fileHash('e')), null, 'a NAR being deleted is not served')
+  const removal = await removeUnnamedNarFiles(cache, 0)
+  assert.deepEqual(removal.narFiles.map(f => f.fileHash), [fileHash('e')])
+  assert.equal(existsSync(cache.blobs.narPath(fileHash('e'))), false)
+  assert.equal((await cache.metadata.narFiles.claim(marked, Date.now())).kind, 'pending')
 })

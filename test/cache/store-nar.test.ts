@@ -1,74 +1,62 @@
 /**
- * A NAR upload becomes visible in one write transaction: its row and its file appear together,
- * never while another process (a garbage collection, which deletes a row and unlinks its file in
- * one write transaction) holds the write lock, so it can never see one without the other. A NAR
- * that decompresses past its limit is refused while it streams.
+ * A NAR upload is stored by the protocol of NAR file states (cache/store-nar.ts): claimed, its
+ * file committed, then live. Only a live NAR is served or named; an upload that meets a removal
+ * of the same NAR in progress waits for it and never has its file deleted under it. A NAR that
+ * decompresses past its limit is refused while it streams.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes, randomInt } from 'node:crypto'
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import path from 'node:path'
 import { Readable } from 'node:stream'
-import { Worker } from 'node:worker_threads'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache } from '../../src/cache/open-cache.js'
 import { storeNar } from '../../src/cache/store-nar.js'
+import type { IngestOptions } from '../../src/storage/nar-ingest.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 
-/**
- * Holds the database's write lock from another thread, as a garbage collection in another process
- * does while it deletes rows and unlinks files, for `holdMs`; reports whether the NAR file at
- * `narPath` appeared meanwhile.
- */
-function holdWriteLock (database: string, narPath: string, holdMs: number): { locked: Promise<void>, released: Promise<{ appeared: boolean }> } {
-  const worker = new Worker(`
-    const { parentPort, workerData } = require('node:worker_threads')
-    const { existsSync } = require('node:fs')
-    const Database = require(workerData.betterSqlite3)
-    const db = new Database(workerData.database)
-    db.exec('BEGIN IMMEDIATE')
-    parentPort.postMessage('locked')
-    let appeared = false
-    const until = Date.now() + workerData.holdMs
-    while (Date.now() < until) appeared ||= existsSync(workerData.narPath)
-    db.exec('ROLLBACK')
-    db.close()
-    parentPort.postMessage({ appeared })
-  `, { eval: true, workerData: { database, narPath, holdMs, betterSqlite3: createRequire(import.meta.url).resolve('better-sqlite3') } })
-  const messages: unknown[] = []
-  const waiters: Array<() => void> = []
-  worker.on('message', (m) => { messages.push(m); waiters.shift()?.() })
-  const next = async (): Promise<unknown> => {
-    if (messages.length === 0) await new Promise<void>(resolve => waiters.push(resolve))
-    return messages.shift()
-  }
-  const locked = next().then(() => {})
-  const released = locked.then(next).then(async (m) => { await worker.terminate(); return m as { appeared: boolean } })
-  return { locked, released }
-}
+const LIMITS = (n: number): IngestOptions => ({ maxBytes: n, maxNarSize: n, declaredBytes: 0, reserveBytes: 0 })
 
-test('a NAR file appears only together with its row: not while another process holds the write lock', async () => {
+test('an upload meeting a removal of the same NAR waits for it, then stores the NAR whole', async () => {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
-  const other = holdWriteLock(cache.layout.database, cache.blobs.narPath(fileHash), 500)
-  await other.locked
-  // Waits for the lock (busy_timeout) once the body is verified, then commits row and file.
-  const stored = await storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 })
-  assert.deepEqual(await other.released, { appeared: false }, 'the file did not appear while the other connection held the lock')
-  assert.equal(stored.fileHash, fileHash)
-  assert.equal(cache.metadata.narFile(fileHash)?.fileSize, nar.length)
-  assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(nar))
+  await storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
+  // A collection has marked the unnamed NAR 'deleting' (gc's first step) and is about to delete it.
+  const [marked] = await cache.metadata.narFiles.markUnnamedDeleting(Date.now() + 1, 0)
+  assert.equal(marked?.fileHash, fileHash)
+  const upload = storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
+  await sleep(300)
+  // The collection's last steps, while the upload waits.
+  rmSync(cache.blobs.narPath(fileHash))
+  assert.equal(await cache.metadata.narFiles.forget(marked.id), true)
+  await upload
+  assert.equal((await cache.metadata.narFiles.get(fileHash))?.state, 'live')
+  assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(nar), 'the file the upload stored is there')
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [], 'no temp file is left')
-  cache.db.close()
+  await cache.close()
 })
 
-test('when the rename fails the row is rolled back and the temp file removed', async () => {
+test('an upload refused because a removal holds the NAR too long leaves the removal alone', async () => {
+  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+  const nar = await runBytes('nix-store', ['--dump', '/bin'])
+  const fileHash = fileHashOf(nar)
+  await storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
+  await cache.metadata.narFiles.markUnnamedDeleting(Date.now() + 1, 0)
+  rmSync(cache.blobs.narPath(fileHash))
+  await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length)), { code: 'NARWHAL_BUSY' })
+  assert.equal((await cache.metadata.narFiles.get(fileHash))?.state, 'deleting')
+  assert.deepEqual(readdirSync(path.dirname(cache.blobs.narPath(fileHash))), [], 'nothing was committed for the removal to miss')
+  assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
+  await cache.close()
+})
+
+test('when the commit fails the NAR is not live and the temp file is removed; a retry stores it', async () => {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
@@ -78,13 +66,13 @@ test('when the rename fails the row is rolled back and the temp file removed', a
   writeFileSync(shard, 'not a folder')
   await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 }),
     (err: NodeJS.ErrnoException) => err.code === 'EEXIST' || err.code === 'ENOTDIR')
-  assert.equal(cache.metadata.narFile(fileHash), undefined)
+  assert.notEqual((await cache.metadata.narFiles.get(fileHash))?.state, 'live')
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
   // Nothing is left half-done: once the folder can be made, the same upload succeeds.
   rmSync(shard)
   await storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 })
-  assert.equal(cache.metadata.narFile(fileHash)?.fileSize, nar.length)
-  cache.db.close()
+  assert.equal((await cache.metadata.narFiles.get(fileHash))?.fileSize, nar.length)
+  await cache.close()
 })
 
 test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', async () => {
@@ -115,7 +103,7 @@ test('a NAR of several MiB in uneven chunks is stored byte for byte (batched tem
     assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(body), `${method}: the stored file is the body`)
   }
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
-  cache.db.close()
+  await cache.close()
 })
 
 test('a NAR that decompresses past maxNarSize is refused as the limit is passed, not after the whole body', async () => {
@@ -143,8 +131,8 @@ test('a NAR that decompresses past maxNarSize is refused as the limit is passed,
     await assert.rejects(storeNar(counted(), fileHashOf(body), cache, { maxBytes: body.length, maxNarSize: limit, declaredBytes: 0, reserveBytes: 0 }),
       { code: 'NARWHAL_TOO_LARGE', message: `NAR file decompresses to more than the limit of ${limit} bytes (limits.narSizeBytes)` })
     assert.ok(pulled < body.length / 4, `${method}: read ${pulled} of ${body.length} bytes before refusing`)
-    assert.equal(cache.metadata.narFile(fileHashOf(body)), undefined)
+    assert.equal(await cache.metadata.narFiles.get(fileHashOf(body)), undefined)
   }
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [], 'no temp file is left')
-  cache.db.close()
+  await cache.close()
 })

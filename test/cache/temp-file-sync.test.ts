@@ -49,7 +49,7 @@ test('a large upload is synced while it arrives, and wholly once sync() returns'
     await temp.discard()
     assert.equal(existsSync(temp.path), false)
   } finally {
-    cache.db.close()
+    await cache.close()
   }
 })
 
@@ -64,7 +64,7 @@ test('a small upload is left to the final sync', async () => {
     assert.equal(temp.bytesSynced, 4 * MIB)
     await temp.discard()
   } finally {
-    cache.db.close()
+    await cache.close()
   }
 })
 
@@ -80,6 +80,6 @@ test('discarding an upload while an early sync runs closes and removes it cleanl
       await assert.rejects(async () => { await appendMiB(temp, 2) })
     }
   } finally {
-    cache.db.close()
+    await cache.close()
   }
 })

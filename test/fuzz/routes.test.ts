@@ -48,6 +48,7 @@ import {
   type LineMutation
 } from './arbitraries.js'
 import { FUZZ_SEED, checkProperty } from './fuzz-settings.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 const TIMEOUT = 5 * 60 * 1000
 const NAR_LIMIT = 1024 * 1024
@@ -101,7 +102,7 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
   const stranger = generateKeyPair('fuzz-stranger-1')
   const config = loadConfig({ configFile, dataDir: path.join(dir, 'data'), listen: '127.0.0.1:0', trustedKeys: [uploader.publicKeyText] }, {})
   const cache = openCache(config)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse }, { logger: false })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse }, { logger: false })
   // The error behind a 5xx, for the failure message (the app's own logger is off).
   let lastError: unknown
   app.addHook('onError', async (_request, _reply, err) => { lastError = err })
@@ -113,17 +114,17 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
   t.after(async () => {
     agent.destroy()
     await app.close()
-    cache.db.close()
+    await cache.close()
     cleanup()
   })
 
-  function token (scope: 'read' | 'push' | 'admin', state: 'live' | 'revoked' | 'expired' = 'live'): string {
+  async function token (scope: 'read' | 'push' | 'admin', state: 'live' | 'revoked' | 'expired' = 'live'): Promise<string> {
     const value = generateToken()
-    const id = cache.metadata.insertToken({ name: `fuzz-${scope}-${state}`, scope, tokenHash: hashToken(value), expiresAt: state === 'expired' ? Date.now() - 1000 : null })
-    if (state === 'revoked') cache.metadata.revokeToken(id)
+    const id = (await cache.metadata.tokens.insert({ name: `fuzz-${scope}-${state}`, scope, tokenHash: hashToken(value), expiresAt: state === 'expired' ? Date.now() - 1000 : null }, Date.now()))
+    if (state === 'revoked') await cache.metadata.tokens.revoke(id, Date.now())
     return value
   }
-  const tokens = { push: token('push'), read: token('read'), admin: token('admin'), revoked: token('push', 'revoked'), expired: token('push', 'expired') }
+  const tokens = { push: await token('push'), read: await token('read'), admin: await token('admin'), revoked: await token('push', 'revoked'), expired: await token('push', 'expired') }
 
   // ---- Fixtures: NARs in every compression, with narinfos; some reference others ------------
   const METHODS: Array<Compression | 'lz4'> = ['xz', 'none', 'zstd', 'gzip', 'br', 'bzip2', 'lz4', 'xz']
@@ -179,9 +180,9 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
   assert.equal(knownNar.statusCode, 201, knownNar.body)
   const knownInfo = await app.inject({ method: 'PUT', url: `/${known.hashPart}.narinfo`, headers: { authorization: `Bearer ${tokens.push}` }, payload: known.narinfos.signed })
   assert.equal(knownInfo.statusCode, 201, knownInfo.body)
-  assert.ok(cache.metadata.narinfoText(known.hashPart) !== undefined)
+  assert.ok((await cache.metadata.narinfos.text(known.hashPart)) !== undefined)
   /** What the known narinfo must read as: it may gain signatures (a valid re-upload merges them). */
-  const knownText = (): string => cache.metadata.narinfoText(known.hashPart) ?? '(gone)'
+  const knownText = async (): Promise<string> => (await cache.metadata.narinfos.text(known.hashPart)) ?? '(gone)'
 
   // ---- Sending ------------------------------------------------------------------------------
   function sendRaw (request: GeneratedRequest): Promise<Answer> {
@@ -212,7 +213,7 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
   }
 
   function count (table: string): number {
-    return (cache.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
+    return (sqliteDb(cache.metadata).prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
   }
 
   function snapshot (): { rows: number[], narFiles: string[] } {
@@ -239,9 +240,9 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
   }
 
   /** The public cache answers reads of the stored path whatever the credentials; Range only on NARs. */
-  function assertServesKnown (request: GeneratedRequest, answer: Answer, shown: string): void {
+  async function assertServesKnown (request: GeneratedRequest, answer: Answer, shown: string): Promise<void> {
     const isNar = request.path.startsWith('/nar/')
-    const whole = isNar ? known?.bytes : Buffer.from(knownText())
+    const whole = isNar ? known?.bytes : Buffer.from(await knownText())
     assert.ok([200, 206, 416].includes(answer.status) && (isNar || answer.status === 200), `known-good read failed: ${shown}`)
     if (request.method === 'HEAD') return
     if (answer.status === 200) assert.deepEqual(answer.bytes, whole, `known-good read changed: ${shown}`)
@@ -250,7 +251,7 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
 
   /** Every NAR file on disk has its row and every row its file: nothing half-stored. */
   function assertConsistent (shown: string): void {
-    const rows = (cache.db.prepare('SELECT file_hash AS h FROM nar_files').all() as Array<{ h: string }>).map(r => r.h).sort()
+    const rows = (sqliteDb(cache.metadata).prepare('SELECT file_hash AS h FROM nar_files').all() as Array<{ h: string }>).map(r => r.h).sort()
     const files = walk(cache.layout.narDir).map(f => path.basename(f)).sort()
     assert.deepEqual(files, rows, `store/nar and the nar_files rows disagree after ${shown}`)
   }
@@ -434,19 +435,19 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
       `5xx (or no status) for ${shown}\nserver error: ${(lastError as Error | undefined)?.stack ?? String(lastError)}`)
     assert.deepEqual(readdirSync(cache.layout.tmpDir), [], `store/tmp not empty after ${shown}`)
     assertConsistent(shown)
-    if (generated.knownGood === true) assertServesKnown(generated, answer, shown)
+    if (generated.knownGood === true) await assertServesKnown(generated, answer, shown)
     if (mayHaveWritten(generated, answer)) {
       created++
     } else {
       assert.deepEqual(snapshot(), before, `a refused write or a read changed the cache: ${shown}`)
     }
   }), 4000, { timeout: 30_000 })
-  t.diagnostic(`${created} requests were accepted writes; ${cache.metadata.narinfoCount()} narinfos stored`)
+  t.diagnostic(`${created} requests were accepted writes; ${(await cache.metadata.narinfos.count())} narinfos stored`)
 
   // ---- Afterwards: the server still serves what it stored, byte for byte ---------------------
   const narinfo = await app.inject({ method: 'GET', url: `/${known.hashPart}.narinfo` })
   assert.equal(narinfo.statusCode, 200)
-  assert.equal(narinfo.body, knownText())
+  assert.equal(narinfo.body, await knownText())
   assert.ok(narinfo.body.startsWith(known.narinfos.signed.split('\nSig: ')[0] ?? '(none)'), 'the known narinfo kept its content')
   const narFile = await app.inject({ method: 'GET', url: `/${known.url}` })
   assert.equal(narFile.statusCode, 200)

@@ -59,7 +59,7 @@ export async function checkStored (dataDir: string): Promise<StoredState> {
       if (actual !== path.basename(subject)) problems.push(`${subject}: content hashes to ${actual} (a partial or wrong object under a final name)`)
     }
     const narinfoHashParts = new Set<string>()
-    for (let page = cache.metadata.narinfosPage(0, 1000); page.length > 0; page = cache.metadata.narinfosPage(page.at(-1)?.id ?? 0, 1000)) {
+    for (let page = await cache.metadata.narinfos.page(0, 1000); page.length > 0; page = await cache.metadata.narinfos.page(page.at(-1)?.id ?? 0, 1000)) {
       for (const row of page) narinfoHashParts.add(row.hashPart)
     }
     return {
@@ -67,10 +67,10 @@ export async function checkStored (dataDir: string): Promise<StoredState> {
       narinfoHashParts,
       narFiles: report.checked.narFiles + unrecorded.length,
       filesWithoutRow: unrecorded.length,
-      narsWithoutNarinfo: cache.metadata.unnamedNarFiles(Number.MAX_SAFE_INTEGER).length
+      narsWithoutNarinfo: (await cache.metadata.narFiles.markUnnamedDeleting(Number.MAX_SAFE_INTEGER, 0, { dryRun: true })).length
     }
   } finally {
-    cache.close()
+    await cache.close()
   }
 }
 

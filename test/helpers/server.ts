@@ -20,7 +20,7 @@ export interface TestServer {
   cache: OpenCache
   config: Readonly<Config>
   /** A fresh token of the given scope. */
-  token: (scope: Scope) => string
+  token: (scope: Scope) => Promise<string>
   /** Files under store/nar and store/tmp, for "nothing left behind" checks. */
   storedFiles: () => string[]
 }
@@ -51,14 +51,14 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
   // Upstream caches when the test configures them (NARWHAL_UPSTREAMS, or upstreams in a config file).
   const quiet = { info: () => {}, warn: () => {}, error: () => {} }
   const pullThrough = pullThroughFor(config, cache, quiet)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
     { logger: false })
   options.beforeListen?.(app)
   await app.listen({ host: '127.0.0.1', port: 0 })
   t.after(async () => {
     await app.close()
     await pullThrough?.close()
-    cache.db.close()
+    await cache.close()
   })
   const address = app.server.address()
   if (address === null || typeof address === 'string') throw new Error('server has no TCP address')
@@ -68,9 +68,9 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
     port: address.port,
     cache,
     config,
-    token: (scope) => {
+    token: async (scope) => {
       const token = generateToken()
-      cache.metadata.insertToken({ name: `test-${scope}`, scope, tokenHash: hashToken(token), expiresAt: null })
+      await cache.metadata.tokens.insert({ name: `test-${scope}`, scope, tokenHash: hashToken(token), expiresAt: null }, Date.now())
       return token
     },
     storedFiles: () => [...walk(cache.layout.narDir), ...walk(cache.layout.tmpDir)]

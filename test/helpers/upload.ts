@@ -28,6 +28,7 @@ import type { SecretKey } from '../../src/signing/keys.js'
 import { createCompressor } from '../../src/nix/codecs.js'
 import { tempDir } from './nix.js'
 import type { TestServer } from './server.js'
+import { sqliteDb } from './sqlite.js'
 
 /** Runs a command and returns its stdout as bytes (a NAR is binary). */
 export function runBytes (file: string, args: string[], input?: Buffer): Promise<Buffer> {
@@ -228,7 +229,7 @@ export interface RowCounts { narFiles: number, narinfos: number, refs: number, a
 /** Rows in every content table, read through the server's own database handle. */
 export function rowCounts (server: TestServer): RowCounts {
   const count = (table: string): number =>
-    (server.cache.db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
+    (sqliteDb(server.cache.metadata).prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
   return { narFiles: count('nar_files'), narinfos: count('narinfos'), refs: count('narinfo_refs'), auxFiles: count('aux_files') }
 }
 

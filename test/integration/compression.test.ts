@@ -20,7 +20,7 @@ for (const [method, extension] of VERIFIED) {
     const server = await startServer(t, { trustedKeys: [key.publicKey] })
     const closure = await buildClosure({ client })
     await client.nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}&compression=${method}`, closure.top],
-      { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+      { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
     const narinfo = await (await fetch(`${server.url}/${path.basename(closure.top).slice(0, 32)}.narinfo`)).text()
     assert.match(narinfo, new RegExp(`\nCompression: ${method}\n`))
     assert.match(narinfo, new RegExp(`\nURL: nar/[0-9a-z]{52}${extension.replaceAll('.', '\\.')}\n`))
@@ -36,7 +36,7 @@ for (const method of ['lz4', 'lzip']) {
     const server = await startServer(t, { trustedKeys: [key.publicKey] })
     const closure = await buildClosure({ client })
     const result = await client.nix(['copy', '--to', `${server.url}?secret-key=${key.secretFile}&compression=${method}`, closure.top],
-      { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+      { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
     assert.notEqual(result.code, 0)
     assert.match(result.stderr, new RegExp(`NARWHAL_UNSUPPORTED_COMPRESSION: NAR file is compressed with ${method}`))
     assert.deepEqual(server.storedFiles(), [])

@@ -12,6 +12,7 @@ import path from 'node:path'
 import { buildClosure, netrcFile, nix, nixKeyPair, nixOk, run, tempDir, type RunResult, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { fileHashOf } from '../helpers/upload.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 
@@ -21,11 +22,11 @@ function fsck (dataDir: string, ...flags: string[]): Promise<RunResult> {
 
 const hashPartOf = (storePath: string): string => path.basename(storePath).slice(0, 32)
 
-function narFileOf (server: TestServer, storePath: string): string {
+async function narFileOf (server: TestServer, storePath: string): Promise<string> {
   const { metadata, blobs } = server.cache
-  const info = metadata.narinfo(hashPartOf(storePath))
+  const info = (await metadata.narinfos.get(hashPartOf(storePath)))
   assert.ok(info !== undefined, `${storePath} is in the cache`)
-  const row = metadata.narFileById(info.narFileId)
+  const row = (await metadata.narFiles.getById(info.narFileId))
   assert.ok(row !== undefined)
   return blobs.narPath(row.fileHash)
 }
@@ -55,7 +56,7 @@ test('fsck names each kind of damage, --repair removes damaged paths with their 
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const dataDir = server.config.dataDir
-  const netrc = [`netrc-file = ${netrcFile(server.token('push'))}`]
+  const netrc = [`netrc-file = ${netrcFile((await server.token('push')))}`]
   const trust = [`trusted-public-keys = ${key.publicKey}`]
   const closures: TestClosure[] = []
   for (let i = 0; i < 4; i++) closures.push(await buildClosure())
@@ -66,14 +67,14 @@ test('fsck names each kind of damage, --repair removes damaged paths with their 
   assert.equal((await fsck(dataDir, '--verify-content')).code, 0, 'a freshly pushed cache is clean')
 
   // The damage, one kind per closure (data <- dep <- top), plus loose files.
-  const missing = narFileOf(server, c1.data)
+  const missing = await narFileOf(server, c1.data)
   unlinkSync(missing) // a leaf dependency's NAR file is gone
-  const truncated = narFileOf(server, c2.dep)
+  const truncated = await narFileOf(server, c2.dep)
   truncateSync(truncated, 64)
-  const flipped = narFileOf(server, c3.top)
+  const flipped = await narFileOf(server, c3.top)
   flipByte(flipped, 200) // same size: only --verify-content sees it
-  const rowless = narFileOf(server, c4.data)
-  const db = server.cache.db
+  const rowless = await narFileOf(server, c4.data)
+  const db = sqliteDb(server.cache.metadata)
   db.pragma('foreign_keys = OFF') // the foreign key forbids this; a hand edit need not
   db.prepare('DELETE FROM nar_files WHERE id = (SELECT nar_file_id FROM narinfos WHERE hash_part = ?)').run(hashPartOf(c4.data))
   db.pragma('foreign_keys = ON')
@@ -88,7 +89,7 @@ test('fsck names each kind of damage, --repair removes damaged paths with their 
   age(crashedPart)
   const livePart = path.join(server.cache.layout.tmpDir, 'live.part')
   writeFileSync(livePart, 'an upload in flight')
-  const narinfosBefore = server.cache.metadata.narinfoCount()
+  const narinfosBefore = (await server.cache.metadata.narinfos.count())
 
   // Checking changes nothing, names every problem but the flipped byte, and exits 1.
   const quick = await fsck(dataDir)
@@ -104,7 +105,7 @@ test('fsck names each kind of damage, --repair removes damaged paths with their 
   assert.match(quick.stdout, new RegExp(`^would remove ${c1.top}$`, 'm'), 'the dry run names the referrers too')
   assert.match(quick.stdout, new RegExp(`^in flight .*: ${livePart}$`, 'm'))
   assert.match(quick.stdout, /6 problems; --repair would remove 8 store paths/)
-  assert.equal(server.cache.metadata.narinfoCount(), narinfosBefore)
+  assert.equal((await server.cache.metadata.narinfos.count()), narinfosBefore)
   assert.ok(existsSync(dropped) && existsSync(crashedPart))
 
   const full = await fsck(dataDir, '--verify-content', '--json')

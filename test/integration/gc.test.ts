@@ -15,6 +15,8 @@ import { buildClosure, netrcFile, nixKeyPair, nixOk, runOk, tempDir, type TestCl
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, put, sleep } from '../helpers/upload.js'
 import { freePort } from '../helpers/server-process.js'
+import { sqliteDb } from '../helpers/sqlite.js'
+import type { Db } from '../../src/db/database.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 
@@ -38,7 +40,7 @@ async function narUrls (server: { url: string }, closure: TestClosure): Promise<
 
 /** NAR file bytes of a closure, from the server's database. */
 function closureBytes (server: TestServer, closure: TestClosure): number {
-  const row = server.cache.db.prepare(
+  const row = sqliteDb(server.cache.metadata).prepare(
     `SELECT sum(f.file_size) AS bytes FROM narinfos n JOIN nar_files f ON f.id = n.nar_file_id
      WHERE n.hash_part IN (SELECT value FROM json_each(?))`).get(JSON.stringify(closure.all.map(hashOf))) as { bytes: number }
   return row.bytes
@@ -53,7 +55,7 @@ async function assertSubstitutes (url: string, closure: TestClosure, trust: stri
 }
 
 /** Every narinfo the cache still holds names only references the cache serves. */
-async function assertEveryReferenceServed (url: string, db: TestServer['cache']['db']): Promise<number> {
+async function assertEveryReferenceServed (url: string, db: Db): Promise<number> {
   const refs = db.prepare('SELECT DISTINCT ref_hash_part AS h FROM narinfo_refs').all() as Array<{ h: string }>
   for (const { h } of refs) assert.equal(await status(`${url}/${h}.narinfo`), 200, `reference ${h} is served`)
   return refs.length
@@ -62,7 +64,7 @@ async function assertEveryReferenceServed (url: string, db: TestServer['cache'][
 test('narwhal gc --max-size removes the unread closure entirely and keeps the read and the pinned ones whole', async (t) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const push = [`netrc-file = ${netrcFile(server.token('push'))}`]
+  const push = [`netrc-file = ${netrcFile((await server.token('push')))}`]
   const trust = `trusted-public-keys = ${key.publicKey}`
   const to = `${server.url}?secret-key=${key.secretFile}`
 
@@ -78,7 +80,7 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
   // As if the pushes were an hour ago (in the same order): a read within a minute of the last
   // recorded use is not written again (TOUCH_RESOLUTION_MS), and this read must count.
   for (const table of ['narinfos', 'nar_files']) {
-    server.cache.db.prepare(`UPDATE ${table} SET created_at = created_at - 3600000, last_accessed_at = last_accessed_at - 3600000`).run()
+    sqliteDb(server.cache.metadata).prepare(`UPDATE ${table} SET created_at = created_at - 3600000, last_accessed_at = last_accessed_at - 3600000`).run()
   }
   await assertSubstitutes(server.url, read, trust)
   server.app.narwhal.access.flush()
@@ -88,7 +90,7 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
   assert.match(pinOut, /^pinned \/nix\/store\/\S+ and its closure until unpinned$/m)
   assert.match(await runOk('node', [CLI, 'pin', 'list', '--data', data]), new RegExp(`^${pinned.top}\tforever\t\\S+\trelease$`, 'm'))
 
-  const total = server.cache.retention.totalNarBytes()
+  const total = await server.cache.metadata.retention.totalNarBytes()
   const maxSize = total - closureBytes(server, unread)
   const dry = await runOk('node', [CLI, 'gc', '--max-size', String(maxSize), '--keep-recent', '0', '--dry-run', '-v', '--data', data])
   assert.match(dry, /^narwhal gc --dry-run: would remove 3 store paths and 3 NAR files/m)
@@ -103,7 +105,7 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
   for (const url of unreadNars) assert.equal(await status(`${server.url}/${url}`), 404, `${url} is gone`)
   await assertSubstitutes(server.url, read, trust)
   await assertSubstitutes(server.url, pinned, trust)
-  assert.ok(await assertEveryReferenceServed(server.url, server.cache.db) >= 4)
+  assert.ok(await assertEveryReferenceServed(server.url, sqliteDb(server.cache.metadata)) >= 4)
 
   const metrics = await (await fetch(`${server.url}/metrics`)).text()
   assert.match(metrics, /^narwhal_gc_runs_total 1$/m)
@@ -139,10 +141,10 @@ test('narwhal serve collects on its schedule: old paths, unnamed NARs past their
   {
     // Filled by a first server with the default schedule (hourly): nothing is collected yet.
     const first = await startServer(t, { trustedKeys: [key.publicKey], dataDir: data })
-    const push = [`netrc-file = ${netrcFile(first.token('push'))}`]
+    const push = [`netrc-file = ${netrcFile((await first.token('push')))}`]
     for (const closure of [old, kept]) await nixOk(['copy', '--to', `${first.url}?secret-key=${key.secretFile}`, closure.top], { config: push })
     // A NAR whose narinfo never came (an interrupted push).
-    assert.equal((await put(`${first.url}/${orphan.url}`, orphan.bytes, first.token('push'))).status, 201)
+    assert.equal((await put(`${first.url}/${orphan.url}`, orphan.bytes, (await first.token('push')))).status, 201)
     await first.app.close()
   }
   await runOk('node', [CLI, 'pin', 'add', kept.top, '--data', data])
@@ -188,7 +190,7 @@ test('after a gc, a pusher with Nix\'s default narinfo cache skips paths it uplo
   const pusherCache = tempDir('narwhal-pusher-cache-')
   const pushAs = async (ttl: string): Promise<void> => {
     await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], {
-      config: [`netrc-file = ${netrcFile(server.token('push'))}`, `narinfo-cache-positive-ttl = ${ttl}`],
+      config: [`netrc-file = ${netrcFile((await server.token('push')))}`, `narinfo-cache-positive-ttl = ${ttl}`],
       env: { XDG_CACHE_HOME: pusherCache }
     })
   }

@@ -66,7 +66,7 @@ testEachClient('nix copy --to: the request order and headers the client sends', 
   // One path over 1 MiB, so both sizes of upload show their headers.
   const closure = await buildClosure({ client, dataBytes: 3 * 1024 * 1024 })
   await client.nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}&compression=none`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   t.diagnostic(seen.map(line).join('\n'))
 
   for (const s of seen) assert.match(s.userAgent, new RegExp(`^curl/[\\d.]+ Nix/${client.version.replace('.', '\\.')}\\.\\d+$`))
@@ -114,7 +114,7 @@ testEachClient('nix copy --from: narinfos, then plain GETs of the NARs', async (
   const server = await startServer(t, { trustedKeys: [key.publicKey], beforeListen: attach })
   const closure = await buildClosure({ client })
   await client.nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   seen.length = 0
   await client.nixOk(['copy', '--from', server.url, '--to', tempDir('narwhal-store-'), closure.top],
     { config: [`trusted-public-keys = ${key.publicKey}`] })
@@ -151,7 +151,7 @@ testEachClient('requests in flight for eight independent paths: 2.8 one at a tim
     paths.push((await client.ok('nix-store', ['--add', file])).trim())
   }
   await client.nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}&compression=none`, ...paths],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   const up = maxInFlight(seen)
   seen.length = 0
   await client.nixOk(['copy', '--from', server.url, '--to', tempDir('narwhal-store-'), ...paths],

@@ -29,7 +29,7 @@ function pathInfos (client: NixClient, json: string): PathInfoJson[] {
 testEachClient('nix copy pushes a closure; nix copy --from, nix-store -r, path-info and store verify read it back', async (t, client) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const netrc = netrcFile(server.token('push'))
+  const netrc = netrcFile((await server.token('push')))
   const closure = await buildClosure({ dataBytes: 2 * 1024 * 1024, client })
 
   await client.nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrc}`] })
@@ -71,7 +71,7 @@ testEachClient('nix copy pushes a closure; nix copy --from, nix-store -r, path-i
 testEachClient('a second nix copy of the same closure uploads nothing and succeeds', async (t, client) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const netrc = netrcFile(server.token('push'))
+  const netrc = netrcFile((await server.token('push')))
   const closure = await buildClosure({ client })
   const to = `${server.url}?secret-key=${key.secretFile}`
   await client.nixOk(['copy', '--to', to, closure.top], { config: [`netrc-file = ${netrc}`] })
@@ -85,7 +85,7 @@ testEachClient('substitution refuses a cache whose key the client does not trust
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const closure = await buildClosure({ client })
   await client.nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   const other = await nixKeyPair('someone-else-1')
   const store = tempDir('narwhal-store-')
   const result = await client.nix(['copy', '--from', server.url, '--to', store, closure.top], { config: [`trusted-public-keys = ${other.publicKey}`] })
@@ -96,7 +96,7 @@ testEachClient('substitution refuses a cache whose key the client does not trust
 testEachClient('nix store copy-log uploads a build log and nix log reads it from the cache', async (t, client) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const netrc = netrcFile(server.token('push'))
+  const netrc = netrcFile((await server.token('push')))
   const closure = await buildClosure({ client })
   await client.nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrc}`] })
   await client.nixOk(['store', 'copy-log', '--to', server.url, closure.top], { config: [`netrc-file = ${netrc}`] })
@@ -121,17 +121,17 @@ testEachClient('nix copy without a token is refused and stores nothing', async (
   assert.notEqual(result.code, 0)
   assert.match(result.stderr, /401|NARWHAL_UNAUTHORIZED/)
   assert.deepEqual(server.storedFiles(), [])
-  assert.equal(server.cache.metadata.narinfoCount(), 0)
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
 testEachClient('nix copy of unsigned paths is refused: no narinfo is stored', async (t, client) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const closure = await buildClosure({ client })
-  const result = await client.nix(['copy', '--to', server.url, closure.top], { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  const result = await client.nix(['copy', '--to', server.url, closure.top], { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   assert.notEqual(result.code, 0)
   assert.match(result.stderr, /NARWHAL_SIGNATURE_REJECTED: narinfo field Sig: no signature by a trusted uploader key/)
-  assert.equal(server.cache.metadata.narinfoCount(), 0)
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
 testEachClient('nix copy signed by a key the server does not trust is refused', async (t, client) => {
@@ -140,10 +140,10 @@ testEachClient('nix copy signed by a key the server does not trust is refused', 
   const server = await startServer(t, { trustedKeys: [trusted.publicKey] })
   const closure = await buildClosure({ client })
   const result = await client.nix(['copy', '--to', `${server.url}?secret-key=${untrusted.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   assert.notEqual(result.code, 0)
   assert.match(result.stderr, /NARWHAL_SIGNATURE_REJECTED/)
-  assert.equal(server.cache.metadata.narinfoCount(), 0)
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
 testEachClient('a read token cannot push', async (t, client) => {
@@ -151,7 +151,7 @@ testEachClient('a read token cannot push', async (t, client) => {
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const closure = await buildClosure({ client })
   const result = await client.nix(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('read'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('read')))}`] })
   assert.notEqual(result.code, 0)
   assert.match(result.stderr, /NARWHAL_FORBIDDEN/)
   assert.deepEqual(server.storedFiles(), [])
@@ -162,7 +162,7 @@ testEachClient('a server with no trusted key refuses narinfos and says how to co
   const server = await startServer(t)
   const closure = await buildClosure({ client })
   const result = await client.nix(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   assert.notEqual(result.code, 0)
   assert.match(result.stderr, /NARWHAL_NO_TRUSTED_KEY: .*--trusted-key/)
 })
@@ -175,7 +175,7 @@ testEachClient('keys generated by narwhal keygen work with nix copy and Nix veri
   const publicKey = readFileSync(pub, 'utf8')
   const server = await startServer(t, { trustedKeys: [publicKey] })
   const closure = await buildClosure({ client })
-  await client.nixOk(['copy', '--to', `${server.url}?secret-key=${secret}`, closure.top], { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  await client.nixOk(['copy', '--to', `${server.url}?secret-key=${secret}`, closure.top], { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   await client.nixOk(['store', 'verify', '--recursive', '--store', server.url, closure.top], { config: [`trusted-public-keys = ${publicKey}`] })
   const again = await run('node', ['dist/src/cli/main.js', 'keygen', 'x', '--secret-out', secret, '--public-out', pub])
   assert.notEqual(again.code, 0, 'keygen never overwrites an existing key')

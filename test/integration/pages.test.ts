@@ -24,7 +24,7 @@ test('front page, search and path pages of a cache filled by nix copy', async (t
   const server = await startServer(t, { trustedKeys: [key.publicKey, other.publicKeyText] })
   const closure = await buildClosure()
   await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   const browser = await openBrowser(t)
   const page = await browser.newPage()
 
@@ -70,7 +70,7 @@ test('front page, search and path pages of a cache filled by nix copy', async (t
 test('text from uploads and visitors renders as text, never as markup', async (t) => {
   const uploader = generateKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [uploader.publicKeyText] })
-  const token = server.token('push')
+  const token = await server.token('push')
   // Store path names allow no < > & " ', but + ? = are allowed and a signature's key name is any text.
   const nar = await freshNar('xz', { name: 'what?a=b+c' })
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, token)).status, 201)
@@ -107,7 +107,7 @@ test('a private cache shows a visitor without a read token nothing, and one with
   const server = await startServer(t, { private: true, trustedKeys: [key.publicKey] })
   const closure = await buildClosure()
   await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   const hash = path.basename(closure.top).slice(0, 32)
   const topName = path.basename(closure.top).slice(33)
 
@@ -128,7 +128,7 @@ test('a private cache shows a visitor without a read token nothing, and one with
   }
   await strangerBrowser.close()
 
-  const readerBrowser = await openBrowser(t, { username: 'narwhal', password: server.token('read') })
+  const readerBrowser = await openBrowser(t, { username: 'narwhal', password: (await server.token('read')) })
   const reader = await readerBrowser.newPage()
   assert.equal((await reader.goto(server.url + '/'))?.status(), 200)
   assert.match(await reader.textContent('#nix-conf') ?? '', new RegExp(`extra-trusted-public-keys = ${key.publicKey.replace(/[+/]/g, '\\$&')}$`))

@@ -33,7 +33,7 @@ async function cacheWithBudgets (t: test.TestContext, client: NixClient, env: Re
   const key = await nixKeyPair('test-uploader-1')
   const open = await startServer(t, { trustedKeys: [key.publicKey] })
   const closure = await buildClosure({ client })
-  await client.nixOk(['copy', '--to', `${open.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(open.token('push'))}`] })
+  await client.nixOk(['copy', '--to', `${open.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile((await open.token('push')))}`] })
   const limited = await startServer(t, { trustedKeys: [key.publicKey], dataDir: open.config.dataDir, env })
   return { key, closure, server: limited }
 }
@@ -76,7 +76,7 @@ testEachClient('nix copy --to against a write budget: 2.8 gets through (the 429 
   })
   const closure = await buildClosure({ client })
   const result = await client.nix(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   assert.ok(await rateLimited(server) > 0, 'a PUT was refused with 429')
   assert.match(result.stderr, /unable to upload '[^']+': HTTP error 429/)
   if (client.version === '2.8') {
@@ -85,14 +85,14 @@ testEachClient('nix copy --to against a write budget: 2.8 gets through (the 429 
     // `100 Continue` (server/body.ts), so no byte of the body was read and the retry sends all
     // of it. Were the server to invite the body first, the retry would go out empty.
     assert.equal(result.code, 0, result.stderr)
-    assert.equal(server.cache.metadata.narinfoCount(), closure.all.length)
+    assert.equal((await server.cache.metadata.narinfos.count()), closure.all.length)
   } else {
     // Trixie's curl sends Expect only on bodies over 1 MiB (nix-clients.test.ts): a narinfo or a
     // small NAR goes out whole with its headers, the 429 comes after, and every retry sends
     // nothing; Nix 2.26 gives up. Nothing half-made is stored.
     assert.notEqual(result.code, 0)
     assert.match(result.stderr, /only 0\/\d+ of needed bytes read/)
-    assert.ok(server.cache.metadata.narinfoCount() < closure.all.length)
+    assert.ok((await server.cache.metadata.narinfos.count()) < closure.all.length)
   }
 })
 
@@ -102,7 +102,7 @@ test('narwhal push gets through a write budget of 2 per second: it re-sends the 
     trustedKeys: [key.publicKey],
     env: { NARWHAL_RATE_LIMIT_WRITES: '2', NARWHAL_RATE_LIMIT_WINDOW_SECONDS: '1' }
   })
-  const client = new CacheClient(server.url, server.token('push'))
+  const client = new CacheClient(server.url, (await server.token('push')))
   t.after(() => client.close())
   const closure = await buildClosure()
   const result = await pushClosure(await closureInfo([closure.top]), {

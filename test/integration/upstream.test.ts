@@ -104,7 +104,7 @@ testEachClient('a closure substitutes through narwhal from an nginx upstream: sa
   assert.equal(server.storedFiles().length, upstream.closure.all.length)
   // Each pulled path's provenance names the upstream it came from and the key that made it acceptable.
   for (const storePath of upstream.closure.all) {
-    const rows = server.cache.provenance.ofPath(hashPart(storePath))
+    const rows = (await server.cache.provenance.ofPath(hashPart(storePath)))
     assert.deepEqual(rows.map(r => [r.outcome, r.upstream, r.keyNames]), [['created', upstream.nginx.url, ['upstream-test-1']]])
   }
   assert.equal(await metric(server, 'narwhal_upstream_narinfo_hits_total', upstream.nginx.url), upstream.closure.all.length)
@@ -251,7 +251,7 @@ test('push and proxy in one: nix copy --to narwhal skips upstream-held paths wit
   assert.ok(!existsSync(path.join(upstream.nginx.root, `${hashPart(closure.top)}.narinfo`)))
 
   await nixOk(['copy', '--to', `${server.url}?secret-key=${uploader.secretFile}`, closure.top],
-    { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+    { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   assert.deepEqual(await narGets(upstream), [], 'narwhal fetched no NAR for nix copy --to')
   assert.equal(server.storedFiles().length, 1, 'only the pushed path\'s NAR was uploaded')
   const top = await (await fetch(`${server.url}/${hashPart(closure.top)}.narinfo`)).text()

@@ -15,7 +15,7 @@ import { startServer } from '../helpers/server.js'
 test('missing-paths answers in one round trip, needs a push token, and checks its input', async (t) => {
   const key = await nixKeyPair('batch-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const token = server.token('push')
+  const token = await server.token('push')
   const ask = (body: unknown, auth = `Bearer ${token}`): Promise<Response> => fetch(server.url + MISSING_PATHS_ROUTE, {
     method: 'POST', headers: { authorization: auth, 'content-type': 'application/json' }, body: JSON.stringify(body)
   })
@@ -24,7 +24,7 @@ test('missing-paths answers in one round trip, needs a push token, and checks it
   assert.equal(ok.status, 200)
   assert.deepEqual(await ok.json(), { missing: hashes })
   assert.equal((await ask({ hashParts: hashes }, '')).status, 401)
-  assert.equal((await ask({ hashParts: hashes }, `Bearer ${server.token('read')}`)).status, 403)
+  assert.equal((await ask({ hashParts: hashes }, `Bearer ${(await server.token('read'))}`)).status, 403)
   const bad = await ask({ hashParts: ['../etc/passwd'] })
   assert.equal(bad.status, 400)
   assert.match(await bad.text(), /^NARWHAL_BAD_REQUEST: missing-paths query/)
@@ -33,7 +33,7 @@ test('missing-paths answers in one round trip, needs a push token, and checks it
 test('upload-batch verifies each part like its PUT: good parts stored, bad parts refused with the PUT\'s code', async (t) => {
   const key = await nixKeyPair('batch-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const token = server.token('push')
+  const token = await server.token('push')
   const closure = await buildClosure()
   const infos = topologicalOrder(await closureInfo([closure.top]))
   const keys = loadSecretKeys([key.secretFile])
@@ -61,7 +61,7 @@ test('upload-batch verifies each part like its PUT: good parts stored, bad parts
   assert.equal(results[3]?.code, 'NARWHAL_NAR_INVALID')
   assert.equal(results[4]?.code, 'NARWHAL_MISSING_DEPENDENCY')
   assert.equal(results[8]?.code, 'NARWHAL_BAD_NAME')
-  assert.equal(server.cache.metadata.narinfoCount(), 3)
+  assert.equal((await server.cache.metadata.narinfos.count()), 3)
   // The wrong-name NAR left nothing behind.
   assert.equal(server.storedFiles().length, 3)
 
@@ -74,7 +74,7 @@ test('upload-batch verifies each part like its PUT: good parts stored, bad parts
 test('upload-batch answers a malformed multipart body with 400, never 500, and stores nothing', async (t) => {
   // Found by test/fuzz/routes.test.ts: busboy's parse errors used to escape as 500s.
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   const nar = Buffer.from('not even a NAR, and cut short')
   const fileHash = 'a'.repeat(52)
   const part = `--x\r\nContent-Disposition: form-data; name="nar/${fileHash}.nar"; filename="part"\r\n` +
@@ -93,7 +93,7 @@ test('upload-batch answers a malformed multipart body with 400, never 500, and s
     assert.match(await answer.text(), /^NARWHAL_BAD_REQUEST: upload-batch: the multipart body is malformed/, why)
   }
   assert.deepEqual(server.storedFiles(), [])
-  assert.equal(server.cache.metadata.narinfoCount(), 0)
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
 test('upload-batch refuses a part without a name as NARWHAL_BAD_NAME, and goes on with the next part', async (t) => {
@@ -104,7 +104,7 @@ test('upload-batch refuses a part without a name as NARWHAL_BAD_NAME, and goes o
     '--x\r\nContent-Disposition: form-data; filename="part"\r\n\r\nabc\r\n' +
     '--x\r\nContent-Disposition: form-data; name="x"\r\n\r\nabc\r\n--x--\r\n'
   const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
-    method: 'POST', headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'multipart/form-data; boundary=x' }, body
+    method: 'POST', headers: { authorization: `Bearer ${(await server.token('push'))}`, 'content-type': 'multipart/form-data; boundary=x' }, body
   })
   assert.equal(answer.status, 200)
   const { results } = await answer.json() as UploadBatchResponse
@@ -119,7 +119,7 @@ test('upload-batch answers a batch with a large part that is not form-data (skip
   // form-data, and a skipped part of more than its 16 KiB buffer that ends in the same chunk as
   // the closing delimiter left the parser paused for ever: the request never got an answer.
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   for (const size of [20_000, 1_000_000]) {
     const body = Buffer.concat([
       Buffer.from('--x\r\nContent-Disposition: inline; name="a"; filename="part"\r\n\r\n'),

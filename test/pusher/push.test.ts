@@ -37,7 +37,7 @@ for (const mode of ['multipart batches', 'plain PUTs', 'xz, plain PUTs'] as cons
   test(`push a closure (${mode}); Nix substitutes it into an empty store trusting only the pusher's key`, async (t) => {
     const key = await nixKeyPair('pusher-test-1')
     const server = await startServer(t, { trustedKeys: [key.publicKey] })
-    const client = new CacheClient(server.url, server.token('push'))
+    const client = new CacheClient(server.url, (await server.token('push')))
     t.after(() => client.close())
     const closure = await buildClosure({ dataBytes: mode === 'multipart batches' ? 64 * 1024 : 1024 * 1024 })
     const infos = await closureInfo([closure.top])
@@ -70,7 +70,7 @@ test('refused paths fail with the server\'s reason, and nothing is stored', asyn
   const trusted = await nixKeyPair('trusted-1')
   const other = await nixKeyPair('other-1')
   const server = await startServer(t, { trustedKeys: [trusted.publicKey] })
-  const client = new CacheClient(server.url, server.token('push'))
+  const client = new CacheClient(server.url, (await server.token('push')))
   t.after(() => client.close())
   const closure = await buildClosure()
   const result = await pushClosure(await closureInfo([closure.top]), options(client, other.secretFile))
@@ -82,13 +82,13 @@ test('refused paths fail with the server\'s reason, and nothing is stored', asyn
     assert.equal(f.kind, 'refused')
     assert.match(f.reason, /NARWHAL_SIGNATURE_REJECTED: narinfo field Sig: no signature by a trusted uploader key/)
   }
-  assert.equal(server.cache.metadata.narinfoCount(), 0)
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
 test('a path Nix collected after the closure was read is gone, not refused; the rest goes up', async (t) => {
   const key = await nixKeyPair('pusher-test-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const client = new CacheClient(server.url, server.token('push'))
+  const client = new CacheClient(server.url, (await server.token('push')))
   t.after(() => client.close())
   const closure = await buildClosure()
   const infos = await closureInfo([closure.top])
@@ -96,13 +96,13 @@ test('a path Nix collected after the closure was read is gone, not refused; the 
   const result = await pushClosure(infos, options(client, key.secretFile))
   assert.deepEqual(result.failed.map(f => [f.path, f.kind]), [[closure.top, 'gone']])
   assert.deepEqual([...result.uploaded].sort(), [closure.data, closure.dep].sort())
-  assert.equal(server.cache.metadata.narinfoCount(), 2)
+  assert.equal((await server.cache.metadata.narinfos.count()), 2)
 })
 
 test('a path whose NAR does not match the store\'s record is corrupt, and what references it is not sent', async (t) => {
   const key = await nixKeyPair('pusher-test-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const client = new CacheClient(server.url, server.token('push'))
+  const client = new CacheClient(server.url, (await server.token('push')))
   t.after(() => client.close())
   const closure = await buildClosure()
   const infos = (await closureInfo([closure.top])).map(i => i.path === closure.data ? { ...i, narSize: i.narSize + 8 } : i)
@@ -111,7 +111,7 @@ test('a path whose NAR does not match the store\'s record is corrupt, and what r
   assert.equal(kinds.get(closure.data), 'corrupt')
   assert.equal(kinds.get(closure.dep), 'refused', 'its reference failed: the server would refuse it')
   assert.equal(kinds.get(closure.top), 'refused')
-  assert.equal(server.cache.metadata.narinfoCount(), 0)
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
 test('an unreachable server is a transient failure', async () => {
@@ -183,7 +183,7 @@ test('paths signed by an upstream key (skipSignedBy) are not uploaded', async (t
   const key = await nixKeyPair('pusher-test-1')
   const upstream = await nixKeyPair('upstream-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const client = new CacheClient(server.url, server.token('push'))
+  const client = new CacheClient(server.url, (await server.token('push')))
   t.after(() => client.close())
   const closure = await buildClosure()
   await nixOk(['store', 'sign', '--key-file', upstream.secretFile, closure.data])
@@ -192,5 +192,5 @@ test('paths signed by an upstream key (skipSignedBy) are not uploaded', async (t
   const result = await pushClosure(infos, options(client, key.secretFile, { skipSignedBy: ['upstream-1'] }))
   assert.equal(result.skippedUpstream, 1)
   assert.equal(result.uploaded.length, 0)
-  assert.equal(server.cache.metadata.narinfoCount(), 0)
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })

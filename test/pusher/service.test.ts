@@ -25,7 +25,7 @@ async function setUp (t: import('node:test').TestContext) {
   const queueDir = tempDir('narwhal-queue-')
   const config: PusherConfig = { ...defaultPusherConfig(), server: server.url, queueDir, secretKeyFiles: [key.secretFile], maxRetryDelaySeconds: 1, pollMs: 50 }
   const queue = openQueue(queueDir)
-  const client = new CacheClient(server.url, server.token('push'))
+  const client = new CacheClient(server.url, (await server.token('push')))
   t.after(async () => { queue.close(); await client.close() })
   const lines: string[] = []
   const controller = new AbortController()
@@ -39,7 +39,7 @@ test('a job with only DRV_PATH pushes the derivation\'s outputs and their closur
   const job = queue.enqueue({ jobId: 'j1', drvPath: closure.drv, outPaths: [] })
   const outcome = await processJob(queue.claimNext()!, options)
   assert.equal(outcome.state, 'done', outcome.message)
-  assert.equal(server.cache.metadata.narinfoCount(), 3)
+  assert.equal((await server.cache.metadata.narinfos.count()), 3)
   const done = queue.job(job.seq)!
   assert.equal(done.state, 'done')
   assert.equal(done.pathsUploaded, 3)
@@ -59,7 +59,7 @@ test('jobs claimed together go up as one push; each is finished with its own clo
   assert.equal(claimed.length, 4)
   const outcomes = await processJobs(claimed, options)
   assert.deepEqual(outcomes.map(o => o.state), ['done', 'done', 'done', 'done'], outcomes.map(o => o.message).join('\n'))
-  assert.equal(server.cache.metadata.narinfoCount(), 6)
+  assert.equal((await server.cache.metadata.narinfos.count()), 6)
   assert.equal(queue.job(jobA.seq)?.pathsTotal, 3)
   assert.equal(queue.job(jobDep.seq)?.pathsTotal, 2)
   assert.equal(queue.job(jobB.seq)?.pathsUploaded, 3)
@@ -96,7 +96,7 @@ test('a down server leaves the job pending with backoff and the reason; it compl
   assert.ok(pending.nextAttemptAt > Date.now() - 10)
   await new Promise(resolve => setTimeout(resolve, Math.max(0, pending.nextAttemptAt - Date.now()) + 10))
   assert.equal((await processJob(queue.claimNext()!, options)).state, 'done')
-  assert.equal(server.cache.metadata.narinfoCount(), 3)
+  assert.equal((await server.cache.metadata.narinfos.count()), 3)
 })
 
 test('the loop drains what the sh hook spooled, then stops on abort', async (t) => {
@@ -112,10 +112,10 @@ test('the loop drains what the sh hook spooled, then stops on abort', async (t) 
   writeFileSync(leftover, 'a NAR temp file of a pusher killed mid-upload')
   const loop = runPusher(options)
   const deadline = Date.now() + 30_000
-  while (server.cache.metadata.narinfoCount() < 6 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
+  while ((await server.cache.metadata.narinfos.count()) < 6 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 50))
   controller.abort()
   await loop
-  assert.equal(server.cache.metadata.narinfoCount(), 6)
+  assert.equal((await server.cache.metadata.narinfos.count()), 6)
   const s = queueStatus(queue, queueDir)
   assert.equal(s.counts.done, 2)
   assert.equal(s.spooled, 0)

@@ -64,7 +64,7 @@ test('a cache exported to a bucket is substituted by stock Nix straight from the
   const engine = s3Engine()
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const netrc = netrcFile(server.token('push'))
+  const netrc = netrcFile((await server.token('push')))
   const closure = await buildClosure({ dataBytes: 1024 * 1024 })
   await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrc}`] })
   await nixOk(['store', 'copy-log', '--to', server.url, closure.top], { config: [`netrc-file = ${netrc}`] })
@@ -107,7 +107,7 @@ test('an export with a key prefix puts the cache under it, and Nix reads it ther
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const closure = await buildClosure()
-  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
+  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
   const bucket = await createBucket(engine)
   await exportJson(engine, server, storageUrl(engine, bucket, '&prefix=team-a/'))
   const keys = [...(await listBucket(engine, bucket)).keys()]
@@ -120,7 +120,7 @@ test('a killed export leaves a valid cache in the bucket, and running it again c
   const engine = s3Engine()
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const netrc = netrcFile(server.token('push'))
+  const netrc = netrcFile((await server.token('push')))
   // Pushed first, so exported first; the second closure's data path is one large NAR (several
   // multipart parts), still uploading when the first closure's last narinfo is written.
   const small = await buildClosure()
@@ -202,9 +202,9 @@ test('a path whose NAR file is missing on disk is left out with everything that 
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const closure = await buildClosure()
-  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(server.token('push'))}`] })
-  const dep = server.cache.metadata.narinfo(hashPart(closure.dep))
-  const depFile = dep === undefined ? undefined : server.cache.metadata.narFileById(dep.narFileId)
+  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
+  const dep = (await server.cache.metadata.narinfos.get(hashPart(closure.dep)))
+  const depFile = dep === undefined ? undefined : (await server.cache.metadata.narFiles.getById(dep.narFileId))
   assert.ok(depFile !== undefined)
   rmSync(server.cache.blobs.narPath(depFile.fileHash))
 

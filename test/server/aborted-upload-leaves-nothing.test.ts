@@ -13,7 +13,7 @@ test('a client that disconnects mid-upload leaves no file and no row, and the se
   const server = await startServer(t)
   // Random content does not compress, so the file is about as large as the data: ~1 MiB.
   const nar = await freshNar('zstd', { randomBytes: 1024 * 1024 })
-  const token = server.token('push')
+  const token = await server.token('push')
   const half = nar.bytes.subarray(0, Math.floor(nar.bytes.length / 2))
 
   const socket = net.connect(server.port, '127.0.0.1')
@@ -33,7 +33,7 @@ test('a client that disconnects mid-upload leaves no file and no row, and the se
   await sleep(200)
   assert.deepEqual(server.storedFiles(), [])
   assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
-  assert.equal(server.cache.metadata.narFile(nar.fileHash), undefined)
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash)), undefined)
 
   const info = await get(`${server.url}/nix-cache-info`)
   assert.equal(info.status, 200)
@@ -45,7 +45,7 @@ test('a client that disconnects mid-upload leaves no file and no row, and the se
   const whole = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(whole.status, 201, whole.body)
   assert.equal(server.storedFiles().length, 1)
-  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.narSize, Number(nar.narSize))
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.narSize, Number(nar.narSize))
 })
 
 test('a client that disconnects after the headers, before any body byte, leaves nothing', async (t) => {
@@ -54,7 +54,7 @@ test('a client that disconnects after the headers, before any body byte, leaves 
   const socket = net.connect(server.port, '127.0.0.1')
   await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject) })
   socket.on('error', () => {})
-  socket.write(`PUT /${nar.url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.token('push')}\r\n` +
+  socket.write(`PUT /${nar.url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${(await server.token('push'))}\r\n` +
     `Content-Length: ${nar.bytes.length}\r\n\r\n`)
   await sleep(150)
   socket.destroy()

@@ -10,26 +10,27 @@ import { AccessTracker } from '../../src/cache/access-tracker.js'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, get, makeNarinfo, request, upload, type Nar } from '../helpers/upload.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 const uploader = generateKeyPair('test-uploader-1')
 const LONG_AGO = 1_000_000
 
 function lastUse (server: TestServer, nar: Nar): { narinfo: number, narFile: number } {
-  const narinfo = server.cache.db.prepare('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?').get(nar.hashPart) as { t: number }
-  const narFile = server.cache.db.prepare('SELECT last_accessed_at AS t FROM nar_files WHERE file_hash = ?').get(nar.fileHash) as { t: number }
+  const narinfo = sqliteDb(server.cache.metadata).prepare('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?').get(nar.hashPart) as { t: number }
+  const narFile = sqliteDb(server.cache.metadata).prepare('SELECT last_accessed_at AS t FROM nar_files WHERE file_hash = ?').get(nar.fileHash) as { t: number }
   return { narinfo: narinfo.t, narFile: narFile.t }
 }
 
 /** Pretends the path was uploaded and last used long ago. */
 function age (server: TestServer, nar: Nar): void {
-  server.cache.db.prepare('UPDATE narinfos SET last_accessed_at = ? WHERE hash_part = ?').run(LONG_AGO, nar.hashPart)
-  server.cache.db.prepare('UPDATE nar_files SET last_accessed_at = ? WHERE file_hash = ?').run(LONG_AGO, nar.fileHash)
+  sqliteDb(server.cache.metadata).prepare('UPDATE narinfos SET last_accessed_at = ? WHERE hash_part = ?').run(LONG_AGO, nar.hashPart)
+  sqliteDb(server.cache.metadata).prepare('UPDATE nar_files SET last_accessed_at = ? WHERE file_hash = ?').run(LONG_AGO, nar.fileHash)
 }
 
 async function serverWithPath (t: Parameters<typeof startServer>[0]): Promise<{ server: TestServer, nar: Nar }> {
   const server = await startServer(t, { trustedKeys: [uploader.publicKeyText] })
   const nar = await freshNar('xz')
-  const answers = await upload(server, nar, makeNarinfo(nar, { keys: [uploader.secretKey] }), server.token('push'))
+  const answers = await upload(server, nar, makeNarinfo(nar, { keys: [uploader.secretKey] }), (await server.token('push')))
   assert.equal(answers.narinfo.status, 201)
   age(server, nar)
   return { server, nar }
@@ -83,9 +84,9 @@ test('misses record nothing; closing the server writes what is pending', async (
 test('a flush that cannot get the write lock is reported and dropped; the next one records again', async (t) => {
   const { server, nar } = await serverWithPath(t)
   const errors: unknown[] = []
-  const tracker = new AccessTracker(server.cache.retention, { onError: err => { errors.push(err) } })
+  const tracker = new AccessTracker(server.cache.metadata.retention, { onError: err => { errors.push(err) } })
   t.after(() => tracker.close())
-  server.cache.db.pragma('busy_timeout = 50')
+  sqliteDb(server.cache.metadata).pragma('busy_timeout = 50')
   const other = new Database(server.cache.layout.database)
   other.exec('BEGIN IMMEDIATE')
   tracker.narinfo(nar.hashPart)
@@ -105,7 +106,7 @@ test('a flush that cannot get the write lock is reported and dropped; the next o
 
 test('the tracker flushes early when many reads are pending', async (t) => {
   const { server, nar } = await serverWithPath(t)
-  const tracker = new AccessTracker(server.cache.retention, { maxPending: 2 })
+  const tracker = new AccessTracker(server.cache.metadata.retention, { maxPending: 2 })
   t.after(() => tracker.close())
   tracker.narinfo(nar.hashPart)
   assert.equal(lastUse(server, nar).narinfo, LONG_AGO)
@@ -120,7 +121,7 @@ test('the pusher asking which paths are missing counts as use of those present',
   const other = await freshNar('xz')
   const answer = await fetch(`${server.url}/api/v1/missing-paths`, {
     method: 'POST',
-    headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'application/json' },
+    headers: { authorization: `Bearer ${(await server.token('push'))}`, 'content-type': 'application/json' },
     body: JSON.stringify({ hashParts: [nar.hashPart, other.hashPart] })
   })
   assert.deepEqual(await answer.json(), { missing: [other.hashPart] })

@@ -30,15 +30,15 @@ function assertUnauthorized (answer: Answer, message: RegExp): void {
   assert.equal(answer.headers['www-authenticate'], 'Basic realm="narwhal"')
 }
 
-function insertToken (server: TestServer, scope: 'read' | 'push' | 'admin', expiresAt: number | null): string {
+async function insertToken (server: TestServer, scope: 'read' | 'push' | 'admin', expiresAt: number | null): Promise<string> {
   const token = generateToken()
-  server.cache.metadata.insertToken({ name: `test-${scope}-expiring`, scope, tokenHash: hashToken(token), expiresAt })
+  await (server.cache.metadata.tokens.insert({ name: `test-${scope}-expiring`, scope, tokenHash: hashToken(token), expiresAt }, Date.now()))
   return token
 }
 
 test('a push token as Bearer, or as the Basic password under any user name, may write', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   const ways = [`Bearer ${token}`, `bearer ${token}`, basic('narwhal', token), basic('anyone-at-all', token), basic('', token)]
   for (const authorization of ways) {
     const nar = await freshNar('zstd')
@@ -47,12 +47,12 @@ test('a push token as Bearer, or as the Basic password under any user name, may 
   }
   assert.equal(rowCounts(server).narFiles, ways.length)
   // An admin token includes push.
-  assert.equal((await putNar(server, await freshNar('zstd'), `Bearer ${server.token('admin')}`)).status, 201)
+  assert.equal((await putNar(server, await freshNar('zstd'), `Bearer ${(await server.token('admin'))}`)).status, 201)
 })
 
 test('no token, an unknown one, or a malformed header: 401 with WWW-Authenticate, nothing stored', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   const nar = await freshNar('xz')
   assertUnauthorized(await putNar(server, nar), /this request needs a token with push scope/)
   for (const authorization of [`Bearer ${generateToken()}`, basic('narwhal', 'wrong'), basic(token, 'x')]) {
@@ -68,12 +68,12 @@ test('no token, an unknown one, or a malformed header: 401 with WWW-Authenticate
 test('a read token on a write: 403 NARWHAL_FORBIDDEN naming the scopes, nothing stored', async (t) => {
   const server = await startServer(t)
   const nar = await freshNar('xz')
-  const answer = await putNar(server, nar, `Bearer ${server.token('read')}`)
+  const answer = await putNar(server, nar, `Bearer ${(await server.token('read'))}`)
   assert.equal(answer.status, 403)
   assert.equal(answer.body, 'NARWHAL_FORBIDDEN: the token "test-read" has read scope; this request needs push\n')
-  const narinfo = await put(`${server.url}/${nar.hashPart}.narinfo`, 'StorePath: x\n', server.token('read'))
+  const narinfo = await put(`${server.url}/${nar.hashPart}.narinfo`, 'StorePath: x\n', (await server.token('read')))
   assert.equal(narinfo.status, 403)
-  const log = await put(`${server.url}/log/${nar.hashPart}-x.drv`, 'a build log\n', server.token('read'))
+  const log = await put(`${server.url}/log/${nar.hashPart}-x.drv`, 'a build log\n', (await server.token('read')))
   assert.equal(log.status, 403)
   assert.deepEqual(server.storedFiles(), [])
   assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
@@ -86,7 +86,7 @@ test('a token created and then revoked with the real CLI while the server runs: 
   assert.match(token, /^nw_/)
   assert.equal((await putNar(server, await freshNar('xz'), `Bearer ${token}`)).status, 201)
 
-  const row = server.cache.metadata.tokenByHash(hashToken(token))
+  const row = (await server.cache.metadata.tokens.byHash(hashToken(token)))
   assert.equal(row?.name, 'ci')
   assert.equal(row.scope, 'push')
   assert.match(await runOk('node', [CLI, 'token', 'revoke', String(row.id), '--data', data]), new RegExp(`revoked token ${row.id}`))
@@ -94,27 +94,27 @@ test('a token created and then revoked with the real CLI while the server runs: 
   const nar = await freshNar('xz')
   assertUnauthorized(await putNar(server, nar, `Bearer ${token}`), /the token is unknown, revoked or expired/)
   assertUnauthorized(await putNar(server, nar, basic('narwhal', token)), /revoked/)
-  assert.equal(server.cache.metadata.narFile(nar.fileHash), undefined)
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash)), undefined)
 })
 
 test('a token revoked through the metadata API: 401 on the very next request', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   assert.equal((await putNar(server, await freshNar('xz'), `Bearer ${token}`)).status, 201)
-  const row = server.cache.metadata.tokenByHash(hashToken(token))
+  const row = (await server.cache.metadata.tokens.byHash(hashToken(token)))
   assert.ok(row !== undefined)
-  assert.equal(server.cache.metadata.revokeToken(row.id), true)
+  assert.equal((await server.cache.metadata.tokens.revoke(row.id, Date.now())), true)
   assertUnauthorized(await putNar(server, await freshNar('xz'), `Bearer ${token}`), /revoked/)
 })
 
 test('an expired token: 401; a token that expires while in use stops working', async (t) => {
   const server = await startServer(t)
-  const expired = insertToken(server, 'push', Date.now() - 1000)
+  const expired = await insertToken(server, 'push', Date.now() - 1000)
   assertUnauthorized(await putNar(server, await freshNar('xz'), `Bearer ${expired}`), /expired/)
 
   const [before, after] = [await freshNar('xz'), await freshNar('xz')]
   const expiresAt = Date.now() + 1000
-  const shortLived = insertToken(server, 'push', expiresAt)
+  const shortLived = await insertToken(server, 'push', expiresAt)
   assert.equal((await putNar(server, before, `Bearer ${shortLived}`)).status, 201)
   await sleep(expiresAt - Date.now() + 50)
   assertUnauthorized(await putNar(server, after, `Bearer ${shortLived}`), /expired/)
@@ -130,8 +130,8 @@ test('a public cache answers reads without a token', async (t) => {
 test('a private cache: reads without a token are 401, with a read (or push) token 200', async (t) => {
   const server = await startServer(t, { private: true })
   const nar = await freshNar('xz')
-  assert.equal((await putNar(server, nar, `Bearer ${server.token('push')}`)).status, 201)
-  const read = server.token('read')
+  assert.equal((await putNar(server, nar, `Bearer ${(await server.token('push'))}`)).status, 201)
+  const read = await server.token('read')
   for (const urlPath of ['/nix-cache-info', `/${nar.url}`, '/0123456789abcdfghijklmnpqrsvwxyz.narinfo']) {
     assertUnauthorized(await get(`${server.url}${urlPath}`), /this request needs a token with read scope/)
     const head = await request(server, 'HEAD', urlPath)
@@ -145,7 +145,7 @@ test('a private cache: reads without a token are 401, with a read (or push) toke
   const narAnswer = await get(`${server.url}/${nar.url}`, undefined, { authorization: basic('nix', read) })
   assert.equal(narAnswer.status, 200)
   assert.ok(narAnswer.bytes.equals(nar.bytes))
-  assert.equal((await get(`${server.url}/nix-cache-info`, server.token('push'))).status, 200)
+  assert.equal((await get(`${server.url}/nix-cache-info`, (await server.token('push')))).status, 200)
   // A read token still may not write to a private cache.
   assert.equal((await putNar(server, await freshNar('xz'), `Bearer ${read}`)).status, 403)
 })

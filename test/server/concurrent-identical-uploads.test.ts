@@ -12,7 +12,7 @@ test('8 concurrent PUTs of the same NAR all succeed and leave one file, one row,
   const server = await startServer(t)
   // Large enough (~2 MiB, incompressible) that the uploads overlap in time.
   const nar = await freshNar('zstd', { randomBytes: 2 * 1024 * 1024 })
-  const token = server.token('push')
+  const token = await server.token('push')
   const answers = await Promise.all(Array.from({ length: 8 }, async () => await put(`${server.url}/${nar.url}`, nar.bytes, token)))
   for (const answer of answers) assert.ok(answer.status === 200 || answer.status === 201, `${answer.status} ${answer.body}`)
   assert.ok(answers.some(a => a.status === 201), 'at least one upload created the file')
@@ -31,7 +31,7 @@ test('8 concurrent PUTs of the same narinfo all succeed and leave one row', asyn
   const key = generateKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKeyText] })
   const nar = await freshNar('zstd')
-  const token = server.token('push')
+  const token = await server.token('push')
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, token)).status, 201)
   const narinfo = makeNarinfo(nar, { keys: [key.secretKey] })
   const answers = await Promise.all(Array.from({ length: 8 }, async () =>
@@ -45,7 +45,7 @@ test('8 concurrent PUTs of the same narinfo all succeed and leave one row', asyn
 test('two different narinfos for one path at the same moment: one 201, one 409, and the winner is served', async (t) => {
   const key = generateKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKeyText] })
-  const token = server.token('push')
+  const token = await server.token('push')
   const [nar, other] = await Promise.all([freshNar('xz'), freshNar('xz')])
   for (const n of [nar, other]) assert.equal((await put(`${server.url}/${n.url}`, n.bytes, token)).status, 201)
   const honest = makeNarinfo(nar, { keys: [key.secretKey] })

@@ -24,7 +24,7 @@ test('a disk that fills mid-upload: 507, nothing left behind, reads go on', asyn
   writeFileSync(config, JSON.stringify({ limits: { freeSpaceReserveBytes: 0 } }))
   const uploader = generateKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [uploader.publicKeyText], dataDir, env: { NARWHAL_CONFIG: config } })
-  const token = server.token('push')
+  const token = await server.token('push')
 
   const small = await freshNar('zstd')
   const stored = await upload(server, small, makeNarinfo(small, { keys: [uploader.secretKey] }), token)
@@ -37,7 +37,7 @@ test('a disk that fills mid-upload: 507, nothing left behind, reads go on', asyn
   assert.equal(answer.status, 507, answer.body)
   assert.match(answer.body, /^NARWHAL_INSUFFICIENT_STORAGE: the cache's disk filled up during the upload; nothing was stored\n$/)
   assert.deepEqual(server.storedFiles(), before, 'the partial temp file is removed')
-  assert.equal(server.cache.metadata.narFile(big.fileHash), undefined)
+  assert.equal((await server.cache.metadata.narFiles.get(big.fileHash)), undefined)
 
   const served = await get(`${server.url}/${small.hashPart}.narinfo`)
   assert.equal(served.status, 200)

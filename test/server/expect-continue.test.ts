@@ -45,17 +45,17 @@ test('PUT with Expect: 100-continue: 100 Continue, then the body, then 201', asy
   // Over 1 MiB, the size at which curl starts sending Expect.
   const nar = await freshNar('zstd', { randomBytes: 1536 * 1024 })
   assert.ok(nar.bytes.length > 1024 * 1024)
-  const result = await putWithExpect(server, nar, { authorization: `Bearer ${server.token('push')}` })
+  const result = await putWithExpect(server, nar, { authorization: `Bearer ${(await server.token('push'))}` })
   assert.equal(result.continued, true, 'the client got 100 Continue')
   assert.equal(result.status, 201, result.body)
   assert.equal(result.body, 'created\n')
-  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.fileSize, nar.bytes.length)
 })
 
 test('PUT with Expect: 100-continue of a NAR already stored: 100, then 200', async (t) => {
   const server = await startServer(t)
   const nar = await freshNar('zstd')
-  const token = server.token('push')
+  const token = await server.token('push')
   assert.equal((await putWithExpect(server, nar, { authorization: `Bearer ${token}` })).status, 201)
   const again = await putWithExpect(server, nar, { authorization: `Bearer ${token}` })
   assert.equal(again.continued, true)
@@ -73,7 +73,7 @@ test('PUT with Expect: 100-continue refused (no token, too large): a final statu
   assert.match(unauthorised.body, /^NARWHAL_UNAUTHORIZED: /)
 
   const tooLarge = await putWithExpect(server, nar, {
-    authorization: `Bearer ${server.token('push')}`,
+    authorization: `Bearer ${(await server.token('push'))}`,
     'content-length': 100 * 1024 ** 4
   })
   assert.equal(tooLarge.status, 413)
@@ -89,7 +89,7 @@ test('PUT with Expect: 100-continue short of the free-space reserve: 507 instead
   writeFileSync(file, JSON.stringify({ limits: { freeSpaceReserveBytes: Number.MAX_SAFE_INTEGER } }))
   const server = await startServer(t, { env: { NARWHAL_CONFIG: file } })
   const nar = await freshNar('zstd')
-  const result = await putWithExpect(server, nar, { authorization: `Bearer ${server.token('push')}` })
+  const result = await putWithExpect(server, nar, { authorization: `Bearer ${(await server.token('push'))}` })
   assert.equal(result.status, 507, result.body)
   assert.equal(result.continued, false, 'a client short of room is not invited to send its body, so it can retry it whole')
   assert.deepEqual(server.storedFiles(), [])

@@ -11,8 +11,10 @@ import Database from 'better-sqlite3'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import type { OpenCache } from '../../src/cache/open-cache.js'
-import { CROSS_PROCESS_FRESHNESS_MS } from '../../src/db/metadata.js'
+import { CROSS_PROCESS_FRESHNESS_MS } from '../../src/db/sqlite/store.js'
+import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
 import { startServer } from '../helpers/server.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 const HIT = 'a'.repeat(32)
 const MISS = 'b'.repeat(32)
@@ -28,8 +30,8 @@ async function start (t: TestContext, env: Record<string, string> = {}): Promise
     beforeListen: app => app.addHook('onRequest', async (request) => { routed.push(request.url) })
   })
   const { metadata } = server.cache
-  const narFile = metadata.recordNarFile({ fileHash: 'x'.padEnd(52, '0'), fileSize: 1, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: 1 })
-  metadata.insertNarinfo({ hashPart: HIT, storePath: `/nix/store/${HIT}-x`, narFileId: narFile.id, narHash: `sha256:${'0'.repeat(52)}`, narSize: 1, deriver: null, ca: null, sigs: [], narinfo: TEXT, references: [] })
+  const narFile = await recordNarFile(metadata, { fileHash: 'x'.padEnd(52, '0'), fileSize: 1, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: 1 })
+  await insertNarinfo(metadata, { hashPart: HIT, storePath: `/nix/store/${HIT}-x`, narFileId: narFile.id, narHash: `sha256:${'0'.repeat(52)}`, narSize: 1, deriver: null, ca: null, sigs: [], narinfo: TEXT, references: [] })
   return { app: server.app, url: server.url, cache: server.cache, routed }
 }
 
@@ -63,8 +65,8 @@ test('what the fast path does not answer goes on to Fastify', async (t) => {
 
 test('fast answers are counted in /metrics under the route, and noted for gc', async (t) => {
   const { app, url, cache } = await start(t)
-  const readAt = cache.db.prepare<[string], { t: number }>('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?')
-  cache.db.prepare('UPDATE narinfos SET last_accessed_at = 0').run()
+  const readAt = sqliteDb(cache.metadata).prepare<[string], { t: number }>('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?')
+  sqliteDb(cache.metadata).prepare('UPDATE narinfos SET last_accessed_at = 0').run()
   await fetch(`${url}/${HIT}.narinfo`)
   await fetch(`${url}/${HIT}.narinfo`)
   await fetch(`${url}/${MISS}.narinfo`)
@@ -88,9 +90,9 @@ test('a private cache, a read budget or a debug log keeps every read in Fastify'
 })
 
 /** Records a NAR file of `bytes` (the GET path does not check its hash) and returns its URL path. */
-function addNar (cache: OpenCache, seed: string, bytes: Buffer): string {
+async function addNar (cache: OpenCache, seed: string, bytes: Buffer): Promise<string> {
   const fileHash = seed.repeat(52)
-  cache.metadata.recordNarFile({ fileHash, fileSize: bytes.length, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: bytes.length })
+  await recordNarFile(cache.metadata, { fileHash, fileSize: bytes.length, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: bytes.length })
   const file = cache.blobs.narPath(fileHash)
   mkdirSync(path.dirname(file), { recursive: true })
   writeFileSync(file, bytes)
@@ -99,7 +101,7 @@ function addNar (cache: OpenCache, seed: string, bytes: Buffer): string {
 
 test('a small whole NAR is answered without Fastify, byte for byte as the route answers it', async (t) => {
   const { app, url, cache, routed } = await start(t)
-  const small = addNar(cache, 'c', Buffer.from('small NAR bytes'))
+  const small = await addNar(cache, 'c', Buffer.from('small NAR bytes'))
   const fast = await fetch(url + small)
   const fastAnswer = { status: fast.status, headers: Object.fromEntries([...fast.headers].filter(([n]) => n !== 'date' && n !== 'connection' && n !== 'keep-alive')), body: await fast.text() }
   const route = await app.inject({ method: 'GET', url: small })
@@ -114,9 +116,9 @@ test('a small whole NAR is answered without Fastify, byte for byte as the route 
 
 test('a NAR that is ranged, large, missing or unrecorded goes on to Fastify', async (t) => {
   const { url, cache, routed } = await start(t)
-  const small = addNar(cache, 'd', Buffer.from('0123456789'))
-  const large = addNar(cache, 'f', Buffer.alloc(64 * 1024 + 1, 7))
-  const gone = addNar(cache, 'g', Buffer.from('gone'))
+  const small = await addNar(cache, 'd', Buffer.from('0123456789'))
+  const large = await addNar(cache, 'f', Buffer.alloc(64 * 1024 + 1, 7))
+  const gone = await addNar(cache, 'g', Buffer.from('gone'))
   rmSync(cache.blobs.narPath('g'.repeat(52)))
   const ranged = await fetch(url + small, { headers: { range: 'bytes=2-4' } })
   assert.equal(ranged.status, 206)
@@ -131,7 +133,7 @@ test('a NAR that is ranged, large, missing or unrecorded goes on to Fastify', as
 
 test('a small NAR kept in memory is not served once another process removed it', async (t) => {
   const { url, cache } = await start(t)
-  const small = addNar(cache, 'j', Buffer.from('kept in memory'))
+  const small = await addNar(cache, 'j', Buffer.from('kept in memory'))
   assert.equal(await (await fetch(url + small)).text(), 'kept in memory')
   // What `narwhal gc` or another worker does: the row goes in its own connection, then the file.
   // Asked between the two, with the file still there, only the database can say it is gone.

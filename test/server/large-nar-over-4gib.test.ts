@@ -54,12 +54,12 @@ test('a NAR of more than 4 GiB is accepted and its NarSize recorded and served e
   const generated = Date.now()
 
   const fileHash = fileHashOf(compressed)
-  const token = server.token('push')
+  const token = await server.token('push')
   const answer = await put(`${server.url}/nar/${fileHash}.nar.zst`, compressed, token)
   assert.equal(answer.status, 201, answer.body)
   const uploaded = Date.now()
 
-  const row = server.cache.metadata.narFile(fileHash)
+  const row = (await server.cache.metadata.narFiles.get(fileHash))
   assert.ok(row !== undefined)
   assert.equal(row.narSize, narSize)
   assert.equal(row.fileSize, compressed.length)
@@ -85,7 +85,7 @@ test('a NAR of more than 4 GiB is accepted and its NarSize recorded and served e
   assert.equal(narinfoAnswer.status, 201, narinfoAnswer.body)
   const served = await get(`${server.url}/${hashPart}.narinfo`)
   assert.match(served.body, new RegExp(`\nNarSize: ${narSize}\n`))
-  assert.equal(server.cache.metadata.narinfo(hashPart)?.narSize, narSize)
+  assert.equal((await server.cache.metadata.narinfos.get(hashPart))?.narSize, narSize)
 
   t.diagnostic(`NAR of ${narSize} bytes → ${compressed.length} bytes zstd; generated and compressed in ` +
     `${generated - started} ms, uploaded and verified in ${uploaded - generated} ms, total ${Date.now() - started} ms`)

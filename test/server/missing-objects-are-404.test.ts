@@ -58,7 +58,7 @@ test('an unknown URL is 404 too, with a body naming it', async (t) => {
 test('a NAR recorded in the database but removed from disk: 404 for GET and HEAD, not 500', async (t) => {
   const server = await startServer(t)
   const nar = await freshNar('xz')
-  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   assert.equal((await get(`${server.url}/${nar.url}`)).status, 200)
   rmSync(server.cache.blobs.narPath(nar.fileHash))
   const answer = await get(`${server.url}/${nar.url}`)
@@ -72,7 +72,7 @@ test('a NAR recorded in the database but removed from disk: 404 for GET and HEAD
 test('a NAR whose file on disk has the wrong size: 404, never a short 200', async (t) => {
   const server = await startServer(t)
   const nar = await freshNar('xz')
-  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   const { truncateSync } = await import('node:fs')
   truncateSync(server.cache.blobs.narPath(nar.fileHash), 10)
   const answer = await get(`${server.url}/${nar.url}`)

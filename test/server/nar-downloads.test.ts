@@ -14,7 +14,7 @@ import { freshNar, parseRaw, put, rawHttp, request, type Nar } from '../helpers/
 async function serverWithNar (t: Parameters<typeof startServer>[0]): Promise<{ server: TestServer, nar: Nar }> {
   const server = await startServer(t)
   const nar = await freshNar('xz', { randomBytes: 32 * 1024 })
-  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   return { server, nar }
 }
 
@@ -109,7 +109,7 @@ test('a NAR of several MiB (128 KiB reads on the event loop): the exact bytes, w
   const server = await startServer(t)
   const nar = await freshNar('zstd', { randomBytes: 3 * 1024 * 1024 })
   assert.ok(nar.bytes.length > 2 * 1024 * 1024, 'random bytes do not compress')
-  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   await assertServedWhole(server, nar)
   const tail = await request(server, 'GET', `/${nar.url}`, { headers: { range: 'bytes=1048577-' } })
   assert.equal(tail.status, 206)
@@ -120,7 +120,7 @@ test('a NAR just over the one-read size (64 KiB), in a few reads: the exact byte
   const server = await startServer(t)
   const nar = await freshNar('zstd', { randomBytes: 300 * 1024 })
   assert.ok(nar.bytes.length > 64 * 1024 && nar.bytes.length < 1024 * 1024)
-  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   await assertServedWhole(server, nar)
   const ranged = await request(server, 'GET', `/${nar.url}`, { headers: { range: 'bytes=1000-200000' } })
   assert.equal(ranged.status, 206)
@@ -160,7 +160,7 @@ test('large NARs downloaded at once by slow clients each get exactly their own b
   // within the size read on the event loop into kept buffers (file-body.ts), and beyond it.
   for (const mib of [7, 7, 7, 12]) {
     const nar = await freshNar('zstd', { randomBytes: mib * 1024 * 1024 })
-    assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+    assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
     nars.push(nar)
   }
   for (let round = 0; round < 2; round++) {
@@ -180,7 +180,7 @@ test('a large NAR download (over 8 MiB: thread-pool reads) the client abandons m
   const server = await startServer(t)
   // Larger than loopback's socket buffers, so the server is mid-file when the client goes.
   const nar = await freshNar('zstd', { randomBytes: 24 * 1024 * 1024 })
-  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   const before = openFds()
   const received = await new Promise<number>((resolve, reject) => {
     let bytes = 0

@@ -11,12 +11,13 @@ import { collectGarbage } from '../../src/cache/gc.js'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { startServer } from '../helpers/server.js'
 import { freshNar, get, makeNarinfo, put, rowCounts, ruleOf } from '../helpers/upload.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 const DAY = 86_400_000
 
 test('the same NAR again: 200 unchanged, still one file, the file untouched', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   const nar = await freshNar('xz')
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, token)).status, 201)
   const file = server.cache.blobs.narPath(nar.fileHash)
@@ -31,7 +32,7 @@ test('the same NAR again: 200 unchanged, still one file, the file untouched', as
 
 test('different bytes under the name of a stored NAR: 400, and the stored file stays as it was', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   const nar = await freshNar('xz')
   const other = await freshNar('xz')
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, token)).status, 201)
@@ -46,7 +47,7 @@ test('different bytes under the name of a stored NAR: 400, and the stored file s
 
 test('a NAR lost from disk is restored by uploading it again', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   const nar = await freshNar('zstd')
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, token)).status, 201)
   rmSync(server.cache.blobs.narPath(nar.fileHash))
@@ -62,12 +63,12 @@ test('a NAR lost from disk is restored by uploading it again', async (t) => {
 test('a NAR uploaded days ago without its narinfo, uploaded again: gc keeps it for the narinfo that follows', async (t) => {
   const uploader = generateKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [uploader.publicKeyText] })
-  const token = server.token('push')
+  const token = await server.token('push')
   const nar = await freshNar('zstd')
   const abandoned = await freshNar('zstd')
   for (const n of [nar, abandoned]) assert.equal((await put(`${server.url}/${n.url}`, n.bytes, token)).status, 201)
   // Both pushes stopped after the NAR, three days ago (gc's grace for unnamed NARs: one day).
-  server.cache.db.prepare('UPDATE nar_files SET created_at = ?').run(Date.now() - 3 * DAY)
+  sqliteDb(server.cache.metadata).prepare('UPDATE nar_files SET created_at = ?').run(Date.now() - 3 * DAY)
   // The retried push: the NAR again, a collection, then the narinfo.
   const again = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(again.status, 200, again.body)

@@ -21,7 +21,7 @@ interface Setup { server: TestServer, token: string }
 
 async function setup (t: TestContext): Promise<Setup> {
   const server = await startServer(t, { trustedKeys: [uploader.publicKeyText, second.publicKeyText] })
-  return { server, token: server.token('push') }
+  return { server, token: (await server.token('push')) }
 }
 
 async function putNar (s: Setup, nar: Nar): Promise<void> {
@@ -41,7 +41,7 @@ async function assertRefused (s: Setup, answer: Answer, status: number, rule: st
   assert.match(answer.body, message)
   assert.ok(answer.body.endsWith('\n'))
   assert.equal(rowCounts(s.server).narinfos, narinfosBefore, 'a refused narinfo writes no row')
-  assert.equal(s.server.cache.metadata.narinfo(hashPart), undefined)
+  assert.equal((await s.server.cache.metadata.narinfos.get(hashPart)), undefined)
   assert.equal((await get(`${s.server.url}/${hashPart}.narinfo`)).status, 404)
 }
 
@@ -107,7 +107,7 @@ test('unsigned, or signed only by an untrusted key: 403 NARWHAL_SIGNATURE_REJECT
 
 test('a server that trusts no key refuses every narinfo: 403 NARWHAL_NO_TRUSTED_KEY', async (t) => {
   const server = await startServer(t)
-  const s = { server, token: server.token('push') }
+  const s = { server, token: (await server.token('push')) }
   const nar = await freshNar('xz')
   await putNar(s, nar)
   await assertRefused(s, await putNarinfo(s, nar.hashPart, makeNarinfo(nar, { keys: [uploader.secretKey] })), 403,
@@ -156,7 +156,7 @@ test('a reference that is not in the cache: 422 NARWHAL_MISSING_DEPENDENCY, acce
   assert.equal((await putNarinfo(s, dep.hashPart, makeNarinfo(dep, { keys: [uploader.secretKey] }))).status, 201)
   const answer = await putNarinfo(s, top.hashPart, topInfo)
   assert.equal(answer.status, 201, answer.body)
-  assert.deepEqual(s.server.cache.metadata.narinfo(top.hashPart)?.references, [dep.baseName, top.baseName].sort())
+  assert.deepEqual((await s.server.cache.metadata.narinfos.get(top.hashPart))?.references, [dep.baseName, top.baseName].sort())
 })
 
 test('a Compression field that lies about the NAR file: 400 naming Compression', async (t) => {
@@ -207,7 +207,7 @@ test('a StorePath that does not match the hash in the URL: 400', async (t) => {
   await assertRefused(s, await putNarinfo(s, elsewhere.hashPart, makeNarinfo(nar, { keys: [uploader.secretKey] })), 400,
     'NARWHAL_NARINFO_INVALID', new RegExp(`StorePath: ${nar.storePath} does not belong at ${elsewhere.hashPart}\\.narinfo`),
     elsewhere.hashPart, 0)
-  assert.equal(s.server.cache.metadata.narinfo(nar.hashPart), undefined)
+  assert.equal((await s.server.cache.metadata.narinfos.get(nar.hashPart)), undefined)
 })
 
 test('text Nix would misread (CRLF, duplicate field, NarSize 0, no final newline, no space, not UTF-8): 400', async (t) => {

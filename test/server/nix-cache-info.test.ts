@@ -36,7 +36,7 @@ test('//nix-cache-info and //<hash>.narinfo are served as if the slash were sing
 
 test('PUT nix-cache-info with the same StoreDir: 2xx, and nothing changes', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   const answer = await put(`${server.url}/nix-cache-info`, 'StoreDir: /nix/store\nWantMassQuery: 0\nPriority: 99\n', token,
     { 'content-type': 'text/x-nix-cache-info' })
   assert.ok(answer.status >= 200 && answer.status < 300, `${answer.status} ${answer.body}`)
@@ -45,7 +45,7 @@ test('PUT nix-cache-info with the same StoreDir: 2xx, and nothing changes', asyn
 
 test('PUT nix-cache-info with another StoreDir: 400 naming the store dir', async (t) => {
   const server = await startServer(t)
-  const answer = await put(`${server.url}/nix-cache-info`, 'StoreDir: /gnu/store\nWantMassQuery: 1\n', server.token('push'))
+  const answer = await put(`${server.url}/nix-cache-info`, 'StoreDir: /gnu/store\nWantMassQuery: 1\n', (await server.token('push')))
   assert.equal(answer.status, 400)
   assert.equal(answer.body, 'NARWHAL_BAD_REQUEST: nix-cache-info: this cache is for StoreDir /nix/store, not /gnu/store\n')
   assert.equal((await get(`${server.url}/nix-cache-info`)).body, DEFAULT_INFO)

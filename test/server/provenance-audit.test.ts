@@ -12,6 +12,7 @@ import { generateKeyPair } from '../../src/signing/keys.js'
 import { runOk, tempDir } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, makeNarinfo, put, upload } from '../helpers/upload.js'
+import { sqliteDb } from '../helpers/sqlite.js'
 
 const uploader = generateKeyPair('test-uploader-1')
 const second = generateKeyPair('test-uploader-2')
@@ -27,14 +28,14 @@ async function audit (dataDir: string, ...args: string[]): Promise<AuditJson[]> 
 
 async function stop (server: TestServer): Promise<void> {
   await server.app.close()
-  server.cache.db.close()
+  await server.cache.close()
 }
 
 test('an accepted narinfo records token, address and verifying keys; writes and refusals are audited; both survive a restart', async (t) => {
   const dataDir = tempDir('narwhal-data-')
   const first = await startServer(t, { dataDir, trustedKeys })
-  const token = first.token('push')
-  const tokenRow = first.cache.metadata.listTokens().at(-1)
+  const token = await first.token('push')
+  const tokenRow = (await first.cache.metadata.tokens.list()).at(-1)
   assert.ok(tokenRow !== undefined)
 
   const nar = await freshNar('xz')
@@ -53,13 +54,13 @@ test('an accepted narinfo records token, address and verifying keys; writes and 
   await stop(first)
 
   const server = await startServer(t, { dataDir, trustedKeys })
-  const details = server.cache.browse.path(nar.hashPart, server.cache.trustedKeys)
+  const details = (await server.cache.browse.path(nar.hashPart, server.cache.trustedKeys))
   assert.ok(details !== undefined)
   assert.deepEqual(details.provenance.map(p => ({ ...p, acceptedAt: 0 })), [
     { acceptedAt: 0, outcome: 'created', tokenId: tokenRow.id, tokenName: tokenRow.name, keyNames: ['test-uploader-1'], clientAddress: '127.0.0.1', upstream: null },
     { acceptedAt: 0, outcome: 'merged', tokenId: tokenRow.id, tokenName: tokenRow.name, keyNames: ['test-uploader-2'], clientAddress: '127.0.0.1', upstream: null }
   ])
-  assert.equal(server.cache.browse.path(other.hashPart, server.cache.trustedKeys), undefined)
+  assert.equal((await server.cache.browse.path(other.hashPart, server.cache.trustedKeys)), undefined)
 
   const all = await audit(dataDir)
   assert.deepEqual(all.map(e => [e.method, e.outcome, e.status, e.code, e.tokenId]), [
@@ -86,22 +87,22 @@ test('an accepted narinfo records token, address and verifying keys; writes and 
 test('gc removes a path with its provenance, a re-upload starts afresh, and fsck finds nothing amiss', async (t) => {
   const dataDir = tempDir('narwhal-data-')
   const server = await startServer(t, { dataDir, trustedKeys })
-  const token = server.token('push')
+  const token = await server.token('push')
   const dep = await freshNar('xz')
   const top = await freshNar('xz')
   assert.equal((await upload(server, dep, makeNarinfo(dep, { keys: [uploader.secretKey] }), token)).narinfo.status, 201)
   assert.equal((await upload(server, top, makeNarinfo(top, { keys: [uploader.secretKey], references: [dep.baseName] }), token)).narinfo.status, 201)
 
   await runOk('node', [CLI, 'gc', '--max-size', '0', '--keep-recent', '0', '--data', dataDir])
-  assert.equal(server.cache.browse.path(dep.hashPart, server.cache.trustedKeys), undefined)
-  const orphans = server.cache.db.prepare('SELECT count(*) AS n FROM provenance').get() as { n: number }
+  assert.equal((await server.cache.browse.path(dep.hashPart, server.cache.trustedKeys)), undefined)
+  const orphans = sqliteDb(server.cache.metadata).prepare('SELECT count(*) AS n FROM provenance').get() as { n: number }
   assert.equal(orphans.n, 0, 'no provenance row outlives its path')
   const report = await checkCache({ layout: server.cache.layout, metadata: server.cache.metadata, blobs: server.cache.blobs }, { verifyContent: false, graceMs: 0 })
   assert.deepEqual(report.problems, [])
 
   const again = await upload(server, dep, makeNarinfo(dep, { keys: [second.secretKey] }), token)
   assert.equal(again.narinfo.status, 201, again.narinfo.body)
-  assert.deepEqual(server.cache.browse.path(dep.hashPart, server.cache.trustedKeys)?.provenance.map(p => [p.outcome, p.keyNames]), [['created', ['test-uploader-2']]])
+  assert.deepEqual((await server.cache.browse.path(dep.hashPart, server.cache.trustedKeys))?.provenance.map(p => [p.outcome, p.keyNames]), [['created', ['test-uploader-2']]])
 })
 
 test('the audit log keeps only its newest audit.maxEntries entries', async (t) => {
@@ -117,7 +118,7 @@ test('the audit log keeps only its newest audit.maxEntries entries', async (t) =
 test('an upload batch is audited part by part, and its narinfos get provenance like a PUT', async (t) => {
   const dataDir = tempDir('narwhal-data-')
   const server = await startServer(t, { dataDir, trustedKeys })
-  const token = server.token('push')
+  const token = await server.token('push')
   const nar = await freshNar('xz')
   const form = new FormData()
   form.append(nar.url, new Blob([nar.bytes]), 'nar')
@@ -137,6 +138,6 @@ test('an upload batch is audited part by part, and its narinfos get provenance l
     ['BATCH', 'not-a-part', 'refused', 400, 'NARWHAL_BAD_NAME'],
     ['POST', 'api/v1/upload-batch', 'refused', 401, 'NARWHAL_UNAUTHORIZED']
   ])
-  assert.deepEqual(server.cache.browse.path(nar.hashPart, server.cache.trustedKeys)?.provenance.map(p => [p.outcome, p.tokenName, p.keyNames, p.clientAddress]),
+  assert.deepEqual((await server.cache.browse.path(nar.hashPart, server.cache.trustedKeys))?.provenance.map(p => [p.outcome, p.tokenName, p.keyNames, p.clientAddress]),
     [['created', 'test-push', ['test-uploader-1'], '127.0.0.1']])
 })

@@ -74,8 +74,8 @@ test('the window resets: after Retry-After seconds the same client is served aga
 
 test('writes are counted per token: a second token from the same address is not affected, and a refused NAR leaves nothing', async (t) => {
   const server = await startServer(t, { env: { NARWHAL_RATE_LIMIT_WRITES: '2', NARWHAL_RATE_LIMIT_WINDOW_SECONDS: '10' } })
-  const first = server.token('push')
-  const second = server.token('push')
+  const first = await server.token('push')
+  const second = await server.token('push')
   for (let i = 0; i < 2; i++) assert.equal((await from(server, '127.0.0.1', 'PUT', '/nix-cache-info', { token: first, body: CACHE_INFO_PUT })).status, 204)
   const nar = await freshNar('zstd')
   const refused = await from(server, '127.0.0.1', 'PUT', `/${nar.url}`, { token: first, body: nar.bytes })
@@ -92,7 +92,7 @@ test('writes are counted per token: a second token from the same address is not 
 
 test('a public cache counts a read with a valid token against the token, not the address', async (t) => {
   const server = await startServer(t, { env: { NARWHAL_RATE_LIMIT_READS: '2', NARWHAL_RATE_LIMIT_WINDOW_SECONDS: '10' } })
-  const token = server.token('read')
+  const token = await server.token('read')
   for (let i = 0; i < 2; i++) assert.equal((await from(server, '127.0.0.1', 'GET', '/nix-cache-info')).status, 200)
   assert.equal((await from(server, '127.0.0.1', 'GET', '/nix-cache-info')).status, 429)
   // Nix sends netrc credentials as Basic; the token is the password.
@@ -119,7 +119,7 @@ test('failed authentication: past rateLimit.failedAuth bad tokens get 429, a val
   assert.equal(refused.headers['www-authenticate'], undefined)
   assert.match(refused.body, /^NARWHAL_RATE_LIMITED: more than 2 requests with an unknown, revoked or expired token from this address in 10 s \(rateLimit\.failedAuth\)/)
 
-  assert.equal((await from(server, '127.0.0.1', 'PUT', '/nix-cache-info', { token: server.token('push'), body: CACHE_INFO_PUT })).status, 204,
+  assert.equal((await from(server, '127.0.0.1', 'PUT', '/nix-cache-info', { token: (await server.token('push')), body: CACHE_INFO_PUT })).status, 204,
     'a valid token from the same address is served')
   const anonymous = await from(server, '127.0.0.1', 'PUT', '/nix-cache-info', { body: CACHE_INFO_PUT })
   assert.equal(anonymous.status, 401, 'no credentials is not a failed authentication: Nix reads that 401 as "not in this cache"')
@@ -149,13 +149,13 @@ test('defaults: reads and writes are not limited; NARWHAL_RATE_LIMIT=false turns
   const server = await startServer(t)
   const answers = await Promise.all(Array.from({ length: 300 }, async () => (await fetch(`${server.url}/nix-cache-info`)).status))
   assert.deepEqual(new Set(answers), new Set([200]))
-  const token = server.token('push')
+  const token = await server.token('push')
   const writes = await Promise.all(Array.from({ length: 100 }, async () =>
     (await fetch(`${server.url}/nix-cache-info`, { method: 'PUT', body: CACHE_INFO_PUT, headers: { authorization: `Bearer ${token}` } })).status))
   assert.deepEqual(new Set(writes), new Set([204]))
 
   const off = await startServer(t, { env: { NARWHAL_RATE_LIMIT: 'false', NARWHAL_RATE_LIMIT_WRITES: '1', NARWHAL_RATE_LIMIT_FAILED_AUTH: '1' } })
-  const offToken = off.token('push')
+  const offToken = await off.token('push')
   for (let i = 0; i < 3; i++) {
     assert.equal((await from(off, '127.0.0.1', 'PUT', '/nix-cache-info', { token: offToken, body: CACHE_INFO_PUT })).status, 204)
     assert.equal((await from(off, '127.0.0.1', 'PUT', '/nix-cache-info', { token: 'nw_guess', body: CACHE_INFO_PUT })).status, 401)

@@ -26,7 +26,7 @@ function assertNothingStored (server: TestServer): void {
 }
 
 async function putNar (server: TestServer, name: string, body: Uint8Array): Promise<Answer> {
-  return await put(`${server.url}/nar/${name}`, body, server.token('push'), { 'content-type': 'application/x-nix-nar' })
+  return await put(`${server.url}/nar/${name}`, body, (await server.token('push')), { 'content-type': 'application/x-nix-nar' })
 }
 
 test('bytes that do not hash to the name in the URL: 400 NARWHAL_NAR_INVALID', async (t) => {
@@ -193,7 +193,7 @@ test('over limits.narBytes with a declared Content-Length: 413 naming the limit,
   assert.ok(nar.bytes.length > 4096)
   // Not one byte of the body is sent: the answer must come from the headers alone.
   const answer = await putOnSocket(server, `PUT /${nar.url} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
-    `Authorization: Bearer ${server.token('push')}\r\nContent-Length: ${nar.bytes.length}\r\n\r\n`, undefined)
+    `Authorization: Bearer ${(await server.token('push'))}\r\nContent-Length: ${nar.bytes.length}\r\n\r\n`, undefined)
   assert.equal(answer.status, 413)
   assert.equal(answer.body, `NARWHAL_TOO_LARGE: NAR file of ${nar.bytes.length} bytes is larger than the limit of 4096 bytes (limits.narBytes)\n`)
   assertNothingStored(server)
@@ -203,7 +203,7 @@ test('over limits.narBytes without Content-Length (chunked): 413 naming the limi
   const server = await smallLimitServer(t, { narBytes: 4096 })
   const nar = await freshNar('xz', { randomBytes: 64 * 1024 })
   const answer = await putOnSocket(server, `PUT /${nar.url} HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
-    `Authorization: Bearer ${server.token('push')}\r\nTransfer-Encoding: chunked\r\n\r\n`, nar.bytes)
+    `Authorization: Bearer ${(await server.token('push'))}\r\nTransfer-Encoding: chunked\r\n\r\n`, nar.bytes)
   assert.equal(answer.status, 413)
   assert.equal(answer.body, 'NARWHAL_TOO_LARGE: NAR file is larger than the limit of 4096 bytes (limits.narBytes)\n')
   assertNothingStored(server)
@@ -214,7 +214,7 @@ test('a NAR just under limits.narBytes is still accepted', async (t) => {
   const server = await smallLimitServer(t, { narBytes: nar.bytes.length })
   const answer = await putNar(server, nar.url.slice(4), nar.bytes)
   assert.equal(answer.status, 201, answer.body)
-  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.fileSize, nar.bytes.length)
 })
 
 /** A well-formed NAR of one file of `size` zero bytes: what a decompression bomb inflates to. */
@@ -247,5 +247,5 @@ test('a NAR of exactly limits.narSizeBytes is still accepted', async (t) => {
   const body = await compressBytes(nar, 'zstd')
   const answer = await putNar(server, `${fileHashOf(body)}.nar.zst`, body)
   assert.equal(answer.status, 201, answer.body)
-  assert.equal(server.cache.metadata.narFile(fileHashOf(body))?.narSize, nar.length)
+  assert.equal((await server.cache.metadata.narFiles.get(fileHashOf(body)))?.narSize, nar.length)
 })

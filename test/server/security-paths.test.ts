@@ -89,7 +89,7 @@ function assertSafe (answer: Answer, what: string, server: TestServer): void {
 
 test('path traversal, raw and percent-encoded, on every route: 4xx, no file content, nothing stored', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   // Something worth stealing next to the store: the database exists, /etc/passwd exists.
   for (const urlPath of TRAVERSAL) {
     for (const method of ['GET', 'HEAD']) {
@@ -104,7 +104,7 @@ test('path traversal, raw and percent-encoded, on every route: 4xx, no file cont
 
 test('uppercase, wrong-length and non-nix32 names on every route: 400 NARWHAL_BAD_NAME, nothing stored', async (t) => {
   const server = await startServer(t)
-  const token = server.token('push')
+  const token = await server.token('push')
   for (const urlPath of BAD_HASHES) {
     for (const method of ['GET', 'PUT']) {
       const answer = await request(server, method, urlPath,
@@ -147,7 +147,7 @@ test('a 5xx (here: store/tmp removed under the running server) names no path and
   const server = await startServer(t)
   const nar = await freshNar('xz')
   rmSync(server.cache.layout.tmpDir, { recursive: true, force: true })
-  const answer = await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))
+  const answer = await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))
   assert.equal(answer.status, 500)
   assert.equal(answer.body, 'NARWHAL_INTERNAL: internal error; the server log has the details\n')
   assert.ok(!answer.body.includes(server.cache.layout.dataDir))
@@ -155,5 +155,5 @@ test('a 5xx (here: store/tmp removed under the running server) names no path and
   assert.equal(rowCounts(server).narFiles, 0)
   // Put back, the same upload succeeds: the failure left nothing half-done.
   mkdirSync(server.cache.layout.tmpDir)
-  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
 })

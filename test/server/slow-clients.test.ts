@@ -111,7 +111,7 @@ test('an upload that stalls mid-body is closed after timeouts.idleSeconds and le
   const connect = sockets(t)
   const server = await startServer(t, { env: SHORT })
   const nar = await freshNar('zstd', { randomBytes: 1024 * 1024 })
-  const token = server.token('push')
+  const token = await server.token('push')
   const client = await connect(server.port)
   // First a whole request on the same connection, as curl reuses its connections: the idle
   // timeout must hold for a kept-alive connection's later requests too.
@@ -137,7 +137,7 @@ test('an upload that is slow but keeps moving succeeds, though it takes longer t
   const server = await startServer(t, { env: SHORT })
   const nar = await freshNar('zstd', { randomBytes: 64 * 1024 })
   const client = await connect(server.port)
-  client.socket.write(`PUT /${nar.url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.token('push')}\r\n` +
+  client.socket.write(`PUT /${nar.url} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${(await server.token('push'))}\r\n` +
     `Content-Type: application/x-nix-nar\r\nContent-Length: ${nar.bytes.length}\r\nConnection: close\r\n\r\n`)
   // Ten pieces half a second apart: about 5 s in all against a 2 s idle timeout.
   const pieces = 10
@@ -152,7 +152,7 @@ test('an upload that is slow but keeps moving succeeds, though it takes longer t
   assert.ok(await within(client.closed, 20_000), 'the server answered and closed (Connection: close)')
   const answer = parseRaw(client.received())
   assert.equal(answer.status, 201, answer.rest.toString('utf8'))
-  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.fileSize, nar.bytes.length)
 })
 
 test('a download to a client that stops reading is closed after the idle timeout and its file released', async (t) => {
@@ -160,7 +160,7 @@ test('a download to a client that stops reading is closed after the idle timeout
   const server = await startServer(t, { env: SHORT })
   // Far more than the socket buffers of both ends hold, so the server must wait for the client.
   const nar = await freshNar('zstd', { randomBytes: 32 * 1024 * 1024 })
-  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))).status, 201)
+  assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   const narFile = server.cache.blobs.narPath(nar.fileHash)
 
   const serverSide = new Promise<net.Socket>(resolve => server.app.server.once('connection', resolve))
@@ -188,9 +188,9 @@ test('the server\'s own work after the body (a slow fsync) is not the client\'s 
   const server = await startServer(t, { env: SHORT })
   slowSyncs(server, 2 * 2000)
   const nar = await freshNar('zstd')
-  const answer = await put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))
+  const answer = await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))
   assert.equal(answer.status, 201, answer.body)
-  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.fileSize, nar.bytes.length)
 })
 
 test('a bzip2 upload waiting for a decoder thread is the server\'s wait, not the client\'s silence: it is answered', async (t) => {
@@ -203,13 +203,13 @@ test('a bzip2 upload waiting for a decoder thread is the server\'s wait, not the
   // Far more than the sockets' buffers hold: while the server waits for a thread without reading,
   // no byte of the rest can move.
   const nar = await freshNar('bzip2', { randomBytes: 8 * 1024 * 1024 })
-  const answer = put(`${server.url}/${nar.url}`, nar.bytes, server.token('push'))
+  const answer = put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))
   assert.ok(await eventually(() => bzip2Threads().waiting === 1), 'the upload waits for a thread')
   await sleep(2 * 2000)
   for (const decoder of busy) decoder.close()
   const answered = await answer
   assert.equal(answered.status, 201, answered.body)
-  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.fileSize, nar.bytes.length)
 })
 
 test('a batch whose NAR part is refused at its first bytes, then stalls, is closed after the idle timeout', async (t) => {
@@ -218,7 +218,7 @@ test('a batch whose NAR part is refused at its first bytes, then stalls, is clos
   const server = await startServer(t, { env: SHORT })
   const client = await connect(server.port)
   const part = '--x\r\nContent-Disposition: form-data; name="nar/' + '0'.repeat(52) + '.nar"; filename="nar"\r\n\r\n'
-  client.socket.write(`POST ${UPLOAD_BATCH_ROUTE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.token('push')}\r\n` +
+  client.socket.write(`POST ${UPLOAD_BATCH_ROUTE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${(await server.token('push'))}\r\n` +
     'Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n' + part)
   // lz4, which narwhal cannot verify: refused as soon as its first bytes are read. The rest of
   // the part never comes.
@@ -232,7 +232,7 @@ test('an upload refused at its first bytes, whose client then stalls, is answere
   const connect = sockets(t)
   const server = await startServer(t, { env: SHORT })
   const client = await connect(server.port)
-  client.socket.write(`PUT /nar/${'0'.repeat(52)}.nar HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.token('push')}\r\n` +
+  client.socket.write(`PUT /nar/${'0'.repeat(52)}.nar HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${(await server.token('push'))}\r\n` +
     'Content-Type: application/x-nix-nar\r\nContent-Length: 1000000\r\n\r\n')
   client.socket.write(Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18]), Buffer.alloc(4092)]))
   assert.ok(await eventually(() => client.received().includes('\r\n\r\n')), 'the refusal was answered')
@@ -251,9 +251,9 @@ test('a batch whose last part is followed by a slow fsync is answered: the whole
     Buffer.from('\r\n--x--\r\n')
   ])
   const answer = await fetch(server.url + UPLOAD_BATCH_ROUTE, {
-    method: 'POST', headers: { authorization: `Bearer ${server.token('push')}`, 'content-type': 'multipart/form-data; boundary=x' }, body
+    method: 'POST', headers: { authorization: `Bearer ${(await server.token('push'))}`, 'content-type': 'multipart/form-data; boundary=x' }, body
   })
   assert.equal(answer.status, 200)
   assert.deepEqual(((await answer.json()) as { results: Array<{ status: number }> }).results.map(r => r.status), [201])
-  assert.equal(server.cache.metadata.narFile(nar.fileHash)?.fileSize, nar.bytes.length)
+  assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.fileSize, nar.bytes.length)
 })

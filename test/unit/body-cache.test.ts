@@ -1,6 +1,6 @@
 /**
- * What GET answers from memory (nix/body-cache.ts, Metadata.narinfoBody and servedGeneration)
- * follows the database: a write by this connection is seen by the next read, a write by another
+ * What GET answers from memory (nix/body-cache.ts; the SQLite store's narinfos.body/peekBody and
+ * servedGeneration) follows the database: a write by this connection is seen by the next read, a write by another
  * one (another process, a gc worker thread) by the first read CROSS_PROCESS_FRESHNESS_MS after
  * the last time data_version was read. The clock here is the test's own.
  */
@@ -9,9 +9,12 @@ import assert from 'node:assert/strict'
 import Database from 'better-sqlite3'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
-import { CROSS_PROCESS_FRESHNESS_MS, Metadata } from '../../src/db/metadata.js'
+import type { MetadataStore } from '../../src/db/metadata-store.js'
+import { CROSS_PROCESS_FRESHNESS_MS, SqliteMetadataStore } from '../../src/db/sqlite/store.js'
 import { BodyCache } from '../../src/nix/body-cache.js'
 import { tempDir } from '../helpers/nix.js'
+import { sqliteDb } from '../helpers/sqlite.js'
+import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
 
 test('BodyCache drops the least recently used entries past its bound, counting misses too', () => {
   const cache = new BodyCache(3 * (160 + 100))
@@ -38,17 +41,24 @@ test('BodyCache drops the least recently used entries past its bound, counting m
   assert.equal(cache.get('a'), undefined)
 })
 
-/** A cache whose Metadata reads the clock `time.now` (milliseconds), which the test moves. */
-function openTestCache (t: { after: (fn: () => void) => void }): OpenCache & { time: { now: number } } {
+/** A cache whose metadata store reads the clock `time.now` (milliseconds), which the test moves. */
+function openTestCache (t: { after: (fn: () => Promise<void>) => void }): OpenCache & { metadata: SqliteMetadataStore, time: { now: number } } {
   const opened = openCache(loadConfig({ dataDir: tempDir('narwhal-body-cache-') }, {}))
-  t.after(() => opened.db.close())
+  t.after(async () => { await opened.close() })
   const time = { now: 0 }
-  return { ...opened, metadata: new Metadata(opened.db, () => time.now), time }
+  return { ...opened, metadata: new SqliteMetadataStore(sqliteDb(opened.metadata), () => time.now), time }
 }
 
-function insert (metadata: Metadata, hashPart: string, text: string): void {
-  const narFile = metadata.recordNarFile({ fileHash: hashPart.padEnd(52, '0'), fileSize: 1, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: 1 })
-  metadata.insertNarinfo({
+/** Another process's connection to the same file. */
+function otherConnection (t: { after: (fn: () => void) => void }, cache: OpenCache): SqliteMetadataStore {
+  const other = new Database(cache.layout.database)
+  t.after(() => other.close())
+  return new SqliteMetadataStore(other)
+}
+
+async function insert (metadata: MetadataStore, hashPart: string, text: string): Promise<void> {
+  const narFile = await recordNarFile(metadata, { fileHash: hashPart.padEnd(52, '0'), fileSize: 1, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: 1 })
+  await insertNarinfo(metadata, {
     hashPart,
     storePath: `/nix/store/${hashPart}-x`,
     narFileId: narFile.id,
@@ -62,64 +72,57 @@ function insert (metadata: Metadata, hashPart: string, text: string): void {
   })
 }
 
+const NO_ONE = { acceptedAt: 0, tokenId: null, tokenName: null, keyNames: [], clientAddress: null, upstream: null }
 const A = 'a'.repeat(32)
 const B = 'b'.repeat(32)
+const served = (metadata: MetadataStore, hashPart: string): string | undefined => metadata.narinfos.peekBody(hashPart)?.toString()
 
-test('narinfoBody sees this connection\'s own inserts, signature updates and deletes', (t) => {
+test('narinfo bodies follow this connection\'s own inserts, signature merges and removals', async (t) => {
   const { metadata } = openTestCache(t)
-  assert.equal(metadata.narinfoBody(A), undefined) // a miss, now remembered
-  insert(metadata, A, 'StorePath: one\n')
-  assert.equal(metadata.narinfoBody(A)?.toString(), 'StorePath: one\n')
-  const id = metadata.narinfo(A)?.id ?? -1
-  metadata.updateSignatures(id, ['k:sig'], 'StorePath: one\nSig: k:sig\n')
-  assert.equal(metadata.narinfoBody(A)?.toString(), 'StorePath: one\nSig: k:sig\n')
-  assert.equal(metadata.deleteNarinfo(A), true)
-  assert.equal(metadata.narinfoBody(A), undefined)
+  assert.equal(await metadata.narinfos.body(A), undefined) // a miss, now remembered
+  await insert(metadata, A, 'StorePath: one\n')
+  assert.equal((await metadata.narinfos.body(A))?.toString(), 'StorePath: one\n')
+  const id = (await metadata.narinfos.get(A))?.id ?? -1
+  assert.deepEqual(await metadata.narinfos.mergeSignatures(id, [], ['k:sig'], 'StorePath: one\nSig: k:sig\n', NO_ONE), { kind: 'merged' })
+  assert.equal(served(metadata, A), 'StorePath: one\nSig: k:sig\n')
+  assert.deepEqual(await metadata.narinfos.mergeSignatures(id, [], ['k:other'], 'changed', NO_ONE), { kind: 'changed-meanwhile' },
+    'a merge from signatures read before another merge is refused')
+  assert.equal(served(metadata, A), 'StorePath: one\nSig: k:sig\n')
+  assert.deepEqual((await metadata.narinfos.remove({ hashParts: [A] }, { dryRun: true })).storePaths, ['/nix/store/' + A + '-x'])
+  assert.equal(served(metadata, A), 'StorePath: one\nSig: k:sig\n', 'a dry run changes nothing served')
+  await metadata.narinfos.remove({ hashParts: [A] })
+  assert.equal(await metadata.narinfos.body(A), undefined)
 })
 
-test('narinfoBody sees what another connection committed, once the freshness bound has passed', (t) => {
+test('narinfo bodies follow what another connection committed, once the freshness bound has passed', async (t) => {
   const cache = openTestCache(t)
-  const other = new Database(cache.layout.database)
-  t.after(() => other.close())
-  const elsewhere = new Metadata(other)
-  assert.equal(cache.metadata.narinfoBody(A), undefined)
-  insert(elsewhere, A, 'StorePath: a\n')
+  const elsewhere = otherConnection(t, cache)
+  assert.equal(served(cache.metadata, A), undefined)
+  await insert(elsewhere, A, 'StorePath: a\n')
   cache.time.now += CROSS_PROCESS_FRESHNESS_MS
-  assert.equal(cache.metadata.narinfoBody(A)?.toString(), 'StorePath: a\n', 'a remembered miss outlived an insert by another process')
-  insert(cache.metadata, B, 'StorePath: b\n')
-  assert.equal(cache.metadata.narinfoBody(B)?.toString(), 'StorePath: b\n', 'its own insert, with the clock standing still')
-  assert.equal(elsewhere.deleteNarinfo(B), true)
+  assert.equal(served(cache.metadata, A), 'StorePath: a\n', 'a remembered miss outlived an insert by another process')
+  await insert(cache.metadata, B, 'StorePath: b\n')
+  assert.equal(served(cache.metadata, B), 'StorePath: b\n', 'its own insert, with the clock standing still')
+  assert.deepEqual((await elsewhere.narinfos.remove({ hashParts: [B] })).storePaths, ['/nix/store/' + B + '-x'])
   cache.time.now += CROSS_PROCESS_FRESHNESS_MS
-  assert.equal(cache.metadata.narinfoBody(B), undefined, 'a remembered hit outlived a delete by another process (gc)')
+  assert.equal(served(cache.metadata, B), undefined, 'a remembered hit outlived a removal by another process (gc)')
 })
 
-test('another connection\'s commit is not looked for again within the freshness bound', (t) => {
+test('another connection\'s commit is not looked for again within the freshness bound', async (t) => {
   const cache = openTestCache(t)
-  const other = new Database(cache.layout.database)
-  t.after(() => other.close())
-  assert.equal(cache.metadata.narinfoBody(A), undefined)
-  insert(new Metadata(other), A, 'StorePath: a\n')
+  const elsewhere = otherConnection(t, cache)
+  assert.equal(served(cache.metadata, A), undefined)
+  await insert(elsewhere, A, 'StorePath: a\n')
   // The bound is what the saving is: data_version is not read again before it has passed.
   cache.time.now += CROSS_PROCESS_FRESHNESS_MS / 2
-  assert.equal(cache.metadata.narinfoBody(A), undefined)
+  assert.equal(served(cache.metadata, A), undefined)
   cache.time.now += CROSS_PROCESS_FRESHNESS_MS / 2
-  assert.equal(cache.metadata.narinfoBody(A)?.toString(), 'StorePath: a\n')
+  assert.equal(served(cache.metadata, A), 'StorePath: a\n')
 })
 
-test('narinfoBody does not remember what it read inside a transaction that is rolled back', (t) => {
-  const { db, metadata } = openTestCache(t)
-  assert.throws(() => db.transaction(() => {
-    insert(metadata, A, 'StorePath: a\n')
-    assert.equal(metadata.narinfoBody(A)?.toString(), 'StorePath: a\n')
-    throw new Error('roll back')
-  })(), /roll back/)
-  assert.equal(metadata.narinfoBody(A), undefined)
-})
-
-test('servedGeneration changes with every write that can change what GET serves, and only then', (t) => {
+test('servedGeneration changes with every write that can change what GET serves, and only then', async (t) => {
   const cache = openTestCache(t)
-  const other = new Database(cache.layout.database)
-  t.after(() => other.close())
+  const elsewhere = otherConnection(t, cache)
   const { metadata } = cache
   let last = metadata.servedGeneration()
   const changed = (): boolean => {
@@ -129,16 +132,15 @@ test('servedGeneration changes with every write that can change what GET serves,
     return now !== was
   }
   assert.equal(changed(), false)
-  insert(metadata, A, 'StorePath: a\n')
-  assert.equal(changed(), true, 'own insert of a narinfo')
-  metadata.renewNarFile(A.padEnd(52, '0'))
+  await insert(metadata, A, 'StorePath: a\n')
+  assert.equal(changed(), true, 'own insert of a narinfo (and its NAR file going live)')
+  await metadata.narFiles.renew(A.padEnd(52, '0'), Date.now())
   assert.equal(changed(), false, 'a renewed grace period changes nothing served')
-  assert.equal(metadata.deleteNarinfo(A), true)
-  assert.equal(changed(), true, 'own delete of a narinfo')
-  const row = metadata.narFile(A.padEnd(52, '0'))
-  assert.equal(metadata.deleteNarFileRow(row?.id ?? -1), true)
-  assert.equal(changed(), true, 'own delete of a NAR file row')
-  insert(new Metadata(other), B, 'StorePath: b\n')
+  const removal = await metadata.narinfos.remove({ hashParts: [A] })
+  assert.equal(changed(), true, 'own removal of a narinfo')
+  assert.equal(await metadata.narFiles.forget(removal.narFiles[0]?.id ?? -1), true)
+  assert.equal(changed(), true, 'own removal of a NAR file row')
+  await insert(elsewhere, B, 'StorePath: b\n')
   cache.time.now += CROSS_PROCESS_FRESHNESS_MS
   assert.equal(changed(), true, 'a commit by another connection')
   cache.time.now += CROSS_PROCESS_FRESHNESS_MS

@@ -68,20 +68,20 @@ export async function auditCommand (args: string[]): Promise<number> {
     process.stderr.write(`narwhal audit: no cache in ${config.dataDir}\n`)
     return 2
   }
-  const { db, metadata, close } = openDataDir(config.dataDir)
+  const { metadata, close } = openDataDir(config.dataDir)
   try {
     let hashPart: string | undefined
     let fileHash: string | undefined
     if (values.path !== undefined) {
       hashPart = hashPartOf(values.path)
-      const narFileId = metadata.narinfo(hashPart)?.narFileId
-      fileHash = narFileId === undefined ? undefined : metadata.narFileById(narFileId)?.fileHash
+      const narFileId = (await metadata.narinfos.get(hashPart))?.narFileId
+      fileHash = narFileId === undefined ? undefined : (await metadata.narFiles.getById(narFileId))?.fileHash
     }
-    const rows = readAudit(db, { since, hashPart, fileHash, tokenId, limit: limit === 0 ? -1 : limit })
+    const rows = await readAudit(metadata.audit, { since, hashPart, fileHash, tokenId, limit: limit === 0 ? -1 : limit })
     if (values.json === true) process.stdout.write(JSON.stringify(rows.map(r => ({ time: new Date(r.at).toISOString(), ...r })), null, 2) + '\n')
     else for (const row of rows) process.stdout.write(line(row) + '\n')
     return 0
   } finally {
-    close()
+    await close()
   }
 }

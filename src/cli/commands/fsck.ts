@@ -15,7 +15,6 @@
 import { existsSync } from 'node:fs'
 import { loadConfig } from '../../config/config.js'
 import { openDataDir, type DataDir } from '../../cache/open-cache.js'
-import { UpstreamRecords } from '../../db/upstream-records.js'
 import { checkCache, DEFAULT_GRACE_MS, repairCache, type FsckProgress, type FsckReport, type RepairResult } from '../../cache/fsck.js'
 import { formatBytes } from '../../pusher/service.js'
 import { layoutFor } from '../../storage/layout.js'
@@ -72,7 +71,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
   }
   try {
     // A reference an upstream's verified narinfo holds is not missing (pull-through, src/upstream/).
-    const parts = { ...cache, elsewhere: new UpstreamRecords(cache.db) }
+    const parts = { ...cache, upstreamReferences: true }
     let report: FsckReport
     try {
       report = await checkCache(parts, { verifyContent: values['verify-content'] === true, graceMs, onProgress: progressPrinter() })
@@ -82,7 +81,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
     }
     let repair: RepairResult
     try {
-      repair = repairCache(parts, report.problems, { dryRun: values.repair !== true })
+      repair = await repairCache(parts, report.problems, { dryRun: values.repair !== true })
     } catch (err) {
       process.stdout.write(formatReport(report, undefined))
       process.stderr.write(`narwhal fsck: repair stopped: ${(err as Error).message}\n` +
@@ -93,7 +92,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
     if (report.problems.length === 0) return EXIT_CLEAN
     return repair.dryRun || repair.unrepaired.length === 0 ? EXIT_PROBLEMS : EXIT_UNREPAIRED
   } finally {
-    cache.close()
+    await cache.close()
   }
 }
 

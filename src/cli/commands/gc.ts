@@ -89,6 +89,6 @@ export async function gcCommand (args: string[]): Promise<number> {
     }))
     return 0
   } finally {
-    cache.close()
+    await cache.close()
   }
 }

@@ -17,7 +17,7 @@ export async function migrateCommand (args: string[]): Promise<number> {
   if (location?.kind === 'postgres') return await migratePostgresCommand(location)
   const config = loadConfig({ configFile: values.config, dataDir: values.data })
   const { created, close } = openDataDir(config.dataDir)
-  close()
+  await close()
   process.stdout.write(`${config.dataDir}: database ${created ? 'created' : 'up to date'}\n`)
   return 0
 }

@@ -4,7 +4,7 @@
  */
 import { openDataDir } from '../../cache/open-cache.js'
 import { loadConfig } from '../../config/config.js'
-import type { Metadata } from '../../db/metadata.js'
+import type { MetadataStore } from '../../db/metadata-store.js'
 import { isValidHashPart, parseStorePath, STORE_DIR } from '../../nix/store-path.js'
 import { parse, UsageError } from '../usage.js'
 
@@ -14,9 +14,9 @@ const USAGE = 'usage: narwhal pin add PATH [--keep-days N] [--note TEXT] [--data
   'PATH is a store path (/nix/store/<hash>-<name>) or its 32-character hash part.'
 
 /** The hash part and store path named by PATH; the store path from the cache when only a hash part is given. */
-function resolvePath (text: string | undefined, metadata: Metadata): { hashPart: string, storePath: string | undefined } {
+async function resolvePath (text: string | undefined, metadata: MetadataStore): Promise<{ hashPart: string, storePath: string | undefined }> {
   if (text === undefined) throw new UsageError(USAGE)
-  if (isValidHashPart(text)) return { hashPart: text, storePath: metadata.storePathOf(text) }
+  if (isValidHashPart(text)) return { hashPart: text, storePath: await metadata.narinfos.storePathOf(text) }
   const full = text.startsWith(STORE_DIR + '/') ? text : `${STORE_DIR}/${text}`
   const { hashPart } = parseStorePath(full.replace(/\/+$/, ''), 'PATH')
   return { hashPart, storePath: full.replace(/\/+$/, '') }
@@ -35,13 +35,14 @@ export async function pinCommand (args: string[]): Promise<number> {
     config: { type: 'string' }
   }, true)
   const config = loadConfig({ configFile: values.config, dataDir: values.data })
-  const { metadata, retention, close } = openDataDir(config.dataDir)
+  const { metadata, close } = openDataDir(config.dataDir)
+  const retention = metadata.retention
   try {
     switch (action) {
       case 'add': {
         if (positionals.length !== 1) throw new UsageError(USAGE)
-        const { hashPart, storePath } = resolvePath(positionals[0], metadata)
-        const cached = metadata.storePathOf(hashPart)
+        const { hashPart, storePath } = await resolvePath(positionals[0], metadata)
+        const cached = await metadata.narinfos.storePathOf(hashPart)
         if (storePath === undefined) {
           throw new UsageError(`${hashPart} is not in this cache; give the full store path to pin a path before it is uploaded`)
         }
@@ -52,7 +53,7 @@ export async function pinCommand (args: string[]): Promise<number> {
           if (!Number.isFinite(days) || days <= 0) throw new UsageError(`--keep-days: expected a positive number of days, got ${JSON.stringify(values['keep-days'])}`)
           keepUntil = Date.now() + days * 86_400_000
         }
-        retention.addPin({ hashPart, storePath, keepUntil, note: values.note ?? null })
+        await retention.addPin({ hashPart, storePath, keepUntil, note: values.note ?? null }, Date.now())
         process.stdout.write(`pinned ${storePath} and its closure ${keepUntil === null ? 'until unpinned' : `until ${iso(keepUntil)}`}\n`)
         if (cached === undefined) process.stderr.write(`note: ${storePath} is not in this cache yet; the pin keeps it once it is uploaded\n`)
         return 0
@@ -61,7 +62,7 @@ export async function pinCommand (args: string[]): Promise<number> {
         if (positionals.length !== 0) throw new UsageError(USAGE)
         const now = Date.now()
         process.stdout.write('STORE PATH\tKEEP UNTIL\tCREATED\tNOTE\n')
-        for (const pin of retention.listPins()) {
+        for (const pin of await retention.listPins()) {
           const until = pin.keepUntil !== null && pin.keepUntil <= now ? `expired ${iso(pin.keepUntil)}` : iso(pin.keepUntil)
           process.stdout.write(`${pin.storePath}\t${until}\t${iso(pin.createdAt)}\t${pin.note ?? ''}\n`)
         }
@@ -69,8 +70,8 @@ export async function pinCommand (args: string[]): Promise<number> {
       }
       case 'remove': {
         if (positionals.length !== 1) throw new UsageError(USAGE)
-        const { hashPart } = resolvePath(positionals[0], metadata)
-        if (!retention.removePin(hashPart)) {
+        const { hashPart } = await resolvePath(positionals[0], metadata)
+        if (!await retention.removePin(hashPart)) {
           process.stderr.write(`narwhal pin remove: no pin for ${positionals[0] ?? ''}\n`)
           return 1
         }
@@ -81,6 +82,6 @@ export async function pinCommand (args: string[]): Promise<number> {
         throw new UsageError(USAGE)
     }
   } finally {
-    close()
+    await close()
   }
 }

@@ -37,9 +37,9 @@ export async function serveCommand (args: string[]): Promise<number> {
   const cache = openCache(config)
   // Uploads a crash or kill interrupted; this process is the only one serving the store.
   cache.blobs.emptyTmp()
-  const message = firstStart(config, cache)
+  const message = await firstStart(config, cache)
   const pullThrough = pullThroughFor(config, cache)
-  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, retention: cache.retention, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
+  const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
@@ -48,7 +48,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   if (config.upstreams.length > 0) app.log.info({ upstreams: config.upstreams.map(u => u.url) }, 'pulling through from upstream caches')
   const stopGc = startGcSchedule(config.dataDir, config.gc, app.log)
   const stop = (): void => {
-    stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(() => cache.db.close(),
+    stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(async () => await cache.close(),
       (err: unknown) => app.log.error({ err }, 'error while closing'))
   }
   process.once('SIGTERM', stop)

@@ -36,14 +36,14 @@ export async function tokenCommand (args: string[]): Promise<number> {
           expiresAt = Date.now() + days * 86_400_000
         }
         const token = generateToken()
-        metadata.insertToken({ name: values.name ?? `${values.scope}-token`, scope: values.scope, tokenHash: hashToken(token), expiresAt })
+        await metadata.tokens.insert({ name: values.name ?? `${values.scope}-token`, scope: values.scope, tokenHash: hashToken(token), expiresAt }, Date.now())
         process.stdout.write(token + '\n')
         return 0
       }
       case 'list': {
         const iso = (t: number | null): string => t === null ? '-' : new Date(t).toISOString()
         process.stdout.write('ID\tSCOPE\tNAME\tCREATED\tEXPIRES\tREVOKED\n')
-        for (const t of metadata.listTokens()) {
+        for (const t of await metadata.tokens.list()) {
           process.stdout.write(`${t.id}\t${t.scope}\t${t.name}\t${iso(t.createdAt)}\t${iso(t.expiresAt)}\t${iso(t.revokedAt)}\n`)
         }
         return 0
@@ -51,7 +51,7 @@ export async function tokenCommand (args: string[]): Promise<number> {
       case 'revoke': {
         const id = Number(positionals[0])
         if (positionals.length !== 1 || !Number.isSafeInteger(id)) throw new UsageError(USAGE)
-        if (!metadata.revokeToken(id)) {
+        if (!await metadata.tokens.revoke(id, Date.now())) {
           process.stderr.write(`narwhal token revoke: no live token with id ${id}\n`)
           return 1
         }
@@ -62,6 +62,6 @@ export async function tokenCommand (args: string[]): Promise<number> {
         throw new UsageError(USAGE)
     }
   } finally {
-    close()
+    await close()
   }
 }

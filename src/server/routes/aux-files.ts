@@ -101,7 +101,7 @@ export function auxFileRoutes (app: FastifyInstance): void {
   for (const route of ROUTES) {
     app.get(route.url, async (request, reply) => {
       const name = nameOrThrow(route, request)
-      const file = auxFile(metadata, route.kind, name)
+      const file = await auxFile(metadata, route.kind, name)
       if (file === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `no ${route.kind} ${name} in this cache`)
       reply.header('content-type', file.contentType)
       if (file.contentEncoding !== null) reply.header('content-encoding', file.contentEncoding)
@@ -111,7 +111,7 @@ export function auxFileRoutes (app: FastifyInstance): void {
     app.put(route.url, async (request, reply) => {
       const name = nameOrThrow(route, request)
       const body = await readBody(request, config.limits[route.limit], route.kind, `limits.${route.limit}`)
-      putAuxFile(metadata, route.kind, name, { body, encoding: request.headers['content-encoding'], contentType: route.contentType, json: route.json })
+      await putAuxFile(metadata, route.kind, name, { body, encoding: request.headers['content-encoding'], contentType: route.contentType, json: route.json })
       return reply.code(201).header('content-type', 'text/plain; charset=utf-8').send('stored\n')
     })
   }

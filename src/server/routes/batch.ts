@@ -109,7 +109,7 @@ function missingPathsRoute (app: FastifyInstance): void {
     const missing: string[] = []
     for (const h of hashParts) {
       // A path the pusher finds here is one its upload will reference: use, for gc, like a narinfo GET.
-      if (app.narwhal.metadata.hasNarinfo(h)) app.narwhal.access.narinfo(h)
+      if (await app.narwhal.metadata.narinfos.has(h)) app.narwhal.access.narinfo(h)
       else missing.push(h)
     }
     const answer: MissingPathsResponse = { missing }
@@ -211,7 +211,7 @@ async function narinfoPart (app: FastifyInstance, request: FastifyRequest, name:
   if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
   const { pullThrough } = app.narwhal
   await pullThrough?.lookupReferences(text, request.log)
-  const result = acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) }, pullThrough)
+  const result = await acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) }, pullThrough !== undefined)
   request.log.info({ hash, result }, 'narinfo stored (batch)')
   return { name, status: result === 'created' ? 201 : 200, result }
 }

@@ -66,12 +66,12 @@ function narDownloadRoute (app: FastifyInstance): void {
     schema: { params },
     handler: async (request, reply) => {
       const fileHash = fileHashOf(request.params.file)
-      let file = openRecordedNar(app, request, fileHash)
+      let file = await openRecordedNar(app, request, fileHash)
       const { pullThrough } = app.narwhal
       // Not here, or its row outlived its file: an upstream may have it (a pulled narinfo names it).
       if (file === undefined && pullThrough !== undefined) {
         if (await answerPulledNar(pullThrough, fileHash, request, reply)) return reply
-        file = openRecordedNar(app, request, fileHash)
+        file = await openRecordedNar(app, request, fileHash)
       }
       if (file === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
       const { fd, size } = file
@@ -82,9 +82,11 @@ function narDownloadRoute (app: FastifyInstance): void {
 }
 
 /** The NAR's open file, when the database records it and the file on disk has its size; else undefined (and a log line for a damaged cache). */
-function openRecordedNar (app: FastifyInstance, request: FastifyRequest, fileHash: string): { fd: number, size: number } | undefined {
+async function openRecordedNar (app: FastifyInstance, request: FastifyRequest, fileHash: string): Promise<{ fd: number, size: number } | undefined> {
   const { metadata, blobs } = app.narwhal
-  const row = metadata.narFile(fileHash)
+  // Only a live file is served: a pending one is not committed yet, a deleting one is going.
+  const found = await metadata.narFiles.get(fileHash)
+  const row = found?.state === 'live' ? found : undefined
   const file = row === undefined ? undefined : blobs.openNar(fileHash)
   if (row === undefined || file === undefined) {
     if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')

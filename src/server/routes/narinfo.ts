@@ -2,7 +2,7 @@
  * `<hash32>.narinfo`: the metadata of one store path.
  *
  * GET/HEAD answer with the text rendered at upload time, from memory or one indexed lookup
- * (Metadata.narinfoBody). Most GETs never reach this route: server/fast-reads.ts answers them
+ * (NarinfoStore.body). Most GETs never reach this route: server/fast-reads.ts answers them
  * before Fastify, with the same status, headers and body. PUT runs the write rules in
  * cache/accept-narinfo.ts; the hash part is checked against the nix32 alphabet by the route
  * schema before anything else happens.
@@ -35,7 +35,7 @@ export function narinfoMissBody (hashPart: string): string {
 
 export function narinfoRoutes (app: FastifyInstance): void {
   app.get<{ Params: Params }>(NARINFO_ROUTE, { schema: { params } }, async (request, reply) => {
-    const body = app.narwhal.metadata.narinfoBody(request.params.hash) ??
+    const body = await app.narwhal.metadata.narinfos.body(request.params.hash) ??
       await app.narwhal.pullThrough?.narinfo(request.params.hash, request.log)
     if (body === undefined) {
       // Answered here rather than thrown: a miss is ordinary traffic (Nix asks for every path of
@@ -58,8 +58,8 @@ export function narinfoRoutes (app: FastifyInstance): void {
     const { metadata, trustedKeys, provenance, pullThrough } = app.narwhal
     // References an upstream holds count as present (write rule 5); ask for those not known yet.
     await pullThrough?.lookupReferences(text, request.log)
-    const result = acceptNarinfo(text, request.params.hash, metadata, trustedKeys, { provenance, origin: writeOrigin(request) }, pullThrough)
-    noteWrite(request, metadata.storePathOf(request.params.hash) ?? `${request.params.hash}.narinfo`, result)
+    const result = await acceptNarinfo(text, request.params.hash, metadata, trustedKeys, { provenance, origin: writeOrigin(request) }, pullThrough !== undefined)
+    noteWrite(request, await metadata.narinfos.storePathOf(request.params.hash) ?? `${request.params.hash}.narinfo`, result)
     request.log.info({ hash: request.params.hash, result }, 'narinfo stored')
     return reply.code(result === 'created' ? 201 : 200).header('content-type', 'text/plain; charset=utf-8').send(`${result}\n`)
   })

@@ -110,7 +110,7 @@ export function pageRoutes (app: FastifyInstance): void {
 
   app.get('/', async (request, reply) => {
     const url = cacheUrl(request, config.listen)
-    const o = browse.overview(app.narwhal.upstreams)
+    const o = await browse.overview(app.narwhal.upstreams)
     const keys = app.narwhal.trustedKeys.publicKeys()
     const host = new URL(url).hostname
     return send(reply, 200, `narwhal cache at ${url}`, html`<h1>Nix binary cache at ${url}</h1>
@@ -145,7 +145,7 @@ ${o.upstreams.map(u => html`<tr><td>${u.name}</td><td>${u.url}</td><td>${u.state
     schema: { querystring: { type: 'object', properties: { q: { type: 'string', maxLength: MAX_QUERY } } } }
   }, async (request, reply) => {
     const query = request.query.q ?? ''
-    const hits = browse.search(query)
+    const hits = await browse.search(query)
     return send(reply, 200, `Search: ${query}`, html`<h1>Paths matching “${query}”</h1>
 ${hits.length === 0
     ? html`<p id="no-results">No store path in this cache matches.</p>`
@@ -155,7 +155,7 @@ ${hits.length === 0
   app.get<{ Params: { hash: string } }>('/path/:hash', {
     schema: { params: { type: 'object', properties: { hash: { type: 'string', pattern: `^${HASH_PART_PATTERN}$` } }, required: ['hash'] } }
   }, async (request, reply) => {
-    const details = browse.path(request.params.hash, app.narwhal.trustedKeys)
+    const details = await browse.path(request.params.hash, app.narwhal.trustedKeys)
     if (details === undefined) {
       return send(reply, 404, 'Not in this cache', html`<h1>Not in this cache</h1><p>No store path with hash ${request.params.hash} is here.</p>`)
     }

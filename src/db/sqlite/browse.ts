@@ -1,30 +1,16 @@
 /**
- * The SQL behind the pages for people (src/cache/browse.ts): headline figures, search, and what a
- * path page shows beyond the narinfo (referrers, pin). Read-only.
+ * BrowseStore on SQLite: the reads behind the pages for people (src/cache/browse.ts): headline
+ * figures, search, and what a path page shows beyond the narinfo (referrers, pin). Read-only.
  */
-import type { Db } from './database.js'
-
-export interface PathHit { hashPart: string, storePath: string, narSize: number }
-
-export interface PinState { keepUntil: number | null, note: string | null }
-
-export interface PathSummary {
-  hashPart: string
-  storePath: string
-  narinfo: string
-  narSize: number
-  createdAt: number
-  fileHash: string
-  fileSize: number
-  compression: string
-}
+import type { Db } from '../database.js'
+import type { BrowseStore, PathHit, PathSummary, PinState } from '../metadata-store.js'
 
 /** LIKE patterns are built from client text: its wildcards are matched literally. */
 function likeLiteral (text: string): string {
   return text.replace(/[\\%_]/g, c => '\\' + c)
 }
 
-export class BrowseSql {
+export class SqliteBrowse implements BrowseStore {
   private readonly stmts
 
   constructor (db: Db) {
@@ -57,40 +43,40 @@ export class BrowseSql {
     }
   }
 
-  totals (): { paths: number, narFiles: number, narBytes: number } {
+  async totals (): Promise<{ paths: number, narFiles: number, narBytes: number }> {
     const files = this.stmts.narBytes.get() ?? { files: 0, bytes: 0 }
     return { paths: this.stmts.totals.get()?.paths ?? 0, narFiles: files.files, narBytes: files.bytes }
   }
 
-  narFilesFetchedSince (since: number): number {
+  async narFilesFetchedSince (since: number): Promise<number> {
     return this.stmts.fetchedSince.get(since)?.n ?? 0
   }
 
   /** Paths whose hash part starts with `prefix` (nix32 characters only; the caller checks). */
-  byHashPrefix (prefix: string, limit: number): PathHit[] {
+  async byHashPrefix (prefix: string, limit: number): Promise<PathHit[]> {
     return this.stmts.byHashPrefix.all(prefix, limit).filter(hit => hit.hashPart.startsWith(prefix))
   }
 
   /** Paths whose name (after `<hash>-`) contains `text`, case-insensitively for ASCII. */
-  byName (text: string, limit: number): PathHit[] {
+  async byName (text: string, limit: number): Promise<PathHit[]> {
     return this.stmts.byName.all(`%${likeLiteral(text)}%`, limit)
   }
 
-  summary (hashPart: string): PathSummary | undefined {
+  async summary (hashPart: string): Promise<PathSummary | undefined> {
     return this.stmts.summary.get(hashPart)
   }
 
   /** Paths that list `hashPart` among their references (itself left out). */
-  referrers (hashPart: string, limit: number): Array<{ hashPart: string, storePath: string }> {
+  async referrers (hashPart: string, limit: number): Promise<Array<{ hashPart: string, storePath: string }>> {
     return this.stmts.referrers.all(hashPart, limit)
   }
 
   /** The references of a path, and whether each is in the cache (gc keeps closures whole). */
-  references (hashPart: string): Array<{ baseName: string, present: boolean }> {
+  async references (hashPart: string): Promise<Array<{ baseName: string, present: boolean }>> {
     return this.stmts.refHashes.all(hashPart).map(r => ({ baseName: r.baseName, present: r.present === 1 }))
   }
 
-  pin (hashPart: string): PinState | undefined {
+  async pin (hashPart: string): Promise<PinState | undefined> {
     return this.stmts.pin.get(hashPart)
   }
 }

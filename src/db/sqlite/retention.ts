@@ -1,13 +1,12 @@
 /**
- * The SQL of retention: last-use times, pins, the snapshot a collection plans from, and the
- * record of collections. Removal itself goes through Metadata (src/cache/remove-paths.ts), the
- * one path shared with fsck.
+ * RetentionStore on SQLite: last-use times, pins, the snapshot a collection plans from, and the
+ * record of collections. Removal itself is NarinfoStore.remove (store.ts), shared with fsck.
  *
  * A path's own last use is the later of its narinfo's and its NAR file's last_accessed_at: a NAR
  * download is use of every path whose narinfo names that file. Both start at the upload time.
  */
-import type { Db } from './database.js'
-import { REFERRERS_CTE } from './referrers-sql.js'
+import type { Db } from '../database.js'
+import type { GcEdgeRow, GcPathRow, GcRunRow, GcSnapshot, PinRow, RetentionStore } from '../metadata-store.js'
 
 /**
  * A read within this long of the recorded last use is not written again. Eviction works in
@@ -16,45 +15,7 @@ import { REFERRERS_CTE } from './referrers-sql.js'
  */
 export const TOUCH_RESOLUTION_MS = 60_000
 
-/** One narinfo as a collection plans with it. */
-export interface GcPathRow {
-  id: number
-  hashPart: string
-  narFileId: number
-  /** Unix ms of the last narinfo or NAR read (or the upload). */
-  lastUse: number
-  /** 1 when a pin that has not expired names this path. */
-  pinned: number
-}
-
-/** `referrer` lists `reference` among its References (self-references left out). */
-export interface GcEdgeRow { referrer: number, reference: number }
-
-export interface GcSnapshot {
-  paths: GcPathRow[]
-  edges: GcEdgeRow[]
-  narFiles: Array<{ id: number, fileSize: number }>
-}
-
-export interface PinRow {
-  hashPart: string
-  storePath: string
-  keepUntil: number | null
-  createdAt: number
-  note: string | null
-}
-
-export interface GcRunRow {
-  startedAt: number
-  finishedAt: number
-  trigger: 'cli' | 'schedule'
-  storePaths: number
-  narFiles: number
-  bytes: number
-  remainingBytes: number
-}
-
-export class Retention {
+export class SqliteRetention implements RetentionStore {
   private readonly db: Db
   private readonly stmts
 
@@ -74,17 +35,10 @@ export class Retention {
         `SELECT r.narinfo_id AS referrer, n.id AS reference
          FROM narinfo_refs r JOIN narinfos n ON n.hash_part = r.ref_hash_part
          WHERE n.id != r.narinfo_id`),
-      narFileSizes: db.prepare<[], { id: number, fileSize: number }>('SELECT id, file_size AS fileSize FROM nar_files'),
-      // The given paths and everything that references them, transitively (what removeNarinfos
-      // would remove), with their last use and pin as they are now.
-      referrerClosure: db.prepare<[string, number], { id: number, lastUse: number, pinned: number }>(
-        `${REFERRERS_CTE}
-         SELECT n.id, max(n.last_accessed_at, f.last_accessed_at) AS lastUse,
-                EXISTS (SELECT 1 FROM pins p WHERE p.hash_part = n.hash_part AND (p.keep_until IS NULL OR p.keep_until > ?)) AS pinned
-         FROM doomed d JOIN narinfos n ON n.hash_part = d.hash_part JOIN nar_files f ON f.id = n.nar_file_id`),
+      narFileSizes: db.prepare<[], { id: number, fileSize: number }>("SELECT id, file_size AS fileSize FROM nar_files WHERE state = 'live'"),
       storePathsOf: db.prepare<[string], { id: number, storePath: string }>(
         'SELECT n.id, n.store_path AS storePath FROM json_each(?) j JOIN narinfos n ON n.id = j.value'),
-      totalNarBytes: db.prepare<[], { bytes: number | null }>('SELECT sum(file_size) AS bytes FROM nar_files'),
+      totalNarBytes: db.prepare<[], { bytes: number | null }>("SELECT sum(file_size) AS bytes FROM nar_files WHERE state = 'live'"),
       upsertPin: db.prepare(
         `INSERT INTO pins (hash_part, store_path, keep_until, created_at, note)
          VALUES (@hashPart, @storePath, @keepUntil, @now, @note)
@@ -111,7 +65,7 @@ export class Retention {
    * Records reads noted since the last call, in one write transaction. A time never moves back,
    * so several server processes may flush the same keys in any order.
    */
-  touch (narinfoHashParts: Iterable<string>, narFileHashes: Iterable<string>, now = Date.now()): void {
+  async touch (narinfoHashParts: Iterable<string>, narFileHashes: Iterable<string>, now: number): Promise<void> {
     const before = now - TOUCH_RESOLUTION_MS
     this.db.transaction(() => {
       for (const key of narinfoHashParts) this.stmts.touchNarinfo.run({ key, now, before })
@@ -120,7 +74,7 @@ export class Retention {
   }
 
   /** Every narinfo, reference and NAR file size, read in one transaction so they agree. */
-  gcSnapshot (now = Date.now()): GcSnapshot {
+  async snapshot (now: number): Promise<GcSnapshot> {
     return this.db.transaction(() => ({
       paths: this.stmts.gcPaths.all(now),
       edges: this.stmts.gcEdges.all(),
@@ -128,50 +82,45 @@ export class Retention {
     }))()
   }
 
-  /** What removing `hashParts` would take with it, as it stands now (call inside the removal's transaction). */
-  referrerClosure (hashParts: string[], now = Date.now()): Array<{ id: number, lastUse: number, pinned: number }> {
-    return this.stmts.referrerClosure.all(JSON.stringify(hashParts), now)
-  }
-
   /** Store paths of narinfo ids (those that exist). */
-  storePathsOf (ids: number[]): Map<number, string> {
+  async storePathsOf (ids: number[]): Promise<Map<number, string>> {
     return new Map(this.stmts.storePathsOf.all(JSON.stringify(ids)).map(r => [r.id, r.storePath]))
   }
 
   /** The size of every NAR file the cache holds, named or not. */
-  totalNarBytes (): number {
+  async totalNarBytes (): Promise<number> {
     return this.stmts.totalNarBytes.get()?.bytes ?? 0
   }
 
   /** Adds a pin, or replaces the expiry and note of an existing one. */
-  addPin (pin: { hashPart: string, storePath: string, keepUntil: number | null, note: string | null }, now = Date.now()): void {
+  async addPin (pin: { hashPart: string, storePath: string, keepUntil: number | null, note: string | null }, now: number): Promise<void> {
     this.stmts.upsertPin.run({ ...pin, now })
   }
 
   /** False when no pin names that path. */
-  removePin (hashPart: string): boolean {
+  async removePin (hashPart: string): Promise<boolean> {
     return this.stmts.deletePin.run(hashPart).changes > 0
   }
 
-  listPins (): PinRow[] {
+  async listPins (): Promise<PinRow[]> {
     return this.stmts.listPins.all()
   }
 
   /** Deletes pins whose keep-until has passed; returns how many. */
-  deleteExpiredPins (now = Date.now()): number {
+  async deleteExpiredPins (now: number): Promise<number> {
     return this.stmts.deleteExpiredPins.run(now).changes
   }
 
-  recordGcRun (run: GcRunRow): void {
+  async recordGcRun (run: GcRunRow): Promise<void> {
     this.stmts.insertGcRun.run(run)
   }
 
-  lastGcRun (): GcRunRow | undefined {
+  async lastGcRun (): Promise<GcRunRow | undefined> {
     return this.stmts.lastGcRun.get()
   }
 
   /** Sums over every recorded collection, for /metrics. */
-  gcTotals (): { runs: number, storePaths: number, narFiles: number, bytes: number } {
+  async gcTotals (): Promise<{ runs: number, storePaths: number, narFiles: number, bytes: number }> {
     const row = this.stmts.gcTotals.get()
     return { runs: row?.runs ?? 0, storePaths: row?.storePaths ?? 0, narFiles: row?.narFiles ?? 0, bytes: row?.bytes ?? 0 }
   }

@@ -1,5 +1,5 @@
 /**
- * The SQL both removal (metadata.ts) and gc planning (retention.ts) start from: `doomed` holds the
+ * The SQL removal and its guard (store.ts) start from: `doomed` holds the
  * hash parts given as a JSON list (the first parameter) plus, transitively, every narinfo that
  * references one of them. Shared so the two can never disagree on what a removal takes along.
  */

@@ -1,30 +1,10 @@
 /**
- * The SQL of narinfos pulled from upstream caches (migrations/0004_upstreams.sql): what an
+ * UpstreamRecordStore on SQLite: narinfos pulled from upstream caches (migrations/0004_upstreams.sql): what an
  * upstream served and narwhal verified, kept so it is served again without asking, and so its NAR
  * can be fetched when a client asks for it.
  */
-import type { Db } from './database.js'
-
-export interface UpstreamRecord {
-  hashPart: string
-  storePath: string
-  /** The upstream's URL, as configured. */
-  upstream: string
-  /** The NAR's URL on that upstream, as its narinfo said (relative to the upstream's URL). */
-  narUrl: string
-  fileHash: string
-  fileSize: number
-  compression: string
-  narHash: string
-  narSize: number
-  /** Reference base names. */
-  references: string[]
-  /** The narinfo as narwhal serves it. */
-  narinfo: string
-  createdAt: number
-  /** Set when its NAR did not match: the narinfo is no longer served. */
-  refusedAt: number | null
-}
+import type { Db } from '../database.js'
+import type { UpstreamRecord, UpstreamRecordStore } from '../metadata-store.js'
 
 type Row = Omit<UpstreamRecord, 'references'> & { refs: string }
 
@@ -37,7 +17,7 @@ function fromRow (row: Row): UpstreamRecord {
   return { ...rest, references: refs === '' ? [] : refs.split(' ') }
 }
 
-export class UpstreamRecords {
+export class SqliteUpstreamRecords implements UpstreamRecordStore {
   private readonly db: Db
   private readonly stmts
 
@@ -61,18 +41,22 @@ export class UpstreamRecords {
     }
   }
 
-  get (hashPart: string): UpstreamRecord | undefined {
+  async get (hashPart: string): Promise<UpstreamRecord | undefined> {
+    return this.peek(hashPart) ?? undefined
+  }
+
+  peek (hashPart: string): UpstreamRecord | null {
     const row = this.stmts.byHash.get(hashPart)
-    return row === undefined ? undefined : fromRow(row)
+    return row === undefined ? null : fromRow(row)
   }
 
   /** The narinfos still served that name this NAR file. */
-  namingFile (fileHash: string): UpstreamRecord[] {
+  async namingFile (fileHash: string): Promise<UpstreamRecord[]> {
     return this.stmts.byFile.all(fileHash).map(fromRow)
   }
 
   /** Whether a verified, still served narinfo from an upstream holds exactly this store path. */
-  holds (hashPart: string, storePath: string): boolean {
+  async holds (hashPart: string, storePath: string): Promise<boolean> {
     return this.stmts.holds.get(hashPart, storePath) !== undefined
   }
 
@@ -82,7 +66,7 @@ export class UpstreamRecords {
    * asked of the upstream again, while an fsync per narinfo, on the event loop, cost a cold
    * substitution most of its time.
    */
-  insert (record: Omit<UpstreamRecord, 'refusedAt'>): void {
+  async insert (record: Omit<UpstreamRecord, 'refusedAt'>): Promise<void> {
     const { references, ...rest } = record
     this.db.pragma('synchronous = NORMAL')
     try {
@@ -93,7 +77,7 @@ export class UpstreamRecords {
   }
 
   /** Stops serving every narinfo that names this NAR file (its bytes did not match). */
-  refuseFile (fileHash: string, now = Date.now()): number {
+  async refuseFile (fileHash: string, now: number): Promise<number> {
     return this.stmts.refuse.run({ fileHash, now }).changes
   }
 }
