@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { chmodSync, rmSync } from 'node:fs'
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { parseDatabaseUrl, type PostgresLocation } from '../../src/db/database-url.js'
 import { ChangeListener } from '../../src/db/postgres/change-listener.js'
@@ -14,15 +14,16 @@ import { PgPool } from '../../src/db/postgres/pool.js'
 import { PgMetadataStore } from '../../src/db/postgres/store.js'
 import { isNarwhalError } from '../../src/errors.js'
 import { storedPath, testPath } from '../helpers/metadata-store-contract.js'
-import { run, runOk, tempDir } from '../helpers/nix.js'
+import { run, runOk } from '../helpers/nix.js'
 import { createDatabase, restartPostgres, type PostgresEngine } from '../helpers/postgres.js'
 import { freePort } from '../helpers/server-process.js'
 
 const SCRIPT = path.resolve('scripts/test-engines/postgres.sh')
 
 async function ownCluster (): Promise<PostgresEngine & { stop: () => Promise<void> }> {
-  const parent = tempDir('narwhal-pg-')
-  // The server runs as the postgres user, which must reach its folder.
+  // Directly under /tmp, as test/run.sh puts its engines: the server runs as the postgres user,
+  // which must reach its folder (a test's TMPDIR may be private), and its socket path stays short.
+  const parent = mkdtempSync('/tmp/narwhal-pg-')
   chmodSync(parent, 0o755)
   const dir = path.join(parent, 'c')
   await runOk(SCRIPT, ['start', dir], { env: { ...process.env, PG_PORT: String(await freePort()) } })
