@@ -5,11 +5,14 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import path from 'node:path'
 import { parseDatabaseUrl, type PostgresLocation } from '../../src/db/database-url.js'
+import { openMetadataStore } from '../../src/db/open-metadata-store.js'
 import { checkPostgresSchema, migratePostgres } from '../../src/db/postgres/migrate.js'
 import { PgPool } from '../../src/db/postgres/pool.js'
+import { PgMetadataStore } from '../../src/db/postgres/store.js'
 import { isNarwhalError } from '../../src/errors.js'
-import { run } from '../helpers/nix.js'
+import { run, tempDir } from '../helpers/nix.js'
 import { createDatabase, postgresEngine } from '../helpers/postgres.js'
 import { CLI } from '../helpers/server-process.js'
 
@@ -62,4 +65,29 @@ test('`narwhal migrate --database postgres://…` creates the schema, then finds
   const refused = await run('node', [CLI, 'migrate', '--database', missing.href])
   assert.equal(refused.code, 2)
   assert.match(refused.stderr, /does not exist \(narwhal never creates one/)
+})
+
+test('openMetadataStore: the data folder\'s SQLite file by default, PostgreSQL for a postgres:// URL, refusing a schema not migrated', async (t) => {
+  const dir = tempDir('narwhal-open-')
+  const file = path.join(dir, 'narwhal.db')
+  const sqlite = await openMetadataStore(undefined, file, { migrate: false })
+  assert.equal(sqlite.location.kind, 'sqlite')
+  assert.equal(sqlite.created, true)
+  await sqlite.metadata.close()
+  const again = await openMetadataStore(undefined, file, { migrate: false })
+  assert.equal(again.created, false)
+  await again.metadata.close()
+
+  const db = await createDatabase(postgresEngine())
+  t.after(db.drop)
+  await assert.rejects(openMetadataStore(db.url, file, { migrate: false }), (err: unknown) =>
+    isNarwhalError(err) && err.code === 'NARWHAL_DATABASE_UNAVAILABLE' && /narwhal migrate/.test(err.message))
+  const created = await openMetadataStore(db.url, file, { migrate: true })
+  assert.equal(created.location.kind, 'postgres')
+  assert.equal(created.created, true)
+  assert.ok(created.metadata instanceof PgMetadataStore)
+  await created.metadata.close()
+  const reopened = await openMetadataStore(db.url, file, { migrate: false })
+  assert.equal(reopened.created, false)
+  await reopened.metadata.close()
 })

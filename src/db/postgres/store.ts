@@ -40,12 +40,15 @@ export class PgMetadataStore implements MetadataStore {
   readonly audit
   readonly browse
   readonly upstreamRecords
+  /** The migrations `open` applied (with `migrate`): ['0001_init.sql'] when it created the schema. */
+  readonly migrationsApplied: string[]
   private readonly pool: PgPool
   private readonly listener: ChangeListener
 
-  private constructor (pool: PgPool, listener: ChangeListener) {
+  private constructor (pool: PgPool, listener: ChangeListener, migrationsApplied: string[]) {
     this.pool = pool
     this.listener = listener
+    this.migrationsApplied = migrationsApplied
     this.narFiles = pgNarFileStore(pool, listener)
     this.narinfos = pgNarinfoStore(pool, listener)
     this.aux = pgAuxFileStore(pool)
@@ -61,8 +64,9 @@ export class PgMetadataStore implements MetadataStore {
   static async open (location: PostgresLocation, options: PgOpenOptions = {}): Promise<PgMetadataStore> {
     const pool = new PgPool(location, { max: options.maxConnections, onIdleError: options.onIdleError })
     const listener = new ChangeListener(location)
+    let applied: string[] = []
     try {
-      if (options.migrate === true) await migratePostgres(pool)
+      if (options.migrate === true) applied = await migratePostgres(pool)
       else await checkPostgresSchema(pool)
       await listener.start()
     } catch (err) {
@@ -70,7 +74,7 @@ export class PgMetadataStore implements MetadataStore {
       await pool.close()
       throw err
     }
-    return new PgMetadataStore(pool, listener)
+    return new PgMetadataStore(pool, listener, applied)
   }
 
   servedGeneration (): number {
