@@ -150,7 +150,8 @@ END $$;
 
 CREATE TRIGGER narinfos_changed AFTER INSERT OR DELETE OR UPDATE OF hash_part, store_path, nar_file_id, sigs, narinfo
   ON narinfos FOR EACH STATEMENT EXECUTE FUNCTION narwhal_notify_change();
-CREATE TRIGGER nar_files_changed AFTER INSERT OR DELETE OR UPDATE OF file_hash, state
+-- Not on INSERT: a new NAR file row is 'pending' (an upload's claim), which nothing serves.
+CREATE TRIGGER nar_files_changed AFTER DELETE OR UPDATE OF file_hash, state
   ON nar_files FOR EACH STATEMENT EXECUTE FUNCTION narwhal_notify_change();
 CREATE TRIGGER upstream_narinfos_changed AFTER INSERT OR DELETE OR UPDATE OF narinfo, refused_at
   ON upstream_narinfos FOR EACH STATEMENT EXECUTE FUNCTION narwhal_notify_change();

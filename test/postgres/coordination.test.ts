@@ -53,13 +53,15 @@ test('a commit at one replica is heard at every other within a second; read-time
   const afterInsert = listeners.map(l => l.current())
   await pool.query('UPDATE narinfos SET last_accessed_at = 2')
   await pool.query('UPDATE nar_files SET last_accessed_at = 2, created_at = 3')
+  await pool.query(`INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at, state)
+                    VALUES ('f2', 10, 'none', 'n2', 10, 1, 1, 'pending')`)
   await pool.transaction(async (tx) => {
     await tx.query("UPDATE narinfos SET sigs = 'x'")
     await tx.query('SELECT 1/0').catch(() => {})
     throw new Error('roll back')
   }).catch(() => {})
   await settle(200)
-  assert.deepEqual(listeners.map(l => l.current()), afterInsert, 'read times, a grace renewal and a rolled-back write change nothing served')
+  assert.deepEqual(listeners.map(l => l.current()), afterInsert, 'read times, a grace renewal, an upload\'s pending claim and a rolled-back write change nothing served')
 
   await pool.query("UPDATE nar_files SET state = 'deleting'")
   await settle(200)

@@ -69,9 +69,10 @@ test('a PostgreSQL restart: statements and transactions go on, the listener come
   })
   assert.equal(written, 1, 'a transaction right after the restart')
 
+  await pool.query("INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at) VALUES ('f', 1, 'none', 'h', 1, 1, 1)")
   await waitFor('the listener is back', () => listener.isListening)
   const before = listener.current()
-  await pool.query("INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at) VALUES ('f', 1, 'none', 'h', 1, 1, 1)")
+  await pool.query("UPDATE nar_files SET state = 'deleting'")
   await waitFor('a change committed after the restart is heard', () => listener.current() !== before, 1000)
 
   // A restart while a statement runs: it is run again on a new connection.

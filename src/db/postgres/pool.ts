@@ -215,6 +215,8 @@ export function connectionConfig (location: PostgresLocation): pg.ClientConfig {
     ssl: location.sslmode === 'disable' ? false : { rejectUnauthorized: location.sslmode === 'verify-full' },
     types: TYPES,
     connectionTimeoutMillis: 5000,
+    // A server that vanished without closing the connection (a network cut) is noticed.
+    keepAlive: true,
     application_name: 'narwhal'
   }
 }
