@@ -35,7 +35,7 @@ export class ChangeListener {
     try {
       await this.connect()
     } catch (err) {
-      throw unavailable(this.location, 'cannot listen for changes', err)
+      throw unavailable('cannot listen for changes', err)
     }
   }
 

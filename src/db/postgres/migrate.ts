@@ -46,6 +46,6 @@ export async function checkPostgresSchema (pool: PgPool, dir = PG_MIGRATIONS_DIR
   const version = exists.rows[0]?.found == null
     ? 0
     : (await pool.query<{ version: number | null }>('SELECT max(version) AS version FROM narwhal_schema')).rows[0]?.version ?? 0
-  if (version < known) throw unavailable(pool.location, `its narwhal schema is at version ${version}, this narwhal needs ${known}: run \`narwhal migrate --database …\``)
-  if (version > known) throw unavailable(pool.location, `its narwhal schema is at version ${version}, newer than this narwhal knows (${known}): upgrade narwhal`)
+  if (version < known) throw unavailable(`its narwhal schema is at version ${version}, this narwhal needs ${known}: run \`narwhal migrate --database …\``)
+  if (version > known) throw unavailable(`its narwhal schema is at version ${version}, newer than this narwhal knows (${known}): upgrade narwhal`)
 }

@@ -132,7 +132,7 @@ export class PgPool {
         await client.query('COMMIT')
       } catch (err) {
         // The COMMIT may have been applied: never run the work again.
-        if (isConnectionError(err)) throw unavailable(this.location, 'the connection was lost while committing; the write may or may not have been applied', err)
+        if (isConnectionError(err)) throw unavailable('the connection was lost while committing; the write may or may not have been applied', err)
         throw err
       }
       return result
@@ -148,8 +148,8 @@ export class PgPool {
     try {
       return await this.connected(work)
     } catch (err) {
-      if (err instanceof ConnectionLost) throw unavailable(this.location, 'the connection was lost', err.original)
-      if (isConnectionError(err)) throw unavailable(this.location, 'the connection was lost', err)
+      if (err instanceof ConnectionLost) throw unavailable('the connection was lost', err.original)
+      if (isConnectionError(err)) throw unavailable('the connection was lost', err)
       throw err
     }
   }
@@ -161,7 +161,7 @@ export class PgPool {
     } catch (err) {
       if (isConnectionError(err)) throw new ConnectionLost(err)
       // Refused for good (no such database, authentication): waiting will not help.
-      throw unavailable(this.location, connectRefusal(err), err)
+      throw unavailable(connectRefusal(err), err)
     }
     let broken: Error | undefined
     // A checked-out connection that fails between statements (its session terminated, the server
@@ -191,7 +191,7 @@ export class PgPool {
         return await attempt()
       } catch (err) {
         if (!(err instanceof ConnectionLost)) throw err
-        if (Date.now() + delay > deadline) throw unavailable(this.location, 'cannot reach it', err.original)
+        if (Date.now() + delay > deadline) throw unavailable('cannot reach it', err.original)
         await sleep(delay)
       }
     }
@@ -221,9 +221,13 @@ export function connectionConfig (location: PostgresLocation): pg.ClientConfig {
   }
 }
 
-/** NARWHAL_DATABASE_UNAVAILABLE naming the server (never its password) and the error's code, not its text. */
-export function unavailable (location: PostgresLocation, reason: string, cause?: unknown): NarwhalError {
+/**
+ * NARWHAL_DATABASE_UNAVAILABLE with the reason and the error's code, not its text. Clients see
+ * this message (a 503), so it names neither the server nor the user: the log has the cause, and
+ * the command-line user gave the URL.
+ */
+export function unavailable (reason: string, cause?: unknown): NarwhalError {
   const code = (cause as { code?: unknown } | undefined)?.code
   const detail = typeof code === 'string' && code !== '' ? ` (${code})` : ''
-  return new NarwhalError('NARWHAL_DATABASE_UNAVAILABLE', `PostgreSQL at ${location.redacted}: ${reason}${detail}`, { cause })
+  return new NarwhalError('NARWHAL_DATABASE_UNAVAILABLE', `the metadata database (PostgreSQL): ${reason}${detail}`, { cause })
 }
