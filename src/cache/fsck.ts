@@ -10,9 +10,10 @@
  * It may run while the server runs (SQLite WAL lets both in). What a live server may be in the
  * middle of writing is left alone: files in store/tmp, and files in store/nar without a row
  * (Nix's upload renames a NAR into place a moment before its row is written), count as uploads
- * in flight while younger than the grace period. Nothing else the server does is mistaken for
- * damage: a NAR file's row is written only after its file is in place, so a row whose file is
- * missing never belongs to an upload in progress.
+ * in flight while younger than the grace period, and so do NAR file rows not live ('pending':
+ * an upload committing its file; 'deleting': a removal gc finishes). Nothing else the server does
+ * is mistaken for damage: a row goes live only after its file is in place, so a live row whose
+ * file is missing never belongs to an upload in progress.
  */
 import { lstatSync, readdirSync, readFileSync, rmSync, type Stats } from 'node:fs'
 import path from 'node:path'

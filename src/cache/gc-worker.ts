@@ -21,7 +21,7 @@ parentPort?.on('message', (message: unknown) => { if (message === 'stop') stoppi
 
 let result: GcWorkerResult
 try {
-  const cache = openDataDir(dataDir)
+  const cache = openDataDir({ dataDir })
   try {
     const report = await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping })
     result = { ok: true, fields: gcLogFields(report) }

@@ -23,6 +23,7 @@ import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
 import { BlobStore } from '../storage/blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
+import { parseS3Url } from '../storage/s3-url.js'
 
 export interface DataDir {
   layout: Layout
@@ -59,7 +60,37 @@ export function loadTrustedKeys (config: Readonly<Config>, layout: Layout): Trus
   return new TrustedKeys(keys)
 }
 
-export function openDataDir (dataDir: string): DataDir {
+/**
+ * Where a cache is (config/config.ts): its data folder, and its database and storage when they
+ * are not the embedded ones (null or absent: the SQLite file and the NAR folder in the data folder).
+ */
+export interface CacheLocation {
+  dataDir: string
+  database?: string | null
+  storage?: { url: string | null }
+}
+
+/**
+ * Only the embedded database and storage can be opened yet (issue 20): say so before anything is
+ * created. A storage URL is parsed first, so a malformed one is named as such (storage/s3-url.ts).
+ * The database URL is not shown: it may hold a password.
+ */
+function refuseUnwired (location: CacheLocation): void {
+  const storageUrl = location.storage?.url ?? null
+  if (storageUrl !== null) parseS3Url(storageUrl)
+  const unwired = [
+    location.database == null ? undefined : 'a database other than the SQLite file in the data folder (database, NARWHAL_DATABASE_URL, --database)',
+    storageUrl === null ? undefined : `the S3 storage ${storageUrl}`
+  ].filter(w => w !== undefined)
+  if (unwired.length > 0) {
+    throw new ConfigError(`${unwired.join(' and ')}: not wired yet in this version of narwhal; ` +
+      'leave database and storage unset to use the SQLite file and the NAR folder in the data folder')
+  }
+}
+
+export function openDataDir (location: CacheLocation): DataDir {
+  refuseUnwired(location)
+  const { dataDir } = location
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
@@ -68,7 +99,7 @@ export function openDataDir (dataDir: string): DataDir {
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {
-  const opened = openDataDir(config.dataDir)
+  const opened = openDataDir(config)
   opened.blobs.init()
   return {
     ...opened,

@@ -3,7 +3,7 @@
  * The `narwhal` command: a thin dispatcher to one file per command. Only the CLI layer calls
  * listen() or sets the exit code.
  */
-import { ConfigError } from '../config/config.js'
+import { ConfigError } from '../config/values.js'
 import { NarwhalError } from '../errors.js'
 import { UsageError } from './usage.js'
 
@@ -14,15 +14,15 @@ type Run = (args: string[]) => Promise<number>
  * queue commands must not pay for loading the server (Fastify, SQLite, codecs) at every start.
  */
 const COMMANDS: Record<string, { load: () => Promise<Run>, summary: string }> = {
-  serve: { load: async () => (await import('./commands/serve.js')).serveCommand, summary: 'serve [--config FILE] [--data DIR] [--listen HOST:PORT] [--trusted-key NAME:BASE64]... [--workers N|auto] [--upstream URL]... [--upstream-key NAME:BASE64]...' },
+  serve: { load: async () => (await import('./commands/serve.js')).serveCommand, summary: 'serve [--config FILE] [--data DIR] [--database URL] [--storage URL] [--listen HOST:PORT] [--trusted-key NAME:BASE64]... [--workers N|auto] [--upstream URL]... [--upstream-key NAME:BASE64]...' },
   keygen: { load: async () => (await import('./commands/keygen.js')).keygenCommand, summary: 'keygen NAME --secret-out FILE --public-out FILE' },
-  token: { load: async () => (await import('./commands/token.js')).tokenCommand, summary: 'token create --scope push|read|admin [--name LABEL] [--expires-days N] [--data DIR] | token list | token revoke ID' },
-  fsck: { load: async () => (await import('./commands/fsck.js')).fsckCommand, summary: 'fsck [--repair] [--verify-content] [--grace SECONDS] [--json] [--data DIR]   (exit 0 clean, 1 problems found/repaired, 3 unrepaired)' },
-  gc: { load: async () => (await import('./commands/gc.js')).gcCommand, summary: 'gc [--max-size SIZE] [--older-than DURATION] [--keep-recent DURATION] [--dry-run] [-v] [--data DIR]' },
-  pin: { load: async () => (await import('./commands/pin.js')).pinCommand, summary: 'pin add PATH [--keep-days N] [--note TEXT] | pin list | pin remove PATH   [--data DIR]' },
-  export: { load: async () => (await import('./commands/export.js')).exportCommand, summary: 'export --storage s3://BUCKET?region=R&endpoint=HOST[:PORT]&scheme=http|https [--data DIR] [--jobs N] [-v]   (copies the cache into a bucket)' },
-  audit: { load: async () => (await import('./commands/audit.js')).auditCommand, summary: 'audit [--since DURATION] [--path PATH] [--token ID] [--limit N] [--json] [--data DIR]   (writes and refusals, oldest first)' },
-  migrate: { load: async () => (await import('./commands/migrate.js')).migrateCommand, summary: 'migrate [--data DIR] [--database postgres://USER@HOST[:PORT]/DB]   (creates or upgrades the schema; serve also migrates on start)' },
+  token: { load: async () => (await import('./commands/token.js')).tokenCommand, summary: 'token create --scope push|read|admin [--name LABEL] [--expires-days N] | token list | token revoke ID   [--data DIR] [--database URL] [--storage URL]' },
+  fsck: { load: async () => (await import('./commands/fsck.js')).fsckCommand, summary: 'fsck [--repair] [--verify-content] [--grace SECONDS] [--json] [--data DIR] [--database URL] [--storage URL]   (exit 0 clean, 1 problems found/repaired, 3 unrepaired)' },
+  gc: { load: async () => (await import('./commands/gc.js')).gcCommand, summary: 'gc [--max-size SIZE] [--older-than DURATION] [--keep-recent DURATION] [--dry-run] [-v] [--data DIR] [--database URL] [--storage URL]' },
+  pin: { load: async () => (await import('./commands/pin.js')).pinCommand, summary: 'pin add PATH [--keep-days N] [--note TEXT] | pin list | pin remove PATH   [--data DIR] [--database URL] [--storage URL]' },
+  export: { load: async () => (await import('./commands/export.js')).exportCommand, summary: 'export --storage s3://BUCKET?region=R&endpoint=HOST[:PORT]&scheme=http|https [--data DIR] [--database URL] [--jobs N] [-v]   (copies the cache into the bucket --storage names)' },
+  audit: { load: async () => (await import('./commands/audit.js')).auditCommand, summary: 'audit [--since DURATION] [--path PATH] [--token ID] [--limit N] [--json] [--data DIR] [--database URL] [--storage URL]   (writes and refusals, oldest first)' },
+  migrate: { load: async () => (await import('./commands/migrate.js')).migrateCommand, summary: 'migrate [--data DIR] [--database URL] [--storage URL]   (creates or upgrades the schema, the SQLite file or PostgreSQL\'s; serve also migrates on start)' },
   hook: { load: async () => (await import('./commands/hook.js')).hookCommand, summary: 'hook   (post-build-hook: records $DRV_PATH/$OUT_PATHS in $NARWHAL_QUEUE_DIR, exits 0)' },
   pusher: { load: async () => (await import('./commands/pusher.js')).pusherCommand, summary: 'pusher [--config FILE]   (drains the queue to the server)' },
   push: { load: async () => (await import('./commands/push.js')).pushCommand, summary: 'push PATH... [--config FILE]' },

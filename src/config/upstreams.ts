@@ -11,105 +11,74 @@
  * NARWHAL_UPSTREAM_KEYS, whose keys apply to every upstream given the same way. The keys' bytes
  * are checked where they are parsed (src/upstream/), which names the setting in its error.
  */
-import { ConfigError, isRecord } from './values.js'
+import { Type, type StaticDecode } from '@sinclair/typebox'
+import { decoded, Invalid, invalid, o } from './settings.js'
+import { ConfigError } from './values.js'
 
-export interface UpstreamConfig {
-  /** Base URL, without a trailing slash. */
-  url: string
-  /** `name:base64` keys; a narinfo from this upstream is served only with a signature by one of them. */
-  publicKeys: string[]
-  /** Sent as `Authorization: Bearer …` (a private upstream). */
-  token: string | null
-  /** A netrc file whose entry for the upstream's host gives Basic credentials (as Nix's netrc-file). */
-  netrcFile: string | null
-  /** Time to set up a connection, and to wait for an answer (or between two pieces of a body). */
-  connectSeconds: number
-  answerSeconds: number
-  /** How long a path no upstream has is answered 404 without asking again. */
-  negativeCacheSeconds: number
-  /** An upstream that failed FAILURES_BEFORE_BACKOFF times in a row is not asked for this long. */
-  failureBackoffSeconds: number
-}
-
-export const UPSTREAM_DEFAULTS = {
-  // Short: a miss must never hang a client, and a LAN appliance reaches a healthy upstream in
-  // well under a second.
-  connectSeconds: 3,
-  answerSeconds: 5,
-  // Nix itself remembers a miss for an hour; a minute keeps a path pushed to the upstream meanwhile
-  // from staying invisible for long.
-  negativeCacheSeconds: 60,
-  failureBackoffSeconds: 30
-} as const
-
-const KEYS = ['url', 'publicKeys', 'token', 'netrcFile', 'timeouts', 'negativeCacheSeconds', 'failureBackoffSeconds']
-
-function seconds (v: unknown, key: string, min: number): number {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min || v > 86_400) {
-    throw new ConfigError(`${key}: expected a whole number of seconds from ${min} to 86400, got ${JSON.stringify(v)}`)
-  }
-  return v
-}
+const URL_FORM = 'an http:// or https:// URL without query, fragment or credentials (credentials go in token or netrcFile)'
 
 /** An http(s) URL with nothing after the path; returned without its trailing slashes. */
-export function expectUpstreamUrl (v: unknown, key: string): string {
+function upstreamUrl (text: string): string {
   let url: URL | undefined
   try {
-    url = typeof v === 'string' ? new URL(v) : undefined
+    url = new URL(text)
   } catch {
     url = undefined
   }
   if (url === undefined || !['http:', 'https:'].includes(url.protocol) || url.search !== '' || url.hash !== '' ||
     url.username !== '' || url.password !== '') {
-    throw new ConfigError(`${key}: expected an http:// or https:// URL without query, fragment or credentials ` +
-      `(credentials go in token or netrcFile), got ${JSON.stringify(v)}`)
+    invalid(`expected ${URL_FORM}`)
   }
   return url.toString().replace(/\/+$/, '')
 }
 
-function expectKeys (v: unknown, key: string): string[] {
-  if (!Array.isArray(v) || v.length === 0 || !v.every(k => typeof k === 'string' && k !== '')) {
-    throw new ConfigError(`${key}: expected a non-empty array of "name:base64" public keys; ` +
-      'narwhal serves nothing from an upstream whose signatures it cannot check')
-  }
-  return v as string[]
+const seconds = (min: number, defaultValue: number, description: string) =>
+  Type.Integer(o(description, { minimum: min, maximum: 86_400, default: defaultValue, expected: `a whole number of seconds from ${min} to 86400` }))
+const secret = (description: string) =>
+  Type.Union([Type.String({ minLength: 1 }), Type.Null()], o(description, { default: null, expected: 'a non-empty string' }))
+
+/** One entry of the file's `upstreams` array. */
+export const upstreamSchema = decoded(Type.Object({
+  url: decoded(Type.String(o('base URL', { expected: URL_FORM })), upstreamUrl),
+  publicKeys: Type.Array(Type.String({ minLength: 1 }), o('keys whose signature a narinfo from this upstream needs', {
+    minItems: 1,
+    expected: 'a non-empty array of "name:base64" public keys; narwhal serves nothing from an upstream whose signatures it cannot check'
+  })),
+  token: secret('sent as Authorization: Bearer …'),
+  netrcFile: secret('a netrc file whose entry for the host gives Basic credentials'),
+  timeouts: Type.Object({
+    // Short: a miss must never hang a client, and a LAN appliance reaches a healthy upstream in well under a second.
+    connectSeconds: seconds(1, 3, 'time to set up a connection'),
+    answerSeconds: seconds(1, 5, 'time to wait for an answer, or between two pieces of a body')
+  }, { additionalProperties: false, default: {} }),
+  // Nix itself remembers a miss for an hour; a minute keeps a path pushed to the upstream meanwhile from staying invisible for long.
+  negativeCacheSeconds: seconds(0, 60, 'how long a path no upstream has is answered 404 without asking again'),
+  failureBackoffSeconds: seconds(0, 30, 'an upstream that failed FAILURES_BEFORE_BACKOFF times in a row is not asked for this long')
+}, { additionalProperties: false, expected: 'an object with url and publicKeys' }), entry => {
+  if (entry.token !== null && entry.netrcFile !== null) invalid('give token or netrcFile, not both')
+  const { timeouts, ...rest } = entry
+  return { ...rest, ...timeouts }
+})
+
+export type UpstreamConfig = StaticDecode<typeof upstreamSchema>
+
+const { timeouts, negativeCacheSeconds, failureBackoffSeconds } = upstreamSchema.properties
+/** The schema's defaults, for upstreams given by flags or variables. */
+export const UPSTREAM_DEFAULTS = {
+  connectSeconds: timeouts.properties.connectSeconds.default as number,
+  answerSeconds: timeouts.properties.answerSeconds.default as number,
+  negativeCacheSeconds: negativeCacheSeconds.default as number,
+  failureBackoffSeconds: failureBackoffSeconds.default as number
 }
 
-function fromFileEntry (raw: unknown, key: string): UpstreamConfig {
-  if (!isRecord(raw)) throw new ConfigError(`${key}: expected an object with url and publicKeys`)
-  for (const k of Object.keys(raw)) {
-    if (!KEYS.includes(k)) throw new ConfigError(`${key}.${k}: unknown setting (known: ${KEYS.join(', ')})`)
+/** The URL of a flag or variable, `key` naming it in the error. */
+function urlOf (text: string, key: string): string {
+  try {
+    return upstreamUrl(text)
+  } catch (err) {
+    if (err instanceof Invalid) throw new ConfigError(`${key}: ${err.message}, got ${JSON.stringify(text)}`)
+    throw err
   }
-  const text = (name: string): string | null => {
-    const v = raw[name]
-    if (v === undefined || v === null) return null
-    if (typeof v !== 'string' || v === '') throw new ConfigError(`${key}.${name}: expected a non-empty string`)
-    return v
-  }
-  const timeouts = raw.timeouts ?? {}
-  if (!isRecord(timeouts)) throw new ConfigError(`${key}.timeouts: expected an object`)
-  for (const k of Object.keys(timeouts)) {
-    if (k !== 'connectSeconds' && k !== 'answerSeconds') throw new ConfigError(`${key}.timeouts.${k}: unknown setting (known: connectSeconds, answerSeconds)`)
-  }
-  const token = text('token')
-  const netrcFile = text('netrcFile')
-  if (token !== null && netrcFile !== null) throw new ConfigError(`${key}: give token or netrcFile, not both`)
-  return {
-    url: expectUpstreamUrl(raw.url, `${key}.url`),
-    publicKeys: expectKeys(raw.publicKeys, `${key}.publicKeys`),
-    token,
-    netrcFile,
-    connectSeconds: timeouts.connectSeconds === undefined ? UPSTREAM_DEFAULTS.connectSeconds : seconds(timeouts.connectSeconds, `${key}.timeouts.connectSeconds`, 1),
-    answerSeconds: timeouts.answerSeconds === undefined ? UPSTREAM_DEFAULTS.answerSeconds : seconds(timeouts.answerSeconds, `${key}.timeouts.answerSeconds`, 1),
-    negativeCacheSeconds: raw.negativeCacheSeconds === undefined ? UPSTREAM_DEFAULTS.negativeCacheSeconds : seconds(raw.negativeCacheSeconds, `${key}.negativeCacheSeconds`, 0),
-    failureBackoffSeconds: raw.failureBackoffSeconds === undefined ? UPSTREAM_DEFAULTS.failureBackoffSeconds : seconds(raw.failureBackoffSeconds, `${key}.failureBackoffSeconds`, 0)
-  }
-}
-
-/** The `upstreams` array of a config file. */
-export function upstreamsFromFile (raw: unknown): UpstreamConfig[] {
-  if (!Array.isArray(raw)) throw new ConfigError('upstreams: expected an array of { "url", "publicKeys" } objects')
-  return raw.map((entry, i) => fromFileEntry(entry, `upstreams[${i}]`))
 }
 
 /**
@@ -127,7 +96,7 @@ export function upstreamsFromList (urls: string[], keys: string[], urlsKey: stri
   }
   return urls.map((u, i) => ({
     ...UPSTREAM_DEFAULTS,
-    url: expectUpstreamUrl(u, urls.length > 1 ? `${urlsKey} (${i + 1})` : urlsKey),
+    url: urlOf(u, urls.length > 1 ? `${urlsKey} (${i + 1})` : urlsKey),
     publicKeys: keys,
     token: null,
     netrcFile: null

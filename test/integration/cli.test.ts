@@ -7,6 +7,7 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { readdirSync } from 'node:fs'
 import path from 'node:path'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { buildClosure, netrcFile, nix, nixOk, runOk, tempDir, testEachClient } from '../helpers/nix.js'
@@ -126,4 +127,33 @@ testEachClient('a private cache substitutes with a read token in netrc and refus
 
   const store = tempDir('narwhal-store-')
   await client.nixOk(['copy', '--from', first.url, '--to', store, closure.top], { config: [trust, `netrc-file = ${netrcFile(readToken)}`] })
+})
+
+test('every command that opens the cache takes --database and --storage, and refuses a malformed one before creating anything', async () => {
+  const data = tempDir('narwhal-cli-data-')
+  const commands = [['serve'], ['token', 'create', '--scope', 'push'], ['token', 'list'], ['token', 'revoke', '1'], ['gc'], ['fsck'],
+    ['pin', 'list'], ['pin', 'add', 'sl5fcaqm5v2ix71brj8j1wqv5xxjb6vq'], ['pin', 'remove', 'sl5fcaqm5v2ix71brj8j1wqv5xxjb6vq'], ['migrate'], ['audit']]
+  const run = async (args: string[]): Promise<{ code: number, stderr: string }> => {
+    const child = spawn('node', [CLI, ...args, '--data', data], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let stderr = ''
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
+    const [code] = await once(child, 'exit') as [number]
+    return { code, stderr }
+  }
+  assert.equal((await run(['migrate'])).code, 0)
+  const before = readdirSync(data, { recursive: true }).sort()
+  for (const command of commands) {
+    const database = await run([...command, '--database', 'mysql://narwhal:s3cret@db.internal/cache'])
+    assert.equal(database.code, 2, `${command.join(' ')}: ${database.stderr}`)
+    assert.match(database.stderr, /database/, command.join(' '))
+    assert.doesNotMatch(database.stderr, /s3cret/, 'the password is never shown')
+    const storage = await run([...command, '--storage', '/srv/nars'])
+    assert.equal(storage.code, 2, `${command.join(' ')}: ${storage.stderr}`)
+    assert.match(storage.stderr, /storage URL "\/srv\/nars": expected s3:\/\/BUCKET/, command.join(' '))
+  }
+  // export's --storage is the bucket it writes to; the cache it reads takes --database.
+  const exported = await run(['export', '--storage', 's3://bucket', '--database', 'mysql://x@db/cache'])
+  assert.equal(exported.code, 2)
+  assert.match(exported.stderr, /database/)
+  assert.deepEqual(readdirSync(data, { recursive: true }).sort(), before, 'nothing was created in the data folder')
 })

@@ -83,7 +83,7 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
     sqliteDb(server.cache.metadata).prepare(`UPDATE ${table} SET created_at = created_at - 3600000, last_accessed_at = last_accessed_at - 3600000`).run()
   }
   await assertSubstitutes(server.url, read, trust)
-  server.app.narwhal.access.flush()
+  await server.app.narwhal.access.flush()
 
   const data = server.config.dataDir
   const pinOut = await runOk('node', [CLI, 'pin', 'add', pinned.top, '--note', 'release', '--data', data])

@@ -110,7 +110,7 @@ test('the audit log keeps only its newest audit.maxEntries entries', async (t) =
   const server = await startServer(t, { dataDir, trustedKeys, env: { NARWHAL_AUDIT_MAX_ENTRIES: '5' } })
   const hashes = Array.from({ length: 8 }, (_, i) => String(i).repeat(32))
   for (const hash of hashes) assert.equal((await put(`${server.url}/${hash}.narinfo`, 'x')).status, 401)
-  server.cache.audit.flush()
+  await server.cache.audit.flush()
   const kept = await audit(dataDir, '--limit', '0')
   assert.deepEqual(kept.map(e => e.subject), hashes.slice(3).map(h => `${h}.narinfo`))
 })
@@ -130,7 +130,7 @@ test('an upload batch is audited part by part, and its narinfos get provenance l
   assert.equal(refused.status, 401)
   // The missing-paths query only reads: not audited.
   await fetch(`${server.url}/api/v1/missing-paths`, { method: 'POST', headers: { authorization: `Bearer ${token}` }, body: JSON.stringify({ hashParts: [nar.hashPart] }) })
-  server.cache.audit.flush()
+  await server.cache.audit.flush()
 
   assert.deepEqual((await audit(dataDir)).map(e => [e.method, e.subject, e.outcome, e.status, e.code]), [
     ['BATCH', nar.url, 'created', 201, null],

@@ -6,13 +6,13 @@
 import { existsSync } from 'node:fs'
 import { readAudit, type AuditRow } from '../../cache/audit-log.js'
 import { openDataDir } from '../../cache/open-cache.js'
-import { loadConfig } from '../../config/config.js'
 import { DURATION_HELP, parseDuration } from '../../config/units.js'
 import { isValidHashPart, parseStorePath, STORE_DIR } from '../../nix/store-path.js'
 import { layoutFor } from '../../storage/layout.js'
+import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js'
 import { parse, UsageError } from '../usage.js'
 
-const USAGE = 'usage: narwhal audit [--since DURATION] [--path PATH] [--token ID] [--limit N] [--json] [--data DIR] [--config FILE]\n' +
+const USAGE = `usage: narwhal audit [--since DURATION] [--path PATH] [--token ID] [--limit N] [--json] ${CACHE_USAGE}\n` +
   '  --since DURATION  only entries this recent (90m, 12h, 30d)\n' +
   '  --path PATH       only writes of this store path (or hash part): its narinfo, and its NAR file while the cache holds it\n' +
   '  --token ID        only requests made with this token (ids as narwhal token list shows them)\n' +
@@ -43,8 +43,7 @@ export async function auditCommand (args: string[]): Promise<number> {
     token: { type: 'string' },
     limit: { type: 'string' },
     json: { type: 'boolean' },
-    data: { type: 'string' },
-    config: { type: 'string' },
+    ...CACHE_OPTIONS,
     help: { type: 'boolean', short: 'h' }
   }, true)
   if (values.help === true) { process.stdout.write(USAGE + '\n'); return 0 }
@@ -63,12 +62,12 @@ export async function auditCommand (args: string[]): Promise<number> {
   const limit = values.limit === undefined ? DEFAULT_LIMIT : Number(values.limit)
   if (!Number.isSafeInteger(limit) || limit < 0) throw new UsageError(`--limit: expected 0 or a positive integer, got ${JSON.stringify(values.limit)}`)
 
-  const config = loadConfig({ configFile: values.config, dataDir: values.data })
-  if (!existsSync(layoutFor(config.dataDir).database)) {
+  const config = loadCacheConfig(values)
+  if (config.database === null && !existsSync(layoutFor(config.dataDir).database)) {
     process.stderr.write(`narwhal audit: no cache in ${config.dataDir}\n`)
     return 2
   }
-  const { metadata, close } = openDataDir(config.dataDir)
+  const { metadata, close } = openDataDir(config)
   try {
     let hashPart: string | undefined
     let fileHash: string | undefined

@@ -1,7 +1,9 @@
 /**
- * `narwhal export --storage s3://BUCKET?… [--data DIR]`: copies a single-node cache into an S3
- * bucket laid out as a Nix binary cache (cache/export-to-bucket.ts says in what order and why
- * the bucket stays valid if it stops). Run again to resume or to bring the bucket up to date.
+ * `narwhal export --storage s3://BUCKET?… [--data DIR] [--database URL]`: copies a single-node
+ * cache into an S3 bucket laid out as a Nix binary cache (cache/export-to-bucket.ts says in what
+ * order and why the bucket stays valid if it stops). Run again to resume or to bring the bucket
+ * up to date. Here --storage names the target: the cache copied is the configured one (--data,
+ * --database, and `storage` from the config file or NARWHAL_STORAGE_URL).
  *
  * Exit status: 0 everything exported; 1 some store paths left out (listed, with why);
  * 2 bad usage or the export could not run (no cache, no such bucket, credentials refused).
@@ -17,7 +19,7 @@ import { parseS3Url } from '../../storage/s3-url.js'
 import { parse, UsageError } from '../usage.js'
 
 const USAGE = 'usage: narwhal export --storage s3://BUCKET?region=R&endpoint=HOST[:PORT]&scheme=http|https[&prefix=P] ' +
-  '[--data DIR] [--config FILE] [--jobs N] [--json] [-v]\n' +
+  '[--data DIR] [--database URL] [--config FILE] [--jobs N] [--json] [-v]\n' +
   '  copies the cache in the data folder into the bucket as a Nix binary cache; objects already there\n' +
   '  with the right size are skipped, so it can be run again to resume. The bucket must exist.\n' +
   '  At its start it aborts unfinished multipart uploads under nar/ (a killed export leaves them):\n' +
@@ -31,6 +33,7 @@ export async function exportCommand (args: string[]): Promise<number> {
   const { values, positionals } = parse(args, {
     storage: { type: 'string' },
     data: { type: 'string' },
+    database: { type: 'string' },
     config: { type: 'string' },
     jobs: { type: 'string' },
     json: { type: 'boolean' },
@@ -45,13 +48,13 @@ export async function exportCommand (args: string[]): Promise<number> {
     throw new UsageError(`--jobs: expected a whole number from 1 to 64 (got ${JSON.stringify(values.jobs)})`)
   }
   const location = parseS3Url(values.storage)
-  const config = loadConfig({ configFile: values.config, dataDir: values.data })
+  const config = loadConfig({ configFile: values.config, dataDir: values.data, database: values.database })
   const layout = layoutFor(config.dataDir)
-  if (!existsSync(layout.database)) {
+  if (config.database === null && !existsSync(layout.database)) {
     process.stderr.write(`narwhal export: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
     return 2
   }
-  const cache = openDataDir(config.dataDir)
+  const cache = openDataDir(config)
   const bucket = new S3Objects(location)
   try {
     const result = await exportToBucket({ metadata: cache.metadata, blobs: cache.blobs }, bucket, {

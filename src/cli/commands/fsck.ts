@@ -13,14 +13,14 @@
  * without it, would remove), then a summary line. --json prints one JSON document instead.
  */
 import { existsSync } from 'node:fs'
-import { loadConfig } from '../../config/config.js'
 import { openDataDir, type DataDir } from '../../cache/open-cache.js'
 import { checkCache, DEFAULT_GRACE_MS, repairCache, type FsckProgress, type FsckReport, type RepairResult } from '../../cache/fsck.js'
 import { formatBytes } from '../../pusher/service.js'
 import { layoutFor } from '../../storage/layout.js'
+import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js'
 import { parse, UsageError } from '../usage.js'
 
-const USAGE = 'usage: narwhal fsck [--repair] [--verify-content] [--grace SECONDS] [--json] [--data DIR] [--config FILE]\n' +
+const USAGE = `usage: narwhal fsck [--repair] [--verify-content] [--grace SECONDS] [--json] ${CACHE_USAGE}\n` +
   '  --repair          remove what cannot be served and every narinfo whose closure that breaks\n' +
   '  --verify-content  read every NAR file back: its sha256 and what it decompresses to\n' +
   '  --grace SECONDS   files in store/tmp, and NAR files without a row, younger than this are\n' +
@@ -42,8 +42,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
     'verify-content': { type: 'boolean' },
     grace: { type: 'string' },
     json: { type: 'boolean' },
-    data: { type: 'string' },
-    config: { type: 'string' },
+    ...CACHE_OPTIONS,
     help: { type: 'boolean', short: 'h' }
   }, true)
   if (values.help === true) { process.stdout.write(USAGE + '\n'); return EXIT_CLEAN }
@@ -56,17 +55,17 @@ export async function fsckCommand (args: string[]): Promise<number> {
     }
     graceMs = seconds * 1000
   }
-  const config = loadConfig({ configFile: values.config, dataDir: values.data })
+  const config = loadCacheConfig(values)
   const layout = layoutFor(config.dataDir)
-  if (!existsSync(layout.database)) {
+  if (config.database === null && !existsSync(layout.database)) {
     process.stderr.write(`narwhal fsck: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
     return EXIT_CANNOT_RUN
   }
   let cache: DataDir
   try {
-    cache = openDataDir(config.dataDir)
+    cache = openDataDir(config)
   } catch (err) {
-    process.stderr.write(`narwhal fsck: cannot open ${layout.database}: ${(err as Error).message}\n`)
+    process.stderr.write(`narwhal fsck: cannot open ${config.database === null ? layout.database : 'the cache'}: ${(err as Error).message}\n`)
     return EXIT_CANNOT_RUN
   }
   try {

@@ -5,12 +5,12 @@
  */
 import { collectGarbage, type GcReport } from '../../cache/gc.js'
 import { openDataDir } from '../../cache/open-cache.js'
-import { loadConfig } from '../../config/config.js'
 import { DURATION_HELP, formatBytes, parseDuration, parseSize, SIZE_HELP } from '../../config/units.js'
 import { narUrl } from '../../nix/nar-url.js'
+import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js'
 import { parse, UsageError } from '../usage.js'
 
-const USAGE = 'usage: narwhal gc [--max-size SIZE] [--older-than DURATION] [--keep-recent DURATION] [--dry-run] [-v] [--data DIR] [--config FILE]'
+const USAGE = 'usage: narwhal gc [--max-size SIZE] [--older-than DURATION] [--keep-recent DURATION] [--dry-run] [-v] ' + CACHE_USAGE
 
 function sizeFlag (value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined
@@ -63,15 +63,14 @@ export async function gcCommand (args: string[]): Promise<number> {
     'keep-recent': { type: 'string' },
     'dry-run': { type: 'boolean' },
     verbose: { type: 'boolean', short: 'v' },
-    data: { type: 'string' },
-    config: { type: 'string' }
+    ...CACHE_OPTIONS
   }, true)
   if (positionals.length > 0) throw new UsageError(USAGE)
-  const config = loadConfig({ configFile: values.config, dataDir: values.data })
+  const config = loadCacheConfig(values)
   const maxSize = sizeFlag(values['max-size'], '--max-size') ?? config.gc.maxSize
   const olderThan = durationFlag(values['older-than'], '--older-than') ?? config.gc.olderThan
   const keepRecent = durationFlag(values['keep-recent'], '--keep-recent') ?? config.gc.keepRecent
-  const cache = openDataDir(config.dataDir)
+  const cache = openDataDir(config)
   try {
     const report = await collectGarbage(cache, {
       maxSize,

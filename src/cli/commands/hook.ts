@@ -6,7 +6,7 @@
  * bin/narwhal-hook does the same from POSIX sh without starting Node.js, and is the one to name
  * in nix.conf (see bench/hook-overhead.ts for the measured difference).
  */
-import { queueDirFromEnv } from '../../pusher/config.js'
+import { queueDirFromEnv } from '../../pusher/queue-dir.js'
 import { spoolDir, writeSpoolEntry } from '../../pusher/spool.js'
 
 export async function hookCommand (_args: string[]): Promise<number> {

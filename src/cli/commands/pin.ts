@@ -3,14 +3,14 @@
  * Pins live in the data folder's database, so they apply at once to a running server's schedule.
  */
 import { openDataDir } from '../../cache/open-cache.js'
-import { loadConfig } from '../../config/config.js'
 import type { MetadataStore } from '../../db/metadata-store.js'
 import { isValidHashPart, parseStorePath, STORE_DIR } from '../../nix/store-path.js'
+import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js'
 import { parse, UsageError } from '../usage.js'
 
-const USAGE = 'usage: narwhal pin add PATH [--keep-days N] [--note TEXT] [--data DIR]\n' +
-  '       narwhal pin list [--data DIR]\n' +
-  '       narwhal pin remove PATH [--data DIR]\n' +
+const USAGE = `usage: narwhal pin add PATH [--keep-days N] [--note TEXT] ${CACHE_USAGE}\n` +
+  `       narwhal pin list ${CACHE_USAGE}\n` +
+  `       narwhal pin remove PATH ${CACHE_USAGE}\n` +
   'PATH is a store path (/nix/store/<hash>-<name>) or its 32-character hash part.'
 
 /** The hash part and store path named by PATH; the store path from the cache when only a hash part is given. */
@@ -31,11 +31,10 @@ export async function pinCommand (args: string[]): Promise<number> {
   const { values, positionals } = parse(rest, {
     'keep-days': { type: 'string' },
     note: { type: 'string' },
-    data: { type: 'string' },
-    config: { type: 'string' }
+    ...CACHE_OPTIONS
   }, true)
-  const config = loadConfig({ configFile: values.config, dataDir: values.data })
-  const { metadata, close } = openDataDir(config.dataDir)
+  const config = loadCacheConfig(values)
+  const { metadata, close } = openDataDir(config)
   const retention = metadata.retention
   try {
     switch (action) {

@@ -3,26 +3,23 @@
  * down cleanly on SIGTERM/SIGINT. With `workers` above 1 the same happens across several
  * processes (cli/cluster.ts); with 1, in this process alone, without node:cluster.
  */
-import { loadConfig } from '../../config/config.js'
 import { startGcSchedule } from '../../cache/gc-schedule.js'
 import { openCache } from '../../cache/open-cache.js'
 import { firstStart } from '../first-start.js'
 import { pullThroughFor, upstreamContext } from '../pull-through.js'
+import { CACHE_OPTIONS, loadCacheConfig } from '../cache-options.js'
 import { parse } from '../usage.js'
 
 export async function serveCommand (args: string[]): Promise<number> {
   const { values } = parse(args, {
-    config: { type: 'string' },
-    data: { type: 'string' },
+    ...CACHE_OPTIONS,
     listen: { type: 'string' },
     'trusted-key': { type: 'string', multiple: true },
     workers: { type: 'string' },
     upstream: { type: 'string', multiple: true },
     'upstream-key': { type: 'string', multiple: true }
   })
-  const config = loadConfig({
-    configFile: values.config,
-    dataDir: values.data,
+  const config = loadCacheConfig(values, {
     listen: values.listen,
     trustedKeys: values['trusted-key'],
     workers: values.workers,

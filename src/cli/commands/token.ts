@@ -3,12 +3,12 @@
  * server reads tokens on every request, so changes apply at once to a running server.
  */
 import { generateToken, hashToken, TOKEN_SCOPES, type Scope } from '../../auth/tokens.js'
-import { loadConfig } from '../../config/config.js'
 import { openDataDir } from '../../cache/open-cache.js'
+import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js'
 import { parse, UsageError } from '../usage.js'
 
-const USAGE = 'usage: narwhal token create --scope push|read|admin [--name LABEL] [--expires-days N] [--data DIR]\n' +
-  '       narwhal token list [--data DIR]\n       narwhal token revoke ID [--data DIR]'
+const USAGE = `usage: narwhal token create --scope push|read|admin [--name LABEL] [--expires-days N] ${CACHE_USAGE}\n` +
+  `       narwhal token list ${CACHE_USAGE}\n       narwhal token revoke ID ${CACHE_USAGE}`
 
 function isScope (value: string | undefined): value is Scope {
   return TOKEN_SCOPES.some(s => s === value)
@@ -20,11 +20,10 @@ export async function tokenCommand (args: string[]): Promise<number> {
     scope: { type: 'string' },
     name: { type: 'string' },
     'expires-days': { type: 'string' },
-    data: { type: 'string' },
-    config: { type: 'string' }
+    ...CACHE_OPTIONS
   }, true)
-  const config = loadConfig({ configFile: values.config, dataDir: values.data })
-  const { metadata, close } = openDataDir(config.dataDir)
+  const config = loadCacheConfig(values)
+  const { metadata, close } = openDataDir(config)
   try {
     switch (action) {
       case 'create': {

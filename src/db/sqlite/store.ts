@@ -58,7 +58,8 @@ function narFileStatements (db: Db) {
        VALUES (@fileHash, @fileSize, @compression, @narHash, @narSize, @now, @now, 'pending')
        ON CONFLICT (file_hash) DO UPDATE SET created_at = max(created_at, excluded.created_at) WHERE state <> 'deleting'
        RETURNING ${NAR_FILE_COLUMNS}`),
-    markLive: db.prepare<[number]>("UPDATE nar_files SET state = 'live' WHERE id = ? AND state = 'pending'"),
+    // A pending or live row is live afterwards (RETURNING a row); a deleting or missing one is not.
+    markLive: db.prepare<[number], { id: number }>("UPDATE nar_files SET state = 'live' WHERE id = ? AND state <> 'deleting' RETURNING id"),
     renewNarFile: db.prepare<[{ fileHash: string, now: number }], NarFileRow>(
       `UPDATE nar_files SET created_at = max(created_at, @now) WHERE file_hash = @fileHash AND state = 'live'
        RETURNING ${NAR_FILE_COLUMNS}`),
@@ -199,6 +200,8 @@ export class SqliteMetadataStore implements MetadataStore {
       // Changes whenever another connection (another process, a gc worker thread) commits;
       // never for this connection's own writes.
       dataVersion: db.prepare<[], number>('PRAGMA data_version').pluck(),
+      syncNormal: db.prepare('PRAGMA synchronous = NORMAL'),
+      syncFull: db.prepare('PRAGMA synchronous = FULL'),
       ...narFileStatements(db),
       ...narinfoStatements(db),
       ...auxFileAndTokenStatements(db)
@@ -236,11 +239,11 @@ export class SqliteMetadataStore implements MetadataStore {
    * them (a NAR file's row, which only its narinfo makes useful).
    */
   private durableWithNext<T> (fn: () => T): T {
-    this.db.pragma('synchronous = NORMAL')
+    this.stmts.syncNormal.run()
     try {
       return this.transaction(fn)
     } finally {
-      this.db.pragma('synchronous = FULL')
+      this.stmts.syncFull.run()
     }
   }
 
@@ -299,10 +302,8 @@ export class SqliteMetadataStore implements MetadataStore {
         if (row === undefined) return { kind: 'deleting' }
         return row.state === 'live' ? { kind: 'live', row } : { kind: 'pending', row }
       }),
-      markLive: async (id) => this.durableWithNext(() => {
-        if (s.markLive.run(id).changes > 0) this.generation++
-        return s.narFileById.get(id)?.state === 'live'
-      }),
+      // Nothing served from memory changes: only live files are ever kept there.
+      markLive: async (id) => this.durableWithNext(() => s.markLive.get(id) !== undefined),
       renew: async (fileHash, now) => s.renewNarFile.get({ fileHash, now }),
       markUnnamedDeleting: async (createdBefore, pendingBefore, options = {}) => {
         const deleting = (row: NarFileRow): NarFileRow => ({ ...row, state: 'deleting' })
