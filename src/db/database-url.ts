@@ -45,7 +45,7 @@ export function parseDatabaseUrl (text: string): DatabaseLocation {
     return { kind: 'sqlite', file: text }
   }
   if (scheme !== 'postgres' && scheme !== 'postgresql') {
-    throw invalid(text, `scheme ${scheme}:// is not postgres:// (or a SQLite file's path, without a scheme)`)
+    throw invalid(redact(text), `scheme ${scheme}:// is not postgres:// (or a SQLite file's path, without a scheme)`)
   }
   let url: URL
   try {

@@ -46,7 +46,7 @@ test('bad URLs are refused naming the part at fault, never showing the password'
   assert.match(refusal('postgres://u@h/'), /one database/)
   assert.match(refusal('postgres://u@h/a/b'), /one database/)
   assert.match(refusal(''), /empty/)
-  for (const text of ['postgres://u:pw@h/d?sslmod=require', 'postgres://u:pw@h/', 'postgres://u:pw@h:99999/d']) {
+  for (const text of ['postgres://u:pw@h/d?sslmod=require', 'postgres://u:pw@h/', 'postgres://u:pw@h:99999/d', 'mysql://u:pw@h/d']) {
     assert.doesNotMatch(refusal(text), /pw/, text)
   }
   assert.equal(redact('postgres://u:pw@h/d'), 'postgres://u:***@h/d')
