@@ -18,13 +18,14 @@ export interface Narwhal { url: string, child: ChildProcess, token: string, secr
  * `share`, so two configurations can serve the same cache side by side. Its log (stdout) goes to
  * `logFile` when given.
  */
-export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}, logFile?: string, share?: Narwhal): Promise<Narwhal> {
+/** `cli`: another build's dist/src/cli/main.js (bench/nar-download-ab.ts); this build's by default. */
+export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}, logFile?: string, share?: Narwhal, cli = CLI): Promise<Narwhal> {
   const { dataDir, secretKey, publicKey, token } = share ?? await freshDataDir()
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
   const log = logFile === undefined ? 'ignore' : openSync(logFile, 'a')
   try {
-    const child = await startProcess('node', [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--trusted-key', publicKey],
+    const child = await startProcess('node', [cli, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--trusted-key', publicKey],
       { ...env, ...extraEnv }, async () => (await fetch(`${url}/nix-cache-info`)).ok, log)
     return { url, child, token, secretKey, publicKey, dataDir }
   } finally {

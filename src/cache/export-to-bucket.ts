@@ -17,7 +17,7 @@
  * space); the next export aborts every unfinished upload under nar/ when it starts. So two
  * exports must not run into one bucket at once.
  */
-import { createReadStream } from 'node:fs'
+import { Readable } from 'node:stream'
 import type { MetadataStore } from '../db/metadata-store.js'
 import { auxFilePath, CACHE_INFO_FILE, cacheInfoText, CONTENT_TYPE, narinfoFile } from '../nix/binary-cache-files.js'
 import { parseNarInfo } from '../nix/narinfo.js'
@@ -118,15 +118,16 @@ export async function exportToBucket (source: { metadata: MetadataStore, blobs: 
           return undefined
         }
         // Opened before sending, so a gc that removes the file meanwhile cannot cut the upload.
-        const file = blobs.openNar(row.fileHash)
+        const file = await blobs.open(row)
         if (file === undefined) return `its NAR file ${entry.narName} is missing on disk`
-        const stream = createReadStream('', { fd: file.fd, autoClose: true })
+        if (file.kind !== 'body') throw new Error(`the cache's blob store answered ${file.kind} for ${entry.narName}`)
         if (file.size !== row.fileSize) {
-          stream.destroy()
+          file.close()
           return `its NAR file ${entry.narName} has ${file.size} bytes on disk, not ${row.fileSize}`
         }
         await write(entry.narName, row.fileSize, result.nars,
-          async () => await bucket.upload(entry.narName, stream, { contentType: CONTENT_TYPE.nar }))
+          async () => await bucket.upload(entry.narName, Readable.from(file.chunks()), { contentType: CONTENT_TYPE.nar }))
+          .finally(() => { file.close() })
         return undefined
       })
       narsSent.set(entry.narFileId, sent)

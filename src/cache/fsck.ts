@@ -15,15 +15,12 @@
  * is mistaken for damage: a row goes live only after its file is in place, so a live row whose
  * file is missing never belongs to an upload in progress.
  */
-import { lstatSync, readdirSync, readFileSync, rmSync, type Stats } from 'node:fs'
-import path from 'node:path'
 import type { MetadataStore, NarFileRow, StoredNarinfo } from '../db/metadata-store.js'
 import { narUrl } from '../nix/nar-url.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import { encodeNix32 } from '../nix/nix32.js'
-import { FILE_HASH_PATTERN, STORE_DIR } from '../nix/store-path.js'
-import type { BlobStore } from '../storage/blob-store.js'
-import { LAYOUT_VERSION, type Layout } from '../storage/layout.js'
+import { STORE_DIR } from '../nix/store-path.js'
+import type { BlobStore, Leftover } from '../storage/blob-store.js'
 import { measureStoredNar } from '../storage/nar-ingest.js'
 import { removeNarFiles, removeNarinfos, removeUnrecordedNarFile, type Removal } from './remove-paths.js'
 
@@ -88,7 +85,6 @@ export interface FsckReport {
 }
 
 export interface CacheParts {
-  layout: Layout
   metadata: MetadataStore
   blobs: BlobStore
   /** References held by narinfos pulled from upstreams count as present (upstream caches configured). */
@@ -99,37 +95,20 @@ export interface CacheParts {
 export const DEFAULT_GRACE_MS = 60 * 60 * 1000
 
 const PAGE = 1000
-const NIX32_CHARS = '0-9a-df-np-sv-z'
-const SHARD_NAME = new RegExp(`^[${NIX32_CHARS}]{2}$`)
-const NAR_FILE_NAME = new RegExp(`^${FILE_HASH_PATTERN}$`)
 
 export async function checkCache (cache: CacheParts, options: FsckOptions): Promise<FsckReport> {
-  checkLayoutVersion(cache.layout)
+  await cache.blobs.check()
   const now = options.now ?? Date.now()
   const problems: Problem[] = []
   const narinfos = await checkNarinfos(cache.metadata, problems, cache.upstreamReferences ?? false)
   const files = await checkNarFiles(cache, options, problems)
   const inFlight: string[] = []
-  await checkNarDir(cache, now - options.graceMs, problems, inFlight)
-  checkTmpDir(cache.layout, now - options.graceMs, problems, inFlight)
+  await checkUnrecorded(cache, now - options.graceMs, problems, inFlight)
+  await checkLeftovers(cache.blobs, now - options.graceMs, problems, inFlight)
   return {
     problems,
     checked: { narinfos, narFiles: files.count, narFileBytes: files.bytes, contentVerified: options.verifyContent },
     inFlight
-  }
-}
-
-/** A folder written by another layout version is not ours to judge. */
-function checkLayoutVersion (layout: Layout): void {
-  let version: string
-  try {
-    version = readFileSync(layout.versionFile, 'utf8').trim()
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return
-    throw err
-  }
-  if (version !== LAYOUT_VERSION) {
-    throw new Error(`store layout version ${version} in ${layout.versionFile} is not supported (expected ${LAYOUT_VERSION})`)
   }
 }
 
@@ -200,16 +179,6 @@ export function narinfoDisagreements (row: Omit<StoredNarinfo, 'sigs'>, nar: Nar
   return out
 }
 
-/** lstat that answers undefined for a missing file; other errors (EACCES, EIO) stop fsck. */
-function lstatOrUndefined (file: string): Stats | undefined {
-  try {
-    return lstatSync(file)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined
-    throw err
-  }
-}
-
 async function namedBy (metadata: MetadataStore, narFileId: number): Promise<string> {
   const names = (await metadata.narinfos.naming([narFileId])).map(n => n.storePath)
   return names.length === 0 ? 'named by no narinfo' : `named by ${names.join(', ')}`
@@ -227,17 +196,15 @@ async function checkNarFiles (cache: CacheParts, options: FsckOptions, problems:
       // A pending file is an upload in flight; a deleting one, a removal gc finishes.
       if (row.state !== 'live') continue
       count++
-      const file = blobs.narPath(row.fileHash)
       const problem = async (kind: ProblemKind, reason: string): Promise<void> => {
-        problems.push({ kind, subject: file, reason: `${reason} (${await namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
+        problems.push({ kind, subject: blobs.where(row), reason: `${reason} (${await namedBy(metadata, row.id)})`, fix: { action: 'remove-nar-file', narFileId: row.id } })
       }
-      const stats = lstatOrUndefined(file)
-      if (stats === undefined) { await problem('nar-file-missing', 'the file is missing'); continue }
-      if (!stats.isFile()) { await problem('nar-file-missing', 'it is not a regular file'); continue }
-      bytes += stats.size
-      if (stats.size !== row.fileSize) { await problem('nar-file-size', `the file has ${stats.size} bytes, ${row.fileSize} recorded`); continue }
+      const size = await blobs.size(row)
+      if (size === undefined) { await problem('nar-file-missing', 'the file is missing'); continue }
+      bytes += size
+      if (size !== row.fileSize) { await problem('nar-file-size', `the file has ${size} bytes, ${row.fileSize} recorded`); continue }
       if (!options.verifyContent) continue
-      const wrong = await contentDisagreements(file, row)
+      const wrong = await contentDisagreements(blobs, row)
       if (wrong.length > 0) await problem('nar-file-content', wrong.join('; '))
       progress.files++
       progress.bytes += row.fileSize
@@ -248,10 +215,13 @@ async function checkNarFiles (cache: CacheParts, options: FsckOptions, problems:
 }
 
 /** Reads a NAR file back, as an upload was read; what disagrees with its row. */
-async function contentDisagreements (file: string, row: NarFileRow): Promise<string[]> {
+async function contentDisagreements (blobs: BlobStore, row: NarFileRow): Promise<string[]> {
+  const read = await blobs.open(row)
+  if (read === undefined) return ['it went missing while fsck ran']
+  if (read.kind !== 'body') throw new Error(`the blob store answered ${read.kind} for a read of ${blobs.where(row)}`)
   let measured
   try {
-    measured = await measureStoredNar(file)
+    measured = await measureStoredNar(read.chunks())
   } catch (err) {
     // A file fsck cannot read (permissions, I/O errors) is not proof of damage: stop rather
     // than let --repair remove what may be fine.
@@ -266,72 +236,37 @@ async function contentDisagreements (file: string, row: NarFileRow): Promise<str
   return out
 }
 
-function readDirIfPresent (dir: string): string[] {
-  try {
-    return readdirSync(dir).sort()
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
-    throw err
-  }
-}
-
-/** What lives in store/nar besides the files of rows: store/nar/<2 chars>/<52-char file hash>. */
-async function checkNarDir (cache: CacheParts, youngSince: number, problems: Problem[], inFlight: string[]): Promise<void> {
-  const { narDir } = cache.layout
-  const stray = (file: string, stats: Stats, reason: string): void => {
-    problems.push(stats.isDirectory()
-      ? { kind: 'stray-file', subject: file, reason: `${reason}; a directory, left for you to look at`, fix: { action: 'none' } }
-      : { kind: 'stray-file', subject: file, reason, fix: { action: 'delete', file } })
-  }
-  for (const shard of readDirIfPresent(narDir)) {
-    const shardPath = path.join(narDir, shard)
-    const shardStats = lstatOrUndefined(shardPath)
-    if (shardStats === undefined) continue
-    if (!shardStats.isDirectory() || !SHARD_NAME.test(shard)) {
-      stray(shardPath, shardStats, 'store/nar holds only folders named by two nix32 characters')
-      continue
-    }
-    for (const name of readDirIfPresent(shardPath)) {
-      const file = path.join(shardPath, name)
-      const stats = lstatOrUndefined(file)
-      if (stats === undefined) continue // removed meanwhile
-      if (!NAR_FILE_NAME.test(name)) {
-        stray(file, stats, 'not named by a NAR file hash (52 nix32 characters)')
-      } else if (!name.startsWith(shard)) {
-        stray(file, stats, `misplaced: a NAR file with this name belongs in store/nar/${name.slice(0, 2)}/`)
-      } else if (await cache.metadata.narFiles.get(name) !== undefined) {
-        // Recorded: checked with its row.
-      } else if (stats.isDirectory()) {
-        stray(file, stats, 'a directory with a NAR file name')
-      } else if (stats.mtimeMs >= youngSince) {
-        inFlight.push(file)
-      } else {
-        problems.push({
-          kind: 'unrecorded-nar-file',
-          subject: file,
-          reason: 'no nar_files row names this file, so it is never served (a crash between its rename and its row?)',
-          fix: { action: 'remove-unrecorded-nar-file', fileHash: name }
-        })
-      }
-    }
-  }
-}
-
-/** store/tmp: uploads in flight, or left by a crash; the server empties it on every start. */
-function checkTmpDir (layout: Layout, youngSince: number, problems: Problem[], inFlight: string[]): void {
-  for (const name of readDirIfPresent(layout.tmpDir)) {
-    const file = path.join(layout.tmpDir, name)
-    const stats = lstatOrUndefined(file)
-    if (stats === undefined) continue // the upload finished meanwhile
-    if (stats.mtimeMs >= youngSince) {
-      inFlight.push(file)
+/** Objects no row names: uploads in flight while young, else left by a crash (or by hand). */
+async function checkUnrecorded (cache: CacheParts, youngSince: number, problems: Problem[], inFlight: string[]): Promise<void> {
+  for await (const blob of cache.blobs.list()) {
+    if (await cache.metadata.narFiles.get(blob.fileHash) !== undefined) continue // recorded: checked with its row
+    const subject = cache.blobs.where(blob)
+    if (blob.modifiedAt >= youngSince) {
+      inFlight.push(subject)
       continue
     }
     problems.push({
-      kind: 'stale-temp-file',
-      subject: file,
-      reason: `untouched since ${new Date(stats.mtimeMs).toISOString()}: an upload a crash or kill interrupted`,
-      fix: { action: 'delete', file }
+      kind: 'unrecorded-nar-file',
+      subject,
+      reason: 'no nar_files row names this file, so it is never served (a crash between its commit and its row?)',
+      fix: { action: 'remove-unrecorded-nar-file', fileHash: blob.fileHash }
+    })
+  }
+}
+
+/** What the store holds besides objects: stray files, and uploads in flight or left by a crash. */
+async function checkLeftovers (blobs: BlobStore, youngSince: number, problems: Problem[], inFlight: string[]): Promise<void> {
+  const kinds: Record<Exclude<Leftover['kind'], 'in-flight'>, ProblemKind> = { stray: 'stray-file', 'stale-temp': 'stale-temp-file' }
+  for await (const leftover of blobs.leftovers(youngSince)) {
+    if (leftover.kind === 'in-flight') {
+      inFlight.push(leftover.subject)
+      continue
+    }
+    problems.push({
+      kind: kinds[leftover.kind],
+      subject: leftover.subject,
+      reason: leftover.reason,
+      fix: leftover.removable ? { action: 'delete', file: leftover.subject } : { action: 'none' }
     })
   }
 }
@@ -369,7 +304,7 @@ export async function repairCache (cache: CacheParts, problems: Problem[], optio
       // False when an upload recorded the file meanwhile: then it is no longer a problem.
       if (await removeUnrecordedNarFile(cache, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
     } else if (fix.action === 'delete') {
-      if (!dryRun) rmSync(fix.file, { force: true, recursive: true })
+      if (!dryRun) await cache.blobs.removeLeftover(fix.file)
       deletedFiles.push(fix.file)
     } else if (fix.action === 'none') {
       unrepaired.push(problem)

@@ -1,14 +1,14 @@
 /**
  * Opens a cache's data folder, the one way every command and the server do it:
  *
- *   openDataDir  the metadata store (the SQLite file, created and migrated) and the BlobStore;
+ *   openDataDir  the metadata store (the SQLite file, created and migrated) and the blob store;
  *                nothing else on disk changes (fsck, gc, pin, token, migrate)
  *   openCache    that, plus the NAR store's folders and layout version, the trusted uploader
  *                keys, provenance, the audit log and the pages' reads: what a serving process
  *                needs (`narwhal serve`, its workers, the tests)
  *
  * Neither empties store/tmp: only a process that knows no other one serves the store may
- * (BlobStore.emptyTmp), so the two that do call it themselves (serve, and the primary of
+ * (BlobStore.sweep), so the two that do call it themselves (serve, and the primary of
  * `serve --workers N`).
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
@@ -21,7 +21,8 @@ import { Browse } from './browse.js'
 import { Provenance } from './provenance.js'
 import { NarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys, type PublicKey } from '../signing/keys.js'
-import { BlobStore } from '../storage/blob-store.js'
+import type { BlobStore } from '../storage/blob-store.js'
+import { FileBlobStore } from '../storage/file-blob-store.js'
 import { layoutFor, type Layout } from '../storage/layout.js'
 import { parseS3Url } from '../storage/s3-url.js'
 
@@ -88,19 +89,21 @@ function refuseUnwired (location: CacheLocation): void {
   }
 }
 
-export function openDataDir (location: CacheLocation): DataDir {
+/** `prepareStore`: also make the NAR store's folders and check (or write) its layout version. */
+export function openDataDir (location: CacheLocation, options: { prepareStore?: boolean } = {}): DataDir {
   refuseUnwired(location)
   const { dataDir } = location
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
   const created = !existsSync(layout.database)
   const metadata = openSqliteMetadataStore(layout.database)
-  return { layout, metadata, blobs: new BlobStore(layout), created, close: async () => await metadata.close() }
+  const blobs = new FileBlobStore(layout)
+  if (options.prepareStore === true) blobs.init()
+  return { layout, metadata, blobs, created, close: async () => await metadata.close() }
 }
 
 export function openCache (config: Readonly<Config>): OpenCache {
-  const opened = openDataDir(config)
-  opened.blobs.init()
+  const opened = openDataDir(config, { prepareStore: true })
   return {
     ...opened,
     trustedKeys: loadTrustedKeys(config, opened.layout),

@@ -13,7 +13,6 @@
  * Every function takes `dryRun`: the store computes the same removal and changes nothing, and no
  * blob is touched, so a dry run reports exactly what a real run would remove at that moment.
  */
-import { unlinkSync } from 'node:fs'
 import type { ClosureRow, MetadataStore, NarFileRow } from '../db/metadata-store.js'
 import type { BlobStore } from '../storage/blob-store.js'
 
@@ -30,18 +29,10 @@ export interface RemoveOptions { dryRun?: boolean }
 
 interface Cache { metadata: MetadataStore, blobs: BlobStore }
 
-function unlinkIfPresent (file: string): void {
-  try {
-    unlinkSync(file)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
-  }
-}
-
 /** Steps 2 and 3 for NAR files whose rows say 'deleting'. */
 async function deleteMarked ({ metadata, blobs }: Cache, rows: NarFileRow[]): Promise<void> {
   for (const row of rows) {
-    unlinkIfPresent(blobs.narPath(row.fileHash))
+    await blobs.delete(row)
     await metadata.narFiles.forget(row.id)
   }
 }
@@ -102,6 +93,6 @@ export async function removeUnnamedNarFiles (cache: Cache, createdBefore: number
  */
 export async function removeUnrecordedNarFile (cache: Cache, fileHash: string, options: RemoveOptions = {}): Promise<boolean> {
   if (await cache.metadata.narFiles.get(fileHash) !== undefined) return false
-  if (!(options.dryRun ?? false)) unlinkIfPresent(cache.blobs.narPath(fileHash))
+  if (!(options.dryRun ?? false)) await cache.blobs.delete({ fileHash, compression: undefined })
   return true
 }

@@ -41,7 +41,7 @@ export async function holdsNar (fileHash: string, cache: { metadata: MetadataSto
   // A read first: most uploads are of new NARs, which need no write here.
   if ((await cache.metadata.narFiles.get(fileHash))?.state !== 'live') return false
   const row = await cache.metadata.narFiles.renew(fileHash, now)
-  return row !== undefined && await cache.blobs.narSize(fileHash) === row.fileSize
+  return row !== undefined && await cache.blobs.size(row) === row.fileSize
 }
 
 /** How long a claim waits for a removal of the same NAR file to finish, and how often it asks. */
@@ -73,13 +73,13 @@ export async function storeVerifiedNar (metadata: MetadataStore, nar: NarFileFac
 
 export async function storeNar (body: AsyncIterable<Buffer>, fileHash: string, cache: { metadata: MetadataStore, blobs: BlobStore },
   options: IngestOptions, now?: number): Promise<IngestedNar> {
-  const { nar, temp } = await ingestNar(body, fileHash, cache.blobs, options)
+  const { nar, blob } = await ingestNar(body, fileHash, cache.blobs, options)
   try {
-    await storeVerifiedNar(cache.metadata, nar, () => cache.blobs.commitNar(temp, nar.fileHash), now)
+    await storeVerifiedNar(cache.metadata, nar, async () => await blob.commit(nar), now)
   } finally {
-    // After a successful commit there is nothing left at the temp name; after a failure the
-    // verified bytes are dropped and the client's retry uploads them again.
-    await temp.discard()
+    // After a commit there is nothing left to drop; after a failure the verified bytes are
+    // dropped and the client's retry uploads them again.
+    await blob.discard()
   }
   return nar
 }

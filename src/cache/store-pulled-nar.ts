@@ -60,7 +60,7 @@ function checkAgainstNarinfo (nar: IngestedNar, expected: ExpectedNar): void {
 export async function storePulledNar (body: AsyncIterable<Buffer>, expected: ExpectedNar, paths: PulledPath[],
   cache: { metadata: MetadataStore, blobs: BlobStore, provenance: Provenance }, options: Omit<IngestOptions, 'onVerified'>,
   onVerified: () => void = () => {}): Promise<IngestedNar> {
-  const { nar, temp } = await ingestNar(body, expected.fileHash, cache.blobs, {
+  const { nar, blob } = await ingestNar(body, expected.fileHash, cache.blobs, {
     ...options,
     onVerified: verified => {
       checkAgainstNarinfo(verified, expected)
@@ -71,9 +71,9 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
     // The rename's directory entry is not synced: a pulled path lost to a power cut is fetched
     // again when asked for (a row whose file is missing too: the NAR route asks the pull-through),
     // and an fsync here blocks the event loop. The file's bytes are synced (ingestNar) before.
-    await storeVerifiedNar(cache.metadata, nar, () => cache.blobs.commitNar(temp, nar.fileHash, { syncDirectory: false }))
+    await storeVerifiedNar(cache.metadata, nar, async () => await blob.commit(nar, { durable: false }))
   } finally {
-    await temp.discard()
+    await blob.discard()
   }
   for (const path of paths) {
     try {

@@ -69,7 +69,7 @@ async function setUpOnce (config: Readonly<Config>, log: Logger): Promise<string
   const cache = openCache(config)
   // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
   // later must not, its siblings have uploads in flight there).
-  cache.blobs.emptyTmp()
+  await cache.blobs.sweep()
   const message = await firstStart(config, cache)
   if (cache.trustedKeys.size === 0) {
     log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')

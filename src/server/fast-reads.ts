@@ -17,19 +17,18 @@
  * and body, the read noted for gc, the request counted in /metrics under the route's label.
  * Everything else goes on to Fastify: other methods and URLs (a query string, a doubled slash),
  * a GET with a body or a Range, a NAR that is larger, missing or not as recorded (the route logs
- * it), a server that is closing (Fastify answers 503), and every request when a read needs
+ * it) or in a blob store that cannot answer at once (BlobStore.immediate: S3), a server that is closing (Fastify answers 503), and every request when a read needs
  * something only Fastify's hooks do: a private cache (a token), a read budget (the rate limit),
  * or a log of every request (logLevel debug or trace).
  */
-import { closeSync, statSync } from 'node:fs'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
+import { readSmallNarNow, storedNow } from '../cache/nar-reads.js'
 import { BodyCache } from '../nix/body-cache.js'
 import { parseNarUrl } from '../nix/nar-url.js'
 import { HASH_PART_PATTERN } from '../nix/store-path.js'
-import { readWhole, SMALL_BODY_BYTES } from './file-body.js'
 import type { CountResponse } from './metrics.js'
-import { NAR_ROUTE, narHeaders } from './routes/nar.js'
+import { NAR_ROUTE, narHeaders, SMALL_BODY_BYTES } from './routes/nar.js'
 import { MISS_TYPE, NARINFO_ROUTE, NARINFO_TYPE, narinfoMissBody } from './routes/narinfo.js'
 
 /** Answers the request and returns true, or returns false having done nothing. */
@@ -42,7 +41,7 @@ const SMALL_NAR_CACHE_BYTES = 16 * 1024 * 1024
 
 /** The fast path for this app, or undefined when its configuration needs Fastify for every read. */
 export function fastReads (app: FastifyInstance, countResponse: CountResponse): FastRead | undefined {
-  const { config, metadata, blobs, access } = app.narwhal
+  const { config, metadata, access } = app.narwhal
   const readBudget = config.rateLimit.enabled && config.rateLimit.reads > 0
   if (config.private || readBudget || config.logLevel === 'debug' || config.logLevel === 'trace') return undefined
   let closing = false
@@ -81,17 +80,9 @@ export function fastReads (app: FastifyInstance, countResponse: CountResponse): 
     // Still served only while its file is on disk as recorded: a file removed or cut short by
     // hand is a 404 from the route (which logs it), as it would be without this memory. One
     // stat instead of a lookup, an open, an fstat, a read and a close.
-    if (known !== undefined && known !== null && statSync(blobs.narPath(fileHash), { throwIfNoEntry: false })?.size === known.length) return known
-    const row = metadata.narFiles.peekLive(fileHash)
-    if (row === undefined || row === null || row.fileSize === 0 || row.fileSize > SMALL_BODY_BYTES) return undefined
-    const file = blobs.openNar(fileHash)
-    if (file === undefined) return undefined
-    if (file.size !== row.fileSize) {
-      closeSync(file.fd)
-      return undefined
-    }
-    const body = readWhole(file.fd, 0, file.size)
-    smallNars.set(fileHash, body)
+    if (known !== undefined && known !== null && storedNow(app.narwhal, fileHash, known.length)) return known
+    const body = readSmallNarNow(app.narwhal, fileHash, SMALL_BODY_BYTES)
+    if (body !== undefined) smallNars.set(fileHash, body)
     return body
   }
 

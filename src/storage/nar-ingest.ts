@@ -3,25 +3,24 @@
  *
  * One pass over the body, in constant memory, chunk by chunk as it arrives:
  *
- *   body ──▶ byte count (limit) + sha256 (FileHash/FileSize) ──▶ temp file (1 MiB writes)
+ *   body ──▶ byte count (limit) + sha256 (FileHash/FileSize) ──▶ PendingBlob (storage/blob-store.ts)
  *                 └──▶ decoder (method detected from the bytes) ──▶ NAR reader + sha256
  *
  * The bytes must hash to the name in the URL, decompress with the detected method, and form a
  * complete, well-formed NAR whose hash and size are returned for the metadata row. Only then is
- * the temp file synced and handed back, still under its temp name: the caller renames it into
- * place together with recording its row (cache/store-nar.ts). On any failure it is removed.
+ * the blob finished (durable, still invisible) and handed back: the caller commits it under its
+ * name and records its row (cache/store-nar.ts). On any failure it is discarded.
  *
  * For zstd and uncompressed bodies everything after the socket read is synchronous per chunk
  * (see createDecoder in nix/codecs.ts): no stream or async generator between the stages. Together
- * with the temp file's batched writes this halved the CPU of a zstd upload (bench/ingest-cpu.ts).
+ * with the folder's batched writes (storage/temp-file.ts) this halved the CPU of a zstd upload (bench/ingest-cpu.ts).
  */
 import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { NarwhalError, isNarwhalError } from '../errors.js'
 import { detectCompression, DETECTION_BYTES, VERIFIABLE_COMPRESSIONS, type Compression } from '../nix/compression.js'
 import { encodeNix32 } from '../nix/nix32.js'
 import { NarReader } from '../nix/nar-reader.js'
-import type { BlobStore, TempFile } from './blob-store.js'
+import type { BlobStore, PendingBlob } from './blob-store.js'
 import { createDecoder, DecodeError, type Decoder } from '../nix/codecs.js'
 
 export interface IngestedNar {
@@ -32,10 +31,11 @@ export interface IngestedNar {
   narSize: number
 }
 
-/** A NAR proven to be what its name says, synced to disk under a temp name, not yet visible. */
+/** A NAR proven to be what its name says, its bytes durable in a finished blob, not yet visible. */
 export interface VerifiedNar {
   nar: IngestedNar
-  temp: TempFile
+  /** Finished; the caller commits it (blob.commit(nar)) and discards it in any case. */
+  blob: PendingBlob
 }
 
 export interface IngestOptions {
@@ -48,7 +48,7 @@ export interface IngestOptions {
   /** Free space the upload must leave on the disk (limits.freeSpaceReserveBytes). */
   reserveBytes: number
   /**
-   * Called once the bytes are proven to be what their name says, before the temp file is synced;
+   * Called once the bytes are proven to be what their name says, before the blob is finished;
    * throwing refuses the NAR like any other check. A pulled NAR's waiting clients get their last
    * bytes here, without waiting for the disk (upstream/nar-fetch.ts).
    */
@@ -199,12 +199,12 @@ async function forEachChunk (body: AsyncIterable<Buffer>, onChunk: (chunk: Buffe
 export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: string, store: BlobStore,
   options: IngestOptions): Promise<VerifiedNar> {
   await store.ensureRoom(options.declaredBytes, options.reserveBytes)
-  const temp = await store.createTemp()
+  const blob = await store.begin()
   const verifier = new NarVerifier(options.maxBytes, options.maxNarSize)
   try {
     await forEachChunk(body, chunk => {
       const decoding = verifier.write(chunk)
-      const writing = temp.append(chunk)
+      const writing = blob.write(chunk)
       if (decoding === undefined) return writing
       if (writing === undefined) return decoding
       return Promise.all([decoding, writing]).then(() => undefined)
@@ -215,10 +215,10 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
         `NAR file bytes hash to sha256:${nar.fileHash}, not to the sha256:${expectedFileHash} in its name`)
     }
     options.onVerified?.(nar)
-    await temp.sync()
-    return { nar, temp }
+    await blob.finish()
+    return { nar, blob }
   } catch (err) {
-    await temp.discard()
+    await blob.discard()
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
       throw new NarwhalError('NARWHAL_INSUFFICIENT_STORAGE', 'the cache\'s disk filled up during the upload; nothing was stored')
     }
@@ -248,19 +248,21 @@ export async function checkReupload (body: AsyncIterable<Buffer>, expectedFileHa
 
 /**
  * Measures a stored NAR file the way ingestNar measured it on upload, for
- * `narwhal fsck --verify-content`: one streaming pass in constant memory. Throws the same
- * refusals as an upload when the bytes no longer decompress to a well-formed NAR.
+ * `narwhal fsck --verify-content`: one streaming pass in constant memory over its chunks
+ * (BlobBody.chunks). Throws the same refusals as an upload when the bytes no longer decompress to
+ * a well-formed NAR.
  */
-export async function measureStoredNar (file: string): Promise<IngestedNar> {
-  const source = createReadStream(file, { highWaterMark: 1 << 20 })
+export async function measureStoredNar (source: AsyncIterable<Buffer>): Promise<IngestedNar> {
   // No limits: this measures what the cache holds, whatever the limits are now.
   const verifier = new NarVerifier(Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)
   try {
-    await forEachChunk(source, chunk => verifier.write(chunk))
+    // for await: a failed check leaving the loop ends the source (a stream closes its file now).
+    for await (const chunk of source) {
+      const pending = verifier.write(chunk)
+      if (pending !== undefined) await pending
+    }
     return await verifier.end()
   } finally {
     verifier.close()
-    // A failed check stops reading part-way; close the file now rather than at garbage collection.
-    source.destroy()
   }
 }

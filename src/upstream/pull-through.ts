@@ -128,7 +128,8 @@ export class UpstreamPullThrough implements PullThrough {
       const records = await this.#records.namingFile(fileHash)
       if (records.length === 0) return undefined
       // Stored meanwhile (by another request that finished a moment ago, or another worker).
-      if ((await this.#cache.metadata.narFiles.get(fileHash))?.state === 'live' && await this.#cache.blobs.narSize(fileHash) !== undefined) return { kind: 'stored' }
+      const row = await this.#cache.metadata.narFiles.get(fileHash)
+      if (row?.state === 'live' && await this.#cache.blobs.size(row) !== undefined) return { kind: 'stored' }
       // Checked again after that wait: another request may have started the fetch meanwhile.
       fetch = this.#fetching.get(fileHash) ?? this.#startFetch(fileHash, records, log)
     }

@@ -23,6 +23,7 @@ import { collect, fileHashOf } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 import { sqliteDb } from '../helpers/sqlite.js'
 import { insertNarinfo } from '../helpers/metadata.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const HOUR = 60 * 60 * 1000
 
@@ -87,7 +88,7 @@ async function fixture (): Promise<Fixture> {
 }
 
 function narFile (f: Fixture, c: string): string {
-  return f.cache.blobs.narPath(f.paths[c]?.fileHash ?? '')
+  return narFilePath(f.cache.layout, f.paths[c]?.fileHash ?? '')
 }
 
 async function check (f: Fixture, verifyContent = false): Promise<FsckReport> {
@@ -166,12 +167,12 @@ test('a truncated NAR file is found by its size; a flipped byte only with --veri
 test('files without rows: old ones are removed, young ones are taken for uploads in flight', async () => {
   const f = await fixture()
   const junk = randomBytes(100)
-  const old = f.cache.blobs.narPath(fileHashOf(junk))
+  const old = narFilePath(f.cache.layout, fileHashOf(junk))
   mkdirSync(path.dirname(old), { recursive: true })
   writeFileSync(old, junk)
   age(old)
   const youngBytes = randomBytes(100)
-  const young = f.cache.blobs.narPath(fileHashOf(youngBytes))
+  const young = narFilePath(f.cache.layout, fileHashOf(youngBytes))
   mkdirSync(path.dirname(young), { recursive: true })
   writeFileSync(young, youngBytes)
   const oldPart = path.join(f.cache.layout.tmpDir, 'crashed.part')

@@ -23,6 +23,7 @@ import { tempDir } from '../helpers/nix.js'
 import { eventually } from '../helpers/upload.js'
 import { sqliteDb } from '../helpers/sqlite.js'
 import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const DAY = 86_400_000
 const NOW = Date.now()
@@ -48,7 +49,7 @@ interface PathSpec {
 async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): Promise<OpenCache> {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
   const addNarFile = async (name: string, size: number, at: number): Promise<number> => {
-    const file = cache.blobs.narPath(fileHash(name))
+    const file = narFilePath(cache.layout, fileHash(name))
     mkdirSync(path.dirname(file), { recursive: true })
     writeFileSync(file, Buffer.alloc(size))
     return (await recordNarFile(cache.metadata, { fileHash: fileHash(name), fileSize: size, compression: 'none', narHash: fileHash(name), narSize: size }, at)).id
@@ -95,7 +96,7 @@ function assertClosed (cache: OpenCache): void {
   const files = sqliteDb(cache.metadata).prepare(
     'SELECT f.file_hash AS h FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id').all() as Array<{ h: string | null }>
   for (const { h } of files) {
-    assert.ok(h !== null && existsSync(cache.blobs.narPath(h)), 'every remaining narinfo has its NAR file')
+    assert.ok(h !== null && existsSync(narFilePath(cache.layout, h)), 'every remaining narinfo has its NAR file')
   }
 }
 
@@ -113,7 +114,7 @@ test('older-than goes by effective last use: an old dependency of a path used to
   assert.deepEqual(present(cache), names('app', 'lib', 'peeked'))
   assert.equal(report.bytes, 200)
   assert.equal(report.narFiles.length, 2)
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('old'))), false)
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('old'))), false)
   assertClosed(cache)
 })
 
@@ -186,8 +187,8 @@ test('NAR files no narinfo names go after the grace period, in every run', async
   assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [fileHash('abandoned')])
   assert.deepEqual(report.storePaths, [])
   assert.equal(report.bytes, 100)
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('abandoned'))), false)
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('uploading'))), true)
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('abandoned'))), false)
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('uploading'))), true)
   assert.deepEqual(present(cache), names('kept'))
 })
 
@@ -224,10 +225,10 @@ test('a NAR no narinfo names, uploaded again after its grace period, is kept for
   assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [abandoned.fileHash], 'only the NAR not uploaded again goes')
   for (const nar of [again, stored]) {
     assert.notEqual((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'its row stays')
-    assert.ok(readFileSync(cache.blobs.narPath(nar.fileHash)).equals(nar.bytes), 'its file stays')
+    assert.ok(readFileSync(narFilePath(cache.layout, nar.fileHash)).equals(nar.bytes), 'its file stays')
   }
   assert.equal((await cache.metadata.narFiles.get(abandoned.fileHash)), undefined)
-  assert.equal(existsSync(cache.blobs.narPath(abandoned.fileHash)), false)
+  assert.equal(existsSync(narFilePath(cache.layout, abandoned.fileHash)), false)
 
   // Uploaded again or not, a NAR still unnamed a grace period after its last upload goes.
   const later = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + DAY + 60_000 }))
@@ -241,12 +242,12 @@ test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the up
   assert.equal(await holdsNar(nar.fileHash, cache), false, 'never uploaded')
   assert.equal((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'and no row made')
   await storeNar(Readable.from([nar.bytes]), nar.fileHash, cache, ingest(nar.bytes), NOW - 3 * DAY)
-  rmSync(cache.blobs.narPath(nar.fileHash))
+  rmSync(narFilePath(cache.layout, nar.fileHash))
   assert.equal(await holdsNar(nar.fileHash, cache, NOW), false, 'the file is gone')
   await storeNar(Readable.from([nar.bytes]), nar.fileHash, cache, ingest(nar.bytes), NOW)
   const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + 60_000 }))
   assert.deepEqual(report.unnamedNarFiles, [])
-  assert.ok(readFileSync(cache.blobs.narPath(nar.fileHash)).equals(nar.bytes), 'the NAR is on disk again')
+  assert.ok(readFileSync(narFilePath(cache.layout, nar.fileHash)).equals(nar.bytes), 'the NAR is on disk again')
   await cache.close()
 })
 
@@ -263,7 +264,7 @@ test('a dry run reports exactly what the real run then removes, and changes noth
   const dry = await collectGarbage(cache, { ...options, dryRun: true })
   assert.equal(dry.dryRun, true)
   assert.deepEqual(present(cache), names('a', 'b', 'c', 'd', 'e'), 'the dry run removed nothing')
-  assert.ok(existsSync(cache.blobs.narPath(fileHash('stale'))))
+  assert.ok(existsSync(narFilePath(cache.layout, fileHash('stale'))))
   assert.equal((await cache.metadata.retention.lastGcRun()), undefined, 'a dry run is not recorded')
 
   const real = await collectGarbage(cache, options)
@@ -322,7 +323,7 @@ test('a path used, pinned or newly referenced while gc runs is kept, with what i
   assert.deepEqual(report.storePaths, [storePath('other')])
   assert.equal(report.kept, 5)
   assert.deepEqual(present(cache), names('dep', 'mid', 'newcomer', 'pinLater', 'refLater', 'top'))
-  assert.ok(existsSync(cache.blobs.narPath(fileHash('other'))), 'a NAR file the newcomer names stays')
+  assert.ok(existsSync(narFilePath(cache.layout, fileHash('other'))), 'a NAR file the newcomer names stays')
   assertClosed(cache)
 })
 

@@ -13,13 +13,14 @@ import { PENDING_GRACE_MS, removeNarinfos, removeUnnamedNarFiles, removeUnrecord
 import type { NarFileFacts } from '../../src/db/metadata-store.js'
 import { tempDir } from '../helpers/nix.js'
 import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 /** A fake but well-formed 32-char hash part / 52-char file hash from one letter. */
 const hashPart = (c: string): string => c.repeat(32)
 const fileHash = (c: string): string => c.repeat(52)
 
 async function addNarFile (cache: OpenCache, c: string, createdAt = Date.now()): Promise<number> {
-  const file = cache.blobs.narPath(fileHash(c))
+  const file = narFilePath(cache.layout, fileHash(c))
   mkdirSync(path.dirname(file), { recursive: true })
   writeFileSync(file, 'x'.repeat(10))
   return (await recordNarFile(cache.metadata, { fileHash: fileHash(c), fileSize: 10, compression: 'none', narHash: fileHash(c), narSize: 10 }, createdAt)).id
@@ -63,8 +64,8 @@ test('removing a path removes its referrers, transitively, and the NAR files onl
   assert.equal(await cache.metadata.narinfos.has(hashPart('a')), false)
   assert.equal(await cache.metadata.narinfos.has(hashPart('c')), false)
   assert.equal(await cache.metadata.narinfos.has(hashPart('d')), true)
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('a'))), false)
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('b'))), true)
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('a'))), false)
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('b'))), true)
   assert.notEqual(await cache.metadata.narFiles.get(fileHash('b')), undefined)
 })
 
@@ -73,7 +74,7 @@ test('a dry run reports the same removal and changes nothing', async () => {
   const planned = await removeNarinfos(cache, [hashPart('b')], { dryRun: true })
   assert.deepEqual(planned.storePaths.length, 2)
   assert.equal(await cache.metadata.narinfos.count(), 4)
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('c'))), true)
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('c'))), true)
   const done = await removeNarinfos(cache, [hashPart('b')])
   assert.deepEqual(done, planned)
   assert.equal(await cache.metadata.narinfos.count(), 2)
@@ -86,11 +87,11 @@ test('unnamed NAR files go only after their grace period; unrecorded files only 
   await addNarFile(cache, 'f', now)
   const removal = await removeUnnamedNarFiles(cache, now - 5_000)
   assert.deepEqual(removal.narFiles.map(f => f.fileHash), [fileHash('e')])
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('f'))), true)
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('f'))), true)
 
   assert.equal(await removeUnrecordedNarFile(cache, fileHash('f')), false)
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('f'))), true)
-  const stray = cache.blobs.narPath(fileHash('g'))
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('f'))), true)
+  const stray = narFilePath(cache.layout, fileHash('g'))
   mkdirSync(path.dirname(stray), { recursive: true })
   writeFileSync(stray, 'junk')
   assert.equal(await removeUnrecordedNarFile(cache, fileHash('g')), true)
@@ -103,7 +104,7 @@ test('an upload that crashed before its NAR went live is collected after an hour
   const facts = (c: string): NarFileFacts => ({ fileHash: fileHash(c), fileSize: 10, compression: 'none', narHash: fileHash(c), narSize: 10 })
   assert.equal((await cache.metadata.narFiles.claim(facts('p'), now - PENDING_GRACE_MS - 1000)).kind, 'pending')
   assert.equal((await cache.metadata.narFiles.claim(facts('q'), now - 1000)).kind, 'pending')
-  const crashed = cache.blobs.narPath(fileHash('p'))
+  const crashed = narFilePath(cache.layout, fileHash('p'))
   mkdirSync(path.dirname(crashed), { recursive: true })
   writeFileSync(crashed, 'x'.repeat(10))
   const removal = await removeUnnamedNarFiles(cache, now - 5_000, { now })
@@ -123,6 +124,6 @@ test('a removal a crash interrupted (a row left deleting) is finished by the nex
   assert.equal(await cache.metadata.narFiles.peekLive(fileHash('e')), null, 'a NAR being deleted is not served')
   const removal = await removeUnnamedNarFiles(cache, 0)
   assert.deepEqual(removal.narFiles.map(f => f.fileHash), [fileHash('e')])
-  assert.equal(existsSync(cache.blobs.narPath(fileHash('e'))), false)
+  assert.equal(existsSync(narFilePath(cache.layout, fileHash('e'))), false)
   assert.equal((await cache.metadata.narFiles.claim(marked, Date.now())).kind, 'pending')
 })

@@ -19,6 +19,7 @@ import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const LIMITS = (n: number): IngestOptions => ({ maxBytes: n, maxNarSize: n, declaredBytes: 0, reserveBytes: 0 })
 
@@ -33,11 +34,11 @@ test('an upload meeting a removal of the same NAR waits for it, then stores the 
   const upload = storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
   await sleep(300)
   // The collection's last steps, while the upload waits.
-  rmSync(cache.blobs.narPath(fileHash))
+  rmSync(narFilePath(cache.layout, fileHash))
   assert.equal(await cache.metadata.narFiles.forget(marked.id), true)
   await upload
   assert.equal((await cache.metadata.narFiles.get(fileHash))?.state, 'live')
-  assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(nar), 'the file the upload stored is there')
+  assert.ok(readFileSync(narFilePath(cache.layout, fileHash)).equals(nar), 'the file the upload stored is there')
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [], 'no temp file is left')
   await cache.close()
 })
@@ -48,10 +49,10 @@ test('an upload refused because a removal holds the NAR too long leaves the remo
   const fileHash = fileHashOf(nar)
   await storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
   await cache.metadata.narFiles.markUnnamedDeleting(Date.now() + 1, 0)
-  rmSync(cache.blobs.narPath(fileHash))
+  rmSync(narFilePath(cache.layout, fileHash))
   await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length)), { code: 'NARWHAL_BUSY' })
   assert.equal((await cache.metadata.narFiles.get(fileHash))?.state, 'deleting')
-  assert.deepEqual(readdirSync(path.dirname(cache.blobs.narPath(fileHash))), [], 'nothing was committed for the removal to miss')
+  assert.deepEqual(readdirSync(path.dirname(narFilePath(cache.layout, fileHash))), [], 'nothing was committed for the removal to miss')
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
   await cache.close()
 })
@@ -62,7 +63,7 @@ test('when the commit fails the NAR is not live and the temp file is removed; a 
   const fileHash = fileHashOf(nar)
   // A file where the NAR's shard folder belongs: the rename into place fails for real (as root,
   // permissions would not stop it).
-  const shard = path.dirname(cache.blobs.narPath(fileHash))
+  const shard = path.dirname(narFilePath(cache.layout, fileHash))
   writeFileSync(shard, 'not a folder')
   await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, { maxBytes: nar.length, maxNarSize: nar.length, declaredBytes: 0, reserveBytes: 0 }),
     (err: NodeJS.ErrnoException) => err.code === 'EEXIST' || err.code === 'ENOTDIR')
@@ -100,7 +101,7 @@ test('a NAR of several MiB in uneven chunks is stored byte for byte (batched tem
       narHash: encodeNix32(sha256(nar)),
       narSize: nar.length
     })
-    assert.ok(readFileSync(cache.blobs.narPath(fileHash)).equals(body), `${method}: the stored file is the body`)
+    assert.ok(readFileSync(narFilePath(cache.layout, fileHash)).equals(body), `${method}: the stored file is the body`)
   }
   assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
   await cache.close()

@@ -1,5 +1,5 @@
 /**
- * An upload's temp file goes to the disk while the upload is still arriving (blob-store.ts
+ * An upload's temp file goes to the disk while the upload is still arriving (temp-file.ts
  * TempFile.startEarlySync), so the fsync before the answer has only the tail left to write; and
  * a sync still under way never outlives the file's descriptor.
  */
@@ -9,7 +9,8 @@ import { existsSync, readFileSync } from 'node:fs'
 import { createHash } from 'node:crypto'
 import { loadConfig } from '../../src/config/config.js'
 import { openCache } from '../../src/cache/open-cache.js'
-import type { TempFile } from '../../src/storage/blob-store.js'
+import { FileBlobStore } from '../../src/storage/file-blob-store.js'
+import type { TempFile } from '../../src/storage/temp-file.js'
 import { tempDir } from '../helpers/nix.js'
 
 const MIB = 1024 * 1024
@@ -38,7 +39,7 @@ async function waitFor (condition: () => boolean, ms: number): Promise<boolean> 
 test('a large upload is synced while it arrives, and wholly once sync() returns', async () => {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
   try {
-    const temp = await cache.blobs.createTemp()
+    const temp = await new FileBlobStore(cache.layout).begin()
     const digest = await appendMiB(temp, 40)
     // No sync() yet: only the early syncs started by the writes themselves can have done this.
     assert.ok(await waitFor(() => temp.bytesSynced >= 16 * MIB, 10_000),
@@ -56,7 +57,7 @@ test('a large upload is synced while it arrives, and wholly once sync() returns'
 test('a small upload is left to the final sync', async () => {
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
   try {
-    const temp = await cache.blobs.createTemp()
+    const temp = await new FileBlobStore(cache.layout).begin()
     await appendMiB(temp, 4)
     await new Promise(resolve => setTimeout(resolve, 200))
     assert.equal(temp.bytesSynced, 0)
@@ -72,7 +73,7 @@ test('discarding an upload while an early sync runs closes and removes it cleanl
   const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
   try {
     for (let i = 0; i < 3; i++) {
-      const temp = await cache.blobs.createTemp()
+      const temp = await new FileBlobStore(cache.layout).begin()
       await appendMiB(temp, 20)
       await temp.discard()
       assert.equal(existsSync(temp.path), false)

@@ -32,7 +32,7 @@ import type { Compression } from '../../src/nix/compression.js'
 import { MAX_DEPTH, MAX_NAME_BYTES, MAX_TARGET_BYTES, NarReader, type NarEntry } from '../../src/nix/nar-reader.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
-import { BlobStore } from '../../src/storage/blob-store.js'
+import { FileBlobStore } from '../../src/storage/file-blob-store.js'
 import { createCompressor } from '../../src/nix/codecs.js'
 import { layoutFor } from '../../src/storage/layout.js'
 import { ingestNar } from '../../src/storage/nar-ingest.js'
@@ -296,7 +296,7 @@ test('ingestNar: chunked valid bodies are stored with their hashes; mutated ones
   const { dir, cleanup } = makeTempDir()
   t.after(cleanup)
   const layout = layoutFor(dir)
-  const store = new BlobStore(layout)
+  const store = new FileBlobStore(layout)
   store.init()
   const input = fc.record({
     tree: narTree,
@@ -313,8 +313,8 @@ test('ingestNar: chunked valid bodies are stored with their hashes; mutated ones
     let result
     try {
       const verified = await ingestNar(Readable.from(chunksOf(body, how)), fileHash, store, { maxBytes: 1 << 24, maxNarSize: Number.MAX_SAFE_INTEGER, declaredBytes: body.length, reserveBytes: 0 })
-      // ingestNar leaves the verified bytes under their temp name for the caller to commit.
-      await verified.temp.discard()
+      // ingestNar leaves the verified bytes in a finished blob for the caller to commit.
+      await verified.blob.discard()
       result = verified.nar
     } catch (err) {
       if (!isNarwhalError(err) || err.statusCode >= 500) assert.fail(`ingestNar threw ${String(err)}, not a 4xx NarwhalError`)

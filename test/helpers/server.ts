@@ -47,7 +47,7 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
     ...options.env
   })
   const cache = openCache(config)
-  cache.blobs.emptyTmp() // as `narwhal serve` does
+  await cache.blobs.sweep() // as `narwhal serve` does
   // Upstream caches when the test configures them (NARWHAL_UPSTREAMS, or upstreams in a config file).
   const quiet = { info: () => {}, warn: () => {}, error: () => {} }
   const pullThrough = pullThroughFor(config, cache, quiet)

@@ -13,6 +13,7 @@ import { buildClosure, netrcFile, nix, nixKeyPair, nixOk, run, tempDir, type Run
 import { startServer, type TestServer } from '../helpers/server.js'
 import { fileHashOf } from '../helpers/upload.js'
 import { sqliteDb } from '../helpers/sqlite.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 
@@ -23,12 +24,12 @@ function fsck (dataDir: string, ...flags: string[]): Promise<RunResult> {
 const hashPartOf = (storePath: string): string => path.basename(storePath).slice(0, 32)
 
 async function narFileOf (server: TestServer, storePath: string): Promise<string> {
-  const { metadata, blobs } = server.cache
+  const { metadata, layout } = server.cache
   const info = (await metadata.narinfos.get(hashPartOf(storePath)))
   assert.ok(info !== undefined, `${storePath} is in the cache`)
   const row = (await metadata.narFiles.getById(info.narFileId))
   assert.ok(row !== undefined)
-  return blobs.narPath(row.fileHash)
+  return narFilePath(layout, row.fileHash)
 }
 
 /** Makes a file look untouched for two hours, older than fsck's default grace period. */
@@ -80,7 +81,7 @@ test('fsck names each kind of damage, --repair removes damaged paths with their 
   db.pragma('foreign_keys = ON')
   age(rowless)
   const junk = randomBytes(1000)
-  const dropped = server.cache.blobs.narPath(fileHashOf(junk))
+  const dropped = narFilePath(server.cache.layout, fileHashOf(junk))
   mkdirSync(path.dirname(dropped), { recursive: true })
   writeFileSync(dropped, junk)
   age(dropped)

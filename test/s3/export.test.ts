@@ -14,6 +14,7 @@ import { buildClosure, netrcFile, nixKeyPair, nixOk, run, tempDir, type TestClos
 import { startServer, type TestServer } from '../helpers/server.js'
 import { CLI } from '../helpers/server-process.js'
 import { awsEnv, createBucket, listBucket, makePublicRead, s3Engine, storageUrl, unfinishedUploads, type S3Engine } from '../helpers/s3.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 interface ExportJson {
   nars: { uploaded: number, present: number }
@@ -172,7 +173,7 @@ test('a killed export leaves a valid cache in the bucket, and running it again c
   const fileHash = /^FileHash: sha256:(.*)$/m.exec(narinfo)?.[1] ?? ''
   const fromBucket = Buffer.from(await (await fetch(`${engine.endpoint}/${bucket}/${narUrl}`)).arrayBuffer())
   assert.ok(fromBucket.length > 64 * 1024 * 1024)
-  const onDisk = readFileSync(server.cache.blobs.narPath(fileHash))
+  const onDisk = readFileSync(narFilePath(server.cache.layout, fileHash))
   assert.equal(createHash('sha256').update(fromBucket).digest('hex'), createHash('sha256').update(onDisk).digest('hex'))
 })
 
@@ -206,7 +207,7 @@ test('a path whose NAR file is missing on disk is left out with everything that 
   const dep = (await server.cache.metadata.narinfos.get(hashPart(closure.dep)))
   const depFile = dep === undefined ? undefined : (await server.cache.metadata.narFiles.getById(dep.narFileId))
   assert.ok(depFile !== undefined)
-  rmSync(server.cache.blobs.narPath(depFile.fileHash))
+  rmSync(narFilePath(server.cache.layout, depFile.fileHash))
 
   const bucket = await createBucket(engine)
   const result = await run('node', [CLI, 'export', '--storage', storageUrl(engine, bucket), '--data', server.cache.layout.dataDir],

@@ -15,6 +15,7 @@ import { CROSS_PROCESS_FRESHNESS_MS } from '../../src/db/sqlite/store.js'
 import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
 import { startServer } from '../helpers/server.js'
 import { sqliteDb } from '../helpers/sqlite.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const HIT = 'a'.repeat(32)
 const MISS = 'b'.repeat(32)
@@ -93,7 +94,7 @@ test('a private cache, a read budget or a debug log keeps every read in Fastify'
 async function addNar (cache: OpenCache, seed: string, bytes: Buffer): Promise<string> {
   const fileHash = seed.repeat(52)
   await recordNarFile(cache.metadata, { fileHash, fileSize: bytes.length, compression: 'none', narHash: `sha256:${'0'.repeat(52)}`, narSize: bytes.length })
-  const file = cache.blobs.narPath(fileHash)
+  const file = narFilePath(cache.layout, fileHash)
   mkdirSync(path.dirname(file), { recursive: true })
   writeFileSync(file, bytes)
   return `/nar/${fileHash}.nar`
@@ -119,7 +120,7 @@ test('a NAR that is ranged, large, missing or unrecorded goes on to Fastify', as
   const small = await addNar(cache, 'd', Buffer.from('0123456789'))
   const large = await addNar(cache, 'f', Buffer.alloc(64 * 1024 + 1, 7))
   const gone = await addNar(cache, 'g', Buffer.from('gone'))
-  rmSync(cache.blobs.narPath('g'.repeat(52)))
+  rmSync(narFilePath(cache.layout, 'g'.repeat(52)))
   const ranged = await fetch(url + small, { headers: { range: 'bytes=2-4' } })
   assert.equal(ranged.status, 206)
   assert.equal(await ranged.text(), '234')
@@ -143,6 +144,6 @@ test('a small NAR kept in memory is not served once another process removed it',
   // Seen by the server within CROSS_PROCESS_FRESHNESS_MS (db/metadata.ts).
   await sleep(2 * CROSS_PROCESS_FRESHNESS_MS)
   assert.equal((await fetch(url + small)).status, 404)
-  rmSync(cache.blobs.narPath('j'.repeat(52)))
+  rmSync(narFilePath(cache.layout, 'j'.repeat(52)))
   assert.equal((await fetch(url + small)).status, 404)
 })

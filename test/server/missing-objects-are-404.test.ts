@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { fileHashOf, freshNar, get, parseRaw, put, rawHttp, request, ruleOf } from '../helpers/upload.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const HASH = '0123456789abcdfghijklmnpqrsvwxyz'
 const FILE_HASH = fileHashOf(Buffer.from('not uploaded'))
@@ -60,7 +61,7 @@ test('a NAR recorded in the database but removed from disk: 404 for GET and HEAD
   const nar = await freshNar('xz')
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   assert.equal((await get(`${server.url}/${nar.url}`)).status, 200)
-  rmSync(server.cache.blobs.narPath(nar.fileHash))
+  rmSync(narFilePath(server.cache.layout, nar.fileHash))
   const answer = await get(`${server.url}/${nar.url}`)
   assert.equal(answer.status, 404, answer.body)
   assert.equal(ruleOf(answer), 'NARWHAL_NOT_FOUND')
@@ -74,7 +75,7 @@ test('a NAR whose file on disk has the wrong size: 404, never a short 200', asyn
   const nar = await freshNar('xz')
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
   const { truncateSync } = await import('node:fs')
-  truncateSync(server.cache.blobs.narPath(nar.fileHash), 10)
+  truncateSync(narFilePath(server.cache.layout, nar.fileHash), 10)
   const answer = await get(`${server.url}/${nar.url}`)
   assert.equal(answer.status, 404, answer.body)
   assert.equal(ruleOf(answer), 'NARWHAL_NOT_FOUND')

@@ -12,6 +12,7 @@ import { generateKeyPair } from '../../src/signing/keys.js'
 import { startServer } from '../helpers/server.js'
 import { freshNar, get, makeNarinfo, put, rowCounts, ruleOf } from '../helpers/upload.js'
 import { sqliteDb } from '../helpers/sqlite.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 const DAY = 86_400_000
 
@@ -20,7 +21,7 @@ test('the same NAR again: 200 unchanged, still one file, the file untouched', as
   const token = await server.token('push')
   const nar = await freshNar('xz')
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, token)).status, 201)
-  const file = server.cache.blobs.narPath(nar.fileHash)
+  const file = narFilePath(server.cache.layout, nar.fileHash)
   const mtime = statSync(file).mtimeMs
   const again = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(again.status, 200)
@@ -40,8 +41,8 @@ test('different bytes under the name of a stored NAR: 400, and the stored file s
   assert.equal(answer.status, 400)
   assert.equal(ruleOf(answer), 'NARWHAL_NAR_INVALID')
   assert.match(answer.body, new RegExp(`hash to sha256:${other.fileHash}, not to the sha256:${nar.fileHash}`))
-  assert.deepEqual(server.storedFiles(), [server.cache.blobs.narPath(nar.fileHash)])
-  assert.ok(readFileSync(server.cache.blobs.narPath(nar.fileHash)).equals(nar.bytes))
+  assert.deepEqual(server.storedFiles(), [narFilePath(server.cache.layout, nar.fileHash)])
+  assert.ok(readFileSync(narFilePath(server.cache.layout, nar.fileHash)).equals(nar.bytes))
   assert.equal(rowCounts(server).narFiles, 1)
 })
 
@@ -50,7 +51,7 @@ test('a NAR lost from disk is restored by uploading it again', async (t) => {
   const token = await server.token('push')
   const nar = await freshNar('zstd')
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, token)).status, 201)
-  rmSync(server.cache.blobs.narPath(nar.fileHash))
+  rmSync(narFilePath(server.cache.layout, nar.fileHash))
   assert.equal((await get(`${server.url}/${nar.url}`)).status, 404)
   const again = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(again.status, 201, again.body)

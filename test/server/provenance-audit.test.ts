@@ -97,7 +97,7 @@ test('gc removes a path with its provenance, a re-upload starts afresh, and fsck
   assert.equal((await server.cache.browse.path(dep.hashPart, server.cache.trustedKeys)), undefined)
   const orphans = sqliteDb(server.cache.metadata).prepare('SELECT count(*) AS n FROM provenance').get() as { n: number }
   assert.equal(orphans.n, 0, 'no provenance row outlives its path')
-  const report = await checkCache({ layout: server.cache.layout, metadata: server.cache.metadata, blobs: server.cache.blobs }, { verifyContent: false, graceMs: 0 })
+  const report = await checkCache({ metadata: server.cache.metadata, blobs: server.cache.blobs }, { verifyContent: false, graceMs: 0 })
   assert.deepEqual(report.problems, [])
 
   const again = await upload(server, dep, makeNarinfo(dep, { keys: [second.secretKey] }), token)

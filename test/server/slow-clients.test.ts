@@ -17,6 +17,7 @@ import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/nix/bzip2-thread.js'
 import { createDecoder } from '../../src/nix/codecs.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { eventually, freshNar, get, parseRaw, put, rowCounts, sleep } from '../helpers/upload.js'
+import { narFilePath } from '../../src/storage/layout.js'
 
 /** Short timeouts, so the tests take seconds; the defaults are 60 s idle and 30 s for headers. */
 const SHORT = { NARWHAL_IDLE_TIMEOUT_SECONDS: '2', NARWHAL_HEADERS_TIMEOUT_SECONDS: '1' }
@@ -67,15 +68,15 @@ async function within (promise: Promise<void>, ms: number): Promise<boolean> {
  */
 function slowSyncs (server: TestServer, ms: number): void {
   const blobs = server.cache.blobs
-  const createTemp = blobs.createTemp.bind(blobs)
-  blobs.createTemp = async () => {
-    const temp = await createTemp()
-    const sync = temp.sync.bind(temp)
-    temp.sync = async () => {
+  const begin = blobs.begin.bind(blobs)
+  blobs.begin = async () => {
+    const blob = await begin()
+    const finish = blob.finish.bind(blob)
+    blob.finish = async () => {
       await sleep(ms)
-      await sync()
+      await finish()
     }
-    return temp
+    return blob
   }
 }
 
@@ -161,7 +162,7 @@ test('a download to a client that stops reading is closed after the idle timeout
   // Far more than the socket buffers of both ends hold, so the server must wait for the client.
   const nar = await freshNar('zstd', { randomBytes: 32 * 1024 * 1024 })
   assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, (await server.token('push')))).status, 201)
-  const narFile = server.cache.blobs.narPath(nar.fileHash)
+  const narFile = narFilePath(server.cache.layout, nar.fileHash)
 
   const serverSide = new Promise<net.Socket>(resolve => server.app.server.once('connection', resolve))
   const client = await connect(server.port)

@@ -1,12 +1,12 @@
 /**
  * A large upload's temp file is synced in the background every 16 MiB while it arrives
- * (TempFile.startEarlySync, storage/blob-store.ts). If one of those syncs fails, the upload fails,
+ * (TempFile.startEarlySync, storage/temp-file.ts). If one of those syncs fails, the upload fails,
  * even when the final fsync then succeeds: after a failed write-back Linux may report the error
  * once and then call the pages clean, so the final fsync's success proves nothing. The upload
  * leaves nothing in store/tmp.
  *
  * A disk that fails fdatasync cannot be had here, so fs.fdatasync is replaced, and before
- * blob-store.ts is loaded: it binds fs.fdatasync when it is imported. That is why this file
+ * temp-file.ts is loaded: it binds fs.fdatasync when it is imported. That is why this file
  * imports it itself, after the replacement (each test file runs in its own process).
  */
 import { test } from 'node:test'
@@ -26,7 +26,8 @@ fs.fdatasync = ((fd: number, callback: (err: NodeJS.ErrnoException | null) => vo
   process.nextTick(callback, err)
 }) as typeof fs.fdatasync
 
-const { BlobStore } = await import('../../src/storage/blob-store.js')
+const { FileBlobStore } = await import('../../src/storage/file-blob-store.js')
+const { TempFile } = await import('../../src/storage/temp-file.js')
 const { layoutFor } = await import('../../src/storage/layout.js')
 const { ingestNar } = await import('../../src/storage/nar-ingest.js')
 const { fileHashOf } = await import('../helpers/upload.js')
@@ -38,15 +39,15 @@ const nar = narOf({ type: 'regular', contents: randomBytes(20 << 20), executable
 const fileHash = fileHashOf(nar)
 const chunks = Array.from({ length: Math.ceil(nar.length / 65536) }, (_, i) => nar.subarray(i * 65536, (i + 1) * 65536))
 
-function freshStore (t: { after: (fn: () => void) => void }): InstanceType<typeof BlobStore> {
+function freshStore (t: { after: (fn: () => void) => void }): InstanceType<typeof FileBlobStore> {
   const { dir, cleanup } = makeTempDir()
   t.after(cleanup)
-  const store = new BlobStore(layoutFor(dir))
+  const store = new FileBlobStore(layoutFor(dir))
   store.init()
   return store
 }
 
-async function ingest (store: InstanceType<typeof BlobStore>): ReturnType<typeof ingestNar> {
+async function ingest (store: InstanceType<typeof FileBlobStore>): ReturnType<typeof ingestNar> {
   return await ingestNar(Readable.from(chunks), fileHash, store, { maxBytes: 1 << 30, maxNarSize: 1 << 30, declaredBytes: nar.length, reserveBytes: 0 })
 }
 
@@ -56,8 +57,10 @@ test('with every sync succeeding, the upload is verified and its temp file synce
   const verified = await ingest(store)
   assert.equal(verified.nar.fileHash, fileHash)
   assert.ok(syncsSeen >= 1, 'a background sync ran during the upload')
-  assert.equal(verified.temp.bytesSynced, nar.length)
-  await verified.temp.discard()
+  const { blob } = verified
+  assert.ok(blob instanceof TempFile)
+  assert.equal(blob.bytesSynced, nar.length)
+  await blob.discard()
   assert.deepEqual(readdirSync(store.layout.tmpDir), [])
 })
 

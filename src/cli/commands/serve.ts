@@ -33,7 +33,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   const { buildApp } = await import('../../server/app.js')
   const cache = openCache(config)
   // Uploads a crash or kill interrupted; this process is the only one serving the store.
-  cache.blobs.emptyTmp()
+  await cache.blobs.sweep()
   const message = await firstStart(config, cache)
   const pullThrough = pullThroughFor(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })

@@ -8,17 +8,16 @@
  * PUT verifies while the bytes arrive (cache/store-nar.ts startNarUpload) and records the NAR only after it
  * was proven to hash to its name and to decompress to a well-formed NAR.
  */
-import { closeSync } from 'node:fs'
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { NarwhalError } from '../../errors.js'
 import { NAR_FILE_PATTERN } from '../../nix/nar-url.js'
+import { openServedNar, type BlobBody, type ByteRange, type ServedNar } from '../../cache/nar-reads.js'
 import { startNarUpload } from '../../cache/store-nar.js'
 import { acceptBody, checkDeclaredLength } from '../body.js'
 import { clientPaced, idleTimeoutMs } from '../idle-timeout.js'
 import { answerPulledNar } from '../pulled-nar.js'
-import { parseRange } from '../range.js'
-import { readWhole, sendFileRange, SMALL_BODY_BYTES } from '../file-body.js'
+import { parseRange, type RangeAnswer } from '../range.js'
 
 const params = {
   type: 'object',
@@ -30,6 +29,12 @@ interface Params { file: string }
 
 /** The route's URL pattern, as metrics label it. */
 export const NAR_ROUTE = '/nar/:file'
+
+/**
+ * Bodies up to this size are read whole into a buffer of their own and sent in one write (and
+ * kept by the fast path, server/fast-reads.ts); larger ones are streamed (BlobBody.send).
+ */
+export const SMALL_BODY_BYTES = 64 * 1024
 
 /** The headers of every answer with a NAR's bytes but its length (server/fast-reads.ts sends the same). */
 export function narHeaders (fileHash: string): Record<string, string> {
@@ -54,11 +59,10 @@ export function narRoutes (app: FastifyInstance): void {
 // sent without a payload with Content-Length: 0 (and would read a streamed file to its end);
 // a HEAD must state the file's length without reading its bytes.
 //
-// The common GET is lean: one prepared-statement lookup (only NARs the database records are
-// served: a file without its row is a crashed commit or one garbage collection is removing),
-// a synchronous open and fstat, then the body as file-body.ts sends it for its size. No
-// thread-pool round trip before the headers: with a closure of many small NARs each hop (stat,
-// open, read, close) cost more than the bytes.
+// The common GET is lean: one prepared-statement lookup and, from the folder, a synchronous open
+// and fstat (cache/nar-reads.ts, storage/file-blob-store.ts), then the body as the store sends it
+// for its size. No thread-pool round trip before the headers: with a closure of many small NARs
+// each hop (stat, open, read, close) cost more than the bytes.
 function narDownloadRoute (app: FastifyInstance): void {
   app.route<{ Params: Params }>({
     method: ['GET', 'HEAD'],
@@ -66,64 +70,59 @@ function narDownloadRoute (app: FastifyInstance): void {
     schema: { params },
     handler: async (request, reply) => {
       const fileHash = fileHashOf(request.params.file)
-      let file = await openRecordedNar(app, request, fileHash)
+      // The Range header, read against the recorded size once it is known.
+      const asked: { range: RangeAnswer } = { range: { kind: 'whole' } }
+      const chooseRange = (fileSize: number): ByteRange | undefined => {
+        asked.range = parseRange(request.headers.range, fileSize)
+        return asked.range.kind === 'partial' ? { start: asked.range.start, end: asked.range.end } : undefined
+      }
+      let nar = await openNar(app, request, fileHash, chooseRange)
       const { pullThrough } = app.narwhal
       // Not here, or its row outlived its file: an upstream may have it (a pulled narinfo names it).
-      if (file === undefined && pullThrough !== undefined) {
+      if (nar === undefined && pullThrough !== undefined) {
         if (await answerPulledNar(pullThrough, fileHash, request, reply)) return reply
-        file = await openRecordedNar(app, request, fileHash)
+        nar = await openNar(app, request, fileHash, chooseRange)
       }
-      if (file === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
-      const { fd, size } = file
+      if (nar === undefined) throw new NarwhalError('NARWHAL_NOT_FOUND', `nar/${request.params.file} is not in this cache`)
       app.narwhal.access.narFile(fileHash)
-      return await sendNar(request, reply, fileHash, fd, size)
+      if (nar.kind === 'redirect') {
+        // 307 keeps the method: a HEAD stays a HEAD. The URL expires: no cache may keep the answer.
+        return reply.code(307).header('location', nar.url).header('cache-control', 'no-store').send()
+      }
+      return await sendNar(request, reply, fileHash, nar.body, asked.range)
     }
   })
 }
 
-/** The NAR's open file, when the database records it and the file on disk has its size; else undefined (and a log line for a damaged cache). */
-async function openRecordedNar (app: FastifyInstance, request: FastifyRequest, fileHash: string): Promise<{ fd: number, size: number } | undefined> {
-  const { metadata, blobs } = app.narwhal
-  // Only a live file is served: a pending one is not committed yet, a deleting one is going.
-  const found = await metadata.narFiles.get(fileHash)
-  const row = found?.state === 'live' ? found : undefined
-  const file = row === undefined ? undefined : blobs.openNar(fileHash)
-  if (row === undefined || file === undefined) {
-    if (row !== undefined) request.log.error({ fileHash }, 'NAR file recorded in the database is missing on disk')
-    return undefined
-  }
-  if (file.size !== row.fileSize) {
-    closeSync(file.fd)
-    request.log.error({ fileHash, size: file.size, expected: row.fileSize }, 'NAR file on disk has the wrong size')
-    return undefined
-  }
-  return file
+/** The served NAR (cache/nar-reads.ts), or undefined (and a log line for a damaged cache). */
+async function openNar (app: FastifyInstance, request: FastifyRequest, fileHash: string,
+  chooseRange: (fileSize: number) => ByteRange | undefined): Promise<Exclude<ServedNar, { kind: 'not-recorded' | 'damaged' }> | undefined> {
+  const nar = await openServedNar(app.narwhal, fileHash, chooseRange)
+  if (nar.kind === 'damaged') request.log.error(nar.detail, nar.reason)
+  return nar.kind === 'not-recorded' || nar.kind === 'damaged' ? undefined : nar
 }
 
-/** The answer of a GET or HEAD of an open NAR file (whole, a range, or a 416); closes `fd`. */
-async function sendNar (request: FastifyRequest, reply: FastifyReply, fileHash: string, fd: number, size: number): Promise<FastifyReply> {
+/** The answer of a GET or HEAD of a NAR's body (whole, a range, or a 416); ends `body`. */
+async function sendNar (request: FastifyRequest, reply: FastifyReply, fileHash: string, body: BlobBody, range: RangeAnswer): Promise<FastifyReply> {
+  const { size } = body
   reply.headers(narHeaders(fileHash))
-  const range = parseRange(request.headers.range, size)
   if (range.kind === 'unsatisfiable') {
-    closeSync(fd)
+    body.close()
     return reply.code(416).header('content-range', `bytes */${size}`).header('content-type', 'text/plain; charset=utf-8')
       .send('NARWHAL_BAD_REQUEST: the requested range is outside the file\n')
   }
-  const start = range.kind === 'partial' ? range.start : 0
-  const end = range.kind === 'partial' ? range.end : size - 1
-  const length = end - start + 1
-  if (range.kind === 'partial') reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`)
-  reply.header('content-length', length)
-  if (request.method === 'HEAD' || size === 0) {
-    closeSync(fd)
+  if (range.kind === 'partial') reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`)
+  reply.header('content-length', body.length)
+  if (request.method === 'HEAD' || body.length === 0) {
+    body.close()
     return reply.send()
   }
-  if (length <= SMALL_BODY_BYTES) return reply.send(readWhole(fd, start, length))
-  // Larger bodies are written by file-body.ts's own loop, straight to the response: Fastify
-  // sends no headers of a hijacked reply but still runs the onResponse hooks (metrics, log).
+  if (body.length <= SMALL_BODY_BYTES) return reply.send(await body.read())
+  // Larger bodies are written by the store's own loop, straight to the response: Fastify sends
+  // no headers of a hijacked reply but still runs the onResponse hooks (metrics, log).
   reply.hijack()
   reply.raw.writeHead(reply.statusCode, reply.getHeaders() as OutgoingHttpHeaders)
-  const failed = await sendFileRange(reply.raw, fd, start, length)
+  const failed = await body.send(reply.raw)
   if (failed !== undefined) request.log.error({ fileHash, err: failed }, 'NAR file could not be read; the download was cut off')
   return reply
 }

@@ -1,10 +1,11 @@
 /**
- * Sending a byte range of an open file (a NAR) as a response body, by size:
+ * A byte range of an open NAR file in the data folder, as a BlobBody (storage/blob-store.ts) the
+ * server sends. By size:
  *
- *   up to 64 KiB   one synchronous read on the event loop into a buffer of its own, sent whole
- *                  (and kept by the fast path, server/fast-reads.ts); most NARs of a closure are
- *                  this small (half of the benchmark closure's are under 200 bytes)
- *   up to 8 MiB    synchronous reads of 128 KiB on the event loop into one buffer kept between
+ *   small          read(): one synchronous read on the event loop into a buffer of its own, sent
+ *                  whole (the server asks so up to 64 KiB, and its fast path keeps them); most
+ *                  NARs of a closure are this small (half of the benchmark closure's are under 200 bytes)
+ *   up to 8 MiB    send(): synchronous reads of 128 KiB on the event loop into one buffer kept between
  *                  downloads, each written to the socket and taken by it before the next read
  *   larger         reads of 1 MiB on the thread pool into two fresh buffers used in turn, each
  *                  written to the socket while the next is read
@@ -17,15 +18,16 @@
  * `--workers` on slow disks. The measurements, and the alternatives they ruled out
  * (fs.createReadStream, other chunk sizes): BENCHMARKS.md, runs of 2026-12-01 04:29-05:11 UTC.
  *
- * Every function closes the descriptor it is given, whatever happens.
+ * A FileBody owns its descriptor, which never leaves storage/: every way of ending it closes the
+ * descriptor, whatever happens.
  */
-import { closeSync, read, readSync } from 'node:fs'
-import type { ServerResponse } from 'node:http'
+import { closeSync, createReadStream, read, readSync } from 'node:fs'
+import type { Writable } from 'node:stream'
 import { promisify } from 'node:util'
+import type { BlobBody } from './blob-store.js'
 
 const readAsync = promisify(read)
 
-export const SMALL_BODY_BYTES = 64 * 1024
 /** Bodies up to this size are read on the event loop, larger ones on the thread pool (see above). */
 const SYNC_READ_BODY_BYTES = 8 * 1024 * 1024
 const SYNC_CHUNK_BYTES = 128 * 1024
@@ -42,8 +44,8 @@ class TruncatedFileError extends Error {
   constructor () { super('NAR file ended before its recorded size') }
 }
 
-/** Reads `length` bytes at `start` synchronously. */
-export function readWhole (fd: number, start: number, length: number): Buffer {
+/** Reads `length` bytes at `start` synchronously, and closes `fd`. */
+function readWhole (fd: number, start: number, length: number): Buffer {
   try {
     const body = Buffer.allocUnsafe(length)
     let done = 0
@@ -63,7 +65,7 @@ export function readWhole (fd: number, start: number, length: number): Buffer {
  * that stopped it. Never rejects: in the thread-pool loop a write fails while the loop awaits a
  * read, and a rejection nobody awaits yet would be an unhandled one.
  */
-function write (res: ServerResponse, chunk: Buffer, closed: Promise<Error>): Promise<Error | undefined> {
+function write (res: Writable, chunk: Buffer, closed: Promise<Error>): Promise<Error | undefined> {
   const written = new Promise<Error | undefined>((resolve) => {
     res.write(chunk, (err) => { resolve(err ?? undefined) })
   })
@@ -77,7 +79,7 @@ function write (res: ServerResponse, chunk: Buffer, closed: Promise<Error>): Pro
  * the headers went out destroys the response (a truncated body; Nix checks the hash and retries).
  * Returns the error that stopped the body early, for the caller to log, if any.
  */
-export async function sendFileRange (res: ServerResponse, fd: number, start: number, length: number): Promise<Error | undefined> {
+async function sendFileRange (res: Writable, fd: number, start: number, length: number): Promise<Error | undefined> {
   const closed = new Promise<Error>((resolve) => {
     res.once('close', () => { resolve(new Error('the client closed the connection')) })
   })
@@ -96,7 +98,7 @@ export async function sendFileRange (res: ServerResponse, fd: number, start: num
 }
 
 /** Up to SYNC_READ_BODY_BYTES: reads on the event loop into one kept buffer, each written before the next. */
-async function sendBySyncReads (res: ServerResponse, fd: number, start: number, length: number, closed: Promise<Error>): Promise<void> {
+async function sendBySyncReads (res: Writable, fd: number, start: number, length: number, closed: Promise<Error>): Promise<void> {
   const buffer = spareChunks.pop() ?? Buffer.allocUnsafeSlow(SYNC_CHUNK_BYTES)
   let done = 0
   while (done < length) {
@@ -118,7 +120,7 @@ async function sendBySyncReads (res: ServerResponse, fd: number, start: number, 
  * taken: the write of chunk k is awaited before chunk k+1 is written, and chunk k+2 reuses chunk k's
  * buffer.
  */
-async function sendByPoolReads (res: ServerResponse, fd: number, start: number, length: number, closed: Promise<Error>): Promise<void> {
+async function sendByPoolReads (res: Writable, fd: number, start: number, length: number, closed: Promise<Error>): Promise<void> {
   const buffers = [Buffer.allocUnsafeSlow(POOL_CHUNK_BYTES), Buffer.allocUnsafeSlow(POOL_CHUNK_BYTES)] as const
   let pending: Promise<Error | undefined> | undefined
   let done = 0
@@ -133,4 +135,55 @@ async function sendByPoolReads (res: ServerResponse, fd: number, start: number, 
   }
   const failed = await pending
   if (failed !== undefined) throw failed
+}
+
+/** An open NAR file's bytes `start`..`start + length - 1`; owns `fd` until it is ended. */
+export class FileBody implements BlobBody {
+  readonly kind = 'body'
+  readonly size: number
+  readonly length: number
+  readonly #start: number
+  #fd: number | undefined
+
+  constructor (fd: number, size: number, start: number, length: number) {
+    this.#fd = fd
+    this.size = size
+    this.#start = start
+    this.length = length
+  }
+
+  async read (): Promise<Buffer> {
+    return readWhole(this.#take(), this.#start, this.length)
+  }
+
+  /** Synchronously, for the server's fast path (FileBlobStore.immediate). */
+  readNow (): Buffer {
+    return readWhole(this.#take(), this.#start, this.length)
+  }
+
+  async send (sink: Writable): Promise<Error | undefined> {
+    return await sendFileRange(sink, this.#take(), this.#start, this.length)
+  }
+
+  chunks (): AsyncIterable<Buffer> {
+    if (this.length === 0) {
+      this.close()
+      return (async function * () {})()
+    }
+    // autoClose: the stream closes the descriptor when it ends, fails or is destroyed.
+    return createReadStream('', { fd: this.#take(), start: this.#start, end: this.#start + this.length - 1, highWaterMark: 1 << 20 })
+  }
+
+  close (): void {
+    if (this.#fd === undefined) return
+    closeSync(this.#fd)
+    this.#fd = undefined
+  }
+
+  #take (): number {
+    const fd = this.#fd
+    if (fd === undefined) throw new Error('NAR file body used after it was ended')
+    this.#fd = undefined
+    return fd
+  }
 }
