@@ -10,6 +10,7 @@
 import { Worker } from 'node:worker_threads'
 import type { GcSettings } from '../config/config.js'
 import type { GcWorkerInput, GcWorkerResult } from './gc-worker.js'
+import type { CacheLocation } from './open-cache.js'
 
 export interface GcLog {
   info: (fields: object, message: string) => void
@@ -29,7 +30,7 @@ function runInWorker (input: GcWorkerInput): { done: Promise<GcWorkerResult>, st
 }
 
 /** Starts the schedule (nothing when gc.interval is off); the returned function stops it and waits for a run in progress. */
-export function startGcSchedule (dataDir: string, settings: Readonly<GcSettings>, log: GcLog): () => Promise<void> {
+export function startGcSchedule (location: CacheLocation, settings: Readonly<GcSettings>, log: GcLog): () => Promise<void> {
   const interval = settings.interval
   if (interval === null) return async () => {}
   let stopping = false
@@ -37,7 +38,8 @@ export function startGcSchedule (dataDir: string, settings: Readonly<GcSettings>
   let timer: NodeJS.Timeout | undefined
 
   const runOnce = async (): Promise<void> => {
-    current = runInWorker({ dataDir, settings: { ...settings } })
+    // Plain data only: the worker thread gets a copy.
+    current = runInWorker({ location: { dataDir: location.dataDir, database: location.database ?? null, storage: { url: location.storage?.url ?? null } }, settings: { ...settings } })
     const result = await current.done
     current = undefined
     if (result.ok) log.info(result.fields, 'gc run')

@@ -10,21 +10,23 @@
 import { parentPort, workerData } from 'node:worker_threads'
 import type { GcSettings } from '../config/config.js'
 import { collectGarbage, gcLogFields } from './gc.js'
-import { openDataDir } from './open-cache.js'
+import { openDataDir, type CacheLocation } from './open-cache.js'
+import { runSingleWriter } from './single-writer.js'
 
-export interface GcWorkerInput { dataDir: string, settings: GcSettings }
+export interface GcWorkerInput { location: CacheLocation, settings: GcSettings }
 export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }
 
-const { dataDir, settings } = workerData as GcWorkerInput
+const { location, settings } = workerData as GcWorkerInput
 let stopping = false
 parentPort?.on('message', (message: unknown) => { if (message === 'stop') stopping = true })
 
 let result: GcWorkerResult
 try {
-  const cache = openDataDir({ dataDir })
+  const cache = await openDataDir(location)
   try {
-    const report = await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping })
-    result = { ok: true, fields: gcLogFields(report) }
+    const run = await runSingleWriter(cache.metadata, 'gc', async (lost) =>
+      await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping || lost.aborted }))
+    result = run.kind === 'ran' ? { ok: true, fields: gcLogFields(run.value) } : { ok: true, fields: { skipped: 'another replica is collecting' } }
   } finally {
     await cache.close()
   }

@@ -15,7 +15,8 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
 import { ConfigError } from '../config/config.js'
 import type { MetadataStore } from '../db/metadata-store.js'
-import { openSqliteMetadataStore } from '../db/sqlite/store.js'
+import { parseDatabaseUrl } from '../db/database-url.js'
+import { openMetadataStore } from '../db/open-metadata-store.js'
 import { AuditLog } from './audit-log.js'
 import { Browse } from './browse.js'
 import { Provenance } from './provenance.js'
@@ -79,31 +80,33 @@ export interface CacheLocation {
 function refuseUnwired (location: CacheLocation): void {
   const storageUrl = location.storage?.url ?? null
   if (storageUrl !== null) parseS3Url(storageUrl)
+  // The database half is wired: openMetadataStore (db/open-metadata-store.ts) opens PostgreSQL.
+  if (location.database != null) parseDatabaseUrl(location.database)
   const unwired = [
-    location.database == null ? undefined : 'a database other than the SQLite file in the data folder (database, NARWHAL_DATABASE_URL, --database)',
     storageUrl === null ? undefined : `the S3 storage ${storageUrl}`
   ].filter(w => w !== undefined)
   if (unwired.length > 0) {
     throw new ConfigError(`${unwired.join(' and ')}: not wired yet in this version of narwhal; ` +
-      'leave database and storage unset to use the SQLite file and the NAR folder in the data folder')
+      'leave storage unset to use the NAR folder in the data folder')
   }
 }
 
 /** `prepareStore`: also make the NAR store's folders and check (or write) its layout version. */
-export function openDataDir (location: CacheLocation, options: { prepareStore?: boolean } = {}): DataDir {
+export async function openDataDir (location: CacheLocation, options: { prepareStore?: boolean } = {}): Promise<DataDir> {
   refuseUnwired(location)
   const { dataDir } = location
   const layout = layoutFor(dataDir)
   mkdirSync(dataDir, { recursive: true })
-  const created = !existsSync(layout.database)
-  const metadata = openSqliteMetadataStore(layout.database)
+  // The SQLite file in the data folder, or PostgreSQL (created/migrated like the file: serve and
+  // every command migrate, so replicas and commands of one version agree on the schema).
+  const { metadata, created } = await openMetadataStore(location.database ?? undefined, layout.database, { migrate: true })
   const blobs = new FileBlobStore(layout)
   if (options.prepareStore === true) blobs.init()
   return { layout, metadata, blobs, created, close: async () => await metadata.close() }
 }
 
-export function openCache (config: Readonly<Config>): OpenCache {
-  const opened = openDataDir(config, { prepareStore: true })
+export async function openCache (config: Readonly<Config>): Promise<OpenCache> {
+  const opened = await openDataDir(config, { prepareStore: true })
   return {
     ...opened,
     trustedKeys: loadTrustedKeys(config, opened.layout),

@@ -53,7 +53,7 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
   const message = await setUpOnce(config, log)
   const stopMetrics = serveClusterMetrics()
   cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] })
-  const stopGc = startGcSchedule(config.dataDir, config.gc, log)
+  const stopGc = startGcSchedule(config, config.gc, log)
   const workers = new Workers(config, log, message, stopGc)
   process.once('SIGTERM', () => { workers.stop() })
   process.once('SIGINT', () => { workers.stop() })
@@ -66,7 +66,7 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
 
 /** What happens once per start, before any worker: returns the first start's message, if any. */
 async function setUpOnce (config: Readonly<Config>, log: Logger): Promise<string | undefined> {
-  const cache = openCache(config)
+  const cache = await openCache(config)
   // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
   // later must not, its siblings have uploads in flight there).
   await cache.blobs.sweep()

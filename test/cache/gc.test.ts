@@ -47,7 +47,7 @@ interface PathSpec {
 }
 
 async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): Promise<OpenCache> {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
   const addNarFile = async (name: string, size: number, at: number): Promise<number> => {
     const file = narFilePath(cache.layout, fileHash(name))
     mkdirSync(path.dirname(file), { recursive: true })
@@ -209,7 +209,7 @@ const ingest = (bytes: Buffer): IngestOptions => ({ maxBytes: bytes.length, maxN
 // retried `nix copy`) uploads the NAR again: its grace period must count from that upload, or a
 // collection between the NAR and the narinfo takes the NAR and the narinfo is refused.
 test('a NAR no narinfo names, uploaded again after its grace period, is kept for another; one not uploaded again goes', async () => {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
   const [again, stored, abandoned] = await Promise.all([realNar('again'), realNar('stored'), realNar('abandoned')])
   const uploadedLongAgo = NOW - 3 * DAY
   for (const nar of [again, stored, abandoned]) {
@@ -237,7 +237,7 @@ test('a NAR no narinfo names, uploaded again after its grace period, is kept for
 })
 
 test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the upload stores it again', async () => {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
   const nar = await realNar('lost')
   assert.equal(await holdsNar(nar.fileHash, cache), false, 'never uploaded')
   assert.equal((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'and no row made')
@@ -350,7 +350,7 @@ test('the schedule collects in a worker thread every interval, logs each run, an
   const failures: unknown[] = []
   const log = { info: (fields: object) => { runs.push(fields as Record<string, unknown>) }, error: (fields: object) => { failures.push(fields) } }
   const settings = { maxSize: null, olderThan: DAY, interval: 50, unnamedNarGrace: DAY, keepRecent: 0 }
-  const stop = startGcSchedule(cache.layout.dataDir, settings, log)
+  const stop = startGcSchedule({ dataDir: cache.layout.dataDir }, settings, log)
   assert.ok(await eventually(() => runs.length >= 2, 30_000), 'two scheduled runs')
   await stop()
   const after = runs.length
@@ -362,7 +362,7 @@ test('the schedule collects in a worker thread every interval, logs each run, an
   await new Promise(resolve => setTimeout(resolve, 200))
   assert.equal(runs.length, after, 'no run after stop')
 
-  const off = startGcSchedule(cache.layout.dataDir, { ...settings, interval: null }, log)
+  const off = startGcSchedule({ dataDir: cache.layout.dataDir }, { ...settings, interval: null }, log)
   await off()
   assert.equal(runs.length, after)
 })

@@ -46,7 +46,7 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
     NARWHAL_PRIVATE: options.private === true ? 'true' : 'false',
     ...options.env
   })
-  const cache = openCache(config)
+  const cache = await openCache(config)
   await cache.blobs.sweep() // as `narwhal serve` does
   // Upstream caches when the test configures them (NARWHAL_UPSTREAMS, or upstreams in a config file).
   const quiet = { info: () => {}, warn: () => {}, error: () => {} }

@@ -54,7 +54,7 @@ export async function exportCommand (args: string[]): Promise<number> {
     process.stderr.write(`narwhal export: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
     return 2
   }
-  const cache = openDataDir(config)
+  const cache = await openDataDir(config)
   const bucket = new S3Objects(location)
   try {
     const result = await exportToBucket({ metadata: cache.metadata, blobs: cache.blobs }, bucket, {

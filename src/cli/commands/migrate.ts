@@ -16,7 +16,7 @@ export async function migrateCommand (args: string[]): Promise<number> {
   const config = loadCacheConfig(values)
   const location = config.database == null ? undefined : parseDatabaseUrl(config.database)
   if (location?.kind === 'postgres') return await migratePostgresCommand(location)
-  const { created, close } = openDataDir(config)
+  const { created, close } = await openDataDir(config)
   await close()
   process.stdout.write(`${config.dataDir}: database ${created ? 'created' : 'up to date'}\n`)
   return 0

@@ -31,7 +31,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   // Loaded here, not at the top: the primary of `--workers N` serves nothing, and Fastify and the
   // routes cost it memory for nothing.
   const { buildApp } = await import('../../server/app.js')
-  const cache = openCache(config)
+  const cache = await openCache(config)
   // Uploads a crash or kill interrupted; this process is the only one serving the store.
   await cache.blobs.sweep()
   const message = await firstStart(config, cache)
@@ -43,7 +43,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   await app.listen({ host: config.listen.host, port: config.listen.port })
   if (message !== undefined) process.stdout.write(message + '\n')
   if (config.upstreams.length > 0) app.log.info({ upstreams: config.upstreams.map(u => u.url) }, 'pulling through from upstream caches')
-  const stopGc = startGcSchedule(config.dataDir, config.gc, app.log)
+  const stopGc = startGcSchedule(config, config.gc, app.log)
   const stop = (): void => {
     stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(async () => await cache.close(),
       (err: unknown) => app.log.error({ err }, 'error while closing'))
