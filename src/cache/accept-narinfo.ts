@@ -161,7 +161,13 @@ export async function acceptNarinfo (text: string, urlHashPart: string, metadata
       sigs: stored.sigs,
       narinfo: formatNarInfo(stored),
       references
-    }, provenance, { upstreamReferences, now: Date.now() })
+    }, provenance, {
+      upstreamReferences,
+      now: Date.now(),
+      // Pulled from an upstream: lost to a power cut, it is pulled again when asked for, so its
+      // commit does not hold the event loop up for an fsync.
+      durableWithNext: witness.origin.upstream !== undefined && witness.origin.upstream !== null
+    })
     switch (outcome.kind) {
       case 'created': return 'created'
       case 'exists': continue

@@ -15,6 +15,10 @@
  * path itself: an eviction never drags along a path that was used later than the one evicted.
  * A pinned path counts as used at infinity, which keeps its whole closure. The few paths the
  * ordering cannot reach (a reference cycle, which Nix does not produce) are kept.
+ *
+ * Over the size cap, paths that can be fetched again go first (least recently used first among
+ * them): pulled from an upstream that is still configured, and only referenced by such paths, so
+ * evicting one takes along nothing that was pushed. Only then the rest, by the same order.
  */
 import type { GcSnapshot } from '../db/metadata-store.js'
 
@@ -25,6 +29,8 @@ export interface GcPolicy {
   olderThan: number | null
   /** maxSize never evicts a path whose effective last use is more recent than this many ms. */
   keepRecent: number
+  /** URLs of the configured upstreams: maxSize evicts paths pulled from these first. */
+  upstreams?: readonly string[]
 }
 
 export interface PlannedEviction {
@@ -79,6 +85,28 @@ export function effectiveLastUse (snapshot: GcSnapshot): { effective: number[], 
   return { effective, referrers }
 }
 
+/**
+ * Which paths (by index in snapshot.paths) can be evicted without taking along anything that
+ * cannot be fetched again: pulled from one of `upstreams`, and so is every referrer, transitively.
+ */
+export function refetchable (snapshot: GcSnapshot, referrers: number[][], upstreams: ReadonlySet<string>): boolean[] {
+  const result: Array<boolean | undefined> = snapshot.paths.map(() => undefined)
+  const visiting = new Set<number>()
+  const check = (i: number): boolean => {
+    const known = result[i]
+    if (known !== undefined) return known
+    // A cycle (Nix makes none) is not decided here: kept out of the preference.
+    if (visiting.has(i)) return false
+    visiting.add(i)
+    const from = snapshot.paths[i]?.upstream
+    const ok = from !== null && from !== undefined && upstreams.has(from) && (referrers[i] ?? []).every(check)
+    visiting.delete(i)
+    result[i] = ok
+    return ok
+  }
+  return snapshot.paths.map((_, i) => check(i))
+}
+
 export function planGc (snapshot: GcSnapshot, policy: GcPolicy, now: number): GcPlan {
   const { effective, referrers } = effectiveLastUse(snapshot)
   const sizes = new Map(snapshot.narFiles.map(f => [f.id, f.fileSize]))
@@ -116,11 +144,18 @@ export function planGc (snapshot: GcSnapshot, policy: GcPolicy, now: number): Gc
     doom(i)
   }
 
+  const overSize = (): boolean => policy.maxSize !== null && totalBytes - bytes > policy.maxSize
+  if (overSize() && policy.upstreams !== undefined && policy.upstreams.length > 0) {
+    const again = refetchable(snapshot, referrers, new Set(policy.upstreams))
+    for (const i of order) {
+      if (!overSize() || (effective[i] ?? 0) >= recentCutoff) break
+      if (again[i] === true) doomWithReferrers(i)
+    }
+  }
   for (const i of order) {
     const used = effective[i] ?? 0
     const tooOld = used < oldCutoff
-    const overSize = policy.maxSize !== null && totalBytes - bytes > policy.maxSize && used < recentCutoff
-    if (!tooOld && !overSize) break
+    if (!tooOld && !(overSize() && used < recentCutoff)) break
     doomWithReferrers(i)
   }
   return { evict, narFileIds, bytes, totalBytes, remainingBytes: totalBytes - bytes }

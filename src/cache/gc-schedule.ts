@@ -29,8 +29,12 @@ function runInWorker (input: GcWorkerInput): { done: Promise<GcWorkerResult>, st
   return { done, stop: () => worker.postMessage('stop') }
 }
 
-/** Starts the schedule (nothing when gc.interval is off); the returned function stops it and waits for a run in progress. */
-export function startGcSchedule (location: CacheLocation, settings: Readonly<GcSettings>, log: GcLog): () => Promise<void> {
+/**
+ * Starts the schedule (nothing when gc.interval is off); the returned function stops it and waits
+ * for a run in progress. `upstreams`: the configured upstreams' URLs (paths pulled from them are
+ * evicted first over the size cap, cache/gc-plan.ts).
+ */
+export function startGcSchedule (location: CacheLocation, settings: Readonly<GcSettings>, log: GcLog, upstreams: readonly string[] = []): () => Promise<void> {
   const interval = settings.interval
   if (interval === null) return async () => {}
   let stopping = false
@@ -39,7 +43,8 @@ export function startGcSchedule (location: CacheLocation, settings: Readonly<GcS
 
   const runOnce = async (): Promise<void> => {
     // Plain data only: the worker thread gets a copy.
-    current = runInWorker({ location: { dataDir: location.dataDir, database: location.database ?? null, storage: { url: location.storage?.url ?? null } }, settings: { ...settings } })
+    const where = { dataDir: location.dataDir, database: location.database ?? null, storage: { url: location.storage?.url ?? null } }
+    current = runInWorker({ location: where, settings: { ...settings }, upstreams: [...upstreams] })
     const result = await current.done
     current = undefined
     if (result.ok) log.info(result.fields, 'gc run')

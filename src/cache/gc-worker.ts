@@ -13,10 +13,10 @@ import { collectGarbage, gcLogFields } from './gc.js'
 import { openDataDir, type CacheLocation } from './open-cache.js'
 import { runSingleWriter } from './single-writer.js'
 
-export interface GcWorkerInput { location: CacheLocation, settings: GcSettings }
+export interface GcWorkerInput { location: CacheLocation, settings: GcSettings, upstreams: string[] }
 export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }
 
-const { location, settings } = workerData as GcWorkerInput
+const { location, settings, upstreams } = workerData as GcWorkerInput
 let stopping = false
 parentPort?.on('message', (message: unknown) => { if (message === 'stop') stopping = true })
 
@@ -25,7 +25,7 @@ try {
   const cache = await openDataDir(location)
   try {
     const run = await runSingleWriter(cache.metadata, 'gc', async (lost) =>
-      await collectGarbage(cache, { ...settings, trigger: 'schedule', shouldStop: () => stopping || lost.aborted }))
+      await collectGarbage(cache, { ...settings, upstreams, trigger: 'schedule', shouldStop: () => stopping || lost.aborted }))
     result = run.kind === 'ran' ? { ok: true, fields: gcLogFields(run.value) } : { ok: true, fields: { skipped: 'another replica is collecting' } }
   } finally {
     await cache.close()

@@ -53,7 +53,7 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
   const message = await setUpOnce(config, log)
   const stopMetrics = serveClusterMetrics()
   cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] })
-  const stopGc = startGcSchedule(config, config.gc, log)
+  const stopGc = startGcSchedule(config, config.gc, log, config.upstreams.map(u => u.url))
   const workers = new Workers(config, log, message, stopGc)
   process.once('SIGTERM', () => { workers.stop() })
   process.once('SIGINT', () => { workers.stop() })

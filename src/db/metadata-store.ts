@@ -138,6 +138,11 @@ export interface GcPathRow {
   lastUse: number
   /** 1 when a pin that has not expired names this path. */
   pinned: number
+  /**
+   * The upstream it was pulled from, when that upstream's verified narinfo (upstream_narinfos, not
+   * refused) names the same NAR file, so it can be fetched again; else null.
+   */
+  upstream: string | null
 }
 
 /** `referrer` lists `reference` among its References (self-references left out). */
@@ -319,7 +324,7 @@ export interface NarinfoStore {
    * the exact store path of a narinfo here or (with `upstreamReferences`) of a served upstream
    * record.
    */
-  insert: (record: NarinfoRecord, provenance: ProvenanceEntry, options: { upstreamReferences: boolean, now: number }) => Promise<InsertNarinfoOutcome>
+  insert: (record: NarinfoRecord, provenance: ProvenanceEntry, options: InsertNarinfoOptions) => Promise<InsertNarinfoOutcome>
   /**
    * Compare-and-swap of a stored narinfo's signatures: sets `sigs` and `narinfo` and records the
    * provenance ('merged') only when its signatures are still exactly `expectedSigs`.
@@ -409,6 +414,17 @@ export interface BrowseStore {
   /** The references of a path, and whether each is in the cache. */
   references: (hashPart: string) => Promise<Array<{ baseName: string, present: boolean }>>
   pin: (hashPart: string) => Promise<PinState | undefined>
+}
+
+export interface InsertNarinfoOptions {
+  upstreamReferences: boolean
+  now: number
+  /**
+   * The commit need not wait for the disk: it may be lost to a power cut, but only with every
+   * later write (a path pulled from an upstream, which is pulled again when asked for). A store
+   * may wait anyway.
+   */
+  durableWithNext?: boolean
 }
 
 /** Narinfos pulled from upstream caches (upstream/pull-through.ts). */

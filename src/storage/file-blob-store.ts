@@ -136,17 +136,19 @@ export class FileBlobStore implements BlobStore {
   /**
    * Moves a synced temp file to its content-addressed name; an existing file is success. With
    * `durable`, the rename's directory entry (and a new shard's) is synced before it returns;
-   * without, it reaches the disk with the kernel's next write-back.
+   * without, it reaches the disk with the kernel's next write-back. Synchronous system calls, as
+   * before the seam: through the thread pool (mkdir, rename, open, fsync, close) the CPU per small
+   * upload rose measurably (BENCHMARKS.md, issue 17 blob store).
    */
   async #place (temp: string, fileHash: string, durable: boolean): Promise<void> {
     const dest = narFilePath(this.layout, fileHash)
     const dir = path.dirname(dest)
     // A shard made now is itself only an entry in nar/: without syncing nar/ a power cut could
     // lose the shard, and with it a file whose row committed.
-    if (await fs.promises.mkdir(dir, { recursive: true }) !== undefined && durable) await syncDirectory(this.layout.narDir)
-    await fs.promises.rename(temp, dest)
+    if (mkdirSync(dir, { recursive: true }) !== undefined && durable) fsyncDirectory(this.layout.narDir)
+    renameSync(temp, dest)
     // The rename is only durable once the directory entry is on disk.
-    if (durable) await syncDirectory(dir)
+    if (durable) fsyncDirectory(dir)
   }
 
   /**
@@ -284,10 +286,4 @@ export class FileBlobStore implements BlobStore {
   async publishNarinfo (): Promise<void> {}
   async unpublishNarinfo (): Promise<void> {}
   async publishCacheInfo (): Promise<void> {}
-}
-
-/** fsync of a directory, through the thread pool. */
-async function syncDirectory (dir: string): Promise<void> {
-  const handle = await fs.promises.open(dir, 'r')
-  try { await handle.sync() } finally { await handle.close() }
 }

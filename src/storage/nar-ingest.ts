@@ -196,16 +196,45 @@ async function forEachChunk (body: AsyncIterable<Buffer>, onChunk: (chunk: Buffe
   }
 }
 
+/** Bytes of a body held in memory while its pending blob is still being begun; past that, it waits. */
+const BEFORE_TEMP_BYTES = 8 << 20
+
 export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: string, store: BlobStore,
   options: IngestOptions): Promise<VerifiedNar> {
   await store.ensureRoom(options.declaredBytes, options.reserveBytes)
-  const blob = await store.begin()
+  // Begun while the first bytes arrive and are verified, not before: creating a temp file can
+  // take milliseconds (blob-store.ts), more than receiving and verifying a small NAR, whose
+  // pulling clients get their last bytes at onVerified (BENCHMARKS.md, pull-through).
+  const beginning = store.begin()
+  let begun: PendingBlob | undefined
+  beginning.then(b => { begun = b }, () => {})
+  let blob: PendingBlob | undefined
+  let early: Buffer[] = []
+  let earlyBytes = 0
+  /** The pending blob, once the bytes held meanwhile are written to it. */
+  const intoBlob = async (): Promise<PendingBlob> => {
+    const b = await beginning
+    blob = b
+    const held = early
+    early = []
+    for (const chunk of held) {
+      const writing = b.write(chunk)
+      if (writing !== undefined) await writing
+    }
+    return b
+  }
+  const write = (chunk: Buffer): Promise<unknown> | undefined => {
+    if (blob !== undefined) return blob.write(chunk)
+    early.push(chunk)
+    earlyBytes += chunk.length
+    return begun !== undefined || earlyBytes >= BEFORE_TEMP_BYTES ? intoBlob() : undefined
+  }
   const verifier = new NarVerifier(options.maxBytes, options.maxNarSize)
   try {
     await forEachChunk(body, chunk => {
       const decoding = verifier.write(chunk)
-      const writing = blob.write(chunk)
-      if (decoding === undefined) return writing
+      const writing = write(chunk)
+      if (decoding === undefined) return writing?.then(() => undefined)
       if (writing === undefined) return decoding
       return Promise.all([decoding, writing]).then(() => undefined)
     })
@@ -215,10 +244,11 @@ export async function ingestNar (body: AsyncIterable<Buffer>, expectedFileHash: 
         `NAR file bytes hash to sha256:${nar.fileHash}, not to the sha256:${expectedFileHash} in its name`)
     }
     options.onVerified?.(nar)
-    await blob.finish()
-    return { nar, blob }
+    const pending = blob ?? await intoBlob()
+    await pending.finish()
+    return { nar, blob: pending }
   } catch (err) {
-    await blob.discard()
+    await (blob ?? await beginning.catch(() => undefined))?.discard()
     if ((err as NodeJS.ErrnoException).code === 'ENOSPC') {
       throw new NarwhalError('NARWHAL_INSUFFICIENT_STORAGE', 'the cache\'s disk filled up during the upload; nothing was stored')
     }

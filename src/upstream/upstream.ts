@@ -3,7 +3,7 @@
  * answer timeouts), its credentials, the misses it answered lately, and whether it failed so
  * often lately that it is skipped for a while.
  */
-import { Agent, request, type Dispatcher } from 'undici'
+import { Agent, interceptors, request, type Dispatcher } from 'undici'
 import { ConfigError } from '../config/config.js'
 import type { UpstreamConfig } from '../config/upstreams.js'
 import { NarwhalError, isNarwhalError } from '../errors.js'
@@ -12,6 +12,12 @@ import { netrcAuthorization } from './netrc.js'
 
 /** Failures in a row after which an upstream is skipped for failureBackoffSeconds. */
 export const FAILURES_BEFORE_BACKOFF = 3
+
+/**
+ * Redirects followed per request at most (an upstream may send its files from elsewhere, as a
+ * bucket behind a CDN does); past that the upstream's 3xx is a failure like any other status.
+ */
+export const MAX_REDIRECTS = 5
 
 /** Misses remembered per upstream at most; the oldest are forgotten first. */
 const MAX_REMEMBERED_MISSES = 100_000
@@ -28,6 +34,7 @@ export class Upstream {
   readonly keys: TrustedKeys
   readonly config: UpstreamConfig
   readonly #agent: Agent
+  readonly #dispatcher: Dispatcher
   readonly #headers: Record<string, string>
   /** hash part -> until when (ms) a miss is remembered; Map order is insertion order. */
   readonly #misses = new Map<string, number>()
@@ -55,6 +62,8 @@ export class Upstream {
       headersTimeout: config.answerSeconds * 1000,
       bodyTimeout: config.answerSeconds * 1000
     })
+    // undici drops the Authorization header when a redirect leads to another origin.
+    this.#dispatcher = this.#agent.compose(interceptors.redirect({ maxRedirections: MAX_REDIRECTS }))
   }
 
   /** Asks for `<hashPart>.narinfo`; `maxBytes` bounds the answer. */
@@ -90,7 +99,8 @@ export class Upstream {
   /**
    * Starts the download of a NAR its narinfo names (`narUrl`, relative to the upstream): the
    * answer once its status is 200; throws NARWHAL_NOT_FOUND on 404 and NARWHAL_UPSTREAM_FAILED
-   * otherwise. The URL must stay under the upstream's own.
+   * otherwise. The URL must stay under the upstream's own; the upstream may redirect it anywhere
+   * (MAX_REDIRECTS), as what arrives is verified against the signed narinfo wherever it came from.
    */
   async nar (narUrl: string): Promise<Dispatcher.ResponseData> {
     const url = new URL(narUrl, this.url + '/').toString()
@@ -150,7 +160,7 @@ export class Upstream {
   }
 
   async #get (url: string): Promise<Dispatcher.ResponseData> {
-    return await request(url, { dispatcher: this.#agent, headers: this.#headers })
+    return await request(url, { dispatcher: this.#dispatcher, headers: this.#headers })
   }
 }
 

@@ -44,6 +44,8 @@ interface PathSpec {
   /** Name of another path whose NAR file this one shares. */
   sharesNarOf?: string
   size?: number
+  /** The URL of the upstream it was pulled from (its verified narinfo names the same NAR file). */
+  pulledFrom?: string
 }
 
 async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): Promise<OpenCache> {
@@ -71,6 +73,22 @@ async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: R
       narinfo: `StorePath: ${storePath(name)}\n`,
       references: (p.refs ?? []).map(r => ({ hashPart: hashPart(r), baseName: `${hashPart(r)}-${r}` }))
     }, daysAgo(p.uploaded))
+    if (p.pulledFrom !== undefined) {
+      await cache.metadata.upstreamRecords.insert({
+        hashPart: hashPart(name),
+        storePath: storePath(name),
+        upstream: p.pulledFrom,
+        narUrl: `nar/${fileHash(p.sharesNarOf ?? name)}.nar`,
+        fileHash: fileHash(p.sharesNarOf ?? name),
+        fileSize: p.size ?? 100,
+        compression: 'none',
+        narHash: fileHash(name),
+        narSize: 100,
+        references: (p.refs ?? []).map(r => `${hashPart(r)}-${r}`),
+        narinfo: `StorePath: ${storePath(name)}\n`,
+        createdAt: daysAgo(p.uploaded)
+      })
+    }
     if (p.narinfoRead !== undefined) await cache.metadata.retention.touch([hashPart(name)], [], daysAgo(p.narinfoRead))
     if (p.narRead !== undefined) await cache.metadata.retention.touch([], [fileHash(p.sharesNarOf ?? name)], daysAgo(p.narRead))
   }
@@ -141,6 +159,39 @@ test('max-size evicts least recently used first and stops once NAR files fit', a
   assert.deepEqual(present(tighter), names('yDep', 'zDep', 'zTop'))
   assert.equal(second.remainingBytes, 300)
   assertClosed(tighter)
+})
+
+test('max-size evicts paths pulled from a configured upstream first, never dragging a pushed path along', async () => {
+  const UPSTREAM = 'https://cache.example.org'
+  const spec: Record<string, PathSpec> = {
+    // Pushed, the least recently used of all.
+    pushedOld: { uploaded: 30 },
+    // Pulled and used more recently than pushedOld: still evicted first, as they can be fetched again.
+    pulledA: { uploaded: 30, narRead: 5, pulledFrom: UPSTREAM },
+    pulledB: { uploaded: 30, narRead: 4, pulledFrom: UPSTREAM },
+    // Pulled, but a pushed path needs it: evicting it would take pushedTop along.
+    pulledDep: { uploaded: 30, pulledFrom: UPSTREAM },
+    pushedTop: { uploaded: 30, refs: ['pulledDep'], narRead: 3 },
+    // Pulled from an upstream no longer configured: it could not be fetched again.
+    pulledGone: { uploaded: 30, narRead: 2, pulledFrom: 'https://gone.example.org' }
+  }
+  const preferring = await fabricate(spec)
+  const report = await collectGarbage(preferring, policy({ maxSize: 400, upstreams: [UPSTREAM] }))
+  assert.deepEqual([...report.storePaths].sort(), names('pulledA', 'pulledB'), 'the pulled paths no pushed path needs go first')
+  assert.equal(report.remainingBytes, 400)
+  assert.deepEqual(present(preferring), names('pulledDep', 'pulledGone', 'pushedOld', 'pushedTop'))
+  assertClosed(preferring)
+
+  // Without upstreams configured the same cache is collected by last use alone.
+  const plain = await fabricate(spec)
+  const lru = await collectGarbage(plain, policy({ maxSize: 400 }))
+  assert.deepEqual([...lru.storePaths].sort(), names('pulledA', 'pushedOld'))
+
+  // Past what the pulled paths free, the rest goes by last use as before.
+  const tight = await fabricate(spec)
+  const more = await collectGarbage(tight, policy({ maxSize: 300, upstreams: [UPSTREAM] }))
+  assert.deepEqual([...more.storePaths].sort(), names('pulledA', 'pulledB', 'pushedOld'))
+  assertClosed(tight)
 })
 
 test('max-size keeps paths used within keep-recent and says the limit was not reached', async () => {
@@ -329,13 +380,13 @@ test('a path used, pinned or newly referenced while gc runs is kept, with what i
 
 test('effective last use: a reference inherits its referrers\' latest use; pins and cycles are kept', () => {
   const paths = [
-    { id: 1, hashPart: 'a', narFileId: 1, lastUse: 10, pinned: 0 },
-    { id: 2, hashPart: 'b', narFileId: 2, lastUse: 50, pinned: 0 },
-    { id: 3, hashPart: 'c', narFileId: 3, lastUse: 20, pinned: 0 },
-    { id: 4, hashPart: 'd', narFileId: 4, lastUse: 5, pinned: 1 },
-    { id: 5, hashPart: 'e', narFileId: 5, lastUse: 1, pinned: 0 },
-    { id: 6, hashPart: 'f', narFileId: 6, lastUse: 1, pinned: 0 },
-    { id: 7, hashPart: 'g', narFileId: 7, lastUse: 1, pinned: 0 }
+    { id: 1, hashPart: 'a', upstream: null, narFileId: 1, lastUse: 10, pinned: 0 },
+    { id: 2, hashPart: 'b', upstream: null, narFileId: 2, lastUse: 50, pinned: 0 },
+    { id: 3, hashPart: 'c', upstream: null, narFileId: 3, lastUse: 20, pinned: 0 },
+    { id: 4, hashPart: 'd', upstream: null, narFileId: 4, lastUse: 5, pinned: 1 },
+    { id: 5, hashPart: 'e', upstream: null, narFileId: 5, lastUse: 1, pinned: 0 },
+    { id: 6, hashPart: 'f', upstream: null, narFileId: 6, lastUse: 1, pinned: 0 },
+    { id: 7, hashPart: 'g', upstream: null, narFileId: 7, lastUse: 1, pinned: 0 }
   ]
   // b -> a, c -> a, d -> e (pinned d), f <-> g (a cycle Nix never makes)
   const edges = [{ referrer: 2, reference: 1 }, { referrer: 3, reference: 1 }, { referrer: 4, reference: 5 },

@@ -327,6 +327,27 @@ export function metadataStoreContract (backend: string, open: OpenStore): void {
     assert.equal(byHash.get(top.hashPart)?.pinned, 1, 'pinned until 100, judged at 50')
     assert.deepEqual(snapshot.edges, [{ referrer: byHash.get(top.hashPart)!.id, reference: byHash.get(dep.hashPart)!.id }])
     assert.equal(snapshot.narFiles.length, 2)
+    assert.equal(byHash.get(top.hashPart)?.upstream, null, 'pushed, not pulled')
+
+    const pulled = testPath('pulled')
+    const pulledFile = await liveNarFile(store, 1000)
+    await store.upstreamRecords.insert({
+      hashPart: pulled.hashPart,
+      storePath: pulled.storePath,
+      upstream: 'https://up.example',
+      narUrl: 'nar/p.nar.xz',
+      fileHash: pulledFile.fileHash,
+      fileSize: pulledFile.fileSize,
+      compression: 'xz',
+      narHash: pulledFile.narHash,
+      narSize: pulledFile.narSize,
+      references: [],
+      narinfo: 'x',
+      createdAt: 1
+    })
+    assert.deepEqual(await store.narinfos.insert(narinfoRecord(pulled, pulledFile), PROVENANCE, { upstreamReferences: false, now: 1000 }), { kind: 'created' })
+    assert.equal((await store.retention.snapshot(50)).paths.find(p => p.hashPart === pulled.hashPart)?.upstream, 'https://up.example',
+      'a pulled path names the upstream that can give it again')
     assert.equal((await store.retention.snapshot(200)).paths.find(p => p.hashPart === top.hashPart)?.pinned, 0)
     assert.deepEqual([...(await store.retention.storePathsOf([byHash.get(top.hashPart)!.id, 999_999])).values()], [top.storePath])
     assert.deepEqual((await store.browse.pin(dep.hashPart)), { keepUntil: null, note: 'keep' })

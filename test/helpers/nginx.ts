@@ -13,6 +13,11 @@ import { freePort } from './server-process.js'
 
 export interface NginxCache {
   url: string
+  /**
+   * A second server of the same nginx that answers every request with a 302 to the same path on
+   * `url`, and every request under /loop/ with a 302 to its own path with an x added (without end).
+   */
+  redirectingUrl: string
   root: string
   /** The request lines nginx logged ("GET /x.narinfo 200"), in order. */
   requests: () => string[]
@@ -22,6 +27,7 @@ export interface NginxCache {
 
 export async function startNginxCache (t: TestContext, root: string, dir: string): Promise<NginxCache> {
   const port = await freePort()
+  const redirectingPort = await freePort()
   const url = `http://127.0.0.1:${port}`
   const accessLog = path.join(dir, 'access.log')
   const conf = path.join(dir, 'nginx.conf')
@@ -44,6 +50,11 @@ http {
   types { text/x-nix-narinfo narinfo; }
   default_type application/octet-stream;
   server { listen 127.0.0.1:${port}; root ${root}; }
+  server {
+    listen 127.0.0.1:${redirectingPort};
+    location /loop/ { return 302 \${uri}x; }
+    location / { return 302 ${url}$request_uri; }
+  }
 }
 `)
   let child: ChildProcess | undefined
@@ -75,6 +86,7 @@ http {
   t.after(stop)
   return {
     url,
+    redirectingUrl: `http://127.0.0.1:${redirectingPort}`,
     root,
     requests: () => existsSync(accessLog) ? readFileSync(accessLog, 'utf8').split('\n').filter(l => l !== '') : [],
     stop,

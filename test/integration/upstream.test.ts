@@ -13,6 +13,7 @@ import { buildClosure, HOST_NIX, netrcFile, nixKeyPair, nix, nixOk, run, tempDir
 import { startNginxCache, type NginxCache } from '../helpers/nginx.js'
 import { startServer } from '../helpers/server.js'
 import { CLI, spawnServer } from '../helpers/server-process.js'
+import { MAX_REDIRECTS } from '../../src/upstream/upstream.js'
 
 interface Upstream { nginx: NginxCache, key: { secretFile: string, publicKey: string }, closure: TestClosure, dir: string }
 
@@ -191,6 +192,29 @@ test('a NAR altered upstream is never received whole, leaves nothing stored, and
   assert.equal((await narGets(upstream)).length, 1)
 })
 
+test('an upstream that redirects: narinfos and NARs are fetched where it sends them, verified the same; redirects without end fail after MAX_REDIRECTS', async (t) => {
+  const upstream = await upstreamWith(t)
+  const server = await startServer(t, { env: { NARWHAL_UPSTREAMS: upstream.nginx.redirectingUrl, NARWHAL_UPSTREAM_KEYS: upstream.key.publicKey } })
+  assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
+  const requests = await upstreamRequests(upstream)
+  const count = upstream.closure.all.length
+  // Each narinfo and NAR asked of the redirecting server once, and fetched where it pointed.
+  assert.equal(requests.filter(l => /^GET \/[0-9a-z]{32}\.narinfo 302$/.test(l)).length, count)
+  assert.equal(requests.filter(l => /^GET \/[0-9a-z]{32}\.narinfo 200$/.test(l)).length, count)
+  assert.equal(requests.filter(l => /^GET \/nar\/\S+ 302$/.test(l)).length, count)
+  assert.equal(requests.filter(l => /^GET \/nar\/\S+ 200$/.test(l)).length, count)
+  assert.equal(await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.redirectingUrl), count)
+
+  // Redirects without end: followed MAX_REDIRECTS times, then a failure, and the client a 404.
+  const looping = `${upstream.nginx.redirectingUrl}/loop`
+  const other = await startServer(t, { env: { NARWHAL_UPSTREAMS: looping, NARWHAL_UPSTREAM_KEYS: upstream.key.publicKey } })
+  const hash = hashPart(upstream.closure.top)
+  assert.equal((await fetch(`${other.url}/${hash}.narinfo`)).status, 404)
+  assert.equal(await metric(other, 'narwhal_upstream_errors_total', looping), 1)
+  const loops = (await upstreamRequests(upstream)).filter(l => new RegExp(`^GET /loop/${hash}\\.narinfox* 302$`).test(l))
+  assert.equal(loops.length, MAX_REDIRECTS + 1)
+})
+
 test('upstream stopped: pulled paths still substitute, a miss answers 404 quickly, and both survive a restart', async (t) => {
   const upstream = await upstreamWith(t)
   const dataDir = tempDir('narwhal-data-')
@@ -242,13 +266,21 @@ test('an upstream that does not answer: misses are 404 within the answer timeout
   assert.equal(server.app.narwhal.upstreams?.()[0]?.state, 'skipped', 'the front page shows the upstream skipped')
 })
 
-test('push and proxy in one: nix copy --to narwhal skips upstream-held paths without fetching their NARs, and the pushed closure substitutes', async (t) => {
+test('push and proxy in one: the pusher\'s missing-paths question and nix copy --to narwhal skip upstream-held paths without fetching their NARs, and the pushed closure substitutes', async (t) => {
   // The upstream holds data and dep; top, which references dep, is only on this machine.
   const upstream = await upstreamWith(t, { only: 'dep' })
   const uploader = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [uploader.publicKey], env: upstreamEnv(upstream) })
   const { closure } = upstream
   assert.ok(!existsSync(path.join(upstream.nginx.root, `${hashPart(closure.top)}.narinfo`)))
+
+  // The pusher's question: only top is missing, the upstream holds the rest.
+  const question = await fetch(`${server.url}/api/v1/missing-paths`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${await server.token('push')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ hashParts: closure.all.map(hashPart) })
+  })
+  assert.deepEqual(await question.json(), { missing: [hashPart(closure.top)] })
 
   await nixOk(['copy', '--to', `${server.url}?secret-key=${uploader.secretFile}`, closure.top],
     { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })

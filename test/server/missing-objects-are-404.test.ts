@@ -1,13 +1,15 @@
 /**
  * Rule (fact sheet §7.3, §13.1-2): "missing" is 404 for GET and HEAD alike, never 200, 204, 400
  * or 500, and a HEAD answer carries no body (curl would read it as the next response). A NAR
- * recorded in the database but gone from disk is also a plain 404, not a 500 or a truncated 200.
+ * recorded in the database but gone from disk is also a plain 404, not a 500 or a truncated 200,
+ * and so is one a collection is removing (its row 'deleting'), from the moment it is marked.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { rmSync } from 'node:fs'
 import { startServer, type TestServer } from '../helpers/server.js'
-import { fileHashOf, freshNar, get, parseRaw, put, rawHttp, request, ruleOf } from '../helpers/upload.js'
+import { generateKeyPair } from '../../src/signing/keys.js'
+import { fileHashOf, freshNar, get, makeNarinfo, parseRaw, put, rawHttp, request, ruleOf } from '../helpers/upload.js'
 import { narFilePath } from '../../src/storage/layout.js'
 
 const HASH = '0123456789abcdfghijklmnpqrsvwxyz'
@@ -79,4 +81,26 @@ test('a NAR whose file on disk has the wrong size: 404, never a short 200', asyn
   const answer = await get(`${server.url}/${nar.url}`)
   assert.equal(answer.status, 404, answer.body)
   assert.equal(ruleOf(answer), 'NARWHAL_NOT_FOUND')
+})
+
+test('a NAR a collection is removing is 404 at once, file still on disk, small or large; its narinfo upload is refused', async (t) => {
+  const uploader = generateKeyPair('test-uploader-1')
+  const server = await startServer(t, { trustedKeys: [uploader.publicKeyText] })
+  const token = await server.token('push')
+  // One small enough for the fast path's memory (read once first, so it is kept), one not.
+  const small = await freshNar('none')
+  const large = await freshNar('none', { randomBytes: 128 * 1024 })
+  for (const nar of [small, large]) {
+    assert.equal((await put(`${server.url}/${nar.url}`, nar.bytes, token)).status, 201)
+    assert.equal((await get(`${server.url}/${nar.url}`)).status, 200)
+  }
+  // gc's first step: unnamed NARs marked 'deleting'; their files are deleted next.
+  const marked = await server.cache.metadata.narFiles.markUnnamedDeleting(Date.now() + 1, 0)
+  assert.deepEqual(marked.map(f => f.fileHash).sort(), [small.fileHash, large.fileHash].sort())
+  for (const nar of [small, large]) {
+    assert.equal((await get(`${server.url}/${nar.url}`)).status, 404, `${nar.url} is not served while it is being deleted`)
+    assert.equal((await head(server, `/${nar.url}`)).status, 404)
+    const narinfo = await put(`${server.url}/${nar.hashPart}.narinfo`, makeNarinfo(nar, { keys: [uploader.secretKey] }), token)
+    assert.equal(ruleOf(narinfo), 'NARWHAL_MISSING_DEPENDENCY', narinfo.body)
+  }
 })

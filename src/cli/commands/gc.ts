@@ -77,6 +77,7 @@ export async function gcCommand (args: string[]): Promise<number> {
       maxSize,
       olderThan,
       keepRecent,
+      upstreams: config.upstreams.map(u => u.url),
       unnamedNarGrace: config.gc.unnamedNarGrace,
       dryRun: values['dry-run'] ?? false,
       trigger: 'cli',

@@ -43,7 +43,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   await app.listen({ host: config.listen.host, port: config.listen.port })
   if (message !== undefined) process.stdout.write(message + '\n')
   if (config.upstreams.length > 0) app.log.info({ upstreams: config.upstreams.map(u => u.url) }, 'pulling through from upstream caches')
-  const stopGc = startGcSchedule(config, config.gc, app.log)
+  const stopGc = startGcSchedule(config, config.gc, app.log, config.upstreams.map(u => u.url))
   const stop = (): void => {
     stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(async () => await cache.close(),
       (err: unknown) => app.log.error({ err }, 'error while closing'))

@@ -188,7 +188,7 @@ export function pgNarinfoStore (pool: PgPool, listener: ChangeListener): Narinfo
         }
         await insertProvenance(tx, id, 'created', provenance)
         return { kind: 'created' }
-      })
+      }, { durableWithNext: options.durableWithNext === true })
       if (outcome.kind === 'created') listener.changed()
       return outcome
     },

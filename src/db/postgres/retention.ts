@@ -30,7 +30,9 @@ export function pgRetentionStore (pool: PgPool): RetentionStore {
       paths: (await tx.query<GcPathRow>(
         `SELECT n.id, n.hash_part AS "hashPart", n.nar_file_id AS "narFileId",
                 greatest(n.last_accessed_at, f.last_accessed_at) AS "lastUse",
-                (EXISTS (SELECT 1 FROM pins p WHERE p.hash_part = n.hash_part AND (p.keep_until IS NULL OR p.keep_until > $1)))::int AS pinned
+                (EXISTS (SELECT 1 FROM pins p WHERE p.hash_part = n.hash_part AND (p.keep_until IS NULL OR p.keep_until > $1)))::int AS pinned,
+                (SELECT u.upstream FROM upstream_narinfos u
+                 WHERE u.hash_part = n.hash_part AND u.file_hash = f.file_hash AND u.refused_at IS NULL) AS upstream
          FROM narinfos n JOIN nar_files f ON f.id = n.nar_file_id`, [now])).rows,
       edges: (await tx.query<GcEdgeRow>(
         `SELECT r.narinfo_id AS referrer, n.id AS reference FROM narinfo_refs r JOIN narinfos n ON n.hash_part = r.ref_hash_part

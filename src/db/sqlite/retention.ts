@@ -29,7 +29,9 @@ export class SqliteRetention implements RetentionStore {
       gcPaths: db.prepare<[number], GcPathRow>(
         `SELECT n.id, n.hash_part AS hashPart, n.nar_file_id AS narFileId,
                 max(n.last_accessed_at, f.last_accessed_at) AS lastUse,
-                EXISTS (SELECT 1 FROM pins p WHERE p.hash_part = n.hash_part AND (p.keep_until IS NULL OR p.keep_until > ?)) AS pinned
+                EXISTS (SELECT 1 FROM pins p WHERE p.hash_part = n.hash_part AND (p.keep_until IS NULL OR p.keep_until > ?)) AS pinned,
+                (SELECT u.upstream FROM upstream_narinfos u
+                 WHERE u.hash_part = n.hash_part AND u.file_hash = f.file_hash AND u.refused_at IS NULL) AS upstream
          FROM narinfos n JOIN nar_files f ON f.id = n.nar_file_id`),
       gcEdges: db.prepare<[], GcEdgeRow>(
         `SELECT r.narinfo_id AS referrer, n.id AS reference

@@ -15,7 +15,7 @@ import { migrate, openDatabase, type Db } from '../database.js'
 import type {
   AuxFile, AuxFileEntry, AuxFileStore, ClaimOutcome, InsertNarinfoOutcome, MetadataStore, NarFileFacts, NarFileRow,
   NarFileStore, NarinfoRecord, NarinfoStore, ProvenanceEntry, RemoveOutcome, RemoveRequest, StoredNarinfo, TokenRow,
-  TokenScope
+  TokenStore
 } from '../metadata-store.js'
 import { BodyCache } from '../../nix/body-cache.js'
 import { STORE_DIR } from '../../nix/store-path.js'
@@ -176,7 +176,7 @@ export class SqliteMetadataStore implements MetadataStore {
   readonly narFiles: NarFileStore
   readonly narinfos: NarinfoStore
   readonly aux: AuxFileStore
-  readonly tokens
+  readonly tokens: TokenStore
   readonly retention: SqliteRetention
   readonly provenance: SqliteProvenance
   readonly audit: SqliteAudit
@@ -338,7 +338,9 @@ export class SqliteMetadataStore implements MetadataStore {
       has: async (hashPart) => s.hasNarinfo.get(hashPart) !== undefined,
       storePathOf: async (hashPart) => s.storePathOf.get(hashPart)?.storePath,
       count: async () => s.narinfoCount.get()?.n ?? 0,
-      insert: async (record, provenance, options) => this.transaction(() => this.insertNarinfo(record, provenance, options)),
+      insert: async (record, provenance, options) => options.durableWithNext === true
+        ? this.durableWithNext(() => this.insertNarinfo(record, provenance, options))
+        : this.transaction(() => this.insertNarinfo(record, provenance, options)),
       mergeSignatures: async (id, expectedSigs, sigs, narinfo, provenance) => this.transaction(() => {
         if (s.sigsById.get(id)?.sigs !== expectedSigs.join('\n')) return { kind: 'changed-meanwhile' as const }
         s.updateSigs.run({ id, sigs: sigs.join('\n'), narinfo })
@@ -453,14 +455,13 @@ export class SqliteMetadataStore implements MetadataStore {
     }
   }
 
-  private tokenFacet () {
+  private tokenFacet (): TokenStore {
     const s = this.stmts
     return {
-      insert: async (t: { name: string, scope: TokenScope, tokenHash: string, expiresAt: number | null }, now: number) =>
-        Number(s.insertToken.run({ ...t, now }).lastInsertRowid),
-      byHash: async (tokenHash: string) => s.tokenByHash.get(tokenHash),
+      insert: async (t, now) => Number(s.insertToken.run({ ...t, now }).lastInsertRowid),
+      byHash: async (tokenHash) => s.tokenByHash.get(tokenHash),
       list: async () => s.listTokens.all(),
-      revoke: async (id: number, now: number) => s.revokeToken.run(now, id).changes > 0
+      revoke: async (id, now) => s.revokeToken.run(now, id).changes > 0
     }
   }
 }

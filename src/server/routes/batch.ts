@@ -1,7 +1,7 @@
 /**
  * narwhal's batch API for the pusher (wire types and rules: src/api/v1.ts).
  *
- *   POST /api/v1/missing-paths   which of these hash parts have no narinfo here
+ *   POST /api/v1/missing-paths   which of these hash parts have no narinfo here (nor upstream)
  *   POST /api/v1/upload-batch    multipart: NARs and narinfos, in order
  *
  * The batch route does not have rules of its own: each part goes through exactly the code of the
@@ -103,15 +103,38 @@ function parseMissingQuery (body: Buffer): string[] {
   return hashParts
 }
 
+/** Upstream narinfo lookups one missing-paths query makes at a time. */
+const UPSTREAM_LOOKUPS_AT_ONCE = 16
+
+/** The items for which `keep` resolves true, in their order, at most `limit` checks at a time. */
+async function filterConcurrently<T> (items: T[], limit: number, keep: (item: T) => Promise<boolean>): Promise<T[]> {
+  const kept: boolean[] = new Array<boolean>(items.length).fill(false)
+  let next = 0
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const i = next++
+      kept[i] = await keep(items[i] as T)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+  return items.filter((_, i) => kept[i] === true)
+}
+
 function missingPathsRoute (app: FastifyInstance): void {
   app.post(MISSING_PATHS_ROUTE, async (request, reply) => {
     const hashParts = parseMissingQuery(await readBody(request, 1024 * 1024, 'missing-paths query', '1 MiB'))
-    const missing: string[] = []
+    const notHere: string[] = []
     for (const h of hashParts) {
       // A path the pusher finds here is one its upload will reference: use, for gc, like a narinfo GET.
       if (await app.narwhal.metadata.narinfos.has(h)) app.narwhal.access.narinfo(h)
-      else missing.push(h)
+      else notHere.push(h)
     }
+    // A path an upstream holds (a verified narinfo) is not uploaded either: its narinfo is served
+    // from the upstream's, and a pushed path referencing it counts as complete.
+    const { pullThrough } = app.narwhal
+    const missing = pullThrough === undefined
+      ? notHere
+      : await filterConcurrently(notHere, UPSTREAM_LOOKUPS_AT_ONCE, async h => await pullThrough.narinfo(h, request.log) === undefined)
     const answer: MissingPathsResponse = { missing }
     return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
   })
