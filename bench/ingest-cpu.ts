@@ -137,14 +137,14 @@ async function measure (fn: () => Promise<void>): Promise<Sample> {
   return { cpuMs: (used.user + used.system) / 1000, wallMs }
 }
 
-function freshCache (): { cache: ReturnType<typeof openCache>, cleanup: () => Promise<void> } {
+async function freshCache (): Promise<{ cache: Awaited<ReturnType<typeof openCache>>, cleanup: () => Promise<void> }> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-ingest-data-'))
-  const cache = openCache(loadConfig({ dataDir }, {}))
+  const cache = await openCache(loadConfig({ dataDir }, {}))
   return { cache, cleanup: async () => { await cache.close(); rmSync(dataDir, { recursive: true, force: true }) } }
 }
 
 async function storeAll (bodies: Body[]): Promise<Sample> {
-  const { cache, cleanup } = freshCache()
+  const { cache, cleanup } = await freshCache()
   try {
     return await measure(async () => {
       for (const body of bodies) {

@@ -46,6 +46,10 @@ export const ERROR_STATUS = {
   NARWHAL_STORAGE_URL_INVALID: 400,
   /** The object store cannot be used: unreachable, no such bucket, credentials refused. */
   NARWHAL_STORAGE_UNAVAILABLE: 503,
+  /** A database URL (`--database`, NARWHAL_DATABASE_URL, config `database`) that is malformed or names an unknown parameter. */
+  NARWHAL_DATABASE_URL_INVALID: 400,
+  /** The metadata database cannot be used: unreachable, restarting, credentials refused, schema missing or newer. */
+  NARWHAL_DATABASE_UNAVAILABLE: 503,
   /** Accepting the upload would eat into the free-space reserve of the data folder's disk. */
   NARWHAL_INSUFFICIENT_STORAGE: 507,
   /** The same NAR file is being removed by a collection or fsck right now; retry in a moment. */

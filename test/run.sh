@@ -56,14 +56,24 @@ chmod 1777 "$TMPDIR"
 export TMPDIR
 trap 'rm -rf "$TMPDIR"' EXIT
 
+# The PostgreSQL tests (test/postgres) need a real PostgreSQL: Debian's, installed here in the
+# foreground when missing (two apt-get runs at once would fail on dpkg's lock), then a fresh
+# throwaway cluster (scripts/test-engines/postgres.sh) started while tsc and eslint run, and
+# stopped when the run ends (the EXIT trap below). A short path: its socket lives in it.
+scripts/test-engines/postgres.sh install || { echo "test/run.sh: installing PostgreSQL failed; postgres.sh named the step above" >&2; exit 1; }
+PG_DIR="$(mktemp -d /tmp/narwhal-pg-XXXXXX)"
+scripts/test-engines/postgres.sh start "$PG_DIR" &
+PG_START=$!
+
 # The S3 tests (test/s3) need a real S3 service: Ceph's RADOS Gateway on a one-node cluster,
 # installed when missing and started fresh here (scripts/test-engines/ceph.sh), while tsc and
 # eslint run; stopped by its pid files however the run ends. A short path: Ceph's sockets live in it.
 CEPH_DIR="$(mktemp -d /tmp/narwhal-ceph-XXXXXX)"
 scripts/test-engines/ceph.sh start "$CEPH_DIR" &
 CEPH_START=$!
-# A start still under way is waited for first, so no daemon it starts outlives the run.
-trap 'wait "$CEPH_START" 2>/dev/null; scripts/test-engines/ceph.sh stop "$CEPH_DIR"; rm -rf "$CEPH_DIR" "$TMPDIR"' EXIT
+# A start still under way is waited for first, so no daemon it starts outlives the run (|| true:
+# a start that failed must not stop the trap, set -e applies in it, before the other is stopped).
+trap 'wait "$CEPH_START" "$PG_START" 2>/dev/null || true; scripts/test-engines/ceph.sh stop "$CEPH_DIR"; scripts/test-engines/postgres.sh stop "$PG_DIR"; rm -rf "$CEPH_DIR" "$PG_DIR" "$TMPDIR"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -72,5 +82,8 @@ npx eslint .
 wait "$CEPH_START" || { echo "test/run.sh: the S3 engine (Ceph RGW) did not start; ceph.sh named the step above" >&2; exit 1; }
 # shellcheck source=/dev/null
 source "$CEPH_DIR/env"
+wait "$PG_START" || { echo "test/run.sh: the PostgreSQL engine did not start; postgres.sh named the step above" >&2; exit 1; }
+# shellcheck source=/dev/null
+source "$PG_DIR/env"
 # Integration tests start servers and Nix processes; two at a time suits a 2-core machine.
-node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/ dist/test/s3/
+node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/ dist/test/s3/ dist/test/postgres/

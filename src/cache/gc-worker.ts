@@ -11,6 +11,7 @@ import { parentPort, workerData } from 'node:worker_threads'
 import type { GcSettings } from '../config/config.js'
 import { collectGarbage, gcLogFields } from './gc.js'
 import { openDataDir, type CacheLocation } from './open-cache.js'
+import { runSingleWriter } from './single-writer.js'
 
 export interface GcWorkerInput { location: CacheLocation, settings: GcSettings, upstreams: string[] }
 export type GcWorkerResult = { ok: true, fields: Record<string, unknown> } | { ok: false, error: string }
@@ -22,10 +23,11 @@ parentPort?.on('message', (message: unknown) => { if (message === 'stop') stoppi
 let result: GcWorkerResult
 try {
   // The same database and storage as the server's: a bucket's NARs are collected in the bucket.
-  const cache = openDataDir(location)
+  const cache = await openDataDir(location)
   try {
-    const report = await collectGarbage(cache, { ...settings, upstreams, trigger: 'schedule', shouldStop: () => stopping })
-    result = { ok: true, fields: gcLogFields(report) }
+    const run = await runSingleWriter(cache.metadata, 'gc', async (lost) =>
+      await collectGarbage(cache, { ...settings, upstreams, trigger: 'schedule', shouldStop: () => stopping || lost.aborted }))
+    result = run.kind === 'ran' ? { ok: true, fields: gcLogFields(run.value) } : { ok: true, fields: { skipped: 'another replica is collecting' } }
   } finally {
     await cache.close()
   }

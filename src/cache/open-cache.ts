@@ -15,7 +15,8 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
 import { ConfigError } from '../config/config.js'
 import type { MetadataStore } from '../db/metadata-store.js'
-import { openSqliteMetadataStore } from '../db/sqlite/store.js'
+import { parseDatabaseUrl } from '../db/database-url.js'
+import { openMetadataStore } from '../db/open-metadata-store.js'
 import { AuditLog } from './audit-log.js'
 import { Browse } from './browse.js'
 import { Provenance } from './provenance.js'
@@ -71,47 +72,46 @@ export interface CacheLocation {
 }
 
 /**
- * Only the embedded database can be opened yet (issue 20): say so before anything is created.
- * The database URL is not shown: it may hold a password.
+ * Opens the cache's database and NAR storage: the SQLite file and the NAR folder in the data
+ * folder by default, PostgreSQL (db/open-metadata-store.ts) and an S3 bucket
+ * (storage/open-blob-store.ts) when configured. Both URLs are parsed before anything is created,
+ * so a malformed one changes nothing; the database URL is never shown (it may hold a password).
+ * `prepareStore`: also make the data folder's NAR store and check (or write) its layout version
+ * (a bucket is checked by the first call that uses it: serve's sweep, fsck's check).
  */
-function refuseUnwired (location: CacheLocation): void {
-  const unwired = [
-    location.database == null ? undefined : 'a database other than the SQLite file in the data folder (database, NARWHAL_DATABASE_URL, --database)'
-  ].filter(w => w !== undefined)
-  if (unwired.length > 0) {
-    throw new ConfigError(`${unwired.join(' and ')}: not wired yet in this version of narwhal; ` +
-      'leave database unset to use the SQLite file in the data folder')
-  }
-}
-
-/**
- * `prepareStore`: also make the NAR store's folders and check (or write) its layout version (the
- * data folder's store; a bucket is checked by the first call that uses it: serve's sweep, fsck's
- * check). A malformed storage URL is refused here, naming the part at fault (storage/s3-url.ts).
- */
-export function openDataDir (location: CacheLocation, options: { prepareStore?: boolean } = {}): DataDir {
-  refuseUnwired(location)
+export async function openDataDir (location: CacheLocation, options: { prepareStore?: boolean } = {}): Promise<DataDir> {
+  if (location.database != null) parseDatabaseUrl(location.database)
   const { dataDir } = location
   const layout = layoutFor(dataDir)
   const storage = openBlobStore(layout, { url: location.storage?.url ?? null, redirectNars: location.storage?.redirectNars ?? false })
-  mkdirSync(dataDir, { recursive: true })
-  const created = !existsSync(layout.database)
-  const metadata = openSqliteMetadataStore(layout.database)
-  if (options.prepareStore === true) storage.folder?.init()
-  return {
-    layout,
-    metadata,
-    blobs: storage.blobs,
-    created,
-    close: async () => {
-      storage.close()
+  try {
+    mkdirSync(dataDir, { recursive: true })
+    // Serve and every command migrate, so replicas and commands of one version agree on the schema.
+    const { metadata, created } = await openMetadataStore(location.database ?? undefined, layout.database, { migrate: true })
+    try {
+      if (options.prepareStore === true) storage.folder?.init()
+    } catch (err) {
       await metadata.close()
+      throw err
     }
+    return {
+      layout,
+      metadata,
+      blobs: storage.blobs,
+      created,
+      close: async () => {
+        storage.close()
+        await metadata.close()
+      }
+    }
+  } catch (err) {
+    storage.close()
+    throw err
   }
 }
 
-export function openCache (config: Readonly<Config>): OpenCache {
-  const opened = openDataDir(config, { prepareStore: true })
+export async function openCache (config: Readonly<Config>): Promise<OpenCache> {
+  const opened = await openDataDir(config, { prepareStore: true })
   return {
     ...opened,
     trustedKeys: loadTrustedKeys(config, opened.layout),

@@ -42,7 +42,7 @@ async function runWorker (): Promise<void> {
   const { openCache } = await import('../cache/open-cache.js')
   const { buildApp } = await import('../server/app.js')
   const { pullThroughFor, upstreamContext } = await import('./pull-through.js')
-  const cache = openCache(config)
+  const cache = await openCache(config)
   const pullThrough = pullThroughFor(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
     { clusterWorker: true })

@@ -67,7 +67,7 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
 
 /** What happens once per start, before any worker: returns the first start's message, if any. */
 async function setUpOnce (config: Readonly<Config>, log: Logger): Promise<string | undefined> {
-  const cache = openCache(config)
+  const cache = await openCache(config)
   // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
   // later must not, its siblings have uploads in flight there).
   await cache.blobs.sweep()

@@ -22,7 +22,7 @@ const COMMANDS: Record<string, { load: () => Promise<Run>, summary: string }> = 
   pin: { load: async () => (await import('./commands/pin.js')).pinCommand, summary: 'pin add PATH [--keep-days N] [--note TEXT] | pin list | pin remove PATH   [--data DIR] [--database URL] [--storage URL]' },
   export: { load: async () => (await import('./commands/export.js')).exportCommand, summary: 'export --storage s3://BUCKET?region=R&endpoint=HOST[:PORT]&scheme=http|https [--data DIR] [--database URL] [--jobs N] [-v]   (copies the cache into the bucket --storage names)' },
   audit: { load: async () => (await import('./commands/audit.js')).auditCommand, summary: 'audit [--since DURATION] [--path PATH] [--token ID] [--limit N] [--json] [--data DIR] [--database URL] [--storage URL]   (writes and refusals, oldest first)' },
-  migrate: { load: async () => (await import('./commands/migrate.js')).migrateCommand, summary: 'migrate [--data DIR] [--database URL] [--storage URL]   (serve also migrates on start)' },
+  migrate: { load: async () => (await import('./commands/migrate.js')).migrateCommand, summary: 'migrate [--data DIR] [--database URL] [--storage URL]   (creates or upgrades the schema, the SQLite file or PostgreSQL\'s; serve also migrates on start)' },
   hook: { load: async () => (await import('./commands/hook.js')).hookCommand, summary: 'hook   (post-build-hook: records $DRV_PATH/$OUT_PATHS in $NARWHAL_QUEUE_DIR, exits 0)' },
   pusher: { load: async () => (await import('./commands/pusher.js')).pusherCommand, summary: 'pusher [--config FILE]   (drains the queue to the server)' },
   push: { load: async () => (await import('./commands/push.js')).pushCommand, summary: 'push PATH... [--config FILE]' },

@@ -51,6 +51,8 @@ export function registerErrorHandler (app: FastifyInstance): void {
       else request.log.info({ code: err.code, reason: err.message }, 'request refused')
       // A collection of the same NAR ends within seconds: a retry then succeeds.
       if (err.code === 'NARWHAL_BUSY') reply.header('retry-after', '1')
+      // The metadata database restarting or out of reach: the store retried for seconds already.
+      if (err.code === 'NARWHAL_DATABASE_UNAVAILABLE') reply.header('retry-after', '5')
       return reply.code(err.statusCode).send(`${err.code}: ${err.message}\n`)
     }
     const clientStatus = fastifyStatus(err)

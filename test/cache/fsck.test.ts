@@ -77,7 +77,7 @@ async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ 
 
 /** a <- b <- c (c references b, b references a and itself); d stands alone. */
 async function fixture (): Promise<Fixture> {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-fsck-') }, {}))
+  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-fsck-') }, {}))
   const paths = {
     a: await addPath(cache, 'a', []),
     b: await addPath(cache, 'b', ['a', 'b']),

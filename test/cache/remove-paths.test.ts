@@ -42,7 +42,7 @@ async function addNarinfo (cache: OpenCache, c: string, narFileId: number, refs:
 }
 
 async function fixture (): Promise<OpenCache> {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-remove-') }, {}))
+  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-remove-') }, {}))
   // a <- b <- c (c references b references a); d alone; b and d share one NAR file.
   const fa = await addNarFile(cache, 'a')
   const fb = await addNarFile(cache, 'b')

@@ -37,7 +37,7 @@ async function waitFor (condition: () => boolean, ms: number): Promise<boolean> 
 }
 
 test('a large upload is synced while it arrives, and wholly once sync() returns', async () => {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
   try {
     const temp = await new FileBlobStore(cache.layout).begin()
     const digest = await appendMiB(temp, 40)
@@ -55,7 +55,7 @@ test('a large upload is synced while it arrives, and wholly once sync() returns'
 })
 
 test('a small upload is left to the final sync', async () => {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
   try {
     const temp = await new FileBlobStore(cache.layout).begin()
     await appendMiB(temp, 4)
@@ -70,7 +70,7 @@ test('a small upload is left to the final sync', async () => {
 })
 
 test('discarding an upload while an early sync runs closes and removes it cleanly', async () => {
-  const cache = openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
   try {
     for (let i = 0; i < 3; i++) {
       const temp = await new FileBlobStore(cache.layout).begin()

@@ -101,7 +101,7 @@ test('generated requests never get a 5xx, and refused writes change nothing', { 
   const uploader = generateKeyPair('fuzz-uploader-1')
   const stranger = generateKeyPair('fuzz-stranger-1')
   const config = loadConfig({ configFile, dataDir: path.join(dir, 'data'), listen: '127.0.0.1:0', trustedKeys: [uploader.publicKeyText] }, {})
-  const cache = openCache(config)
+  const cache = await openCache(config)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse }, { logger: false })
   // The error behind a 5xx, for the failure message (the app's own logger is off).
   let lastError: unknown

@@ -48,7 +48,7 @@ export interface StoredState {
  * its bytes hash to its name: it was complete before its rename.
  */
 export async function checkStored (dataDir: string): Promise<StoredState> {
-  const cache = openDataDir({ dataDir })
+  const cache = await openDataDir({ dataDir })
   try {
     const report = await checkCache(cache, { verifyContent: true, graceMs: 0 })
     const problems = report.problems.filter(p => p.kind !== 'unrecorded-nar-file').map(p => `${p.kind} ${p.subject}: ${p.reason}`)

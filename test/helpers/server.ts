@@ -49,7 +49,7 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
     NARWHAL_PRIVATE: options.private === true ? 'true' : 'false',
     ...options.env
   })
-  const opened = openCache(config)
+  const opened = await openCache(config)
   const cache = options.blobs === undefined ? opened : { ...opened, blobs: options.blobs }
   await cache.blobs.sweep() // as `narwhal serve` does
   // Upstream caches when the test configures them (NARWHAL_UPSTREAMS, or upstreams in a config file).

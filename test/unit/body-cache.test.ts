@@ -42,8 +42,8 @@ test('BodyCache drops the least recently used entries past its bound, counting m
 })
 
 /** A cache whose metadata store reads the clock `time.now` (milliseconds), which the test moves. */
-function openTestCache (t: { after: (fn: () => Promise<void>) => void }): OpenCache & { metadata: SqliteMetadataStore, time: { now: number } } {
-  const opened = openCache(loadConfig({ dataDir: tempDir('narwhal-body-cache-') }, {}))
+async function openTestCache (t: { after: (fn: () => Promise<void>) => void }): Promise<OpenCache & { metadata: SqliteMetadataStore, time: { now: number } }> {
+  const opened = await openCache(loadConfig({ dataDir: tempDir('narwhal-body-cache-') }, {}))
   t.after(async () => { await opened.close() })
   const time = { now: 0 }
   return { ...opened, metadata: new SqliteMetadataStore(sqliteDb(opened.metadata), () => time.now), time }
@@ -78,7 +78,7 @@ const B = 'b'.repeat(32)
 const served = (metadata: MetadataStore, hashPart: string): string | undefined => metadata.narinfos.peekBody(hashPart)?.toString()
 
 test('narinfo bodies follow this connection\'s own inserts, signature merges and removals', async (t) => {
-  const { metadata } = openTestCache(t)
+  const { metadata } = await openTestCache(t)
   assert.equal(await metadata.narinfos.body(A), undefined) // a miss, now remembered
   await insert(metadata, A, 'StorePath: one\n')
   assert.equal((await metadata.narinfos.body(A))?.toString(), 'StorePath: one\n')
@@ -95,7 +95,7 @@ test('narinfo bodies follow this connection\'s own inserts, signature merges and
 })
 
 test('narinfo bodies follow what another connection committed, once the freshness bound has passed', async (t) => {
-  const cache = openTestCache(t)
+  const cache = await openTestCache(t)
   const elsewhere = otherConnection(t, cache)
   assert.equal(served(cache.metadata, A), undefined)
   await insert(elsewhere, A, 'StorePath: a\n')
@@ -109,7 +109,7 @@ test('narinfo bodies follow what another connection committed, once the freshnes
 })
 
 test('another connection\'s commit is not looked for again within the freshness bound', async (t) => {
-  const cache = openTestCache(t)
+  const cache = await openTestCache(t)
   const elsewhere = otherConnection(t, cache)
   assert.equal(served(cache.metadata, A), undefined)
   await insert(elsewhere, A, 'StorePath: a\n')
@@ -121,7 +121,7 @@ test('another connection\'s commit is not looked for again within the freshness 
 })
 
 test('servedGeneration changes with every write that can change what GET serves, and only then', async (t) => {
-  const cache = openTestCache(t)
+  const cache = await openTestCache(t)
   const elsewhere = otherConnection(t, cache)
   const { metadata } = cache
   let last = metadata.servedGeneration()

@@ -67,7 +67,7 @@ export async function auditCommand (args: string[]): Promise<number> {
     process.stderr.write(`narwhal audit: no cache in ${config.dataDir}\n`)
     return 2
   }
-  const { metadata, close } = openDataDir(config)
+  const { metadata, close } = await openDataDir(config)
   try {
     let hashPart: string | undefined
     let fileHash: string | undefined

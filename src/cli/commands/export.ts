@@ -55,7 +55,7 @@ export async function exportCommand (args: string[]): Promise<number> {
     return 2
   }
   // The source is the data folder's NARs whatever NARWHAL_STORAGE_URL says: --storage is the target.
-  const cache = openDataDir({ dataDir: config.dataDir, database: config.database })
+  const cache = await openDataDir({ dataDir: config.dataDir, database: config.database })
   const bucket = new S3Objects(location)
   try {
     const result = await exportToBucket({ metadata: cache.metadata, blobs: cache.blobs }, bucket, {

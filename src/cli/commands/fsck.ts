@@ -63,7 +63,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
   }
   let cache: DataDir
   try {
-    cache = openDataDir(config)
+    cache = await openDataDir(config)
   } catch (err) {
     process.stderr.write(`narwhal fsck: cannot open ${config.database === null ? layout.database : 'the cache'}: ${(err as Error).message}\n`)
     return EXIT_CANNOT_RUN

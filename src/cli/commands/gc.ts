@@ -5,6 +5,7 @@
  */
 import { collectGarbage, type GcReport } from '../../cache/gc.js'
 import { openDataDir } from '../../cache/open-cache.js'
+import { runSingleWriter } from '../../cache/single-writer.js'
 import { DURATION_HELP, formatBytes, parseDuration, parseSize, SIZE_HELP } from '../../config/units.js'
 import { narUrl } from '../../nix/nar-url.js'
 import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js'
@@ -70,17 +71,23 @@ export async function gcCommand (args: string[]): Promise<number> {
   const maxSize = sizeFlag(values['max-size'], '--max-size') ?? config.gc.maxSize
   const olderThan = durationFlag(values['older-than'], '--older-than') ?? config.gc.olderThan
   const keepRecent = durationFlag(values['keep-recent'], '--keep-recent') ?? config.gc.keepRecent
-  const cache = openDataDir(config)
+  const cache = await openDataDir(config)
   try {
-    const report = await collectGarbage(cache, {
+    const run = await runSingleWriter(cache.metadata, 'gc', async (lost) => await collectGarbage(cache, {
       maxSize,
       olderThan,
       keepRecent,
       upstreams: config.upstreams.map(u => u.url),
       unnamedNarGrace: config.gc.unnamedNarGrace,
       dryRun: values['dry-run'] ?? false,
-      trigger: 'cli'
-    })
+      trigger: 'cli',
+      shouldStop: () => lost.aborted
+    }))
+    if (run.kind === 'busy') {
+      process.stderr.write('narwhal gc: a collection is running at another replica or command; nothing done\n')
+      return 1
+    }
+    const report = run.value
     process.stdout.write(formatGcReport(report, {
       verbose: values.verbose ?? false,
       maxSize,

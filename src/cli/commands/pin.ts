@@ -34,7 +34,7 @@ export async function pinCommand (args: string[]): Promise<number> {
     ...CACHE_OPTIONS
   }, true)
   const config = loadCacheConfig(values)
-  const { metadata, close } = openDataDir(config)
+  const { metadata, close } = await openDataDir(config)
   const retention = metadata.retention
   try {
     switch (action) {

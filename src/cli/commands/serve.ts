@@ -32,7 +32,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   // Loaded here, not at the top: the primary of `--workers N` serves nothing, and Fastify and the
   // routes cost it memory for nothing.
   const { buildApp } = await import('../../server/app.js')
-  const cache = openCache(config)
+  const cache = await openCache(config)
   // Uploads a crash or kill interrupted; this process is the only one serving the store.
   await cache.blobs.sweep()
   // A bucket read as a Nix cache says what the server's own nix-cache-info says (no-op for the folder).

@@ -23,7 +23,7 @@ export async function tokenCommand (args: string[]): Promise<number> {
     ...CACHE_OPTIONS
   }, true)
   const config = loadCacheConfig(values)
-  const { metadata, close } = openDataDir(config)
+  const { metadata, close } = await openDataDir(config)
   try {
     switch (action) {
       case 'create': {
