@@ -86,4 +86,4 @@ wait "$PG_START" || { echo "test/run.sh: the PostgreSQL engine did not start; po
 # shellcheck source=/dev/null
 source "$PG_DIR/env"
 # Integration tests start servers and Nix processes; two at a time suits a 2-core machine.
-node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/ dist/test/s3/ dist/test/postgres/
+node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/ dist/test/s3/ dist/test/postgres/ dist/test/scale/
