@@ -15,7 +15,7 @@
  * BENCHMARKS.md unless BENCH_QUICK=1.
  */
 import type { ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { buildBenchClosure } from './closure.js'
@@ -49,9 +49,11 @@ async function startReplica (env: NodeJS.ProcessEnv, publicKey: string): Promise
 }
 
 async function main (): Promise<void> {
-  const scratch = useScratchTmpdir('narwhal-bench-replicas')
-  const pgDir = path.join(scratch, 'pg')
-  const cephDir = path.join(scratch, 'ceph')
+  useScratchTmpdir('narwhal-bench-replicas')
+  // Short paths straight under /tmp, as test/run.sh makes them: their sockets live in them, and
+  // the postgres user must reach its folder (the scratch folder is private).
+  const pgDir = mkdtempSync('/tmp/narwhal-pg-')
+  const cephDir = mkdtempSync('/tmp/narwhal-ceph-')
   console.error('starting PostgreSQL and Ceph RGW…')
   await Promise.all([sh('scripts/test-engines/postgres.sh', ['start', pgDir]), sh('scripts/test-engines/ceph.sh', ['start', cephDir])])
   const children: ChildProcess[] = []
@@ -148,6 +150,8 @@ async function main (): Promise<void> {
     await Promise.all(databases.map(async db => { await db.drop().catch(() => {}) }))
     await sh('scripts/test-engines/ceph.sh', ['stop', cephDir]).catch(() => {})
     await sh('scripts/test-engines/postgres.sh', ['stop', pgDir]).catch(() => {})
+    rmSync(pgDir, { recursive: true, force: true })
+    rmSync(cephDir, { recursive: true, force: true })
   }
 }
 
