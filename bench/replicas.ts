@@ -37,6 +37,15 @@ function loadEnvFile (file: string): void {
   }
 }
 
+/** Prints each round's figure (stderr), so the spread behind a median can be seen. */
+function logged (label: string, fn: () => Promise<number>): () => Promise<number> {
+  return async () => {
+    const seconds = await fn()
+    console.error(`${label}: ${seconds.toFixed(2)} s`)
+    return seconds
+  }
+}
+
 interface Replica { url: string, child: ChildProcess }
 
 async function startReplica (env: NodeJS.ProcessEnv, publicKey: string): Promise<Replica> {
@@ -100,7 +109,7 @@ async function main (): Promise<void> {
       }
     }
     console.error('substitution rounds…')
-    const [ngSub, streamSub, redirectSub] = await alternate(ROUNDS, [nginx.staticUrl, b.url, c.url].map(substitute))
+    const [ngSub, streamSub, redirectSub] = await alternate(ROUNDS, [nginx.staticUrl, b.url, c.url].map(substitute).map((fn, i) => logged(`substitution ${['nginx', 'streamed', 'redirected'][i] ?? ''}`, fn)))
 
     // Upload: a fresh server each round, embedded default against a replica on a fresh database and bucket.
     const uploadEmbedded = async (): Promise<number> => {
@@ -120,7 +129,7 @@ async function main (): Promise<void> {
       } finally { replica.child.kill('SIGTERM') }
     }
     console.error('upload rounds…')
-    const [embeddedUp, replicaUp] = await alternate(ROUNDS, [uploadEmbedded, uploadReplica])
+    const [embeddedUp, replicaUp] = await alternate(ROUNDS, [logged('upload embedded', uploadEmbedded), logged('upload replica', uploadReplica)])
 
     const f = (n: number | undefined): string => (n ?? NaN).toFixed(2)
     const r = (n: number | undefined, d: number | undefined): string => ((n ?? NaN) / (d ?? NaN)).toFixed(2)
