@@ -23,6 +23,7 @@ import type { Config } from '../config/config.js'
 import { serveClusterMetrics } from '../server/cluster-metrics.js'
 import { CONFIG_ENV, SHUTDOWN_MESSAGE } from './cluster-protocol.js'
 import { firstStart } from './first-start.js'
+import { startStorageUpkeep } from './storage-upkeep.js'
 
 const WORKER_ENTRY = fileURLToPath(new URL('./cluster-worker.js', import.meta.url))
 
@@ -51,11 +52,11 @@ interface Slot {
 
 export async function runCluster (config: Readonly<Config>): Promise<number> {
   const log: Logger = pino({ level: config.logLevel })
-  const message = await setUpOnce(config, log)
+  const { message, stopUpkeep } = await setUpOnce(config, log)
   const stopMetrics = serveClusterMetrics()
   cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] })
   const stopGc = startGcSchedule(config, config.gc, log, config.upstreams.map(u => u.url))
-  const workers = new Workers(config, log, message, stopGc)
+  const workers = new Workers(config, log, message, async () => { await stopUpkeep(); await stopGc() })
   process.once('SIGTERM', () => { workers.stop() })
   process.once('SIGINT', () => { workers.stop() })
   workers.start()
@@ -65,21 +66,24 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
   return exitCode
 }
 
-/** What happens once per start, before any worker: returns the first start's message, if any. */
-async function setUpOnce (config: Readonly<Config>, log: Logger): Promise<string | undefined> {
+/**
+ * What happens once per start, before any worker: returns the first start's message, if any, and
+ * how to stop the storage upkeep (retried here in the primary while the bucket cannot be reached).
+ */
+async function setUpOnce (config: Readonly<Config>, log: Logger): Promise<{ message: string | undefined, stopUpkeep: () => Promise<void> }> {
   const cache = await openCache(config)
-  // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
-  // later must not, its siblings have uploads in flight there).
-  await cache.blobs.sweep()
-  // A bucket read as a Nix cache says what the server's own nix-cache-info says (no-op for the folder).
-  await cache.blobs.publishCacheInfo(cacheInfoText(config.priority))
   const message = await firstStart(config, cache)
   if (cache.trustedKeys.size === 0) {
     log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
-  // The workers open their own connections; the primary has no more use for this one.
-  await cache.close()
-  return message
+  // Uploads a crash or kill interrupted: once, before any worker serves (a worker restarted
+  // later must not, its siblings have uploads in flight there), and the bucket's nix-cache-info.
+  const upkeep = await startStorageUpkeep(cache.blobs, cacheInfoText(config.priority), log)
+  // The workers open their own connections; the primary needs this one only until the upkeep is done.
+  let closed: Promise<void> | undefined
+  const close = async (): Promise<void> => { closed ??= cache.close(); await closed }
+  upkeep.done.then(close).catch((err: unknown) => log.warn({ err }, 'closing the primary\'s cache connections failed'))
+  return { message, stopUpkeep: async () => { upkeep.stop(); await close() } }
 }
 
 /** The N workers: forked, restarted with back-off when one dies, closed gracefully on stop(). */

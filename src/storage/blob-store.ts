@@ -158,7 +158,8 @@ export interface BlobStore {
    * Removes what interrupted uploads left (the folder: everything in store/tmp; S3: unfinished
    * multipart uploads and temp objects older than a grace). Only while no process writes to the
    * store's temp space: `serve` before it listens, the primary of `serve --workers N` before its
-   * first worker starts.
+   * first worker starts. A bucket's sweep may also run later (the grace spares uploads in flight):
+   * cli/storage-upkeep.ts retries it there when the bucket could not be reached at start.
    */
   sweep: () => Promise<void>
   /**

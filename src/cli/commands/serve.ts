@@ -10,6 +10,7 @@ import { firstStart } from '../first-start.js'
 import { pullThroughFor, upstreamContext } from '../pull-through.js'
 import { CACHE_OPTIONS, loadCacheConfig } from '../cache-options.js'
 import { parse } from '../usage.js'
+import { startStorageUpkeep } from '../storage-upkeep.js'
 
 export async function serveCommand (args: string[]): Promise<number> {
   const { values } = parse(args, {
@@ -33,13 +34,12 @@ export async function serveCommand (args: string[]): Promise<number> {
   // routes cost it memory for nothing.
   const { buildApp } = await import('../../server/app.js')
   const cache = await openCache(config)
-  // Uploads a crash or kill interrupted; this process is the only one serving the store.
-  await cache.blobs.sweep()
-  // A bucket read as a Nix cache says what the server's own nix-cache-info says (no-op for the folder).
-  await cache.blobs.publishCacheInfo(cacheInfoText(config.priority))
   const message = await firstStart(config, cache)
   const pullThrough = pullThroughFor(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
+  // Uploads a crash or kill interrupted (this process is the only one serving the store), and the
+  // bucket's nix-cache-info; an unreachable bucket is retried later instead of stopping the start.
+  const upkeep = await startStorageUpkeep(cache.blobs, cacheInfoText(config.priority), app.log)
   if (cache.trustedKeys.size === 0) {
     app.log.warn('no trusted uploader key: every narinfo upload will be refused; configure --trusted-key NAME:BASE64')
   }
@@ -48,6 +48,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   if (config.upstreams.length > 0) app.log.info({ upstreams: config.upstreams.map(u => u.url) }, 'pulling through from upstream caches')
   const stopGc = startGcSchedule(config, config.gc, app.log, config.upstreams.map(u => u.url))
   const stop = (): void => {
+    upkeep.stop()
     stopGc().then(async () => await app.close()).then(async () => await pullThrough?.close()).then(async () => await cache.close(),
       (err: unknown) => app.log.error({ err }, 'error while closing'))
   }

@@ -23,6 +23,9 @@ export async function migratePostgres (pool: PgPool, dir = PG_MIGRATIONS_DIR): P
   const applied: string[] = []
   for (const m of listMigrations(dir)) {
     const done = await pool.transaction(async (tx) => {
+      // Another process may be migrating (the lock below waits for it), and a migration may take long.
+      await tx.query('SET LOCAL lock_timeout = 0')
+      await tx.query('SET LOCAL statement_timeout = 0')
       await lockJobForTransaction(tx, 'migrate')
       await tx.query(SCHEMA_TABLE)
       const current = await tx.query<{ version: number | null }>('SELECT max(version) AS version FROM narwhal_schema')

@@ -16,6 +16,11 @@ import type { PostgresLocation } from '../database-url.js'
 /** How long a statement or transaction keeps trying through lost connections and refused connects. */
 export const RECONNECT_WINDOW_MS = 5000
 
+/** A statement waiting this long for a row or table lock fails with NARWHAL_BUSY (SQLite waits as long: busy_timeout). */
+export const LOCK_TIMEOUT_MS = 5000
+/** A statement running this long is cancelled and fails with NARWHAL_DATABASE_UNAVAILABLE. */
+export const STATEMENT_TIMEOUT_MS = 30_000
+
 /** bigint and numeric (sum() of bigint) as numbers: times and sizes, exact up to 2^53. */
 const TYPES: pg.CustomTypesConfig = {
   getTypeParser: ((oid: number, format?: string) => {
@@ -27,6 +32,18 @@ const TYPES: pg.CustomTypesConfig = {
 /** SQLSTATEs that mean the connection, not the statement, failed: class 08, and the server shutting down or starting. */
 function isConnectionSqlState (code: string | undefined): boolean {
   return code !== undefined && (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03')
+}
+
+/**
+ * A statement that hit lock_timeout (55P03 lock_not_available) as NARWHAL_BUSY, one cancelled by
+ * statement_timeout (57014 query_canceled) as NARWHAL_DATABASE_UNAVAILABLE; anything else as is.
+ * Both are decided by SQLSTATE; the statement's transaction is rolled back by the caller.
+ */
+function timedOut (err: unknown): unknown {
+  if (!(err instanceof pg.DatabaseError)) return err
+  if (err.code === '55P03') return new NarwhalError('NARWHAL_BUSY', `the metadata database (PostgreSQL): a row or table stayed locked longer than ${LOCK_TIMEOUT_MS / 1000} s; retry in a moment (55P03)`, { cause: err })
+  if (err.code === '57014') return unavailable(`a statement ran longer than ${STATEMENT_TIMEOUT_MS / 1000} s and was cancelled`, err)
+  return err
 }
 
 /**
@@ -97,7 +114,7 @@ export class PgPool {
       try {
         return await this.pool.query(text, values) as unknown as Result<R>
       } catch (err) {
-        throw isConnectionError(err) ? new ConnectionLost(err) : err
+        throw isConnectionError(err) ? new ConnectionLost(err) : timedOut(err)
       }
     })
   }
@@ -114,7 +131,7 @@ export class PgPool {
           try {
             return await client.query(text, values) as unknown as Result<R>
           } catch (err) {
-            throw isConnectionError(err) || isRetryableConflict(err) ? new ConnectionLost(err) : err
+            throw isConnectionError(err) || isRetryableConflict(err) ? new ConnectionLost(err) : timedOut(err)
           }
         }
       }
@@ -215,6 +232,9 @@ export function connectionConfig (location: PostgresLocation): pg.ClientConfig {
     ssl: location.sslmode === 'disable' ? false : { rejectUnauthorized: location.sslmode === 'verify-full' },
     types: TYPES,
     connectionTimeoutMillis: 5000,
+    // No statement waits forever on a lock or runs forever (session settings; migrate lifts them).
+    lock_timeout: LOCK_TIMEOUT_MS,
+    statement_timeout: STATEMENT_TIMEOUT_MS,
     // A server that vanished without closing the connection (a network cut) is noticed.
     keepAlive: true,
     application_name: 'narwhal'
