@@ -123,15 +123,8 @@ rgw_frontends = beast endpoint=127.0.0.1:$RGW_PORT tcp_nodelay=1
 EOF
 }
 
-port_free () {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-first_free_port () {
-  local port=$1
-  while ! port_free "$port" && ((port < $1 + 100)); do port=$((port + 1)); done
-  echo "$port"
-}
+# shellcheck source=scripts/test-engines/ports.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 # Waits until "$@" succeeds, at most STEP_TIMEOUT seconds; returns 1 on timeout.
 wait_for () {

@@ -69,15 +69,8 @@ as_owner () {
   if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
-port_free () {
-  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-first_free_port () {
-  local port=$1
-  while ! port_free "$port" && ((port < $1 + 100)); do port=$((port + 1)); done
-  echo "$port"
-}
+# shellcheck source=scripts/test-engines/ports.sh
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 
 start () {
   DIR=$1
