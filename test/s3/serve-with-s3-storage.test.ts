@@ -6,7 +6,6 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync } from 'node:fs'
 import path from 'node:path'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, run, tempDir } from '../helpers/nix.js'
 import { CLI, createToken, spawnServer } from '../helpers/server-process.js'
@@ -22,7 +21,6 @@ test('narwhal serve --storage s3://…: pushed through narwhal, substituted by s
   const env = Object.fromEntries(Object.entries(awsEnv(engine)).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>
   const server = await spawnServer({ dataDir, logFile: path.join(dataDir, 'serve.log'), trustedKeys: [key.publicKey], args: ['--storage', url], env })
   t.after(async () => await server.stop())
-  assert.equal(readFileSync(path.join(dataDir, 'serve.log'), 'utf8').includes('not wired'), false)
 
   const closure = await buildClosure({ dataBytes: 1024 * 1024 })
   const token = await createToken(dataDir, 'push')
