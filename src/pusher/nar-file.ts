@@ -130,27 +130,54 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
 }
 
 /** libzstd's worker threads per NAR being compressed (the pusher compresses `concurrency` at a time). */
-const ZSTD_WORKERS = 2
+const ZSTD_WORKERS = Number(process.env.I18_WORKERS ?? '2')
 /** The event loop turns after this many NAR bytes. */
 const TURN_BYTES = 4 << 20
+
+/** Room zstd is given to write into at least, and the largest slab of compressed bytes kept in memory. */
+const MIN_ROOM = 64 << 10
+const MAX_SLAB = 4 << 20
 
 /**
  * Compressed bytes kept in memory up to `limit`, then in `file` (the NAR's upload reads them
  * back). On this shared machine, writing a 50 MB temp file while the server synced its own
  * files tripled a large NAR's compression time (BENCHMARKS.md, push, 2026-12-07).
+ *
+ * zstd writes straight into the memory that is kept (`room()`, then `took(n)`): slabs of 64 KiB
+ * growing to 4 MiB, so a NAR's compressed bytes are neither copied nor held in a thousand small
+ * buffers (a copy per chunk made the garbage collector run for the external memory).
  */
 class Output {
   private chunks: Buffer[] | undefined = []
   private held = 0
   private fd: number | undefined
+  private slab = Buffer.allocUnsafeSlow(MIN_ROOM)
+  private used = 0
+  /** Index in `chunks` of the first chunk that lives in the current slab. */
+  private slabFirst = 0
 
   constructor (private readonly file: string, private readonly limit: number) {}
 
-  write (bytes: Buffer): void {
-    if (this.chunks !== undefined && this.held + bytes.length <= this.limit) {
-      this.chunks.push(Buffer.from(bytes))
-      this.held += bytes.length
-      return
+  /** Where zstd writes next (at least MIN_ROOM bytes). */
+  room (): Buffer {
+    if (this.slab.length - this.used < MIN_ROOM) {
+      // In the file, the one slab is reused; in memory, a new, larger one.
+      const size = this.fd !== undefined ? this.slab.length : Math.min(MAX_SLAB, this.slab.length * 2)
+      this.slab = Buffer.allocUnsafeSlow(size)
+      this.used = 0
+      this.slabFirst = this.chunks?.length ?? 0
+    }
+    return this.slab.subarray(this.used)
+  }
+
+  /** The first `n` bytes of the last room() are compressed output. */
+  took (n: number): Buffer {
+    const bytes = this.slab.subarray(this.used, this.used + n)
+    if (this.chunks !== undefined && this.held + n <= this.limit) {
+      this.chunks.push(bytes)
+      this.held += n
+      this.used += n
+      return bytes
     }
     if (this.fd === undefined) {
       this.fd = openSync(this.file, 'wx', 0o600)
@@ -158,6 +185,9 @@ class Output {
       this.chunks = undefined
     }
     this.writeAll(bytes)
+    // The slab's bytes are on disk: it is written over from the start.
+    this.used = 0
+    return bytes
   }
 
   private writeAll (bytes: Buffer): void {
@@ -167,7 +197,13 @@ class Output {
   /** The chunks, or undefined when they went to the file. */
   close (): Buffer[] | undefined {
     if (this.fd !== undefined) closeSync(this.fd)
-    return this.chunks
+    const chunks = this.chunks
+    // A small NAR does not keep a mostly empty slab alive until its upload.
+    if (chunks !== undefined && this.used < this.slab.length / 2) {
+      const tail = chunks.splice(this.slabFirst)
+      if (tail.length > 0) chunks.push(Buffer.concat(tail))
+    }
+    return chunks
   }
 }
 
@@ -176,17 +212,14 @@ async function zstdInProcess (storePath: string, output: Output, level: number, 
   const cctx = new zstd.CCtx()
   cctx.setParameter(zstd.CParameter.compressionLevel, level)
   cctx.setParameter(zstd.CParameter.nbWorkers, ZSTD_WORKERS)
-  const out = Buffer.allocUnsafe(1 << 20)
   let chunks: Buffer[] | undefined
   try {
     const compress = (input: Buffer, end: zstd.EndDirective): void => {
       for (;;) {
-        const [remaining, produced, consumed] = cctx.compressStream2(out, input, end)
+        const [remaining, produced, consumed] = cctx.compressStream2(output.room(), input, end)
         if (produced > 0) {
-          const bytes = out.subarray(0, produced)
-          fileHash.update(bytes)
+          fileHash.update(output.took(produced))
           fileCount.bytes += produced
-          output.write(bytes)
         }
         input = input.subarray(consumed)
         if (input.length === 0 && (end === zstd.EndDirective.continue || remaining === 0)) return
