@@ -8,7 +8,7 @@
  * the caller streams the temp file as the request body and removes it afterwards.
  *
  * zstd from the in-process writer (the default) runs as a synchronous loop over one buffer:
- * read, hash, hand to libzstd's worker threads, hash and write what comes out, letting the event
+ * read, hash, compress (libzstd, on this thread), hash and keep what comes out, letting the event
  * loop turn every few MiB so uploads in flight keep moving. xz and `nix-store --dump` go through
  * Node streams.
  */
@@ -57,12 +57,18 @@ function hashing (hash: ReturnType<typeof createHash>, counter: { bytes: number 
 export type NarSource = 'in-process' | 'nix-store'
 
 /**
- * zstd with one worker thread: libzstd compresses off the main thread, which then only hashes
- * and moves bytes. The pusher's main thread was the bottleneck of a push on two cores (measured
- * with bench/push-throughput.ts); zstd's multi-threaded output is deterministic.
+ * libzstd's worker threads per NAR: none. Its multi-threaded mode cost 15% more pusher CPU for
+ * the same bytes and did not push faster on two cores, where the server verifies the previous
+ * NAR on the other core (BENCHMARKS.md, push, 2026-12-07 23:54).
+ */
+const ZSTD_WORKERS = 0
+
+/**
+ * zstd on the calling thread (ZSTD_WORKERS), as the in-process loop does, so both sources give
+ * the same compressed bytes for the same NAR.
  */
 function compressor (compression: PushCompression, level?: number): Transform {
-  if (compression === 'zstd') return new CompressStream({ compressionLevel: level ?? 3, nbWorkers: 1 })
+  if (compression === 'zstd') return new CompressStream({ compressionLevel: level ?? 3, nbWorkers: ZSTD_WORKERS })
   return createCompressor(compression, level)
 }
 
@@ -129,8 +135,6 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
   return finish()
 }
 
-/** libzstd's worker threads per NAR being compressed (the pusher compresses `concurrency` at a time). */
-const ZSTD_WORKERS = Number(process.env.I18_WORKERS ?? '2')
 /** The event loop turns after this many NAR bytes. */
 const TURN_BYTES = 4 << 20
 

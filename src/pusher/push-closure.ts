@@ -127,7 +127,7 @@ export function resultFor (result: PushResult, paths: ReadonlySet<string>, narSi
 const NARINFOS_PER_BATCH = 200
 
 /**
- * zstd NARs compressed at once (each on libzstd's worker threads); the other workers wait with theirs
+ * zstd NARs compressed at once (on the main thread, nar-file.ts); the other workers wait with theirs
  * while earlier NARs upload. One at a time, the largest NAR is ready (and its upload and the
  * server's verification under way) while the next is compressed, where four at once all finished
  * together at the end (BENCHMARKS.md, 2026-12-07).
