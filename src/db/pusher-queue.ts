@@ -194,6 +194,11 @@ export class SqlitePusherQueue {
     this.stmts.clearOutcome.run(storePath)
   }
 
+  /** Runs `fn`'s transitions as one transaction: one commit (one fsync) for all of them. */
+  inOneCommit<T> (fn: () => T): T {
+    return this.db.transaction(fn)()
+  }
+
   lastSeq (): number {
     return this.stmts.lastSeq.get()?.seq ?? 0
   }

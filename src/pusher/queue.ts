@@ -89,6 +89,8 @@ export interface Queue {
   setPathOutcome: (storePath: string, state: 'failed' | 'dropped', reason: string, jobSeq: number | null, now?: number) => void
   clearPathOutcome: (storePath: string) => void
   lastSeq: () => number
+  /** `fn`'s transitions in one commit: a kill -9 keeps all of them or none. */
+  inOneCommit: <T>(fn: () => T) => T
   /** Jobs with seq > `after`, plus every unfinished job, with their states (for `queue wait`). */
   jobsSince: (after: number) => Array<{ seq: number, state: JobState }>
   status: (limit?: number) => QueueRows

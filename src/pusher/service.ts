@@ -154,34 +154,39 @@ async function pushJobs (live: Array<{ job: Job, outs: string[] }>, options: Ser
     backoff: { baseMs: 250, maxMs: Math.min(5000, config.maxRetryDelaySeconds * 1000) },
     signal: options.signal
   })
-  for (const p of all.uploaded) queue.clearPathOutcome(p)
+  // One commit for the whole push's bookkeeping: a commit per job and per path was an fsync
+  // each, 400 of them for a drain of 200 builds (BENCHMARKS.md, push). A kill -9 before it leaves
+  // the jobs running, to be pushed again (and found present) at the next start.
   const outcomes = new Map<number, JobOutcome>()
-  const credited = new Set<string>()
-  for (const { job } of live) {
-    const roots = rootsOf.get(job.seq) ?? []
-    const result = resultFor(all, closureOf(roots, byBase), narSizes, credited)
-    for (const p of result.uploaded) credited.add(p)
-    const jobNotes = notes.get(job.seq) ?? []
-    for (const f of result.failed) {
-      const dropped = f.kind === 'gone'
-      queue.setPathOutcome(f.path, dropped ? 'dropped' : 'failed', f.reason, job.seq)
-      if (dropped) jobNotes.push(`dropped ${f.path}: ${f.reason}`)
+  queue.inOneCommit(() => {
+    for (const p of all.uploaded) queue.clearPathOutcome(p)
+    const credited = new Set<string>()
+    for (const { job } of live) {
+      const roots = rootsOf.get(job.seq) ?? []
+      const result = resultFor(all, closureOf(roots, byBase), narSizes, credited)
+      for (const p of result.uploaded) credited.add(p)
+      const jobNotes = notes.get(job.seq) ?? []
+      for (const f of result.failed) {
+        const dropped = f.kind === 'gone'
+        queue.setPathOutcome(f.path, dropped ? 'dropped' : 'failed', f.reason, job.seq)
+        if (dropped) jobNotes.push(`dropped ${f.path}: ${f.reason}`)
+      }
+      const realFailures = result.failed.filter(f => f.kind !== 'gone')
+      const state = realFailures.length > 0 ? 'failed' : 'done'
+      queue.finish(job.seq, {
+        state,
+        lastError: realFailures.length > 0 ? realFailures.map(f => `${f.path}: ${f.reason}`).join('\n') : null,
+        note: jobNotes.length > 0 ? jobNotes.join('\n') : null,
+        pathsTotal: result.closureSize,
+        pathsUploaded: result.uploaded.length,
+        bytesUploaded: result.bytesSent
+      })
+      const line = summarise(roots, result)
+      log(line)
+      for (const f of realFailures) log(`  failed ${f.path}: ${f.reason}`)
+      outcomes.set(job.seq, { state, message: line })
     }
-    const realFailures = result.failed.filter(f => f.kind !== 'gone')
-    const state = realFailures.length > 0 ? 'failed' : 'done'
-    queue.finish(job.seq, {
-      state,
-      lastError: realFailures.length > 0 ? realFailures.map(f => `${f.path}: ${f.reason}`).join('\n') : null,
-      note: jobNotes.length > 0 ? jobNotes.join('\n') : null,
-      pathsTotal: result.closureSize,
-      pathsUploaded: result.uploaded.length,
-      bytesUploaded: result.bytesSent
-    })
-    const line = summarise(roots, result)
-    log(line)
-    for (const f of realFailures) log(`  failed ${f.path}: ${f.reason}`)
-    outcomes.set(job.seq, { state, message: line })
-  }
+  })
   return outcomes
 }
 
