@@ -7,6 +7,10 @@
  * a narinfo that cannot be served goes together with every narinfo whose closure it breaks, and a
  * later upload of the same path (nix copy --to) heals the cache.
  *
+ * A bucket that is itself a Nix cache (BlobStore.published) must hold exactly the rows'
+ * narinfos: a narinfo object without a row is removed (Nix reading the bucket would be offered a
+ * path the cache dropped), a missing or different one is written again from its row.
+ *
  * It may run while the server runs (SQLite WAL lets both in). What a live server may be in the
  * middle of writing is left alone: files in store/tmp, and files in store/nar without a row
  * (Nix's upload renames a NAR into place a moment before its row is written), count as uploads

@@ -8,8 +8,9 @@
  *
  * On a Ceph cluster of this file's own: stopping the shared one's radosgw would fail every other
  * S3 test running meanwhile. It costs about 8 s to start and 6 s to stop, on one of the suite's
- * two concurrent slots while the other runs on; running this file last on the shared cluster
- * instead would save those but add its whole run (about a minute) to the suite's end, serially.
+ * two concurrent slots while the other goes on; running this file last on the run's own cluster
+ * instead (test/run.sh) would save those 14 s but add the file's whole run (about 35 s) to the
+ * end of the suite with the other slot idle, and the file could no longer run on its own.
  */
 import { after, before, test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
@@ -79,8 +80,8 @@ test('radosgw stopped under serve on PostgreSQL + S3: narinfos still served, NAR
 
   // A 40 MiB NAR goes up as a multipart upload (8 MiB parts); radosgw is stopped in its middle.
   const large = await buildClosure({ dataBytes: 40 * 1024 * 1024 })
-  // One attempt: Nix 2.8 retries a failed upload, and here each retry stalled until Nix cut it
-  // 60 s later (four of them: 4 minutes); what the server answers is what this test is about.
+  // One attempt: Nix 2.8 retries a failed upload with a truncated body (README, Known limits), each
+  // retry waiting out the idle timeout (60 s; four retries, 4 minutes). The server's answers are tested below.
   const interrupted = nixOk(['copy', '--to', pushTo, large.top], { config: [...netrc, 'download-attempts = 1'] })
     .then(() => 'finished', () => 'failed')
   const startedAt = Date.now()
