@@ -4,7 +4,8 @@
  * started again, under a running `narwhal serve`. NAR reads and uploads answer 503
  * NARWHAL_STORAGE_UNAVAILABLE with Retry-After, narinfos are still served from the database,
  * nothing half-written becomes visible, and once radosgw is back the same server process takes
- * pushes and serves substitutions by itself.
+ * pushes and serves substitutions by itself. A narinfo accepted while the store was down (its row
+ * written, its bucket object not) is what `fsck` then finds and `fsck --repair` publishes.
  *
  * On a Ceph cluster of this file's own: stopping the shared one's radosgw would fail every other
  * S3 test running meanwhile. It costs about 8 s to start and 6 s to stop, on one of the suite's
@@ -17,13 +18,14 @@ import assert from 'node:assert/strict'
 import path from 'node:path'
 import { CreateMultipartUploadCommand, GetObjectCommand } from '@aws-sdk/client-s3'
 import { startStorageUpkeep } from '../../src/cli/storage-upkeep.js'
+import { generateKeyPair } from '../../src/signing/keys.js'
 import { S3BlobStore } from '../../src/storage/s3-blob-store.js'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, run, tempDir, type TestClosure } from '../helpers/nix.js'
 import { ownCeph, type OwnCeph } from '../helpers/own-engines.js'
 import { createDatabase, postgresEngine } from '../helpers/postgres.js'
 import { awsEnv, createBucket, listBucket, makePublicRead, s3Client, storageUrl, unfinishedUploads } from '../helpers/s3.js'
 import { CLI, createToken, spawnServer } from '../helpers/server-process.js'
-import { freshNar, get, put } from '../helpers/upload.js'
+import { freshNar, get, makeNarinfo, put } from '../helpers/upload.js'
 
 let ceph: OwnCeph
 before(async () => { ceph = await ownCeph() })
@@ -61,8 +63,9 @@ test('radosgw stopped under serve on PostgreSQL + S3: narinfos still served, NAR
   const bucket = await createBucket(ceph)
   const env = { ...awsOnly(), NARWHAL_DATABASE_URL: db.url, NARWHAL_STORAGE_URL: storageUrl(ceph, bucket) }
   const key = await nixKeyPair('outage-test-1')
+  const uploader = generateKeyPair('outage-test-2')
   const dataDir = tempDir('narwhal-data-')
-  const server = await spawnServer({ dataDir, logFile: path.join(tempDir('narwhal-log-'), 'serve.log'), trustedKeys: [key.publicKey], env })
+  const server = await spawnServer({ dataDir, logFile: path.join(tempDir('narwhal-log-'), 'serve.log'), trustedKeys: [key.publicKey, uploader.publicKeyText], env })
   t.after(async () => { await server.stop() })
   const cli = async (args: string[]): Promise<{ code: number | null, out: string }> => {
     const result = await run('node', [CLI, ...args, '--data', tempDir('narwhal-cli-')], { env: { ...process.env, ...env } })
@@ -77,6 +80,9 @@ test('radosgw stopped under serve on PostgreSQL + S3: narinfos still served, NAR
   const narinfoBefore = await get(`${server.url}/${hashPart(small.data)}.narinfo`)
   assert.equal(narinfoBefore.status, 200)
   const narUrl = /^URL: (.*)$/m.exec(narinfoBefore.body)?.[1] ?? ''
+  // A NAR uploaded now, whose narinfo comes while the object store is down.
+  const early = await freshNar('xz')
+  assert.equal((await put(`${server.url}/${early.url}`, early.bytes, token)).status, 201)
 
   // A 40 MiB NAR goes up as a multipart upload (8 MiB parts); radosgw is stopped in its middle.
   const large = await buildClosure({ dataBytes: 40 * 1024 * 1024 })
@@ -108,6 +114,11 @@ test('radosgw stopped under serve on PostgreSQL + S3: narinfos still served, NAR
   for (const storePath of large.all) {
     assert.equal((await get(`${server.url}/${hashPart(storePath)}.narinfo`)).status, 404, `nothing of the interrupted push is served: ${storePath}`)
   }
+  // Its NAR is whole in the bucket, so the row is written; the bucket's narinfo object cannot be:
+  // 503, and fsck finds it missing once the store is back.
+  const earlyNarinfo = await put(`${server.url}/${early.hashPart}.narinfo`, makeNarinfo(early, { keys: [uploader.secretKey] }), token,
+    { 'content-type': 'text/x-nix-narinfo' })
+  assert.equal(earlyNarinfo.status, 503, earlyNarinfo.body)
 
   await restart()
   // The bucket read as a Nix cache holds only whole paths: no narinfo of the interrupted push,
@@ -133,7 +144,14 @@ test('radosgw stopped under serve on PostgreSQL + S3: narinfos still served, NAR
   await makePublicRead(ceph, bucket)
   for (const closure of [small, large]) await substitute(`${ceph.endpoint}/${bucket}`, key.publicKey, closure)
   const fsck = await cli(['fsck'])
-  assert.equal(fsck.code, 0, fsck.out)
+  assert.equal(fsck.code, 1, fsck.out)
+  assert.match(fsck.out, new RegExp(`^narinfo-object-missing ${early.storePath}: `, 'm'))
+  assert.equal(fsck.out.split('\n').filter(line => /^[a-z-]+ \S+: /.test(line)).length, 1, fsck.out)
+  const repaired = await cli(['fsck', '--repair'])
+  assert.equal(repaired.code, 1, repaired.out)
+  assert.equal((await get(`${ceph.endpoint}/${bucket}/${early.hashPart}.narinfo`)).body, (await get(`${server.url}/${early.hashPart}.narinfo`)).body)
+  const clean = await cli(['fsck'])
+  assert.equal(clean.code, 0, clean.out)
 })
 
 for (const workers of ['1', '2']) {
