@@ -23,7 +23,8 @@ import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js
 import { parse, UsageError } from '../usage.js'
 
 const USAGE = `usage: narwhal fsck [--repair] [--verify-content] [--grace SECONDS] [--json] ${CACHE_USAGE}\n` +
-  '  --repair          remove what cannot be served and every narinfo whose closure that breaks\n' +
+  '  --repair          remove what cannot be served and every narinfo whose closure that breaks;\n' +
+  '                    with --storage s3://, also write again or remove the bucket\'s narinfo objects\n' +
   '  --verify-content  read every NAR file back: its sha256 and what it decompresses to\n' +
   '  --grace SECONDS   files in store/tmp, and NAR files without a row, younger than this are\n' +
   '                    taken for uploads in flight and left alone (default 3600; 0 if no server runs)\n' +
