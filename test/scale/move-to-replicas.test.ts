@@ -240,3 +240,29 @@ test('a database that holds another cache is refused, naming the step and writin
   assert.equal(again.code, 0, again.stderr)
   assert.match(again.stdout, /resuming an earlier run.*\n[^]*tokens: 0 moved, 1 already there/)
 })
+
+test('--database alone moves the rows and leaves the NARs in the data folder, which `serve --data DIR --database URL` then serves', { timeout: 3 * 60_000 }, async (t) => {
+  const key = await nixKeyPair('move-test-1')
+  const dataDir = tempDir('narwhal-move-old-')
+  const old = await spawnServer({ dataDir, logFile: path.join(tempDir('narwhal-move-log-'), 'old.log'), trustedKeys: [key.publicKey] })
+  const token = await createToken(dataDir, 'push')
+  const closure = await buildClosure()
+  await nixOk(['copy', '--to', `${old.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(token)}`] })
+  await old.stop()
+
+  const db = await createDatabase(postgresEngine())
+  t.after(db.drop)
+  const moved = await run('node', [CLI, 'export', '--data', dataDir, '--database', db.url, '-v'])
+  assert.equal(moved.code, 0, moved.stdout + moved.stderr)
+  for (const storePath of closure.all) assert.match(moved.stdout, new RegExp(`^moved ${storePath}$`, 'm'))
+  assert.doesNotMatch(moved.stdout, /uploaded/, 'no object was copied anywhere')
+
+  const server = await spawnServer({
+    dataDir, logFile: path.join(tempDir('narwhal-move-log-'), 'pg.log'), trustedKeys: [key.publicKey], env: { NARWHAL_DATABASE_URL: db.url }
+  })
+  t.after(async () => { await server.stop() })
+  const trust = [`trusted-public-keys = ${key.publicKey}`]
+  const store = tempDir('narwhal-move-store-')
+  await nixOk(['copy', '--from', server.url, '--to', store, closure.top], { config: trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', store, closure.top], { config: trust })
+})
