@@ -54,14 +54,19 @@ async function missingReferences (tx: Tx, row: DumpedNarinfo): Promise<string[]>
   return missing.map(r => r.baseName)
 }
 
-async function loadNarinfo (tx: Tx, row: DumpedNarinfo & { narFile: DumpedNarFile }, tokenIds: Map<number, number>): Promise<LoadNarinfoOutcome> {
+/** How the narinfo this hash part has here compares with `row`, or undefined when there is none. */
+async function compareExisting (tx: Tx, row: DumpedNarinfo): Promise<LoadNarinfoOutcome | undefined> {
   const existing = (await tx.query<{ storePath: string, narHash: string }>(
     'SELECT store_path AS "storePath", nar_hash AS "narHash" FROM narinfos WHERE hash_part = $1', [row.hashPart])).rows[0]
-  if (existing !== undefined) {
-    return existing.storePath === row.storePath && existing.narHash === row.narHash
-      ? { kind: 'present' }
-      : { kind: 'differs', storePath: existing.storePath, narHash: existing.narHash }
-  }
+  if (existing === undefined) return undefined
+  return existing.storePath === row.storePath && existing.narHash === row.narHash
+    ? { kind: 'present' }
+    : { kind: 'differs', storePath: existing.storePath, narHash: existing.narHash }
+}
+
+async function loadNarinfo (tx: Tx, row: DumpedNarinfo & { narFile: DumpedNarFile }, tokenIds: Map<number, number>): Promise<LoadNarinfoOutcome> {
+  const existing = await compareExisting(tx, row)
+  if (existing !== undefined) return existing
   const missing = await missingReferences(tx, row)
   if (missing.length > 0) return { kind: 'missing-references', baseNames: missing }
 
@@ -76,10 +81,11 @@ async function loadNarinfo (tx: Tx, row: DumpedNarinfo & { narFile: DumpedNarFil
 
   const inserted = (await tx.query<{ id: number }>(
     `INSERT INTO narinfos (hash_part, store_path, nar_file_id, nar_hash, nar_size, deriver, ca, sigs, narinfo, created_at, last_accessed_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (hash_part) DO NOTHING RETURNING id`,
     [row.hashPart, row.storePath, file.id, row.narHash, row.narSize, row.deriver, row.ca, row.sigs.join('\n'), row.narinfo,
       row.createdAt, row.lastAccessedAt])).rows[0]
-  if (inserted === undefined) throw new Error('narinfos: INSERT returned no id')
+  // A replica's upload of the same path committed since the check above: it stands.
+  if (inserted === undefined) return await compareExisting(tx, row) ?? { kind: 'present' }
   if (row.references.length > 0) {
     await tx.query(
       `INSERT INTO narinfo_refs (narinfo_id, ref_hash_part, ref_base_name)
