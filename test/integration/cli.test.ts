@@ -151,7 +151,7 @@ test('every command that opens the cache takes --database and --storage, and ref
     assert.equal(storage.code, 2, `${command.join(' ')}: ${storage.stderr}`)
     assert.match(storage.stderr, /storage URL "\/srv\/nars": expected s3:\/\/BUCKET/, command.join(' '))
   }
-  // export's --storage is the bucket it writes to; the cache it reads takes --database.
+  // export's --storage and --database name where it moves the cache to: the same URL checks.
   const exported = await run(['export', '--storage', 's3://bucket', '--database', 'mysql://x@db/cache'])
   assert.equal(exported.code, 2)
   assert.match(exported.stderr, /database/)

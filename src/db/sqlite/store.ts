@@ -13,7 +13,7 @@
  */
 import { migrate, openDatabase, type Db } from '../database.js'
 import type {
-  AuxFile, AuxFileEntry, AuxFileStore, ClaimOutcome, InsertNarinfoOutcome, MetadataStore, NarFileFacts, NarFileRow,
+  AuxFile, AuxFileEntry, AuxFileStore, ClaimOutcome, InsertNarinfoOutcome, MetadataDump, MetadataStore, NarFileFacts, NarFileRow,
   NarFileStore, NarinfoRecord, NarinfoStore, ProvenanceEntry, RemoveOutcome, RemoveRequest, StoredNarinfo, TokenRow,
   TokenStore
 } from '../metadata-store.js'
@@ -24,6 +24,7 @@ import { SqliteAudit, SqliteProvenance } from './provenance.js'
 import { SqliteRetention } from './retention.js'
 import { SqliteBrowse } from './browse.js'
 import { SqliteUpstreamRecords } from './upstream-records.js'
+import { sqliteDump } from './dump.js'
 
 /**
  * Narinfos kept in memory for GET (narinfos.body): about 10,000 of a typical 1.5 KB. Each process
@@ -182,6 +183,7 @@ export class SqliteMetadataStore implements MetadataStore {
   readonly audit: SqliteAudit
   readonly browse: SqliteBrowse
   readonly upstreamRecords: SqliteUpstreamRecords
+  readonly dump: MetadataDump
 
   private readonly db: Db
   private readonly stmts
@@ -211,6 +213,7 @@ export class SqliteMetadataStore implements MetadataStore {
     this.audit = new SqliteAudit(db)
     this.browse = new SqliteBrowse(db)
     this.upstreamRecords = new SqliteUpstreamRecords(db)
+    this.dump = sqliteDump(db)
     this.narFiles = this.narFileFacet()
     this.narinfos = this.narinfoFacet()
     this.aux = this.auxFacet()
