@@ -6,17 +6,12 @@
  */
 import type { MetadataStore } from '../db/metadata-store.js'
 import type { LockedOutcome, SingleWriterJob } from '../db/postgres/advisory-lock.js'
-import type { PgMetadataStore } from '../db/postgres/store.js'
+import { PgMetadataStore } from '../db/postgres/store.js'
 
 export type { LockedOutcome, SingleWriterJob }
 
 /** `work` gets a signal that aborts when the lock is lost (its database session ended): stop at the next step. */
 export async function runSingleWriter<T> (metadata: MetadataStore, job: SingleWriterJob, work: (signal: AbortSignal) => Promise<T>): Promise<LockedOutcome<T>> {
-  if (isPostgres(metadata)) return await metadata.runExclusive(job, work)
+  if (metadata instanceof PgMetadataStore) return await metadata.runExclusive(job, work)
   return { kind: 'ran', value: await work(new AbortController().signal) }
-}
-
-/** Only the PostgreSQL store has a lock to run under; asked by shape, so SQLite servers never load pg. */
-function isPostgres (metadata: MetadataStore): metadata is PgMetadataStore {
-  return typeof (metadata as Partial<PgMetadataStore>).runExclusive === 'function'
 }

@@ -5,6 +5,7 @@
 import { existsSync } from 'node:fs'
 import type { MetadataStore } from './metadata-store.js'
 import { parseDatabaseUrl, type DatabaseLocation } from './database-url.js'
+import { PgMetadataStore } from './postgres/store.js'
 import { openSqliteMetadataStore } from './sqlite/store.js'
 
 export interface OpenedMetadataStore {
@@ -26,8 +27,6 @@ export interface OpenMetadataOptions {
 export async function openMetadataStore (database: string | undefined, defaultSqliteFile: string, options: OpenMetadataOptions): Promise<OpenedMetadataStore> {
   const location = parseDatabaseUrl(database ?? defaultSqliteFile)
   if (location.kind === 'postgres') {
-    // Loaded only for PostgreSQL: a server on SQLite does not carry pg's code.
-    const { PgMetadataStore } = await import('./postgres/store.js')
     const metadata = await PgMetadataStore.open(location, { migrate: options.migrate })
     return { metadata, location, created: metadata.migrationsApplied.includes('0001_init.sql') }
   }

@@ -7,6 +7,7 @@
 import type { BlobStore } from './blob-store.js'
 import { FileBlobStore } from './file-blob-store.js'
 import type { Layout } from './layout.js'
+import { S3BlobStore } from './s3-blob-store.js'
 
 export interface StorageSetting {
   /** null: the data folder. */
@@ -23,17 +24,12 @@ export interface OpenedBlobStore {
   close: () => void
 }
 
-/**
- * Throws NARWHAL_STORAGE_URL_INVALID, naming the part at fault, for a URL that is not a usable
- * s3:// URL. The S3 store (and the AWS SDK) is loaded only for a bucket: a server on the data
- * folder keeps about 10 MiB less per process (BENCHMARKS.md, issue 17).
- */
-export async function openBlobStore (layout: Layout, storage: StorageSetting): Promise<OpenedBlobStore> {
+/** Throws NARWHAL_STORAGE_URL_INVALID, naming the part at fault, for a URL that is not a usable s3:// URL. */
+export function openBlobStore (layout: Layout, storage: StorageSetting): OpenedBlobStore {
   if (storage.url === null) {
     const folder = new FileBlobStore(layout)
     return { blobs: folder, folder, close: () => {} }
   }
-  const { S3BlobStore } = await import('./s3-blob-store.js')
   const bucket = S3BlobStore.fromUrl(storage.url, { redirectNars: storage.redirectNars })
   return { blobs: bucket, folder: undefined, close: () => bucket.close() }
 }
