@@ -255,7 +255,8 @@ export async function runVersus (rev: string): Promise<void> {
     const header = '# Benchmarks\n\nProduced by `npm run bench` (bench/run.ts). Newest run first; the notes below the tables say what bounds each figure.\n\n'
     let previous = ''
     try { previous = readFileSync(file, 'utf8').replace(header, '') } catch {}
-    const only = process.env.BENCH_ONLY === undefined ? '' : ` (BENCH_ONLY=${process.env.BENCH_ONLY})`
-    writeFileSync(file, header + `## Against ${short} (\`npm run bench -- --baseline ${rev}\`${only})\n\n` + table + '\n\n' + previous)
+    const settings = ['BENCH_ONLY', 'BENCH_RUNS', 'BENCH_SUBSTITUTION_RUNS', 'BENCH_XZ', 'BENCH_WORKERS']
+      .filter(name => process.env[name] !== undefined).map(name => `${name}=${process.env[name] ?? ''} `).join('')
+    writeFileSync(file, header + `## Against ${short} (\`${settings}npm run bench -- --baseline ${rev}\`)\n\n` + table + '\n\n' + previous)
   }
 }
