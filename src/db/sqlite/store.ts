@@ -187,6 +187,8 @@ export class SqliteMetadataStore implements MetadataStore {
 
   private readonly db: Db
   private readonly stmts
+  /** One transaction function for every write: better-sqlite3 builds a new one per db.transaction() call. */
+  private readonly inTransaction: (fn: () => unknown) => unknown
   private readonly narinfoCache = new BodyCache(NARINFO_CACHE_BYTES)
   /** See servedGeneration. */
   private generation = 0
@@ -198,6 +200,7 @@ export class SqliteMetadataStore implements MetadataStore {
   constructor (db: Db, clock: () => number = () => performance.now()) {
     this.db = db
     this.clock = clock
+    this.inTransaction = db.transaction((fn: () => unknown) => fn()).immediate
     this.stmts = {
       // Changes whenever another connection (another process, a gc worker thread) commits;
       // never for this connection's own writes.
@@ -231,7 +234,7 @@ export class SqliteMetadataStore implements MetadataStore {
 
   /** Runs fn in one write transaction (BEGIN IMMEDIATE), so checks and writes cannot interleave. */
   private transaction<T> (fn: () => T): T {
-    return this.db.transaction(fn).immediate()
+    return this.inTransaction(fn) as T
   }
 
   /**
