@@ -297,7 +297,7 @@ test('push and proxy in one: the pusher\'s missing-paths question and nix copy -
   assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr)
 })
 
-test('with --workers 2 each worker pulls through, and the closure substitutes', async (t) => {
+test('with --workers 2 the workers take turns: each NAR of the closure is fetched once, and the closure substitutes', async (t) => {
   const upstream = await upstreamWith(t)
   const server = await spawnServer({
     dataDir: tempDir('narwhal-data-'),
@@ -308,7 +308,38 @@ test('with --workers 2 each worker pulls through, and the closure substitutes', 
   t.after(async () => { await server.stop() })
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
-  // Each NAR was fetched once or, when two workers were asked for it at once, once by each.
-  assert.ok((await narGets(upstream)).length >= upstream.closure.all.length && (await narGets(upstream)).length <= 2 * upstream.closure.all.length)
-  assert.ok(await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url) >= upstream.closure.all.length)
+  assert.equal((await narGets(upstream)).length, upstream.closure.all.length)
+  assert.equal(await metric(server, 'narwhal_upstream_nar_fetches_total', upstream.nginx.url), upstream.closure.all.length)
+})
+
+test('with --workers 2, 16 clients downloading a NAR not yet fetched cause one upstream GET, and all get the whole NAR', async (t) => {
+  const upstream = await upstreamWith(t, { dataBytes: 8 * 1024 * 1024 })
+  const logFile = path.join(tempDir('narwhal-log-'), 'server.log')
+  const server = await spawnServer({
+    dataDir: tempDir('narwhal-data-'),
+    logFile,
+    trustedKeys: [],
+    args: ['--workers', '2', '--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey],
+    // Every request logged, with the pid of the worker that answered it.
+    env: { NARWHAL_LOG_LEVEL: 'debug' }
+  })
+  t.after(async () => { await server.stop() })
+  await eventually(() => server.log().split('"msg":"worker listening"').length === 3, 'both workers listen')
+  const narinfo = await (await fetch(`${server.url}/${hashPart(upstream.closure.data)}.narinfo`)).text()
+  const url = /^URL: (.*)$/m.exec(narinfo)?.[1] ?? ''
+  const expected = readFileSync(path.join(upstream.nginx.root, url))
+  assert.ok(expected.length > 4 * 1024 * 1024)
+
+  // Each client on its own connection: the primary hands connections to the workers in turn.
+  const bodies = await Promise.all(Array.from({ length: 16 }, async () => {
+    const response = await fetch(`${server.url}/${url}`, { headers: { connection: 'close' } })
+    assert.equal(response.status, 200)
+    return Buffer.from(await response.arrayBuffer())
+  }))
+  for (const body of bodies) assert.ok(body.equals(expected), 'each client received the upstream NAR exactly')
+  assert.deepEqual(await narGets(upstream), [`GET /${url} 200`])
+  // Both workers answered some of the 16.
+  const answeredBy = new Set(server.log().split('\n').filter(l => l.includes('"msg":"request"') && l.includes(`"url":"/${url}"`))
+    .map(l => (JSON.parse(l) as { pid: number }).pid))
+  assert.ok(answeredBy.size >= 2, `both workers served the NAR (pids ${[...answeredBy].join(', ')})`)
 })
