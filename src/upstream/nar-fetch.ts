@@ -5,10 +5,8 @@
  *                              └──▶ clients (each chunk once the next arrived; the last after the commit)
  *
  * Clients get the bytes as they arrive, one chunk behind: the last chunk is held back until the
- * whole NAR verified, and on any failure the clients' responses are destroyed instead, short of
- * their Content-Length. So no client receives a whole NAR that did not verify. The chunks before
- * it go out RELAY_BATCH_BYTES at a time, in one system call (a socket delivers 64 KiB chunks,
- * and a write per chunk cost the cold path about as much CPU as the verification: BENCHMARKS.md).
+ * whole NAR verified and was stored, and on any failure the clients' responses are destroyed
+ * instead, short of their Content-Length. So no client receives a whole NAR that did not verify.
  *
  * A client that comes late gets the chunks sent so far from memory, while they are at most
  * REPLAY_BYTES; after that, late clients wait for the NAR to be stored and are served from the
@@ -21,7 +19,6 @@ import { NarwhalError } from '../errors.js'
 
 export const REPLAY_BYTES = 1024 * 1024
 export const MAX_CLIENT_BACKLOG_BYTES = 16 * 1024 * 1024
-export const RELAY_BATCH_BYTES = 256 * 1024
 
 /** Verifies and stores a body; calls `verified` once the bytes are proven right, before they are stored. */
 export type StoreBody = (body: AsyncIterable<Buffer>, verified: () => void) => ReturnType<typeof storePulledNar>
@@ -36,9 +33,6 @@ export class NarFetch {
   #replay: Buffer[] | undefined = []
   #replayBytes = 0
   #held: Buffer | undefined
-  /** Chunks before the held one not sent yet, fewer than RELAY_BATCH_BYTES. */
-  #unsent: Buffer[] = []
-  #unsentBytes = 0
   #received = 0
 
   /**
@@ -88,10 +82,7 @@ export class NarFetch {
     if (this.#replay === undefined) throw new Error('NAR fetch: too late to stream from the first byte')
     return new Promise<void>(resolve => {
       const client = { response, finished: resolve }
-      // The chunks sent so far; the unsent ones reach it with the other clients.
-      response.cork()
       for (const chunk of this.#replay ?? []) response.write(chunk)
-      response.uncork()
       this.#clients.add(client)
       response.once('close', () => {
         this.#clients.delete(client)
@@ -107,33 +98,20 @@ export class NarFetch {
       if (this.#received > this.expected.fileSize) {
         throw new NarwhalError('NARWHAL_NAR_INVALID', `NAR from upstream: more than the ${this.expected.fileSize} bytes of its signed narinfo's FileSize`)
       }
-      if (this.#held !== undefined) this.#queue(this.#held)
+      if (this.#held !== undefined) this.#broadcast(this.#held)
       this.#held = chunk
       yield chunk
     }
   }
 
-  #queue (chunk: Buffer): void {
-    this.#unsent.push(chunk)
-    this.#unsentBytes += chunk.length
-    if (this.#unsentBytes >= RELAY_BATCH_BYTES) this.#broadcastUnsent()
-  }
-
-  /** Sends the unsent chunks to every client, one writev each. */
-  #broadcastUnsent (): void {
-    const chunks = this.#unsent
-    this.#unsent = []
-    this.#unsentBytes = 0
+  #broadcast (chunk: Buffer): void {
     for (const client of this.#clients) {
-      const { response } = client
-      response.cork()
-      for (const chunk of chunks) response.write(chunk)
-      response.uncork()
-      if (response.writableLength > MAX_CLIENT_BACKLOG_BYTES) response.destroy()
+      client.response.write(chunk)
+      if (client.response.writableLength > MAX_CLIENT_BACKLOG_BYTES) client.response.destroy()
     }
     if (this.#replay !== undefined) {
-      this.#replay.push(...chunks)
-      for (const chunk of chunks) this.#replayBytes += chunk.length
+      this.#replay.push(chunk)
+      this.#replayBytes += chunk.length
       if (this.#replayBytes > REPLAY_BYTES) this.#replay = undefined
     }
   }
@@ -143,7 +121,6 @@ export class NarFetch {
    * failure to store it from here on costs the cache a copy, never a client a wrong NAR).
    */
   #release (): void {
-    this.#broadcastUnsent()
     const clients = [...this.#clients]
     this.#clients.clear()
     this.#replay = undefined
