@@ -12,12 +12,6 @@ import type { NarName, PendingBlob } from './blob-store.js'
 const WRITE_BATCH_BYTES = 1 << 20
 /** And at most this many chunks per write (writev takes up to IOV_MAX = 1024 buffers). */
 const WRITE_BATCH_CHUNKS = 256
-/**
- * Bytes gathered while a write is under way before the caller is made to wait for it: a slow
- * disk write (another process's writeback) then does not stall the verification and, for a
- * pulled NAR, its clients' stream (upstream/nar-fetch.ts).
- */
-const WRITE_AHEAD_BYTES = 8 << 20
 
 /**
  * Written bytes after which a sync of the file starts in the background while the upload goes on
@@ -47,8 +41,6 @@ export class TempFile implements PendingBlob {
   private batchBytes = 0
   /** The write under way, if any; it never rejects (see failure). */
   private inFlight: Promise<void> | undefined
-  /** Whether that write is still running. */
-  private writing = false
   private failure: unknown = undefined
   /** Bytes written so far, and how many of them a finished sync has put on the disk. */
   private written = 0
@@ -82,9 +74,8 @@ export class TempFile implements PendingBlob {
 
   /**
    * Adds `chunk` to the file. The bytes are gathered and written 1 MiB at a time, one write
-   * under way while the caller goes on verifying (and gathering, up to WRITE_AHEAD_BYTES); a
-   * promise is returned only when the caller must wait for the previous write to finish. A write
-   * error surfaces here or in sync().
+   * under way while the caller goes on verifying; a promise is returned only when the caller
+   * must wait for the previous write to finish. A write error surfaces here or in sync().
    * One write per chunk cost a thread-pool round trip per 64 KiB (bench/ingest-cpu.ts).
    */
   append (chunk: Uint8Array): Promise<void> | undefined {
@@ -95,7 +86,6 @@ export class TempFile implements PendingBlob {
     this.batch.push(chunk)
     this.batchBytes += chunk.length
     if (this.batchBytes < WRITE_BATCH_BYTES && this.batch.length < WRITE_BATCH_CHUNKS) return undefined
-    if (this.writing && this.batchBytes < WRITE_AHEAD_BYTES && this.batch.length < WRITE_BATCH_CHUNKS * 3) return undefined
     return this.startWrite()
   }
 
@@ -147,8 +137,7 @@ export class TempFile implements PendingBlob {
     const buffers = this.batch
     this.batch = []
     this.batchBytes = 0
-    this.writing = true
-    this.inFlight = this.writeAll(buffers).catch((err: unknown) => { this.failure ??= err }).finally(() => { this.writing = false })
+    this.inFlight = this.writeAll(buffers).catch((err: unknown) => { this.failure ??= err })
   }
 
   private async writeAll (buffers: Uint8Array[]): Promise<void> {
