@@ -15,6 +15,9 @@
  * measure). With BENCH_NIX226=1 WebDAV is also pushed to by Nix 2.26, and each `nix copy` row is
  * compared to its own client's WebDAV time.
  *
+ * BENCH_BASELINE_SERVER=DIR adds the `nix copy` rows against the server of another build (a
+ * checkout with dist/ built): the server side before and after a change, in one run.
+ *
  * BENCH_BASELINE=DIR adds the push and the drain with the pusher of another build (a checkout
  * with dist/ built), against this build's server: before and after a change, in one run.
  *
@@ -34,6 +37,7 @@ import { median, nixEnv, processTree, sh, useScratchTmpdir, writeNetrc } from '.
 const RUNS = Number(process.env.BENCH_RUNS ?? '3')
 const CLI = path.resolve('dist/src/cli/main.js')
 const BASELINE = process.env.BENCH_BASELINE === undefined ? undefined : path.resolve(process.env.BENCH_BASELINE, 'dist/src/cli/main.js')
+const BASELINE_SERVER = process.env.BENCH_BASELINE_SERVER === undefined ? undefined : path.resolve(process.env.BENCH_BASELINE_SERVER, 'dist/src/cli/main.js')
 const HOOK = path.resolve('bin/narwhal-hook')
 const DRAIN_BUILDS = 200
 const WITH_226 = process.env.BENCH_NIX226 === '1'
@@ -84,8 +88,8 @@ async function requestsSeen (server: Narwhal): Promise<number> {
 interface Sample extends Timed { serverCpu: number, requests: number }
 
 /** A fresh narwhal, `run` against it, and the server's CPU and request count over `run`. */
-async function againstFresh (run: (server: Narwhal) => Promise<Timed>): Promise<Sample> {
-  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn' })
+async function againstFresh (run: (server: Narwhal) => Promise<Timed>, serverCli = CLI): Promise<Sample> {
+  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn' }, undefined, undefined, serverCli)
   try {
     const pid = server.child.pid ?? 0
     const cpuBefore = cpuSeconds(pid)
@@ -216,6 +220,8 @@ async function main (): Promise<void> {
       { what: '`narwhal push` to narwhal, `compressionLevel: 1`', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], CLI, { NARWHAL_PUSHER_CONFIG: levelOne })) },
       { what: '`nix copy --to` narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, copy: true, client: '2.8', run: async () => await againstFresh(s => nixCopy(s, closure.top)) },
       ...(with226 ? [{ what: '`nix copy --to` narwhal, zstd (Nix 2.26)', bytes: closure.narBytes, copy: true, client: '2.26', run: async () => await againstFresh(s => nix226Copy(s, closure.top)) }] : []),
+      ...(BASELINE_SERVER === undefined ? [] : [{ what: '`nix copy --to` baseline narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, copy: true, client: '2.8', run: async () => await againstFresh(s => nixCopy(s, closure.top), BASELINE_SERVER) }]),
+      ...(BASELINE_SERVER === undefined || !with226 ? [] : [{ what: '`nix copy --to` baseline narwhal, zstd (Nix 2.26)', bytes: closure.narBytes, copy: true, client: '2.26', run: async () => await againstFresh(s => nix226Copy(s, closure.top), BASELINE_SERVER) }]),
       { what: `queue drain: ${DRAIN_BUILDS} hook records, then \`narwhal pusher\` until \`queue wait\` returns`, bytes: drainBytes, run: async () => await againstFresh(s => queueDrain(s, builds)) },
       ...(BASELINE === undefined ? [] : [{ what: 'queue drain, baseline pusher', bytes: drainBytes, run: async () => await againstFresh(s => queueDrain(s, builds, BASELINE)) }]),
       { what: `one \`narwhal push\` of the same ${DRAIN_BUILDS} paths`, bytes: drainBytes, run: async () => await againstFresh(s => narwhalPush(s, outs)) }

@@ -202,10 +202,7 @@ export class SqliteMetadataStore implements MetadataStore {
   private durablyCommitted = 0
   private durablySynced = 0
 
-  private readonly logSyncs = new GroupSync(async (file) => {
-    this.logDescriptor ??= openSync(file, 'r')
-    await fsync(this.logDescriptor)
-  })
+  private readonly logSyncs: GroupSync
 
   /** See servedGeneration. */
   private generation = 0
@@ -213,10 +210,17 @@ export class SqliteMetadataStore implements MetadataStore {
   private dataVersionReadAt = -Infinity
   private readonly clock: () => number
 
-  /** `clock` is milliseconds on a monotonic scale (tests pass their own). */
-  constructor (db: Db, clock: () => number = () => performance.now()) {
+  /**
+   * `clock` is milliseconds on a monotonic scale; `syncLog(file)` makes what was written to the
+   * write-ahead log durable, an fsync by default (tests pass their own of both).
+   */
+  constructor (db: Db, clock: () => number = () => performance.now(), syncLog?: (file: string) => Promise<void>) {
     this.db = db
     this.clock = clock
+    this.logSyncs = new GroupSync(syncLog ?? (async (file) => {
+      this.logDescriptor ??= openSync(file, 'r')
+      await fsync(this.logDescriptor)
+    }))
     this.logFile = !db.memory && String(db.pragma('journal_mode', { simple: true })) === 'wal' ? path.resolve(db.name) + '-wal' : undefined
     this.stmts = {
       // Changes whenever another connection (another process, a gc worker thread) commits;
