@@ -109,3 +109,31 @@ test('an identical narinfo read while the first one is not yet on the disk decid
     await store.close()
   }
 })
+
+test('narinfos committed without waiting (an upload batch\'s parts) are all on the disk once flush resolves, with one log sync', async () => {
+  const { store, state } = storeWithSimulatedDisk()
+  try {
+    const paths = Array.from({ length: UPLOADS }, (_, i) => testPath(`batch-part-${i}`))
+    const syncsBefore = state.syncs
+    for (const p of paths) {
+      const file = await liveNarFile(store)
+      const outcome = await store.narinfos.insert(narinfoRecord(p, file), PROVENANCE, { upstreamReferences: false, now: 2000, durableWithNext: true })
+      assert.deepEqual(outcome, { kind: 'created' })
+    }
+    assert.equal(state.syncs, syncsBefore, 'the parts did not wait for the disk one by one')
+    await store.flush()
+    // The power fails the moment the batch is answered.
+    const rebooted = afterPowerCut(state.disk)
+    try {
+      for (const p of paths) {
+        assert.ok(rebooted.prepare('SELECT 1 FROM narinfos WHERE hash_part = ?').get(p.hashPart) !== undefined,
+          `narinfo ${p.hashPart} was flushed but a power cut at that moment loses it`)
+      }
+    } finally {
+      rebooted.close()
+    }
+    assert.equal(state.syncs - syncsBefore, 1)
+  } finally {
+    await store.close()
+  }
+})

@@ -298,9 +298,23 @@ export class SqliteMetadataStore implements MetadataStore {
     return result
   }
 
-  /** Waits until every commit of durably is on the disk; at once when none waits for it. */
+  /**
+   * A narinfo committed with durableWithNext is not on the disk until a later sync: counted, so
+   * that reading it waits for one (settled) like one committed by durably.
+   */
+  private countedUnsynced<T> (result: T, wrote: (result: T) => boolean): T {
+    if (wrote(result)) this.durablyCommitted++
+    return result
+  }
+
+  /** Waits until every narinfo committed is on the disk; at once when none waits for it. */
   private async settled (): Promise<void> {
-    if (this.logFile === undefined || this.durablySynced >= this.durablyCommitted) return
+    if (this.durablySynced >= this.durablyCommitted) return
+    await this.flush()
+  }
+
+  async flush (): Promise<void> {
+    if (this.logFile === undefined) return
     const upTo = this.durablyCommitted
     await this.logSyncs.sync(this.logFile)
     this.durablySynced = Math.max(this.durablySynced, upTo)
@@ -404,7 +418,7 @@ export class SqliteMetadataStore implements MetadataStore {
       storePathOf: async (hashPart) => s.storePathOf.get(hashPart)?.storePath,
       count: async () => s.narinfoCount.get()?.n ?? 0,
       insert: async (record, provenance, options) => options.durableWithNext === true
-        ? this.durableWithNext(() => this.insertNarinfo(record, provenance, options))
+        ? this.countedUnsynced(this.durableWithNext(() => this.insertNarinfo(record, provenance, options)), outcome => outcome.kind === 'created')
         : await this.durably(() => this.insertNarinfo(record, provenance, options), outcome => outcome.kind === 'created'),
       mergeSignatures: async (id, expectedSigs, sigs, narinfo, provenance) => await this.durably(() => {
         if (s.sigsById.get(id)?.sigs !== expectedSigs.join('\n')) return { kind: 'changed-meanwhile' as const }
