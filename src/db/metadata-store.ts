@@ -421,8 +421,8 @@ export interface InsertNarinfoOptions {
   now: number
   /**
    * The commit need not wait for the disk: it may be lost to a power cut, but only with every
-   * later write (a path pulled from an upstream, which is pulled again when asked for). A store
-   * may wait anyway.
+   * later write (a path pulled from an upstream, which is pulled again when asked for; a batch
+   * part, whose request calls flush before it is answered). A store may wait anyway.
    */
   durableWithNext?: boolean
 }
@@ -462,6 +462,12 @@ export interface MetadataStore {
   readonly dump?: MetadataDump
   /** Writing moved rows (PostgreSQL has it). */
   readonly load?: MetadataLoad
+  /**
+   * Resolves once every commit this store made before the call is on the disk, those made with
+   * durableWithNext included: one wait for many commits (the upload-batch route answers once for
+   * all its narinfos). A store whose commits always wait for the disk has nothing to do.
+   */
+  flush: () => Promise<void>
   close: () => Promise<void>
 }
 

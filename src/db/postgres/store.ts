@@ -92,6 +92,14 @@ export class PgMetadataStore implements MetadataStore {
     return await withJobLock(this.pool, job, work)
   }
 
+  /**
+   * A commit that waits for the disk (it needs a transaction id to write a commit record) takes
+   * every earlier commit made with synchronous_commit off along: WAL is flushed in order.
+   */
+  async flush (): Promise<void> {
+    await this.pool.transaction(async tx => { await tx.query('SELECT txid_current()') })
+  }
+
   async close (): Promise<void> {
     await this.listener.close()
     await this.pool.close()
