@@ -19,6 +19,7 @@ import { decodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { createCompressor } from '../../src/nix/codecs.js'
 import { storeNar } from '../../src/cache/store-nar.js'
+import { cacheConfig } from '../helpers/backend.js'
 import { collect, fileHashOf } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 import { sqliteDb } from '../helpers/sqlite.js'
@@ -77,7 +78,7 @@ async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ 
 
 /** a <- b <- c (c references b, b references a and itself); d stands alone. */
 async function fixture (): Promise<Fixture> {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-fsck-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-fsck-') }), {}))
   const paths = {
     a: await addPath(cache, 'a', []),
     b: await addPath(cache, 'b', ['a', 'b']),

@@ -19,6 +19,7 @@ import { holdsNar, storeNar } from '../../src/cache/store-nar.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { checkReupload, type IngestOptions } from '../../src/storage/nar-ingest.js'
+import { cacheConfig } from '../helpers/backend.js'
 import { tempDir } from '../helpers/nix.js'
 import { eventually } from '../helpers/upload.js'
 import { sqliteDb } from '../helpers/sqlite.js'
@@ -49,7 +50,7 @@ interface PathSpec {
 }
 
 async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): Promise<OpenCache> {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const addNarFile = async (name: string, size: number, at: number): Promise<number> => {
     const file = narFilePath(cache.layout, fileHash(name))
     mkdirSync(path.dirname(file), { recursive: true })
@@ -260,7 +261,7 @@ const ingest = (bytes: Buffer): IngestOptions => ({ maxBytes: bytes.length, maxN
 // retried `nix copy`) uploads the NAR again: its grace period must count from that upload, or a
 // collection between the NAR and the narinfo takes the NAR and the narinfo is refused.
 test('a NAR no narinfo names, uploaded again after its grace period, is kept for another; one not uploaded again goes', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const [again, stored, abandoned] = await Promise.all([realNar('again'), realNar('stored'), realNar('abandoned')])
   const uploadedLongAgo = NOW - 3 * DAY
   for (const nar of [again, stored, abandoned]) {
@@ -288,7 +289,7 @@ test('a NAR no narinfo names, uploaded again after its grace period, is kept for
 })
 
 test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the upload stores it again', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const nar = await realNar('lost')
   assert.equal(await holdsNar(nar.fileHash, cache), false, 'never uploaded')
   assert.equal((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'and no row made')

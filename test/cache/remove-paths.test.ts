@@ -11,6 +11,7 @@ import { loadConfig } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { PENDING_GRACE_MS, removeNarinfos, removeUnnamedNarFiles, removeUnrecordedNarFile } from '../../src/cache/remove-paths.js'
 import type { NarFileFacts } from '../../src/db/metadata-store.js'
+import { cacheConfig } from '../helpers/backend.js'
 import { tempDir } from '../helpers/nix.js'
 import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
 import { narFilePath } from '../../src/storage/layout.js'
@@ -42,7 +43,7 @@ async function addNarinfo (cache: OpenCache, c: string, narFileId: number, refs:
 }
 
 async function fixture (): Promise<OpenCache> {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-remove-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-remove-') }), {}))
   // a <- b <- c (c references b references a); d alone; b and d share one NAR file.
   const fa = await addNarFile(cache, 'a')
   const fb = await addNarFile(cache, 'b')

@@ -17,6 +17,7 @@ import { storeNar } from '../../src/cache/store-nar.js'
 import type { IngestOptions } from '../../src/storage/nar-ingest.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
+import { cacheConfig } from '../helpers/backend.js'
 import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 import { narFilePath } from '../../src/storage/layout.js'
@@ -24,7 +25,7 @@ import { narFilePath } from '../../src/storage/layout.js'
 const LIMITS = (n: number): IngestOptions => ({ maxBytes: n, maxNarSize: n, declaredBytes: 0, reserveBytes: 0 })
 
 test('an upload meeting a removal of the same NAR waits for it, then stores the NAR whole', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
   await storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
@@ -44,7 +45,7 @@ test('an upload meeting a removal of the same NAR waits for it, then stores the 
 })
 
 test('an upload refused because a removal holds the NAR too long leaves the removal alone', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
   await storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
@@ -58,7 +59,7 @@ test('an upload refused because a removal holds the NAR too long leaves the remo
 })
 
 test('when the commit fails the NAR is not live and the temp file is removed; a retry stores it', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
   // A file where the NAR's shard folder belongs: the rename into place fails for real (as root,
@@ -77,7 +78,7 @@ test('when the commit fails the NAR is not live and the temp file is removed; a 
 })
 
 test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const dir = tempDir('narwhal-store-nar-src-')
   // Random bytes do not compress: the zstd body is as large as the NAR, several write batches.
   writeFileSync(path.join(dir, 'random.bin'), randomBytes(3 * 1024 * 1024 + 12345))
@@ -108,7 +109,7 @@ test('a NAR of several MiB in uneven chunks is stored byte for byte (batched tem
 })
 
 test('a NAR that decompresses past maxNarSize is refused as the limit is passed, not after the whole body', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const dir = path.join(tempDir('narwhal-store-nar-src-'), 'zeros')
   mkdirSync(dir)
   writeFileSync(path.join(dir, 'zeros'), Buffer.alloc(32 * 1024 * 1024))

@@ -11,6 +11,7 @@ import { loadConfig } from '../../src/config/config.js'
 import { openCache } from '../../src/cache/open-cache.js'
 import { FileBlobStore } from '../../src/storage/file-blob-store.js'
 import type { TempFile } from '../../src/storage/temp-file.js'
+import { cacheConfig } from '../helpers/backend.js'
 import { tempDir } from '../helpers/nix.js'
 
 const MIB = 1024 * 1024
@@ -37,7 +38,7 @@ async function waitFor (condition: () => boolean, ms: number): Promise<boolean> 
 }
 
 test('a large upload is synced while it arrives, and wholly once sync() returns', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     const temp = await new FileBlobStore(cache.layout).begin()
     const digest = await appendMiB(temp, 40)
@@ -55,7 +56,7 @@ test('a large upload is synced while it arrives, and wholly once sync() returns'
 })
 
 test('a small upload is left to the final sync', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     const temp = await new FileBlobStore(cache.layout).begin()
     await appendMiB(temp, 4)
@@ -70,7 +71,7 @@ test('a small upload is left to the final sync', async () => {
 })
 
 test('discarding an upload while an early sync runs closes and removes it cleanly', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     for (let i = 0; i < 3; i++) {
       const temp = await new FileBlobStore(cache.layout).begin()

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, openSync, readSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs'
 import path from 'node:path'
+import { backendFor } from '../helpers/backend.js'
 import { buildClosure, netrcFile, nix, nixKeyPair, nixOk, run, tempDir, type RunResult, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { fileHashOf } from '../helpers/upload.js'
@@ -17,8 +18,8 @@ import { narFilePath } from '../../src/storage/layout.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 
-function fsck (dataDir: string, ...flags: string[]): Promise<RunResult> {
-  return run('node', [CLI, 'fsck', '--data', dataDir, ...flags])
+async function fsck (dataDir: string, ...flags: string[]): Promise<RunResult> {
+  return await run('node', [CLI, 'fsck', '--data', dataDir, ...(await backendFor(dataDir)).args, ...flags])
 }
 
 const hashPartOf = (storePath: string): string => path.basename(storePath).slice(0, 32)

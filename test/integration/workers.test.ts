@@ -19,6 +19,7 @@ import { createServer } from 'node:net'
 import path from 'node:path'
 import { openDatabase } from '../../src/db/database.js'
 import { generateKeyPair } from '../../src/signing/keys.js'
+import { backendFor } from '../helpers/backend.js'
 import { buildClosure, netrcFile, nixOk, runOk, tempDir } from '../helpers/nix.js'
 import { CLI, createToken, freePort, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { collect, freshNar, makeNarinfo, sleep } from '../helpers/upload.js'
@@ -153,7 +154,7 @@ test('serve --workers 2: one first start, nix copy to and from, requests spread 
   assert.deepEqual(await answeredBy(server, 4, l => l.url === '/metrics'), pids, 'the scrapes landed on both workers')
 
   // Every worker reads the gc record from the same database: one run is reported once, not twice.
-  await runOk('node', [CLI, 'gc', '--data', dataDir])
+  await runOk('node', [CLI, 'gc', '--data', dataDir, ...(await backendFor(dataDir)).args])
   const metrics = await send(`${server.url}/metrics`)
   assert.match(metrics.body, /^narwhal_gc_runs_total 1$/m)
 })

@@ -24,15 +24,15 @@ test('a client that disconnects mid-upload leaves no file and no row, and the se
   socket.write(half)
 
   // Proof that the upload really was in flight: its temp file exists before the client goes away.
-  const inFlight = await eventually(() => server.storedFiles().some(f => f.endsWith('.part')))
+  const inFlight = await eventually(async () => (await server.storedFiles()).some(f => f.endsWith('.part')))
   assert.ok(inFlight, 'the half-sent upload has a temp file in store/tmp')
   socket.destroy()
 
-  const cleaned = await eventually(() => server.storedFiles().length === 0)
-  assert.ok(cleaned, `files left behind: ${server.storedFiles().join(', ')}`)
+  const cleaned = await eventually(async () => (await server.storedFiles()).length === 0)
+  assert.ok(cleaned, `files left behind: ${(await server.storedFiles()).join(', ')}`)
   await sleep(200)
-  assert.deepEqual(server.storedFiles(), [])
-  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+  assert.deepEqual(await server.storedFiles(), [])
+  assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
   assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash)), undefined)
 
   const info = await get(`${server.url}/nix-cache-info`)
@@ -44,7 +44,7 @@ test('a client that disconnects mid-upload leaves no file and no row, and the se
   // The same NAR, sent whole, is accepted afterwards.
   const whole = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(whole.status, 201, whole.body)
-  assert.equal(server.storedFiles().length, 1)
+  assert.equal((await server.storedFiles()).length, 1)
   assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.narSize, Number(nar.narSize))
 })
 
@@ -58,8 +58,8 @@ test('a client that disconnects after the headers, before any body byte, leaves 
     `Content-Length: ${nar.bytes.length}\r\n\r\n`)
   await sleep(150)
   socket.destroy()
-  const cleaned = await eventually(() => server.storedFiles().length === 0)
-  assert.ok(cleaned, `files left behind: ${server.storedFiles().join(', ')}`)
-  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+  const cleaned = await eventually(async () => (await server.storedFiles()).length === 0)
+  assert.ok(cleaned, `files left behind: ${(await server.storedFiles()).join(', ')}`)
+  assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
   assert.equal((await get(`${server.url}/healthz`)).status, 200)
 })

@@ -26,7 +26,7 @@ test('an upload that would eat into the free-space reserve gets 507 and stores n
   const answer = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(answer.status, 507, answer.body)
   assert.match(answer.body, /^NARWHAL_INSUFFICIENT_STORAGE: the cache's disk has \d+ bytes free; .*\(limits\.freeSpaceReserveBytes\)\n$/)
-  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(await server.storedFiles(), [])
   assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash)), undefined)
   assert.equal((await get(`${server.url}/nix-cache-info`)).status, 200)
   assert.equal((await get(`${server.url}/${nar.hashPart}.narinfo`)).status, 404)

@@ -79,8 +79,8 @@ test('PUT with Expect: 100-continue refused (no token, too large): a final statu
   assert.equal(tooLarge.status, 413)
   assert.equal(tooLarge.continued, false, 'an upload over the limit is not invited to send its body')
   assert.match(tooLarge.body, /^NARWHAL_TOO_LARGE: NAR file of 109951162777600 bytes is larger than the limit of 68719476736 bytes \(limits\.narBytes\)/)
-  assert.deepEqual(server.storedFiles(), [])
-  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+  assert.deepEqual(await server.storedFiles(), [])
+  assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
 })
 
 test('PUT with Expect: 100-continue short of the free-space reserve: 507 instead of 100 Continue', async (t) => {
@@ -92,5 +92,5 @@ test('PUT with Expect: 100-continue short of the free-space reserve: 507 instead
   const result = await putWithExpect(server, nar, { authorization: `Bearer ${(await server.token('push'))}` })
   assert.equal(result.status, 507, result.body)
   assert.equal(result.continued, false, 'a client short of room is not invited to send its body, so it can retry it whole')
-  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(await server.storedFiles(), [])
 })

@@ -26,9 +26,9 @@ test('the same NAR again: 200 unchanged, still one file, the file untouched', as
   const again = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(again.status, 200)
   assert.equal(again.body, 'unchanged\n')
-  assert.deepEqual(server.storedFiles(), [file])
+  assert.deepEqual(await server.storedFiles(), [file])
   assert.equal(statSync(file).mtimeMs, mtime)
-  assert.equal(rowCounts(server).narFiles, 1)
+  assert.equal((await rowCounts(server)).narFiles, 1)
 })
 
 test('different bytes under the name of a stored NAR: 400, and the stored file stays as it was', async (t) => {
@@ -41,9 +41,9 @@ test('different bytes under the name of a stored NAR: 400, and the stored file s
   assert.equal(answer.status, 400)
   assert.equal(ruleOf(answer), 'NARWHAL_NAR_INVALID')
   assert.match(answer.body, new RegExp(`hash to sha256:${other.fileHash}, not to the sha256:${nar.fileHash}`))
-  assert.deepEqual(server.storedFiles(), [narFilePath(server.cache.layout, nar.fileHash)])
+  assert.deepEqual(await server.storedFiles(), [narFilePath(server.cache.layout, nar.fileHash)])
   assert.ok(readFileSync(narFilePath(server.cache.layout, nar.fileHash)).equals(nar.bytes))
-  assert.equal(rowCounts(server).narFiles, 1)
+  assert.equal((await rowCounts(server)).narFiles, 1)
 })
 
 test('a NAR lost from disk is restored by uploading it again', async (t) => {
@@ -58,7 +58,7 @@ test('a NAR lost from disk is restored by uploading it again', async (t) => {
   const served = await get(`${server.url}/${nar.url}`)
   assert.equal(served.status, 200)
   assert.ok(served.bytes.equals(nar.bytes))
-  assert.equal(rowCounts(server).narFiles, 1)
+  assert.equal((await rowCounts(server)).narFiles, 1)
 })
 
 test('a NAR uploaded days ago without its narinfo, uploaded again: gc keeps it for the narinfo that follows', async (t) => {

@@ -122,11 +122,11 @@ test('an upload that stalls mid-body is closed after timeouts.idleSeconds and le
     `Content-Type: application/x-nix-nar\r\nContent-Length: ${nar.bytes.length}\r\n\r\n`)
   client.socket.write(nar.bytes.subarray(0, Math.floor(nar.bytes.length / 2)))
 
-  assert.ok(await eventually(() => server.storedFiles().some(f => f.endsWith('.part'))), 'the upload was in flight: a temp file exists')
+  assert.ok(await eventually(async () => (await server.storedFiles()).some(f => f.endsWith('.part'))), 'the upload was in flight: a temp file exists')
   // The client now says nothing and keeps the socket open; only the server can end this.
   assert.ok(await within(client.closed, 20_000), 'the server closed the stalled upload')
-  assert.ok(await eventually(() => server.storedFiles().length === 0), `files left behind: ${server.storedFiles().join(', ')}`)
-  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+  assert.ok(await eventually(async () => (await server.storedFiles()).length === 0), `files left behind: ${(await server.storedFiles()).join(', ')}`)
+  assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
 
   assert.equal((await get(`${server.url}/nix-cache-info`)).status, 200)
   const whole = await put(`${server.url}/${nar.url}`, nar.bytes, token)
@@ -225,7 +225,7 @@ test('a batch whose NAR part is refused at its first bytes, then stalls, is clos
   // the part never comes.
   client.socket.write(Buffer.concat([Buffer.from([0x04, 0x22, 0x4d, 0x18]), Buffer.alloc(4092)]))
   assert.ok(await within(client.closed, 20_000), 'the server closed the stalled batch upload')
-  assert.ok(await eventually(() => server.storedFiles().length === 0), `files left behind: ${server.storedFiles().join(', ')}`)
+  assert.ok(await eventually(async () => (await server.storedFiles()).length === 0), `files left behind: ${(await server.storedFiles()).join(', ')}`)
   assert.equal((await get(`${server.url}/nix-cache-info`)).status, 200)
 })
 
@@ -239,7 +239,7 @@ test('an upload refused at its first bytes, whose client then stalls, is answere
   assert.ok(await eventually(() => client.received().includes('\r\n\r\n')), 'the refusal was answered')
   assert.equal(parseRaw(client.received()).status, 415)
   assert.ok(await within(client.closed, 20_000), 'the server closed the connection whose body never came')
-  assert.ok(await eventually(() => server.storedFiles().length === 0), `files left behind: ${server.storedFiles().join(', ')}`)
+  assert.ok(await eventually(async () => (await server.storedFiles()).length === 0), `files left behind: ${(await server.storedFiles()).join(', ')}`)
 })
 
 test('a batch whose last part is followed by a slow fsync is answered: the whole request has arrived', async (t) => {
