@@ -96,6 +96,11 @@ async function makeBackend (dataDir: string): Promise<CacheBackend> {
   }
 }
 
+/** True when `stored` shows an upload under way: a temp file (`.part`) or an unfinished multipart upload. */
+export function uploadInFlight (stored: string[]): boolean {
+  return stored.some(f => f.endsWith('.part') || f.startsWith('upload:'))
+}
+
 /**
  * The database and storage of the cache in `dataDir`: the same for every call with that folder
  * (a server restarted on it, the CLI run on it), made on first use. The folder is created.

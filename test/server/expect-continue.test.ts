@@ -10,6 +10,7 @@ import http from 'node:http'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { sqliteOnly } from '../helpers/backend.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { collect, freshNar, rowCounts, type Nar } from '../helpers/upload.js'
 
@@ -83,7 +84,7 @@ test('PUT with Expect: 100-continue refused (no token, too large): a final statu
   assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
 })
 
-test('PUT with Expect: 100-continue short of the free-space reserve: 507 instead of 100 Continue', async (t) => {
+test('PUT with Expect: 100-continue short of the free-space reserve: 507 instead of 100 Continue', sqliteOnly('the free-space reserve is of the data folder\'s disk'), async (t) => {
   const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-reserve-')), 'narwhal.json')
   // No disk here has 8 PiB free.
   writeFileSync(file, JSON.stringify({ limits: { freeSpaceReserveBytes: Number.MAX_SAFE_INTEGER } }))

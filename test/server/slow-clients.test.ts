@@ -15,6 +15,7 @@ import net from 'node:net'
 import { UPLOAD_BATCH_ROUTE } from '../../src/api/v1.js'
 import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/nix/bzip2-thread.js'
 import { createDecoder } from '../../src/nix/codecs.js'
+import { uploadInFlight } from '../helpers/backend.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { eventually, freshNar, get, parseRaw, put, rowCounts, sleep } from '../helpers/upload.js'
 import { narFilePath } from '../../src/storage/layout.js'
@@ -111,7 +112,8 @@ test('headers trickled a byte at a time are cut off after timeouts.headersSecond
 test('an upload that stalls mid-body is closed after timeouts.idleSeconds and leaves nothing; the server goes on', async (t) => {
   const connect = sockets(t)
   const server = await startServer(t, { env: SHORT })
-  const nar = await freshNar('zstd', { randomBytes: 1024 * 1024 })
+  // Half of it more than an S3 part (8 MiB): a bucket shows the upload begun too.
+  const nar = await freshNar('zstd', { randomBytes: 20 * 1024 * 1024 })
   const token = await server.token('push')
   const client = await connect(server.port)
   // First a whole request on the same connection, as curl reuses its connections: the idle
@@ -122,7 +124,7 @@ test('an upload that stalls mid-body is closed after timeouts.idleSeconds and le
     `Content-Type: application/x-nix-nar\r\nContent-Length: ${nar.bytes.length}\r\n\r\n`)
   client.socket.write(nar.bytes.subarray(0, Math.floor(nar.bytes.length / 2)))
 
-  assert.ok(await eventually(async () => (await server.storedFiles()).some(f => f.endsWith('.part'))), 'the upload was in flight: a temp file exists')
+  assert.ok(await eventually(async () => uploadInFlight(await server.storedFiles())), 'the upload was in flight: a temp file or multipart upload exists')
   // The client now says nothing and keeps the socket open; only the server can end this.
   assert.ok(await within(client.closed, 20_000), 'the server closed the stalled upload')
   assert.ok(await eventually(async () => (await server.storedFiles()).length === 0), `files left behind: ${(await server.storedFiles()).join(', ')}`)
