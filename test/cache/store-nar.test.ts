@@ -17,14 +17,14 @@ import { storeNar } from '../../src/cache/store-nar.js'
 import type { IngestOptions } from '../../src/storage/nar-ingest.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
-import { cacheConfig } from '../helpers/backend.js'
+import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
 import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 import { narFilePath } from '../../src/storage/layout.js'
 
 const LIMITS = (n: number): IngestOptions => ({ maxBytes: n, maxNarSize: n, declaredBytes: 0, reserveBytes: 0 })
 
-test('an upload meeting a removal of the same NAR waits for it, then stores the NAR whole', async () => {
+test('an upload meeting a removal of the same NAR waits for it, then stores the NAR whole', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
@@ -44,7 +44,7 @@ test('an upload meeting a removal of the same NAR waits for it, then stores the 
   await cache.close()
 })
 
-test('an upload refused because a removal holds the NAR too long leaves the removal alone', async () => {
+test('an upload refused because a removal holds the NAR too long leaves the removal alone', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
@@ -58,7 +58,7 @@ test('an upload refused because a removal holds the NAR too long leaves the remo
   await cache.close()
 })
 
-test('when the commit fails the NAR is not live and the temp file is removed; a retry stores it', async () => {
+test('when the commit fails the NAR is not live and the temp file is removed; a retry stores it', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
@@ -77,7 +77,7 @@ test('when the commit fails the NAR is not live and the temp file is removed; a 
   await cache.close()
 })
 
-test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', async () => {
+test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const dir = tempDir('narwhal-store-nar-src-')
   // Random bytes do not compress: the zstd body is as large as the NAR, several write batches.
@@ -108,7 +108,7 @@ test('a NAR of several MiB in uneven chunks is stored byte for byte (batched tem
   await cache.close()
 })
 
-test('a NAR that decompresses past maxNarSize is refused as the limit is passed, not after the whole body', async () => {
+test('a NAR that decompresses past maxNarSize is refused as the limit is passed, not after the whole body', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const dir = path.join(tempDir('narwhal-store-nar-src-'), 'zeros')
   mkdirSync(dir)

@@ -11,7 +11,7 @@ import { loadConfig } from '../../src/config/config.js'
 import { openCache } from '../../src/cache/open-cache.js'
 import { FileBlobStore } from '../../src/storage/file-blob-store.js'
 import type { TempFile } from '../../src/storage/temp-file.js'
-import { cacheConfig } from '../helpers/backend.js'
+import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
 import { tempDir } from '../helpers/nix.js'
 
 const MIB = 1024 * 1024
@@ -37,7 +37,7 @@ async function waitFor (condition: () => boolean, ms: number): Promise<boolean> 
   return true
 }
 
-test('a large upload is synced while it arrives, and wholly once sync() returns', async () => {
+test('a large upload is synced while it arrives, and wholly once sync() returns', sqliteOnly('fsync of the folder\'s temp files'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     const temp = await new FileBlobStore(cache.layout).begin()
@@ -55,7 +55,7 @@ test('a large upload is synced while it arrives, and wholly once sync() returns'
   }
 })
 
-test('a small upload is left to the final sync', async () => {
+test('a small upload is left to the final sync', sqliteOnly('fsync of the folder\'s temp files'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     const temp = await new FileBlobStore(cache.layout).begin()
@@ -70,7 +70,7 @@ test('a small upload is left to the final sync', async () => {
   }
 })
 
-test('discarding an upload while an early sync runs closes and removes it cleanly', async () => {
+test('discarding an upload while an early sync runs closes and removes it cleanly', sqliteOnly('fsync of the folder\'s temp files'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     for (let i = 0; i < 3; i++) {

@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { backendFor } from '../helpers/backend.js'
+import { sqliteOnly, backendFor } from '../helpers/backend.js'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, runOk, tempDir, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, put, sleep } from '../helpers/upload.js'
@@ -62,7 +62,7 @@ async function assertEveryReferenceServed (url: string, db: Db): Promise<number>
   return refs.length
 }
 
-test('narwhal gc --max-size removes the unread closure entirely and keeps the read and the pinned ones whole', async (t) => {
+test('narwhal gc --max-size removes the unread closure entirely and keeps the read and the pinned ones whole', sqliteOnly('ages rows and sums NAR sizes with SQL on the SQLite file'), async (t) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const push = [`netrc-file = ${netrcFile((await server.token('push')))}`]
