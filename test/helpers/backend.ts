@@ -14,7 +14,7 @@
  * raw SQL) say so with `sqliteOnly(reason)`: skipped, with that reason, on postgres-s3.
  */
 import { after } from 'node:test'
-import { existsSync, mkdirSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync } from 'node:fs'
 import path from 'node:path'
 import { layoutFor } from '../../src/storage/layout.js'
 import { createDatabase, postgresEngine, type TestDatabase } from './postgres.js'
@@ -103,13 +103,12 @@ export function uploadInFlight (stored: string[]): boolean {
 
 /**
  * The database and storage of the cache in `dataDir`: the same for every call with that folder
- * (a server restarted on it, the CLI run on it), made on first use. The folder is created.
+ * (a server restarted on it, the CLI run on it), made on first use.
  */
 export async function backendFor (dataDir: string): Promise<CacheBackend> {
   const key = path.resolve(dataDir)
   let backend = made.get(key)
   if (backend === undefined) {
-    mkdirSync(key, { recursive: true })
     backend = makeBackend(key)
     made.set(key, backend)
   }
