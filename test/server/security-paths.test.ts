@@ -9,6 +9,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync, rmSync } from 'node:fs'
+import { sqliteOnly } from '../helpers/backend.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { fileHashOf, freshNar, put, request, rowCounts, ruleOf, type Answer } from '../helpers/upload.js'
 
@@ -143,7 +144,7 @@ test('a very long URL and a NUL byte: 4xx, not 5xx', async (t) => {
   }
 })
 
-test('a 5xx (here: store/tmp removed under the running server) names no path and no OS error', async (t) => {
+test('a 5xx (here: store/tmp removed under the running server) names no path and no OS error', sqliteOnly('removes the folder\'s store/tmp under the running server'), async (t) => {
   const server = await startServer(t)
   const nar = await freshNar('xz')
   rmSync(server.cache.layout.tmpDir, { recursive: true, force: true })

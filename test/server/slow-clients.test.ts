@@ -15,7 +15,7 @@ import net from 'node:net'
 import { UPLOAD_BATCH_ROUTE } from '../../src/api/v1.js'
 import { bzip2Threads, MAX_BZIP2_THREADS } from '../../src/nix/bzip2-thread.js'
 import { createDecoder } from '../../src/nix/codecs.js'
-import { uploadInFlight } from '../helpers/backend.js'
+import { sqliteOnly, uploadInFlight } from '../helpers/backend.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { eventually, freshNar, get, parseRaw, put, rowCounts, sleep } from '../helpers/upload.js'
 import { narFilePath } from '../../src/storage/layout.js'
@@ -158,7 +158,7 @@ test('an upload that is slow but keeps moving succeeds, though it takes longer t
   assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.fileSize, nar.bytes.length)
 })
 
-test('a download to a client that stops reading is closed after the idle timeout and its file released', async (t) => {
+test('a download to a client that stops reading is closed after the idle timeout and its file released', sqliteOnly('watches the NAR file the server holds open (/proc/self/fd)'), async (t) => {
   const connect = sockets(t)
   const server = await startServer(t, { env: SHORT })
   // Far more than the socket buffers of both ends hold, so the server must wait for the client.
