@@ -86,7 +86,7 @@ wait "$PG_START" || { echo "test/run.sh: the PostgreSQL engine did not start; po
 # shellcheck source=/dev/null
 source "$PG_DIR/env"
 
-# Two passes (README, "Tests"). The first runs everything on SQLite and the data folder. The
+# Two passes (README, "Which backend each test runs on"). The first runs everything on SQLite and the data folder. The
 # second runs the behaviour suites again with NARWHAL_TEST_BACKEND=postgres-s3: every cache a
 # test opens gets a fresh PostgreSQL database and S3 bucket (test/helpers/backend.ts); tests about
 # SQLite or the folder themselves are reported there as skipped, each with its reason
