@@ -10,6 +10,8 @@
  *   BENCH_ONLY=large,xz,small,http,http-large   a subset of the rows
  *   BENCH_SERVER_NODE_OPTIONS=…           NODE_OPTIONS for the HTTP row's server (e.g. --require a profiler)
  *   BENCH_HTTP_CONCURRENCY=1              paths uploaded at a time in the HTTP row, each on its own connection
+ *   BENCH_SERVER_CLI=…/dist/src/cli/main.js   the HTTP rows' server: another build's (this one's by default),
+ *                                         so builds can take turns under one harness
  *
  * Rows:
  *   - large zstd NAR and xz NAR through storeNar (ingest, fsync, row + rename + directory fsync)
@@ -55,6 +57,7 @@ const NAR_DIR = process.env.BENCH_NAR_DIR ?? '/usr/lib/x86_64-linux-gnu'
 const XZ_DIR = process.env.BENCH_XZ_DIR ?? '/usr/lib/python3.11'
 const SMALL = Number(process.env.BENCH_SMALL ?? 300)
 const HTTP_CONCURRENCY = Number(process.env.BENCH_HTTP_CONCURRENCY ?? 1)
+const SERVER_CLI = process.env.BENCH_SERVER_CLI === undefined ? undefined : path.resolve(process.env.BENCH_SERVER_CLI)
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'large,xz,small,http-large,http').split(','))
 const CACHE = path.join(os.tmpdir(), 'narwhal-bench-ingest')
 const CHUNK = 64 * 1024
@@ -186,7 +189,8 @@ function request (agent: http.Agent, url: string, method: string, headers: Recor
 /** The requests `nix copy --to` makes per path, one path at a time, against a fresh server. */
 async function httpRun (bodies: Body[]): Promise<Sample> {
   const nodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS
-  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) })
+  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) },
+    undefined, undefined, SERVER_CLI)
   const agents = Array.from({ length: HTTP_CONCURRENCY }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }))
   try {
     const key = parseSecretKey(readFileSync(server.secretKey, 'utf8'))
@@ -239,7 +243,8 @@ async function httpRun (bodies: Body[]): Promise<Sample> {
 /** One PUT of `body` to a fresh server, written in 64 KiB pieces as a socket would carry it. */
 async function httpLargeRun (body: Body): Promise<Sample> {
   const nodeOptions = process.env.BENCH_SERVER_NODE_OPTIONS
-  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) })
+  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn', ...(nodeOptions === undefined ? {} : { NODE_OPTIONS: nodeOptions }) },
+    undefined, undefined, SERVER_CLI)
   try {
     const pid = server.child.pid ?? 0
     const cpuBefore = processCpuMs(pid)

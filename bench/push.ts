@@ -11,6 +11,13 @@
  *                  pusher` started: the time until `narwhal queue wait` returns and the requests the
  *                  server saw, against one `narwhal push` of the same 200 paths
  *
+ * BENCH_PUSH_ROWS=copy runs only the `nix copy` rows and their WebDAV rows (the server side's
+ * measure). With BENCH_NIX226=1 WebDAV is also pushed to by Nix 2.26, and each `nix copy` row is
+ * compared to its own client's WebDAV time.
+ *
+ * BENCH_BASELINE_SERVER=DIR adds the `nix copy` rows against the server of another build (a
+ * checkout with dist/ built): the server side before and after a change, in one run.
+ *
  * BENCH_BASELINE=DIR adds the push and the drain with the pusher of another build (a checkout
  * with dist/ built), against this build's server: before and after a change, in one run.
  *
@@ -30,11 +37,13 @@ import { median, nixEnv, processTree, sh, useScratchTmpdir, writeNetrc } from '.
 const RUNS = Number(process.env.BENCH_RUNS ?? '3')
 const CLI = path.resolve('dist/src/cli/main.js')
 const BASELINE = process.env.BENCH_BASELINE === undefined ? undefined : path.resolve(process.env.BENCH_BASELINE, 'dist/src/cli/main.js')
+const BASELINE_SERVER = process.env.BENCH_BASELINE_SERVER === undefined ? undefined : path.resolve(process.env.BENCH_BASELINE_SERVER, 'dist/src/cli/main.js')
 const HOOK = path.resolve('bin/narwhal-hook')
 const DRAIN_BUILDS = 200
 const WITH_226 = process.env.BENCH_NIX226 === '1'
 const NIX226_SCRIPT = path.resolve(process.env.BENCH_NIX226_SCRIPT ?? 'scripts/nix-2.26-root.sh')
 const CLK_TCK = 100
+const ONLY_COPY = process.env.BENCH_PUSH_ROWS === 'copy'
 
 /** A measured command: wall seconds, and the CPU seconds of it and its children. */
 interface Timed { seconds: number, cpu: number }
@@ -79,8 +88,8 @@ async function requestsSeen (server: Narwhal): Promise<number> {
 interface Sample extends Timed { serverCpu: number, requests: number }
 
 /** A fresh narwhal, `run` against it, and the server's CPU and request count over `run`. */
-async function againstFresh (run: (server: Narwhal) => Promise<Timed>): Promise<Sample> {
-  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn' })
+async function againstFresh (run: (server: Narwhal) => Promise<Timed>, serverCli = CLI): Promise<Sample> {
+  const server = await startNarwhal(process.env, { NARWHAL_LOG_LEVEL: 'warn' }, undefined, undefined, serverCli)
   try {
     const pid = server.child.pid ?? 0
     const cpuBefore = cpuSeconds(pid)
@@ -150,7 +159,7 @@ async function nix226Copy (server: Narwhal, top: string): Promise<Timed> {
     nixEnv([`netrc-file = ${writeNetrc(server.token)}`]))
 }
 
-interface Row { what: string, samples: Sample[], narBytes: number }
+interface Row { what: string, samples: Sample[], narBytes: number, client?: string }
 
 async function main (): Promise<void> {
   useScratchTmpdir('narwhal-bench-push')
@@ -183,26 +192,42 @@ async function main (): Promise<void> {
     })
   }
   try {
-    const contenders: Array<{ what: string, bytes: number, run: () => Promise<Sample> }> = [
+    const dav226 = {
+      what: '`nix copy --to` nginx WebDAV, zstd (Nix 2.26)',
+      bytes: closure.narBytes,
+      client: '2.26',
+      run: async () => {
+        await resetDir(nginx.davRoot)
+        const t = await nix226(['copy', '--to', `${nginx.davUrl}?compression=zstd`, closure.top], nixEnv())
+        return { ...t, serverCpu: NaN, requests: NaN }
+      }
+    }
+    const allContenders: Array<{ what: string, bytes: number, copy?: boolean, client?: string, run: () => Promise<Sample> }> = [
       {
         what: '`nix copy --to` nginx WebDAV, zstd (Nix 2.8)',
         bytes: closure.narBytes,
+        copy: true,
+        client: '2.8',
         run: async () => {
           await resetDir(nginx.davRoot)
           const t = await timedCommand('nix', ['copy', '--to', `${nginx.davUrl}?compression=zstd`, closure.top], nixEnv())
           return { ...t, serverCpu: NaN, requests: NaN }
         }
       },
+      ...(with226 ? [{ ...dav226, copy: true }] : []),
       { what: '`narwhal push` to narwhal', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top])) },
       ...(BASELINE === undefined ? [] : [{ what: '`narwhal push` to narwhal, baseline pusher', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], BASELINE)) }]),
       { what: '`narwhal push` to narwhal, `compressionLevel: 1`', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], CLI, { NARWHAL_PUSHER_CONFIG: levelOne })) },
-      { what: '`nix copy --to` narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, run: async () => await againstFresh(s => nixCopy(s, closure.top)) },
-      ...(with226 ? [{ what: '`nix copy --to` narwhal, zstd (Nix 2.26)', bytes: closure.narBytes, run: async () => await againstFresh(s => nix226Copy(s, closure.top)) }] : []),
+      { what: '`nix copy --to` narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, copy: true, client: '2.8', run: async () => await againstFresh(s => nixCopy(s, closure.top)) },
+      ...(with226 ? [{ what: '`nix copy --to` narwhal, zstd (Nix 2.26)', bytes: closure.narBytes, copy: true, client: '2.26', run: async () => await againstFresh(s => nix226Copy(s, closure.top)) }] : []),
+      ...(BASELINE_SERVER === undefined ? [] : [{ what: '`nix copy --to` baseline narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, copy: true, client: '2.8', run: async () => await againstFresh(s => nixCopy(s, closure.top), BASELINE_SERVER) }]),
+      ...(BASELINE_SERVER === undefined || !with226 ? [] : [{ what: '`nix copy --to` baseline narwhal, zstd (Nix 2.26)', bytes: closure.narBytes, copy: true, client: '2.26', run: async () => await againstFresh(s => nix226Copy(s, closure.top), BASELINE_SERVER) }]),
       { what: `queue drain: ${DRAIN_BUILDS} hook records, then \`narwhal pusher\` until \`queue wait\` returns`, bytes: drainBytes, run: async () => await againstFresh(s => queueDrain(s, builds)) },
       ...(BASELINE === undefined ? [] : [{ what: 'queue drain, baseline pusher', bytes: drainBytes, run: async () => await againstFresh(s => queueDrain(s, builds, BASELINE)) }]),
       { what: `one \`narwhal push\` of the same ${DRAIN_BUILDS} paths`, bytes: drainBytes, run: async () => await againstFresh(s => narwhalPush(s, outs)) }
     ]
-    const rows: Row[] = contenders.map(c => ({ what: c.what, samples: [], narBytes: c.bytes }))
+    const contenders = ONLY_COPY ? allContenders.filter(c => c.copy === true) : allContenders
+    const rows: Row[] = contenders.map(c => ({ what: c.what, samples: [], narBytes: c.bytes, client: c.client }))
     for (let round = 0; round < RUNS; round++) {
       for (const [i, c] of contenders.entries()) {
         const s = await c.run()
@@ -210,7 +235,11 @@ async function main (): Promise<void> {
         console.error(`round ${round + 1}: ${c.what}: ${s.seconds.toFixed(2)} s, client CPU ${s.cpu.toFixed(2)} s, server CPU ${s.serverCpu.toFixed(2)} s, ${s.requests} requests`)
       }
     }
-    const dav = median(rows[0]?.samples.map(s => s.seconds) ?? [])
+    // Each `nix copy` row against its own client's WebDAV push when there is one; the rest against Nix 2.8's.
+    const davOf = (client: string | undefined): number => {
+      const row = rows.find(r => r.what.includes('WebDAV') && r.client === client) ?? rows[0]
+      return median(row?.samples.map(s => s.seconds) ?? [])
+    }
     const f = (n: number, digits = 2): string => Number.isNaN(n) ? '–' : n.toFixed(digits)
     const lines = [
       `Push benchmark (bench/push.ts), ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${os.cpus().length} cores, Node ${process.version}; ` +
@@ -224,7 +253,7 @@ async function main (): Promise<void> {
         const secs = r.samples.map(s => s.seconds)
         const gib = r.narBytes / 2 ** 30
         const t = median(secs)
-        return `| ${r.what} | ${f(t)} (${f(Math.min(...secs), 1)}-${f(Math.max(...secs), 1)}) | ${r.narBytes === closure.narBytes ? f(t / dav) + '×' : ''} | ` +
+        return `| ${r.what} | ${f(t)} (${f(Math.min(...secs), 1)}-${f(Math.max(...secs), 1)}) | ${r.narBytes === closure.narBytes ? f(t / davOf(r.client)) + '×' : ''} | ` +
           `${f(median(r.samples.map(s => s.cpu)) / gib, 1)} | ${f(median(r.samples.map(s => s.serverCpu)) / gib, 1)} | ${f(median(r.samples.map(s => s.requests)), 0)} |`
       })
     ]

@@ -19,16 +19,16 @@
  * Set BENCH_QUICK=1 for a smaller closure and shorter runs (a smoke run, not for the record),
  * BENCH_SKIP_XZ=1 to leave out the xz upload (one run of about 9 minutes per GB per server).
  */
-import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process'
+import { execFileSync, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
-import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
-import { MAX_AUTO_WORKERS } from '../src/config/config.js'
 import { buildBenchClosure } from './closure.js'
 import { bigNarInfo, bigNarStream } from './big-nar.js'
 import { resetDir, startNarwhal, startNginx } from './servers.js'
-import { alternate, BENCH_CLIENTS, freePort, nixEnv, peakRssTreeMiB, prepareNix226Root, sampledPeakMemoryTreeMiB, sh, startProcess, timed, TRIXIE_NIX, useScratchTmpdir, writeNetrc, wrkRate, type BenchClient } from './tools.js'
+import { downloadAll, get, narUrls, put, uploadToFresh } from './transfers.js'
+import { alternate, BENCH_CLIENTS, benchWorkers, freePort, machine, nixEnv, peakRssTreeMiB, prepareNix226Root, sampledPeakMemoryTreeMiB, sh, startProcess, timed, TRIXIE_NIX, useScratchTmpdir, writeNetrc, wrkRate } from './tools.js'
+import { runVersus } from './versus.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const WRK_SECONDS = QUICK ? 2 : 5
@@ -48,45 +48,6 @@ function ensureTools (): void {
   const packages = missing.map(t => t === 'nix' ? 'nix-bin' : t)
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit' })
   execFileSync('apt-get', ['install', '-y', '-qq', ...packages], { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
-}
-
-/** Downloads every URL with curl (what Nix uses), `parallel` transfers at a time; MB/s. */
-async function downloadAll (urls: string[], bytes: number, parallel: number): Promise<number> {
-  const config = path.join(mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-curl-')), 'urls')
-  writeFileSync(config, urls.map(u => `url = "${u}"\noutput = "/dev/null"\n`).join(''))
-  const seconds = await timed(async () => await sh('curl', ['-s', '-f', '-Z', '--parallel-max', String(parallel), '-K', config]))
-  return bytes / 1e6 / seconds
-}
-
-async function narUrls (base: string, paths: string[]): Promise<{ urls: string[], bytes: number }> {
-  const urls: string[] = []
-  let bytes = 0
-  for (const p of paths) {
-    const text = await (await fetch(`${base}/${path.basename(p).slice(0, 32)}.narinfo`)).text()
-    const url = /^URL: (.*)$/m.exec(text)?.[1]
-    const size = /^FileSize: (\d+)$/m.exec(text)?.[1]
-    if (url === undefined || size === undefined) throw new Error(`no URL in narinfo of ${p} at ${base}`)
-    urls.push(`${base}/${url}`)
-    bytes += Number(size)
-  }
-  return { urls, bytes }
-}
-
-function put (url: string, token: string, body: NodeJS.ReadableStream, length: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(url, { method: 'PUT', headers: { authorization: `Bearer ${token}`, 'content-length': length } }, res => {
-      res.resume()
-      res.on('end', () => resolve(res.statusCode ?? 0))
-    })
-    req.on('error', reject)
-    body.pipe(req)
-  })
-}
-
-function get (url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    http.get(url, res => { res.resume(); res.on('end', () => resolve(res.statusCode ?? 0)) }).on('error', reject)
-  })
 }
 
 interface Row {
@@ -114,31 +75,20 @@ function ratio (value: number, nginx: number): string {
   return Number.isNaN(nginx) || Number.isNaN(value) ? '' : (value / nginx).toFixed(2)
 }
 
-/** The worker count for the multi-process narwhal: BENCH_WORKERS, else what `workers: "auto"` starts. */
-function benchWorkers (): number {
-  const raw = process.env.BENCH_WORKERS
-  if (raw === undefined) return Math.min(MAX_AUTO_WORKERS, os.availableParallelism())
-  if (!/^[1-9]\d*$/.test(raw)) throw new Error(`BENCH_WORKERS: expected an integer >= 1, got ${JSON.stringify(raw)}`)
-  return Number(raw)
-}
-
 async function startFloor (port: number, workers: number, narinfoFile: string, hashPart: string, staticRoot: string): Promise<ChildProcess> {
   return await startProcess('node', [path.resolve('dist/bench/floor-server.js'), String(port), String(workers), narinfoFile, hashPart, staticRoot],
     process.env, async () => (await fetch(`http://127.0.0.1:${port}/${hashPart}.narinfo`)).ok)
 }
 
-/** Uploads the closure with `nix copy --to` to a fresh narwhal with `workers` processes; seconds. */
-async function uploadToFresh (client: BenchClient, workers: number, top: string, compression: string): Promise<number> {
-  const fresh = await startNarwhal(process.env, { NARWHAL_WORKERS: String(workers) })
-  try {
-    return await timed(async () => await client.nix(['copy', '--to', `${fresh.url}?secret-key=${fresh.secretKey}&compression=${compression}`, top],
-      nixEnv([`netrc-file = ${writeNetrc(fresh.token)}`])))
-  } finally {
-    fresh.child.kill('SIGTERM')
-  }
-}
-
 async function main (): Promise<void> {
+  const args = process.argv.slice(2)
+  if (args[0] === '--baseline') {
+    if (args[1] === undefined || args.length > 2) throw new Error('usage: npm run bench -- --baseline <git commit>')
+    ensureTools()
+    await runVersus(args[1])
+    return
+  }
+  if (args.length > 0) throw new Error(`unknown arguments ${args.join(' ')}; usage: npm run bench [-- --baseline <git commit>]`)
   useScratchTmpdir('narwhal-bench')
   ensureTools()
   await prepareNix226Root()
@@ -252,11 +202,9 @@ async function main (): Promise<void> {
     for (const child of children) child.kill('SIGTERM')
   }
 
-  const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU').trim()
-  const machine = `${os.cpus().length} cores (${cpu}), ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM, Node ${process.version}, ${spawnSync('nginx', ['-v']).stderr.toString().trim().replace('nginx version: ', '')}`
   const hasFloor = rows.some(r => r.floor !== undefined)
   const lines = [
-    `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${machine}; loopback; load average ${os.loadavg()[0]?.toFixed(1)} at the end; ` +
+    `Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC on ${machine()}; loopback; load average ${os.loadavg()[0]?.toFixed(1)} at the end; ` +
       `closure of ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR (zstd); medians of ${RUNS} run${RUNS > 1 ? 's' : ''} (substitution ${SUBSTITUTION_RUNS}), contenders taking turns${QUICK ? ' (BENCH_QUICK)' : ''}. ` +
       `"1 process" is narwhal's default (workers: 1); "${workers} workers" is \`--workers ${workers}\`` +
       (hasFloor ? `; "bare Node" is a plain node:http server with ${workers} processes answering narinfos from memory and NARs with narwhal's read loop (bench/floor-server.ts), and for uploads one process storing PUTs as nginx's WebDAV does, unchecked and unsynced (bench/floor-dav.ts): the floor for Node here.` : '.'),

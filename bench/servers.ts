@@ -18,9 +18,13 @@ export interface Narwhal { url: string, child: ChildProcess, token: string, secr
  * `share`, so two configurations can serve the same cache side by side. Its log (stdout) goes to
  * `logFile` when given.
  */
-/** `cli`: another build's dist/src/cli/main.js (bench/nar-download-ab.ts); this build's by default. */
-export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}, logFile?: string, share?: Narwhal, cli = CLI): Promise<Narwhal> {
-  const { dataDir, secretKey, publicKey, token } = share ?? await freshDataDir()
+/**
+ * `cli`: another build's dist/src/cli/main.js (bench/nar-download-ab.ts, versus.ts); this build's
+ * by default. `key`: the key pair of a fresh data folder (a new one by default).
+ */
+export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}, logFile?: string,
+  share?: Pick<Narwhal, 'dataDir' | 'secretKey' | 'publicKey' | 'token'>, cli = CLI, key?: BenchKey): Promise<Narwhal> {
+  const { dataDir, secretKey, publicKey, token } = share ?? await freshDataDir(cli, key)
   const port = await freePort()
   const url = `http://127.0.0.1:${port}`
   const log = logFile === undefined ? 'ignore' : openSync(logFile, 'a')
@@ -34,16 +38,28 @@ export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<str
   }
 }
 
-async function freshDataDir (): Promise<Pick<Narwhal, 'dataDir' | 'secretKey' | 'publicKey' | 'token'>> {
+/** The signing key pair a fresh data folder's uploads are signed with. */
+export interface BenchKey { secretKey: string, publicKey: string }
+
+/**
+ * A fresh data folder with a push token made by `cli` (the build that will serve it, so its
+ * database is that build's), signed for by `key` or a new key pair.
+ */
+export async function freshDataDir (cli = CLI, key?: BenchKey): Promise<Pick<Narwhal, 'dataDir' | 'secretKey' | 'publicKey' | 'token'>> {
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-data-'))
+  const { secretKey, publicKey } = key ?? await newKey()
+  const token = (await sh('node', [cli, 'token', 'create', '--scope', 'push', '--data', dataDir])).trim()
+  return { dataDir, secretKey, publicKey, token }
+}
+
+async function newKey (): Promise<BenchKey> {
   const keyDir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-key-'))
   const secretKey = path.join(keyDir, 'secret')
   // A name of its own: paths Nix 2.26 substituted into its root keep the signature of the server
   // they came from, and narwhal refuses a narinfo whose signature under a trusted name fails.
   const name = `bench-${path.basename(keyDir).slice(-6)}-1`
   const publicKey = (await sh('node', [CLI, 'keygen', name, '--secret-out', secretKey, '--public-out', path.join(keyDir, 'public')])).trim()
-  const token = (await sh('node', [CLI, 'token', 'create', '--scope', 'push', '--data', dataDir])).trim()
-  return { dataDir, secretKey, publicKey, token }
+  return { secretKey, publicKey }
 }
 
 export interface Nginx { staticUrl: string, davUrl: string, staticRoot: string, davRoot: string, child: ChildProcess }

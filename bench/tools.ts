@@ -2,12 +2,13 @@
  * Small helpers for the benchmarks: run commands, time them, take medians, parse wrk output.
  * Benchmarks print figures; they never assert on time.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { MAX_AUTO_WORKERS } from '../src/config/config.js'
 
 /**
  * Points TMPDIR (for this process and every server and Nix process it starts) at one fresh folder
@@ -222,4 +223,31 @@ export async function sampledPeakMemoryTreeMiB<T> (pid: number, during: Promise<
   } finally {
     clearInterval(timer)
   }
+}
+
+/** The worker count for the multi-process narwhal: BENCH_WORKERS, else what `workers: "auto"` starts. */
+export function benchWorkers (): number {
+  const raw = process.env.BENCH_WORKERS
+  if (raw === undefined) return Math.min(MAX_AUTO_WORKERS, os.availableParallelism())
+  if (!/^[1-9]\d*$/.test(raw)) throw new Error(`BENCH_WORKERS: expected an integer >= 1, got ${JSON.stringify(raw)}`)
+  return Number(raw)
+}
+
+/** Cores, CPU model, memory, Node and nginx versions, for the line above a table. */
+export function machine (): string {
+  const cpu = (/model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown CPU').trim()
+  return `${os.cpus().length} cores (${cpu}), ${(os.totalmem() / 1024 ** 3).toFixed(0)} GiB RAM, Node ${process.version}, ` +
+    spawnSync('nginx', ['-v']).stderr.toString().trim().replace('nginx version: ', '')
+}
+
+/** utime + stime of a process and all its descendants (cluster workers), in seconds (CLK_TCK 100). */
+export function cpuSecondsTree (pid: number): number {
+  let ticks = 0
+  for (const p of processTree(pid)) {
+    try {
+      const fields = readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ')
+      ticks += Number(fields[11]) + Number(fields[12])
+    } catch {}
+  }
+  return ticks / 100
 }

@@ -32,7 +32,7 @@ export const ERROR_STATUS = {
   NARWHAL_NO_TRUSTED_KEY: 403,
   /** The object is not in the cache. Always 404, never 500. */
   NARWHAL_NOT_FOUND: 404,
-  /** A narinfo for a path the cache already holds with different content. */
+  /** A narinfo for a path the cache already holds with different content; or a target database that holds another cache (narwhal export --database). */
   NARWHAL_CONFLICT: 409,
   /** A body larger than the limit for its kind of object. */
   NARWHAL_TOO_LARGE: 413,

@@ -73,7 +73,7 @@ scripts/test-engines/ceph.sh start "$CEPH_DIR" &
 CEPH_START=$!
 # A start still under way is waited for first, so no daemon it starts outlives the run (|| true:
 # a start that failed must not stop the trap, set -e applies in it, before the other is stopped).
-trap 'wait "$CEPH_START" "$PG_START" 2>/dev/null || true; scripts/test-engines/ceph.sh stop "$CEPH_DIR"; scripts/test-engines/postgres.sh stop "$PG_DIR"; rm -rf "$CEPH_DIR" "$PG_DIR" "$TMPDIR"' EXIT
+trap 'if [ -n "${SECOND_PASS:-}" ]; then kill "$SECOND_PASS" 2>/dev/null || true; fi; wait "$CEPH_START" "$PG_START" 2>/dev/null || true; scripts/test-engines/ceph.sh stop "$CEPH_DIR"; scripts/test-engines/postgres.sh stop "$PG_DIR"; rm -rf "$CEPH_DIR" "$PG_DIR" "$TMPDIR"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -85,5 +85,33 @@ source "$CEPH_DIR/env"
 wait "$PG_START" || { echo "test/run.sh: the PostgreSQL engine did not start; postgres.sh named the step above" >&2; exit 1; }
 # shellcheck source=/dev/null
 source "$PG_DIR/env"
+
+# Two passes (README, "Which backend each test runs on"). The first runs everything on SQLite and the data folder. The
+# second runs the behaviour suites again with NARWHAL_TEST_BACKEND=postgres-s3: every cache a
+# test opens gets a fresh PostgreSQL database and S3 bucket (test/helpers/backend.ts); tests about
+# SQLite or the folder themselves are reported there as skipped, each with its reason
+# (sqliteOnly). The passes run side by side, two test files each (the tests mostly wait on Nix,
+# sockets and the engines); the second's e2e tests, which share the host's nix-daemon with the
+# first's, run once the first pass is over. Its report is printed after the first's.
+SECOND_PASS_DIRS=(dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/crash/ dist/test/fuzz/)
+NARWHAL_TEST_BACKEND=postgres-s3 node --test --test-concurrency=2 --test-reporter=tap "${SECOND_PASS_DIRS[@]}" >"$TMPDIR/postgres-s3.tap" 2>&1 &
+SECOND_PASS=$!
 # Integration tests start servers and Nix processes; two at a time suits a 2-core machine.
-node --test --test-concurrency=2 dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/ dist/test/s3/ dist/test/postgres/ dist/test/scale/
+first_status=0
+node --test --test-concurrency=2 --test-reporter=tap dist/test/unit/ dist/test/cache/ dist/test/server/ dist/test/integration/ dist/test/pusher/ dist/test/e2e/ dist/test/crash/ dist/test/fuzz/ dist/test/s3/ dist/test/postgres/ dist/test/scale/ \
+  | tee "$TMPDIR/sqlite-folder.tap" || first_status=$?
+second_status=0
+NARWHAL_TEST_BACKEND=postgres-s3 node --test --test-reporter=tap dist/test/e2e/ >"$TMPDIR/postgres-s3-e2e.tap" 2>&1 || second_status=$?
+wait "$SECOND_PASS" || second_status=$?
+echo "# ---- second pass: the behaviour suites on PostgreSQL + S3 (NARWHAL_TEST_BACKEND=postgres-s3) ----"
+cat "$TMPDIR/postgres-s3.tap" "$TMPDIR/postgres-s3-e2e.tap"
+
+# How many tests ran on which backend: the sums of node's own '# tests/pass/fail/skipped' lines.
+counts () {
+  awk '/^# (tests|pass|fail|cancelled|skipped) [0-9]+$/ { n[$2] += $3 }
+    END { printf "%d tests: %d passed, %d failed, %d cancelled, %d skipped", n["tests"], n["pass"], n["fail"], n["cancelled"], n["skipped"] }' "$@"
+}
+echo "test/run.sh: SQLite + data folder (all suites):           $(counts "$TMPDIR/sqlite-folder.tap")"
+echo "test/run.sh: PostgreSQL + S3 (cache, server, integration, pusher, crash, fuzz, e2e): $(counts "$TMPDIR/postgres-s3.tap" "$TMPDIR/postgres-s3-e2e.tap")"
+echo "test/run.sh:   skipped there: the tests about SQLite or the data folder themselves ('# SKIP SQLite + data folder only' above)"
+[ "$first_status" = 0 ] && [ "$second_status" = 0 ]

@@ -6,6 +6,10 @@
 #                                             installing first when needed; prints nothing on stdout
 #                                             but writes DIR/env (shell exports, see below)
 #   scripts/test-engines/ceph.sh stop DIR     stops every daemon DIR's pid files name (safe to repeat)
+#   scripts/test-engines/ceph.sh stop-rgw DIR   stops only radosgw (the S3 service goes away, the
+#                                               cluster under it stays up): an object store outage
+#   scripts/test-engines/ceph.sh start-rgw DIR  starts radosgw again on the same port and data, and
+#                                               returns once it answers HTTP
 #
 # One monitor, one bluestore OSD on a sparse file and radosgw, the way Ceph's vstart.sh runs a
 # developer cluster, without cephx; everything (data, pid files, logs, sockets) stays in DIR, so
@@ -245,9 +249,39 @@ running () {
   [[ -n $state && ($state != Z || $tasks -gt 1) ]]
 }
 
+# The port radosgw listens on, from DIR's ceph.conf (start-rgw comes back on the same one).
+rgw_port_of () {
+  sed -n 's/^rgw_frontends = .*endpoint=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1/ceph.conf"
+}
+
+stop_rgw () {
+  DIR=$1
+  [[ -f $DIR/ceph.conf ]] || { say "stop-rgw: no cluster in $DIR"; exit 1; }
+  terminate "$DIR" client.rgw
+}
+
+start_rgw () {
+  DIR=$(cd "$1" && pwd)
+  [[ -f $DIR/ceph.conf ]] || { say "start-rgw: no cluster in $DIR"; exit 1; }
+  RGW_PORT=$(rgw_port_of "$DIR")
+  [[ -n $RGW_PORT ]] || { say "start-rgw: no rgw_frontends port in $DIR/ceph.conf"; exit 1; }
+  local pid
+  pid=$(cat "$DIR/run/client.rgw.pid" 2>/dev/null) || pid=
+  if [[ -n $pid && $(cat "/proc/$pid/comm" 2>/dev/null) == radosgw* ]] && running "$pid"; then
+    say "start-rgw: radosgw of $DIR is already running (pid $pid)"; exit 1
+  fi
+  port_free "$RGW_PORT" || { say "start-rgw: port $RGW_PORT is in use"; exit 1; }
+  # Not fail(): a radosgw that does not come back must not take the cluster down with it.
+  radosgw -c "$DIR/ceph.conf" -n client.rgw --client_mount_timeout 60 >>"$DIR/log/setup.log" 2>&1 ||
+    { say "start-rgw: radosgw did not start (see $DIR/log/client.rgw.log)"; exit 1; }
+  wait_for rgw_answers || { say "start-rgw: radosgw is not answering HTTP on 127.0.0.1:$RGW_PORT (see $DIR/log/client.rgw.log)"; exit 1; }
+}
+
 case ${1:-} in
   install) install ;;
   start) [[ -n ${2:-} ]] || { say "usage: $0 start DIR"; exit 2; }; start "$2" ;;
   stop) [[ -n ${2:-} ]] || { say "usage: $0 stop DIR"; exit 2; }; stop_daemons "$2" ;;
-  *) say "usage: $0 install | start DIR | stop DIR"; exit 2 ;;
+  stop-rgw) [[ -n ${2:-} ]] || { say "usage: $0 stop-rgw DIR"; exit 2; }; stop_rgw "$2" ;;
+  start-rgw) [[ -n ${2:-} ]] || { say "usage: $0 start-rgw DIR"; exit 2; }; start_rgw "$2" ;;
+  *) say "usage: $0 install | start DIR | stop DIR | stop-rgw DIR | start-rgw DIR"; exit 2 ;;
 esac

@@ -113,8 +113,12 @@ function sameContent (a: { storePath: string, narHash: string, narSize: number, 
     [...a.references].sort().join(' ') === [...info.references].sort().join(' ')
 }
 
-/** Where a write came from, and where to record it. */
-export interface Witness { provenance: Provenance, origin: WriteOrigin }
+/**
+ * Where a write came from, and where to record it. `flushedByCaller`: the caller waits for
+ * metadata.flush() before it answers (the upload-batch route, once for all its parts), so the
+ * narinfo's own commit need not wait for the disk.
+ */
+export interface Witness { provenance: Provenance, origin: WriteOrigin, flushedByCaller?: boolean }
 
 /** How many times a narinfo that lost a race to another write is decided again. */
 const ATTEMPTS = 5
@@ -178,8 +182,8 @@ async function decide (text: string, urlHashPart: string, metadata: MetadataStor
       upstreamReferences,
       now: Date.now(),
       // Pulled from an upstream: lost to a power cut, it is pulled again when asked for, so its
-      // commit does not hold the event loop up for an fsync.
-      durableWithNext: witness.origin.upstream !== undefined && witness.origin.upstream !== null
+      // commit does not hold the event loop up for an fsync. A batch part: its request flushes.
+      durableWithNext: (witness.origin.upstream !== undefined && witness.origin.upstream !== null) || witness.flushedByCaller === true
     })
     switch (outcome.kind) {
       case 'created': return { result: 'created', narinfo }

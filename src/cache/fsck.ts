@@ -7,6 +7,10 @@
  * a narinfo that cannot be served goes together with every narinfo whose closure it breaks, and a
  * later upload of the same path (nix copy --to) heals the cache.
  *
+ * A bucket that is itself a Nix cache (BlobStore.published) must hold exactly the rows'
+ * narinfos: a narinfo object without a row is removed (Nix reading the bucket would be offered a
+ * path the cache dropped), a missing or different one is written again from its row.
+ *
  * It may run while the server runs (SQLite WAL lets both in). What a live server may be in the
  * middle of writing is left alone: files in store/tmp, and files in store/nar without a row
  * (Nix's upload renames a NAR into place a moment before its row is written), count as uploads
@@ -15,6 +19,7 @@
  * is mistaken for damage: a row goes live only after its file is in place, so a live row whose
  * file is missing never belongs to an upload in progress.
  */
+import { createHash } from 'node:crypto'
 import type { MetadataStore, NarFileRow, StoredNarinfo } from '../db/metadata-store.js'
 import { narUrl } from '../nix/nar-url.js'
 import { parseNarInfo } from '../nix/narinfo.js'
@@ -43,6 +48,12 @@ export type ProblemKind =
   | 'stray-file'
   /** A file in store/tmp older than the grace period: an upload a crash interrupted. */
   | 'stale-temp-file'
+  /** A bucket read as a Nix cache: a `<hash>.narinfo` object no narinfo row names (a crash or a gc that died between unpublish and delete). */
+  | 'unrecorded-narinfo-object'
+  /** A bucket read as a Nix cache: a narinfo row whose `<hash>.narinfo` object is missing (a publish that failed). */
+  | 'narinfo-object-missing'
+  /** A bucket read as a Nix cache: a `<hash>.narinfo` object whose text is not what its row publishes. */
+  | 'narinfo-object-different'
 
 /** What --repair does about a problem. */
 export type Fix =
@@ -52,6 +63,10 @@ export type Fix =
   | { action: 'remove-nar-file', narFileId: number }
   /** removeUnrecordedNarFile: the file, if still no row names it. */
   | { action: 'remove-unrecorded-nar-file', fileHash: string }
+  /** Write the row's narinfo text as the bucket's `<hashPart>.narinfo` (if the row is still there). */
+  | { action: 'publish-narinfo', hashPart: string }
+  /** Remove the bucket's `<hashPart>.narinfo` (if still no row names it). */
+  | { action: 'unpublish-narinfo', hashPart: string }
   /** Delete a file (or a directory in store/tmp) that narwhal never serves. */
   | { action: 'delete', file: string }
   /** Left for a person to look at (a directory in store/nar: fsck deletes no trees there). */
@@ -79,7 +94,8 @@ export interface FsckOptions {
 
 export interface FsckReport {
   problems: Problem[]
-  checked: { narinfos: number, narFiles: number, narFileBytes: number, contentVerified: boolean }
+  /** `narinfoObjects`: the bucket's narinfo objects compared with the rows (undefined: the store publishes none). */
+  checked: { narinfos: number, narFiles: number, narFileBytes: number, contentVerified: boolean, narinfoObjects?: number }
   /** Files left alone because an upload may still be writing them. */
   inFlight: string[]
 }
@@ -105,11 +121,59 @@ export async function checkCache (cache: CacheParts, options: FsckOptions): Prom
   const inFlight: string[] = []
   await checkUnrecorded(cache, now - options.graceMs, problems, inFlight)
   await checkLeftovers(cache.blobs, now - options.graceMs, problems, inFlight)
+  const narinfoObjects = await checkPublished(cache, problems)
   return {
     problems,
-    checked: { narinfos, narFiles: files.count, narFileBytes: files.bytes, contentVerified: options.verifyContent },
+    checked: { narinfos, narFiles: files.count, narFileBytes: files.bytes, contentVerified: options.verifyContent, narinfoObjects },
     inFlight
   }
+}
+
+/**
+ * A bucket read as a Nix cache: its `<hash>.narinfo` objects are exactly the narinfo rows' texts.
+ * Rows --repair removes anyway (their objects go with them) are not compared. What looks missing
+ * or unrecorded is looked at again before it is reported: an upload publishes right after its row
+ * is written, and gc unpublishes right after it removes the row.
+ */
+async function checkPublished ({ metadata, blobs }: CacheParts, problems: Problem[]): Promise<number | undefined> {
+  const published = blobs.published
+  if (published === undefined) return undefined
+  const objects = new Map<string, string | undefined>()
+  for await (const object of published.list()) objects.set(object.hashPart, object.md5)
+  const count = objects.size
+  const removedHashParts = new Set<string>()
+  const removedFiles = new Set<number>()
+  for (const { fix } of problems) {
+    if (fix.action === 'remove-narinfo') removedHashParts.add(fix.hashPart)
+    if (fix.action === 'remove-nar-file') removedFiles.add(fix.narFileId)
+  }
+  for (let page = await metadata.narinfos.page(0, PAGE); page.length > 0; page = await metadata.narinfos.page(page[page.length - 1]?.id ?? 0, PAGE)) {
+    for (const row of page) {
+      const listed = objects.has(row.hashPart)
+      const md5 = objects.get(row.hashPart)
+      objects.delete(row.hashPart)
+      if (removedHashParts.has(row.hashPart) || removedFiles.has(row.narFileId)) continue
+      if (listed && md5 === createHash('md5').update(row.narinfo).digest('hex')) continue
+      const text = await published.read(row.hashPart)
+      if (text === row.narinfo) continue
+      problems.push(text === undefined
+        ? { kind: 'narinfo-object-missing', subject: row.storePath, reason: `${published.where(row.hashPart)} is missing, so Nix reading the bucket does not find this path`, fix: { action: 'publish-narinfo', hashPart: row.hashPart } }
+        : { kind: 'narinfo-object-different', subject: row.storePath, reason: `${published.where(row.hashPart)} is not the narinfo the cache serves for it`, fix: { action: 'publish-narinfo', hashPart: row.hashPart } })
+    }
+  }
+  for (const hashPart of objects.keys()) {
+    if (await metadata.narinfos.has(hashPart)) continue // written since the rows were read
+    const text = await published.read(hashPart)
+    if (text === undefined) continue // removed since the listing
+    const storePath = /^StorePath: (.*)$/m.exec(text)?.[1]
+    problems.push({
+      kind: 'unrecorded-narinfo-object',
+      subject: published.where(hashPart),
+      reason: `no narinfo row${storePath === undefined ? '' : ` for ${storePath}`}: Nix reading the bucket is offered a path the cache no longer holds (left by a crash between a removal's steps?)`,
+      fix: { action: 'unpublish-narinfo', hashPart }
+    })
+  }
+  return count
 }
 
 /** The narinfo rows: each names an existing NAR file, agrees with it, and has its references. */
@@ -274,8 +338,10 @@ async function checkLeftovers (blobs: BlobStore, youngSince: number, problems: P
 export interface RepairResult {
   /** Narinfos and NAR files removed by the shared removal rules. */
   removal: Removal
-  /** Unrecorded NAR files, stray files and stale temp files deleted. */
+  /** Unrecorded NAR files, stray files, stale temp files and unrecorded narinfo objects deleted. */
   deletedFiles: string[]
+  /** Store paths whose narinfo objects were written again from their rows (a bucket read as a Nix cache). */
+  republished: string[]
   /** Problems --repair leaves for a person. */
   unrepaired: Problem[]
   dryRun: boolean
@@ -290,6 +356,7 @@ export async function repairCache (cache: CacheParts, problems: Problem[], optio
   const hashParts: string[] = []
   const narFileIds: number[] = []
   const deletedFiles: string[] = []
+  const republished: string[] = []
   const unrepaired: Problem[] = []
   for (const { fix } of problems) {
     if (fix.action === 'remove-narinfo') hashParts.push(fix.hashPart)
@@ -303,6 +370,17 @@ export async function repairCache (cache: CacheParts, problems: Problem[], optio
     if (fix.action === 'remove-unrecorded-nar-file') {
       // False when an upload recorded the file meanwhile: then it is no longer a problem.
       if (await removeUnrecordedNarFile(cache, fix.fileHash, { dryRun })) deletedFiles.push(problem.subject)
+    } else if (fix.action === 'unpublish-narinfo') {
+      // Looked at again: an upload may have recorded the path meanwhile.
+      if (await cache.metadata.narinfos.has(fix.hashPart)) continue
+      if (!dryRun) await cache.blobs.unpublishNarinfo(fix.hashPart)
+      deletedFiles.push(problem.subject)
+    } else if (fix.action === 'publish-narinfo') {
+      // The row as it is now (removed by the fixes above or by a gc meanwhile: nothing to publish).
+      const row = await cache.metadata.narinfos.get(fix.hashPart)
+      if (row === undefined) continue
+      if (!dryRun) await cache.blobs.publishNarinfo(fix.hashPart, row.narinfo)
+      republished.push(row.storePath)
     } else if (fix.action === 'delete') {
       if (!dryRun) await cache.blobs.removeLeftover(fix.file)
       deletedFiles.push(fix.file)
@@ -310,7 +388,7 @@ export async function repairCache (cache: CacheParts, problems: Problem[], optio
       unrepaired.push(problem)
     }
   }
-  return { removal: mergeRemovals(byFile, byNarinfo), deletedFiles, unrepaired, dryRun }
+  return { removal: mergeRemovals(byFile, byNarinfo), deletedFiles, republished, unrepaired, dryRun }
 }
 
 /** Two removals as one; a dry run's two plans may overlap. */

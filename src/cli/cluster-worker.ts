@@ -43,7 +43,8 @@ async function runWorker (): Promise<void> {
   const { buildApp } = await import('../server/app.js')
   const { pullThroughFor, upstreamContext } = await import('./pull-through.js')
   const cache = await openCache(config)
-  const pullThrough = pullThroughFor(config, cache)
+  const { narFetchClaimsFromPrimary } = await import('./nar-fetch-claims.js')
+  const pullThrough = pullThroughFor(config, cache, undefined, narFetchClaimsFromPrimary())
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
     { clusterWorker: true })
 

@@ -7,6 +7,7 @@
  * database, the first start (key, token, the message printed once), empty store/tmp. Then it
  * runs the gc schedule (one process per data folder must: cache/gc-schedule.ts), forks the
  * workers (cli/cluster-worker.ts), merges their metrics for /metrics (server/cluster-metrics.ts),
+ * gives out the turns to fetch upstream NARs (cli/nar-fetch-claims.ts),
  * restarts a worker that dies, with back-off, and on SIGTERM/SIGINT closes them all gracefully.
  *
  * node:cluster's default on Linux is round-robin: the primary accepts each connection and hands
@@ -23,6 +24,7 @@ import type { Config } from '../config/config.js'
 import { serveClusterMetrics } from '../server/cluster-metrics.js'
 import { CONFIG_ENV, SHUTDOWN_MESSAGE } from './cluster-protocol.js'
 import { firstStart } from './first-start.js'
+import { serveNarFetchClaims } from './nar-fetch-claims.js'
 import { startStorageUpkeep } from './storage-upkeep.js'
 
 const WORKER_ENTRY = fileURLToPath(new URL('./cluster-worker.js', import.meta.url))
@@ -54,6 +56,8 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
   const log: Logger = pino({ level: config.logLevel })
   const { message, stopUpkeep } = await setUpOnce(config, log)
   const stopMetrics = serveClusterMetrics()
+  // One upstream fetch per NAR across the workers (upstream/fetch-claims.ts).
+  const stopClaims = serveNarFetchClaims()
   cluster.setupPrimary({ exec: WORKER_ENTRY, args: [] })
   const stopGc = startGcSchedule(config, config.gc, log, config.upstreams.map(u => u.url))
   const workers = new Workers(config, log, message, async () => { await stopUpkeep(); await stopGc() })
@@ -63,6 +67,7 @@ export async function runCluster (config: Readonly<Config>): Promise<number> {
   log.info({ workers: config.workers }, 'primary started')
   const exitCode = await workers.done
   stopMetrics()
+  stopClaims()
   return exitCode
 }
 

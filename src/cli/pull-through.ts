@@ -7,17 +7,22 @@ import type { UpstreamStatus } from '../cache/browse.js'
 import type { OpenCache } from '../cache/open-cache.js'
 import type { PullLog, PullThrough } from '../cache/pull-through.js'
 import type { Config } from '../config/config.js'
+import type { FetchClaims } from '../upstream/fetch-claims.js'
 import { UpstreamPullThrough } from '../upstream/pull-through.js'
 
-/** `log` is for what happens outside any request; by default JSON lines on stdout, like Fastify's. */
-export function pullThroughFor (config: Readonly<Config>, cache: OpenCache, log?: PullLog): PullThrough | undefined {
+/**
+ * `log` is for what happens outside any request; by default JSON lines on stdout, like Fastify's.
+ * `claims`: a worker of `serve --workers N` takes turns with its siblings (nar-fetch-claims.ts).
+ */
+export function pullThroughFor (config: Readonly<Config>, cache: OpenCache, log?: PullLog, claims?: FetchClaims): PullThrough | undefined {
   if (config.upstreams.length === 0) return undefined
   return new UpstreamPullThrough({
     config,
     metadata: cache.metadata,
     blobs: cache.blobs,
     provenance: cache.provenance,
-    log: log ?? pino({ level: config.logLevel })
+    log: log ?? pino({ level: config.logLevel }),
+    claims
   })
 }
 

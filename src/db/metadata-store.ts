@@ -421,8 +421,8 @@ export interface InsertNarinfoOptions {
   now: number
   /**
    * The commit need not wait for the disk: it may be lost to a power cut, but only with every
-   * later write (a path pulled from an upstream, which is pulled again when asked for). A store
-   * may wait anyway.
+   * later write (a path pulled from an upstream, which is pulled again when asked for; a batch
+   * part, whose request calls flush before it is answered). A store may wait anyway.
    */
   durableWithNext?: boolean
 }
@@ -458,5 +458,131 @@ export interface MetadataStore {
    * memory (small NAR bodies, server/fast-reads.ts) forgets them when it changed. Synchronous.
    */
   servedGeneration: () => number
+  /** Every row as stored, for moving the cache to another backend (the embedded SQLite file has it). */
+  readonly dump?: MetadataDump
+  /** Writing moved rows (PostgreSQL has it). */
+  readonly load?: MetadataLoad
+  /**
+   * Resolves once every commit this store made before the call is on the disk, those made with
+   * durableWithNext included: one wait for many commits (the upload-batch route answers once for
+   * all its narinfos). A store whose commits always wait for the disk has nothing to do.
+   */
+  flush: () => Promise<void>
   close: () => Promise<void>
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moving a cache from one backend to another (cache/move-cache.ts, `narwhal export --database`)
+//
+// The source dumps its rows in id order, the target loads them. Every load call is one
+// transaction and idempotent (natural keys: file hash, hash part, token hash, (kind, name); the
+// audit log and gc history, which have none, by the move's high-water marks), so a move killed
+// at any point is finished by running it again, duplicating nothing.
+
+export interface DumpedNarFile extends NarFileRow { createdAt: number, lastAccessedAt: number }
+
+/** A narinfo as stored, with what its insert wrote along: references, provenance, times. */
+export interface DumpedNarinfo {
+  id: number
+  hashPart: string
+  storePath: string
+  narHash: string
+  narSize: number
+  deriver: string | null
+  ca: string | null
+  sigs: string[]
+  narinfo: string
+  createdAt: number
+  lastAccessedAt: number
+  /** Its NAR file's row; undefined when the row is gone (fsck reports that). */
+  narFile: DumpedNarFile | undefined
+  references: Array<{ hashPart: string, baseName: string }>
+  /** Oldest first. Token ids are the source's. */
+  provenance: ProvenanceRow[]
+}
+
+export interface DumpedToken extends TokenRow { tokenHash: string }
+export interface DumpedAuxFile extends AuxFile { id: number, kind: AuxKind, name: string, createdAt: number }
+export interface DumpedGcRun extends GcRunRow { id: number }
+
+export interface MetadataDump {
+  /** Up to `limit` narinfos with ids above `afterId`, in id order (an order in which references come first). */
+  narinfos: (afterId: number, limit: number) => Promise<DumpedNarinfo[]>
+  tokens: () => Promise<DumpedToken[]>
+  pins: () => Promise<PinRow[]>
+  /** Up to `limit` aux files, bodies included, with ids above `afterId`, in id order. */
+  auxFiles: (afterId: number, limit: number) => Promise<DumpedAuxFile[]>
+  /** Up to `limit` upstream records with hash parts above `afterHashPart`, in hash part order. */
+  upstreamRecords: (afterHashPart: string, limit: number) => Promise<UpstreamRecord[]>
+  /** Up to `limit` audit entries with ids above `afterId`, in id order. */
+  audit: (afterId: number, limit: number) => Promise<AuditRow[]>
+  gcRuns: () => Promise<DumpedGcRun[]>
+}
+
+/** A move into this database, as cache_moves records it. */
+export interface MoveRecord {
+  id: number
+  /** The moved cache: `sqlite:<absolute path of its SQLite file>`. */
+  source: string
+  startedAt: number
+  finishedAt: number | null
+  /** The highest source audit entry id and gc run id copied. */
+  auditThrough: number
+  gcRunsThrough: number
+}
+
+/** Rows in each table: whether a database is empty, and what a refusal names. */
+export interface TableCounts {
+  narinfos: number
+  narFiles: number
+  tokens: number
+  pins: number
+  auxFiles: number
+  upstreamRecords: number
+  auditEntries: number
+  gcRuns: number
+}
+
+export type LoadNarinfoOutcome =
+  | { kind: 'created' }
+  /** Already here with the same store path and NAR hash (an earlier run of the move). */
+  | { kind: 'present' }
+  /** Here with another store path or NAR hash: left as it is. */
+  | { kind: 'differs', storePath: string, narHash: string }
+  /** References held by no narinfo and no served upstream record here. */
+  | { kind: 'missing-references', baseNames: string[] }
+  /** Its NAR file is here but not live (an upload or a collection of it under way): try again. */
+  | { kind: 'nar-file-busy' }
+
+/** How many rows a load call wrote, and how many were there already. */
+export interface LoadCounts { created: number, present: number }
+
+export interface MetadataLoad {
+  contents: () => Promise<TableCounts>
+  moves: () => Promise<MoveRecord[]>
+  /** Records the move of `source` (or returns the one recorded). */
+  beginMove: (source: string, now: number) => Promise<MoveRecord>
+  finishMove: (id: number, now: number) => Promise<void>
+  /**
+   * Inserts the tokens not here (by token hash), keeping their ids when free; a token here that is
+   * revoked in the source is revoked here too. Returns source id -> id here, for every token.
+   */
+  tokens: (rows: DumpedToken[]) => Promise<{ ids: Map<number, number>, counts: LoadCounts }>
+  /** Records not here (by hash part) are inserted as they are. */
+  upstreamRecords: (rows: UpstreamRecord[]) => Promise<LoadCounts>
+  /**
+   * For each narinfo in order, in one transaction: its NAR file row (by file hash, inserted live
+   * with its times: the caller has put its blob in place first), then the narinfo with its
+   * references, times and provenance (token ids mapped by `tokenIds`; unknown ones become null),
+   * only when the same guards as NarinfoStore.insert pass (upstream references allowed).
+   */
+  narinfos: (rows: Array<DumpedNarinfo & { narFile: DumpedNarFile }>, tokenIds: Map<number, number>) => Promise<LoadNarinfoOutcome[]>
+  /** Pins not here (by hash part). */
+  pins: (rows: PinRow[]) => Promise<LoadCounts>
+  /** Aux files not here (by kind and name). */
+  auxFiles: (rows: DumpedAuxFile[]) => Promise<LoadCounts>
+  /** Entries with source ids above the move's auditThrough, which becomes the highest id given. */
+  audit: (moveId: number, rows: AuditRow[], tokenIds: Map<number, number>) => Promise<LoadCounts>
+  /** The same for gc runs (gcRunsThrough). */
+  gcRuns: (moveId: number, rows: DumpedGcRun[]) => Promise<LoadCounts>
 }

@@ -15,6 +15,8 @@ import { migrate, openDatabase, type Db } from './database.js'
 
 export const PUSHER_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/pusher/', import.meta.url))
 
+// The same job and row types as pusher/queue.ts declares (neither layer may import the other);
+// cli/open-queue.ts fails to compile when the two differ.
 export type JobState = 'pending' | 'running' | 'done' | 'failed'
 
 export interface Job {

@@ -18,6 +18,8 @@ import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import path from 'node:path'
 import { INCOMPLETE_GRACE_MS, listSpool, readSpoolFile, spoolDir, syncDir, type SpoolEntry, type SpoolRead } from './spool.js'
 
+// The same job and row types as db/pusher-queue.ts declares (neither layer may import the other);
+// cli/open-queue.ts fails to compile when the two differ.
 export type JobState = 'pending' | 'running' | 'done' | 'failed'
 
 export interface Job {

@@ -61,6 +61,12 @@ export function registerErrorHandler (app: FastifyInstance): void {
       request.log.info({ code, reason: err.message }, 'request refused')
       return reply.code(clientStatus).send(`${code}: ${err.message}\n`)
     }
+    // The client closed the connection before its request was whole (Nix giving up on a retry, a
+    // killed `nix copy`): ordinary traffic, and no one is left to answer. Error level is for our faults.
+    if (!request.raw.complete && request.raw.socket.destroyed) {
+      request.log.info({ reason: err.message }, 'client closed the connection before its request was complete')
+      return reply.code(400).send('NARWHAL_BAD_REQUEST: the request ended before its body was complete\n')
+    }
     request.log.error({ err }, 'internal error')
     return reply.code(500).send('NARWHAL_INTERNAL: internal error; the server log has the details\n')
   })

@@ -119,6 +119,26 @@ export interface ImmediateReads {
   readWhole: (fileHash: string, size: number) => Buffer | undefined
 }
 
+/** A narinfo object as PublishedNarinfos.list() finds it. */
+export interface PublishedNarinfo {
+  hashPart: string
+  /** The MD5 (hex) of its bytes when the store knows it without reading them (an S3 ETag of a plain PUT). */
+  md5: string | undefined
+}
+
+/**
+ * The narinfos a store that is itself a Nix cache holds (`<hashPart>.narinfo` in a bucket): what
+ * fsck compares with the narinfo rows. Absent for the folder, which publishes none.
+ */
+export interface PublishedNarinfos {
+  /** Every narinfo object, in no particular order. */
+  list: () => AsyncIterable<PublishedNarinfo>
+  /** The text of `<hashPart>.narinfo`, or undefined when there is none. */
+  read: (hashPart: string) => Promise<string | undefined>
+  /** Where `<hashPart>.narinfo` is, for a person (fsck's reports). */
+  where: (hashPart: string) => string
+}
+
 export interface BlobStore {
   /** `folder` or `s3`, for messages and metrics. */
   readonly kind: string
@@ -176,6 +196,8 @@ export interface BlobStore {
    * committed and its row live. No-op for the folder (the server serves narinfos from the database).
    */
   publishNarinfo: (hashPart: string, text: string) => Promise<void>
+  /** Present when the store holds published narinfos (S3): listing and reading them back (fsck). */
+  readonly published?: PublishedNarinfos
   /** Removes `<hashPart>.narinfo` (gc, before it deletes the NAR). No-op for the folder. */
   unpublishNarinfo: (hashPart: string) => Promise<void>
   /** Writes `nix-cache-info`. No-op for the folder. */

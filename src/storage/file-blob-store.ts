@@ -17,6 +17,7 @@ import fs, { closeSync, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, 
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { NarwhalError } from '../errors.js'
+import { GroupSync } from '../nix/group-sync.js'
 import { FILE_HASH_PATTERN } from '../nix/store-path.js'
 import type { BlobRead, BlobStore, ByteRange, ImmediateReads, Leftover, NarName, PendingBlob, StoredBlob } from './blob-store.js'
 import { FileBody } from './file-body.js'
@@ -24,6 +25,7 @@ import { LAYOUT_VERSION, narFilePath, type Layout } from './layout.js'
 import { TempFile } from './temp-file.js'
 
 const open = promisify(fs.open)
+const fsync = promisify(fs.fsync)
 
 const NIX32_CHARS = '0-9a-df-np-sv-z'
 const SHARD_NAME = new RegExp(`^[${NIX32_CHARS}]{2}$`)
@@ -32,6 +34,12 @@ const NAR_FILE_NAME = new RegExp(`^${FILE_HASH_PATTERN}$`)
 function fsyncDirectory (dir: string): void {
   const fd = openSync(dir, 'r')
   try { fsyncSync(fd) } finally { closeSync(fd) }
+}
+
+/** The same on the thread pool; opening and closing a directory take microseconds, done here. */
+async function syncDirectory (dir: string): Promise<void> {
+  const fd = openSync(dir, 'r')
+  try { await fsync(fd) } finally { closeSync(fd) }
 }
 
 /** A directory's entries, sorted; none when it is missing. */
@@ -58,6 +66,7 @@ export class FileBlobStore implements BlobStore {
   readonly kind = 'folder'
   readonly layout: Layout
   readonly immediate: ImmediateReads
+  readonly #directorySyncs = new GroupSync(syncDirectory)
 
   constructor (layout: Layout) {
     this.layout = layout
@@ -136,19 +145,21 @@ export class FileBlobStore implements BlobStore {
   /**
    * Moves a synced temp file to its content-addressed name; an existing file is success. With
    * `durable`, the rename's directory entry (and a new shard's) is synced before it returns;
-   * without, it reaches the disk with the kernel's next write-back. Synchronous system calls, as
-   * before the seam: through the thread pool (mkdir, rename, open, fsync, close) the CPU per small
-   * upload rose measurably (BENCHMARKS.md, issue 17 blob store).
+   * without, it reaches the disk with the kernel's next write-back. mkdir and rename are
+   * synchronous calls of microseconds, as before the seam (through the thread pool the CPU per
+   * small upload rose measurably: BENCHMARKS.md, issue 17 blob store); the directory syncs wait on
+   * the thread pool, shared by the uploads that finish meanwhile (nix/group-sync.ts).
    */
   async #place (temp: string, fileHash: string, durable: boolean): Promise<void> {
     const dest = narFilePath(this.layout, fileHash)
     const dir = path.dirname(dest)
-    // A shard made now is itself only an entry in nar/: without syncing nar/ a power cut could
-    // lose the shard, and with it a file whose row committed.
-    if (mkdirSync(dir, { recursive: true }) !== undefined && durable) fsyncDirectory(this.layout.narDir)
+    const newShard = mkdirSync(dir, { recursive: true }) !== undefined
     renameSync(temp, dest)
-    // The rename is only durable once the directory entry is on disk.
-    if (durable) fsyncDirectory(dir)
+    if (!durable) return
+    // The rename is only durable once the directory entry is on disk; a shard made now is itself
+    // only an entry in nar/, so without syncing nar/ a power cut could lose the shard and the file
+    // with it. Both before the row goes live, in either order: at once, they cost one journal commit.
+    await Promise.all([this.#directorySyncs.sync(dir), newShard ? this.#directorySyncs.sync(this.layout.narDir) : undefined])
   }
 
   /**

@@ -14,7 +14,7 @@
 import { CACHE_INFO_FILE, CONTENT_TYPE, narinfoFile } from '../nix/binary-cache-files.js'
 import { VERIFIABLE_COMPRESSIONS, extensionFor } from '../nix/compression.js'
 import { narUrl, parseNarUrl } from '../nix/nar-url.js'
-import type { BlobRead, BlobStore, ByteRange, Leftover, NarName, StoredBlob } from './blob-store.js'
+import type { BlobRead, BlobStore, ByteRange, Leftover, NarName, PublishedNarinfos, StoredBlob } from './blob-store.js'
 import { S3Body } from './s3-body.js'
 import { S3Objects } from './s3-objects.js'
 import { S3PendingBlob, TEMP_PREFIX } from './s3-pending-blob.js'
@@ -39,6 +39,10 @@ const COMPRESSION_OF_EXTENSION = new Map<string, string>(
   VERIFIABLE_COMPRESSIONS.filter(c => extensionFor(c) !== '').map(c => [extensionFor(c), c]))
 
 const MULTIPART_SUBJECT = /^multipart upload (\S+) of (.+)$/
+/** `<hash part>.narinfo`: 32 characters of Nix's base-32 alphabet. */
+const NARINFO_NAME = /^([0-9a-df-np-sv-z]{32})\.narinfo$/
+/** An ETag that is an MD5 of the bytes (a multipart upload's has a -N suffix). */
+const MD5_ETAG = /^[0-9a-f]{32}$/
 
 export class S3BlobStore implements BlobStore {
   readonly kind = 's3'
@@ -46,9 +50,22 @@ export class S3BlobStore implements BlobStore {
   readonly #redirectNars: boolean
   readonly #presignSeconds: number
   readonly #sweepGraceMs: number
+  /** The `<hashPart>.narinfo` objects at the top of the bucket (under its prefix). */
+  readonly published: PublishedNarinfos
 
   constructor (objects: S3Objects, options: S3BlobStoreOptions) {
     this.objects = objects
+    this.published = {
+      list: async function * () {
+        for await (const object of objects.list('', { topLevel: true })) {
+          const hashPart = NARINFO_NAME.exec(object.name)?.[1]
+          if (hashPart === undefined) continue
+          yield { hashPart, md5: object.etag !== undefined && MD5_ETAG.test(object.etag) ? object.etag : undefined }
+        }
+      },
+      read: async (hashPart: string) => (await objects.get(narinfoFile(hashPart)))?.toString('utf8'),
+      where: (hashPart: string) => this.#url(narinfoFile(hashPart))
+    }
     this.#redirectNars = options.redirectNars
     this.#presignSeconds = options.presignSeconds ?? PRESIGN_SECONDS
     this.#sweepGraceMs = options.sweepGraceMs ?? SWEEP_GRACE_MS

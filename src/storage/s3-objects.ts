@@ -28,7 +28,13 @@ async function loadSdk (): Promise<Sdk> {
   return await sdkLoading
 }
 
-export interface S3Object { name: string, size: number, lastModified: number }
+export interface S3Object {
+  name: string
+  size: number
+  lastModified: number
+  /** The service's ETag, quotes removed: the MD5 of the bytes for an object written in one PUT without KMS encryption. */
+  etag: string | undefined
+}
 /** A multipart upload begun and neither completed nor aborted: its parts take space, no reader sees them. */
 export interface UnfinishedUpload { name: string, uploadId: string, initiated: Date }
 
@@ -116,22 +122,30 @@ export class S3Objects {
     }
   }
 
-  /** Every object whose name starts with `namePrefix` (under the location's prefix), a page at a time. */
-  async * list (namePrefix = ''): AsyncGenerator<S3Object> {
+  /**
+   * Every object whose name starts with `namePrefix` (under the location's prefix), a page at a
+   * time; with `topLevel`, only those with no further '/' in their names (not what is in "folders").
+   */
+  async * list (namePrefix = '', options: { topLevel?: boolean } = {}): AsyncGenerator<S3Object> {
     let token: string | undefined
     do {
       let page
       try {
         const { client, sdk } = await this.#connect()
         page = await client.send(new sdk.ListObjectsV2Command({
-          Bucket: this.location.bucket, Prefix: this.key(namePrefix), ContinuationToken: token
+          Bucket: this.location.bucket, Prefix: this.key(namePrefix), ContinuationToken: token, Delimiter: options.topLevel === true ? '/' : undefined
         }))
       } catch (err) {
         throw this.failure(err, 'listing the bucket')
       }
       for (const object of page.Contents ?? []) {
         if (object.Key === undefined) continue
-        yield { name: object.Key.slice(this.location.prefix.length), size: object.Size ?? 0, lastModified: object.LastModified?.getTime() ?? 0 }
+        yield {
+          name: object.Key.slice(this.location.prefix.length),
+          size: object.Size ?? 0,
+          lastModified: object.LastModified?.getTime() ?? 0,
+          etag: object.ETag?.replaceAll('"', '')
+        }
       }
       token = page.IsTruncated === true ? page.NextContinuationToken : undefined
     } while (token !== undefined)

@@ -9,8 +9,8 @@
  * and stored with its narinfo as an ordinary path (cache/store-pulled-nar.ts). A NAR that does
  * not verify leaves nothing, and its narinfo is no longer served.
  *
- * Each process of `serve --workers N` pulls on its own: with N workers one NAR may be fetched up
- * to N times at once (each stores the same verified bytes).
+ * With `serve --workers N` the processes take turns (fetch-claims.ts): one fetches a NAR, the
+ * others' clients wait for it to be stored and are served from the disk.
  */
 import type { Registry } from 'prom-client'
 import type { Config } from '../config/config.js'
@@ -26,6 +26,7 @@ import type { PulledNar, PullLog, PullThrough } from '../cache/pull-through.js'
 import { storePulledNar } from '../cache/store-pulled-nar.js'
 import { UpstreamMetrics, type RefusalReason } from './metrics.js'
 import { NarFetch } from './nar-fetch.js'
+import { SOLE_PROCESS, type FetchClaims, type FetchTurn } from './fetch-claims.js'
 import { Upstream, describe, upstreamFailed } from './upstream.js'
 
 /** Hash parts remembered as prefetched before the memory is cleared. */
@@ -41,6 +42,8 @@ export interface PullCache {
   provenance: Provenance
   /** For what happens outside any request (narinfos asked ahead of the client). */
   log: PullLog
+  /** Which process fetches a NAR, when several serve this cache; SOLE_PROCESS by default. */
+  claims?: FetchClaims
 }
 
 export class UpstreamPullThrough implements PullThrough {
@@ -50,6 +53,8 @@ export class UpstreamPullThrough implements PullThrough {
   readonly #metrics = new UpstreamMetrics()
   readonly #asking = new Map<string, Promise<UpstreamRecord | undefined>>()
   readonly #fetching = new Map<string, NarFetch>()
+  /** This process's claims of turns to fetch (one per NAR at a time, however many ask). */
+  readonly #claiming = new Map<string, Promise<FetchTurn>>()
   /** Hash parts whose references were asked for ahead of the client (#prefetchReferences). */
   readonly #prefetched = new Set<string>()
   /** The log of background asks that no request started: warnings and errors only. */
@@ -124,14 +129,24 @@ export class UpstreamPullThrough implements PullThrough {
 
   async nar (fileHash: string, log: PullLog, options: { stream: boolean }): Promise<PulledNar | undefined> {
     let fetch = this.#fetching.get(fileHash)
-    if (fetch === undefined) {
+    while (fetch === undefined) {
       const records = await this.#records.namingFile(fileHash)
       if (records.length === 0) return undefined
       // Stored meanwhile (by another request that finished a moment ago, or another worker).
       const row = await this.#cache.metadata.narFiles.get(fileHash)
       if (row?.state === 'live' && await this.#cache.blobs.size(row) !== undefined) return { kind: 'stored' }
-      // Checked again after that wait: another request may have started the fetch meanwhile.
-      fetch = this.#fetching.get(fileHash) ?? this.#startFetch(fileHash, records, log)
+      // Checked again after each wait: another request may have started the fetch meanwhile.
+      fetch = this.#fetching.get(fileHash)
+      if (fetch !== undefined) break
+      const turn = await this.#turnFor(fileHash)
+      fetch = this.#fetching.get(fileHash)
+      if (fetch !== undefined) break
+      if (turn.kind === 'mine') {
+        fetch = this.#startFetch(fileHash, records, log, turn.release)
+        break
+      }
+      if (turn.outcome === 'failed') throw upstreamFailed(new Error(`another worker's fetch of nar/${fileHash} failed (the log says why)`))
+      // 'stored': found stored when the loop asks again; 'abandoned': the turn is claimed again.
     }
     await fetch.ready
     if (options.stream && fetch.joinable) {
@@ -145,6 +160,16 @@ export class UpstreamPullThrough implements PullThrough {
     throw isNarwhalError(error) && (error.code === 'NARWHAL_NOT_FOUND' || error.code === 'NARWHAL_UPSTREAM_FAILED')
       ? error
       : upstreamFailed(error instanceof Error ? error : new Error(String(error)))
+  }
+
+  /** The turn to fetch a NAR, asked once for every request of this process that wants it meanwhile. */
+  async #turnFor (fileHash: string): Promise<FetchTurn> {
+    let claiming = this.#claiming.get(fileHash)
+    if (claiming === undefined) {
+      claiming = (this.#cache.claims ?? SOLE_PROCESS).claim(fileHash).finally(() => this.#claiming.delete(fileHash))
+      this.#claiming.set(fileHash, claiming)
+    }
+    return await claiming
   }
 
   async lookupReferences (narinfoText: string, log: PullLog): Promise<void> {
@@ -215,7 +240,8 @@ export class UpstreamPullThrough implements PullThrough {
     return undefined
   }
 
-  #startFetch (fileHash: string, records: UpstreamRecord[], log: PullLog): NarFetch {
+  /** Starts the fetch this process has the turn for; `release` reports its outcome once it is recorded. */
+  #startFetch (fileHash: string, records: UpstreamRecord[], log: PullLog, release: (outcome: 'stored' | 'failed') => void): NarFetch {
     const first = records[0] as UpstreamRecord
     const upstream = this.#upstreams.find(u => u.url === first.upstream)
     const { config, metadata, blobs, provenance } = this.#cache
@@ -238,27 +264,32 @@ export class UpstreamPullThrough implements PullThrough {
       reserveBytes: config.limits.freeSpaceReserveBytes
     }, verified), n => this.#metrics.bytes.inc(labels, n))
     this.#fetching.set(fileHash, fetch)
-    fetch.done.then(stored => {
+    fetch.done.then(async stored => {
       this.#fetching.delete(fileHash)
       if (stored) {
         upstream?.succeeded()
         this.#metrics.nars.inc(labels)
         log.info({ upstream: first.upstream, fileHash, fileSize: first.fileSize, storePaths: records.map(r => r.storePath) }, 'NAR pulled from upstream, verified and stored')
-        return
+        return true
       }
       const err = fetch.error
       if (isNarwhalError(err) && BAD_BYTES.has(err.code)) {
-        this.#records.refuseFile(fileHash, Date.now()).catch((refuseErr: unknown) => {
-          log.error({ fileHash, err: refuseErr }, 'could not record that an upstream NAR did not verify')
-        })
         this.#metrics.refusals.inc({ ...labels, reason: 'nar_mismatch' })
         log.error({ upstream: first.upstream, fileHash, storePaths: records.map(r => r.storePath), reason: err.message },
           'NAR from upstream did not verify: nothing stored, its narinfo is no longer served')
+        // Recorded before the turn is released: the other workers' clients then find it refused.
+        await this.#records.refuseFile(fileHash, Date.now()).catch((refuseErr: unknown) => {
+          log.error({ fileHash, err: refuseErr }, 'could not record that an upstream NAR did not verify')
+        })
       } else {
         this.#metrics.errors.inc(labels)
         log.warn({ upstream: first.upstream, fileHash, reason: describe(err) }, 'NAR could not be fetched from upstream')
       }
-    }).catch((err: unknown) => { log.error({ err, fileHash }, 'could not record the outcome of a NAR fetch') })
+      return false
+    }).catch((err: unknown) => {
+      log.error({ err, fileHash }, 'could not record the outcome of a NAR fetch')
+      return false
+    }).then(stored => { release(stored ? 'stored' : 'failed') }, () => { release('failed') })
     return fetch
   }
 }

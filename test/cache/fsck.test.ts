@@ -19,6 +19,7 @@ import { decodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { createCompressor } from '../../src/nix/codecs.js'
 import { storeNar } from '../../src/cache/store-nar.js'
+import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
 import { collect, fileHashOf } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 import { sqliteDb } from '../helpers/sqlite.js'
@@ -77,7 +78,7 @@ async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ 
 
 /** a <- b <- c (c references b, b references a and itself); d stands alone. */
 async function fixture (): Promise<Fixture> {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-fsck-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-fsck-') }), {}))
   const paths = {
     a: await addPath(cache, 'a', []),
     b: await addPath(cache, 'b', ['a', 'b']),
@@ -122,7 +123,7 @@ test('a healthy cache checks clean, sizes only and with content verified', async
   assert.equal(full.checked.contentVerified, true)
 })
 
-test('a missing NAR file of a leaf: --repair removes the leaf and its referrers, not the rest', async () => {
+test('a missing NAR file of a leaf: --repair removes the leaf and its referrers, not the rest', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand'), async () => {
   const f = await fixture()
   unlinkSync(narFile(f, 'a'))
   const report = await check(f)
@@ -142,7 +143,7 @@ test('a missing NAR file of a leaf: --repair removes the leaf and its referrers,
   assert.deepEqual((await check(f, true)).problems, [])
 })
 
-test('a truncated NAR file is found by its size; a flipped byte only with --verify-content', async () => {
+test('a truncated NAR file is found by its size; a flipped byte only with --verify-content', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand'), async () => {
   const f = await fixture()
   truncateSync(narFile(f, 'b'), 100)
   const fd = openSync(narFile(f, 'c'), 'r+')
@@ -164,7 +165,7 @@ test('a truncated NAR file is found by its size; a flipped byte only with --veri
   assert.deepEqual((await check(f, true)).problems, [])
 })
 
-test('files without rows: old ones are removed, young ones are taken for uploads in flight', async () => {
+test('files without rows: old ones are removed, young ones are taken for uploads in flight', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand'), async () => {
   const f = await fixture()
   const junk = randomBytes(100)
   const old = narFilePath(f.cache.layout, fileHashOf(junk))
@@ -195,7 +196,7 @@ test('files without rows: old ones are removed, young ones are taken for uploads
   assert.deepEqual((await check(f)).problems, [])
 })
 
-test('misplaced and oddly named files are stray; a stray directory is left for a person', async () => {
+test('misplaced and oddly named files are stray; a stray directory is left for a person', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand'), async () => {
   const f = await fixture()
   const hash = f.paths.a?.fileHash ?? ''
   const wrongShard = hash.startsWith('00') ? '11' : '00'
@@ -216,7 +217,7 @@ test('misplaced and oddly named files are stray; a stray directory is left for a
   assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'])
 })
 
-test('database damage: a narinfo without its NAR file row, a missing reference, a narinfo text that disagrees', async () => {
+test('database damage: a narinfo without its NAR file row, a missing reference, a narinfo text that disagrees', sqliteOnly('edits SQLite rows by hand (foreign keys off)'), async () => {
   const f = await fixture()
   const db = sqliteDb(f.cache.metadata)
   // The foreign key forbids the first two; a hand edit with it switched off does not.
@@ -248,7 +249,7 @@ test('database damage: a narinfo without its NAR file row, a missing reference, 
   assert.deepEqual((await checkCache(f.cache, { verifyContent: true, graceMs: 0 })).problems, [])
 })
 
-test('a NAR file row no narinfo names, whose file is gone, is dropped so a re-upload stores it again', async () => {
+test('a NAR file row no narinfo names, whose file is gone, is dropped so a re-upload stores it again', sqliteOnly('edits SQLite rows by hand (foreign keys off) and removes the file'), async () => {
   const f = await fixture()
   const db = sqliteDb(f.cache.metadata)
   db.prepare('DELETE FROM narinfos WHERE hash_part = ?').run(f.paths.d?.hashPart)
@@ -262,7 +263,7 @@ test('a NAR file row no narinfo names, whose file is gone, is dropped so a re-up
   assert.equal(await f.cache.metadata.narFiles.get(f.paths.d?.fileHash ?? ''), undefined)
 })
 
-test('a store layout of another version stops fsck before it judges anything', async () => {
+test('a store layout of another version stops fsck before it judges anything', sqliteOnly('writes the folder\'s store/VERSION'), async () => {
   const f = await fixture()
   writeFileSync(f.cache.layout.versionFile, '2\n')
   await assert.rejects(check(f), /store layout version 2 .* is not supported/)

@@ -19,6 +19,7 @@ import { holdsNar, storeNar } from '../../src/cache/store-nar.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { checkReupload, type IngestOptions } from '../../src/storage/nar-ingest.js'
+import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
 import { tempDir } from '../helpers/nix.js'
 import { eventually } from '../helpers/upload.js'
 import { sqliteDb } from '../helpers/sqlite.js'
@@ -49,7 +50,7 @@ interface PathSpec {
 }
 
 async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): Promise<OpenCache> {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const addNarFile = async (name: string, size: number, at: number): Promise<number> => {
     const file = narFilePath(cache.layout, fileHash(name))
     mkdirSync(path.dirname(file), { recursive: true })
@@ -118,7 +119,7 @@ function assertClosed (cache: OpenCache): void {
   }
 }
 
-test('older-than goes by effective last use: an old dependency of a path used today stays', async () => {
+test('older-than goes by effective last use: an old dependency of a path used today stays', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const cache = await fabricate({
     lib: { uploaded: 100 },
     app: { uploaded: 100, refs: ['lib'], narinfoRead: 1 },
@@ -136,7 +137,7 @@ test('older-than goes by effective last use: an old dependency of a path used to
   assertClosed(cache)
 })
 
-test('max-size evicts least recently used first and stops once NAR files fit', async () => {
+test('max-size evicts least recently used first and stops once NAR files fit', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const spec: Record<string, PathSpec> = {
     xDep: { uploaded: 30 },
     xTop: { uploaded: 30, refs: ['xDep'], narRead: 10 },
@@ -161,7 +162,7 @@ test('max-size evicts least recently used first and stops once NAR files fit', a
   assertClosed(tighter)
 })
 
-test('max-size evicts paths pulled from a configured upstream first, never dragging a pushed path along', async () => {
+test('max-size evicts paths pulled from a configured upstream first, never dragging a pushed path along', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const UPSTREAM = 'https://cache.example.org'
   const spec: Record<string, PathSpec> = {
     // Pushed, the least recently used of all.
@@ -194,7 +195,7 @@ test('max-size evicts paths pulled from a configured upstream first, never dragg
   assertClosed(tight)
 })
 
-test('max-size keeps paths used within keep-recent and says the limit was not reached', async () => {
+test('max-size keeps paths used within keep-recent and says the limit was not reached', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const cache = await fabricate({
     old: { uploaded: 30 },
     fresh: { uploaded: 30, narinfoRead: 0.01 },
@@ -208,7 +209,7 @@ test('max-size keeps paths used within keep-recent and says the limit was not re
   assert.deepEqual(present(cache), names('fresh', 'freshDep', 'freshTop'))
 })
 
-test('a pin keeps its whole closure until it expires; its referrers are not protected', async () => {
+test('a pin keeps its whole closure until it expires; its referrers are not protected', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const spec: Record<string, PathSpec> = {
     base: { uploaded: 200 },
     pinnedTop: { uploaded: 200, refs: ['base'] },
@@ -232,7 +233,7 @@ test('a pin keeps its whole closure until it expires; its referrers are not prot
   assert.deepEqual((await expiring.metadata.retention.listPins()).map(p => p.storePath), [storePath('loose')])
 })
 
-test('NAR files no narinfo names go after the grace period, in every run', async () => {
+test('NAR files no narinfo names go after the grace period, in every run', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const cache = await fabricate({ kept: { uploaded: 100 } }, { unnamed: { abandoned: 2 * DAY, uploading: 60_000 } })
   const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY }))
   assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [fileHash('abandoned')])
@@ -259,8 +260,8 @@ const ingest = (bytes: Buffer): IngestOptions => ({ maxBytes: bytes.length, maxN
 // Nix uploads a NAR, then its narinfo. A push abandoned after the NAR and retried days later (a
 // retried `nix copy`) uploads the NAR again: its grace period must count from that upload, or a
 // collection between the NAR and the narinfo takes the NAR and the narinfo is refused.
-test('a NAR no narinfo names, uploaded again after its grace period, is kept for another; one not uploaded again goes', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+test('a NAR no narinfo names, uploaded again after its grace period, is kept for another; one not uploaded again goes', sqliteOnly('reads and removes NAR files in store/nar'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const [again, stored, abandoned] = await Promise.all([realNar('again'), realNar('stored'), realNar('abandoned')])
   const uploadedLongAgo = NOW - 3 * DAY
   for (const nar of [again, stored, abandoned]) {
@@ -287,8 +288,8 @@ test('a NAR no narinfo names, uploaded again after its grace period, is kept for
   await cache.close()
 })
 
-test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the upload stores it again', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-gc-') }, {}))
+test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the upload stores it again', sqliteOnly('removes the NAR file from store/nar'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const nar = await realNar('lost')
   assert.equal(await holdsNar(nar.fileHash, cache), false, 'never uploaded')
   assert.equal((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'and no row made')
@@ -302,7 +303,7 @@ test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the up
   await cache.close()
 })
 
-test('a dry run reports exactly what the real run then removes, and changes nothing', async () => {
+test('a dry run reports exactly what the real run then removes, and changes nothing', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const spec: Record<string, PathSpec> = {
     a: { uploaded: 50 },
     b: { uploaded: 50, refs: ['a'] },
@@ -335,7 +336,7 @@ test('a dry run reports exactly what the real run then removes, and changes noth
   assertClosed(cache)
 })
 
-test('a path used, pinned or newly referenced while gc runs is kept, with what it needs', async () => {
+test('a path used, pinned or newly referenced while gc runs is kept, with what it needs', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const spec: Record<string, PathSpec> = {
     dep: { uploaded: 100 },
     mid: { uploaded: 100, refs: ['dep'] },
@@ -395,7 +396,7 @@ test('effective last use: a reference inherits its referrers\' latest use; pins 
   assert.deepEqual(effective, [50, 50, 20, Infinity, Infinity, Infinity, Infinity])
 })
 
-test('the schedule collects in a worker thread every interval, logs each run, and stops cleanly', async () => {
+test('the schedule collects in a worker thread every interval, logs each run, and stops cleanly', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
   const cache = await fabricate({ stale: { uploaded: 10 }, fresh: { uploaded: 0 } }, { unnamed: { abandoned: 2 * DAY } })
   const runs: Array<Record<string, unknown>> = []
   const failures: unknown[] = []

@@ -11,6 +11,7 @@ import { loadConfig } from '../../src/config/config.js'
 import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { PENDING_GRACE_MS, removeNarinfos, removeUnnamedNarFiles, removeUnrecordedNarFile } from '../../src/cache/remove-paths.js'
 import type { NarFileFacts } from '../../src/db/metadata-store.js'
+import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
 import { tempDir } from '../helpers/nix.js'
 import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
 import { narFilePath } from '../../src/storage/layout.js'
@@ -42,7 +43,7 @@ async function addNarinfo (cache: OpenCache, c: string, narFileId: number, refs:
 }
 
 async function fixture (): Promise<OpenCache> {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-remove-') }, {}))
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-remove-') }), {}))
   // a <- b <- c (c references b references a); d alone; b and d share one NAR file.
   const fa = await addNarFile(cache, 'a')
   const fb = await addNarFile(cache, 'b')
@@ -54,7 +55,7 @@ async function fixture (): Promise<OpenCache> {
   return cache
 }
 
-test('removing a path removes its referrers, transitively, and the NAR files only they named', async () => {
+test('removing a path removes its referrers, transitively, and the NAR files only they named', sqliteOnly('its fixture writes NAR files into store/nar and checks them there'), async () => {
   const cache = await fixture()
   const removal = await removeNarinfos(cache, [hashPart('a')])
   assert.deepEqual(removal.storePaths.sort(), ['a', 'b', 'c'].map(c => `/nix/store/${hashPart(c)}-${c}`))
@@ -80,7 +81,7 @@ test('a dry run reports the same removal and changes nothing', async () => {
   assert.equal(await cache.metadata.narinfos.count(), 2)
 })
 
-test('unnamed NAR files go only after their grace period; unrecorded files only without a row', async () => {
+test('unnamed NAR files go only after their grace period; unrecorded files only without a row', sqliteOnly('its fixture writes NAR files into store/nar and checks them there'), async () => {
   const cache = await fixture()
   const now = Date.now()
   await addNarFile(cache, 'e', now - 10_000)
@@ -98,7 +99,7 @@ test('unnamed NAR files go only after their grace period; unrecorded files only 
   assert.equal(existsSync(stray), false)
 })
 
-test('an upload that crashed before its NAR went live is collected after an hour; a young one is left alone', async () => {
+test('an upload that crashed before its NAR went live is collected after an hour; a young one is left alone', sqliteOnly('its fixture writes NAR files into store/nar and checks them there'), async () => {
   const cache = await fixture()
   const now = Date.now()
   const facts = (c: string): NarFileFacts => ({ fileHash: fileHash(c), fileSize: 10, compression: 'none', narHash: fileHash(c), narSize: 10 })
@@ -114,7 +115,7 @@ test('an upload that crashed before its NAR went live is collected after an hour
   assert.equal((await cache.metadata.narFiles.get(fileHash('q')))?.state, 'pending')
 })
 
-test('a removal a crash interrupted (a row left deleting) is finished by the next one, and only then can the NAR go live again', async () => {
+test('a removal a crash interrupted (a row left deleting) is finished by the next one, and only then can the NAR go live again', sqliteOnly('its fixture writes NAR files into store/nar and checks them there; peekLive is the SQLite store\'s synchronous read'), async () => {
   const cache = await fixture()
   await addNarFile(cache, 'e', Date.now() - 10_000)
   const [marked] = await cache.metadata.narFiles.markUnnamedDeleting(Date.now() - 5_000, 0)

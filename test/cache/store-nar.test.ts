@@ -17,14 +17,15 @@ import { storeNar } from '../../src/cache/store-nar.js'
 import type { IngestOptions } from '../../src/storage/nar-ingest.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
+import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
 import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 import { narFilePath } from '../../src/storage/layout.js'
 
 const LIMITS = (n: number): IngestOptions => ({ maxBytes: n, maxNarSize: n, declaredBytes: 0, reserveBytes: 0 })
 
-test('an upload meeting a removal of the same NAR waits for it, then stores the NAR whole', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+test('an upload meeting a removal of the same NAR waits for it, then stores the NAR whole', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
   await storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
@@ -43,8 +44,8 @@ test('an upload meeting a removal of the same NAR waits for it, then stores the 
   await cache.close()
 })
 
-test('an upload refused because a removal holds the NAR too long leaves the removal alone', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+test('an upload refused because a removal holds the NAR too long leaves the removal alone', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
   await storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
@@ -57,8 +58,8 @@ test('an upload refused because a removal holds the NAR too long leaves the remo
   await cache.close()
 })
 
-test('when the commit fails the NAR is not live and the temp file is removed; a retry stores it', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+test('when the commit fails the NAR is not live and the temp file is removed; a retry stores it', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
   // A file where the NAR's shard folder belongs: the rename into place fails for real (as root,
@@ -76,8 +77,8 @@ test('when the commit fails the NAR is not live and the temp file is removed; a 
   await cache.close()
 })
 
-test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const dir = tempDir('narwhal-store-nar-src-')
   // Random bytes do not compress: the zstd body is as large as the NAR, several write batches.
   writeFileSync(path.join(dir, 'random.bin'), randomBytes(3 * 1024 * 1024 + 12345))
@@ -107,8 +108,8 @@ test('a NAR of several MiB in uneven chunks is stored byte for byte (batched tem
   await cache.close()
 })
 
-test('a NAR that decompresses past maxNarSize is refused as the limit is passed, not after the whole body', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-store-nar-') }, {}))
+test('a NAR that decompresses past maxNarSize is refused as the limit is passed, not after the whole body', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const dir = path.join(tempDir('narwhal-store-nar-src-'), 'zeros')
   mkdirSync(dir)
   writeFileSync(path.join(dir, 'zeros'), Buffer.alloc(32 * 1024 * 1024))

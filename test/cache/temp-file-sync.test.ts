@@ -11,6 +11,7 @@ import { loadConfig } from '../../src/config/config.js'
 import { openCache } from '../../src/cache/open-cache.js'
 import { FileBlobStore } from '../../src/storage/file-blob-store.js'
 import type { TempFile } from '../../src/storage/temp-file.js'
+import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
 import { tempDir } from '../helpers/nix.js'
 
 const MIB = 1024 * 1024
@@ -36,8 +37,8 @@ async function waitFor (condition: () => boolean, ms: number): Promise<boolean> 
   return true
 }
 
-test('a large upload is synced while it arrives, and wholly once sync() returns', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+test('a large upload is synced while it arrives, and wholly once sync() returns', sqliteOnly('fsync of the folder\'s temp files'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     const temp = await new FileBlobStore(cache.layout).begin()
     const digest = await appendMiB(temp, 40)
@@ -54,8 +55,8 @@ test('a large upload is synced while it arrives, and wholly once sync() returns'
   }
 })
 
-test('a small upload is left to the final sync', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+test('a small upload is left to the final sync', sqliteOnly('fsync of the folder\'s temp files'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     const temp = await new FileBlobStore(cache.layout).begin()
     await appendMiB(temp, 4)
@@ -69,8 +70,8 @@ test('a small upload is left to the final sync', async () => {
   }
 })
 
-test('discarding an upload while an early sync runs closes and removes it cleanly', async () => {
-  const cache = await openCache(loadConfig({ dataDir: tempDir('narwhal-temp-sync-') }, {}))
+test('discarding an upload while an early sync runs closes and removes it cleanly', sqliteOnly('fsync of the folder\'s temp files'), async () => {
+  const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-temp-sync-') }), {}))
   try {
     for (let i = 0; i < 3; i++) {
       const temp = await new FileBlobStore(cache.layout).begin()

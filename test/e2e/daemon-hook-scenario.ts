@@ -16,6 +16,7 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node
 import path from 'node:path'
 import { openQueue } from '../../src/cli/open-queue.js'
 import { ingestSpool, queueStatus } from '../../src/pusher/queue.js'
+import { backendFor } from '../helpers/backend.js'
 import { nixKeyPair, run, runOk, tempDir } from '../helpers/nix.js'
 import { CLI, DAEMON_SOCKET, HOOK, USER, daemonAnswers, freePort, startChild, userDir, waitFor, writeChain, type Child, type DaemonSide } from './daemon.js'
 
@@ -46,7 +47,8 @@ async function scenario (t: test.TestContext, side: DaemonSide): Promise<void> {
   chmodSync(path.dirname(key.secretFile), 0o755)
   const dataDir = path.join(work, 'data')
   const queueDir = path.join(work, 'queue')
-  const token = (await runOk('node', [CLI, 'token', 'create', '--scope', 'push', '--data', dataDir])).trim()
+  const backend = await backendFor(dataDir)
+  const token = (await runOk('node', [CLI, 'token', 'create', '--scope', 'push', '--data', dataDir, ...backend.args])).trim()
   const tokenFile = path.join(work, 'push-token')
   writeFileSync(tokenFile, token + '\n', { mode: 0o600 })
   const port = await freePort()
@@ -62,7 +64,7 @@ async function scenario (t: test.TestContext, side: DaemonSide): Promise<void> {
 
   const startServer = async (): Promise<Child> => {
     const server = startChild('server', 'node', [CLI, 'serve', '--data', dataDir, '--listen', `127.0.0.1:${port}`, '--trusted-key', key.publicKey],
-      { ...process.env, NARWHAL_LOG_LEVEL: 'warn' }, logs)
+      { ...process.env, ...backend.env, NARWHAL_LOG_LEVEL: 'warn' }, logs)
     children.push(server)
     await waitFor('the server', async () => {
       try { return (await fetch(`${url}/healthz`)).ok } catch { return false }

@@ -189,6 +189,19 @@ export function metadataStoreContract (backend: string, open: OpenStore): void {
     assert.equal((await store.upstreamRecords.get(pulled.hashPart))?.refusedAt, 99)
   })
 
+  withStore('narinfos committed without waiting for the disk are read at once, and flush waits for them', async (store) => {
+    const paths = [testPath('deferred-a'), testPath('deferred-b')]
+    for (const p of paths) {
+      const file = await liveNarFile(store)
+      assert.deepEqual(await store.narinfos.insert(narinfoRecord(p, file), PROVENANCE, { upstreamReferences: false, now: 1000, durableWithNext: true }),
+        { kind: 'created' })
+      assert.equal((await store.narinfos.get(p.hashPart))?.storePath, p.storePath)
+    }
+    await store.flush()
+    await store.flush()
+    assert.equal(await store.narinfos.count(), 2)
+  })
+
   withStore('signatures merge only over the signatures the caller saw', async (store) => {
     const path = testPath()
     await storedPath(store, path)

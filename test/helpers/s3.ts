@@ -6,7 +6,7 @@
  * Buckets are made here with the SDK (narwhal never creates one), each test its own.
  */
 import { randomBytes } from 'node:crypto'
-import { CreateBucketCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutBucketPolicyCommand, S3Client } from '@aws-sdk/client-s3'
+import { AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutBucketPolicyCommand, S3Client } from '@aws-sdk/client-s3'
 
 export interface S3Engine {
   /** http://127.0.0.1:PORT */
@@ -95,4 +95,15 @@ export function storageUrl (engine: S3Engine, bucket: string, extra = ''): strin
 export function awsEnv (engine: S3Engine): NodeJS.ProcessEnv {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('AWS_') && !k.startsWith('NARWHAL_')))
   return { ...env, AWS_ACCESS_KEY_ID: engine.accessKey, AWS_SECRET_ACCESS_KEY: engine.secretKey }
+}
+
+/** Deletes every object and unfinished upload of a test's bucket, then the bucket. */
+export async function removeBucket (engine: S3Engine, bucket: string): Promise<void> {
+  const client = s3Client(engine)
+  try {
+    for (const key of (await listBucket(engine, bucket)).keys()) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: key }))
+    const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
+    for (const u of uploads.Uploads ?? []) await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: u.Key, UploadId: u.UploadId }))
+    await client.send(new DeleteBucketCommand({ Bucket: bucket }))
+  } finally { client.destroy() }
 }

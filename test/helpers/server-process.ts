@@ -10,6 +10,7 @@ import { once } from 'node:events'
 import { closeSync, openSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import path from 'node:path'
+import { backendFor } from './backend.js'
 import { runOk } from './nix.js'
 
 export const CLI = path.resolve('dist/src/cli/main.js')
@@ -26,7 +27,7 @@ export async function freePort (): Promise<number> {
 
 /** `narwhal token create` on a data folder (creating and migrating its database if needed). */
 export async function createToken (dataDir: string, scope: 'read' | 'push' | 'admin'): Promise<string> {
-  return (await runOk('node', [CLI, 'token', 'create', '--scope', scope, '--data', dataDir])).trim()
+  return (await runOk('node', [CLI, 'token', 'create', '--scope', scope, '--data', dataDir, ...(await backendFor(dataDir)).args])).trim()
 }
 
 export interface ServerProcess {
@@ -48,7 +49,8 @@ async function waitForExit (child: ChildProcess): Promise<void> {
 
 /**
  * Starts `narwhal serve --data DIR --listen 127.0.0.1:PORT` with the given trusted keys (and any
- * further `args`, and NARWHAL_* settings in `env`) and waits until it answers /nix-cache-info.
+ * further `args`, and NARWHAL_* settings in `env`; the database and storage of the test backend,
+ * helpers/backend.ts, unless `env` names them) and waits until it answers /nix-cache-info.
  */
 export interface SpawnOptions {
   dataDir: string
@@ -67,7 +69,8 @@ export async function spawnServer (options: SpawnOptions): Promise<ServerProcess
   const args = [CLI, 'serve', '--data', options.dataDir, '--listen', `127.0.0.1:${port}`,
     ...options.trustedKeys.flatMap(k => ['--trusted-key', k]), ...(options.args ?? [])]
   const logFd = openSync(options.logFile, 'a')
-  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NARWHAL_'))), ...options.env }
+  const backend = await backendFor(options.dataDir)
+  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('NARWHAL_'))), ...backend.env, ...options.env }
   const child = spawn('node', args, { env, stdio: ['ignore', logFd, logFd] })
   closeSync(logFd)
   const log = (): string => readFileSync(options.logFile, 'utf8')

@@ -1,10 +1,9 @@
 /**
- * Starts a real narwhal server for a test: a fresh data folder, the same start-up as
- * `narwhal serve` (migrations, store layout), listening on a free loopback port.
+ * Starts a real narwhal server for a test: a fresh data folder (with the database and storage
+ * of the test backend, helpers/backend.ts), the same start-up as `narwhal serve` (migrations,
+ * store layout), listening on a free loopback port.
  */
 import type { TestContext } from 'node:test'
-import { readdirSync, existsSync } from 'node:fs'
-import path from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import { generateToken, hashToken, type Scope } from '../../src/auth/tokens.js'
 import { loadConfig, type Config } from '../../src/config/config.js'
@@ -12,6 +11,7 @@ import { openCache, type OpenCache } from '../../src/cache/open-cache.js'
 import { pullThroughFor, upstreamContext } from '../../src/cli/pull-through.js'
 import { buildApp } from '../../src/server/app.js'
 import type { BlobStore } from '../../src/storage/blob-store.js'
+import { backendFor, cacheConfig } from './backend.js'
 import { tempDir } from './nix.js'
 
 export interface TestServer {
@@ -22,14 +22,11 @@ export interface TestServer {
   config: Readonly<Config>
   /** A fresh token of the given scope. */
   token: (scope: Scope) => Promise<string>
-  /** Files under store/nar and store/tmp, for "nothing left behind" checks. */
-  storedFiles: () => string[]
-}
-
-function walk (dir: string): string[] {
-  if (!existsSync(dir)) return []
-  return readdirSync(dir, { withFileTypes: true }).flatMap(e =>
-    e.isDirectory() ? walk(path.join(dir, e.name)) : [path.join(dir, e.name)])
+  /**
+   * What the NAR store holds, for "nothing left behind" checks: files under store/nar and
+   * store/tmp, or the bucket's objects and unfinished uploads (helpers/backend.ts).
+   */
+  storedFiles: () => Promise<string[]>
 }
 
 export interface StartOptions {
@@ -45,7 +42,8 @@ export interface StartOptions {
 
 export async function startServer (t: TestContext, options: StartOptions = {}): Promise<TestServer> {
   const dataDir = options.dataDir ?? tempDir('narwhal-data-')
-  const config = loadConfig({ dataDir, listen: '127.0.0.1:0', trustedKeys: options.trustedKeys }, {
+  const backend = await backendFor(dataDir)
+  const config = loadConfig(await cacheConfig({ dataDir, listen: '127.0.0.1:0', trustedKeys: options.trustedKeys }), {
     NARWHAL_PRIVATE: options.private === true ? 'true' : 'false',
     ...options.env
   })
@@ -77,6 +75,6 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
       await cache.metadata.tokens.insert({ name: `test-${scope}`, scope, tokenHash: hashToken(token), expiresAt: null }, Date.now())
       return token
     },
-    storedFiles: () => [...walk(cache.layout.narDir), ...walk(cache.layout.tmpDir)]
+    storedFiles: backend.stored
   }
 }

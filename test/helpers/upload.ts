@@ -8,7 +8,7 @@
  *   makeNarinfo()    the narinfo `nix copy` would PUT for it, signed over the fingerprint
  *   put()/request()  fetch for ordinary requests; node:http for raw paths that fetch would normalise
  *   rawHttp()        a bare socket, for what even node:http hides (a body after a HEAD answer)
- *   rowCounts()      what the database holds, for "a refused write stores nothing"
+ *   rowCounts()      what the metadata store holds, for "a refused write stores nothing"
  */
 import { execFile } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
@@ -28,7 +28,6 @@ import type { SecretKey } from '../../src/signing/keys.js'
 import { createCompressor } from '../../src/nix/codecs.js'
 import { tempDir } from './nix.js'
 import type { TestServer } from './server.js'
-import { sqliteDb } from './sqlite.js'
 
 /** Runs a command and returns its stdout as bytes (a NAR is binary). */
 export function runBytes (file: string, args: string[], input?: Buffer): Promise<Buffer> {
@@ -226,11 +225,29 @@ export function parseRaw (raw: Buffer): { status: number, head: string, rest: Bu
 
 export interface RowCounts { narFiles: number, narinfos: number, refs: number, auxFiles: number }
 
-/** Rows in every content table, read through the server's own database handle. */
-export function rowCounts (server: TestServer): RowCounts {
-  const count = (table: string): number =>
-    (sqliteDb(server.cache.metadata).prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n
-  return { narFiles: count('nar_files'), narinfos: count('narinfos'), refs: count('narinfo_refs'), auxFiles: count('aux_files') }
+/**
+ * What the server's metadata store holds (NAR files in any state, narinfos, their references,
+ * aux files), read through its MetadataStore: the same on every backend.
+ */
+export async function rowCounts (server: TestServer): Promise<RowCounts> {
+  const metadata = server.cache.metadata
+  let refs = 0
+  let narinfos = 0
+  for (let afterId = 0; ;) {
+    const page = await metadata.narinfos.page(afterId, 1000)
+    if (page.length === 0) break
+    narinfos += page.length
+    refs += page.reduce((sum, n) => sum + n.references.length, 0)
+    afterId = page[page.length - 1]?.id ?? afterId
+  }
+  let auxFiles = 0
+  for (let afterId = 0; ;) {
+    const page = await metadata.aux.page(afterId, 1000)
+    if (page.length === 0) break
+    auxFiles += page.length
+    afterId = page[page.length - 1]?.id ?? afterId
+  }
+  return { narFiles: (await metadata.narFiles.totals()).files, narinfos, refs, auxFiles }
 }
 
 /** A body that names the rule: `NARWHAL_CODE: message\n`. */
@@ -243,10 +260,10 @@ export function sleep (ms: number): Promise<void> {
 }
 
 /** Polls `check` until it returns true or `ms` pass; returns its last result. */
-export async function eventually (check: () => boolean, ms = 5000): Promise<boolean> {
+export async function eventually (check: () => boolean | Promise<boolean>, ms = 5000): Promise<boolean> {
   const deadline = Date.now() + ms
   for (;;) {
-    if (check()) return true
+    if (await check()) return true
     if (Date.now() > deadline) return false
     await sleep(25)
   }

@@ -11,6 +11,7 @@ import { readdirSync } from 'node:fs'
 import path from 'node:path'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { buildClosure, netrcFile, nix, nixOk, runOk, tempDir, testEachClient } from '../helpers/nix.js'
+import { backendFor } from '../helpers/backend.js'
 import { freePort } from '../helpers/server-process.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
@@ -19,7 +20,8 @@ interface Served { child: ChildProcess, output: () => string, url: string }
 
 /** Starts `narwhal serve` with the given env and waits until it answers. */
 async function serve (t: TestContext, env: Record<string, string>, args: string[] = []): Promise<Served> {
-  const child = spawn('node', [CLI, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  const data = env.NARWHAL_DATA ?? args[args.indexOf('--data') + 1] ?? ''
+  const child = spawn('node', [CLI, 'serve', ...args], { env: { ...process.env, ...(await backendFor(data)).env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout?.on('data', (d: Buffer) => { output += d.toString() })
   child.stderr?.on('data', (d: Buffer) => { output += d.toString() })
@@ -69,20 +71,20 @@ test('first start prints a working key and token once; token commands apply to t
   await nixOk(['store', 'verify', '--recursive', '--store', second.url, closure.top], { config: [`trusted-public-keys = ${publicKey}`] })
 
   // A token created while the server runs works at once; revoked, it stops at once.
-  const created = (await runOk('node', [CLI, 'token', 'create', '--scope', 'push', '--name', 'ci', '--data', data])).trim()
+  const created = (await runOk('node', [CLI, 'token', 'create', '--scope', 'push', '--name', 'ci', '--data', data, ...(await backendFor(data)).args])).trim()
   assert.match(created, /^nw_[A-Za-z0-9_-]{43}$/)
-  const list = await runOk('node', [CLI, 'token', 'list', '--data', data])
+  const list = await runOk('node', [CLI, 'token', 'list', '--data', data, ...(await backendFor(data)).args])
   const id = /^(\d+)\tpush\tci\t/m.exec(list)?.[1]
   assert.ok(id !== undefined, list)
   assert.doesNotMatch(list, /nw_/, 'token list never shows tokens')
   const other = await buildClosure()
   const push = (tok: string): Promise<{ code: number, stderr: string }> =>
     nix(['copy', '--to', `${second.url}?secret-key=${secretKey}`, other.top], { config: [`netrc-file = ${netrcFile(tok)}`] })
-  await runOk('node', [CLI, 'token', 'revoke', id, '--data', data])
+  await runOk('node', [CLI, 'token', 'revoke', id, '--data', data, ...(await backendFor(data)).args])
   const refused = await push(created)
   assert.notEqual(refused.code, 0)
   assert.match(refused.stderr, /NARWHAL_UNAUTHORIZED: the token is unknown, revoked or expired/)
-  const fresh = (await runOk('node', [CLI, 'token', 'create', '--scope', 'push', '--data', data])).trim()
+  const fresh = (await runOk('node', [CLI, 'token', 'create', '--scope', 'push', '--data', data, ...(await backendFor(data)).args])).trim()
   assert.equal((await push(fresh)).code, 0)
 })
 
@@ -115,7 +117,7 @@ testEachClient('a private cache substitutes with a read token in netrc and refus
   const closure = await buildClosure({ client })
   await client.nixOk(['copy', '--to', `${first.url}?secret-key=${path.join(data, 'keys', 'cache.secret')}`, closure.top],
     { config: [`netrc-file = ${netrcFile(token)}`] })
-  const readToken = (await runOk('node', [CLI, 'token', 'create', '--scope', 'read', '--data', data])).trim()
+  const readToken = (await runOk('node', [CLI, 'token', 'create', '--scope', 'read', '--data', data, ...(await backendFor(data)).args])).trim()
   const trust = `trusted-public-keys = ${publicKey}`
 
   const without = await client.nix(['copy', '--from', first.url, '--to', tempDir(), closure.top], { config: [trust] })
@@ -151,7 +153,7 @@ test('every command that opens the cache takes --database and --storage, and ref
     assert.equal(storage.code, 2, `${command.join(' ')}: ${storage.stderr}`)
     assert.match(storage.stderr, /storage URL "\/srv\/nars": expected s3:\/\/BUCKET/, command.join(' '))
   }
-  // export's --storage is the bucket it writes to; the cache it reads takes --database.
+  // export's --storage and --database name where it moves the cache to: the same URL checks.
   const exported = await run(['export', '--storage', 's3://bucket', '--database', 'mysql://x@db/cache'])
   assert.equal(exported.code, 2)
   assert.match(exported.stderr, /database/)

@@ -39,6 +39,6 @@ for (const method of ['lz4', 'lzip']) {
       { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
     assert.notEqual(result.code, 0)
     assert.match(result.stderr, new RegExp(`NARWHAL_UNSUPPORTED_COMPRESSION: NAR file is compressed with ${method}`))
-    assert.deepEqual(server.storedFiles(), [])
+    assert.deepEqual(await server.storedFiles(), [])
   })
 }

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, openSync, readSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync } from 'node:fs'
 import path from 'node:path'
+import { sqliteOnly, backendFor } from '../helpers/backend.js'
 import { buildClosure, netrcFile, nix, nixKeyPair, nixOk, run, tempDir, type RunResult, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { fileHashOf } from '../helpers/upload.js'
@@ -17,8 +18,8 @@ import { narFilePath } from '../../src/storage/layout.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 
-function fsck (dataDir: string, ...flags: string[]): Promise<RunResult> {
-  return run('node', [CLI, 'fsck', '--data', dataDir, ...flags])
+async function fsck (dataDir: string, ...flags: string[]): Promise<RunResult> {
+  return await run('node', [CLI, 'fsck', '--data', dataDir, ...(await backendFor(dataDir)).args, ...flags])
 }
 
 const hashPartOf = (storePath: string): string => path.basename(storePath).slice(0, 32)
@@ -53,7 +54,7 @@ function lines (out: string, pattern: RegExp): string[] {
   return out.split('\n').filter(l => pattern.test(l))
 }
 
-test('fsck names each kind of damage, --repair removes damaged paths with their referrers, a re-push heals', async (t) => {
+test('fsck names each kind of damage, --repair removes damaged paths with their referrers, a re-push heals', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand and SQLite rows'), async (t) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const dataDir = server.config.dataDir
@@ -149,7 +150,7 @@ test('fsck names each kind of damage, --repair removes damaged paths with their 
   assert.equal(final.code, 0, final.stdout + final.stderr)
 })
 
-test('fsck exit status: 2 for bad usage or no cache, 3 when --repair leaves a problem for a person', async (t) => {
+test('fsck exit status: 2 for bad usage or no cache, 3 when --repair leaves a problem for a person', sqliteOnly('no cache = no narwhal.sqlite; a garbage SQLite file; a stray folder in store/nar'), async (t) => {
   const badGrace = await fsck(tempDir(), '--grace', 'soon')
   assert.equal(badGrace.code, 2)
   assert.match(badGrace.stderr, /--grace: expected a number of seconds/)

@@ -11,6 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
+import { sqliteOnly, backendFor } from '../helpers/backend.js'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, runOk, tempDir, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, put, sleep } from '../helpers/upload.js'
@@ -61,7 +62,7 @@ async function assertEveryReferenceServed (url: string, db: Db): Promise<number>
   return refs.length
 }
 
-test('narwhal gc --max-size removes the unread closure entirely and keeps the read and the pinned ones whole', async (t) => {
+test('narwhal gc --max-size removes the unread closure entirely and keeps the read and the pinned ones whole', sqliteOnly('ages rows and sums NAR sizes with SQL on the SQLite file'), async (t) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const push = [`netrc-file = ${netrcFile((await server.token('push')))}`]
@@ -86,18 +87,18 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
   await server.app.narwhal.access.flush()
 
   const data = server.config.dataDir
-  const pinOut = await runOk('node', [CLI, 'pin', 'add', pinned.top, '--note', 'release', '--data', data])
+  const pinOut = await runOk('node', [CLI, 'pin', 'add', pinned.top, '--note', 'release', '--data', data, ...(await backendFor(data)).args])
   assert.match(pinOut, /^pinned \/nix\/store\/\S+ and its closure until unpinned$/m)
-  assert.match(await runOk('node', [CLI, 'pin', 'list', '--data', data]), new RegExp(`^${pinned.top}\tforever\t\\S+\trelease$`, 'm'))
+  assert.match(await runOk('node', [CLI, 'pin', 'list', '--data', data, ...(await backendFor(data)).args]), new RegExp(`^${pinned.top}\tforever\t\\S+\trelease$`, 'm'))
 
   const total = await server.cache.metadata.retention.totalNarBytes()
   const maxSize = total - closureBytes(server, unread)
-  const dry = await runOk('node', [CLI, 'gc', '--max-size', String(maxSize), '--keep-recent', '0', '--dry-run', '-v', '--data', data])
+  const dry = await runOk('node', [CLI, 'gc', '--max-size', String(maxSize), '--keep-recent', '0', '--dry-run', '-v', '--data', data, ...(await backendFor(data)).args])
   assert.match(dry, /^narwhal gc --dry-run: would remove 3 store paths and 3 NAR files/m)
   for (const p of unread.all) assert.match(dry, new RegExp(`^would remove ${p}$`, 'm'))
   assert.equal(await status(`${server.url}/${hashOf(unread.top)}.narinfo`), 200, 'the dry run removed nothing')
 
-  const out = await runOk('node', [CLI, 'gc', '--max-size', String(maxSize), '--keep-recent', '0', '-v', '--data', data])
+  const out = await runOk('node', [CLI, 'gc', '--max-size', String(maxSize), '--keep-recent', '0', '-v', '--data', data, ...(await backendFor(data)).args])
   assert.match(out, new RegExp(`^narwhal gc: removed 3 store paths and 3 NAR files, freed .*; NAR files now take .*\\(${maxSize} bytes\\)$`, 'm'))
   assert.deepEqual(out.split('\n').filter(l => l.startsWith('removed /nix/store/')).sort(), unread.all.map(p => `removed ${p}`).sort())
 
@@ -113,14 +114,14 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
   assert.match(metrics, new RegExp(`^narwhal_gc_remaining_bytes ${maxSize}$`, 'm'))
 
   // A tighter limit cannot touch the pinned closure, even though it was never read.
-  const tight = await runOk('node', [CLI, 'gc', '--max-size', '1', '--keep-recent', '0', '--data', data])
+  const tight = await runOk('node', [CLI, 'gc', '--max-size', '1', '--keep-recent', '0', '--data', data, ...(await backendFor(data)).args])
   assert.match(tight, /^narwhal gc: removed 3 store paths/m)
   assert.match(tight, /the size limit of 1 bytes is not reached/)
   await assertSubstitutes(server.url, pinned, trust)
   assert.equal(await status(`${server.url}/${hashOf(read.top)}.narinfo`), 404)
 
-  await runOk('node', [CLI, 'pin', 'remove', pinned.top, '--data', data])
-  assert.doesNotMatch(await runOk('node', [CLI, 'pin', 'list', '--data', data]), /\/nix\/store/)
+  await runOk('node', [CLI, 'pin', 'remove', pinned.top, '--data', data, ...(await backendFor(data)).args])
+  assert.doesNotMatch(await runOk('node', [CLI, 'pin', 'list', '--data', data, ...(await backendFor(data)).args]), /\/nix\/store/)
 })
 
 async function until (check: () => Promise<boolean> | boolean, what: string, ms = 60_000): Promise<void> {
@@ -147,12 +148,12 @@ test('narwhal serve collects on its schedule: old paths, unnamed NARs past their
     assert.equal((await put(`${first.url}/${orphan.url}`, orphan.bytes, (await first.token('push')))).status, 201)
     await first.app.close()
   }
-  await runOk('node', [CLI, 'pin', 'add', kept.top, '--data', data])
+  await runOk('node', [CLI, 'pin', 'add', kept.top, '--data', data, ...(await backendFor(data)).args])
   await sleep(1500)
 
   const listen = `127.0.0.1:${await freePort()}`
   const child: ChildProcess = spawn('node', [CLI, 'serve'], {
-    env: { ...process.env, NARWHAL_DATA: data, NARWHAL_LISTEN: listen, NARWHAL_GC_INTERVAL: '1s', NARWHAL_GC_OLDER_THAN: '1s', NARWHAL_GC_UNNAMED_NAR_GRACE: '1s' },
+    env: { ...process.env, ...(await backendFor(data)).env, NARWHAL_DATA: data, NARWHAL_LISTEN: listen, NARWHAL_GC_INTERVAL: '1s', NARWHAL_GC_OLDER_THAN: '1s', NARWHAL_GC_UNNAMED_NAR_GRACE: '1s' },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   let output = ''
@@ -198,7 +199,7 @@ test('after a gc, a pusher with Nix\'s default narinfo cache skips paths it uplo
 
   await pushAs('2592000')
   assert.equal(await held(), 3)
-  await runOk('node', [CLI, 'gc', '--max-size', '0', '--keep-recent', '0', '--data', server.config.dataDir])
+  await runOk('node', [CLI, 'gc', '--max-size', '0', '--keep-recent', '0', '--data', server.config.dataDir, ...(await backendFor(server.config.dataDir)).args])
   assert.equal(await held(), 0)
 
   await pushAs('2592000')

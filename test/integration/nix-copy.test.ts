@@ -75,9 +75,9 @@ testEachClient('a second nix copy of the same closure uploads nothing and succee
   const closure = await buildClosure({ client })
   const to = `${server.url}?secret-key=${key.secretFile}`
   await client.nixOk(['copy', '--to', to, closure.top], { config: [`netrc-file = ${netrc}`] })
-  const before = server.storedFiles()
+  const before = await server.storedFiles()
   await client.nixOk(['copy', '--to', to, closure.top], { config: [`netrc-file = ${netrc}`] })
-  assert.deepEqual(server.storedFiles(), before)
+  assert.deepEqual(await server.storedFiles(), before)
 })
 
 testEachClient('substitution refuses a cache whose key the client does not trust', async (t, client) => {
@@ -120,7 +120,7 @@ testEachClient('nix copy without a token is refused and stores nothing', async (
   const result = await client.nix(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top])
   assert.notEqual(result.code, 0)
   assert.match(result.stderr, /401|NARWHAL_UNAUTHORIZED/)
-  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(await server.storedFiles(), [])
   assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
@@ -154,7 +154,7 @@ testEachClient('a read token cannot push', async (t, client) => {
     { config: [`netrc-file = ${netrcFile((await server.token('read')))}`] })
   assert.notEqual(result.code, 0)
   assert.match(result.stderr, /NARWHAL_FORBIDDEN/)
-  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(await server.storedFiles(), [])
 })
 
 testEachClient('a server with no trusted key refuses narinfos and says how to configure one', async (t, client) => {

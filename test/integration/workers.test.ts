@@ -19,6 +19,7 @@ import { createServer } from 'node:net'
 import path from 'node:path'
 import { openDatabase } from '../../src/db/database.js'
 import { generateKeyPair } from '../../src/signing/keys.js'
+import { sqliteOnly, backendFor } from '../helpers/backend.js'
 import { buildClosure, netrcFile, nixOk, runOk, tempDir } from '../helpers/nix.js'
 import { CLI, createToken, freePort, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { collect, freshNar, makeNarinfo, sleep } from '../helpers/upload.js'
@@ -153,12 +154,12 @@ test('serve --workers 2: one first start, nix copy to and from, requests spread 
   assert.deepEqual(await answeredBy(server, 4, l => l.url === '/metrics'), pids, 'the scrapes landed on both workers')
 
   // Every worker reads the gc record from the same database: one run is reported once, not twice.
-  await runOk('node', [CLI, 'gc', '--data', dataDir])
+  await runOk('node', [CLI, 'gc', '--data', dataDir, ...(await backendFor(dataDir)).args])
   const metrics = await send(`${server.url}/metrics`)
   assert.match(metrics.body, /^narwhal_gc_runs_total 1$/m)
 })
 
-test('serve --workers 2: identical uploads through both workers leave one row; a killed worker comes back and leaves the other\'s upload alone; SIGTERM stops everything with 0', async (t) => {
+test('serve --workers 2: identical uploads through both workers leave one row; a killed worker comes back and leaves the other\'s upload alone; SIGTERM stops everything with 0', sqliteOnly('reads rows from the SQLite file and watches temp files in store/tmp held open by a worker'), async (t) => {
   const key = generateKeyPair('test-uploader-1')
   const dataDir = tempDir('narwhal-workers-data-')
   const token = await createToken(dataDir, 'push')
@@ -238,7 +239,7 @@ test('serve --workers 2: identical uploads through both workers leave one row; a
   assert.ok(stopped.every(l => l.code === 0), 'the workers closed themselves and exited 0')
 })
 
-test('serve --workers 2: when the primary is killed the workers close gracefully (pending read times are written) and exit', async (t) => {
+test('serve --workers 2: when the primary is killed the workers close gracefully (pending read times are written) and exit', sqliteOnly('ages and reads last_accessed_at with SQL on the SQLite file'), async (t) => {
   const key = generateKeyPair('test-uploader-1')
   const dataDir = tempDir('narwhal-workers-data-')
   const token = await createToken(dataDir, 'push')

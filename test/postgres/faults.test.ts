@@ -5,7 +5,6 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { parseDatabaseUrl, type PostgresLocation } from '../../src/db/database-url.js'
 import { ChangeListener } from '../../src/db/postgres/change-listener.js'
@@ -14,29 +13,11 @@ import { PgPool } from '../../src/db/postgres/pool.js'
 import { PgMetadataStore } from '../../src/db/postgres/store.js'
 import { isNarwhalError } from '../../src/errors.js'
 import { storedPath, testPath } from '../helpers/metadata-store-contract.js'
-import { run, runOk } from '../helpers/nix.js'
-import { createDatabase, restartPostgres, type PostgresEngine } from '../helpers/postgres.js'
-import { freePort } from '../helpers/server-process.js'
+import { run } from '../helpers/nix.js'
+import { ownPostgres } from '../helpers/own-engines.js'
+import { createDatabase, restartPostgres } from '../helpers/postgres.js'
 
 const SCRIPT = path.resolve('scripts/test-engines/postgres.sh')
-
-async function ownCluster (): Promise<PostgresEngine & { stop: () => Promise<void> }> {
-  // Directly under /tmp, as test/run.sh puts its engines: the server runs as the postgres user,
-  // which must reach its folder (a test's TMPDIR may be private), and its socket path stays short.
-  const parent = mkdtempSync('/tmp/narwhal-pg-')
-  chmodSync(parent, 0o755)
-  const dir = path.join(parent, 'c')
-  await runOk(SCRIPT, ['start', dir], { env: { ...process.env, PG_PORT: String(await freePort()) } })
-  const env = (await runOk('bash', ['-c', `source ${dir}/env && echo "$NARWHAL_TEST_DATABASE_URL"`])).trim()
-  return {
-    url: env,
-    dir,
-    stop: async () => {
-      await run(SCRIPT, ['stop', dir])
-      rmSync(path.dirname(dir), { recursive: true, force: true })
-    }
-  }
-}
 
 async function waitFor (what: string, check: () => boolean, ms = 5000): Promise<void> {
   const deadline = Date.now() + ms
@@ -47,7 +28,7 @@ async function waitFor (what: string, check: () => boolean, ms = 5000): Promise<
 }
 
 test('a PostgreSQL restart: statements and transactions go on, the listener comes back; a server that stays down is a 503', async (t) => {
-  const engine = await ownCluster()
+  const engine = await ownPostgres()
   t.after(engine.stop)
   const db = await createDatabase(engine)
   const location = parseDatabaseUrl(db.url) as PostgresLocation
@@ -91,7 +72,7 @@ test('a PostgreSQL restart: statements and transactions go on, the listener come
 })
 
 test('a replica\'s store serves on through a PostgreSQL restart, and hears the writes made after it', async (t) => {
-  const engine = await ownCluster()
+  const engine = await ownPostgres()
   t.after(engine.stop)
   const db = await createDatabase(engine)
   const location = parseDatabaseUrl(db.url) as PostgresLocation

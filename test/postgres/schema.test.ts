@@ -32,13 +32,13 @@ test('migrations are applied once, even by several processes at once, and record
     isNarwhalError(err) && err.code === 'NARWHAL_DATABASE_UNAVAILABLE' && /version 0.*narwhal migrate/.test(err.message))
 
   const applied = await Promise.all(pools.map(async p => await migratePostgres(p)))
-  assert.deepEqual(applied.flat(), ['0001_init.sql'], 'exactly one of them applied it')
+  assert.deepEqual(applied.flat().sort(), ['0001_init.sql', '0002_cache_moves.sql'], 'exactly one of them applied each')
   assert.deepEqual(await migratePostgres(pools[0]!), [], 'nothing left to apply')
   await checkPostgresSchema(pools[1]!)
 
   const tables = await pools[0]!.query<{ name: string }>(
     "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name")
-  assert.deepEqual(tables.rows.map(r => r.name), ['audit_log', 'aux_files', 'gc_runs', 'nar_files', 'narinfo_refs', 'narinfos',
+  assert.deepEqual(tables.rows.map(r => r.name), ['audit_log', 'aux_files', 'cache_moves', 'gc_runs', 'nar_files', 'narinfo_refs', 'narinfos',
     'narwhal_schema', 'pins', 'provenance', 'tokens', 'upstream_narinfos'])
   const state = await pools[0]!.query<{ d: string }>(
     "SELECT column_default AS d FROM information_schema.columns WHERE table_name = 'nar_files' AND column_name = 'state'")

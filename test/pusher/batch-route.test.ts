@@ -63,7 +63,7 @@ test('upload-batch verifies each part like its PUT: good parts stored, bad parts
   assert.equal(results[8]?.code, 'NARWHAL_BAD_NAME')
   assert.equal((await server.cache.metadata.narinfos.count()), 3)
   // The wrong-name NAR left nothing behind.
-  assert.equal(server.storedFiles().length, 3)
+  assert.equal((await server.storedFiles()).length, 3)
 
   const unauthorised = await fetch(server.url + UPLOAD_BATCH_ROUTE, { method: 'POST', body: new FormData() })
   assert.equal(unauthorised.status, 401)
@@ -92,7 +92,7 @@ test('upload-batch answers a malformed multipart body with 400, never 500, and s
     assert.equal(answer.status, 400, why)
     assert.match(await answer.text(), /^NARWHAL_BAD_REQUEST: upload-batch: the multipart body is malformed/, why)
   }
-  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(await server.storedFiles(), [])
   assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
@@ -111,7 +111,7 @@ test('upload-batch refuses a part without a name as NARWHAL_BAD_NAME, and goes o
   assert.deepEqual(results.map(r => [r.name, r.status, r.code]), [
     ['', 400, 'NARWHAL_BAD_NAME'], ['', 400, 'NARWHAL_BAD_NAME'], ['x', 400, 'NARWHAL_BAD_NAME']
   ])
-  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(await server.storedFiles(), [])
 })
 
 test('upload-batch answers a batch with a large part that is not form-data (skipped by the parser)', async (t) => {
@@ -136,5 +136,5 @@ test('upload-batch answers a batch with a large part that is not form-data (skip
     const { results } = await answer.json() as UploadBatchResponse
     assert.deepEqual(results.map(r => [r.name, r.code]), [['x', 'NARWHAL_BAD_NAME']], `${size} bytes`)
   }
-  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(await server.storedFiles(), [])
 })

@@ -28,7 +28,10 @@ interface ExportJson {
 async function exportJson (engine: S3Engine, server: TestServer, url: string): Promise<ExportJson> {
   const result = await run('node', [CLI, 'export', '--storage', url, '--data', server.cache.layout.dataDir, '--json'], { env: awsEnv(engine) })
   assert.equal(result.code, 0, `narwhal export failed:\n${result.stdout}\n${result.stderr}`)
-  return JSON.parse(result.stdout) as ExportJson
+  // { objects, rows }: rows is null when no --database was given.
+  const output = JSON.parse(result.stdout) as { objects: ExportJson, rows: unknown }
+  assert.equal(output.rows, null)
+  return output.objects
 }
 
 function hashPart (storePath: string): string {

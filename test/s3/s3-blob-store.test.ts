@@ -233,6 +233,20 @@ test('the bucket as a Nix cache: nix-cache-info and narinfos are written and rem
   const objects = await listBucket(engine, bucket)
   assert.deepEqual([...objects.keys()].sort(), ['team/nix-cache-info', `team/${hashPart}.narinfo`])
   assert.equal((await store.objects.get(`${hashPart}.narinfo`))?.toString(), 'StorePath: /nix/store/p4pclmv1gyja5kzc26npqpia1qqxrf0l-x\n')
+
+  // Read back for fsck: only the narinfos at the top (under the prefix), with the MD5 of their text.
+  const text = 'StorePath: /nix/store/p4pclmv1gyja5kzc26npqpia1qqxrf0l-x\n'
+  await store.objects.put(`nar/${hashPart}.narinfo`, 'not a narinfo of the cache', { contentType: 'text/plain' })
+  await store.objects.put('x.narinfo', 'not a hash part', { contentType: 'text/plain' })
+  const listed = []
+  for await (const entry of store.published.list()) listed.push(entry)
+  assert.deepEqual(listed, [{ hashPart, md5: createHash('md5').update(text).digest('hex') }])
+  assert.equal(await store.published.read(hashPart), text)
+  assert.equal(await store.published.read('00000000000000000000000000000000'), undefined)
+  assert.equal(store.published.where(hashPart), `s3://${bucket}/team/${hashPart}.narinfo`)
+  await store.objects.delete(`nar/${hashPart}.narinfo`)
+  await store.objects.delete('x.narinfo')
+
   await store.unpublishNarinfo(hashPart)
   await store.unpublishNarinfo(hashPart)
   assert.deepEqual([...(await listBucket(engine, bucket)).keys()], ['team/nix-cache-info'])

@@ -6,13 +6,15 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
+import { uploadInFlight } from '../helpers/backend.js'
 import { startServer } from '../helpers/server.js'
 import { eventually, freshNar, get, put, rowCounts, sleep } from '../helpers/upload.js'
 
 test('a client that disconnects mid-upload leaves no file and no row, and the server still answers', async (t) => {
   const server = await startServer(t)
-  // Random content does not compress, so the file is about as large as the data: ~1 MiB.
-  const nar = await freshNar('zstd', { randomBytes: 1024 * 1024 })
+  // Random content does not compress, so the file is about as large as the data: ~20 MiB, so that
+  // half of it is more than an S3 part (8 MiB) and a bucket shows the upload begun too.
+  const nar = await freshNar('zstd', { randomBytes: 20 * 1024 * 1024 })
   const token = await server.token('push')
   const half = nar.bytes.subarray(0, Math.floor(nar.bytes.length / 2))
 
@@ -23,16 +25,16 @@ test('a client that disconnects mid-upload leaves no file and no row, and the se
     `Content-Type: application/x-nix-nar\r\nContent-Length: ${nar.bytes.length}\r\n\r\n`)
   socket.write(half)
 
-  // Proof that the upload really was in flight: its temp file exists before the client goes away.
-  const inFlight = await eventually(() => server.storedFiles().some(f => f.endsWith('.part')))
-  assert.ok(inFlight, 'the half-sent upload has a temp file in store/tmp')
+  // Proof that the upload really was in flight: its temp file (or multipart upload) exists before the client goes away.
+  const inFlight = await eventually(async () => uploadInFlight(await server.storedFiles()))
+  assert.ok(inFlight, 'the half-sent upload has a temp file in store/tmp, or a multipart upload in the bucket')
   socket.destroy()
 
-  const cleaned = await eventually(() => server.storedFiles().length === 0)
-  assert.ok(cleaned, `files left behind: ${server.storedFiles().join(', ')}`)
+  const cleaned = await eventually(async () => (await server.storedFiles()).length === 0)
+  assert.ok(cleaned, `files left behind: ${(await server.storedFiles()).join(', ')}`)
   await sleep(200)
-  assert.deepEqual(server.storedFiles(), [])
-  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+  assert.deepEqual(await server.storedFiles(), [])
+  assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
   assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash)), undefined)
 
   const info = await get(`${server.url}/nix-cache-info`)
@@ -44,7 +46,7 @@ test('a client that disconnects mid-upload leaves no file and no row, and the se
   // The same NAR, sent whole, is accepted afterwards.
   const whole = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(whole.status, 201, whole.body)
-  assert.equal(server.storedFiles().length, 1)
+  assert.equal((await server.storedFiles()).length, 1)
   assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash))?.narSize, Number(nar.narSize))
 })
 
@@ -58,8 +60,8 @@ test('a client that disconnects after the headers, before any body byte, leaves 
     `Content-Length: ${nar.bytes.length}\r\n\r\n`)
   await sleep(150)
   socket.destroy()
-  const cleaned = await eventually(() => server.storedFiles().length === 0)
-  assert.ok(cleaned, `files left behind: ${server.storedFiles().join(', ')}`)
-  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+  const cleaned = await eventually(async () => (await server.storedFiles()).length === 0)
+  assert.ok(cleaned, `files left behind: ${(await server.storedFiles()).join(', ')}`)
+  assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
   assert.equal((await get(`${server.url}/healthz`)).status, 200)
 })

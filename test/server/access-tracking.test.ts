@@ -8,6 +8,7 @@ import assert from 'node:assert/strict'
 import Database from 'better-sqlite3'
 import { AccessTracker } from '../../src/cache/access-tracker.js'
 import { generateKeyPair } from '../../src/signing/keys.js'
+import { sqliteOnly } from '../helpers/backend.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, get, makeNarinfo, request, upload, type Nar } from '../helpers/upload.js'
 import { sqliteDb } from '../helpers/sqlite.js'
@@ -36,7 +37,7 @@ async function serverWithPath (t: Parameters<typeof startServer>[0]): Promise<{ 
   return { server, nar }
 }
 
-test('a narinfo read is recorded at the next flush, not before', async (t) => {
+test('a narinfo read is recorded at the next flush, not before', sqliteOnly('reads and ages last_accessed_at with SQL on the SQLite file'), async (t) => {
   const { server, nar } = await serverWithPath(t)
   assert.equal((await get(`${server.url}/${nar.hashPart}.narinfo`)).status, 200)
   assert.deepEqual(lastUse(server, nar), { narinfo: LONG_AGO, narFile: LONG_AGO }, 'the read itself writes nothing')
@@ -52,7 +53,7 @@ test('a narinfo read is recorded at the next flush, not before', async (t) => {
   assert.ok(lastUse(server, nar).narinfo >= before, 'HEAD counts too')
 })
 
-test('NAR reads (GET, HEAD, a range) are recorded on the NAR file', async (t) => {
+test('NAR reads (GET, HEAD, a range) are recorded on the NAR file', sqliteOnly('reads and ages last_accessed_at with SQL on the SQLite file'), async (t) => {
   const { server, nar } = await serverWithPath(t)
   for (const [method, headers] of [['GET', {}], ['HEAD', {}], ['GET', { range: 'bytes=0-9' }]] as const) {
     age(server, nar)
@@ -66,7 +67,7 @@ test('NAR reads (GET, HEAD, a range) are recorded on the NAR file', async (t) =>
   }
 })
 
-test('misses record nothing; closing the server writes what is pending', async (t) => {
+test('misses record nothing; closing the server writes what is pending', sqliteOnly('reads and ages last_accessed_at with SQL on the SQLite file'), async (t) => {
   const { server, nar } = await serverWithPath(t)
   const other = await freshNar('xz')
   assert.equal((await get(`${server.url}/${other.hashPart}.narinfo`)).status, 404)
@@ -81,7 +82,7 @@ test('misses record nothing; closing the server writes what is pending', async (
   assert.ok(after.narinfo >= before && after.narFile >= before, 'the close flushed both reads')
 })
 
-test('a flush that cannot get the write lock is reported and dropped; the next one records again', async (t) => {
+test('a flush that cannot get the write lock is reported and dropped; the next one records again', sqliteOnly('holds SQLite\'s write lock from a second connection'), async (t) => {
   const { server, nar } = await serverWithPath(t)
   const errors: unknown[] = []
   const tracker = new AccessTracker(server.cache.metadata.retention, { onError: err => { errors.push(err) } })
@@ -104,7 +105,7 @@ test('a flush that cannot get the write lock is reported and dropped; the next o
   assert.ok(lastUse(server, nar).narinfo >= before)
 })
 
-test('the tracker flushes early when many reads are pending', async (t) => {
+test('the tracker flushes early when many reads are pending', sqliteOnly('reads and ages last_accessed_at with SQL on the SQLite file'), async (t) => {
   const { server, nar } = await serverWithPath(t)
   const tracker = new AccessTracker(server.cache.metadata.retention, { maxPending: 2 })
   t.after(async () => { await tracker.close() })
@@ -116,7 +117,7 @@ test('the tracker flushes early when many reads are pending', async (t) => {
   assert.ok(lastUse(server, nar).narinfo >= before && lastUse(server, nar).narFile >= before)
 })
 
-test('the pusher asking which paths are missing counts as use of those present', async (t) => {
+test('the pusher asking which paths are missing counts as use of those present', sqliteOnly('reads and ages last_accessed_at with SQL on the SQLite file'), async (t) => {
   const { server, nar } = await serverWithPath(t)
   const other = await freshNar('xz')
   const answer = await fetch(`${server.url}/api/v1/missing-paths`, {
@@ -130,7 +131,7 @@ test('the pusher asking which paths are missing counts as use of those present',
   assert.ok(lastUse(server, nar).narinfo >= before)
 })
 
-test('a read within a minute of the recorded one is not written again', async (t) => {
+test('a read within a minute of the recorded one is not written again', sqliteOnly('reads and ages last_accessed_at with SQL on the SQLite file'), async (t) => {
   const { server, nar } = await serverWithPath(t)
   const access = server.app.narwhal.access
   const t0 = Date.now()

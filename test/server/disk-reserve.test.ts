@@ -8,6 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { generateKeyPair } from '../../src/signing/keys.js'
+import { sqliteOnly } from '../helpers/backend.js'
 import { startServer } from '../helpers/server.js'
 import { freshNar, get, makeNarinfo, put, upload } from '../helpers/upload.js'
 
@@ -17,7 +18,7 @@ function configWithReserve (bytes: number): string {
   return file
 }
 
-test('an upload that would eat into the free-space reserve gets 507 and stores nothing; reads go on', async (t) => {
+test('an upload that would eat into the free-space reserve gets 507 and stores nothing; reads go on', sqliteOnly('the free-space reserve is of the data folder\'s disk'), async (t) => {
   const uploader = generateKeyPair('test-uploader-1')
   // No disk here has 8 PiB free, so every upload is short of this reserve.
   const server = await startServer(t, { trustedKeys: [uploader.publicKeyText], env: { NARWHAL_CONFIG: configWithReserve(Number.MAX_SAFE_INTEGER) } })
@@ -26,7 +27,7 @@ test('an upload that would eat into the free-space reserve gets 507 and stores n
   const answer = await put(`${server.url}/${nar.url}`, nar.bytes, token)
   assert.equal(answer.status, 507, answer.body)
   assert.match(answer.body, /^NARWHAL_INSUFFICIENT_STORAGE: the cache's disk has \d+ bytes free; .*\(limits\.freeSpaceReserveBytes\)\n$/)
-  assert.deepEqual(server.storedFiles(), [])
+  assert.deepEqual(await server.storedFiles(), [])
   assert.equal((await server.cache.metadata.narFiles.get(nar.fileHash)), undefined)
   assert.equal((await get(`${server.url}/nix-cache-info`)).status, 200)
   assert.equal((await get(`${server.url}/${nar.hashPart}.narinfo`)).status, 404)

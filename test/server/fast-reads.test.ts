@@ -12,6 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyInstance } from 'fastify'
 import type { OpenCache } from '../../src/cache/open-cache.js'
 import { CROSS_PROCESS_FRESHNESS_MS } from '../../src/db/sqlite/store.js'
+import { sqliteOnly } from '../helpers/backend.js'
 import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
 import { startServer } from '../helpers/server.js'
 import { sqliteDb } from '../helpers/sqlite.js'
@@ -40,7 +41,7 @@ function answerOf (status: number, headers: { get: (name: string) => string | nu
   return { status, type: headers.get('content-type'), length: headers.get('content-length'), body }
 }
 
-test('hits and misses are answered without Fastify, byte for byte as the route answers them', async (t) => {
+test('hits and misses are answered without Fastify, byte for byte as the route answers them', sqliteOnly('the fast path answers from SQLite\'s synchronous reads and the folder\'s files'), async (t) => {
   const { app, url, routed } = await start(t)
   for (const hash of [HIT, MISS]) {
     const fast = await fetch(`${url}/${hash}.narinfo`)
@@ -64,7 +65,7 @@ test('what the fast path does not answer goes on to Fastify', async (t) => {
   assert.deepEqual(routed, [`/${HIT}.narinfo`, `/${HIT}.narinfo?x=1`, `/${HIT.toUpperCase()}.narinfo`, `/${HIT}.narinfo`])
 })
 
-test('fast answers are counted in /metrics under the route, and noted for gc', async (t) => {
+test('fast answers are counted in /metrics under the route, and noted for gc', sqliteOnly('the fast path answers from SQLite\'s synchronous reads and the folder\'s files'), async (t) => {
   const { app, url, cache } = await start(t)
   const readAt = sqliteDb(cache.metadata).prepare<[string], { t: number }>('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?')
   sqliteDb(cache.metadata).prepare('UPDATE narinfos SET last_accessed_at = 0').run()
@@ -100,7 +101,7 @@ async function addNar (cache: OpenCache, seed: string, bytes: Buffer): Promise<s
   return `/nar/${fileHash}.nar`
 }
 
-test('a small whole NAR is answered without Fastify, byte for byte as the route answers it', async (t) => {
+test('a small whole NAR is answered without Fastify, byte for byte as the route answers it', sqliteOnly('the fast path answers from SQLite\'s synchronous reads and the folder\'s files'), async (t) => {
   const { app, url, cache, routed } = await start(t)
   const small = await addNar(cache, 'c', Buffer.from('small NAR bytes'))
   const fast = await fetch(url + small)
@@ -115,7 +116,7 @@ test('a small whole NAR is answered without Fastify, byte for byte as the route 
   assert.match(text, /narwhal_http_requests_total\{method="GET",route="\/nar\/:file",status="200"\} 2/)
 })
 
-test('a NAR that is ranged, large, missing or unrecorded goes on to Fastify', async (t) => {
+test('a NAR that is ranged, large, missing or unrecorded goes on to Fastify', sqliteOnly('the fast path answers from SQLite\'s synchronous reads and the folder\'s files'), async (t) => {
   const { url, cache, routed } = await start(t)
   const small = await addNar(cache, 'd', Buffer.from('0123456789'))
   const large = await addNar(cache, 'f', Buffer.alloc(64 * 1024 + 1, 7))
@@ -132,7 +133,7 @@ test('a NAR that is ranged, large, missing or unrecorded goes on to Fastify', as
   assert.deepEqual(routed, [small, large, gone, `/nar/${'h'.repeat(52)}.nar`])
 })
 
-test('a small NAR kept in memory is not served once another process removed it', async (t) => {
+test('a small NAR kept in memory is not served once another process removed it', sqliteOnly('the fast path answers from SQLite\'s synchronous reads and the folder\'s files'), async (t) => {
   const { url, cache } = await start(t)
   const small = await addNar(cache, 'j', Buffer.from('kept in memory'))
   assert.equal(await (await fetch(url + small)).text(), 'kept in memory')

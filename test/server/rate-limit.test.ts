@@ -82,8 +82,8 @@ test('writes are counted per token: a second token from the same address is not 
   assert.equal(refused.status, 429)
   retryAfterOf(refused)
   assert.match(refused.body, /^NARWHAL_RATE_LIMITED: more than 2 writes \(PUT\/POST\) from token "test-push" in 10 s \(rateLimit\.writes\)/)
-  assert.deepEqual(server.storedFiles(), [])
-  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
+  assert.deepEqual(await server.storedFiles(), [])
+  assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 })
 
   const other = await from(server, '127.0.0.1', 'PUT', `/${nar.url}`, { token: second, body: nar.bytes })
   assert.equal(other.status, 201, `another token from the same address has its own budget: ${other.body}`)

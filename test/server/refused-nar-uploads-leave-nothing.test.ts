@@ -20,9 +20,9 @@ import { tempDir } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { compressBytes, fileHashOf, freshNar, parseRaw, put, rowCounts, ruleOf, sha256, type Answer } from '../helpers/upload.js'
 
-function assertNothingStored (server: TestServer): void {
-  assert.deepEqual(server.storedFiles(), [], 'a refused NAR leaves no file in store/nar or store/tmp')
-  assert.deepEqual(rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 }, 'a refused NAR leaves no row')
+async function assertNothingStored (server: TestServer): Promise<void> {
+  assert.deepEqual(await server.storedFiles(), [], 'a refused NAR leaves no file in store/nar or store/tmp')
+  assert.deepEqual(await rowCounts(server), { narFiles: 0, narinfos: 0, refs: 0, auxFiles: 0 }, 'a refused NAR leaves no row')
 }
 
 async function putNar (server: TestServer, name: string, body: Uint8Array): Promise<Answer> {
@@ -37,7 +37,7 @@ test('bytes that do not hash to the name in the URL: 400 NARWHAL_NAR_INVALID', a
   assert.equal(answer.status, 400)
   assert.equal(ruleOf(answer), 'NARWHAL_NAR_INVALID')
   assert.match(answer.body, new RegExp(`hash to sha256:${nar.fileHash}, not to the sha256:${otherName}`))
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 for (const method of ['xz', 'zstd', 'gzip', 'bzip2'] as const) {
@@ -50,7 +50,7 @@ for (const method of ['xz', 'zstd', 'gzip', 'bzip2'] as const) {
     assert.equal(answer.status, 400)
     assert.equal(ruleOf(answer), 'NARWHAL_NAR_INVALID')
     assert.match(answer.body, new RegExp(`^NARWHAL_NAR_INVALID: NAR file is not valid ${method} data`))
-    assertNothingStored(server)
+    await assertNothingStored(server)
   })
 }
 
@@ -63,7 +63,7 @@ test('random bytes (no known magic, not brotli): 400 NARWHAL_NAR_INVALID', async
   assert.equal(answer.status, 400)
   assert.equal(ruleOf(answer), 'NARWHAL_NAR_INVALID')
   assert.match(answer.body, /neither a NAR nor compressed with a method narwhal verifies/)
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 test('uncompressed body with the NAR magic but a malformed archive: 400 NARWHAL_NAR_MALFORMED', async (t) => {
@@ -86,7 +86,7 @@ test('uncompressed body with the NAR magic but a malformed archive: 400 NARWHAL_
     assert.equal(ruleOf(answer), 'NARWHAL_NAR_MALFORMED', what)
     assert.match(answer.body, /malformed NAR|NAR is truncated/, what)
   }
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 test('a valid compression stream around bytes that are not a NAR: 400 NARWHAL_NAR_MALFORMED', async (t) => {
@@ -97,7 +97,7 @@ test('a valid compression stream around bytes that are not a NAR: 400 NARWHAL_NA
     assert.equal(answer.status, 400, `${method}: ${answer.body}`)
     assert.equal(ruleOf(answer), 'NARWHAL_NAR_MALFORMED', method)
   }
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 test('a body with the xz magic but corrupt data: 400 NARWHAL_NAR_INVALID names xz', async (t) => {
@@ -110,7 +110,7 @@ test('a body with the xz magic but corrupt data: 400 NARWHAL_NAR_INVALID names x
   assert.equal(answer.status, 400)
   assert.equal(ruleOf(answer), 'NARWHAL_NAR_INVALID')
   assert.match(answer.body, /not valid xz data/)
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 test('lz4 (which narwhal cannot verify): 415 NARWHAL_UNSUPPORTED_COMPRESSION', async (t) => {
@@ -121,7 +121,7 @@ test('lz4 (which narwhal cannot verify): 415 NARWHAL_UNSUPPORTED_COMPRESSION', a
   assert.equal(answer.status, 415)
   assert.equal(ruleOf(answer), 'NARWHAL_UNSUPPORTED_COMPRESSION')
   assert.match(answer.body, /compressed with lz4.*use one of none, xz, zstd, bzip2, gzip, br/)
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 test('an empty body, named by the hash of nothing: 400 NARWHAL_NAR_INVALID', async (t) => {
@@ -130,7 +130,7 @@ test('an empty body, named by the hash of nothing: 400 NARWHAL_NAR_INVALID', asy
   assert.equal(answer.status, 400)
   assert.equal(ruleOf(answer), 'NARWHAL_NAR_INVALID')
   assert.match(answer.body, /NAR file is empty/)
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 /** A server with these limits, set the only way limits are set: a config file. */
@@ -196,7 +196,7 @@ test('over limits.narBytes with a declared Content-Length: 413 naming the limit,
     `Authorization: Bearer ${(await server.token('push'))}\r\nContent-Length: ${nar.bytes.length}\r\n\r\n`, undefined)
   assert.equal(answer.status, 413)
   assert.equal(answer.body, `NARWHAL_TOO_LARGE: NAR file of ${nar.bytes.length} bytes is larger than the limit of 4096 bytes (limits.narBytes)\n`)
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 test('over limits.narBytes without Content-Length (chunked): 413 naming the limit', async (t) => {
@@ -206,7 +206,7 @@ test('over limits.narBytes without Content-Length (chunked): 413 naming the limi
     `Authorization: Bearer ${(await server.token('push'))}\r\nTransfer-Encoding: chunked\r\n\r\n`, nar.bytes)
   assert.equal(answer.status, 413)
   assert.equal(answer.body, 'NARWHAL_TOO_LARGE: NAR file is larger than the limit of 4096 bytes (limits.narBytes)\n')
-  assertNothingStored(server)
+  await assertNothingStored(server)
 })
 
 test('a NAR just under limits.narBytes is still accepted', async (t) => {
@@ -237,7 +237,7 @@ for (const method of ['zstd', 'xz'] as const) {
     const answer = await putNar(server, `${fileHashOf(body)}.nar${extensionFor(method)}`, body)
     assert.equal(answer.status, 413, answer.body)
     assert.equal(answer.body, `NARWHAL_TOO_LARGE: NAR file decompresses to more than the limit of ${limit} bytes (limits.narSizeBytes)\n`)
-    assertNothingStored(server)
+    await assertNothingStored(server)
   })
 }
 

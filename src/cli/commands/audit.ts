@@ -76,7 +76,8 @@ export async function auditCommand (args: string[]): Promise<number> {
       const narFileId = (await metadata.narinfos.get(hashPart))?.narFileId
       fileHash = narFileId === undefined ? undefined : (await metadata.narFiles.getById(narFileId))?.fileHash
     }
-    const rows = await readAudit(metadata.audit, { since, hashPart, fileHash, tokenId, limit: limit === 0 ? -1 : limit })
+    // No limit is "all" (AuditFilter); -1 was SQLite's spelling of it, which PostgreSQL refuses.
+    const rows = await readAudit(metadata.audit, { since, hashPart, fileHash, tokenId, limit: limit === 0 ? undefined : limit })
     if (values.json === true) process.stdout.write(JSON.stringify(rows.map(r => ({ time: new Date(r.at).toISOString(), ...r })), null, 2) + '\n')
     else for (const row of rows) process.stdout.write(line(row) + '\n')
     return 0

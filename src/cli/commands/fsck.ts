@@ -1,7 +1,9 @@
 /**
  * `narwhal fsck [--repair] [--verify-content] [--grace SECONDS] [--json] [--data DIR]`: checks that
- * the database and the files on disk agree and that every narinfo's closure can be substituted;
- * with --repair, removes what cannot be served and everything whose closure that breaks.
+ * the database and the files on disk agree and that every narinfo's closure can be substituted
+ * (with --storage s3://, also that the bucket's narinfo objects are the rows' texts); with
+ * --repair, removes what cannot be served and everything whose closure that breaks, and
+ * republishes or removes narinfo objects.
  *
  * Exit status:
  *   0  the cache was clean
@@ -21,7 +23,8 @@ import { CACHE_OPTIONS, CACHE_USAGE, loadCacheConfig } from '../cache-options.js
 import { parse, UsageError } from '../usage.js'
 
 const USAGE = `usage: narwhal fsck [--repair] [--verify-content] [--grace SECONDS] [--json] ${CACHE_USAGE}\n` +
-  '  --repair          remove what cannot be served and every narinfo whose closure that breaks\n' +
+  '  --repair          remove what cannot be served and every narinfo whose closure that breaks;\n' +
+  '                    with --storage s3://, also write again or remove the bucket\'s narinfo objects\n' +
   '  --verify-content  read every NAR file back: its sha256 and what it decompresses to\n' +
   '  --grace SECONDS   files in store/tmp, and NAR files without a row, younger than this are\n' +
   '                    taken for uploads in flight and left alone (default 3600; 0 if no server runs)\n' +
@@ -113,11 +116,13 @@ export function formatReport (report: FsckReport, repair: RepairResult | undefin
   for (const storePath of repair.removal.storePaths) out.push(`${verb} ${storePath}`)
   for (const f of repair.removal.narFiles) out.push(`${verb} NAR file ${f.fileHash} (${f.fileSize} bytes)`)
   for (const file of repair.deletedFiles) out.push(`${repair.dryRun ? 'would delete' : 'deleted'} ${file}`)
+  for (const storePath of repair.republished) out.push(`${repair.dryRun ? 'would republish' : 'republished'} the narinfo of ${storePath}`)
   for (const p of repair.unrepaired) out.push(`left: ${p.subject}`)
   for (const file of report.inFlight) out.push(`in flight (younger than the grace period, left alone): ${file}`)
   const { checked } = report
   let summary = `checked ${checked.narinfos} narinfos and ${checked.narFiles} NAR files (${formatBytes(checked.narFileBytes)}` +
-    `${checked.contentVerified ? ', content verified' : ', sizes only; --verify-content reads them'}): `
+    `${checked.contentVerified ? ', content verified' : ', sizes only; --verify-content reads them'})` +
+    `${checked.narinfoObjects === undefined ? '' : ` against ${checked.narinfoObjects} narinfo objects in the bucket`}: `
   if (report.problems.length === 0) {
     summary += 'clean'
   } else {
@@ -125,6 +130,7 @@ export function formatReport (report: FsckReport, repair: RepairResult | undefin
       `${repair.dryRun ? '--repair would remove' : 'removed'} ${repair.removal.storePaths.length} store paths, ` +
       `${repair.removal.narFiles.length} NAR files (${formatBytes(repair.removal.bytes)}) and ` +
       `${repair.deletedFiles.length} other files` +
+      (repair.republished.length > 0 ? `, ${repair.dryRun ? 'would republish' : 'republished'} ${repair.republished.length} narinfos` : '') +
       (repair.unrepaired.length > 0 ? `; ${repair.unrepaired.length} left for you` : '')
   }
   out.push(summary)

@@ -100,6 +100,7 @@ const sleep = async (ms: number): Promise<void> => { await new Promise(resolve =
 export class PgPool {
   readonly location: PostgresLocation
   private readonly pool: pg.Pool
+  private closing: Promise<void> | undefined
 
   constructor (location: PostgresLocation, options: PoolOptions = {}) {
     this.location = location
@@ -197,8 +198,10 @@ export class PgPool {
     }
   }
 
+  /** Idempotent, as the SQLite store's close is: a second call waits for the first. */
   async close (): Promise<void> {
-    await this.pool.end()
+    this.closing ??= this.pool.end()
+    await this.closing
   }
 
   private async withRetry<T> (attempt: () => Promise<T>): Promise<T> {

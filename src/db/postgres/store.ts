@@ -13,6 +13,7 @@ import { withJobLock, type LockedOutcome, type SingleWriterJob } from './advisor
 import { pgAuxFileStore, pgTokenStore } from './aux-and-tokens.js'
 import { pgBrowseStore } from './browse.js'
 import { ChangeListener } from './change-listener.js'
+import { pgMetadataLoad } from './load.js'
 import { checkPostgresSchema, migratePostgres } from './migrate.js'
 import { pgNarFileStore } from './nar-files.js'
 import { pgNarinfoStore } from './narinfos.js'
@@ -40,6 +41,7 @@ export class PgMetadataStore implements MetadataStore {
   readonly audit
   readonly browse
   readonly upstreamRecords
+  readonly load
   /** The migrations `open` applied (with `migrate`): ['0001_init.sql'] when it created the schema. */
   readonly migrationsApplied: string[]
   private readonly pool: PgPool
@@ -58,6 +60,7 @@ export class PgMetadataStore implements MetadataStore {
     this.audit = pgAuditStore(pool)
     this.browse = pgBrowseStore(pool)
     this.upstreamRecords = pgUpstreamRecordStore(pool, listener)
+    this.load = pgMetadataLoad(pool)
   }
 
   /** Connects, checks (or migrates) the schema and starts listening; NARWHAL_DATABASE_UNAVAILABLE when it cannot. */
@@ -87,6 +90,14 @@ export class PgMetadataStore implements MetadataStore {
    */
   async runExclusive<T> (job: SingleWriterJob, work: (signal: AbortSignal) => Promise<T>): Promise<LockedOutcome<T>> {
     return await withJobLock(this.pool, job, work)
+  }
+
+  /**
+   * A commit that waits for the disk (it needs a transaction id to write a commit record) takes
+   * every earlier commit made with synchronous_commit off along: WAL is flushed in order.
+   */
+  async flush (): Promise<void> {
+    await this.pool.transaction(async tx => { await tx.query('SELECT txid_current()') })
   }
 
   async close (): Promise<void> {

@@ -11,19 +11,24 @@
  * Sizes are SQLite integers (64-bit, so NARs over 4 GiB fit; returned as numbers, exact up to
  * 2^53 bytes).
  */
+import fs, { closeSync, openSync } from 'node:fs'
+import path from 'node:path'
+import { promisify } from 'node:util'
 import { migrate, openDatabase, type Db } from '../database.js'
 import type {
-  AuxFile, AuxFileEntry, AuxFileStore, ClaimOutcome, InsertNarinfoOutcome, MetadataStore, NarFileFacts, NarFileRow,
+  AuxFile, AuxFileEntry, AuxFileStore, ClaimOutcome, InsertNarinfoOutcome, MetadataDump, MetadataStore, NarFileFacts, NarFileRow,
   NarFileStore, NarinfoRecord, NarinfoStore, ProvenanceEntry, RemoveOutcome, RemoveRequest, StoredNarinfo, TokenRow,
   TokenStore
 } from '../metadata-store.js'
 import { BodyCache } from '../../nix/body-cache.js'
+import { GroupSync } from '../../nix/group-sync.js'
 import { STORE_DIR } from '../../nix/store-path.js'
 import { REFERRERS_CTE } from './referrers-sql.js'
 import { SqliteAudit, SqliteProvenance } from './provenance.js'
 import { SqliteRetention } from './retention.js'
 import { SqliteBrowse } from './browse.js'
 import { SqliteUpstreamRecords } from './upstream-records.js'
+import { sqliteDump } from './dump.js'
 
 /**
  * Narinfos kept in memory for GET (narinfos.body): about 10,000 of a typical 1.5 KB. Each process
@@ -39,6 +44,8 @@ const NARINFO_CACHE_BYTES = 16 * 1024 * 1024
  * network; this connection's own writes are seen at once.
  */
 export const CROSS_PROCESS_FRESHNESS_MS = 1
+
+const fsync = promisify(fs.fsync)
 
 const NAR_FILE_COLUMNS = `id, file_hash AS fileHash, file_size AS fileSize, compression, nar_hash AS narHash,
   nar_size AS narSize, state`
@@ -182,20 +189,44 @@ export class SqliteMetadataStore implements MetadataStore {
   readonly audit: SqliteAudit
   readonly browse: SqliteBrowse
   readonly upstreamRecords: SqliteUpstreamRecords
+  readonly dump: MetadataDump
 
   private readonly db: Db
   private readonly stmts
+  /** One transaction function for every write: better-sqlite3 builds a new one per db.transaction() call. */
+  private readonly inTransaction: (fn: () => unknown) => unknown
   private readonly narinfoCache = new BodyCache(NARINFO_CACHE_BYTES)
+  /**
+   * The write-ahead log's file, synced for the commits that wait for the disk (see durably);
+   * undefined for a database not in WAL mode (in memory), whose commits wait as SQLite does.
+   */
+  private readonly logFile: string | undefined
+  private logDescriptor: number | undefined
+  /** Commits by durably so far, and how many of them a finished sync has put on the disk. */
+  private durablyCommitted = 0
+  private durablySynced = 0
+
+  private readonly logSyncs: GroupSync
+
   /** See servedGeneration. */
   private generation = 0
   private seenDataVersion = -1
   private dataVersionReadAt = -Infinity
   private readonly clock: () => number
 
-  /** `clock` is milliseconds on a monotonic scale (tests pass their own). */
-  constructor (db: Db, clock: () => number = () => performance.now()) {
+  /**
+   * `clock` is milliseconds on a monotonic scale; `syncLog(file)` makes what was written to the
+   * write-ahead log durable, an fsync by default (tests pass their own of both).
+   */
+  constructor (db: Db, clock: () => number = () => performance.now(), syncLog?: (file: string) => Promise<void>) {
     this.db = db
     this.clock = clock
+    this.inTransaction = db.transaction((fn: () => unknown) => fn()).immediate
+    this.logSyncs = new GroupSync(syncLog ?? (async (file) => {
+      this.logDescriptor ??= openSync(file, 'r')
+      await fsync(this.logDescriptor)
+    }))
+    this.logFile = !db.memory && String(db.pragma('journal_mode', { simple: true })) === 'wal' ? path.resolve(db.name) + '-wal' : undefined
     this.stmts = {
       // Changes whenever another connection (another process, a gc worker thread) commits;
       // never for this connection's own writes.
@@ -211,6 +242,7 @@ export class SqliteMetadataStore implements MetadataStore {
     this.audit = new SqliteAudit(db)
     this.browse = new SqliteBrowse(db)
     this.upstreamRecords = new SqliteUpstreamRecords(db)
+    this.dump = sqliteDump(db)
     this.narFiles = this.narFileFacet()
     this.narinfos = this.narinfoFacet()
     this.aux = this.auxFacet()
@@ -223,12 +255,18 @@ export class SqliteMetadataStore implements MetadataStore {
   }
 
   async close (): Promise<void> {
+    if (this.logFile !== undefined && this.logDescriptor !== undefined) {
+      // Never close the descriptor under a sync still running on it.
+      await this.logSyncs.sync(this.logFile).catch(() => {})
+      closeSync(this.logDescriptor)
+      this.logDescriptor = undefined
+    }
     this.db.close()
   }
 
   /** Runs fn in one write transaction (BEGIN IMMEDIATE), so checks and writes cannot interleave. */
   private transaction<T> (fn: () => T): T {
-    return this.db.transaction(fn).immediate()
+    return this.inTransaction(fn) as T
   }
 
   /**
@@ -245,6 +283,47 @@ export class SqliteMetadataStore implements MetadataStore {
     } finally {
       this.stmts.syncFull.run()
     }
+  }
+
+  /**
+   * fn in one write transaction whose commit is on the disk when the promise resolves, by group
+   * commit: committed without waiting for the disk (durableWithNext), then the log synced on the
+   * thread pool, one sync shared by every commit made meanwhile (nix/group-sync.ts). The event loop
+   * goes on during the sync, and concurrent uploads share it. The rows are read at once by others;
+   * a power cut before the sync loses them together with every later commit, and their writer
+   * has not been answered yet. `wrote` says whether the result changed anything (no sync if not).
+   */
+  private async durably<T> (fn: () => T, wrote: (result: T) => boolean): Promise<T> {
+    if (this.logFile === undefined) return this.transaction(fn)
+    const result = this.durableWithNext(fn)
+    if (wrote(result)) {
+      const commit = ++this.durablyCommitted
+      await this.logSyncs.sync(this.logFile)
+      this.durablySynced = Math.max(this.durablySynced, commit)
+    }
+    return result
+  }
+
+  /**
+   * A narinfo committed with durableWithNext is not on the disk until a later sync: counted, so
+   * that reading it waits for one (settled) like one committed by durably.
+   */
+  private countedUnsynced<T> (result: T, wrote: (result: T) => boolean): T {
+    if (wrote(result)) this.durablyCommitted++
+    return result
+  }
+
+  /** Waits until every narinfo committed is on the disk; at once when none waits for it. */
+  private async settled (): Promise<void> {
+    if (this.durablySynced >= this.durablyCommitted) return
+    await this.flush()
+  }
+
+  async flush (): Promise<void> {
+    if (this.logFile === undefined) return
+    const upTo = this.durablyCommitted
+    await this.logSyncs.sync(this.logFile)
+    this.durablySynced = Math.max(this.durablySynced, upTo)
   }
 
   /**
@@ -333,21 +412,27 @@ export class SqliteMetadataStore implements MetadataStore {
     return {
       body: async (hashPart) => this.narinfoBody(hashPart) ?? undefined,
       peekBody: (hashPart) => this.narinfoBody(hashPart),
-      get: async (hashPart) => this.storedNarinfo(hashPart),
+      get: async (hashPart) => {
+        const found = this.storedNarinfo(hashPart)
+        // A narinfo committed but not on the disk yet must not decide an answer (an identical
+        // upload told 'unchanged' while a power cut could still take the first one's row).
+        if (found !== undefined) await this.settled()
+        return found
+      },
       text: async (hashPart) => s.narinfoText.get(hashPart)?.narinfo,
       has: async (hashPart) => s.hasNarinfo.get(hashPart) !== undefined,
       storePathOf: async (hashPart) => s.storePathOf.get(hashPart)?.storePath,
       count: async () => s.narinfoCount.get()?.n ?? 0,
       insert: async (record, provenance, options) => options.durableWithNext === true
-        ? this.durableWithNext(() => this.insertNarinfo(record, provenance, options))
-        : this.transaction(() => this.insertNarinfo(record, provenance, options)),
-      mergeSignatures: async (id, expectedSigs, sigs, narinfo, provenance) => this.transaction(() => {
+        ? this.countedUnsynced(this.durableWithNext(() => this.insertNarinfo(record, provenance, options)), outcome => outcome.kind === 'created')
+        : await this.durably(() => this.insertNarinfo(record, provenance, options), outcome => outcome.kind === 'created'),
+      mergeSignatures: async (id, expectedSigs, sigs, narinfo, provenance) => await this.durably(() => {
         if (s.sigsById.get(id)?.sigs !== expectedSigs.join('\n')) return { kind: 'changed-meanwhile' as const }
         s.updateSigs.run({ id, sigs: sigs.join('\n'), narinfo })
         this.insertProvenance(id, 'merged', provenance)
         this.generation++
         return { kind: 'merged' as const }
-      }),
+      }, outcome => outcome.kind === 'merged'),
       remove: async (request, options = {}) => this.removeNarinfos(request, options.dryRun ?? false),
       page: async (afterId, limit) => s.narinfosPage.all(afterId, limit).map(row => ({
         ...row,

@@ -181,6 +181,9 @@ async function uploadBatchRoute (scope: FastifyInstance): Promise<void> {
         ? { name: result.name, status: result.status, outcome: result.result === 'merged' ? 'merged' : result.status === 201 ? 'created' : 'unchanged' }
         : { name: result.name, status: result.status, outcome: 'refused', code: result.code, reason: result.message })
     }
+    // The narinfos created by the parts did not wait for the disk one by one: one sync (group
+    // commit) makes them all durable before any of them is answered.
+    if (results.some(r => r.status === 201 && NARINFO_PART.test(r.name))) await scope.narwhal.metadata.flush()
     const answer: UploadBatchResponse = { results }
     return reply.header('content-type', 'application/json').send(JSON.stringify(answer))
   })
@@ -234,7 +237,8 @@ async function narinfoPart (app: FastifyInstance, request: FastifyRequest, name:
   if (!Buffer.from(text, 'utf8').equals(body)) throw new NarwhalError('NARWHAL_NARINFO_INVALID', 'narinfo is not valid UTF-8')
   const { pullThrough } = app.narwhal
   await pullThrough?.lookupReferences(text, request.log)
-  const result = await acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request) }, pullThrough !== undefined, app.narwhal.blobs)
+  const result = await acceptNarinfo(text, hash, metadata, trustedKeys, { provenance: app.narwhal.provenance, origin: writeOrigin(request), flushedByCaller: true },
+    pullThrough !== undefined, app.narwhal.blobs)
   request.log.info({ hash, result }, 'narinfo stored (batch)')
   return { name, status: result === 'created' ? 201 : 200, result }
 }

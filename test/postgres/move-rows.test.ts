@@ -1,0 +1,149 @@
+/**
+ * cache/move-cache.ts through the stores' own interfaces: every kind of row of a SQLite cache
+ * (narinfos with references and provenance, a path pulled from an upstream, tokens, pins, logs,
+ * the audit log, gc history, read times) arrives in a real PostgreSQL as it was; a narinfo whose
+ * NAR is not in place waits, with its referrers, for a later run; runs after the first write
+ * nothing twice; a merge keeps what the target holds.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import path from 'node:path'
+import { beginMove, moveRows } from '../../src/cache/move-cache.js'
+import { parseDatabaseUrl, type PostgresLocation } from '../../src/db/database-url.js'
+import type { MetadataStore, ProvenanceEntry } from '../../src/db/metadata-store.js'
+import { PgMetadataStore } from '../../src/db/postgres/store.js'
+import { openSqliteMetadataStore } from '../../src/db/sqlite/store.js'
+import { liveNarFile, narinfoRecord, testPath, type TestPath } from '../helpers/metadata-store-contract.js'
+import { tempDir } from '../helpers/nix.js'
+import { createDatabase, postgresEngine } from '../helpers/postgres.js'
+
+async function openTarget (t: { after: (fn: () => Promise<void>) => void }): Promise<PgMetadataStore> {
+  const db = await createDatabase(postgresEngine())
+  t.after(db.drop)
+  const store = await PgMetadataStore.open(parseDatabaseUrl(db.url) as PostgresLocation, { migrate: true, maxConnections: 4 })
+  t.after(async () => { await store.close() })
+  return store
+}
+
+async function put (store: MetadataStore, p: TestPath, refs: TestPath[], provenance: ProvenanceEntry, upstreamReferences = false): Promise<void> {
+  const file = await liveNarFile(store, provenance.acceptedAt)
+  const outcome = await store.narinfos.insert(narinfoRecord(p, file, refs), provenance, { upstreamReferences, now: provenance.acceptedAt })
+  assert.deepEqual(outcome, { kind: 'created' })
+}
+
+/** What a server reads of a path, the same in both stores. */
+async function pathView (store: MetadataStore, p: TestPath): Promise<unknown> {
+  const stored = await store.narinfos.get(p.hashPart)
+  return {
+    stored: stored === undefined ? undefined : { ...stored, id: 0, narFileId: 0 },
+    provenance: await store.provenance.ofPath(p.hashPart),
+    summary: await store.browse.summary(p.hashPart)
+  }
+}
+
+test('every kind of row moves as it was; a narinfo whose NAR is not in place waits with its referrers; later runs write nothing twice', async (t) => {
+  const source = openSqliteMetadataStore(path.join(tempDir('narwhal-move-rows-'), 'narwhal.sqlite'))
+  t.after(async () => { await source.close() })
+  const target = await openTarget(t)
+
+  const ci = await source.tokens.insert({ name: 'ci', scope: 'push', tokenHash: 'h-ci', expiresAt: null }, 100)
+  const gone = await source.tokens.insert({ name: 'old', scope: 'read', tokenHash: 'h-old', expiresAt: 9_000_000 }, 100)
+  await source.tokens.revoke(gone, 200)
+  const pushed: ProvenanceEntry = { acceptedAt: 1000, tokenId: ci, tokenName: 'ci', keyNames: ['k1'], clientAddress: '10.0.0.1', upstream: null }
+  const a = testPath('a')
+  const b = testPath('b')
+  const pulled = testPath('pulled')
+  const onlyUpstream = testPath('upstream-only')
+  await source.upstreamRecords.insert({
+    hashPart: onlyUpstream.hashPart,
+    storePath: onlyUpstream.storePath,
+    upstream: 'https://cache.example',
+    narUrl: 'nar/x.nar.xz',
+    fileHash: 'x',
+    fileSize: 10,
+    compression: 'xz',
+    narHash: 'sha256:x',
+    narSize: 20,
+    references: [],
+    narinfo: 'StorePath: …\n',
+    createdAt: 500
+  })
+  await put(source, a, [], pushed)
+  await put(source, b, [a, b], { ...pushed, acceptedAt: 2000 })
+  await put(source, pulled, [onlyUpstream], { ...pushed, acceptedAt: 3000, tokenId: null, tokenName: null, upstream: 'https://cache.example' }, true)
+  await source.retention.touch([a.hashPart], [], 50_000)
+  await source.retention.addPin({ hashPart: b.hashPart, storePath: b.storePath, keepUntil: null, note: 'release' }, 4000)
+  await source.aux.put('log', `${b.baseName}.drv`, { contentType: 'text/plain; charset=utf-8', contentEncoding: 'zstd', body: Buffer.from([1, 2, 3]) }, 4100)
+  await source.retention.recordGcRun({ startedAt: 5000, finishedAt: 5100, trigger: 'cli', storePaths: 2, narFiles: 2, bytes: 300, remainingBytes: 900 })
+  await source.audit.append([1, 2, 3].map(i => ({
+    at: 6000 + i,
+    tokenId: ci,
+    tokenName: 'ci',
+    clientAddress: '10.0.0.1',
+    method: 'PUT',
+    subject: `s${i}`,
+    hashPart: null,
+    fileHash: null,
+    outcome: 'created',
+    status: 200,
+    code: null,
+    reason: null
+  })), 1000)
+
+  const { move, resumed } = await beginMove(target, 'sqlite:/test/source', { merge: false, now: 7000 })
+  assert.equal(resumed, false)
+  // a's NAR is not in place yet: a waits, and b (which references it) with it; the pulled path does not.
+  const first = await moveRows(source, target, move, { batch: 2, narNotPlaced: async (storePath) => storePath === a.storePath ? 'not in the bucket' : undefined })
+  assert.deepEqual(first.leftOut.map(l => l.storePath).sort(), [a.storePath, b.storePath].sort())
+  assert.match(first.leftOut.find(l => l.storePath === b.storePath)?.reason ?? '', new RegExp(`references ${a.baseName} are not in the target`))
+  assert.deepEqual([first.narinfos, first.tokens, first.upstreamRecords, first.pins, first.auxFiles, first.auditEntries, first.gcRuns],
+    [{ created: 1, present: 0 }, { created: 2, present: 0 }, { created: 1, present: 0 }, { created: 1, present: 0 }, { created: 1, present: 0 },
+      { created: 3, present: 0 }, { created: 1, present: 0 }])
+  assert.equal(await target.narinfos.has(a.hashPart), false)
+
+  const again = await beginMove(target, 'sqlite:/test/source', { merge: false, now: 8000 })
+  assert.equal(again.resumed, true)
+  const second = await moveRows(source, target, again.move, { batch: 2 })
+  assert.deepEqual([second.leftOut, second.conflicts], [[], []])
+  assert.deepEqual([second.narinfos, second.tokens, second.auditEntries, second.gcRuns],
+    // The audit log is read from where the first run stopped: nothing left to read.
+    [{ created: 2, present: 1 }, { created: 0, present: 2 }, { created: 0, present: 0 }, { created: 0, present: 1 }])
+
+  const third = await moveRows(source, target, (await beginMove(target, 'sqlite:/test/source', { merge: false, now: 9000 })).move)
+  for (const counts of [third.narinfos, third.tokens, third.upstreamRecords, third.pins, third.auxFiles, third.auditEntries, third.gcRuns]) {
+    assert.equal(counts.created, 0)
+  }
+
+  for (const p of [a, b, pulled]) assert.deepEqual(await pathView(target, p), await pathView(source, p), p.storePath)
+  assert.deepEqual(await target.tokens.list(), await source.tokens.list())
+  assert.deepEqual(await target.upstreamRecords.get(onlyUpstream.hashPart), await source.upstreamRecords.get(onlyUpstream.hashPart))
+  assert.deepEqual(await target.retention.listPins(), await source.retention.listPins())
+  assert.deepEqual(await target.aux.get('log', `${b.baseName}.drv`), await source.aux.get('log', `${b.baseName}.drv`))
+  assert.deepEqual(await target.retention.lastGcRun(), await source.retention.lastGcRun())
+  const strip = (rows: Array<{ id: number }>): unknown[] => rows.map(({ id: _id, ...rest }) => rest)
+  assert.deepEqual(strip(await target.audit.query({})), strip(await source.audit.query({})))
+  // Read times keep gc's order: the snapshot gc plans with is the same, ids aside.
+  const byHash = async (store: MetadataStore): Promise<unknown[]> => (await store.retention.snapshot(60_000)).paths
+    .map(({ id: _id, narFileId: _f, ...rest }) => rest).sort((x, y) => x.hashPart.localeCompare(y.hashPart))
+  assert.deepEqual(await byHash(target), await byHash(source))
+})
+
+test('--merge into a database with a path of its own keeps that path as it is and says so', async (t) => {
+  const source = openSqliteMetadataStore(path.join(tempDir('narwhal-move-rows-'), 'narwhal.sqlite'))
+  t.after(async () => { await source.close() })
+  const target = await openTarget(t)
+  const shared = testPath('shared')
+  const top = testPath('top')
+  const provenance: ProvenanceEntry = { acceptedAt: 1000, tokenId: null, tokenName: null, keyNames: ['k1'], clientAddress: null, upstream: null }
+  await put(target, shared, [], provenance) // its own build of the same store path: another NAR hash
+  await put(source, shared, [], provenance)
+  await put(source, top, [shared], provenance)
+
+  await assert.rejects(beginMove(target, 'sqlite:/test/other', { merge: false, now: 1 }), /already holds another cache: 1 narinfos, 1 NAR files/)
+  const { move } = await beginMove(target, 'sqlite:/test/other', { merge: true, now: 1 })
+  const before = await target.narinfos.get(shared.hashPart)
+  const result = await moveRows(source, target, move)
+  assert.deepEqual(result.conflicts.map(c => c.storePath), [shared.storePath])
+  assert.deepEqual(await target.narinfos.get(shared.hashPart), before, 'the target\'s own narinfo is untouched')
+  assert.equal(await target.narinfos.has(top.hashPart), true, 'a referrer of it is moved: the store path it references is there')
+})
