@@ -3,7 +3,7 @@
  * nginx serving what `nix copy --to 'file://DIR?secret-key=…&compression=xz'` wrote: what
  * cache.nixos.org looks like to a client. Its access log counts what narwhal asked of it.
  */
-import { test } from 'node:test'
+import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { createServer, type Socket } from 'node:net'
 import { once } from 'node:events'
@@ -13,7 +13,7 @@ import { backendFor, sqliteOnly } from '../helpers/backend.js'
 import { buildClosure, HOST_NIX, netrcFile, nixKeyPair, nix, nixOk, run, tempDir, testEachClient, type NixClient, type TestClosure } from '../helpers/nix.js'
 import { startNginxCache, type NginxCache } from '../helpers/nginx.js'
 import { startServer } from '../helpers/server.js'
-import { CLI, spawnServer } from '../helpers/server-process.js'
+import { CLI, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { MAX_REDIRECTS } from '../../src/upstream/upstream.js'
 import { layoutFor, narFilePath } from '../../src/storage/layout.js'
 
@@ -219,13 +219,22 @@ test('an upstream that redirects: narinfos and NARs are fetched where it sends t
   assert.equal(loops.length, MAX_REDIRECTS + 1)
 })
 
-test('upstream stopped: pulled paths still substitute, a miss answers 404 quickly, and both survive a restart', async (t) => {
+/** `narwhal serve` pulling from a fresh upstream; `restart` starts it again on the same data folder. */
+async function pullingServer (t: TestContext): Promise<{ upstream: Upstream, dataDir: string, server: ServerProcess, restart: () => Promise<ServerProcess> }> {
   const upstream = await upstreamWith(t)
   const dataDir = tempDir('narwhal-data-')
   const logFile = path.join(tempDir('narwhal-log-'), 'server.log')
   const args = ['--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey]
-  let server = await spawnServer({ dataDir, logFile, trustedKeys: [], args })
-  t.after(async () => { await server.stop() })
+  const start = async (): Promise<ServerProcess> => await spawnServer({ dataDir, logFile, trustedKeys: [], args })
+  const pulling = { upstream, dataDir, server: await start(), restart: async () => { pulling.server = await start(); return pulling.server } }
+  t.after(async () => { await pulling.server.stop() })
+  return pulling
+}
+
+test('upstream stopped: pulled paths still substitute, a miss answers 404 quickly, and both survive a restart', async (t) => {
+  const pulling = await pullingServer(t)
+  const { upstream } = pulling
+  let server = pulling.server
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   assert.match(server.log(), new RegExp(`"upstream":"${upstream.nginx.url}".*"storePath":"${upstream.closure.top}".*narinfo pulled from upstream`))
 
@@ -237,34 +246,28 @@ test('upstream stopped: pulled paths still substitute, a miss answers 404 quickl
   assert.ok(Date.now() - started < 3000, `a miss took ${Date.now() - started} ms`)
 
   await server.stop()
-  server = await spawnServer({ dataDir, logFile, trustedKeys: [], args })
+  server = await pulling.restart()
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
 })
 
 test('a pulled NAR survives kill -9: after the restart each NAR is fetched once more at most', async (t) => {
-  const upstream = await upstreamWith(t)
-  const dataDir = tempDir('narwhal-data-')
-  const logFile = path.join(tempDir('narwhal-log-'), 'server.log')
-  const args = ['--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey]
-  let server = await spawnServer({ dataDir, logFile, trustedKeys: [], args })
-  t.after(async () => { await server.stop() })
+  const pulling = await pullingServer(t)
+  const { upstream } = pulling
+  let server = pulling.server
   const count = upstream.closure.all.length
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   // Killed as soon as the client has every byte: the last NAR's store may not have finished.
   await server.kill()
-  server = await spawnServer({ dataDir, logFile, trustedKeys: [], args })
+  server = await pulling.restart()
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   const afterKill = (await narGets(upstream)).length
   assert.ok(afterKill >= count && afterKill <= count + 1, `each NAR fetched once, the one being stored at the kill at most twice: ${afterKill}`)
 })
 
 test('a pulled NAR whose file was lost (as a power cut can lose its rename) is fetched again, not answered 404', sqliteOnly('removes a NAR file from the data folder by hand'), async (t) => {
-  const upstream = await upstreamWith(t)
-  const dataDir = tempDir('narwhal-data-')
-  const logFile = path.join(tempDir('narwhal-log-'), 'server.log')
-  const args = ['--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey]
-  let server = await spawnServer({ dataDir, logFile, trustedKeys: [], args })
-  t.after(async () => { await server.stop() })
+  const pulling = await pullingServer(t)
+  const { upstream, dataDir } = pulling
+  let server = pulling.server
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   const fetched = (await narGets(upstream)).length
 
@@ -278,7 +281,7 @@ test('a pulled NAR whose file was lost (as a power cut can lose its rename) is f
   const file = narFilePath(layoutFor(dataDir), fileHash)
   assert.ok(existsSync(file), 'the pulled NAR is stored')
   rmSync(file)
-  server = await spawnServer({ dataDir, logFile, trustedKeys: [], args })
+  server = await pulling.restart()
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   const gets = await narGets(upstream)
   assert.equal(gets.length, fetched + 1, 'only the lost NAR was fetched again')
