@@ -3,7 +3,10 @@
  * interface (storage/blob-store.ts), for tests that need a store in a given state (an object
  * without its row, a row without its object, damaged bytes) on whichever backend the suite runs.
  */
+import path from 'node:path'
 import type { BlobStore, NarName } from '../../src/storage/blob-store.js'
+import { layoutFor } from '../../src/storage/layout.js'
+import { backendFor } from './backend.js'
 
 /** Stores `bytes` as the object `name`, as an upload does but without verifying them (a fixture may lie). */
 export async function putNar (blobs: BlobStore, name: NarName, bytes: Uint8Array): Promise<void> {
@@ -41,4 +44,13 @@ export async function readNar (blobs: BlobStore, name: NarName): Promise<Buffer 
   const chunks: Buffer[] = []
   for await (const chunk of read.chunks()) chunks.push(chunk)
   return Buffer.concat(chunks)
+}
+
+/**
+ * What uploads left behind in the store of the cache in `dataDir`: temp files in store/tmp, or a
+ * bucket's tmp/ objects and unfinished multipart uploads. Empty once every upload ended.
+ */
+export async function uploadLeftovers (dataDir: string): Promise<string[]> {
+  const tmpDir = layoutFor(dataDir).tmpDir + path.sep
+  return (await (await backendFor(dataDir)).stored()).filter(f => f.startsWith(tmpDir) || f.startsWith('tmp/') || f.startsWith('upload:'))
 }
