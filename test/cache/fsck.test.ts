@@ -256,6 +256,26 @@ test('misplaced and oddly named files are stray; a stray directory is left for a
   assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'])
 })
 
+test('a narinfo text that disagrees with its rows is found; --repair removes it with its referrers', async () => {
+  const f = await fixture()
+  const c = await f.cache.metadata.narinfos.get(f.paths.c?.hashPart ?? '')
+  assert.ok(c !== undefined)
+  // The one write that replaces a stored narinfo's text (a signature merge), given a wrong text.
+  const altered = c.narinfo.replace('NarSize: ', 'NarSize: 1')
+  const merged = await f.cache.metadata.narinfos.mergeSignatures(c.id, c.sigs, c.sigs, altered,
+    { acceptedAt: Date.now(), tokenId: null, tokenName: null, keyNames: [], clientAddress: null, upstream: null })
+  assert.equal(merged.kind, 'merged')
+  await f.cache.blobs.publishNarinfo(c.hashPart, altered) // as acceptNarinfo publishes a merge
+
+  const report = await check(f, true)
+  assert.deepEqual(kinds(report), [['narinfo-inconsistent', c.storePath]])
+  assert.match(report.problems[0]?.reason ?? '', /NarSize: text 1\d+, row \d+, NAR file \d+/)
+  const repair = await repairCache(f.cache, report.problems)
+  assert.deepEqual(repair.removal.storePaths, [c.storePath])
+  assert.deepEqual(await remaining(f), ['a', 'b', 'd'])
+  assert.deepEqual((await check(f, true)).problems, [])
+})
+
 test('database damage: a narinfo without its NAR file row, a missing reference, a narinfo text that disagrees', sqliteOnly('edits SQLite rows by hand with foreign keys off: damage no metadata store interface can make'), async () => {
   const f = await fixture()
   const db = sqliteDb(f.cache.metadata)
