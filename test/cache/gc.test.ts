@@ -1,5 +1,5 @@
 /**
- * Garbage collection policy on a fabricated cache (rows and files made directly, with chosen
+ * Garbage collection policy on a fabricated cache (rows and NAR objects made directly through the stores, with chosen
  * upload and use times): least recently used first by effective last use, closures never broken,
  * pins with expiry, the grace period of unnamed NAR files (restarted by each upload of the NAR),
  * dry runs, max-size, and re-checks of the plan while the cache keeps changing.
