@@ -364,6 +364,16 @@ export interface TokenStore {
 
 export interface RetentionStore {
   /**
+   * When the narinfo of `hashPart` and the NAR file it names were last used (read, or uploaded),
+   * or undefined when there is no such narinfo: what a collection's lastUse is made of.
+   */
+  lastUse: (hashPart: string) => Promise<{ narinfo: number, narFile: number } | undefined>
+  /**
+   * Sets the last-use time of these narinfos and NAR files to `at`, earlier or later (touch only
+   * moves it forward): for a path whose history is known otherwise, and for tests that age a path.
+   */
+  setLastUse: (narinfoHashParts: Iterable<string>, narFileHashes: Iterable<string>, at: number) => Promise<void>
+  /**
    * Records reads (narinfos by hash part, NAR files by file hash) as at `now`, skipping rows whose
    * recorded read is less than a minute old. Times never move back. Need not wait for the disk.
    */

@@ -7,7 +7,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, openSync, readSync, truncateSync, unlinkSync, utimesSync, writeFileSync, writeSync, closeSync } from 'node:fs'
+import { existsSync, mkdirSync, utimesSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { checkCache, repairCache, type FsckReport, type ProblemKind } from '../../src/cache/fsck.js'
@@ -24,29 +24,37 @@ import { collect, fileHashOf } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 import { sqliteDb } from '../helpers/sqlite.js'
 import { insertNarinfo } from '../helpers/metadata.js'
-import { narFilePath } from '../../src/storage/layout.js'
+import { holdsObject, putNar, readNar, removeNar, replaceNar } from '../helpers/blobs.js'
+import type { NarFileRow } from '../../src/db/metadata-store.js'
+import type { NarName } from '../../src/storage/blob-store.js'
 
 const HOUR = 60 * 60 * 1000
 
 interface Fixture {
   cache: OpenCache
-  /** Store path, hash part and NAR file hash of each path, by letter. */
-  paths: Record<string, { storePath: string, hashPart: string, fileHash: string }>
+  /** Store path, hash part and NAR object (file hash, compression) of each path, by letter. */
+  paths: Record<string, { storePath: string, hashPart: string, fileHash: string, compression: string }>
 }
 
 /** A fake but well-formed hash part from one letter. */
 const hashPartOf = (c: string): string => c.repeat(32)
 
-/** Stores a path the way an upload does: its NAR verified by ingestNar, its narinfo rendered. */
-async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ storePath: string, hashPart: string, fileHash: string }> {
+/** Stores a new random NAR, xz-compressed, the way an upload does (verified by ingestNar); its live row. */
+async function addNar (cache: OpenCache): Promise<NarFileRow> {
   const dir = tempDir('narwhal-fsck-path-')
   writeFileSync(path.join(dir, 'content'), randomBytes(20_000))
   const nar = await collect(Readable.from(dumpPath(dir)))
   const compressed = await collect(Readable.from([nar]).pipe(createCompressor('xz')))
-  const fileHash = fileHashOf(compressed)
-  const ingested = await storeNar(Readable.from([compressed]), fileHash, cache, { maxBytes: 1 << 30, maxNarSize: 1 << 30, declaredBytes: 0, reserveBytes: 0 })
+  const ingested = await storeNar(Readable.from([compressed]), fileHashOf(compressed), cache, { maxBytes: 1 << 30, maxNarSize: 1 << 30, declaredBytes: 0, reserveBytes: 0 })
   const row = await cache.metadata.narFiles.get(ingested.fileHash)
   assert.ok(row !== undefined)
+  return row
+}
+
+/** Stores a path the way an upload does: its NAR verified by ingestNar, its narinfo rendered. */
+async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<Fixture['paths'][string]> {
+  const row = await addNar(cache)
+  const fileHash = row.fileHash
   const hashPart = hashPartOf(c)
   const storePath = `/nix/store/${hashPart}-path-${c}`
   const references = refs.map(r => `${hashPartOf(r)}-path-${r}`)
@@ -73,7 +81,9 @@ async function addPath (cache: OpenCache, c: string, refs: string[]): Promise<{ 
     narinfo,
     references: refs.map(r => ({ hashPart: hashPartOf(r), baseName: `${hashPartOf(r)}-path-${r}` }))
   })
-  return { storePath, hashPart, fileHash }
+  // As acceptNarinfo does: a bucket read as a Nix cache holds the narinfo too (a no-op in the folder).
+  await cache.blobs.publishNarinfo(hashPart, narinfo)
+  return { storePath, hashPart, fileHash, compression: row.compression }
 }
 
 /** a <- b <- c (c references b, b references a and itself); d stands alone. */
@@ -88,8 +98,16 @@ async function fixture (): Promise<Fixture> {
   return { cache, paths }
 }
 
+/** The NAR object of path `c`. */
+function narOf (f: Fixture, c: string): NarName {
+  const p = f.paths[c]
+  assert.ok(p !== undefined)
+  return { fileHash: p.fileHash, compression: p.compression }
+}
+
+/** Where the NAR object of path `c` is, as fsck names it: a file in the folder, a key in a bucket. */
 function narFile (f: Fixture, c: string): string {
-  return narFilePath(f.cache.layout, f.paths[c]?.fileHash ?? '')
+  return f.cache.blobs.where(narOf(f, c))
 }
 
 async function check (f: Fixture, verifyContent = false): Promise<FsckReport> {
@@ -123,9 +141,9 @@ test('a healthy cache checks clean, sizes only and with content verified', async
   assert.equal(full.checked.contentVerified, true)
 })
 
-test('a missing NAR file of a leaf: --repair removes the leaf and its referrers, not the rest', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand'), async () => {
+test('a missing NAR file of a leaf: --repair removes the leaf and its referrers, not the rest', async () => {
   const f = await fixture()
-  unlinkSync(narFile(f, 'a'))
+  await removeNar(f.cache.blobs, narOf(f, 'a'))
   const report = await check(f)
   assert.deepEqual(kinds(report), [['nar-file-missing', narFile(f, 'a')]])
   assert.match(report.problems[0]?.reason ?? '', new RegExp(`missing \\(named by ${f.paths.a?.storePath ?? ''}\\)`))
@@ -138,19 +156,20 @@ test('a missing NAR file of a leaf: --repair removes the leaf and its referrers,
   assert.deepEqual(repair.removal.storePaths, planned.removal.storePaths)
   assert.deepEqual(repair.removal.narFiles.map(n => n.fileHash).sort(), ['a', 'b', 'c'].map(c => f.paths[c]?.fileHash).sort())
   assert.deepEqual(await remaining(f), ['d'])
-  assert.equal(existsSync(narFile(f, 'b')), false, 'the referrers\' NAR files go too')
+  assert.equal(await holdsObject(f.cache.blobs, narOf(f, 'b')), false, 'the referrers\' NAR files go too')
   assert.equal(await f.cache.metadata.narFiles.get(f.paths.a?.fileHash ?? ''), undefined, 'the row goes, so a re-upload stores the NAR again')
   assert.deepEqual((await check(f, true)).problems, [])
 })
 
-test('a truncated NAR file is found by its size; a flipped byte only with --verify-content', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand'), async () => {
+test('a truncated NAR file is found by its size; a flipped byte only with --verify-content', async () => {
   const f = await fixture()
-  truncateSync(narFile(f, 'b'), 100)
-  const fd = openSync(narFile(f, 'c'), 'r+')
-  const byte = Buffer.alloc(1)
-  readSync(fd, byte, 0, 1, 500)
-  writeSync(fd, Buffer.from([byte[0]! ^ 0xff]), 0, 1, 500)
-  closeSync(fd)
+  const b = await readNar(f.cache.blobs, narOf(f, 'b'))
+  assert.ok(b !== undefined)
+  await replaceNar(f.cache.blobs, narOf(f, 'b'), b.subarray(0, 100))
+  const c = await readNar(f.cache.blobs, narOf(f, 'c'))
+  assert.ok(c !== undefined)
+  c[500] = c[500]! ^ 0xff
+  await replaceNar(f.cache.blobs, narOf(f, 'c'), c)
 
   const quick = await check(f)
   assert.deepEqual(kinds(quick), [['nar-file-size', narFile(f, 'b')]])
@@ -165,17 +184,39 @@ test('a truncated NAR file is found by its size; a flipped byte only with --veri
   assert.deepEqual((await check(f, true)).problems, [])
 })
 
-test('files without rows: old ones are removed, young ones are taken for uploads in flight', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand'), async () => {
+test('objects without rows: old ones are removed, young ones are taken for uploads in flight', async () => {
   const f = await fixture()
-  const junk = randomBytes(100)
-  const old = narFilePath(f.cache.layout, fileHashOf(junk))
-  mkdirSync(path.dirname(old), { recursive: true })
-  writeFileSync(old, junk)
-  age(old)
+  const junk = { fileHash: fileHashOf(randomBytes(100)), compression: 'none' }
+  await putNar(f.cache.blobs, junk, randomBytes(100))
+  // A bucket keeps whole seconds: the young object is written more than a second after the old one.
+  await new Promise(resolve => setTimeout(resolve, 1100))
   const youngBytes = randomBytes(100)
-  const young = narFilePath(f.cache.layout, fileHashOf(youngBytes))
-  mkdirSync(path.dirname(young), { recursive: true })
-  writeFileSync(young, youngBytes)
+  const young = { fileHash: fileHashOf(youngBytes), compression: 'none' }
+  await putNar(f.cache.blobs, young, youngBytes)
+  const written = new Map<string, number>()
+  for await (const blob of f.cache.blobs.list()) written.set(blob.fileHash, blob.modifiedAt)
+  const youngAt = written.get(young.fileHash)
+  assert.ok(youngAt !== undefined && (written.get(junk.fileHash) ?? Infinity) < youngAt - 500)
+  // Judged at the young object's write: the grace period covers it, not the old one.
+  const at = { now: youngAt, graceMs: 500 }
+  // Named as list() finds them: `nar/<hash>.nar` is uncompressed or gzip, so a bucket does not say which.
+  const listed = (name: NarName): string => f.cache.blobs.where({ fileHash: name.fileHash, compression: undefined })
+  const old = listed(junk)
+
+  const report = await checkCache(f.cache, { verifyContent: false, ...at })
+  assert.deepEqual(kinds(report), [['unrecorded-nar-file', old]])
+  assert.deepEqual(report.inFlight, [listed(young)])
+  const repair = await repairCache(f.cache, report.problems)
+  assert.deepEqual(repair.deletedFiles, [old])
+  assert.deepEqual(repair.removal.storePaths, [])
+  assert.equal(await holdsObject(f.cache.blobs, junk), false)
+  assert.equal(await holdsObject(f.cache.blobs, young), true)
+  assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'])
+  assert.deepEqual((await check(f)).problems, [])
+})
+
+test('temp files: a stale one in store/tmp is removed, a young one is an upload in flight', sqliteOnly('makes store/tmp leftovers by hand (a bucket\'s are unfinished multipart uploads)'), async () => {
+  const f = await fixture()
   const oldPart = path.join(f.cache.layout.tmpDir, 'crashed.part')
   writeFileSync(oldPart, 'half an upload')
   age(oldPart)
@@ -183,20 +224,18 @@ test('files without rows: old ones are removed, young ones are taken for uploads
   writeFileSync(livePart, 'an upload in flight')
 
   const report = await check(f)
-  assert.deepEqual(kinds(report), [['unrecorded-nar-file', old], ['stale-temp-file', oldPart]])
-  assert.deepEqual(report.inFlight.sort(), [young, livePart].sort())
+  assert.deepEqual(kinds(report), [['stale-temp-file', oldPart]])
+  assert.deepEqual(report.inFlight, [livePart])
   const repair = await repairCache(f.cache, report.problems)
-  assert.deepEqual(repair.deletedFiles, [old, oldPart])
+  assert.deepEqual(repair.deletedFiles, [oldPart])
   assert.deepEqual(repair.removal.storePaths, [])
-  assert.equal(existsSync(old), false)
   assert.equal(existsSync(oldPart), false)
-  assert.equal(existsSync(young), true)
   assert.equal(existsSync(livePart), true)
   assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'])
   assert.deepEqual((await check(f)).problems, [])
 })
 
-test('misplaced and oddly named files are stray; a stray directory is left for a person', sqliteOnly('damages or inspects files in store/nar and store/tmp by hand'), async () => {
+test('misplaced and oddly named files are stray; a stray directory is left for a person', sqliteOnly('about the folder\'s layout: files in the wrong shard, odd names, directories in store/nar'), async () => {
   const f = await fixture()
   const hash = f.paths.a?.fileHash ?? ''
   const wrongShard = hash.startsWith('00') ? '11' : '00'
@@ -217,7 +256,27 @@ test('misplaced and oddly named files are stray; a stray directory is left for a
   assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'])
 })
 
-test('database damage: a narinfo without its NAR file row, a missing reference, a narinfo text that disagrees', sqliteOnly('edits SQLite rows by hand (foreign keys off)'), async () => {
+test('a narinfo text that disagrees with its rows is found; --repair removes it with its referrers', async () => {
+  const f = await fixture()
+  const c = await f.cache.metadata.narinfos.get(f.paths.c?.hashPart ?? '')
+  assert.ok(c !== undefined)
+  // The one write that replaces a stored narinfo's text (a signature merge), given a wrong text.
+  const altered = c.narinfo.replace('NarSize: ', 'NarSize: 1')
+  const merged = await f.cache.metadata.narinfos.mergeSignatures(c.id, c.sigs, c.sigs, altered,
+    { acceptedAt: Date.now(), tokenId: null, tokenName: null, keyNames: [], clientAddress: null, upstream: null })
+  assert.equal(merged.kind, 'merged')
+  await f.cache.blobs.publishNarinfo(c.hashPart, altered) // as acceptNarinfo publishes a merge
+
+  const report = await check(f, true)
+  assert.deepEqual(kinds(report), [['narinfo-inconsistent', c.storePath]])
+  assert.match(report.problems[0]?.reason ?? '', /NarSize: text 1\d+, row \d+, NAR file \d+/)
+  const repair = await repairCache(f.cache, report.problems)
+  assert.deepEqual(repair.removal.storePaths, [c.storePath])
+  assert.deepEqual(await remaining(f), ['a', 'b', 'd'])
+  assert.deepEqual((await check(f, true)).problems, [])
+})
+
+test('database damage: a narinfo without its NAR file row, a missing reference, a narinfo text that disagrees', sqliteOnly('edits SQLite rows by hand with foreign keys off: damage no metadata store interface can make'), async () => {
   const f = await fixture()
   const db = sqliteDb(f.cache.metadata)
   // The foreign key forbids the first two; a hand edit with it switched off does not.
@@ -249,18 +308,19 @@ test('database damage: a narinfo without its NAR file row, a missing reference, 
   assert.deepEqual((await checkCache(f.cache, { verifyContent: true, graceMs: 0 })).problems, [])
 })
 
-test('a NAR file row no narinfo names, whose file is gone, is dropped so a re-upload stores it again', sqliteOnly('edits SQLite rows by hand (foreign keys off) and removes the file'), async () => {
+test('a NAR file row no narinfo names, whose file is gone, is dropped so a re-upload stores it again', async () => {
   const f = await fixture()
-  const db = sqliteDb(f.cache.metadata)
-  db.prepare('DELETE FROM narinfos WHERE hash_part = ?').run(f.paths.d?.hashPart)
-  unlinkSync(narFile(f, 'd'))
+  // Uploaded, its narinfo never came (or gc took it), then its object was lost.
+  const lone = await addNar(f.cache)
+  await removeNar(f.cache.blobs, lone)
   const report = await check(f)
-  assert.deepEqual(kinds(report), [['nar-file-missing', narFile(f, 'd')]])
+  assert.deepEqual(kinds(report), [['nar-file-missing', f.cache.blobs.where(lone)]])
   assert.match(report.problems[0]?.reason ?? '', /named by no narinfo/)
   const repair = await repairCache(f.cache, report.problems)
   assert.deepEqual(repair.removal.storePaths, [])
-  assert.deepEqual(repair.removal.narFiles.map(n => n.fileHash), [f.paths.d?.fileHash])
-  assert.equal(await f.cache.metadata.narFiles.get(f.paths.d?.fileHash ?? ''), undefined)
+  assert.deepEqual(repair.removal.narFiles.map(n => n.fileHash), [lone.fileHash])
+  assert.equal(await f.cache.metadata.narFiles.get(lone.fileHash), undefined)
+  assert.deepEqual(await remaining(f), ['a', 'b', 'c', 'd'])
 })
 
 test('a store layout of another version stops fsck before it judges anything', sqliteOnly('writes the folder\'s store/VERSION'), async () => {

@@ -1,5 +1,5 @@
 /**
- * Garbage collection policy on a fabricated cache (rows and files made directly, with chosen
+ * Garbage collection policy on a fabricated cache (rows and NAR objects made directly through the stores, with chosen
  * upload and use times): least recently used first by effective last use, closures never broken,
  * pins with expiry, the grace period of unnamed NAR files (restarted by each upload of the NAR),
  * dry runs, max-size, and re-checks of the plan while the cache keeps changing.
@@ -7,7 +7,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { loadConfig } from '../../src/config/config.js'
@@ -19,12 +19,11 @@ import { holdsNar, storeNar } from '../../src/cache/store-nar.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { dumpPath } from '../../src/pusher/nar-writer.js'
 import { checkReupload, type IngestOptions } from '../../src/storage/nar-ingest.js'
-import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
+import { cacheConfig } from '../helpers/backend.js'
 import { tempDir } from '../helpers/nix.js'
 import { eventually } from '../helpers/upload.js'
-import { sqliteDb } from '../helpers/sqlite.js'
 import { insertNarinfo, recordNarFile } from '../helpers/metadata.js'
-import { narFilePath } from '../../src/storage/layout.js'
+import { holdsObject, putNar, readNar, removeNar } from '../helpers/blobs.js'
 
 const DAY = 86_400_000
 const NOW = Date.now()
@@ -52,9 +51,7 @@ interface PathSpec {
 async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: Record<string, number> } = {}): Promise<OpenCache> {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const addNarFile = async (name: string, size: number, at: number): Promise<number> => {
-    const file = narFilePath(cache.layout, fileHash(name))
-    mkdirSync(path.dirname(file), { recursive: true })
-    writeFileSync(file, Buffer.alloc(size))
+    await putNar(cache.blobs, { fileHash: fileHash(name), compression: 'none' }, Buffer.alloc(size))
     return (await recordNarFile(cache.metadata, { fileHash: fileHash(name), fileSize: size, compression: 'none', narHash: fileHash(name), narSize: size }, at)).id
   }
   // References first, as uploads must come.
@@ -100,26 +97,26 @@ async function fabricate (spec: Record<string, PathSpec>, options: { unnamed?: R
 const policy = (p: Partial<GcOptions> = {}): GcOptions =>
   ({ maxSize: null, olderThan: null, keepRecent: 0, unnamedNarGrace: DAY, trigger: 'cli', now: NOW, ...p })
 
-function present (cache: OpenCache): string[] {
-  return (sqliteDb(cache.metadata).prepare('SELECT store_path AS p FROM narinfos ORDER BY store_path').all() as Array<{ p: string }>).map(r => r.p)
+async function present (cache: OpenCache): Promise<string[]> {
+  return (await cache.metadata.narinfos.page(0, 1000)).map(n => n.storePath).sort()
 }
+
+/** Whether the cache's blob store holds the object of a fabricated (uncompressed) NAR file. */
+const holds = async (cache: OpenCache, hash: string): Promise<boolean> => await holdsObject(cache.blobs, { fileHash: hash, compression: 'none' })
 
 const names = (...n: string[]): string[] => n.map(storePath).sort()
 
-/** Every remaining narinfo can be served whole: its references, its NAR row and its file exist. */
-function assertClosed (cache: OpenCache): void {
-  const dangling = sqliteDb(cache.metadata).prepare(
-    `SELECT r.ref_base_name AS ref FROM narinfo_refs r LEFT JOIN narinfos n ON n.hash_part = r.ref_hash_part
-     WHERE n.id IS NULL`).all()
-  assert.deepEqual(dangling, [], 'no remaining narinfo names a reference the cache lacks')
-  const files = sqliteDb(cache.metadata).prepare(
-    'SELECT f.file_hash AS h FROM narinfos n LEFT JOIN nar_files f ON f.id = n.nar_file_id').all() as Array<{ h: string | null }>
-  for (const { h } of files) {
-    assert.ok(h !== null && existsSync(narFilePath(cache.layout, h)), 'every remaining narinfo has its NAR file')
+/** Every remaining narinfo can be served whole: its references, its NAR row and its object exist. */
+async function assertClosed (cache: OpenCache): Promise<void> {
+  assert.deepEqual(await cache.metadata.narinfos.missingReferences(), [], 'no remaining narinfo names a reference the cache lacks')
+  assert.deepEqual(await cache.metadata.narinfos.withoutLiveNarFile(), [], 'every remaining narinfo has its live NAR row')
+  for (const narinfo of await cache.metadata.narinfos.page(0, 1000)) {
+    const file = await cache.metadata.narFiles.getById(narinfo.narFileId)
+    assert.ok(file !== undefined && await holdsObject(cache.blobs, file), `${narinfo.storePath} has its NAR object`)
   }
 }
 
-test('older-than goes by effective last use: an old dependency of a path used today stays', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('older-than goes by effective last use: an old dependency of a path used today stays', async () => {
   const cache = await fabricate({
     lib: { uploaded: 100 },
     app: { uploaded: 100, refs: ['lib'], narinfoRead: 1 },
@@ -130,14 +127,14 @@ test('older-than goes by effective last use: an old dependency of a path used to
   })
   const report = await collectGarbage(cache, policy({ olderThan: 30 * DAY }))
   assert.deepEqual([...report.storePaths].sort(), names('old', 'oldTop'))
-  assert.deepEqual(present(cache), names('app', 'lib', 'peeked'))
+  assert.deepEqual(await present(cache), names('app', 'lib', 'peeked'))
   assert.equal(report.bytes, 200)
   assert.equal(report.narFiles.length, 2)
-  assert.equal(existsSync(narFilePath(cache.layout, fileHash('old'))), false)
-  assertClosed(cache)
+  assert.equal(await holds(cache, fileHash('old')), false)
+  await assertClosed(cache)
 })
 
-test('max-size evicts least recently used first and stops once NAR files fit', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('max-size evicts least recently used first and stops once NAR files fit', async () => {
   const spec: Record<string, PathSpec> = {
     xDep: { uploaded: 30 },
     xTop: { uploaded: 30, refs: ['xDep'], narRead: 10 },
@@ -151,18 +148,18 @@ test('max-size evicts least recently used first and stops once NAR files fit', s
   assert.deepEqual([...first.storePaths].sort(), names('xDep', 'xTop'), 'the least recently used closure goes whole')
   assert.equal(first.remainingBytes, 400)
   assert.equal(first.maxSizeReached, true)
-  assertClosed(fits)
+  await assertClosed(fits)
 
   // One byte less: y's top goes too (a referrer before its reference), and y's dependency stays.
   const tighter = await fabricate(spec)
   const second = await collectGarbage(tighter, policy({ maxSize: 399 }))
   assert.deepEqual([...second.storePaths].sort(), names('xDep', 'xTop', 'yTop'))
-  assert.deepEqual(present(tighter), names('yDep', 'zDep', 'zTop'))
+  assert.deepEqual(await present(tighter), names('yDep', 'zDep', 'zTop'))
   assert.equal(second.remainingBytes, 300)
-  assertClosed(tighter)
+  await assertClosed(tighter)
 })
 
-test('max-size evicts paths pulled from a configured upstream first, never dragging a pushed path along', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('max-size evicts paths pulled from a configured upstream first, never dragging a pushed path along', async () => {
   const UPSTREAM = 'https://cache.example.org'
   const spec: Record<string, PathSpec> = {
     // Pushed, the least recently used of all.
@@ -180,8 +177,8 @@ test('max-size evicts paths pulled from a configured upstream first, never dragg
   const report = await collectGarbage(preferring, policy({ maxSize: 400, upstreams: [UPSTREAM] }))
   assert.deepEqual([...report.storePaths].sort(), names('pulledA', 'pulledB'), 'the pulled paths no pushed path needs go first')
   assert.equal(report.remainingBytes, 400)
-  assert.deepEqual(present(preferring), names('pulledDep', 'pulledGone', 'pushedOld', 'pushedTop'))
-  assertClosed(preferring)
+  assert.deepEqual(await present(preferring), names('pulledDep', 'pulledGone', 'pushedOld', 'pushedTop'))
+  await assertClosed(preferring)
 
   // Without upstreams configured the same cache is collected by last use alone.
   const plain = await fabricate(spec)
@@ -192,10 +189,10 @@ test('max-size evicts paths pulled from a configured upstream first, never dragg
   const tight = await fabricate(spec)
   const more = await collectGarbage(tight, policy({ maxSize: 300, upstreams: [UPSTREAM] }))
   assert.deepEqual([...more.storePaths].sort(), names('pulledA', 'pulledB', 'pushedOld'))
-  assertClosed(tight)
+  await assertClosed(tight)
 })
 
-test('max-size keeps paths used within keep-recent and says the limit was not reached', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('max-size keeps paths used within keep-recent and says the limit was not reached', async () => {
   const cache = await fabricate({
     old: { uploaded: 30 },
     fresh: { uploaded: 30, narinfoRead: 0.01 },
@@ -206,10 +203,10 @@ test('max-size keeps paths used within keep-recent and says the limit was not re
   assert.deepEqual(report.storePaths, [storePath('old')])
   assert.equal(report.maxSizeReached, false)
   assert.equal(report.remainingBytes, 300)
-  assert.deepEqual(present(cache), names('fresh', 'freshDep', 'freshTop'))
+  assert.deepEqual(await present(cache), names('fresh', 'freshDep', 'freshTop'))
 })
 
-test('a pin keeps its whole closure until it expires; its referrers are not protected', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('a pin keeps its whole closure until it expires; its referrers are not protected', async () => {
   const spec: Record<string, PathSpec> = {
     base: { uploaded: 200 },
     pinnedTop: { uploaded: 200, refs: ['base'] },
@@ -220,28 +217,28 @@ test('a pin keeps its whole closure until it expires; its referrers are not prot
   await cache.metadata.retention.addPin({ hashPart: hashPart('pinnedTop'), storePath: storePath('pinnedTop'), keepUntil: null, note: 'release 1.0' }, NOW)
   const report = await collectGarbage(cache, policy({ maxSize: 0, olderThan: DAY }))
   assert.deepEqual([...report.storePaths].sort(), names('loose', 'user'))
-  assert.deepEqual(present(cache), names('base', 'pinnedTop'))
+  assert.deepEqual(await present(cache), names('base', 'pinnedTop'))
   assert.equal(report.maxSizeReached, false)
-  assertClosed(cache)
+  await assertClosed(cache)
 
   const expiring = await fabricate(spec)
   await expiring.metadata.retention.addPin({ hashPart: hashPart('pinnedTop'), storePath: storePath('pinnedTop'), keepUntil: NOW - 1, note: null }, NOW)
   await expiring.metadata.retention.addPin({ hashPart: hashPart('loose'), storePath: storePath('loose'), keepUntil: NOW + DAY, note: null }, NOW)
   const later = await collectGarbage(expiring, policy({ olderThan: DAY }))
   assert.equal(later.expiredPins, 1)
-  assert.deepEqual(present(expiring), names('loose'))
+  assert.deepEqual(await present(expiring), names('loose'))
   assert.deepEqual((await expiring.metadata.retention.listPins()).map(p => p.storePath), [storePath('loose')])
 })
 
-test('NAR files no narinfo names go after the grace period, in every run', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('NAR files no narinfo names go after the grace period, in every run', async () => {
   const cache = await fabricate({ kept: { uploaded: 100 } }, { unnamed: { abandoned: 2 * DAY, uploading: 60_000 } })
   const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY }))
   assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [fileHash('abandoned')])
   assert.deepEqual(report.storePaths, [])
   assert.equal(report.bytes, 100)
-  assert.equal(existsSync(narFilePath(cache.layout, fileHash('abandoned'))), false)
-  assert.equal(existsSync(narFilePath(cache.layout, fileHash('uploading'))), true)
-  assert.deepEqual(present(cache), names('kept'))
+  assert.equal(await holds(cache, fileHash('abandoned')), false)
+  assert.equal(await holds(cache, fileHash('uploading')), true)
+  assert.deepEqual(await present(cache), names('kept'))
 })
 
 /** A small real NAR (serialised by narwhal's NAR writer), uncompressed, unique to `name`. */
@@ -260,7 +257,7 @@ const ingest = (bytes: Buffer): IngestOptions => ({ maxBytes: bytes.length, maxN
 // Nix uploads a NAR, then its narinfo. A push abandoned after the NAR and retried days later (a
 // retried `nix copy`) uploads the NAR again: its grace period must count from that upload, or a
 // collection between the NAR and the narinfo takes the NAR and the narinfo is refused.
-test('a NAR no narinfo names, uploaded again after its grace period, is kept for another; one not uploaded again goes', sqliteOnly('reads and removes NAR files in store/nar'), async () => {
+test('a NAR no narinfo names, uploaded again after its grace period, is kept for another; one not uploaded again goes', async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const [again, stored, abandoned] = await Promise.all([realNar('again'), realNar('stored'), realNar('abandoned')])
   const uploadedLongAgo = NOW - 3 * DAY
@@ -277,10 +274,10 @@ test('a NAR no narinfo names, uploaded again after its grace period, is kept for
   assert.deepEqual(report.unnamedNarFiles.map(f => f.fileHash), [abandoned.fileHash], 'only the NAR not uploaded again goes')
   for (const nar of [again, stored]) {
     assert.notEqual((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'its row stays')
-    assert.ok(readFileSync(narFilePath(cache.layout, nar.fileHash)).equals(nar.bytes), 'its file stays')
+    assert.deepEqual(await readNar(cache.blobs, { fileHash: nar.fileHash, compression: 'none' }), nar.bytes, 'its object stays')
   }
   assert.equal((await cache.metadata.narFiles.get(abandoned.fileHash)), undefined)
-  assert.equal(existsSync(narFilePath(cache.layout, abandoned.fileHash)), false)
+  assert.equal(await holds(cache, abandoned.fileHash), false)
 
   // Uploaded again or not, a NAR still unnamed a grace period after its last upload goes.
   const later = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + DAY + 60_000 }))
@@ -288,22 +285,22 @@ test('a NAR no narinfo names, uploaded again after its grace period, is kept for
   await cache.close()
 })
 
-test('holdsNar: false for a NAR the cache lacks or whose file is gone, so the upload stores it again', sqliteOnly('removes the NAR file from store/nar'), async () => {
+test('holdsNar: false for a NAR the cache lacks or whose object is gone, so the upload stores it again', async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-gc-') }), {}))
   const nar = await realNar('lost')
   assert.equal(await holdsNar(nar.fileHash, cache), false, 'never uploaded')
   assert.equal((await cache.metadata.narFiles.get(nar.fileHash)), undefined, 'and no row made')
   await storeNar(Readable.from([nar.bytes]), nar.fileHash, cache, ingest(nar.bytes), NOW - 3 * DAY)
-  rmSync(narFilePath(cache.layout, nar.fileHash))
-  assert.equal(await holdsNar(nar.fileHash, cache, NOW), false, 'the file is gone')
+  await removeNar(cache.blobs, { fileHash: nar.fileHash, compression: 'none' })
+  assert.equal(await holdsNar(nar.fileHash, cache, NOW), false, 'the object is gone')
   await storeNar(Readable.from([nar.bytes]), nar.fileHash, cache, ingest(nar.bytes), NOW)
   const report = await collectGarbage(cache, policy({ unnamedNarGrace: DAY, now: NOW + 60_000 }))
   assert.deepEqual(report.unnamedNarFiles, [])
-  assert.ok(readFileSync(narFilePath(cache.layout, nar.fileHash)).equals(nar.bytes), 'the NAR is on disk again')
+  assert.deepEqual(await readNar(cache.blobs, { fileHash: nar.fileHash, compression: 'none' }), nar.bytes, 'the NAR is stored again')
   await cache.close()
 })
 
-test('a dry run reports exactly what the real run then removes, and changes nothing', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('a dry run reports exactly what the real run then removes, and changes nothing', async () => {
   const spec: Record<string, PathSpec> = {
     a: { uploaded: 50 },
     b: { uploaded: 50, refs: ['a'] },
@@ -315,8 +312,8 @@ test('a dry run reports exactly what the real run then removes, and changes noth
   const options = policy({ maxSize: 150 })
   const dry = await collectGarbage(cache, { ...options, dryRun: true })
   assert.equal(dry.dryRun, true)
-  assert.deepEqual(present(cache), names('a', 'b', 'c', 'd', 'e'), 'the dry run removed nothing')
-  assert.ok(existsSync(narFilePath(cache.layout, fileHash('stale'))))
+  assert.deepEqual(await present(cache), names('a', 'b', 'c', 'd', 'e'), 'the dry run removed nothing')
+  assert.ok(await holds(cache, fileHash('stale')))
   assert.equal((await cache.metadata.retention.lastGcRun()), undefined, 'a dry run is not recorded')
 
   const real = await collectGarbage(cache, options)
@@ -330,13 +327,13 @@ test('a dry run reports exactly what the real run then removes, and changes noth
   })
   assert.deepEqual(summary(dry), summary(real))
   // a, b, c and d go (d shares a's NAR file, which is freed only when both are gone); e fits.
-  assert.deepEqual(present(cache), names('e'))
+  assert.deepEqual(await present(cache), names('e'))
   assert.equal(real.bytes, 400)
   assert.equal((await cache.metadata.retention.lastGcRun())?.storePaths, 4)
-  assertClosed(cache)
+  await assertClosed(cache)
 })
 
-test('a path used, pinned or newly referenced while gc runs is kept, with what it needs', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('a path used, pinned or newly referenced while gc runs is kept, with what it needs', async () => {
   const spec: Record<string, PathSpec> = {
     dep: { uploaded: 100 },
     mid: { uploaded: 100, refs: ['dep'] },
@@ -374,9 +371,9 @@ test('a path used, pinned or newly referenced while gc runs is kept, with what i
   }))
   assert.deepEqual(report.storePaths, [storePath('other')])
   assert.equal(report.kept, 5)
-  assert.deepEqual(present(cache), names('dep', 'mid', 'newcomer', 'pinLater', 'refLater', 'top'))
-  assert.ok(existsSync(narFilePath(cache.layout, fileHash('other'))), 'a NAR file the newcomer names stays')
-  assertClosed(cache)
+  assert.deepEqual(await present(cache), names('dep', 'mid', 'newcomer', 'pinLater', 'refLater', 'top'))
+  assert.ok(await holds(cache, fileHash('other')), 'a NAR file the newcomer names stays')
+  await assertClosed(cache)
 })
 
 test('effective last use: a reference inherits its referrers\' latest use; pins and cycles are kept', () => {
@@ -396,13 +393,15 @@ test('effective last use: a reference inherits its referrers\' latest use; pins 
   assert.deepEqual(effective, [50, 50, 20, Infinity, Infinity, Infinity, Infinity])
 })
 
-test('the schedule collects in a worker thread every interval, logs each run, and stops cleanly', sqliteOnly('its fixture writes NAR files into store/nar and reads the rows with SQL'), async () => {
+test('the schedule collects in a worker thread every interval, logs each run, and stops cleanly', async () => {
   const cache = await fabricate({ stale: { uploaded: 10 }, fresh: { uploaded: 0 } }, { unnamed: { abandoned: 2 * DAY } })
   const runs: Array<Record<string, unknown>> = []
   const failures: unknown[] = []
   const log = { info: (fields: object) => { runs.push(fields as Record<string, unknown>) }, error: (fields: object) => { failures.push(fields) } }
   const settings = { maxSize: null, olderThan: DAY, interval: 50, unnamedNarGrace: DAY, keepRecent: 0 }
-  const stop = startGcSchedule({ dataDir: cache.layout.dataDir }, settings, log)
+  // Where the cache lives (its database and storage too), as serve passes its config.
+  const location = loadConfig(await cacheConfig({ dataDir: cache.layout.dataDir }), {})
+  const stop = startGcSchedule(location, settings, log)
   assert.ok(await eventually(() => runs.length >= 2, 30_000), 'two scheduled runs')
   await stop()
   const after = runs.length
@@ -410,11 +409,11 @@ test('the schedule collects in a worker thread every interval, logs each run, an
   assert.deepEqual({ storePaths: runs[0]?.storePaths, narFiles: runs[0]?.narFiles, unnamedNarFiles: runs[0]?.unnamedNarFiles, bytes: runs[0]?.bytes },
     { storePaths: 1, narFiles: 1, unnamedNarFiles: 1, bytes: 200 })
   assert.equal(runs[1]?.storePaths, 0, 'the next run finds nothing more')
-  assert.deepEqual(present(cache), names('fresh'))
+  assert.deepEqual(await present(cache), names('fresh'))
   await new Promise(resolve => setTimeout(resolve, 200))
   assert.equal(runs.length, after, 'no run after stop')
 
-  const off = startGcSchedule({ dataDir: cache.layout.dataDir }, { ...settings, interval: null }, log)
+  const off = startGcSchedule(location, { ...settings, interval: null }, log)
   await off()
   assert.equal(runs.length, after)
 })

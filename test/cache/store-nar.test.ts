@@ -7,7 +7,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { randomBytes, randomInt } from 'node:crypto'
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -21,10 +21,11 @@ import { sqliteOnly, cacheConfig } from '../helpers/backend.js'
 import { compressBytes, fileHashOf, runBytes, sha256 } from '../helpers/upload.js'
 import { tempDir } from '../helpers/nix.js'
 import { narFilePath } from '../../src/storage/layout.js'
+import { holdsObject, readNar, removeNar, uploadLeftovers } from '../helpers/blobs.js'
 
 const LIMITS = (n: number): IngestOptions => ({ maxBytes: n, maxNarSize: n, declaredBytes: 0, reserveBytes: 0 })
 
-test('an upload meeting a removal of the same NAR waits for it, then stores the NAR whole', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+test('an upload meeting a removal of the same NAR waits for it, then stores the NAR whole', async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
@@ -35,30 +36,30 @@ test('an upload meeting a removal of the same NAR waits for it, then stores the 
   const upload = storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
   await sleep(300)
   // The collection's last steps, while the upload waits.
-  rmSync(narFilePath(cache.layout, fileHash))
+  await removeNar(cache.blobs, { fileHash, compression: 'none' })
   assert.equal(await cache.metadata.narFiles.forget(marked.id), true)
   await upload
   assert.equal((await cache.metadata.narFiles.get(fileHash))?.state, 'live')
-  assert.ok(readFileSync(narFilePath(cache.layout, fileHash)).equals(nar), 'the file the upload stored is there')
-  assert.deepEqual(readdirSync(cache.layout.tmpDir), [], 'no temp file is left')
+  assert.deepEqual(await readNar(cache.blobs, { fileHash, compression: 'none' }), nar, 'the object the upload stored is there')
+  assert.deepEqual(await uploadLeftovers(cache.layout.dataDir), [], 'no temp file is left')
   await cache.close()
 })
 
-test('an upload refused because a removal holds the NAR too long leaves the removal alone', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+test('an upload refused because a removal holds the NAR too long leaves the removal alone', async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
   await storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length))
   await cache.metadata.narFiles.markUnnamedDeleting(Date.now() + 1, 0)
-  rmSync(narFilePath(cache.layout, fileHash))
+  await removeNar(cache.blobs, { fileHash, compression: 'none' })
   await assert.rejects(storeNar(Readable.from([nar]), fileHash, cache, LIMITS(nar.length)), { code: 'NARWHAL_BUSY' })
   assert.equal((await cache.metadata.narFiles.get(fileHash))?.state, 'deleting')
-  assert.deepEqual(readdirSync(path.dirname(narFilePath(cache.layout, fileHash))), [], 'nothing was committed for the removal to miss')
-  assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
+  assert.equal(await holdsObject(cache.blobs, { fileHash, compression: 'none' }), false, 'nothing was committed for the removal to miss')
+  assert.deepEqual(await uploadLeftovers(cache.layout.dataDir), [])
   await cache.close()
 })
 
-test('when the commit fails the NAR is not live and the temp file is removed; a retry stores it', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+test('when the commit fails the NAR is not live and the temp file is removed; a retry stores it', sqliteOnly('makes the commit fail with a file where the folder\'s shard directory belongs'), async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const nar = await runBytes('nix-store', ['--dump', '/bin'])
   const fileHash = fileHashOf(nar)
@@ -77,7 +78,7 @@ test('when the commit fails the NAR is not live and the temp file is removed; a 
   await cache.close()
 })
 
-test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+test('a NAR of several MiB in uneven chunks is stored byte for byte (batched temp-file writes), zstd and uncompressed', async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const dir = tempDir('narwhal-store-nar-src-')
   // Random bytes do not compress: the zstd body is as large as the NAR, several write batches.
@@ -102,13 +103,13 @@ test('a NAR of several MiB in uneven chunks is stored byte for byte (batched tem
       narHash: encodeNix32(sha256(nar)),
       narSize: nar.length
     })
-    assert.ok(readFileSync(narFilePath(cache.layout, fileHash)).equals(body), `${method}: the stored file is the body`)
+    assert.deepEqual(await readNar(cache.blobs, { fileHash, compression: method }), body, `${method}: the stored object is the body`)
   }
-  assert.deepEqual(readdirSync(cache.layout.tmpDir), [])
+  assert.deepEqual(await uploadLeftovers(cache.layout.dataDir), [])
   await cache.close()
 })
 
-test('a NAR that decompresses past maxNarSize is refused as the limit is passed, not after the whole body', sqliteOnly('checks the folder\'s shards and store/tmp'), async () => {
+test('a NAR that decompresses past maxNarSize is refused as the limit is passed, not after the whole body', async () => {
   const cache = await openCache(loadConfig(await cacheConfig({ dataDir: tempDir('narwhal-store-nar-') }), {}))
   const dir = path.join(tempDir('narwhal-store-nar-src-'), 'zeros')
   mkdirSync(dir)
@@ -135,6 +136,6 @@ test('a NAR that decompresses past maxNarSize is refused as the limit is passed,
     assert.ok(pulled < body.length / 4, `${method}: read ${pulled} of ${body.length} bytes before refusing`)
     assert.equal(await cache.metadata.narFiles.get(fileHashOf(body)), undefined)
   }
-  assert.deepEqual(readdirSync(cache.layout.tmpDir), [], 'no temp file is left')
+  assert.deepEqual(await uploadLeftovers(cache.layout.dataDir), [], 'no temp file is left')
   await cache.close()
 })

@@ -323,6 +323,23 @@ export function metadataStoreContract (backend: string, open: OpenStore): void {
     assert.deepEqual(await store.aux.page(page[0]!.id, 10), [page[1]])
   })
 
+  withStore('retention: a path\'s last-use times are read per row and can be set back', async (store) => {
+    const dep = testPath('dep')
+    const top = testPath('top')
+    const depFile = await storedPath(store, dep, [], 1000)
+    const topFile = await storedPath(store, top, [dep], 1000)
+    assert.deepEqual(await store.retention.lastUse(top.hashPart), { narinfo: 1000, narFile: 1000 }, 'both start at the upload')
+    assert.equal(await store.retention.lastUse(testPath('absent').hashPart), undefined)
+    await store.retention.touch([top.hashPart], [depFile.fileHash], 200_000)
+    assert.deepEqual(await store.retention.lastUse(top.hashPart), { narinfo: 200_000, narFile: 1000 })
+    assert.deepEqual(await store.retention.lastUse(dep.hashPart), { narinfo: 1000, narFile: 200_000 })
+    await store.retention.setLastUse([top.hashPart], [depFile.fileHash, topFile.fileHash], 500)
+    assert.deepEqual(await store.retention.lastUse(top.hashPart), { narinfo: 500, narFile: 500 }, 'set back, unlike touch')
+    assert.deepEqual(await store.retention.lastUse(dep.hashPart), { narinfo: 1000, narFile: 500 })
+    await store.retention.touch([top.hashPart], [], 150_000)
+    assert.equal((await store.retention.lastUse(top.hashPart))?.narinfo, 150_000, 'and touch moves it forward again')
+  })
+
   withStore('retention: reads are recorded (never backwards), the snapshot agrees, pins and gc runs are kept', async (store) => {
     const dep = testPath('dep')
     const top = testPath('top')

@@ -11,13 +11,12 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { existsSync, readFileSync } from 'node:fs'
 import path from 'node:path'
-import { sqliteOnly, backendFor } from '../helpers/backend.js'
+import { backendFor } from '../helpers/backend.js'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, runOk, tempDir, type TestClosure } from '../helpers/nix.js'
 import { startServer, type TestServer } from '../helpers/server.js'
 import { freshNar, put, sleep } from '../helpers/upload.js'
 import { freePort } from '../helpers/server-process.js'
-import { sqliteDb } from '../helpers/sqlite.js'
-import type { Db } from '../../src/db/database.js'
+import type { MetadataStore } from '../../src/db/metadata-store.js'
 
 const CLI = path.resolve('dist/src/cli/main.js')
 
@@ -39,12 +38,19 @@ async function narUrls (server: { url: string }, closure: TestClosure): Promise<
   }))
 }
 
-/** NAR file bytes of a closure, from the server's database. */
-function closureBytes (server: TestServer, closure: TestClosure): number {
-  const row = sqliteDb(server.cache.metadata).prepare(
-    `SELECT sum(f.file_size) AS bytes FROM narinfos n JOIN nar_files f ON f.id = n.nar_file_id
-     WHERE n.hash_part IN (SELECT value FROM json_each(?))`).get(JSON.stringify(closure.all.map(hashOf))) as { bytes: number }
-  return row.bytes
+/** The NAR file row of each path of a closure, from the server's metadata store. */
+async function closureFiles (server: TestServer, closure: TestClosure): Promise<Array<{ hashPart: string, fileHash: string, fileSize: number }>> {
+  return await Promise.all(closure.all.map(async p => {
+    const narinfo = await server.cache.metadata.narinfos.get(hashOf(p))
+    const file = narinfo === undefined ? undefined : await server.cache.metadata.narFiles.getById(narinfo.narFileId)
+    assert.ok(file !== undefined, `${p} and its NAR file are stored`)
+    return { hashPart: hashOf(p), fileHash: file.fileHash, fileSize: file.fileSize }
+  }))
+}
+
+/** NAR file bytes of a closure (a NAR file counted once per path naming it). */
+async function closureBytes (server: TestServer, closure: TestClosure): Promise<number> {
+  return (await closureFiles(server, closure)).reduce((sum, f) => sum + f.fileSize, 0)
 }
 
 async function assertSubstitutes (url: string, closure: TestClosure, trust: string): Promise<void> {
@@ -56,13 +62,13 @@ async function assertSubstitutes (url: string, closure: TestClosure, trust: stri
 }
 
 /** Every narinfo the cache still holds names only references the cache serves. */
-async function assertEveryReferenceServed (url: string, db: Db): Promise<number> {
-  const refs = db.prepare('SELECT DISTINCT ref_hash_part AS h FROM narinfo_refs').all() as Array<{ h: string }>
-  for (const { h } of refs) assert.equal(await status(`${url}/${h}.narinfo`), 200, `reference ${h} is served`)
-  return refs.length
+async function assertEveryReferenceServed (url: string, metadata: MetadataStore): Promise<number> {
+  const refs = new Set((await metadata.narinfos.page(0, 10_000)).flatMap(n => n.references.map(r => r.slice(0, 32))))
+  for (const h of refs) assert.equal(await status(`${url}/${h}.narinfo`), 200, `reference ${h} is served`)
+  return refs.size
 }
 
-test('narwhal gc --max-size removes the unread closure entirely and keeps the read and the pinned ones whole', sqliteOnly('ages rows and sums NAR sizes with SQL on the SQLite file'), async (t) => {
+test('narwhal gc --max-size removes the unread closure entirely and keeps the read and the pinned ones whole', async (t) => {
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const push = [`netrc-file = ${netrcFile((await server.token('push')))}`]
@@ -78,10 +84,13 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
     await sleep(20)
   }
   const unreadNars = await narUrls(server, unread)
-  // As if the pushes were an hour ago (in the same order): a read within a minute of the last
-  // recorded use is not written again (TOUCH_RESOLUTION_MS), and this read must count.
-  for (const table of ['narinfos', 'nar_files']) {
-    sqliteDb(server.cache.metadata).prepare(`UPDATE ${table} SET created_at = created_at - 3600000, last_accessed_at = last_accessed_at - 3600000`).run()
+  // As if the pushes were last used an hour ago (in the same order): a read within a minute of
+  // the last recorded use is not written again (TOUCH_RESOLUTION_MS), and this read must count.
+  const anHourAgo = Date.now() - 3_600_000
+  for (const [i, closure] of [read, unread, pinned].entries()) {
+    for (const [j, f] of (await closureFiles(server, closure)).entries()) {
+      await server.cache.metadata.retention.setLastUse([f.hashPart], [f.fileHash], anHourAgo + i * 1000 + j)
+    }
   }
   await assertSubstitutes(server.url, read, trust)
   await server.app.narwhal.access.flush()
@@ -92,7 +101,7 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
   assert.match(await runOk('node', [CLI, 'pin', 'list', '--data', data, ...(await backendFor(data)).args]), new RegExp(`^${pinned.top}\tforever\t\\S+\trelease$`, 'm'))
 
   const total = await server.cache.metadata.retention.totalNarBytes()
-  const maxSize = total - closureBytes(server, unread)
+  const maxSize = total - await closureBytes(server, unread)
   const dry = await runOk('node', [CLI, 'gc', '--max-size', String(maxSize), '--keep-recent', '0', '--dry-run', '-v', '--data', data, ...(await backendFor(data)).args])
   assert.match(dry, /^narwhal gc --dry-run: would remove 3 store paths and 3 NAR files/m)
   for (const p of unread.all) assert.match(dry, new RegExp(`^would remove ${p}$`, 'm'))
@@ -106,7 +115,7 @@ test('narwhal gc --max-size removes the unread closure entirely and keeps the re
   for (const url of unreadNars) assert.equal(await status(`${server.url}/${url}`), 404, `${url} is gone`)
   await assertSubstitutes(server.url, read, trust)
   await assertSubstitutes(server.url, pinned, trust)
-  assert.ok(await assertEveryReferenceServed(server.url, sqliteDb(server.cache.metadata)) >= 4)
+  assert.ok(await assertEveryReferenceServed(server.url, server.cache.metadata) >= 4)
 
   const metrics = await (await fetch(`${server.url}/metrics`)).text()
   assert.match(metrics, /^narwhal_gc_runs_total 1$/m)

@@ -17,6 +17,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs'
 import http from 'node:http'
 import { createServer } from 'node:net'
 import path from 'node:path'
+import { openDataDir } from '../../src/cache/open-cache.js'
 import { openDatabase } from '../../src/db/database.js'
 import { generateKeyPair } from '../../src/signing/keys.js'
 import { sqliteOnly, backendFor } from '../helpers/backend.js'
@@ -239,7 +240,7 @@ test('serve --workers 2: identical uploads through both workers leave one row; a
   assert.ok(stopped.every(l => l.code === 0), 'the workers closed themselves and exited 0')
 })
 
-test('serve --workers 2: when the primary is killed the workers close gracefully (pending read times are written) and exit', sqliteOnly('ages and reads last_accessed_at with SQL on the SQLite file'), async (t) => {
+test('serve --workers 2: when the primary is killed the workers close gracefully (pending read times are written) and exit', async (t) => {
   const key = generateKeyPair('test-uploader-1')
   const dataDir = tempDir('narwhal-workers-data-')
   const token = await createToken(dataDir, 'push')
@@ -248,11 +249,16 @@ test('serve --workers 2: when the primary is killed the workers close gracefully
   const nar = await freshNar('zstd')
   assert.equal((await send(`${server.url}/${nar.url}`, { method: 'PUT', body: nar.bytes, token })).status, 201)
   assert.equal((await send(`${server.url}/${nar.hashPart}.narinfo`, { method: 'PUT', body: makeNarinfo(nar, { keys: [key.secretKey] }), token })).status, 201)
-  const db = openDatabase(path.join(dataDir, 'narwhal.sqlite'))
-  t.after(() => { db.close() })
-  const lastUse = (): number => (db.prepare('SELECT last_accessed_at AS t FROM narinfos WHERE hash_part = ?').get(nar.hashPart) as { t: number }).t
+  const backend = await backendFor(dataDir)
+  const opened = await openDataDir({ dataDir, database: backend.database, storage: { url: backend.storage } })
+  t.after(async () => { await opened.close() })
+  const lastUse = async (): Promise<number> => {
+    const times = await opened.metadata.retention.lastUse(nar.hashPart)
+    assert.ok(times !== undefined)
+    return times.narinfo
+  }
   // As if uploaded a day ago; the read below is then noted in memory, to be written within 5 s.
-  db.prepare('UPDATE narinfos SET last_accessed_at = last_accessed_at - 86400000 WHERE hash_part = ?').run(nar.hashPart)
+  await opened.metadata.retention.setLastUse([nar.hashPart], [], Date.now() - 86_400_000)
   const readAt = Date.now()
   assert.equal((await send(`${server.url}/${nar.hashPart}.narinfo`)).status, 200)
 
@@ -260,7 +266,8 @@ test('serve --workers 2: when the primary is killed the workers close gracefully
   await until(() => pids.every(pid => !alive(pid)), 'the workers to exit after their primary', 30_000)
   // Written by the closing worker (or, rarely, by its 5 s timer just before the kill). A worker
   // that exited on the spot would leave the day-old time.
-  assert.ok(lastUse() >= readAt - 60_000, `the read was recorded: last use ${new Date(lastUse()).toISOString()}`)
+  const recorded = await lastUse()
+  assert.ok(recorded >= readAt - 60_000, `the read was recorded: last use ${new Date(recorded).toISOString()}`)
 })
 
 test('serve --workers 2 on a port already taken exits 1 instead of restarting workers forever', async () => {

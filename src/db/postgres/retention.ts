@@ -26,6 +26,19 @@ export function pgRetentionStore (pool: PgPool): RetentionStore {
       }, { durableWithNext: true })
     },
 
+    lastUse: async (hashPart) => (await pool.query<{ narinfo: number, narFile: number }>(
+      `SELECT n.last_accessed_at AS narinfo, f.last_accessed_at AS "narFile"
+       FROM narinfos n JOIN nar_files f ON f.id = n.nar_file_id WHERE n.hash_part = $1`, [hashPart])).rows[0],
+
+    setLastUse: async (narinfoHashParts, narFileHashes, at) => {
+      const narinfos = [...narinfoHashParts]
+      const files = [...narFileHashes]
+      await pool.transaction(async (tx) => {
+        if (narinfos.length > 0) await tx.query('UPDATE narinfos SET last_accessed_at = $1 WHERE hash_part = ANY($2)', [at, narinfos])
+        if (files.length > 0) await tx.query('UPDATE nar_files SET last_accessed_at = $1 WHERE file_hash = ANY($2)', [at, files])
+      })
+    },
+
     snapshot: async (now) => await pool.transaction(async (tx) => ({
       paths: (await tx.query<GcPathRow>(
         `SELECT n.id, n.hash_part AS "hashPart", n.nar_file_id AS "narFileId",

@@ -37,6 +37,11 @@ export class SqliteRetention implements RetentionStore {
         `SELECT r.narinfo_id AS referrer, n.id AS reference
          FROM narinfo_refs r JOIN narinfos n ON n.hash_part = r.ref_hash_part
          WHERE n.id != r.narinfo_id`),
+      lastUse: db.prepare<[string], { narinfo: number, narFile: number }>(
+        `SELECT n.last_accessed_at AS narinfo, f.last_accessed_at AS narFile
+         FROM narinfos n JOIN nar_files f ON f.id = n.nar_file_id WHERE n.hash_part = ?`),
+      setNarinfoLastUse: db.prepare('UPDATE narinfos SET last_accessed_at = @at WHERE hash_part = @key'),
+      setNarFileLastUse: db.prepare('UPDATE nar_files SET last_accessed_at = @at WHERE file_hash = @key'),
       narFileSizes: db.prepare<[], { id: number, fileSize: number }>("SELECT id, file_size AS fileSize FROM nar_files WHERE state = 'live'"),
       storePathsOf: db.prepare<[string], { id: number, storePath: string }>(
         'SELECT n.id, n.store_path AS storePath FROM json_each(?) j JOIN narinfos n ON n.id = j.value'),
@@ -72,6 +77,17 @@ export class SqliteRetention implements RetentionStore {
     this.db.transaction(() => {
       for (const key of narinfoHashParts) this.stmts.touchNarinfo.run({ key, now, before })
       for (const key of narFileHashes) this.stmts.touchNarFile.run({ key, now, before })
+    }).immediate()
+  }
+
+  async lastUse (hashPart: string): Promise<{ narinfo: number, narFile: number } | undefined> {
+    return this.stmts.lastUse.get(hashPart)
+  }
+
+  async setLastUse (narinfoHashParts: Iterable<string>, narFileHashes: Iterable<string>, at: number): Promise<void> {
+    this.db.transaction(() => {
+      for (const key of narinfoHashParts) this.stmts.setNarinfoLastUse.run({ key, at })
+      for (const key of narFileHashes) this.stmts.setNarFileLastUse.run({ key, at })
     }).immediate()
   }
 
