@@ -177,7 +177,8 @@ test('a download to a client that stops reading is closed after the idle timeout
   // The paused client reads nothing, so it cannot see the close; the server's side shows it.
   const released = await eventually(() => !openFiles().includes(narFile), 20_000)
   assert.ok(released, 'the server closed the NAR file of the stalled download')
-  assert.equal(serverSocket.destroyed, true, 'the server destroyed the stalled connection')
+  // The file can be released a moment before the socket is marked destroyed: either order is the rule kept.
+  assert.ok(await eventually(() => serverSocket.destroyed), 'the server destroyed the stalled connection')
 
   client.socket.resume()
   await within(client.closed, 20_000)
