@@ -20,14 +20,14 @@
  * BENCH_SKIP_XZ=1 to leave out the xz upload (one run of about 9 minutes per GB per server).
  */
 import { execFileSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { buildBenchClosure } from './closure.js'
 import { bigNarInfo, bigNarStream } from './big-nar.js'
 import { resetDir, startNarwhal, startNginx } from './servers.js'
 import { downloadAll, get, narUrls, put, uploadToFresh } from './transfers.js'
-import { alternate, BENCH_CLIENTS, benchWorkers, freePort, machine, nixEnv, peakRssTreeMiB, prepareNix226Root, sampledPeakMemoryTreeMiB, sh, startProcess, timed, TRIXIE_NIX, useScratchTmpdir, writeNetrc, wrkRate } from './tools.js'
+import { alternate, BENCH_CLIENTS, benchWorkers, freePort, machine, nixEnv, peakRssTreeMiB, prepareNix226Root, prependToBenchmarks, sampledPeakMemoryTreeMiB, sh, startProcess, timed, TRIXIE_NIX, useScratchTmpdir, writeNetrc, wrkRate } from './tools.js'
 import { runVersus } from './versus.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -217,11 +217,7 @@ async function main (): Promise<void> {
   const table = lines.join('\n')
   console.log(table)
   if (!QUICK) {
-    const file = 'BENCHMARKS.md'
-    const header = '# Benchmarks\n\nProduced by `npm run bench` (bench/run.ts). Newest run first; the notes below the tables say what bounds each figure.\n\n'
-    let previous = ''
-    try { previous = readFileSync(file, 'utf8').replace(header, '') } catch {}
-    writeFileSync(file, header + '## Run\n\n' + table + '\n\n' + previous)
+    prependToBenchmarks('## Run\n\n' + table)
   }
 }
 

@@ -251,3 +251,12 @@ export function cpuSecondsTree (pid: number): number {
   }
   return ticks / 100
 }
+
+/** Puts a section at the top of BENCHMARKS.md, under its header: newest run first. */
+export function prependToBenchmarks (section: string): void {
+  const file = 'BENCHMARKS.md'
+  const header = '# Benchmarks\n\nProduced by `npm run bench` (bench/run.ts). Newest run first; the notes below the tables say what bounds each figure.\n\n'
+  let previous = ''
+  try { previous = readFileSync(file, 'utf8').replace(header, '') } catch {}
+  writeFileSync(file, header + section + '\n\n' + previous)
+}

@@ -16,7 +16,7 @@
  * A row the baseline cannot run (a feature it did not have) prints "–" for it and says why.
  */
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { prepareBaseline } from './baseline.js'
@@ -26,7 +26,7 @@ import { freshDataDir, startNarwhal, type Narwhal } from './servers.js'
 import { downloadAll, get, narUrls, put, uploadToFresh } from './transfers.js'
 import {
   BENCH_CLIENTS, benchWorkers, cpuSecondsTree, machine, median, nixEnv, peakRssTreeMiB, prepareNix226Root,
-  sampledPeakMemoryTreeMiB, sh, timed, TRIXIE_NIX, useScratchTmpdir, writeNetrc, wrkRate
+  sampledPeakMemoryTreeMiB, sh, timed, TRIXIE_NIX, useScratchTmpdir, writeNetrc, wrkRate, prependToBenchmarks
 } from './tools.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
@@ -251,12 +251,8 @@ export async function runVersus (rev: string): Promise<void> {
   const table = lines.join('\n')
   console.log(table)
   if (!QUICK) {
-    const file = 'BENCHMARKS.md'
-    const header = '# Benchmarks\n\nProduced by `npm run bench` (bench/run.ts). Newest run first; the notes below the tables say what bounds each figure.\n\n'
-    let previous = ''
-    try { previous = readFileSync(file, 'utf8').replace(header, '') } catch {}
     const settings = ['BENCH_ONLY', 'BENCH_RUNS', 'BENCH_SUBSTITUTION_RUNS', 'BENCH_XZ', 'BENCH_WORKERS']
       .filter(name => process.env[name] !== undefined).map(name => `${name}=${process.env[name] ?? ''} `).join('')
-    writeFileSync(file, header + `## Against ${short} (\`${settings}npm run bench -- --baseline ${rev}\`)\n\n` + table + '\n\n' + previous)
+    prependToBenchmarks(`## Against ${short} (\`${settings}npm run bench -- --baseline ${rev}\`)\n\n` + table)
   }
 }
