@@ -266,3 +266,60 @@ test('--database alone moves the rows and leaves the NARs in the data folder, wh
   await nixOk(['copy', '--from', server.url, '--to', store, closure.top], { config: trust })
   await nixOk(['store', 'verify', '--recursive', '--store', store, closure.top], { config: trust })
 })
+
+test('a second export into the same database while one runs stops at once, naming the reason and writing nothing; the first finishes', { timeout: 2 * 60_000 }, async (t) => {
+  const engine = s3Engine()
+  const oldData = tempDir('narwhal-move-old-')
+  await createToken(oldData, 'push')
+  const db = await createDatabase(postgresEngine())
+  t.after(db.drop)
+  assert.equal((await run('node', [CLI, 'migrate', '--database', db.url])).code, 0)
+  const bucket = await createBucket(engine)
+  const env = { ...awsEnv(engine), PATH: process.env.PATH ?? '' }
+  const exportArgs = [CLI, 'export', '--data', oldData, '--database', db.url, '--storage', storageUrl(engine, bucket)]
+
+  // The first export is held mid-move, holding its lock: stopped (SIGSTOP) once it reaches the pins,
+  // which a table lock keeps it from passing until it is stopped.
+  const blocker = new pg.Client({ connectionString: db.url })
+  await blocker.connect()
+  // db.drop (registered first, so run first) ends this session and the next.
+  blocker.on('error', () => {})
+  t.after(async () => { await blocker.end() })
+  await blocker.query('BEGIN')
+  await blocker.query('LOCK TABLE pins IN EXCLUSIVE MODE')
+  const first = spawn('node', [...exportArgs, '-v'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let firstStderr = ''
+  first.stderr.on('data', (chunk: Buffer) => { firstStderr += chunk.toString() })
+  const firstExited = new Promise<number | null>(resolve => first.on('exit', (code) => resolve(code)))
+  t.after(() => { first.kill('SIGKILL') })
+  const lines: string[] = []
+  const stdout = createInterface({ input: first.stdout })
+  for await (const line of stdout) {
+    lines.push(line)
+    if (line === 'moving pins') break
+  }
+  assert.ok(first.kill('SIGSTOP'), `the first export reached the pins:\n${lines.join('\n')}\n${firstStderr}`)
+  await blocker.query('ROLLBACK')
+
+  const startedAt = Date.now()
+  const second = await run('node', exportArgs, { env })
+  assert.equal(second.code, 2, second.stdout + second.stderr)
+  assert.match(second.stderr, /another export into postgres:\/\/\S+ is running \(it holds the database's export lock\); nothing done/)
+  assert.equal(second.stdout, '')
+  assert.ok(Date.now() - startedAt < 20_000, 'refused at once, not after waiting for the first')
+  const client = new pg.Client({ connectionString: db.url })
+  await client.connect()
+  client.on('error', () => {})
+  t.after(async () => { await client.end() })
+  assert.equal((await client.query('SELECT 1 FROM cache_moves')).rows.length, 1, 'the second recorded no move of its own')
+
+  assert.ok(first.kill('SIGCONT'))
+  const rest: string[] = []
+  stdout.on('line', (line) => rest.push(line))
+  assert.equal(await firstExited, 0, `the first export finished:\n${[...lines, ...rest].join('\n')}\n${firstStderr}`)
+  assert.equal((await client.query('SELECT 1 FROM cache_moves WHERE finished_at IS NOT NULL')).rows.length, 1)
+  // The lock went with the first: the next export runs (as a no-op).
+  const third = await run('node', exportArgs, { env })
+  assert.equal(third.code, 0, third.stdout + third.stderr)
+  assert.match(third.stdout, /resuming an earlier run/)
+})
