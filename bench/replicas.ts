@@ -21,8 +21,7 @@ import path from 'node:path'
 import { buildBenchClosure } from './closure.js'
 import { startNarwhal, startNginx } from './servers.js'
 import { alternate, freePort, nixEnv, sh, startProcess, timed, useScratchTmpdir, writeNetrc } from './tools.js'
-import { createDatabase, postgresEngine, type TestDatabase } from '../test/helpers/postgres.js'
-import { createBucket, s3Engine, storageUrl } from '../test/helpers/s3.js'
+import { createBucket, createDatabase, postgresEngine, s3Engine, storageUrl, type TestDatabase } from '../scripts/test-engines/engines.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ROUNDS = QUICK ? 1 : Number(process.env.BENCH_ROUNDS ?? 3)

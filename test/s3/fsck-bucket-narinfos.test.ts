@@ -16,7 +16,7 @@ import { encodeNix32 } from '../../src/nix/nix32.js'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, run, tempDir, type TestClosure } from '../helpers/nix.js'
 import { createDatabase, postgresEngine } from '../helpers/postgres.js'
 import { awsEnv, createBucket, listBucket, makePublicRead, s3Client, s3Engine, storageUrl } from '../helpers/s3.js'
-import { CLI, createToken, spawnServer } from '../helpers/server-process.js'
+import { CLI, createToken, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { get } from '../helpers/upload.js'
 
 const engine = s3Engine()
@@ -25,15 +25,20 @@ function hashPart (storePath: string): string {
   return path.basename(storePath).slice(0, 32)
 }
 
-test('fsck finds narinfo objects missing, different and unrecorded in the bucket; --repair fixes them and Nix substitutes from the bucket', { timeout: 5 * 60_000 }, async (t) => {
+/** A server keeping its NARs in a fresh bucket (its rows in its SQLite file), and a push token for it. */
+async function serverOnBucket (): Promise<{ key: Awaited<ReturnType<typeof nixKeyPair>>, bucket: string, storage: string, env: Record<string, string>, dataDir: string, server: ServerProcess, token: string }> {
   const key = await nixKeyPair('fsck-bucket-1')
   const bucket = await createBucket(engine)
   const storage = storageUrl(engine, bucket)
   const env = Object.fromEntries(Object.entries(awsEnv(engine)).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>
   const dataDir = tempDir('narwhal-data-')
   const server = await spawnServer({ dataDir, logFile: path.join(dataDir, 'serve.log'), trustedKeys: [key.publicKey], args: ['--storage', storage], env })
+  return { key, bucket, storage, env, dataDir, server, token: await createToken(dataDir, 'push') }
+}
+
+test('fsck finds narinfo objects missing, different and unrecorded in the bucket; --repair fixes them and Nix substitutes from the bucket', { timeout: 5 * 60_000 }, async (t) => {
+  const { key, bucket, storage, env, dataDir, server, token } = await serverOnBucket()
   t.after(async () => { await server.stop() })
-  const token = await createToken(dataDir, 'push')
   const closures: TestClosure[] = [await buildClosure(), await buildClosure()]
   for (const closure of closures) {
     await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(token)}`] })
@@ -100,14 +105,8 @@ test('fsck finds narinfo objects missing, different and unrecorded in the bucket
 })
 
 test('fsck against a database with no narwhal schema fails (run narwhal migrate) and creates none; against a migrated but empty one, every NAR and narinfo object in the bucket is unrecorded', { timeout: 5 * 60_000 }, async (t) => {
-  const key = await nixKeyPair('fsck-bucket-1')
-  const bucket = await createBucket(engine)
-  const storage = storageUrl(engine, bucket)
-  const env = Object.fromEntries(Object.entries(awsEnv(engine)).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>
   // The bucket is filled by a server whose rows are in its SQLite file; the database fsck is then given holds none of them.
-  const dataDir = tempDir('narwhal-data-')
-  const server = await spawnServer({ dataDir, logFile: path.join(dataDir, 'serve.log'), trustedKeys: [key.publicKey], args: ['--storage', storage], env })
-  const token = await createToken(dataDir, 'push')
+  const { key, bucket, storage, env, server, token } = await serverOnBucket()
   const closure = await buildClosure()
   await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile(token)}`] })
   await server.stop()
