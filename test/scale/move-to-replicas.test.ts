@@ -14,22 +14,13 @@ import { createInterface } from 'node:readline'
 import pg from 'pg'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, run, runOk, tempDir } from '../helpers/nix.js'
 import { createDatabase, postgresEngine } from '../helpers/postgres.js'
-import { awsEnv, createBucket, listBucket, s3Engine, storageUrl } from '../helpers/s3.js'
+import { hashPart, sharedCache, spawnReplica, statusOf } from '../helpers/replicas.js'
+import { awsEnv, listBucket } from '../helpers/s3.js'
 import { CLI, createToken, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { parseDatabaseUrl, type PostgresLocation } from '../../src/db/database-url.js'
 import { PgMetadataStore } from '../../src/db/postgres/store.js'
 import { openSqliteMetadataStore } from '../../src/db/sqlite/store.js'
 import { layoutFor } from '../../src/storage/layout.js'
-
-function hashPart (storePath: string): string {
-  return path.basename(storePath).slice(0, 32)
-}
-
-async function statusOf (url: string, init?: RequestInit): Promise<number> {
-  const response = await fetch(url, init)
-  await response.arrayBuffer()
-  return response.status
-}
 
 const TABLES = ['narinfos', 'nar_files', 'narinfo_refs', 'tokens', 'pins', 'aux_files', 'provenance', 'audit_log', 'upstream_narinfos', 'gc_runs']
 
@@ -55,8 +46,6 @@ interface MoveJson {
 }
 
 test('a single-node cache moved to PostgreSQL + S3 (killed half-way, run again, run a third time) is served whole by a replica: closure, log, old token, pin, provenance, audit', { timeout: 6 * 60_000 }, async (t) => {
-  const engine = s3Engine()
-  const aws = Object.fromEntries(Object.entries(awsEnv(engine)).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>
   const key = await nixKeyPair('move-test-1')
   const servers: ServerProcess[] = []
   t.after(async () => { await Promise.all(servers.map(async s => { await s.stop() })) })
@@ -85,10 +74,7 @@ test('a single-node cache moved to PostgreSQL + S3 (killed half-way, run again, 
   assert.ok(sourceAudit.length >= 8, `the pushes were audited: ${sourceAudit.length}`)
   assert.equal(sourceProvenance.length, 1)
 
-  const db = await createDatabase(postgresEngine())
-  t.after(db.drop)
-  const bucket = await createBucket(engine)
-  const storage = storageUrl(engine, bucket)
+  const { engine, db, bucket, storage, env: replicaEnv } = await sharedCache(t)
   const env = { ...awsEnv(engine), PATH: process.env.PATH ?? '' }
   const exportArgs = ['export', '--data', oldData, '--database', db.url, '--storage', storage]
   assert.equal((await run('node', [CLI, 'migrate', '--database', db.url])).code, 0)
@@ -168,11 +154,7 @@ test('a single-node cache moved to PostgreSQL + S3 (killed half-way, run again, 
   assert.equal((await client.query('SELECT 1 FROM cache_moves WHERE finished_at IS NOT NULL')).rows.length, 1)
 
   // A replica on the moved cache, with a data folder of its own.
-  const replicaEnv = { ...aws, NARWHAL_DATABASE_URL: db.url, NARWHAL_STORAGE_URL: storage }
-  const replica = await spawnServer({
-    dataDir: tempDir('narwhal-move-replica-'), logFile: path.join(tempDir('narwhal-move-log-'), 'replica.log'), trustedKeys: [key.publicKey], env: replicaEnv
-  })
-  servers.push(replica)
+  const replica = await spawnReplica(t, 'moved', [key.publicKey], replicaEnv)
   const trust = [`trusted-public-keys = ${key.publicKey}`]
   const store = tempDir('narwhal-move-store-')
   await nixOk(['copy', '--from', replica.url, '--to', store, kept.top], { config: trust })
@@ -268,15 +250,12 @@ test('--database alone moves the rows and leaves the NARs in the data folder, wh
 })
 
 test('a second export into the same database while one runs stops at once, naming the reason and writing nothing; the first finishes', { timeout: 2 * 60_000 }, async (t) => {
-  const engine = s3Engine()
   const oldData = tempDir('narwhal-move-old-')
   await createToken(oldData, 'push')
-  const db = await createDatabase(postgresEngine())
-  t.after(db.drop)
+  const { engine, db, storage } = await sharedCache(t)
   assert.equal((await run('node', [CLI, 'migrate', '--database', db.url])).code, 0)
-  const bucket = await createBucket(engine)
   const env = { ...awsEnv(engine), PATH: process.env.PATH ?? '' }
-  const exportArgs = [CLI, 'export', '--data', oldData, '--database', db.url, '--storage', storageUrl(engine, bucket)]
+  const exportArgs = [CLI, 'export', '--data', oldData, '--database', db.url, '--storage', storage]
 
   // The first export is held mid-move, holding its lock: stopped (SIGSTOP) once it reaches the pins,
   // which a table lock keeps it from passing until it is stopped.
