@@ -100,14 +100,34 @@ async function loadNarinfos (tx: Tx, rows: ReadyNarinfo[], tokenIds: Map<number,
   const notLive = new Set((await tx.query<{ fileHash: string }>(
     'SELECT file_hash AS "fileHash" FROM nar_files WHERE file_hash = ANY($1) AND state <> \'live\' ORDER BY id FOR SHARE',
     [fileHashes])).rows.map(r => r.fileHash))
-  let outcomes = plan(rows, held, notLive)
+  const { outcomes, fileIds } = await placeNarFiles(tx, rows, held, notLive)
+  const creating = rows.filter((_row, i) => outcomes[i]?.kind === 'created')
+  if (creating.length === 0) return outcomes
+  const inserted = await insertNarinfos(tx, creating, fileIds)
+  const children: Array<{ id: number, row: ReadyNarinfo }> = []
+  for (const [i, row] of rows.entries()) {
+    if (outcomes[i]?.kind !== 'created') continue
+    const id = inserted.get(row.hashPart)
+    if (id !== undefined) { children.push({ id, row }); continue }
+    // A replica's upload of the same path committed since the check above: it stands.
+    const existing = (await tx.query<Held>('SELECT store_path AS "storePath", nar_hash AS "narHash" FROM narinfos WHERE hash_part = $1', [row.hashPart])).rows[0]
+    outcomes[i] = existing === undefined ? { kind: 'present' } : compareHeld(existing, row)
+  }
+  await insertReferencesAndProvenance(tx, children, tokenIds)
+  return outcomes
+}
 
-  // NAR file rows for the planned narinfos; one an upload claimed since the check above (not live) turns its narinfo busy.
-  let files = new Map<string, { id: number, state: string }>()
+/**
+ * The NAR file rows of the narinfos planned for creation, inserted live, and their ids. One an
+ * upload claimed since the plan was made (not live) turns its narinfo busy, and the plan is made again.
+ */
+async function placeNarFiles (tx: Tx, rows: ReadyNarinfo[], held: Awaited<ReturnType<typeof heldPaths>>, notLive: Set<string>):
+Promise<{ outcomes: LoadNarinfoOutcome[], fileIds: Map<string, number> }> {
   for (;;) {
+    const outcomes = plan(rows, held, notLive)
     const planned = new Map<string, DumpedNarFile>()
     rows.forEach((row, i) => { if (outcomes[i]?.kind === 'created') planned.set(row.narFile.fileHash, row.narFile) })
-    if (planned.size === 0) return outcomes
+    if (planned.size === 0) return { outcomes, fileIds: new Map() }
     const f = [...planned.values()]
     await tx.query(
       `INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at, state)
@@ -115,54 +135,43 @@ async function loadNarinfos (tx: Tx, rows: ReadyNarinfo[], tokenIds: Map<number,
        ORDER BY 1 ON CONFLICT (file_hash) DO NOTHING`,
       [f.map(x => x.fileHash), f.map(x => x.fileSize), f.map(x => x.compression), f.map(x => x.narHash), f.map(x => x.narSize),
         f.map(x => x.createdAt), f.map(x => x.lastAccessedAt)])
-    files = new Map((await tx.query<{ fileHash: string, id: number, state: string }>(
-      'SELECT file_hash AS "fileHash", id, state FROM nar_files WHERE file_hash = ANY($1) ORDER BY id FOR SHARE', [[...planned.keys()]]))
-      .rows.map(r => [r.fileHash, r]))
-    const busy = [...planned.keys()].filter(h => files.get(h)?.state !== 'live')
-    if (busy.length === 0) break
-    for (const h of busy) notLive.add(h)
-    outcomes = plan(rows, held, notLive)
+    const files = (await tx.query<{ fileHash: string, id: number, state: string }>(
+      'SELECT file_hash AS "fileHash", id, state FROM nar_files WHERE file_hash = ANY($1) ORDER BY id FOR SHARE', [[...planned.keys()]])).rows
+    const busy = files.filter(r => r.state !== 'live')
+    if (busy.length === 0) return { outcomes, fileIds: new Map(files.map(r => [r.fileHash, r.id])) }
+    for (const r of busy) notLive.add(r.fileHash)
   }
+}
 
-  const creating = rows.filter((_row, i) => outcomes[i]?.kind === 'created')
-  const inserted = new Map((await tx.query<{ id: number, hashPart: string }>(
+/** Inserts the narinfos; their ids by hash part (one a concurrent upload took is not among them). */
+async function insertNarinfos (tx: Tx, creating: ReadyNarinfo[], fileIds: Map<string, number>): Promise<Map<string, number>> {
+  const c = creating
+  return new Map((await tx.query<{ id: number, hashPart: string }>(
     `INSERT INTO narinfos (hash_part, store_path, nar_file_id, nar_hash, nar_size, deriver, ca, sigs, narinfo, created_at, last_accessed_at)
      SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],
        $10::bigint[], $11::bigint[])
      ON CONFLICT (hash_part) DO NOTHING RETURNING id, hash_part AS "hashPart"`,
-    [creating.map(r => r.hashPart), creating.map(r => r.storePath), creating.map(r => files.get(r.narFile.fileHash)?.id), creating.map(r => r.narHash),
-      creating.map(r => r.narSize), creating.map(r => r.deriver), creating.map(r => r.ca), creating.map(r => r.sigs.join('\n')),
-      creating.map(r => r.narinfo), creating.map(r => r.createdAt), creating.map(r => r.lastAccessedAt)])).rows.map(r => [r.hashPart, r.id]))
+    [c.map(r => r.hashPart), c.map(r => r.storePath), c.map(r => fileIds.get(r.narFile.fileHash)), c.map(r => r.narHash), c.map(r => r.narSize),
+      c.map(r => r.deriver), c.map(r => r.ca), c.map(r => r.sigs.join('\n')), c.map(r => r.narinfo), c.map(r => r.createdAt),
+      c.map(r => r.lastAccessedAt)])).rows.map(r => [r.hashPart, r.id]))
+}
 
-  const refs: Array<[number, string, string]> = []
-  const provenance: Array<{ id: number, p: DumpedNarinfo['provenance'][number] }> = []
-  for (const [i, row] of rows.entries()) {
-    if (outcomes[i]?.kind !== 'created') continue
-    const id = inserted.get(row.hashPart)
-    if (id === undefined) {
-      // A replica's upload of the same path committed since the check above: it stands.
-      const existing = (await tx.query<Held>('SELECT store_path AS "storePath", nar_hash AS "narHash" FROM narinfos WHERE hash_part = $1', [row.hashPart])).rows[0]
-      outcomes[i] = existing === undefined ? { kind: 'present' } : compareHeld(existing, row)
-      continue
-    }
-    for (const r of row.references) refs.push([id, r.hashPart, r.baseName])
-    for (const p of row.provenance) provenance.push({ id, p })
-  }
+async function insertReferencesAndProvenance (tx: Tx, inserted: Array<{ id: number, row: ReadyNarinfo }>, tokenIds: Map<number, number>): Promise<void> {
+  const refs = inserted.flatMap(({ id, row }) => row.references.map(r => ({ ...r, narinfoId: id })))
   if (refs.length > 0) {
     await tx.query(
       `INSERT INTO narinfo_refs (narinfo_id, ref_hash_part, ref_base_name)
        SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING`,
-      [refs.map(r => r[0]), refs.map(r => r[1]), refs.map(r => r[2])])
+      [refs.map(r => r.narinfoId), refs.map(r => r.hashPart), refs.map(r => r.baseName)])
   }
-  if (provenance.length > 0) {
+  const p = inserted.flatMap(({ id, row }) => row.provenance.map(x => ({ ...x, narinfoId: id })))
+  if (p.length > 0) {
     await tx.query(
       `INSERT INTO provenance (narinfo_id, accepted_at, outcome, token_id, token_name, key_names, client_address, upstream)
        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[])`,
-      [provenance.map(x => x.id), provenance.map(x => x.p.acceptedAt), provenance.map(x => x.p.outcome),
-        provenance.map(x => mapToken(tokenIds, x.p.tokenId)), provenance.map(x => x.p.tokenName), provenance.map(x => x.p.keyNames.join('\n')),
-        provenance.map(x => x.p.clientAddress), provenance.map(x => x.p.upstream)])
+      [p.map(x => x.narinfoId), p.map(x => x.acceptedAt), p.map(x => x.outcome), p.map(x => mapToken(tokenIds, x.tokenId)), p.map(x => x.tokenName),
+        p.map(x => x.keyNames.join('\n')), p.map(x => x.clientAddress), p.map(x => x.upstream)])
   }
-  return outcomes
 }
 
 export function pgMetadataLoad (pool: PgPool): MetadataLoad {
