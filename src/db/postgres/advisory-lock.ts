@@ -13,7 +13,7 @@ import type { PgPool, Tx } from './pool.js'
 const NARWHAL_LOCK_SPACE = 0x6e77_0001
 
 /** The jobs of which only one runs at a time across every replica and command. */
-export const SINGLE_WRITER_JOBS = { migrate: 1, gc: 2, fsck: 3 } as const
+export const SINGLE_WRITER_JOBS = { migrate: 1, gc: 2, fsck: 3, export: 4 } as const
 export type SingleWriterJob = keyof typeof SINGLE_WRITER_JOBS
 
 export type LockedOutcome<T> = { kind: 'ran', value: T } | { kind: 'busy' }
