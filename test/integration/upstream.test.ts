@@ -16,17 +16,19 @@ import { startServer } from '../helpers/server.js'
 import { CLI, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { MAX_REDIRECTS } from '../../src/upstream/upstream.js'
 import { layoutFor, narFilePath } from '../../src/storage/layout.js'
+import { createDatabase, postgresEngine } from '../helpers/postgres.js'
+import { createBucket, removeBucket, s3Engine, storageUrl } from '../helpers/s3.js'
 
 interface Upstream { nginx: NginxCache, key: { secretFile: string, publicKey: string }, closure: TestClosure, dir: string }
 
 /** A fresh closure copied to a file:// cache signed by a fresh key, served by nginx. */
-async function upstreamWith (t: Parameters<typeof startNginxCache>[0], options: { dataBytes?: number, only?: 'dep' } = {}): Promise<Upstream> {
+async function upstreamWith (t: Parameters<typeof startNginxCache>[0], options: { dataBytes?: number, only?: 'dep', limitRate?: string } = {}): Promise<Upstream> {
   const key = await nixKeyPair('upstream-test-1')
   const closure = await buildClosure({ dataBytes: options.dataBytes })
   const dir = tempDir('narwhal-upstream-')
   const root = path.join(dir, 'cache')
   await nixOk(['copy', '--to', `file://${root}?secret-key=${key.secretFile}&compression=xz`, options.only === 'dep' ? closure.dep : closure.top])
-  const nginx = await startNginxCache(t, root, dir)
+  const nginx = await startNginxCache(t, root, dir, { limitRate: options.limitRate })
   return { nginx, key, closure, dir }
 }
 
@@ -395,4 +397,72 @@ test('with --workers 2, 16 clients downloading a NAR not yet fetched cause one u
   const answeredBy = new Set(server.log().split('\n').filter(l => l.includes('"msg":"request"') && l.includes(`"url":"/${url}"`))
     .map(l => (JSON.parse(l) as { pid: number }).pid))
   assert.ok(answeredBy.size >= 2, `both workers served the NAR (pids ${[...answeredBy].join(', ')})`)
+})
+
+/** Two `narwhal serve` replicas on one fresh PostgreSQL database and one fresh bucket, pulling through from `upstream`. */
+async function replicasOf (t: TestContext, upstream: Upstream): Promise<[ServerProcess, ServerProcess]> {
+  const db = await createDatabase(postgresEngine())
+  const engine = s3Engine()
+  const bucket = await createBucket(engine, 'nw-replicas')
+  const env = {
+    NARWHAL_DATABASE_URL: db.url,
+    NARWHAL_STORAGE_URL: storageUrl(engine, bucket),
+    AWS_ACCESS_KEY_ID: engine.accessKey,
+    AWS_SECRET_ACCESS_KEY: engine.secretKey,
+    NARWHAL_LOG_LEVEL: 'debug'
+  }
+  const servers: ServerProcess[] = []
+  // Registered first, run first: the servers end their sessions before the database is dropped.
+  t.after(async () => {
+    await Promise.all(servers.map(async s => { await s.stop() }))
+    await db.drop()
+    await removeBucket(engine, bucket)
+  })
+  // One after the other: the first applies the migrations.
+  for (const name of ['a', 'b']) {
+    servers.push(await spawnServer({
+      dataDir: tempDir(`narwhal-replica-${name}-`),
+      logFile: path.join(tempDir('narwhal-log-'), `${name}.log`),
+      trustedKeys: [],
+      args: ['--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey],
+      env
+    }))
+  }
+  return servers as [ServerProcess, ServerProcess]
+}
+
+/** The data path's NAR URL (from the narinfo `server` serves) and the upstream's bytes of it. */
+async function dataNar (server: { url: string }, upstream: Upstream): Promise<{ url: string, expected: Buffer }> {
+  const narinfo = await (await fetch(`${server.url}/${hashPart(upstream.closure.data)}.narinfo`)).text()
+  const url = /^URL: (.*)$/m.exec(narinfo)?.[1] ?? ''
+  return { url, expected: readFileSync(path.join(upstream.nginx.root, url)) }
+}
+
+test('two replicas on one PostgreSQL and one bucket: 16 clients split over both cause one upstream GET of a NAR, all get it whole, and it substitutes through the other', async (t) => {
+  // About 4 s to fetch at 2 MB/s: every client asks while the first fetch is under way.
+  const upstream = await upstreamWith(t, { dataBytes: 8 * 1024 * 1024, limitRate: '2m' })
+  const [a, b] = await replicasOf(t, upstream)
+  const { url, expected } = await dataNar(a, upstream)
+  assert.ok(expected.length > 4 * 1024 * 1024)
+
+  const bodies = await Promise.all(Array.from({ length: 16 }, async (_, i) => {
+    const response = await fetch(`${(i % 2 === 0 ? a : b).url}/${url}`, { headers: { connection: 'close' } })
+    assert.equal(response.status, 200)
+    return Buffer.from(await response.arrayBuffer())
+  }))
+  for (const body of bodies) assert.ok(body.equals(expected), 'each client received the upstream NAR exactly')
+  assert.deepEqual(await narGets(upstream), [`GET /${url} 200`], 'one upstream GET for both replicas')
+  for (const server of [a, b]) {
+    assert.ok(server.log().split('\n').some(l => l.includes('"msg":"request"') && l.includes(`"url":"/${url}"`)), 'both replicas served the NAR')
+  }
+
+  // The whole closure through the other replica: the data NAR from the bucket, the rest fetched once each.
+  const trust = [`trusted-public-keys = ${upstream.key.publicKey}`]
+  const store = tempDir('narwhal-client-store-')
+  await nixOk(['copy', '--from', b.url, '--to', store, upstream.closure.top], { config: trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: trust })
+  assertSameFiles(store, upstream.closure)
+  const gets = await narGets(upstream)
+  assert.equal(gets.length, upstream.closure.all.length, gets.join('\n'))
+  assert.equal(gets.filter(l => l === `GET /${url} 200`).length, 1)
 })
