@@ -266,6 +266,7 @@ export class UpstreamPullThrough implements PullThrough {
       reserveBytes: config.limits.freeSpaceReserveBytes
     }, verified), n => this.#metrics.bytes.inc(labels, n))
     this.#fetching.set(fileHash, fetch)
+    log.info({ upstream: first.upstream, fileHash, fileSize: first.fileSize }, 'fetching NAR from upstream')
     fetch.done.then(async stored => {
       this.#fetching.delete(fileHash)
       if (stored) {

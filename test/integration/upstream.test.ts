@@ -466,3 +466,82 @@ test('two replicas on one PostgreSQL and one bucket: 16 clients split over both 
   assert.equal(gets.length, upstream.closure.all.length, gets.join('\n'))
   assert.equal(gets.filter(l => l === `GET /${url} 200`).length, 1)
 })
+
+/** Reads `response`'s body to its end: the bytes, or 'cut' when the connection ended first. */
+async function bodyOrCut (response: Response): Promise<Buffer | 'cut'> {
+  try {
+    return Buffer.from(await response.arrayBuffer())
+  } catch {
+    return 'cut'
+  }
+}
+
+test('with --workers 2, the worker fetching a NAR killed mid-fetch: its clients get a cut response, the other worker\'s waiters fetch it themselves, it substitutes, fsck is clean', async (t) => {
+  // About 4 s to fetch at 2 MB/s: the kill lands mid-fetch.
+  const upstream = await upstreamWith(t, { dataBytes: 8 * 1024 * 1024, limitRate: '2m' })
+  const dataDir = tempDir('narwhal-data-')
+  const server = await spawnServer({
+    dataDir,
+    logFile: path.join(tempDir('narwhal-log-'), 'server.log'),
+    trustedKeys: [],
+    args: ['--workers', '2', '--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey],
+    env: { NARWHAL_LOG_LEVEL: 'debug' }
+  })
+  t.after(async () => { await server.stop() })
+  await eventually(() => server.log().split('"msg":"worker listening"').length === 3, 'both workers listen')
+  const { url, expected } = await dataNar(server, upstream)
+
+  // The first client starts the fetch; its worker is the one that logged it.
+  const first = await fetch(`${server.url}/${url}`, { headers: { connection: 'close' } })
+  assert.equal(first.status, 200)
+  const reader = (first.body as ReadableStream<Uint8Array>).getReader()
+  let received = 0
+  while (received < 256 * 1024) {
+    const { value, done } = await reader.read()
+    assert.ok(done !== true, 'the first client\'s body ended before the kill')
+    received += value.length
+  }
+  const fetching = server.log().split('\n').filter(l => l.includes('"msg":"fetching NAR from upstream"'))
+  assert.equal(fetching.length, 1, 'one worker fetches')
+  const holder = (JSON.parse(fetching[0] as string) as { pid: number }).pid
+
+  // 15 more, each on its own connection (the primary hands them to the workers in turn): the
+  // holder's join its fetch, the other's wait for its turn.
+  const others = Array.from({ length: 15 }, async () => {
+    const response = await fetch(`${server.url}/${url}`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(60_000) })
+    return response.status === 200 ? await bodyOrCut(response) : response.status
+  })
+  await new Promise(resolve => setTimeout(resolve, 500))
+  process.kill(holder, 'SIGKILL')
+
+  // The dead worker's first client: cut short, never a whole NAR.
+  let cut = false
+  for (;;) {
+    try {
+      const { value, done } = await reader.read()
+      if (done === true) break
+      received += value.length
+    } catch {
+      cut = true
+      break
+    }
+  }
+  assert.ok(cut && received < expected.length, `the killed worker's client got a cut response (${received} of ${expected.length} bytes)`)
+  const outcomes = await Promise.all(others)
+  const whole = outcomes.filter(o => Buffer.isBuffer(o))
+  for (const body of whole) assert.ok(body.equals(expected), 'a client that received a whole body received the upstream NAR exactly')
+  assert.ok(outcomes.every(o => Buffer.isBuffer(o) || o === 'cut'), `every other client got the NAR or a cut response: ${outcomes.filter(o => !Buffer.isBuffer(o)).join(', ')}`)
+  assert.ok(whole.length >= 1, `the other worker's waiters were served (${whole.length} of 15 whole)`)
+  // The other worker fetched it again, once.
+  assert.equal((await narGets(upstream)).filter(l => l.startsWith(`GET /${url} `)).length, 2)
+
+  // Real Nix substitutes the closure (the primary has restarted the dead worker meanwhile).
+  const store = await substitute(server.url, upstream.closure.top, [upstream.key.publicKey])
+  assertSameFiles(store, upstream.closure)
+  await nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: [`trusted-public-keys = ${upstream.key.publicKey}`] })
+
+  // Nothing half-written left behind: no temp file, every stored NAR named by a narinfo, fsck clean.
+  await eventually(async () => (await (await backendFor(dataDir)).stored()).length === upstream.closure.all.length, 'only the closure\'s NARs are stored')
+  const fsck = await run('node', [CLI, 'fsck', '--data', dataDir, ...(await backendFor(dataDir)).args])
+  assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr)
+})
