@@ -545,3 +545,32 @@ test('with --workers 2, the worker fetching a NAR killed mid-fetch: its clients 
   const fsck = await run('node', [CLI, 'fsck', '--data', dataDir, ...(await backendFor(dataDir)).args])
   assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr)
 })
+
+test('two replicas: the one fetching a NAR killed mid-fetch releases its turn with its session; the other\'s waiters fetch it themselves and it substitutes', async (t) => {
+  const upstream = await upstreamWith(t, { dataBytes: 8 * 1024 * 1024, limitRate: '2m' })
+  const [a, b] = await replicasOf(t, upstream)
+  const { url, expected } = await dataNar(a, upstream)
+
+  const first = await fetch(`${a.url}/${url}`)
+  assert.equal(first.status, 200)
+  const firstBody = bodyOrCut(first)
+  await eventually(() => a.log().includes('"msg":"fetching NAR from upstream"'), 'replica a fetches')
+  const waiters = Array.from({ length: 4 }, async () => {
+    const response = await fetch(`${b.url}/${url}`, { signal: AbortSignal.timeout(60_000) })
+    assert.equal(response.status, 200)
+    return await bodyOrCut(response)
+  })
+  await new Promise(resolve => setTimeout(resolve, 500))
+  assert.ok(!b.log().includes('"msg":"fetching NAR from upstream"'), 'replica b waits for a\'s fetch')
+  await a.kill()
+
+  assert.equal(await firstBody, 'cut', 'the killed replica\'s client got a cut response')
+  for (const body of await Promise.all(waiters)) assert.ok(body !== 'cut' && body.equals(expected), 'b\'s waiters got the whole NAR')
+  assert.equal((await narGets(upstream)).filter(l => l.startsWith(`GET /${url} `)).length, 2, 'b fetched it once more')
+
+  const trust = [`trusted-public-keys = ${upstream.key.publicKey}`]
+  const store = tempDir('narwhal-client-store-')
+  await nixOk(['copy', '--from', b.url, '--to', store, upstream.closure.top], { config: trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: trust })
+  assertSameFiles(store, upstream.closure)
+})
