@@ -16,6 +16,7 @@ import { startServer } from '../helpers/server.js'
 import { CLI, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { MAX_REDIRECTS } from '../../src/upstream/upstream.js'
 import { layoutFor, narFilePath } from '../../src/storage/layout.js'
+import { openDataDir } from '../../src/cache/open-cache.js'
 import { createDatabase, postgresEngine } from '../helpers/postgres.js'
 import { createBucket, removeBucket, s3Engine, storageUrl } from '../helpers/s3.js'
 
@@ -258,13 +259,32 @@ test('a pulled NAR survives kill -9: after the restart each NAR is fetched once 
   let server = pulling.server
   const count = upstream.closure.all.length
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
-  // Killed as soon as the client has every byte: the last NAR's store may not have finished.
+  // Killed as soon as the client has every byte: the last NARs' stores may not have finished
+  // (one on the folder; on a bucket, whose commit is a round trip, sometimes a few).
   await server.kill()
+  const storedAtKill = await liveNarFiles(pulling.dataDir)
   server = await pulling.restart()
   assertSameFiles(await substitute(server.url, upstream.closure.top, [upstream.key.publicKey]), upstream.closure)
   const afterKill = (await narGets(upstream)).length
-  assert.ok(afterKill >= count && afterKill <= count + 1, `each NAR fetched once, the one being stored at the kill at most twice: ${afterKill}`)
+  assert.ok(storedAtKill > 0, 'some pulled NARs were stored before the kill')
+  assert.ok(afterKill >= count && afterKill <= 2 * count - storedAtKill,
+    `each NAR stored at the kill (${storedAtKill} of ${count}) is not fetched again, the others once more at most: ${afterKill} GETs`)
 })
+
+/** NAR files the cache holds live, read as `narwhal fsck` opens a cache: what a restart serves without fetching. */
+async function liveNarFiles (dataDir: string): Promise<number> {
+  const backend = await backendFor(dataDir)
+  const cache = await openDataDir({ dataDir, database: backend.database, storage: { url: backend.storage } }, { migrate: false })
+  try {
+    let live = 0
+    for (let page = await cache.metadata.narFiles.page(0, 1000); page.length > 0; page = await cache.metadata.narFiles.page(page.at(-1)?.id ?? 0, 1000)) {
+      live += page.filter(row => row.state === 'live').length
+    }
+    return live
+  } finally {
+    await cache.close()
+  }
+}
 
 test('a pulled NAR whose file was lost (as a power cut can lose its rename) is fetched again, not answered 404', sqliteOnly('removes a NAR file from the data folder by hand'), async (t) => {
   const pulling = await pullingServer(t)
