@@ -13,7 +13,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
-import { ConfigError } from '../config/config.js'
+import { ConfigError } from '../config/values.js'
 import type { MetadataStore } from '../db/metadata-store.js'
 import { parseDatabaseUrl } from '../db/database-url.js'
 import { openMetadataStore } from '../db/open-metadata-store.js'
