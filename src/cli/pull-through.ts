@@ -8,14 +8,16 @@ import type { OpenCache } from '../cache/open-cache.js'
 import type { PullLog, PullThrough } from '../cache/pull-through.js'
 import type { Config } from '../config/config.js'
 import type { FetchClaims } from '../upstream/fetch-claims.js'
-import { UpstreamPullThrough } from '../upstream/pull-through.js'
 
 /**
  * `log` is for what happens outside any request; by default JSON lines on stdout, like Fastify's.
  * `claims`: a worker of `serve --workers N` takes turns with its siblings (nar-fetch-claims.ts).
+ * The upstream code (and undici, its HTTP client) is loaded only when an upstream is configured:
+ * a server without one is spared its memory in every process.
  */
-export function pullThroughFor (config: Readonly<Config>, cache: OpenCache, log?: PullLog, claims?: FetchClaims): PullThrough | undefined {
+export async function pullThroughFor (config: Readonly<Config>, cache: OpenCache, log?: PullLog, claims?: FetchClaims): Promise<PullThrough | undefined> {
   if (config.upstreams.length === 0) return undefined
+  const { UpstreamPullThrough } = await import('../upstream/pull-through.js')
   return new UpstreamPullThrough({
     config,
     metadata: cache.metadata,
