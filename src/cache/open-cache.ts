@@ -83,7 +83,7 @@ export async function openDataDir (location: CacheLocation, options: { prepareSt
   if (location.database != null) parseDatabaseUrl(location.database)
   const { dataDir } = location
   const layout = layoutFor(dataDir)
-  const storage = openBlobStore(layout, { url: location.storage?.url ?? null, redirectNars: location.storage?.redirectNars ?? false })
+  const storage = await openBlobStore(layout, { url: location.storage?.url ?? null, redirectNars: location.storage?.redirectNars ?? false })
   try {
     mkdirSync(dataDir, { recursive: true })
     // Serve and every command migrate, so replicas and commands of one version agree on the schema.
