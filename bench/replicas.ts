@@ -3,8 +3,9 @@
  *
  *   substitution   `nix copy --from URL --to <empty store>` of a closure pushed through replica A:
  *                  from nginx serving the files `nix copy --to file://…` wrote, from replica B
- *                  (NARs streamed from the bucket) and from replica C (storage.redirectNars: NARs
- *                  answered with a redirect to a presigned bucket URL)
+ *                  (NARs streamed from the bucket), from replica C (storage.redirectNars: NARs
+ *                  answered with a redirect to a presigned bucket URL), and from nginx
+ *                  load-balancing B and D (both streaming; the README's upstream block)
  *   upload         `nix copy --to` a fresh narwhal: the embedded default (SQLite + data folder)
  *                  against a replica on a fresh PostgreSQL database and a fresh bucket
  *
@@ -19,10 +20,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { buildBenchClosure } from './closure.js'
-import { startNarwhal, startNginx } from './servers.js'
+import { startNarwhal, startNginx, startNginxBalancer } from './servers.js'
 import { alternate, freePort, nixEnv, sh, startProcess, timed, useScratchTmpdir, writeNetrc } from './tools.js'
-import { createDatabase, postgresEngine, type TestDatabase } from '../test/helpers/postgres.js'
-import { createBucket, s3Engine, storageUrl } from '../test/helpers/s3.js'
+import { createBucket, createDatabase, postgresEngine, s3Engine, storageUrl, type TestDatabase } from '../scripts/test-engines/engines.js'
 
 const QUICK = process.env.BENCH_QUICK === '1'
 const ROUNDS = QUICK ? 1 : Number(process.env.BENCH_ROUNDS ?? 3)
@@ -96,8 +96,10 @@ async function main (): Promise<void> {
     const a = await startReplica(shared, publicKey)
     const b = await startReplica(shared, publicKey)
     const c = await startReplica({ ...shared, NARWHAL_STORAGE_REDIRECT_NARS: 'true' }, publicKey)
+    const d = await startReplica(shared, publicKey)
     const nginx = await startNginx()
-    children.push(a.child, b.child, c.child, nginx.child)
+    const balancer = await startNginxBalancer([b.url, d.url])
+    children.push(a.child, b.child, c.child, d.child, nginx.child, balancer.child)
     await sh('nix', ['copy', '--to', `${a.url}?secret-key=${secretKey}&compression=zstd`, closure.top], nixEnv([`netrc-file = ${writeNetrc(token)}`]))
     await sh('nix', ['copy', '--to', `file://${nginx.staticRoot}?secret-key=${secretKey}&compression=zstd`, closure.top], env)
     const substitute = (url: string) => async (): Promise<number> => {
@@ -109,7 +111,8 @@ async function main (): Promise<void> {
       }
     }
     console.error('substitution rounds…')
-    const [ngSub, streamSub, redirectSub] = await alternate(ROUNDS, [nginx.staticUrl, b.url, c.url].map(substitute).map((fn, i) => logged(`substitution ${['nginx', 'streamed', 'redirected'][i] ?? ''}`, fn)))
+    const [ngSub, streamSub, redirectSub, balancedSub] = await alternate(ROUNDS, [nginx.staticUrl, b.url, c.url, balancer.url].map(substitute)
+      .map((fn, i) => logged(`substitution ${['nginx', 'streamed', 'redirected', 'load-balanced'][i] ?? ''}`, fn)))
 
     // Upload: a fresh server each round, embedded default against a replica on a fresh database and bucket.
     const uploadEmbedded = async (): Promise<number> => {
@@ -144,6 +147,7 @@ async function main (): Promise<void> {
       '| --- | ---: | ---: | ---: |',
       `| substitution, nix copy --from into an empty store: nginx static vs replica B streaming (pushed through A) | ${f(ngSub)} | ${f(streamSub)} | ${r(streamSub, ngSub)} |`,
       `| substitution: nginx static vs replica C with storage.redirectNars (307 to presigned RGW URLs) | ${f(ngSub)} | ${f(redirectSub)} | ${r(redirectSub, ngSub)} |`,
+      `| substitution: nginx static vs nginx load-balancing replicas B and D (upstream block, as the README's example; streaming) | ${f(ngSub)} | ${f(balancedSub)} | ${r(balancedSub, ngSub)} |`,
       `| upload, nix copy --to a fresh server: embedded default (SQLite + folder) vs a replica on PG + S3 | ${f(embeddedUp)} | ${f(replicaUp)} | ${r(replicaUp, embeddedUp)} |`
     ].join('\n')
     console.log(table)

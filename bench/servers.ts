@@ -106,6 +106,41 @@ http {
   return { staticUrl, davUrl: `http://127.0.0.1:${davPort}`, staticRoot, davRoot, child }
 }
 
+export interface Balancer { url: string, child: ChildProcess }
+
+/** nginx load-balancing `backends` (http://HOST:PORT) with the README's upstream block ("Several machines"). */
+export async function startNginxBalancer (backends: string[]): Promise<Balancer> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-balancer-'))
+  mkdirSync(path.join(dir, 'tmp'))
+  const port = await freePort()
+  const conf = path.join(dir, 'nginx.conf')
+  writeFileSync(conf, `
+user root;
+worker_processes auto;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/tmp;
+  proxy_temp_path ${dir}/tmp;
+  fastcgi_temp_path ${dir}/tmp;
+  uwsgi_temp_path ${dir}/tmp;
+  scgi_temp_path ${dir}/tmp;
+  upstream narwhal { ${backends.map(b => `server ${new URL(b).host};`).join(' ')} keepalive 32; }
+  server {
+    listen 127.0.0.1:${port};
+    client_max_body_size 0; proxy_request_buffering off; proxy_buffering off;
+    location / { proxy_pass http://narwhal; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; }
+  }
+}
+`)
+  const url = `http://127.0.0.1:${port}`
+  const child = await startProcess('nginx', ['-c', conf, '-p', dir], process.env, async () => (await fetch(`${url}/nix-cache-info`)).ok)
+  return { url, child }
+}
+
 export async function resetDir (dir: string): Promise<void> {
   await sh('find', [dir, '-mindepth', '1', '-delete'])
 }

@@ -15,7 +15,7 @@
  *
  * A killed export leaves unfinished multipart uploads (parts no reader sees, but which take
  * space); the next export aborts every unfinished upload under nar/ when it starts. So two
- * exports must not run into one bucket at once.
+ * exports must not run into one bucket at once (`narwhal export` holds the database's export lock).
  */
 import { Readable } from 'node:stream'
 import type { MetadataStore } from '../db/metadata-store.js'
@@ -61,146 +61,183 @@ const PAGE = 500
 
 export async function exportToBucket (source: { metadata: MetadataStore, blobs: BlobStore }, bucket: S3Objects,
   options: ExportOptions): Promise<ExportResult> {
-  const { metadata, blobs } = source
-  const counts = (): ExportCounts => ({ uploaded: 0, present: 0, bytesUploaded: 0 })
-  const result: ExportResult = { cacheInfo: counts(), nars: counts(), narinfos: counts(), otherFiles: counts(), abortedUploads: 0, leftOut: [] }
-  const narJobs = limiter(options.jobs ?? DEFAULT_JOBS)
-  const smallJobs = limiter(SMALL_JOBS)
+  const run = new BucketExport(source.metadata, source.blobs, bucket, options)
+  await run.prepareBucket()
+  await run.writeCacheInfo()
+  await run.readPaths()
+  await run.exportPaths()
+  await run.exportOtherFiles()
+  run.result.leftOut.sort((a, b) => a.storePath.localeCompare(b.storePath))
+  return run.result
+}
 
-  await bucket.checkBucket()
-  // Before any upload of this export begins, so every one found is another's.
-  for await (const upload of bucket.unfinishedUploads('nar/')) {
-    await bucket.abortUpload(upload)
-    result.abortedUploads++
+const counts = (): ExportCounts => ({ uploaded: 0, present: 0, bytesUploaded: 0 })
+
+/** One export's state: what the bucket holds, what each store path needs, what was sent. */
+class BucketExport {
+  readonly result: ExportResult = { cacheInfo: counts(), nars: counts(), narinfos: counts(), otherFiles: counts(), abortedUploads: 0, leftOut: [] }
+  private readonly narJobs: Limiter
+  private readonly smallJobs = limiter(SMALL_JOBS)
+  /** The bucket's objects by name, with their sizes (listed once, kept up to date). */
+  private readonly existing = new Map<string, number>()
+  /** What each store path needs, by hash part; narinfo texts are read again when written, so a large cache is held in memory only as names. */
+  private readonly paths = new Map<string, PathEntry>()
+  /** Each NAR is sent once, however many narinfos name it; resolves to why it cannot be, if it cannot. */
+  private readonly narsSent = new Map<number, Promise<string | undefined>>()
+  /** Resolves true once the path's narinfo is in the bucket. */
+  private readonly exported = new Map<string, Promise<boolean>>()
+
+  constructor (
+    private readonly metadata: MetadataStore,
+    private readonly blobs: BlobStore,
+    private readonly bucket: S3Objects,
+    private readonly options: ExportOptions
+  ) {
+    this.narJobs = limiter(options.jobs ?? DEFAULT_JOBS)
   }
-  const existing = new Map<string, number>()
-  for await (const object of bucket.list()) existing.set(object.name, object.size)
+
+  /** Checks the bucket, aborts an earlier export's unfinished NAR uploads, lists what is there. */
+  async prepareBucket (): Promise<void> {
+    await this.bucket.checkBucket()
+    // Before any upload of this export begins, so every one found is another's.
+    for await (const upload of this.bucket.unfinishedUploads('nar/')) {
+      await this.bucket.abortUpload(upload)
+      this.result.abortedUploads++
+    }
+    for await (const object of this.bucket.list()) this.existing.set(object.name, object.size)
+  }
 
   /** Writes one object unless the bucket has it with this size already. */
-  async function write (name: string, size: number, tally: ExportCounts, send: () => Promise<void>): Promise<void> {
-    if (existing.get(name) === size) {
+  private async write (name: string, size: number, tally: ExportCounts, send: () => Promise<void>): Promise<void> {
+    if (this.existing.get(name) === size) {
       tally.present++
       return
     }
     await send()
-    existing.set(name, size)
+    this.existing.set(name, size)
     tally.uploaded++
     tally.bytesUploaded += size
-    options.onUploaded?.(name, size)
+    this.options.onUploaded?.(name, size)
   }
 
-  const info = cacheInfoText(options.priority)
-  await write(CACHE_INFO_FILE, Buffer.byteLength(info), result.cacheInfo,
-    async () => await bucket.put(CACHE_INFO_FILE, info, { contentType: CONTENT_TYPE.cacheInfo }))
+  async writeCacheInfo (): Promise<void> {
+    const info = cacheInfoText(this.options.priority)
+    await this.write(CACHE_INFO_FILE, Buffer.byteLength(info), this.result.cacheInfo,
+      async () => await this.bucket.put(CACHE_INFO_FILE, info, { contentType: CONTENT_TYPE.cacheInfo }))
+  }
 
-  // What each store path needs; narinfo texts are read again when written, so a large cache
-  // is held in memory only as names.
-  const paths = new Map<string, PathEntry>()
-  for (let after = 0; ;) {
-    const page = await metadata.narinfos.page(after, PAGE)
-    if (page.length === 0) break
-    for (const row of page) {
-      paths.set(row.hashPart, { storePath: row.storePath, narFileId: row.narFileId, narName: parseNarInfo(row.narinfo).url, references: row.references })
+  async readPaths (): Promise<void> {
+    for (let after = 0; ;) {
+      const page = await this.metadata.narinfos.page(after, PAGE)
+      if (page.length === 0) break
+      for (const row of page) {
+        this.paths.set(row.hashPart, { storePath: row.storePath, narFileId: row.narFileId, narName: parseNarInfo(row.narinfo).url, references: row.references })
+      }
+      after = page[page.length - 1]?.id ?? after
     }
-    after = page[page.length - 1]?.id ?? after
   }
 
-  // Each NAR is sent once, however many narinfos name it; resolves to why it cannot be, if it cannot.
-  const narsSent = new Map<number, Promise<string | undefined>>()
-  function exportNar (entry: PathEntry): Promise<string | undefined> {
-    let sent = narsSent.get(entry.narFileId)
+  /** Every path's NAR and narinfo, in the order the file comment gives. */
+  async exportPaths (): Promise<void> {
+    try {
+      await Promise.all([...this.paths.keys()].map(async hashPart => await this.exportPath(hashPart)))
+    } catch (err) {
+      // Nothing more starts: what is under way finishes or fails, in the order above.
+      this.narJobs.stop()
+      this.smallJobs.stop()
+      throw err
+    }
+  }
+
+  private async exportNar (entry: PathEntry): Promise<string | undefined> {
+    let sent = this.narsSent.get(entry.narFileId)
     if (sent === undefined) {
-      sent = narJobs(async () => {
-        const row = await metadata.narFiles.getById(entry.narFileId)
-        if (row === undefined) return `its NAR file row ${entry.narFileId} is gone`
-        if (existing.get(entry.narName) === row.fileSize) {
-          result.nars.present++
-          return undefined
-        }
-        // Opened before sending, so a gc that removes the file meanwhile cannot cut the upload.
-        const file = await blobs.open(row)
-        if (file === undefined) return `its NAR file ${entry.narName} is missing on disk`
-        if (file.kind !== 'body') throw new Error(`the cache's blob store answered ${file.kind} for ${entry.narName}`)
-        if (file.size !== row.fileSize) {
-          file.close()
-          return `its NAR file ${entry.narName} has ${file.size} bytes on disk, not ${row.fileSize}`
-        }
-        await write(entry.narName, row.fileSize, result.nars,
-          async () => await bucket.upload(entry.narName, Readable.from(file.chunks()), { contentType: CONTENT_TYPE.nar }))
-          .finally(() => { file.close() })
-        return undefined
-      })
-      narsSent.set(entry.narFileId, sent)
+      sent = this.narJobs(async () => await this.sendNar(entry))
+      this.narsSent.set(entry.narFileId, sent)
     }
-    return sent
+    return await sent
   }
 
-  // A narinfo goes up after its NAR and its references' narinfos; resolves true once it is there.
-  const exported = new Map<string, Promise<boolean>>()
-  function exportPath (hashPart: string): Promise<boolean> {
-    let done = exported.get(hashPart)
-    if (done !== undefined) return done
-    const entry = paths.get(hashPart)
-    if (entry === undefined) return Promise.resolve(false)
-    done = (async () => {
-      const self = entry.storePath.slice('/nix/store/'.length)
-      const others = entry.references.filter(ref => ref !== self)
-      const [narProblem, ...refsDone] = await Promise.all([exportNar(entry), ...others.map(ref => exportPath(ref.slice(0, 32)))])
-      const missingRef = others.find((_, i) => refsDone[i] !== true)
-      let problem = narProblem
-      if (problem === undefined && missingRef !== undefined) {
-        const held = paths.get(missingRef.slice(0, 32))?.storePath === `/nix/store/${missingRef}`
-        problem = `its reference ${missingRef} ${held ? 'was left out' : 'is not in the cache'}`
-      }
-      if (problem !== undefined) {
-        result.leftOut.push({ storePath: entry.storePath, reason: problem })
-        return false
-      }
-      await smallJobs(async () => {
-        const text = await metadata.narinfos.text(hashPart)
-        if (text === undefined) throw new Error(`narinfo ${hashPart} disappeared while exporting (a gc running?)`)
-        const name = narinfoFile(hashPart)
-        await write(name, Buffer.byteLength(text), result.narinfos,
-          async () => await bucket.put(name, text, { contentType: CONTENT_TYPE.narinfo }))
-      })
-      return true
-    })()
-    exported.set(hashPart, done)
-    return done
-  }
-
-  try {
-    await Promise.all([...paths.keys()].map(exportPath))
-  } catch (err) {
-    // Nothing more starts: what is under way finishes or fails, in the order above.
-    narJobs.stop()
-    smallJobs.stop()
-    throw err
-  }
-
-  // Build logs, listings, realisations, debuginfo links: files no narinfo depends on.
-  const aux: Array<Promise<void>> = []
-  for (let after = 0; ;) {
-    const page = await metadata.aux.page(after, PAGE)
-    if (page.length === 0) break
-    for (const entry of page) {
-      const name = auxFilePath(entry.kind, entry.name)
-      aux.push(smallJobs(async () => {
-        if (existing.get(name) === entry.size) {
-          result.otherFiles.present++
-          return
-        }
-        const file = await metadata.aux.get(entry.kind, entry.name)
-        if (file === undefined) return
-        await write(name, file.body.length, result.otherFiles,
-          async () => await bucket.put(name, file.body, { contentType: file.contentType, contentEncoding: file.contentEncoding }))
-      }))
+  private async sendNar (entry: PathEntry): Promise<string | undefined> {
+    const row = await this.metadata.narFiles.getById(entry.narFileId)
+    if (row === undefined) return `its NAR file row ${entry.narFileId} is gone`
+    if (this.existing.get(entry.narName) === row.fileSize) {
+      this.result.nars.present++
+      return undefined
     }
-    after = page[page.length - 1]?.id ?? after
+    // Opened before sending, so a gc that removes the file meanwhile cannot cut the upload.
+    const file = await this.blobs.open(row)
+    if (file === undefined) return `its NAR file ${entry.narName} is missing on disk`
+    if (file.kind !== 'body') throw new Error(`the cache's blob store answered ${file.kind} for ${entry.narName}`)
+    if (file.size !== row.fileSize) {
+      file.close()
+      return `its NAR file ${entry.narName} has ${file.size} bytes on disk, not ${row.fileSize}`
+    }
+    await this.write(entry.narName, row.fileSize, this.result.nars,
+      async () => await this.bucket.upload(entry.narName, Readable.from(file.chunks()), { contentType: CONTENT_TYPE.nar }))
+      .finally(() => { file.close() })
+    return undefined
   }
-  await Promise.all(aux)
-  result.leftOut.sort((a, b) => a.storePath.localeCompare(b.storePath))
-  return result
+
+  /** A narinfo goes up after its NAR and its references' narinfos; resolves true once it is there. */
+  private async exportPath (hashPart: string): Promise<boolean> {
+    let done = this.exported.get(hashPart)
+    if (done === undefined) {
+      const entry = this.paths.get(hashPart)
+      if (entry === undefined) return false
+      done = this.exportPathOf(hashPart, entry)
+      this.exported.set(hashPart, done)
+    }
+    return await done
+  }
+
+  private async exportPathOf (hashPart: string, entry: PathEntry): Promise<boolean> {
+    const self = entry.storePath.slice('/nix/store/'.length)
+    const others = entry.references.filter(ref => ref !== self)
+    const [narProblem, ...refsDone] = await Promise.all([this.exportNar(entry), ...others.map(async ref => await this.exportPath(ref.slice(0, 32)))])
+    const missingRef = others.find((_, i) => refsDone[i] !== true)
+    let problem = narProblem
+    if (problem === undefined && missingRef !== undefined) {
+      const held = this.paths.get(missingRef.slice(0, 32))?.storePath === `/nix/store/${missingRef}`
+      problem = `its reference ${missingRef} ${held ? 'was left out' : 'is not in the cache'}`
+    }
+    if (problem !== undefined) {
+      this.result.leftOut.push({ storePath: entry.storePath, reason: problem })
+      return false
+    }
+    await this.smallJobs(async () => {
+      const text = await this.metadata.narinfos.text(hashPart)
+      if (text === undefined) throw new Error(`narinfo ${hashPart} disappeared while exporting (a gc running?)`)
+      const name = narinfoFile(hashPart)
+      await this.write(name, Buffer.byteLength(text), this.result.narinfos,
+        async () => await this.bucket.put(name, text, { contentType: CONTENT_TYPE.narinfo }))
+    })
+    return true
+  }
+
+  /** Build logs, listings, realisations, debuginfo links: files no narinfo depends on. */
+  async exportOtherFiles (): Promise<void> {
+    const aux: Array<Promise<void>> = []
+    for (let after = 0; ;) {
+      const page = await this.metadata.aux.page(after, PAGE)
+      if (page.length === 0) break
+      for (const entry of page) {
+        const name = auxFilePath(entry.kind, entry.name)
+        aux.push(this.smallJobs(async () => {
+          if (this.existing.get(name) === entry.size) {
+            this.result.otherFiles.present++
+            return
+          }
+          const file = await this.metadata.aux.get(entry.kind, entry.name)
+          if (file === undefined) return
+          await this.write(name, file.body.length, this.result.otherFiles,
+            async () => await this.bucket.put(name, file.body, { contentType: file.contentType, contentEncoding: file.contentEncoding }))
+        }))
+      }
+      after = page[page.length - 1]?.id ?? after
+    }
+    await Promise.all(aux)
+  }
 }
 
 interface Limiter {

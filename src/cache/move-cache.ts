@@ -108,15 +108,16 @@ function dumpFacet (store: MetadataStore): MetadataDump {
   return store.dump
 }
 
+type MoveTally = Omit<MoveResult, 'resumed'>
+
 /** Moves every row (see the file comment); `move` from beginMove. */
-export async function moveRows (source: MetadataStore, target: MetadataStore, move: MoveRecord, options: MoveOptions = {}): Promise<Omit<MoveResult, 'resumed'>> {
+export async function moveRows (source: MetadataStore, target: MetadataStore, move: MoveRecord, options: MoveOptions = {}): Promise<MoveTally> {
   const dump = dumpFacet(source)
   const load = loadFacet(target)
   const batch = options.batch ?? DEFAULT_BATCH
   const now = options.now ?? Date.now
-  const add = (into: LoadCounts, c: LoadCounts): void => { into.created += c.created; into.present += c.present }
   const zero = (): LoadCounts => ({ created: 0, present: 0 })
-  const result: Omit<MoveResult, 'resumed'> = {
+  const result: MoveTally = {
     tokens: zero(), upstreamRecords: zero(), narinfos: zero(), pins: zero(), auxFiles: zero(), auditEntries: zero(), gcRuns: zero(), leftOut: [], conflicts: []
   }
   const step = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
@@ -129,78 +130,76 @@ export async function moveRows (source: MetadataStore, target: MetadataStore, mo
     add(result.tokens, loaded.counts)
     return loaded.ids
   })
-
   await step('upstream records', async () => {
-    for (let after = ''; ;) {
-      const page = await dump.upstreamRecords(after, batch)
-      if (page.length === 0) break
-      add(result.upstreamRecords, await load.upstreamRecords(page))
-      after = page[page.length - 1]?.hashPart ?? after
-    }
+    await eachPage('', async (after) => await dump.upstreamRecords(after, batch), r => r.hashPart,
+      async (page) => { add(result.upstreamRecords, await load.upstreamRecords(page)) })
   })
-
   await step('NAR file rows and narinfos', async () => {
-    for (let after = 0; ;) {
-      const page = await dump.narinfos(after, batch)
-      if (page.length === 0) break
-      after = page[page.length - 1]?.id ?? after
-      const ready: Array<DumpedNarinfo & { narFile: DumpedNarFile }> = []
-      for (const row of page) {
-        const why = await notReady(row, options)
-        if (why === undefined) ready.push(row as DumpedNarinfo & { narFile: DumpedNarFile })
-        else result.leftOut.push({ storePath: row.storePath, reason: why })
-      }
-      if (ready.length === 0) continue
-      const outcomes = await load.narinfos(ready, tokenIds)
-      const created: string[] = []
-      ready.forEach((row, i) => {
-        const outcome = outcomes[i]
-        switch (outcome?.kind) {
-          case 'created': result.narinfos.created++; created.push(row.storePath); break
-          case 'present': result.narinfos.present++; break
-          case 'differs':
-            result.conflicts.push({ storePath: row.storePath, reason: `the target holds ${outcome.storePath} with NAR hash ${outcome.narHash} under this hash` })
-            break
-          case 'missing-references':
-            result.leftOut.push({ storePath: row.storePath, reason: `its references ${outcome.baseNames.join(', ')} are not in the target (left out, or not in the cache)` })
-            break
-          case 'nar-file-busy':
-            result.leftOut.push({ storePath: row.storePath, reason: 'its NAR file is being uploaded or collected in the target right now: run the move again' })
-            break
-          default: throw new Error(`no outcome for ${row.storePath}`)
-        }
-      })
-      options.onNarinfos?.(created)
-    }
+    await eachPage(0, async (after) => await dump.narinfos(after, batch), r => r.id,
+      async (page) => { await moveNarinfos(page, load, tokenIds, options, result) })
   })
-
   await step('pins', async () => { add(result.pins, await load.pins(await dump.pins())) })
-
   await step('build logs, listings and realisations', async () => {
     // Bodies are read with their rows: a smaller page, so a batch of large logs stays small in memory.
     const auxBatch = Math.max(1, Math.floor(batch / 10))
-    for (let after = 0; ;) {
-      const page = await dump.auxFiles(after, auxBatch)
-      if (page.length === 0) break
-      add(result.auxFiles, await load.auxFiles(page))
-      after = page[page.length - 1]?.id ?? after
-    }
+    await eachPage(0, async (after) => await dump.auxFiles(after, auxBatch), r => r.id,
+      async (page) => { add(result.auxFiles, await load.auxFiles(page)) })
   })
-
   await step('audit log', async () => {
-    for (let after = move.auditThrough; ;) {
-      const page = await dump.audit(after, batch * 5)
-      if (page.length === 0) break
-      add(result.auditEntries, await load.audit(move.id, page, tokenIds))
-      after = page[page.length - 1]?.id ?? after
-    }
+    await eachPage(move.auditThrough, async (after) => await dump.audit(after, batch * 5), r => r.id,
+      async (page) => { add(result.auditEntries, await load.audit(move.id, page, tokenIds)) })
   })
-
   await step('gc history', async () => { add(result.gcRuns, await load.gcRuns(move.id, await dump.gcRuns())) })
-
   await step('recording the move as finished', async () => { await load.finishMove(move.id, now()) })
   result.leftOut.sort((a, b) => a.storePath.localeCompare(b.storePath))
   return result
+}
+
+function add (into: LoadCounts, c: LoadCounts): void {
+  into.created += c.created
+  into.present += c.present
+}
+
+/** Reads pages after `first` (each after the last row's key) until an empty one, handing each to `work`. */
+async function eachPage<T, K> (first: K, read: (after: K) => Promise<T[]>, keyOf: (row: T) => K, work: (page: T[]) => Promise<void>): Promise<void> {
+  for (let after = first; ;) {
+    const page = await read(after)
+    const last = page[page.length - 1]
+    if (last === undefined) return
+    await work(page)
+    after = keyOf(last)
+  }
+}
+
+/** One page of narinfos: those whose NAR is in place go to the target in one batch; each outcome is tallied. */
+async function moveNarinfos (page: DumpedNarinfo[], load: MetadataLoad, tokenIds: Map<number, number>, options: MoveOptions, result: MoveTally): Promise<void> {
+  const ready: Array<DumpedNarinfo & { narFile: DumpedNarFile }> = []
+  for (const row of page) {
+    const why = await notReady(row, options)
+    if (why === undefined) ready.push(row as DumpedNarinfo & { narFile: DumpedNarFile })
+    else result.leftOut.push({ storePath: row.storePath, reason: why })
+  }
+  if (ready.length === 0) return
+  const outcomes = await load.narinfos(ready, tokenIds)
+  const created: string[] = []
+  ready.forEach((row, i) => {
+    const outcome = outcomes[i]
+    switch (outcome?.kind) {
+      case 'created': result.narinfos.created++; created.push(row.storePath); break
+      case 'present': result.narinfos.present++; break
+      case 'differs':
+        result.conflicts.push({ storePath: row.storePath, reason: `the target holds ${outcome.storePath} with NAR hash ${outcome.narHash} under this hash` })
+        break
+      case 'missing-references':
+        result.leftOut.push({ storePath: row.storePath, reason: `its references ${outcome.baseNames.join(', ')} are not in the target (left out, or not in the cache)` })
+        break
+      case 'nar-file-busy':
+        result.leftOut.push({ storePath: row.storePath, reason: 'its NAR file is being uploaded or collected in the target right now: run the move again' })
+        break
+      default: throw new Error(`no outcome for ${row.storePath}`)
+    }
+  })
+  options.onNarinfos?.(created)
 }
 
 /** Why a narinfo cannot be moved as it is in the source, before asking the target. */

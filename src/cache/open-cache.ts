@@ -78,16 +78,18 @@ export interface CacheLocation {
  * so a malformed one changes nothing; the database URL is never shown (it may hold a password).
  * `prepareStore`: also make the data folder's NAR store and check (or write) its layout version
  * (a bucket is checked by the first call that uses it: serve's sweep, fsck's check).
+ * `migrate: false`: refuse a PostgreSQL schema that is missing or behind rather than migrate it.
  */
-export async function openDataDir (location: CacheLocation, options: { prepareStore?: boolean } = {}): Promise<DataDir> {
+export async function openDataDir (location: CacheLocation, options: { prepareStore?: boolean, migrate?: boolean } = {}): Promise<DataDir> {
   if (location.database != null) parseDatabaseUrl(location.database)
   const { dataDir } = location
   const layout = layoutFor(dataDir)
   const storage = await openBlobStore(layout, { url: location.storage?.url ?? null, redirectNars: location.storage?.redirectNars ?? false })
   try {
     mkdirSync(dataDir, { recursive: true })
-    // Serve and every command migrate, so replicas and commands of one version agree on the schema.
-    const { metadata, created } = await openMetadataStore(location.database ?? undefined, layout.database, { migrate: true })
+    // Serve and every command migrate, so replicas and commands of one version agree on the schema;
+    // fsck (migrate: false) does not: a database with no schema is not a clean cache.
+    const { metadata, created } = await openMetadataStore(location.database ?? undefined, layout.database, { migrate: options.migrate ?? true })
     try {
       if (options.prepareStore === true) storage.folder?.init()
     } catch (err) {

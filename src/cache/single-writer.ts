@@ -1,5 +1,5 @@
 /**
- * Jobs that run at one replica at a time (gc; fsck --repair may follow): on PostgreSQL, shared by
+ * Jobs that run at one replica at a time (gc, `narwhal export`; fsck --repair may follow): on PostgreSQL, shared by
  * replicas, under its advisory lock (db/postgres/advisory-lock.ts), answering 'busy' at once when
  * another replica or command holds it. SQLite lives on one machine, where each gc batch is one
  * write transaction that re-checks its plan, so a job simply runs.

@@ -22,6 +22,8 @@ import { cacheInfoText } from '../nix/binary-cache-files.js'
 import { startGcSchedule } from '../cache/gc-schedule.js'
 import type { Config } from '../config/config.js'
 import { serveClusterMetrics } from '../server/cluster-metrics.js'
+import { FileBlobStore } from '../storage/file-blob-store.js'
+import { layoutFor } from '../storage/layout.js'
 import { CONFIG_ENV, SHUTDOWN_MESSAGE } from './cluster-protocol.js'
 import { firstStart } from './first-start.js'
 import { serveNarFetchClaims } from './nar-fetch-claims.js'
@@ -138,7 +140,7 @@ class Workers {
     const fields = { worker: slot.index, workerPid: worker.process.pid }
     worker.on('listening', () => { this.listening(worker, fields) })
     worker.on('error', (err) => { this.log.error({ ...fields, err }, 'worker IPC error') })
-    worker.on('exit', (code, signal) => { this.exited(slot, { ...fields, code, signal }) })
+    worker.on('exit', (code, signal) => { this.exited(slot, { ...fields, code, signal }, worker.process.pid) })
   }
 
   private listening (worker: Worker, fields: object): void {
@@ -152,8 +154,9 @@ class Workers {
     if (this.stopping) askToClose(worker)
   }
 
-  private exited (slot: Slot, fields: object): void {
+  private exited (slot: Slot, fields: object, pid: number | undefined): void {
     slot.worker = undefined
+    this.removeUploadsOf(pid, fields)
     if (this.stopping) {
       this.log.info(fields, 'worker stopped')
       this.finishIfAllGone()
@@ -170,6 +173,21 @@ class Workers {
     slot.delayMs = restartDelay(slot.delayMs, Date.now() - slot.startedAt)
     this.log.error({ ...fields, restartInMs: slot.delayMs }, 'worker died; restarting it')
     slot.restartTimer = setTimeout(() => { this.fork(slot) }, slot.delayMs)
+  }
+
+  /**
+   * A worker killed mid-upload (or mid-fetch of an upstream NAR) left its temp file in store/tmp,
+   * which only a start would sweep: removed now, its siblings' uploads untouched. A bucket's
+   * unfinished uploads carry no process; its sweep removes them at the next start (SWEEP_GRACE_MS).
+   */
+  private removeUploadsOf (pid: number | undefined, fields: object): void {
+    if (pid === undefined || this.config.storage.url !== null) return
+    try {
+      const removed = new FileBlobStore(layoutFor(this.config.dataDir)).removeTempFilesOf(pid)
+      if (removed > 0) this.log.warn({ ...fields, removed }, 'removed the temp files of a worker\'s interrupted uploads')
+    } catch (err) {
+      this.log.error({ ...fields, err }, 'could not remove a dead worker\'s temp files; the next start sweeps them')
+    }
   }
 
   private finishIfAllGone (): void {

@@ -4,7 +4,8 @@
  *
  *   worker: { type: CLAIM, id, fileHash } ──▶ primary
  *   primary: nobody holds it → { type: TURN, id, outcome: 'mine' } at once; the worker fetches and
- *            sends { type: RELEASE, fileHash, outcome } once its fetch settled (stored or failed)
+ *            sends { type: RELEASE, fileHash, outcome } once its fetch settled (stored or failed, or
+ *            'abandoned' when another replica had the turn: the waiters look again)
  *   primary: another worker holds it → { type: TURN, id, outcome } once that one releases it, or
  *            'abandoned' when it died first (the waiter then claims again)
  *
@@ -20,7 +21,7 @@ const RELEASE = 'narwhal:nar-fetch-release'
 
 interface ClaimMessage { type: typeof CLAIM, id: number, fileHash: string }
 interface TurnMessage { type: typeof TURN, id: number, outcome: 'mine' | FetchSettled }
-interface ReleaseMessage { type: typeof RELEASE, fileHash: string, outcome: 'stored' | 'failed' }
+interface ReleaseMessage { type: typeof RELEASE, fileHash: string, outcome: FetchSettled }
 
 function isMessage<T extends { type: string }> (message: unknown, type: T['type']): message is T {
   return typeof message === 'object' && message !== null && (message as { type?: unknown }).type === type

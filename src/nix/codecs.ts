@@ -42,11 +42,9 @@ export function createCompressor (method: Compression, level?: number): Transfor
 
 /**
  * xz input is handed to liblzma this many bytes at a time, each piece decoded before the next is
- * given. lzma-native decodes all of the input it is given before the output can be read, and
- * xz expands by up to about 6,700 times (a NAR of zeros): a 64 KiB chunk of such a body became
- * 430 MB in memory at once, and a 625 KB upload took the server to 2.1 GB. A 4 KiB piece holds
- * that to about 27 MB. Measured on a 10 MB xz NAR of python3.11 (2026-11-30): 4 KiB pieces cost
- * about 10% more CPU than 64 KiB, 1 KiB pieces 50% more.
+ * given: lzma-native decodes all of the input it is given before the output can be read, and xz
+ * expands a NAR of zeros thousands of times, so the piece bounds the memory one step can take.
+ * Smaller pieces cost more CPU (BENCHMARKS.md, "Decompression bombs").
  */
 const XZ_INPUT_SLICE = 4096
 

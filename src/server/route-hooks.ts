@@ -4,8 +4,8 @@
  * A hook added with app.addHook runs for every request, and each one is a function call, a
  * promise and a microtask on the hot path. Most of narwhal's hooks concern only some routes: the
  * idle-timeout suspension only requests with a body, auth only writes (and reads of a private
- * cache), a request budget only the methods it counts. Measured on a narinfo hit (2026-11-30):
- * five global hooks cost about as much server CPU as the route itself.
+ * cache), a request budget only the methods it counts. On a narinfo hit, global hooks cost
+ * about as much server CPU as the route itself (BENCHMARKS.md, 2026-11-30).
  *
  * onRouteHook(app, 'onRequest', applies, hook) adds `hook` to each route, registered after this
  * call, whose methods satisfy `applies`, after the route's own hooks of that kind. Hooks attached

@@ -124,6 +124,17 @@ export class FileBlobStore implements BlobStore {
   }
 
   /**
+   * Removes the temp files of process `pid`, which died: uploads it had in flight (a worker of
+   * `serve --workers N` killed mid-upload), while its siblings' go on. Returns how many.
+   */
+  removeTempFilesOf (pid: number): number {
+    const prefix = `${pid}-`
+    const names = readDirIfPresent(this.layout.tmpDir).filter(name => name.startsWith(prefix))
+    for (const name of names) rmSync(path.join(this.layout.tmpDir, name), { force: true })
+    return names.length
+  }
+
+  /**
    * Empties tmp/: anything there is an upload that a crash or kill interrupted, never a committed
    * object (see BlobStore.sweep for when it may run).
    */
@@ -138,7 +149,8 @@ export class FileBlobStore implements BlobStore {
    * inode (after many files were deleted, it skips recently freed ones; measured 2 ms per create here).
    */
   async begin (): Promise<PendingBlob & TempFile> {
-    const filePath = path.join(this.layout.tmpDir, randomBytes(12).toString('hex') + '.part')
+    // Named after this process, so that a dead worker's leftovers can be told from its siblings' uploads (removeTempFilesOf).
+    const filePath = path.join(this.layout.tmpDir, `${process.pid}-${randomBytes(12).toString('hex')}.part`)
     return new TempFile(filePath, await open(filePath, 'wx', 0o644), async (temp, name, durable) => await this.#place(temp, name.fileHash, durable))
   }
 

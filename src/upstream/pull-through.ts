@@ -9,8 +9,9 @@
  * and stored with its narinfo as an ordinary path (cache/store-pulled-nar.ts). A NAR that does
  * not verify leaves nothing, and its narinfo is no longer served.
  *
- * With `serve --workers N` the processes take turns (fetch-claims.ts): one fetches a NAR, the
- * others' clients wait for it to be stored and are served from the disk.
+ * With `serve --workers N`, and replicas on one PostgreSQL, the processes take turns
+ * (fetch-claims.ts): one fetches a NAR, the others' clients wait for it to be stored and are
+ * served from the store.
  */
 import type { Registry } from 'prom-client'
 import type { Config } from '../config/config.js'
@@ -26,7 +27,7 @@ import type { PulledNar, PullLog, PullThrough } from '../cache/pull-through.js'
 import { storePulledNar } from '../cache/store-pulled-nar.js'
 import { UpstreamMetrics, type RefusalReason } from './metrics.js'
 import { NarFetch } from './nar-fetch.js'
-import { SOLE_PROCESS, type FetchClaims, type FetchTurn } from './fetch-claims.js'
+import { SOLE_PROCESS, type FetchClaims, type FetchSettled, type FetchTurn } from './fetch-claims.js'
 import { Upstream, describe, upstreamFailed } from './upstream.js'
 
 /** Hash parts remembered as prefetched before the memory is cleared. */
@@ -203,6 +204,7 @@ export class UpstreamPullThrough implements PullThrough {
   async close (): Promise<void> {
     await Promise.all([...this.#fetching.values()].map(async f => await f.done))
     await Promise.all(this.#upstreams.map(async u => await u.close()))
+    await this.#cache.claims?.close?.()
   }
 
   /** The upstreams in order; the first verified narinfo is stored and served. */
@@ -241,7 +243,7 @@ export class UpstreamPullThrough implements PullThrough {
   }
 
   /** Starts the fetch this process has the turn for; `release` reports its outcome once it is recorded. */
-  #startFetch (fileHash: string, records: UpstreamRecord[], log: PullLog, release: (outcome: 'stored' | 'failed') => void): NarFetch {
+  #startFetch (fileHash: string, records: UpstreamRecord[], log: PullLog, release: (outcome: FetchSettled) => void): NarFetch {
     const first = records[0] as UpstreamRecord
     const upstream = this.#upstreams.find(u => u.url === first.upstream)
     const { config, metadata, blobs, provenance } = this.#cache
@@ -264,6 +266,7 @@ export class UpstreamPullThrough implements PullThrough {
       reserveBytes: config.limits.freeSpaceReserveBytes
     }, verified), n => this.#metrics.bytes.inc(labels, n))
     this.#fetching.set(fileHash, fetch)
+    log.info({ upstream: first.upstream, fileHash, fileSize: first.fileSize }, 'fetching NAR from upstream')
     fetch.done.then(async stored => {
       this.#fetching.delete(fileHash)
       if (stored) {

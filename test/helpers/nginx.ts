@@ -25,7 +25,8 @@ export interface NginxCache {
   start: () => Promise<void>
 }
 
-export async function startNginxCache (t: TestContext, root: string, dir: string): Promise<NginxCache> {
+/** `limitRate`: nginx's limit_rate per connection (e.g. '2m'), so that a fetch is still under way while a test acts. */
+export async function startNginxCache (t: TestContext, root: string, dir: string, options: { limitRate?: string } = {}): Promise<NginxCache> {
   const port = await freePort()
   const redirectingPort = await freePort()
   const url = `http://127.0.0.1:${port}`
@@ -49,7 +50,7 @@ http {
   scgi_temp_path ${dir}/tmp;
   types { text/x-nix-narinfo narinfo; }
   default_type application/octet-stream;
-  server { listen 127.0.0.1:${port}; root ${root}; }
+  server { listen 127.0.0.1:${port}; root ${root};${options.limitRate === undefined ? '' : ` limit_rate ${options.limitRate};`} }
   server {
     listen 127.0.0.1:${redirectingPort};
     location /loop/ { return 302 \${uri}x; }

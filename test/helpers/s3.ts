@@ -3,48 +3,13 @@
  * scripts/test-engines/ceph.sh, which passes its endpoint and the keys of its S3 user in
  * NARWHAL_TEST_S3_ENDPOINT, NARWHAL_TEST_S3_ACCESS_KEY and NARWHAL_TEST_S3_SECRET_KEY.
  *
- * Buckets are made here with the SDK (narwhal never creates one), each test its own.
+ * Buckets are made with the SDK (narwhal never creates one), each test its own. Locating the
+ * engine and making a bucket live in scripts/test-engines/engines.ts (the benchmarks use them too).
  */
-import { randomBytes } from 'node:crypto'
-import { AbortMultipartUploadCommand, CreateBucketCommand, DeleteBucketCommand, DeleteObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutBucketPolicyCommand, S3Client } from '@aws-sdk/client-s3'
+import { AbortMultipartUploadCommand, DeleteBucketCommand, DeleteObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, PutBucketPolicyCommand } from '@aws-sdk/client-s3'
+import { s3Client, type S3Engine } from '../../scripts/test-engines/engines.js'
 
-export interface S3Engine {
-  /** http://127.0.0.1:PORT */
-  endpoint: string
-  accessKey: string
-  secretKey: string
-}
-
-export function s3Engine (): S3Engine {
-  const endpoint = process.env.NARWHAL_TEST_S3_ENDPOINT
-  const accessKey = process.env.NARWHAL_TEST_S3_ACCESS_KEY
-  const secretKey = process.env.NARWHAL_TEST_S3_SECRET_KEY
-  if (endpoint === undefined || accessKey === undefined || secretKey === undefined) {
-    throw new Error('the S3 tests need a running S3 engine: run them through test/run.sh, or start one with ' +
-      '`scripts/test-engines/ceph.sh start DIR` and `source DIR/env` first')
-  }
-  return { endpoint, accessKey, secretKey }
-}
-
-export function s3Client (engine: S3Engine): S3Client {
-  return new S3Client({
-    region: 'us-east-1',
-    endpoint: engine.endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: engine.accessKey, secretAccessKey: engine.secretKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED'
-  })
-}
-
-/** A new empty bucket with a unique name. */
-export async function createBucket (engine: S3Engine, label = 'narwhal-test'): Promise<string> {
-  const bucket = `${label}-${randomBytes(6).toString('hex')}`
-  const client = s3Client(engine)
-  try {
-    await client.send(new CreateBucketCommand({ Bucket: bucket }))
-  } finally { client.destroy() }
-  return bucket
-}
+export { createBucket, s3Client, s3Engine, storageUrl, type S3Engine } from '../../scripts/test-engines/engines.js'
 
 /** Lets anyone GET the bucket's objects over plain HTTP (ENDPOINT/BUCKET/KEY), as a public cache is read. */
 export async function makePublicRead (engine: S3Engine, bucket: string): Promise<void> {
@@ -84,11 +49,6 @@ export async function unfinishedUploads (engine: S3Engine, bucket: string): Prom
     const page = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))
     return (page.Uploads ?? []).map(u => u.Key ?? '')
   } finally { client.destroy() }
-}
-
-/** The storage URL of a bucket on the engine, as `narwhal export --storage` takes it. */
-export function storageUrl (engine: S3Engine, bucket: string, extra = ''): string {
-  return `s3://${bucket}?endpoint=${engine.endpoint.replace(/^http:\/\//, '')}&scheme=http&region=us-east-1${extra}`
 }
 
 /** The environment for a narwhal command talking to the engine: the S3 user's keys, nothing else of AWS. */

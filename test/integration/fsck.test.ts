@@ -35,6 +35,35 @@ async function narFileOf (server: TestServer, storePath: string): Promise<string
   return narFilePath(layout, row.fileHash)
 }
 
+/**
+ * After a --repair: the removed paths are gone (404, and Nix no longer finds `gone`), the kept
+ * ones substitute whole, fsck is clean, and a re-push of the original closures heals the cache.
+ */
+async function afterRepair (server: TestServer, o: { removed: string[], gone: string, kept: string[], tops: string[], to: string, netrc: string[], trust: string[] }): Promise<void> {
+  const dataDir = server.config.dataDir
+  for (const storePath of o.removed) {
+    assert.equal((await fetch(`${server.url}/${hashPartOf(storePath)}.narinfo`)).status, 404, `${storePath} is gone`)
+  }
+  const gone = await nix(['path-info', '--store', server.url, o.gone])
+  assert.notEqual(gone.code, 0, 'Nix no longer finds a removed path')
+  const survivors = tempDir('narwhal-store-')
+  await nixOk(['copy', '--from', server.url, '--to', survivors, ...o.kept], { config: o.trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', server.url, ...o.kept], { config: o.trust })
+
+  const again = await fsck(dataDir, '--verify-content')
+  assert.equal(again.code, 0, again.stdout + again.stderr)
+  assert.match(again.stdout, /: clean$/m)
+
+  // A re-push of the original closures heals the cache (a fresh Nix cache folder per call, so
+  // Nix does not remember the removed paths as present).
+  await nixOk(['copy', '--to', o.to, ...o.tops], { config: o.netrc })
+  const healed = tempDir('narwhal-store-')
+  await nixOk(['copy', '--from', server.url, '--to', healed, ...o.tops], { config: o.trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', server.url, ...o.tops], { config: o.trust })
+  const final = await fsck(dataDir, '--verify-content')
+  assert.equal(final.code, 0, final.stdout + final.stderr)
+}
+
 /** Makes a file look untouched for two hours, older than fsck's default grace period. */
 function age (file: string): void {
   const then = new Date(Date.now() - 2 * 60 * 60 * 1000)
@@ -126,29 +155,8 @@ test('fsck finds lost, truncated, altered and rowless NAR objects on either back
   const removed = [c1.data, c1.dep, c1.top, c2.dep, c2.top, c3.top]
   assert.deepEqual(lines(repaired.stdout, /^removed \/nix\/store\//).map(l => l.slice('removed '.length)).sort(), [...removed].sort())
   assert.match(repaired.stdout, /4 problems; removed 6 store paths, 6 NAR files .* and 1 other file/)
-  for (const storePath of removed) {
-    assert.equal((await fetch(`${server.url}/${hashPartOf(storePath)}.narinfo`)).status, 404, `${storePath} is gone`)
-  }
-  const gone = await nix(['path-info', '--store', server.url, c3.top])
-  assert.notEqual(gone.code, 0, 'Nix no longer finds a removed path')
   for (const name of [dropped, flipped, truncated]) assert.equal(await holdsObject(blobs, name), false)
-  const kept = [c2.data, c3.data, c3.dep]
-  const survivors = tempDir('narwhal-store-')
-  await nixOk(['copy', '--from', server.url, '--to', survivors, ...kept], { config: trust })
-  await nixOk(['store', 'verify', '--recursive', '--store', server.url, ...kept], { config: trust })
-
-  const again = await fsck(dataDir, '--verify-content')
-  assert.equal(again.code, 0, again.stdout + again.stderr)
-  assert.match(again.stdout, /: clean$/m)
-
-  // A re-push of the original closures heals the cache (a fresh Nix cache folder per call, so
-  // Nix does not remember the removed paths as present).
-  await nixOk(['copy', '--to', to, ...tops], { config: netrc })
-  const healed = tempDir('narwhal-store-')
-  await nixOk(['copy', '--from', server.url, '--to', healed, ...tops], { config: trust })
-  await nixOk(['store', 'verify', '--recursive', '--store', server.url, ...tops], { config: trust })
-  const final = await fsck(dataDir, '--verify-content')
-  assert.equal(final.code, 0, final.stdout + final.stderr)
+  await afterRepair(server, { removed, gone: c3.top, kept: [c2.data, c3.data, c3.dep], tops, to, netrc, trust })
 })
 
 test('fsck names each kind of damage, --repair removes damaged paths with their referrers, a re-push heals', sqliteOnly('also a narinfo whose NAR file row was deleted with foreign keys off, and store/tmp leftovers: damage made by hand in the SQLite file and the folder'), async (t) => {
@@ -221,30 +229,9 @@ test('fsck names each kind of damage, --repair removes damaged paths with their 
   const removed = [c1.data, c1.dep, c1.top, c2.dep, c2.top, c3.top, c4.data, c4.dep, c4.top]
   assert.deepEqual(lines(repaired.stdout, /^removed \/nix\/store\//).map(l => l.slice('removed '.length)).sort(), [...removed].sort())
   assert.match(repaired.stdout, /7 problems; removed 9 store paths, 8 NAR files .* and 3 other files/)
-  for (const storePath of removed) {
-    assert.equal((await fetch(`${server.url}/${hashPartOf(storePath)}.narinfo`)).status, 404, `${storePath} is gone`)
-  }
-  const gone = await nix(['path-info', '--store', server.url, c3.top])
-  assert.notEqual(gone.code, 0, 'Nix no longer finds a removed path')
   assert.equal(existsSync(livePart), true, 'an upload in flight is left alone')
   assert.equal(existsSync(crashedPart) || existsSync(dropped) || existsSync(flipped), false)
-  const kept = [c2.data, c3.data, c3.dep]
-  const survivors = tempDir('narwhal-store-')
-  await nixOk(['copy', '--from', server.url, '--to', survivors, ...kept], { config: trust })
-  await nixOk(['store', 'verify', '--recursive', '--store', server.url, ...kept], { config: trust })
-
-  const again = await fsck(dataDir, '--verify-content')
-  assert.equal(again.code, 0, again.stdout + again.stderr)
-  assert.match(again.stdout, /: clean$/m)
-
-  // A re-push of the original closures heals the cache (a fresh Nix cache folder per call, so
-  // Nix does not remember the removed paths as present).
-  await nixOk(['copy', '--to', to, ...tops], { config: netrc })
-  const healed = tempDir('narwhal-store-')
-  await nixOk(['copy', '--from', server.url, '--to', healed, ...tops], { config: trust })
-  await nixOk(['store', 'verify', '--recursive', '--store', server.url, ...tops], { config: trust })
-  const final = await fsck(dataDir, '--verify-content')
-  assert.equal(final.code, 0, final.stdout + final.stderr)
+  await afterRepair(server, { removed, gone: c3.top, kept: [c2.data, c3.data, c3.dep], tops, to, netrc, trust })
 })
 
 test('fsck exit status: 2 for bad usage or no cache, 3 when --repair leaves a problem for a person', sqliteOnly('no cache = no narwhal.sqlite; a garbage SQLite file; a stray folder in store/nar'), async (t) => {

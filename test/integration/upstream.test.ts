@@ -16,17 +16,19 @@ import { startServer } from '../helpers/server.js'
 import { CLI, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { MAX_REDIRECTS } from '../../src/upstream/upstream.js'
 import { layoutFor, narFilePath } from '../../src/storage/layout.js'
+import { createDatabase, postgresEngine } from '../helpers/postgres.js'
+import { createBucket, removeBucket, s3Engine, storageUrl } from '../helpers/s3.js'
 
 interface Upstream { nginx: NginxCache, key: { secretFile: string, publicKey: string }, closure: TestClosure, dir: string }
 
 /** A fresh closure copied to a file:// cache signed by a fresh key, served by nginx. */
-async function upstreamWith (t: Parameters<typeof startNginxCache>[0], options: { dataBytes?: number, only?: 'dep' } = {}): Promise<Upstream> {
+async function upstreamWith (t: Parameters<typeof startNginxCache>[0], options: { dataBytes?: number, only?: 'dep', limitRate?: string } = {}): Promise<Upstream> {
   const key = await nixKeyPair('upstream-test-1')
   const closure = await buildClosure({ dataBytes: options.dataBytes })
   const dir = tempDir('narwhal-upstream-')
   const root = path.join(dir, 'cache')
   await nixOk(['copy', '--to', `file://${root}?secret-key=${key.secretFile}&compression=xz`, options.only === 'dep' ? closure.dep : closure.top])
-  const nginx = await startNginxCache(t, root, dir)
+  const nginx = await startNginxCache(t, root, dir, { limitRate: options.limitRate })
   return { nginx, key, closure, dir }
 }
 
@@ -395,4 +397,183 @@ test('with --workers 2, 16 clients downloading a NAR not yet fetched cause one u
   const answeredBy = new Set(server.log().split('\n').filter(l => l.includes('"msg":"request"') && l.includes(`"url":"/${url}"`))
     .map(l => (JSON.parse(l) as { pid: number }).pid))
   assert.ok(answeredBy.size >= 2, `both workers served the NAR (pids ${[...answeredBy].join(', ')})`)
+})
+
+/** Two `narwhal serve` replicas on one fresh PostgreSQL database and one fresh bucket, pulling through from `upstream`. */
+async function replicasOf (t: TestContext, upstream: Upstream): Promise<[ServerProcess, ServerProcess]> {
+  const db = await createDatabase(postgresEngine())
+  const engine = s3Engine()
+  const bucket = await createBucket(engine, 'nw-replicas')
+  const env = {
+    NARWHAL_DATABASE_URL: db.url,
+    NARWHAL_STORAGE_URL: storageUrl(engine, bucket),
+    AWS_ACCESS_KEY_ID: engine.accessKey,
+    AWS_SECRET_ACCESS_KEY: engine.secretKey,
+    NARWHAL_LOG_LEVEL: 'debug'
+  }
+  const servers: ServerProcess[] = []
+  // Registered first, run first: the servers end their sessions before the database is dropped.
+  t.after(async () => {
+    await Promise.all(servers.map(async s => { await s.stop() }))
+    await db.drop()
+    await removeBucket(engine, bucket)
+  })
+  // One after the other: the first applies the migrations.
+  for (const name of ['a', 'b']) {
+    servers.push(await spawnServer({
+      dataDir: tempDir(`narwhal-replica-${name}-`),
+      logFile: path.join(tempDir('narwhal-log-'), `${name}.log`),
+      trustedKeys: [],
+      args: ['--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey],
+      env
+    }))
+  }
+  return servers as [ServerProcess, ServerProcess]
+}
+
+/** The data path's NAR URL (from the narinfo `server` serves) and the upstream's bytes of it. */
+async function dataNar (server: { url: string }, upstream: Upstream): Promise<{ url: string, expected: Buffer }> {
+  const narinfo = await (await fetch(`${server.url}/${hashPart(upstream.closure.data)}.narinfo`)).text()
+  const url = /^URL: (.*)$/m.exec(narinfo)?.[1] ?? ''
+  return { url, expected: readFileSync(path.join(upstream.nginx.root, url)) }
+}
+
+test('two replicas on one PostgreSQL and one bucket: 16 clients split over both cause one upstream GET of a NAR, all get it whole, and it substitutes through the other', async (t) => {
+  // About 4 s to fetch at 2 MB/s: every client asks while the first fetch is under way.
+  const upstream = await upstreamWith(t, { dataBytes: 8 * 1024 * 1024, limitRate: '2m' })
+  const [a, b] = await replicasOf(t, upstream)
+  const { url, expected } = await dataNar(a, upstream)
+  assert.ok(expected.length > 4 * 1024 * 1024)
+
+  const bodies = await Promise.all(Array.from({ length: 16 }, async (_, i) => {
+    const response = await fetch(`${(i % 2 === 0 ? a : b).url}/${url}`, { headers: { connection: 'close' } })
+    assert.equal(response.status, 200)
+    return Buffer.from(await response.arrayBuffer())
+  }))
+  for (const body of bodies) assert.ok(body.equals(expected), 'each client received the upstream NAR exactly')
+  assert.deepEqual(await narGets(upstream), [`GET /${url} 200`], 'one upstream GET for both replicas')
+  for (const server of [a, b]) {
+    assert.ok(server.log().split('\n').some(l => l.includes('"msg":"request"') && l.includes(`"url":"/${url}"`)), 'both replicas served the NAR')
+  }
+
+  // The whole closure through the other replica: the data NAR from the bucket, the rest fetched once each.
+  const trust = [`trusted-public-keys = ${upstream.key.publicKey}`]
+  const store = tempDir('narwhal-client-store-')
+  await nixOk(['copy', '--from', b.url, '--to', store, upstream.closure.top], { config: trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: trust })
+  assertSameFiles(store, upstream.closure)
+  const gets = await narGets(upstream)
+  assert.equal(gets.length, upstream.closure.all.length, gets.join('\n'))
+  assert.equal(gets.filter(l => l === `GET /${url} 200`).length, 1)
+})
+
+/** Reads `response`'s body to its end: the bytes, or 'cut' when the connection ended first. */
+async function bodyOrCut (response: Response): Promise<Buffer | 'cut'> {
+  try {
+    return Buffer.from(await response.arrayBuffer())
+  } catch {
+    return 'cut'
+  }
+}
+
+test('with --workers 2, the worker fetching a NAR killed mid-fetch: its clients get a cut response, the other worker\'s waiters fetch it themselves, it substitutes, fsck is clean', async (t) => {
+  // About 4 s to fetch at 2 MB/s: the kill lands mid-fetch.
+  const upstream = await upstreamWith(t, { dataBytes: 8 * 1024 * 1024, limitRate: '2m' })
+  const dataDir = tempDir('narwhal-data-')
+  const server = await spawnServer({
+    dataDir,
+    logFile: path.join(tempDir('narwhal-log-'), 'server.log'),
+    trustedKeys: [],
+    args: ['--workers', '2', '--upstream', upstream.nginx.url, '--upstream-key', upstream.key.publicKey],
+    env: { NARWHAL_LOG_LEVEL: 'debug' }
+  })
+  t.after(async () => { await server.stop() })
+  await eventually(() => server.log().split('"msg":"worker listening"').length === 3, 'both workers listen')
+  const { url, expected } = await dataNar(server, upstream)
+
+  // The first client starts the fetch; its worker is the one that logged it.
+  const first = await fetch(`${server.url}/${url}`, { headers: { connection: 'close' } })
+  assert.equal(first.status, 200)
+  const reader = (first.body as ReadableStream<Uint8Array>).getReader()
+  let received = 0
+  while (received < 256 * 1024) {
+    const { value, done } = await reader.read()
+    assert.ok(done !== true, 'the first client\'s body ended before the kill')
+    received += value.length
+  }
+  const fetching = server.log().split('\n').filter(l => l.includes('"msg":"fetching NAR from upstream"'))
+  assert.equal(fetching.length, 1, 'one worker fetches')
+  const holder = (JSON.parse(fetching[0] as string) as { pid: number }).pid
+
+  // 15 more, each on its own connection (the primary hands them to the workers in turn): the
+  // holder's join its fetch, the other's wait for its turn.
+  // A client of the killed worker may not have had its headers yet: its connection is reset.
+  const others = Array.from({ length: 15 }, async () => {
+    const response = await fetch(`${server.url}/${url}`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(60_000) })
+      .catch((err: unknown) => err instanceof Error && err.name === 'TimeoutError' ? 'hung' : 'cut')
+    if (typeof response === 'string') return response
+    return response.status === 200 ? await bodyOrCut(response) : response.status
+  })
+  await new Promise(resolve => setTimeout(resolve, 500))
+  process.kill(holder, 'SIGKILL')
+
+  // The dead worker's first client: cut short, never a whole NAR.
+  let cut = false
+  for (;;) {
+    try {
+      const { value, done } = await reader.read()
+      if (done === true) break
+      received += value.length
+    } catch {
+      cut = true
+      break
+    }
+  }
+  assert.ok(cut && received < expected.length, `the killed worker's client got a cut response (${received} of ${expected.length} bytes)`)
+  const outcomes = await Promise.all(others)
+  const whole = outcomes.filter(o => Buffer.isBuffer(o))
+  for (const body of whole) assert.ok(body.equals(expected), 'a client that received a whole body received the upstream NAR exactly')
+  assert.ok(outcomes.every(o => Buffer.isBuffer(o) || o === 'cut'), `every other client got the NAR or a cut response: ${outcomes.filter(o => !Buffer.isBuffer(o)).join(', ')}`)
+  assert.ok(whole.length >= 1, `the other worker's waiters were served (${whole.length} of 15 whole)`)
+  // The other worker fetched it again, once.
+  assert.equal((await narGets(upstream)).filter(l => l.startsWith(`GET /${url} `)).length, 2)
+
+  // Real Nix substitutes the closure (the primary has restarted the dead worker meanwhile).
+  const store = await substitute(server.url, upstream.closure.top, [upstream.key.publicKey])
+  assertSameFiles(store, upstream.closure)
+  await nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: [`trusted-public-keys = ${upstream.key.publicKey}`] })
+
+  // Nothing half-written left behind: no temp file, every stored NAR named by a narinfo, fsck clean.
+  await eventually(async () => (await (await backendFor(dataDir)).stored()).length === upstream.closure.all.length, 'only the closure\'s NARs are stored')
+  const fsck = await run('node', [CLI, 'fsck', '--data', dataDir, ...(await backendFor(dataDir)).args])
+  assert.equal(fsck.code, 0, fsck.stdout + fsck.stderr)
+})
+
+test('two replicas: the one fetching a NAR killed mid-fetch releases its turn with its session; the other\'s waiters fetch it themselves and it substitutes', async (t) => {
+  const upstream = await upstreamWith(t, { dataBytes: 8 * 1024 * 1024, limitRate: '2m' })
+  const [a, b] = await replicasOf(t, upstream)
+  const { url, expected } = await dataNar(a, upstream)
+
+  const first = await fetch(`${a.url}/${url}`)
+  assert.equal(first.status, 200)
+  const firstBody = bodyOrCut(first)
+  await eventually(() => a.log().includes('"msg":"fetching NAR from upstream"'), 'replica a fetches')
+  const waiters = Array.from({ length: 4 }, async () => {
+    const response = await fetch(`${b.url}/${url}`, { signal: AbortSignal.timeout(60_000) })
+    assert.equal(response.status, 200)
+    return await bodyOrCut(response)
+  })
+  await new Promise(resolve => setTimeout(resolve, 500))
+  assert.ok(!b.log().includes('"msg":"fetching NAR from upstream"'), 'replica b waits for a\'s fetch')
+  await a.kill()
+
+  assert.equal(await firstBody, 'cut', 'the killed replica\'s client got a cut response')
+  for (const body of await Promise.all(waiters)) assert.ok(body !== 'cut' && body.equals(expected), 'b\'s waiters got the whole NAR')
+  assert.equal((await narGets(upstream)).filter(l => l.startsWith(`GET /${url} `)).length, 2, 'b fetched it once more')
+
+  const trust = [`trusted-public-keys = ${upstream.key.publicKey}`]
+  const store = tempDir('narwhal-client-store-')
+  await nixOk(['copy', '--from', b.url, '--to', store, upstream.closure.top], { config: trust })
+  await nixOk(['store', 'verify', '--recursive', '--store', store, upstream.closure.top], { config: trust })
+  assertSameFiles(store, upstream.closure)
 })

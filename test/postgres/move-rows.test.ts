@@ -147,3 +147,37 @@ test('--merge into a database with a path of its own keeps that path as it is an
   assert.deepEqual(await target.narinfos.get(shared.hashPart), before, 'the target\'s own narinfo is untouched')
   assert.equal(await target.narinfos.has(top.hashPart), true, 'a referrer of it is moved: the store path it references is there')
 })
+
+test('in one batch, a narinfo whose NAR file an upload is committing in the target waits with its referrer; a path before it and its other referrers move; the next run moves the rest', async (t) => {
+  const source = openSqliteMetadataStore(path.join(tempDir('narwhal-move-rows-'), 'narwhal.sqlite'))
+  t.after(async () => { await source.close() })
+  const target = await openTarget(t)
+  const provenance: ProvenanceEntry = { acceptedAt: 1000, tokenId: null, tokenName: null, keyNames: ['k1'], clientAddress: null, upstream: null }
+  const base = testPath('base')
+  const busy = testPath('busy')
+  const onBusy = testPath('on-busy')
+  const onBase = testPath('on-base')
+  await put(source, base, [], provenance)
+  const busyFile = await liveNarFile(source, 1000)
+  assert.deepEqual(await source.narinfos.insert(narinfoRecord(busy, busyFile, [base]), provenance, { upstreamReferences: false, now: 1000 }), { kind: 'created' })
+  await put(source, onBusy, [busy, base], provenance)
+  await put(source, onBase, [base], provenance)
+  const { move } = await beginMove(target, 'sqlite:/test/busy', { merge: false, now: 1 })
+  // An upload at a replica has claimed the same NAR file in the target and not committed it yet.
+  const { fileHash, fileSize, compression, narHash, narSize } = busyFile
+  const claimed = await target.narFiles.claim({ fileHash, fileSize, compression, narHash, narSize }, 1000)
+  assert.equal(claimed.kind, 'pending')
+  if (claimed.kind !== 'pending') return
+
+  const first = await moveRows(source, target, move, { batch: 10 })
+  assert.deepEqual(first.leftOut.map(l => l.storePath).sort(), [busy.storePath, onBusy.storePath].sort())
+  assert.match(first.leftOut.find(l => l.storePath === busy.storePath)?.reason ?? '', /being uploaded or collected in the target/)
+  assert.match(first.leftOut.find(l => l.storePath === onBusy.storePath)?.reason ?? '', new RegExp(`references ${busy.baseName} are not in the target`))
+  assert.deepEqual(await Promise.all([base, busy, onBusy, onBase].map(async p => await target.narinfos.has(p.hashPart))), [true, false, false, true])
+  assert.deepEqual(await pathView(target, onBase), await pathView(source, onBase))
+
+  assert.equal(await target.narFiles.markLive(claimed.row.id), true)
+  const second = await moveRows(source, target, move, { batch: 10 })
+  assert.deepEqual([second.leftOut, second.narinfos], [[], { created: 2, present: 2 }])
+  for (const p of [busy, onBusy]) assert.deepEqual(await pathView(target, p), await pathView(source, p))
+})

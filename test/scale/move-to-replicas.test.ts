@@ -14,22 +14,13 @@ import { createInterface } from 'node:readline'
 import pg from 'pg'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, run, runOk, tempDir } from '../helpers/nix.js'
 import { createDatabase, postgresEngine } from '../helpers/postgres.js'
-import { awsEnv, createBucket, listBucket, s3Engine, storageUrl } from '../helpers/s3.js'
+import { hashPart, sharedCache, spawnReplica, statusOf } from '../helpers/replicas.js'
+import { awsEnv, listBucket } from '../helpers/s3.js'
 import { CLI, createToken, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { parseDatabaseUrl, type PostgresLocation } from '../../src/db/database-url.js'
 import { PgMetadataStore } from '../../src/db/postgres/store.js'
 import { openSqliteMetadataStore } from '../../src/db/sqlite/store.js'
 import { layoutFor } from '../../src/storage/layout.js'
-
-function hashPart (storePath: string): string {
-  return path.basename(storePath).slice(0, 32)
-}
-
-async function statusOf (url: string, init?: RequestInit): Promise<number> {
-  const response = await fetch(url, init)
-  await response.arrayBuffer()
-  return response.status
-}
 
 const TABLES = ['narinfos', 'nar_files', 'narinfo_refs', 'tokens', 'pins', 'aux_files', 'provenance', 'audit_log', 'upstream_narinfos', 'gc_runs']
 
@@ -55,8 +46,6 @@ interface MoveJson {
 }
 
 test('a single-node cache moved to PostgreSQL + S3 (killed half-way, run again, run a third time) is served whole by a replica: closure, log, old token, pin, provenance, audit', { timeout: 6 * 60_000 }, async (t) => {
-  const engine = s3Engine()
-  const aws = Object.fromEntries(Object.entries(awsEnv(engine)).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>
   const key = await nixKeyPair('move-test-1')
   const servers: ServerProcess[] = []
   t.after(async () => { await Promise.all(servers.map(async s => { await s.stop() })) })
@@ -85,10 +74,7 @@ test('a single-node cache moved to PostgreSQL + S3 (killed half-way, run again, 
   assert.ok(sourceAudit.length >= 8, `the pushes were audited: ${sourceAudit.length}`)
   assert.equal(sourceProvenance.length, 1)
 
-  const db = await createDatabase(postgresEngine())
-  t.after(db.drop)
-  const bucket = await createBucket(engine)
-  const storage = storageUrl(engine, bucket)
+  const { engine, db, bucket, storage, env: replicaEnv } = await sharedCache(t)
   const env = { ...awsEnv(engine), PATH: process.env.PATH ?? '' }
   const exportArgs = ['export', '--data', oldData, '--database', db.url, '--storage', storage]
   assert.equal((await run('node', [CLI, 'migrate', '--database', db.url])).code, 0)
@@ -168,11 +154,7 @@ test('a single-node cache moved to PostgreSQL + S3 (killed half-way, run again, 
   assert.equal((await client.query('SELECT 1 FROM cache_moves WHERE finished_at IS NOT NULL')).rows.length, 1)
 
   // A replica on the moved cache, with a data folder of its own.
-  const replicaEnv = { ...aws, NARWHAL_DATABASE_URL: db.url, NARWHAL_STORAGE_URL: storage }
-  const replica = await spawnServer({
-    dataDir: tempDir('narwhal-move-replica-'), logFile: path.join(tempDir('narwhal-move-log-'), 'replica.log'), trustedKeys: [key.publicKey], env: replicaEnv
-  })
-  servers.push(replica)
+  const replica = await spawnReplica(t, 'moved', [key.publicKey], replicaEnv)
   const trust = [`trusted-public-keys = ${key.publicKey}`]
   const store = tempDir('narwhal-move-store-')
   await nixOk(['copy', '--from', replica.url, '--to', store, kept.top], { config: trust })
@@ -265,4 +247,58 @@ test('--database alone moves the rows and leaves the NARs in the data folder, wh
   const store = tempDir('narwhal-move-store-')
   await nixOk(['copy', '--from', server.url, '--to', store, closure.top], { config: trust })
   await nixOk(['store', 'verify', '--recursive', '--store', store, closure.top], { config: trust })
+})
+
+test('a second export into the same database while one runs stops at once, naming the reason and writing nothing; the first finishes', { timeout: 2 * 60_000 }, async (t) => {
+  const oldData = tempDir('narwhal-move-old-')
+  await createToken(oldData, 'push')
+  const { engine, db, storage } = await sharedCache(t)
+  assert.equal((await run('node', [CLI, 'migrate', '--database', db.url])).code, 0)
+  const env = { ...awsEnv(engine), PATH: process.env.PATH ?? '' }
+  const exportArgs = [CLI, 'export', '--data', oldData, '--database', db.url, '--storage', storage]
+
+  // The first export is held mid-move, holding its lock: stopped (SIGSTOP) once it reaches the pins,
+  // which a table lock keeps it from passing until it is stopped.
+  const blocker = new pg.Client({ connectionString: db.url })
+  await blocker.connect()
+  // db.drop (registered first, so run first) ends this session and the next.
+  blocker.on('error', () => {})
+  t.after(async () => { await blocker.end() })
+  await blocker.query('BEGIN')
+  await blocker.query('LOCK TABLE pins IN EXCLUSIVE MODE')
+  const first = spawn('node', [...exportArgs, '-v'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let firstStderr = ''
+  first.stderr.on('data', (chunk: Buffer) => { firstStderr += chunk.toString() })
+  const firstExited = new Promise<number | null>(resolve => first.on('exit', (code) => resolve(code)))
+  t.after(() => { first.kill('SIGKILL') })
+  const lines: string[] = []
+  const stdout = createInterface({ input: first.stdout })
+  for await (const line of stdout) {
+    lines.push(line)
+    if (line === 'moving pins') break
+  }
+  assert.ok(first.kill('SIGSTOP'), `the first export reached the pins:\n${lines.join('\n')}\n${firstStderr}`)
+  await blocker.query('ROLLBACK')
+
+  const startedAt = Date.now()
+  const second = await run('node', exportArgs, { env })
+  assert.equal(second.code, 2, second.stdout + second.stderr)
+  assert.match(second.stderr, /another export into postgres:\/\/\S+ is running \(it holds the database's export lock\); nothing done/)
+  assert.equal(second.stdout, '')
+  assert.ok(Date.now() - startedAt < 20_000, 'refused at once, not after waiting for the first')
+  const client = new pg.Client({ connectionString: db.url })
+  await client.connect()
+  client.on('error', () => {})
+  t.after(async () => { await client.end() })
+  assert.equal((await client.query('SELECT 1 FROM cache_moves')).rows.length, 1, 'the second recorded no move of its own')
+
+  assert.ok(first.kill('SIGCONT'))
+  const rest: string[] = []
+  stdout.on('line', (line) => rest.push(line))
+  assert.equal(await firstExited, 0, `the first export finished:\n${[...lines, ...rest].join('\n')}\n${firstStderr}`)
+  assert.equal((await client.query('SELECT 1 FROM cache_moves WHERE finished_at IS NOT NULL')).rows.length, 1)
+  // The lock went with the first: the next export runs (as a no-op).
+  const third = await run('node', exportArgs, { env })
+  assert.equal(third.code, 0, third.stdout + third.stderr)
+  assert.match(third.stdout, /resuming an earlier run/)
 })

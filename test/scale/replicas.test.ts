@@ -9,43 +9,16 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import path from 'node:path'
 import { buildClosure, netrcFile, nixKeyPair, nixOk, run, tempDir } from '../helpers/nix.js'
-import { createDatabase, postgresEngine } from '../helpers/postgres.js'
-import { awsEnv, createBucket, listBucket, s3Engine, storageUrl, unfinishedUploads } from '../helpers/s3.js'
-import { CLI, spawnServer, type ServerProcess } from '../helpers/server-process.js'
-
-function hashPart (storePath: string): string {
-  return path.basename(storePath).slice(0, 32)
-}
-
-async function statusOf (url: string, init?: RequestInit): Promise<number> {
-  const response = await fetch(url, init)
-  await response.arrayBuffer()
-  return response.status
-}
+import { hashPart, sharedCache, spawnReplica, statusOf } from '../helpers/replicas.js'
+import { listBucket, unfinishedUploads } from '../helpers/s3.js'
+import { CLI, type ServerProcess } from '../helpers/server-process.js'
 
 test('two replicas on PostgreSQL and S3, no shared folder: push through one, substitute through the other; tokens, gc and fsck count at both', { timeout: 5 * 60_000 }, async (t) => {
-  const engine = s3Engine()
-  const db = await createDatabase(postgresEngine())
-  t.after(db.drop)
-  const bucket = await createBucket(engine)
-  const storage = storageUrl(engine, bucket)
-  const aws = Object.fromEntries(Object.entries(awsEnv(engine)).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>
-  const env = { ...aws, NARWHAL_DATABASE_URL: db.url, NARWHAL_STORAGE_URL: storage }
+  const { engine, bucket, env } = await sharedCache(t)
   const key = await nixKeyPair('replica-test-1')
-  const servers: ServerProcess[] = []
-  t.after(async () => { await Promise.all(servers.map(async s => { await s.stop() })) })
-  for (const [name, redirect] of [['a', 'false'], ['b', 'true']] as const) {
-    const dataDir = tempDir(`narwhal-replica-${name}-`)
-    servers.push(await spawnServer({
-      dataDir,
-      logFile: path.join(tempDir('narwhal-replica-log-'), `${name}.log`),
-      trustedKeys: [key.publicKey],
-      env: { ...env, NARWHAL_STORAGE_REDIRECT_NARS: redirect }
-    }))
-  }
-  const [a, b] = servers as [ServerProcess, ServerProcess]
+  const a = await spawnReplica(t, 'a', [key.publicKey], { ...env, NARWHAL_STORAGE_REDIRECT_NARS: 'false' })
+  const b = await spawnReplica(t, 'b', [key.publicKey], { ...env, NARWHAL_STORAGE_REDIRECT_NARS: 'true' })
 
   // The CLI runs on a third machine's folder: everything it changes is in the database and the bucket.
   const cliData = tempDir('narwhal-replica-cli-')
@@ -100,20 +73,10 @@ test('two replicas on PostgreSQL and S3, no shared folder: push through one, sub
 })
 
 test('a replica killed with kill -9 in the middle of a large upload leaves nothing visible; the other takes the whole closure and fsck finds both sides clean', { timeout: 5 * 60_000 }, async (t) => {
-  const engine = s3Engine()
-  const db = await createDatabase(postgresEngine())
-  t.after(db.drop)
-  const bucket = await createBucket(engine)
-  const aws = Object.fromEntries(Object.entries(awsEnv(engine)).filter(([k]) => k.startsWith('AWS_'))) as Record<string, string>
-  const env = { ...aws, NARWHAL_DATABASE_URL: db.url, NARWHAL_STORAGE_URL: storageUrl(engine, bucket) }
+  const { engine, bucket, env } = await sharedCache(t)
   const key = await nixKeyPair('replica-test-1')
-  const servers: ServerProcess[] = []
-  t.after(async () => { await Promise.all(servers.map(async s => { await s.stop() })) })
-  for (const name of ['a', 'b']) {
-    const dataDir = tempDir(`narwhal-replica-${name}-`)
-    servers.push(await spawnServer({ dataDir, logFile: path.join(tempDir('narwhal-replica-log-'), `${name}.log`), trustedKeys: [key.publicKey], env }))
-  }
-  const [a, b] = servers as [ServerProcess, ServerProcess]
+  const a = await spawnReplica(t, 'a', [key.publicKey], env)
+  const b = await spawnReplica(t, 'b', [key.publicKey], env)
   const cliData = tempDir('narwhal-replica-cli-')
   const cli = async (args: string[]): Promise<{ code: number | null, out: string }> => {
     const result = await run('node', [CLI, ...args, '--data', cliData], { env: { ...process.env, ...env } })

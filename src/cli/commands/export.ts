@@ -13,7 +13,8 @@
  *   --database only    the rows into PostgreSQL, the NARs staying in the data folder
  *                      (`serve --data DIR --database URL`)
  *
- * Run again to resume after a kill or to catch up; nothing is written twice. A database that
+ * Run again to resume after a kill or to catch up; nothing is written twice. One export at a time
+ * into a database (its advisory lock, cache/single-writer.ts): a second stops at once, exit 2. A database that
  * holds another cache is refused unless --merge.
  *
  * Exit status: 0 everything moved; 1 some store paths left out or in conflict (listed, with why);
@@ -23,10 +24,12 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs'
 import { exportToBucket, type ExportCounts, type ExportResult } from '../../cache/export-to-bucket.js'
 import { beginMove, moveRows, moveStep, type MoveResult } from '../../cache/move-cache.js'
 import { openDataDir, type DataDir } from '../../cache/open-cache.js'
+import { runSingleWriter } from '../../cache/single-writer.js'
 import { loadConfig } from '../../config/config.js'
 import { formatBytes } from '../../config/units.js'
 import { parseDatabaseUrl } from '../../db/database-url.js'
 import type { LoadCounts } from '../../db/metadata-store.js'
+import { NarwhalError } from '../../errors.js'
 import { layoutFor } from '../../storage/layout.js'
 import { S3Objects } from '../../storage/s3-objects.js'
 import { parseS3Url } from '../../storage/s3-url.js'
@@ -39,6 +42,7 @@ const USAGE = 'usage: narwhal export [--data DIR] [--config FILE] [--storage s3:
   '  moves the rows (narinfos, NAR files, tokens, pins, read times, provenance, audit log, upstream records,\n' +
   '  logs) into PostgreSQL, each narinfo only after its NAR and references. Run it again to resume or catch up:\n' +
   '  nothing is written twice. The bucket and the database must exist (narwhal creates neither).\n' +
+  '  One export at a time into a database: a second one started meanwhile stops at once (exit 2), nothing done.\n' +
   '  At its start it aborts unfinished multipart uploads under nar/: never run two exports into one bucket at once.\n' +
   '  Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or profile= in the URL.\n' +
   '  --merge    go on into a database that holds another cache (its paths are kept as they are)\n' +
@@ -100,42 +104,55 @@ export async function exportCommand (args: string[]): Promise<number> {
   const bucket = bucketLocation === undefined ? undefined : new S3Objects(bucketLocation)
   try {
     const moveRowsToo = database !== undefined && hasSqlite
-    let move: Awaited<ReturnType<typeof beginMove>> | undefined
     if (moveRowsToo) {
-      // Checked and recorded before any object is written: a database holding another cache stops the export here.
       target = await moveStep(`opening the target database ${database.redacted}`, async () =>
         await openDataDir({ dataDir: config.dataDir, database: values.database }))
-      const opened = target
-      move = await moveStep('checking the target database', async () =>
-        await beginMove(opened.metadata, `sqlite:${realpathSync(layout.database)}`, { merge: values.merge === true, now: Date.now() }))
-      log(move.resumed ? 'the target database holds an earlier run of this move: resuming' : 'the target database is empty: moving')
     }
+    // One export at a time into a database (its move record, and the bucket's unfinished uploads it aborts
+    // at its start): the replicas' PostgreSQL advisory lock, taken before anything is read or written.
+    const run = await runSingleWriter((target ?? source).metadata, 'export', async (lost) => {
+      const stillHeld = (): void => { if (lost.aborted) throw new NarwhalError('NARWHAL_BUSY', 'the export lock\'s session to PostgreSQL was lost; run the export again') }
+      let move: Awaited<ReturnType<typeof beginMove>> | undefined
+      if (target !== undefined) {
+        // Checked and recorded before any object is written: a database holding another cache stops the export here.
+        const opened = target
+        move = await moveStep('checking the target database', async () =>
+          await beginMove(opened.metadata, `sqlite:${realpathSync(layout.database)}`, { merge: values.merge === true, now: Date.now() }))
+        log(move.resumed ? 'the target database holds an earlier run of this move: resuming' : 'the target database is empty: moving')
+      }
 
-    if (bucket !== undefined) {
-      output.objects = await moveStep(`copying NARs, narinfos and logs into ${bucket.describe()}`, async () =>
-        await exportToBucket({ metadata: source.metadata, blobs: source.blobs }, bucket, {
-          priority: config.priority,
-          jobs,
-          onUploaded: (name, bytes) => { log(`uploaded ${name} (${bytes} bytes)`) }
-        }))
-    }
+      if (bucket !== undefined) {
+        output.objects = await moveStep(`copying NARs, narinfos and logs into ${bucket.describe()}`, async () =>
+          await exportToBucket({ metadata: source.metadata, blobs: source.blobs }, bucket, {
+            priority: config.priority,
+            jobs,
+            onUploaded: (name, bytes) => { log(`uploaded ${name} (${bytes} bytes)`) }
+          }))
+      }
 
-    if (move !== undefined && target !== undefined) {
-      const notInBucket = new Map((output.objects?.leftOut ?? []).map(l => [l.storePath, l.reason]))
-      const folder = source.blobs
-      const rows = await moveRows(source.metadata, target.metadata, move.move, {
-        batch,
-        onStep: (step) => { log(`moving ${step}`) },
-        onNarinfos: (created) => { for (const storePath of created) log(`moved ${storePath}`) },
-        // Objects before rows: in the bucket (the export above said which are not), or in the folder that stays.
-        narNotPlaced: bucket !== undefined
-          ? async (storePath) => notInBucket.get(storePath)
-          : async (_storePath, narFile) => {
-            const size = await folder.size(narFile)
-            return size === narFile.fileSize ? undefined : `its NAR file is ${size === undefined ? 'missing' : `${size} bytes, not ${narFile.fileSize},`} in ${config.dataDir}`
-          }
-      })
-      output.rows = { resumed: move.resumed, ...rows }
+      if (move !== undefined && target !== undefined) {
+        const notInBucket = new Map((output.objects?.leftOut ?? []).map(l => [l.storePath, l.reason]))
+        const folder = source.blobs
+        const rows = await moveRows(source.metadata, target.metadata, move.move, {
+          batch,
+          onStep: (step) => { stillHeld(); log(`moving ${step}`) },
+          onNarinfos: (created) => { for (const storePath of created) log(`moved ${storePath}`) },
+          // Objects before rows: in the bucket (the export above said which are not), or in the folder that stays.
+          narNotPlaced: bucket !== undefined
+            ? async (storePath) => notInBucket.get(storePath)
+            : async (_storePath, narFile) => {
+              const size = await folder.size(narFile)
+              return size === narFile.fileSize ? undefined : `its NAR file is ${size === undefined ? 'missing' : `${size} bytes, not ${narFile.fileSize},`} in ${config.dataDir}`
+            }
+        })
+        output.rows = { resumed: move.resumed, ...rows }
+      }
+    })
+    if (run.kind === 'busy') {
+      const into = database?.redacted ?? values.database ?? ''
+      process.stderr.write(`narwhal export: another export into ${into} is running (it holds the database's export lock); nothing done. ` +
+        'Run this one again when it has finished: it resumes from where that one stopped\n')
+      return 2
     }
     process.stdout.write(values.json === true ? JSON.stringify(output, null, 2) + '\n' : formatOutput(output, bucket?.describe(), database?.redacted, layout.generatedPublicKey))
     const leftOut = (output.objects?.leftOut.length ?? 0) + (output.rows?.leftOut.length ?? 0) + (output.rows?.conflicts.length ?? 0)

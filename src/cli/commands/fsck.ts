@@ -66,7 +66,7 @@ export async function fsckCommand (args: string[]): Promise<number> {
   }
   let cache: DataDir
   try {
-    cache = await openDataDir(config)
+    cache = await openDataDir(config, { migrate: false })
   } catch (err) {
     process.stderr.write(`narwhal fsck: cannot open ${config.database === null ? layout.database : 'the cache'}: ${(err as Error).message}\n`)
     return EXIT_CANNOT_RUN

@@ -11,9 +11,11 @@ import type { PgPool, Tx } from './pool.js'
 
 /** "nw" and a version: the first half of every key narwhal takes. */
 const NARWHAL_LOCK_SPACE = 0x6e77_0001
+/** The first half of the keys of upstream NAR fetches (fetch-locks.ts), one lock per NAR file. */
+export const FETCH_LOCK_SPACE = 0x6e77_0002
 
 /** The jobs of which only one runs at a time across every replica and command. */
-export const SINGLE_WRITER_JOBS = { migrate: 1, gc: 2, fsck: 3 } as const
+export const SINGLE_WRITER_JOBS = { migrate: 1, gc: 2, fsck: 3, export: 4 } as const
 export type SingleWriterJob = keyof typeof SINGLE_WRITER_JOBS
 
 export type LockedOutcome<T> = { kind: 'ran', value: T } | { kind: 'busy' }

@@ -5,8 +5,9 @@
  * history (which have none) by the high-water marks of the move's cache_moves row, advanced in the
  * same transaction as the rows they count. So a move killed anywhere is finished by the next run.
  *
- * Narinfos keep the guards of an insert (narinfos.ts): references held here (locked FOR SHARE), a
- * live NAR file. Their NAR file rows are inserted live: the caller put the blobs in place first.
+ * Narinfos keep the guards of an insert (narinfos.ts): references held here (locked FOR SHARE) or
+ * created earlier in the batch, a live NAR file. Their NAR file rows are inserted live: the caller
+ * put the blobs in place first. Each batch is a few set-based statements (unnest), not a few per row.
  */
 import type {
   AuditRow, DumpedAuxFile, DumpedGcRun, DumpedNarFile, DumpedNarinfo, LoadCounts, LoadNarinfoOutcome, MetadataLoad,
@@ -37,68 +38,140 @@ async function moveFor (tx: Tx, id: number): Promise<MoveRecord> {
   return move
 }
 
-/** The references (other than itself) that neither a narinfo nor a served upstream record here holds; locks those found. */
-async function missingReferences (tx: Tx, row: DumpedNarinfo): Promise<string[]> {
-  const refs = row.references.filter(r => r.hashPart !== row.hashPart)
-  if (refs.length === 0) return []
-  const held = new Set((await tx.query<{ storePath: string }>(
-    'SELECT store_path AS "storePath" FROM narinfos WHERE hash_part = ANY($1) ORDER BY id FOR SHARE',
-    [refs.map(r => r.hashPart)])).rows.map(r => r.storePath))
-  let missing = refs.filter(r => !held.has(STORE_DIR + r.baseName))
-  if (missing.length > 0) {
-    const upstream = new Set((await tx.query<{ storePath: string }>(
+type ReadyNarinfo = DumpedNarinfo & { narFile: DumpedNarFile }
+
+/** A path as this database holds it: a narinfo, or (for references only) a served upstream record. */
+interface Held { storePath: string, narHash: string | null }
+
+/** The narinfos and served upstream records holding any of these hash parts, locked FOR SHARE (so a gc waits for this commit). */
+async function heldPaths (tx: Tx, hashParts: string[]): Promise<{ narinfos: Map<string, Held>, upstream: Set<string> }> {
+  const narinfos = new Map((await tx.query<Held & { hashPart: string }>(
+    `SELECT hash_part AS "hashPart", store_path AS "storePath", nar_hash AS "narHash" FROM narinfos
+     WHERE hash_part = ANY($1) ORDER BY id FOR SHARE`, [hashParts])).rows.map(r => [r.hashPart, r]))
+  const notNarinfos = hashParts.filter(h => !narinfos.has(h))
+  const upstream = notNarinfos.length === 0
+    ? new Set<string>()
+    : new Set((await tx.query<{ storePath: string }>(
       `SELECT store_path AS "storePath" FROM upstream_narinfos WHERE hash_part = ANY($1) AND refused_at IS NULL
-       ORDER BY hash_part FOR SHARE`, [missing.map(r => r.hashPart)])).rows.map(r => r.storePath))
-    missing = missing.filter(r => !upstream.has(STORE_DIR + r.baseName))
-  }
-  return missing.map(r => r.baseName)
+       ORDER BY hash_part FOR SHARE`, [notNarinfos])).rows.map(r => r.storePath))
+  return { narinfos, upstream }
 }
 
-/** How the narinfo this hash part has here compares with `row`, or undefined when there is none. */
-async function compareExisting (tx: Tx, row: DumpedNarinfo): Promise<LoadNarinfoOutcome | undefined> {
-  const existing = (await tx.query<{ storePath: string, narHash: string }>(
-    'SELECT store_path AS "storePath", nar_hash AS "narHash" FROM narinfos WHERE hash_part = $1', [row.hashPart])).rows[0]
-  if (existing === undefined) return undefined
-  return existing.storePath === row.storePath && existing.narHash === row.narHash
+/** How a narinfo held here compares with `row`. */
+function compareHeld (held: Held, row: DumpedNarinfo): LoadNarinfoOutcome {
+  return held.storePath === row.storePath && held.narHash === row.narHash
     ? { kind: 'present' }
-    : { kind: 'differs', storePath: existing.storePath, narHash: existing.narHash }
+    : { kind: 'differs', storePath: held.storePath, narHash: held.narHash ?? '' }
 }
 
-async function loadNarinfo (tx: Tx, row: DumpedNarinfo & { narFile: DumpedNarFile }, tokenIds: Map<number, number>): Promise<LoadNarinfoOutcome> {
-  const existing = await compareExisting(tx, row)
-  if (existing !== undefined) return existing
-  const missing = await missingReferences(tx, row)
-  if (missing.length > 0) return { kind: 'missing-references', baseNames: missing }
+/**
+ * Each row's outcome, in order, as inserting them one by one would give it: present or differing
+ * when its hash part is held, missing references when one is neither held nor created earlier in
+ * the batch, busy when its NAR file row is here but not live; 'created' is the plan for the rest.
+ */
+function plan (rows: ReadyNarinfo[], held: { narinfos: Map<string, Held>, upstream: Set<string> }, notLive: Set<string>): LoadNarinfoOutcome[] {
+  const createdHere = new Set<string>()
+  return rows.map((row): LoadNarinfoOutcome => {
+    const existing = held.narinfos.get(row.hashPart)
+    if (existing !== undefined) return compareHeld(existing, row)
+    const missing = row.references
+      .filter(r => r.hashPart !== row.hashPart)
+      .filter(r => {
+        const storePath = STORE_DIR + r.baseName
+        return held.narinfos.get(r.hashPart)?.storePath !== storePath && !createdHere.has(storePath) && !held.upstream.has(storePath)
+      })
+    if (missing.length > 0) return { kind: 'missing-references', baseNames: missing.map(r => r.baseName) }
+    if (notLive.has(row.narFile.fileHash)) return { kind: 'nar-file-busy' }
+    createdHere.add(row.storePath)
+    return { kind: 'created' }
+  })
+}
 
-  const f = row.narFile
-  await tx.query(
-    `INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at, state)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 'live') ON CONFLICT (file_hash) DO NOTHING`,
-    [f.fileHash, f.fileSize, f.compression, f.narHash, f.narSize, f.createdAt, f.lastAccessedAt])
-  const file = (await tx.query<{ id: number, state: string }>(
-    'SELECT id, state FROM nar_files WHERE file_hash = $1 FOR SHARE', [f.fileHash])).rows[0]
-  if (file === undefined || file.state !== 'live') return { kind: 'nar-file-busy' }
+/**
+ * One batch of narinfos in one transaction, a handful of statements for the whole batch (not
+ * several per narinfo): the guards of an insert (references held, NAR file live) are checked
+ * against rows read and locked in two statements, then NAR file rows, narinfos, references and
+ * provenance each go in with one INSERT … SELECT FROM unnest(…).
+ */
+async function loadNarinfos (tx: Tx, rows: ReadyNarinfo[], tokenIds: Map<number, number>): Promise<LoadNarinfoOutcome[]> {
+  const hashParts = [...new Set(rows.flatMap(row => [row.hashPart, ...row.references.map(r => r.hashPart)]))]
+  const held = await heldPaths(tx, hashParts)
+  const fileHashes = [...new Set(rows.map(row => row.narFile.fileHash))]
+  const notLive = new Set((await tx.query<{ fileHash: string }>(
+    'SELECT file_hash AS "fileHash" FROM nar_files WHERE file_hash = ANY($1) AND state <> \'live\' ORDER BY id FOR SHARE',
+    [fileHashes])).rows.map(r => r.fileHash))
+  const { outcomes, fileIds } = await placeNarFiles(tx, rows, held, notLive)
+  const creating = rows.filter((_row, i) => outcomes[i]?.kind === 'created')
+  if (creating.length === 0) return outcomes
+  const inserted = await insertNarinfos(tx, creating, fileIds)
+  const children: Array<{ id: number, row: ReadyNarinfo }> = []
+  for (const [i, row] of rows.entries()) {
+    if (outcomes[i]?.kind !== 'created') continue
+    const id = inserted.get(row.hashPart)
+    if (id !== undefined) { children.push({ id, row }); continue }
+    // A replica's upload of the same path committed since the check above: it stands.
+    const existing = (await tx.query<Held>('SELECT store_path AS "storePath", nar_hash AS "narHash" FROM narinfos WHERE hash_part = $1', [row.hashPart])).rows[0]
+    outcomes[i] = existing === undefined ? { kind: 'present' } : compareHeld(existing, row)
+  }
+  await insertReferencesAndProvenance(tx, children, tokenIds)
+  return outcomes
+}
 
-  const inserted = (await tx.query<{ id: number }>(
+/**
+ * The NAR file rows of the narinfos planned for creation, inserted live, and their ids. One an
+ * upload claimed since the plan was made (not live) turns its narinfo busy, and the plan is made again.
+ */
+async function placeNarFiles (tx: Tx, rows: ReadyNarinfo[], held: Awaited<ReturnType<typeof heldPaths>>, notLive: Set<string>):
+Promise<{ outcomes: LoadNarinfoOutcome[], fileIds: Map<string, number> }> {
+  for (;;) {
+    const outcomes = plan(rows, held, notLive)
+    const planned = new Map<string, DumpedNarFile>()
+    rows.forEach((row, i) => { if (outcomes[i]?.kind === 'created') planned.set(row.narFile.fileHash, row.narFile) })
+    if (planned.size === 0) return { outcomes, fileIds: new Map() }
+    const f = [...planned.values()]
+    await tx.query(
+      `INSERT INTO nar_files (file_hash, file_size, compression, nar_hash, nar_size, created_at, last_accessed_at, state)
+       SELECT *, 'live' FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
+       ORDER BY 1 ON CONFLICT (file_hash) DO NOTHING`,
+      [f.map(x => x.fileHash), f.map(x => x.fileSize), f.map(x => x.compression), f.map(x => x.narHash), f.map(x => x.narSize),
+        f.map(x => x.createdAt), f.map(x => x.lastAccessedAt)])
+    const files = (await tx.query<{ fileHash: string, id: number, state: string }>(
+      'SELECT file_hash AS "fileHash", id, state FROM nar_files WHERE file_hash = ANY($1) ORDER BY id FOR SHARE', [[...planned.keys()]])).rows
+    const busy = files.filter(r => r.state !== 'live')
+    if (busy.length === 0) return { outcomes, fileIds: new Map(files.map(r => [r.fileHash, r.id])) }
+    for (const r of busy) notLive.add(r.fileHash)
+  }
+}
+
+/** Inserts the narinfos; their ids by hash part (one a concurrent upload took is not among them). */
+async function insertNarinfos (tx: Tx, creating: ReadyNarinfo[], fileIds: Map<string, number>): Promise<Map<string, number>> {
+  const c = creating
+  return new Map((await tx.query<{ id: number, hashPart: string }>(
     `INSERT INTO narinfos (hash_part, store_path, nar_file_id, nar_hash, nar_size, deriver, ca, sigs, narinfo, created_at, last_accessed_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (hash_part) DO NOTHING RETURNING id`,
-    [row.hashPart, row.storePath, file.id, row.narHash, row.narSize, row.deriver, row.ca, row.sigs.join('\n'), row.narinfo,
-      row.createdAt, row.lastAccessedAt])).rows[0]
-  // A replica's upload of the same path committed since the check above: it stands.
-  if (inserted === undefined) return await compareExisting(tx, row) ?? { kind: 'present' }
-  if (row.references.length > 0) {
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[],
+       $10::bigint[], $11::bigint[])
+     ON CONFLICT (hash_part) DO NOTHING RETURNING id, hash_part AS "hashPart"`,
+    [c.map(r => r.hashPart), c.map(r => r.storePath), c.map(r => fileIds.get(r.narFile.fileHash)), c.map(r => r.narHash), c.map(r => r.narSize),
+      c.map(r => r.deriver), c.map(r => r.ca), c.map(r => r.sigs.join('\n')), c.map(r => r.narinfo), c.map(r => r.createdAt),
+      c.map(r => r.lastAccessedAt)])).rows.map(r => [r.hashPart, r.id]))
+}
+
+async function insertReferencesAndProvenance (tx: Tx, inserted: Array<{ id: number, row: ReadyNarinfo }>, tokenIds: Map<number, number>): Promise<void> {
+  const refs = inserted.flatMap(({ id, row }) => row.references.map(r => ({ ...r, narinfoId: id })))
+  if (refs.length > 0) {
     await tx.query(
       `INSERT INTO narinfo_refs (narinfo_id, ref_hash_part, ref_base_name)
-       SELECT $1, h, b FROM unnest($2::text[], $3::text[]) AS r(h, b) ON CONFLICT DO NOTHING`,
-      [inserted.id, row.references.map(r => r.hashPart), row.references.map(r => r.baseName)])
+       SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING`,
+      [refs.map(r => r.narinfoId), refs.map(r => r.hashPart), refs.map(r => r.baseName)])
   }
-  for (const p of row.provenance) {
+  const p = inserted.flatMap(({ id, row }) => row.provenance.map(x => ({ ...x, narinfoId: id })))
+  if (p.length > 0) {
     await tx.query(
       `INSERT INTO provenance (narinfo_id, accepted_at, outcome, token_id, token_name, key_names, client_address, upstream)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-      [inserted.id, p.acceptedAt, p.outcome, mapToken(tokenIds, p.tokenId), p.tokenName, p.keyNames.join('\n'), p.clientAddress, p.upstream])
+       SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[])`,
+      [p.map(x => x.narinfoId), p.map(x => x.acceptedAt), p.map(x => x.outcome), p.map(x => mapToken(tokenIds, x.tokenId)), p.map(x => x.tokenName),
+        p.map(x => x.keyNames.join('\n')), p.map(x => x.clientAddress), p.map(x => x.upstream)])
   }
-  return { kind: 'created' }
 }
 
 export function pgMetadataLoad (pool: PgPool): MetadataLoad {
@@ -165,11 +238,7 @@ export function pgMetadataLoad (pool: PgPool): MetadataLoad {
       return c
     }),
 
-    narinfos: async (rows, tokenIds) => await pool.transaction(async (tx) => {
-      const outcomes: LoadNarinfoOutcome[] = []
-      for (const row of rows) outcomes.push(await loadNarinfo(tx, row, tokenIds))
-      return outcomes
-    }),
+    narinfos: async (rows, tokenIds) => await pool.transaction(async (tx) => await loadNarinfos(tx, rows, tokenIds)),
 
     pins: async (rows: PinRow[]) => await pool.transaction(async (tx) => {
       const c = counts()

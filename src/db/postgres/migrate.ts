@@ -49,6 +49,7 @@ export async function checkPostgresSchema (pool: PgPool, dir = PG_MIGRATIONS_DIR
   const version = exists.rows[0]?.found == null
     ? 0
     : (await pool.query<{ version: number | null }>('SELECT max(version) AS version FROM narwhal_schema')).rows[0]?.version ?? 0
+  if (version === 0) throw unavailable('it holds no narwhal schema (not migrated): run `narwhal migrate --database …` first')
   if (version < known) throw unavailable(`its narwhal schema is at version ${version}, this narwhal needs ${known}: run \`narwhal migrate --database …\``)
   if (version > known) throw unavailable(`its narwhal schema is at version ${version}, newer than this narwhal knows (${known}): upgrade narwhal`)
 }
