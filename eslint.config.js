@@ -52,8 +52,30 @@ function layerRules () {
   return blocks
 }
 
+/**
+ * The configuration's schema (TypeBox, ~13 MiB of RSS a process) is loaded only by what loads a
+ * configuration: the CLI's loaders and the pusher's. Everything else, the workers of `serve
+ * --workers N` included, takes the loaded values' types (`import type`, erased) and ConfigError
+ * from config/values.ts.
+ */
+const schemaLoaders = ['src/config/**', 'src/cli/cache-options.ts', 'src/cli/commands/export.ts', 'src/pusher/config.ts']
+const schemaRule = {
+  files: ['src/**/*.ts'],
+  ignores: schemaLoaders,
+  rules: {
+    '@typescript-eslint/no-restricted-imports': ['error', {
+      patterns: [{
+        regex: '(^|/)config/(config|settings|upstreams)\\.js$',
+        allowTypeImports: true,
+        message: 'only the configuration loaders load the schema (TypeBox); use `import type`, and ConfigError from config/values.js'
+      }]
+    }]
+  }
+}
+
 export default [
   ...neostandard({ ts: true, ignores: ['dist/**', 'node_modules/**', 'data/**'] }),
+  schemaRule,
   {
     rules: {
       'n/prefer-node-protocol': 'error',

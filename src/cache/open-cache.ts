@@ -13,7 +13,7 @@
  */
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import type { Config } from '../config/config.js'
-import { ConfigError } from '../config/config.js'
+import { ConfigError } from '../config/values.js'
 import type { MetadataStore } from '../db/metadata-store.js'
 import { parseDatabaseUrl } from '../db/database-url.js'
 import { openMetadataStore } from '../db/open-metadata-store.js'
@@ -84,7 +84,7 @@ export async function openDataDir (location: CacheLocation, options: { prepareSt
   if (location.database != null) parseDatabaseUrl(location.database)
   const { dataDir } = location
   const layout = layoutFor(dataDir)
-  const storage = openBlobStore(layout, { url: location.storage?.url ?? null, redirectNars: location.storage?.redirectNars ?? false })
+  const storage = await openBlobStore(layout, { url: location.storage?.url ?? null, redirectNars: location.storage?.redirectNars ?? false })
   try {
     mkdirSync(dataDir, { recursive: true })
     // Serve and every command migrate, so replicas and commands of one version agree on the schema;

@@ -44,7 +44,7 @@ async function runWorker (): Promise<void> {
   const { pullThroughFor, upstreamContext } = await import('./pull-through.js')
   const cache = await openCache(config)
   const { narFetchClaimsFromPrimary } = await import('./nar-fetch-claims.js')
-  const pullThrough = pullThroughFor(config, cache, undefined, narFetchClaimsFromPrimary())
+  const pullThrough = await pullThroughFor(config, cache, undefined, narFetchClaimsFromPrimary())
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
     { clusterWorker: true })
 

@@ -7,7 +7,7 @@
  * and errors name the file, never its contents.
  */
 import { readFileSync, statSync } from 'node:fs'
-import { ConfigError } from '../config/config.js'
+import { ConfigError } from '../config/values.js'
 import { fingerprintPath } from '../nix/fingerprint.js'
 import { formatNarInfo, type NarInfo } from '../nix/narinfo.js'
 import { decodeNix32 } from '../nix/nix32.js'

@@ -7,7 +7,6 @@
 import type { BlobStore } from './blob-store.js'
 import { FileBlobStore } from './file-blob-store.js'
 import type { Layout } from './layout.js'
-import { S3BlobStore } from './s3-blob-store.js'
 
 export interface StorageSetting {
   /** null: the data folder. */
@@ -24,12 +23,18 @@ export interface OpenedBlobStore {
   close: () => void
 }
 
-/** Throws NARWHAL_STORAGE_URL_INVALID, naming the part at fault, for a URL that is not a usable s3:// URL. */
-export function openBlobStore (layout: Layout, storage: StorageSetting): OpenedBlobStore {
+/**
+ * Throws NARWHAL_STORAGE_URL_INVALID, naming the part at fault, for a URL that is not a usable
+ * s3:// URL. The bucket's store is loaded only when a URL names one: with the data folder, a
+ * process that never takes an upload (the primary of `serve --workers N`) is spared it and the
+ * NAR decoders it imports.
+ */
+export async function openBlobStore (layout: Layout, storage: StorageSetting): Promise<OpenedBlobStore> {
   if (storage.url === null) {
     const folder = new FileBlobStore(layout)
     return { blobs: folder, folder, close: () => {} }
   }
+  const { S3BlobStore } = await import('./s3-blob-store.js')
   const bucket = S3BlobStore.fromUrl(storage.url, { redirectNars: storage.redirectNars })
   return { blobs: bucket, folder: undefined, close: () => bucket.close() }
 }

@@ -4,7 +4,7 @@
  * `password`, and a `default` entry for every other host.
  */
 import { readFileSync } from 'node:fs'
-import { ConfigError } from '../config/config.js'
+import { ConfigError } from '../config/values.js'
 
 export interface NetrcEntry { login: string, password: string }
 

@@ -4,7 +4,7 @@
  * often lately that it is skipped for a while.
  */
 import { Agent, interceptors, request, type Dispatcher } from 'undici'
-import { ConfigError } from '../config/config.js'
+import { ConfigError } from '../config/values.js'
 import type { UpstreamConfig } from '../config/upstreams.js'
 import { NarwhalError, isNarwhalError } from '../errors.js'
 import { parsePublicKey, TrustedKeys } from '../signing/keys.js'

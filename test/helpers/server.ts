@@ -52,7 +52,7 @@ export async function startServer (t: TestContext, options: StartOptions = {}): 
   await cache.blobs.sweep() // as `narwhal serve` does
   // Upstream caches when the test configures them (NARWHAL_UPSTREAMS, or upstreams in a config file).
   const quiet = { info: () => {}, warn: () => {}, error: () => {} }
-  const pullThrough = pullThroughFor(config, cache, quiet)
+  const pullThrough = await pullThroughFor(config, cache, quiet)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) },
     { logger: false })
   options.beforeListen?.(app)

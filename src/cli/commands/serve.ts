@@ -35,7 +35,7 @@ export async function serveCommand (args: string[]): Promise<number> {
   const { buildApp } = await import('../../server/app.js')
   const cache = await openCache(config)
   const message = await firstStart(config, cache)
-  const pullThrough = pullThroughFor(config, cache)
+  const pullThrough = await pullThroughFor(config, cache)
   const app = buildApp({ config, metadata: cache.metadata, blobs: cache.blobs, trustedKeys: cache.trustedKeys, provenance: cache.provenance, audit: cache.audit, browse: cache.browse, ...upstreamContext(pullThrough) })
   // Uploads a crash or kill interrupted (this process is the only one serving the store), and the
   // bucket's nix-cache-info; an unreachable bucket is retried later instead of stopping the start.
