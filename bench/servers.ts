@@ -68,26 +68,13 @@ export async function startNginx (): Promise<Nginx> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-nginx-'))
   const staticRoot = path.join(dir, 'static')
   const davRoot = path.join(dir, 'dav')
-  for (const d of [staticRoot, davRoot, path.join(dir, 'tmp')]) mkdirSync(d, { recursive: true })
+  for (const d of [staticRoot, davRoot]) mkdirSync(d, { recursive: true })
   const [staticPort, davPort] = [await freePort(), await freePort()]
-  const conf = path.join(dir, 'nginx.conf')
-  writeFileSync(conf, `
-user root;
-worker_processes auto;
-daemon off;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
+  const staticUrl = `http://127.0.0.1:${staticPort}`
+  const child = await runNginx(dir, `
   sendfile on;
   tcp_nopush on;
   keepalive_requests 1000000;
-  client_body_temp_path ${dir}/tmp;
-  proxy_temp_path ${dir}/tmp;
-  fastcgi_temp_path ${dir}/tmp;
-  uwsgi_temp_path ${dir}/tmp;
-  scgi_temp_path ${dir}/tmp;
   server { listen 127.0.0.1:${staticPort}; root ${staticRoot}; }
   server {
     listen 127.0.0.1:${davPort};
@@ -95,14 +82,7 @@ http {
     client_max_body_size 0;
     dav_methods PUT;
     create_full_put_path on;
-  }
-}
-`)
-  const staticUrl = `http://127.0.0.1:${staticPort}`
-  const child = await startProcess('nginx', ['-c', conf, '-p', dir], process.env, async () => {
-    const r = await fetch(`${staticUrl}/none`)
-    return r.status === 404
-  })
+  }`, async () => (await fetch(`${staticUrl}/none`)).status === 404)
   return { staticUrl, davUrl: `http://127.0.0.1:${davPort}`, staticRoot, davRoot, child }
 }
 
@@ -111,8 +91,24 @@ export interface Balancer { url: string, child: ChildProcess }
 /** nginx load-balancing `backends` (http://HOST:PORT) with the README's upstream block ("Several machines"). */
 export async function startNginxBalancer (backends: string[]): Promise<Balancer> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-balancer-'))
-  mkdirSync(path.join(dir, 'tmp'))
   const port = await freePort()
+  const url = `http://127.0.0.1:${port}`
+  const child = await runNginx(dir, `
+  upstream narwhal { ${backends.map(b => `server ${new URL(b).host};`).join(' ')} keepalive 32; }
+  server {
+    listen 127.0.0.1:${port};
+    client_max_body_size 0; proxy_request_buffering off; proxy_buffering off;
+    location / { proxy_pass http://narwhal; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; }
+  }`, async () => (await fetch(`${url}/nix-cache-info`)).ok)
+  return { url, child }
+}
+
+/**
+ * nginx in the foreground as root, with its pid, error log and temporary files in `dir` (not the
+ * system's), no access log, and `http` inside its http block; started once `ready` says so.
+ */
+async function runNginx (dir: string, http: string, ready: () => Promise<boolean>): Promise<ChildProcess> {
+  mkdirSync(path.join(dir, 'tmp'), { recursive: true })
   const conf = path.join(dir, 'nginx.conf')
   writeFileSync(conf, `
 user root;
@@ -127,18 +123,10 @@ http {
   proxy_temp_path ${dir}/tmp;
   fastcgi_temp_path ${dir}/tmp;
   uwsgi_temp_path ${dir}/tmp;
-  scgi_temp_path ${dir}/tmp;
-  upstream narwhal { ${backends.map(b => `server ${new URL(b).host};`).join(' ')} keepalive 32; }
-  server {
-    listen 127.0.0.1:${port};
-    client_max_body_size 0; proxy_request_buffering off; proxy_buffering off;
-    location / { proxy_pass http://narwhal; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $host; }
-  }
+  scgi_temp_path ${dir}/tmp;${http}
 }
 `)
-  const url = `http://127.0.0.1:${port}`
-  const child = await startProcess('nginx', ['-c', conf, '-p', dir], process.env, async () => (await fetch(`${url}/nix-cache-info`)).ok)
-  return { url, child }
+  return await startProcess('nginx', ['-c', conf, '-p', dir], process.env, ready)
 }
 
 export async function resetDir (dir: string): Promise<void> {

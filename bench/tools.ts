@@ -3,8 +3,6 @@
  * Benchmarks print figures; they never assert on time.
  */
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { once } from 'node:events'
-import { createServer } from 'node:net'
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -65,15 +63,7 @@ export async function alternate (times: number, fns: Array<() => Promise<number>
   return values.map(median)
 }
 
-export async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
+export { freePort } from '../scripts/test-engines/ports.js'
 
 /** Requests per second from `wrk -t2 -cN -dDs URL`. */
 export async function wrkRate (url: string, connections: number, seconds: number): Promise<number> {

@@ -25,7 +25,7 @@ import { narString } from '../../src/nix/nar-encoding.js'
 import { generateKeyPair, type SecretKey } from '../../src/signing/keys.js'
 import { sqliteOnly } from '../helpers/backend.js'
 import { checkServed, checkStored, fetchHashed, tempFiles } from '../helpers/cache-consistency.js'
-import { nix, nixEnv, nixKeyPair, nixOk, netrcFile, runOk, tempDir } from '../helpers/nix.js'
+import { NIX_MK, nix, nixEnv, nixKeyPair, nixOk, netrcFile, runOk, tempDir } from '../helpers/nix.js'
 import { createToken, spawnServer, type ServerProcess } from '../helpers/server-process.js'
 import { eventually, makeNarinfo, narFromBytes, runBytes, sleep, type Nar } from '../helpers/upload.js'
 
@@ -90,12 +90,7 @@ async function buildClosures (rounds: number, sizes: number[]): Promise<Closure[
     `(round "${r.nonce}" [ ${r.items.map(i => `{ nonce = "${i.nonce}"; data = ${JSON.stringify(i.data)}; }`).join(' ')} ])`)
   writeFileSync(expr, `
     let
-      mk = name: script: derivation {
-        inherit name;
-        system = builtins.currentSystem;
-        builder = "/bin/sh";
-        args = [ "-c" script ];
-      };
+      ${NIX_MK}
       round = nonce: items:
         let dep = mk "narwhal-crash-dep-\${nonce}" "/bin/mkdir $out; echo \${nonce} > $out/file";
         in map (i: mk "narwhal-crash-top-\${i.nonce}"

@@ -10,7 +10,7 @@ import { HASH_SIZES, type HashAlgorithm } from '../../src/nix/hash.js'
 import { sortedUnique, type NarInfo } from '../../src/nix/narinfo.js'
 import { NIX32_ALPHABET, encodeNix32 } from '../../src/nix/nix32.js'
 import { MAX_NAME_LENGTH, STORE_DIR, isValidStorePathName } from '../../src/nix/store-path.js'
-import { str } from '../unit/nix-test-helpers.js'
+import { nar } from '../unit/nix-test-helpers.js'
 
 // ---------------------------------------------------------------------------------------------
 // Bytes
@@ -347,31 +347,8 @@ export const deepTree: fc.Arbitrary<NarTree> = fc.integer({ min: 250, max: 260 }
   return node
 })
 
-function narNodeBytes (node: NarTree, parts: Buffer[]): void {
-  parts.push(str('('), str('type'))
-  if (node.type === 'regular') {
-    parts.push(str('regular'))
-    if (node.executable) parts.push(str('executable'), str(''))
-    parts.push(str('contents'), str(node.contents))
-  } else if (node.type === 'symlink') {
-    parts.push(str('symlink'), str('target'), str(node.target))
-  } else {
-    parts.push(str('directory'))
-    for (const [name, child] of node.entries) {
-      parts.push(str('entry'), str('('), str('name'), str(name), str('node'))
-      narNodeBytes(child, parts)
-      parts.push(str(')'))
-    }
-  }
-  parts.push(str(')'))
-}
-
 /** The NAR of `tree`, as `nix-store --dump` writes it (entries in the order given). */
-export function narOf (tree: NarTree): Buffer {
-  const parts = [str('nix-archive-1')]
-  narNodeBytes(tree, parts)
-  return Buffer.concat(parts)
-}
+export const narOf: (tree: NarTree) => Buffer = nar
 
 // ---------------------------------------------------------------------------------------------
 // Byte mutations and chunking

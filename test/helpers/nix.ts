@@ -135,6 +135,9 @@ export async function nixOk (args: string[], options: NixOptions = {}): Promise<
   return await HOST_NIX.nixOk(args, options)
 }
 
+/** A Nix `let` binding: `mk NAME SCRIPT` is a derivation that runs SCRIPT with /bin/sh. */
+export const NIX_MK = 'mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh"; args = [ "-c" script ]; };'
+
 export interface TestClosure {
   /** The top path; its closure is [dep, data, top] plus nothing from outside. */
   top: string
@@ -166,13 +169,7 @@ export async function buildClosure (options: { dataBytes?: number, client?: NixC
   const expr = path.join(dir, 'closure.nix')
   writeFileSync(expr, `
     let
-      mk = name: script: derivation {
-        inherit name;
-        system = builtins.currentSystem;
-        builder = "/bin/sh";
-        args = [ "-c" script ];
-        nonce = "${nonce}";
-      };
+      ${NIX_MK}
       dep = mk "narwhal-dep-${nonce}" "/bin/mkdir $out; echo dependency > $out/file; echo ${'$'}{builtins.storePath ${JSON.stringify(data)}} > $out/data-ref";
     in mk "narwhal-top-${nonce}" "/bin/mkdir -p $out/bin; echo \${dep} > $out/dep-ref; echo building top; printf '#!/bin/sh\\necho hello\\n' > $out/bin/hello; /bin/chmod +x $out/bin/hello"
   `)

@@ -8,22 +8,15 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { closeSync, openSync, readFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import path from 'node:path'
+import { freePort } from '../../scripts/test-engines/ports.js'
 import { backendFor } from './backend.js'
 import { runOk } from './nix.js'
 
 export const CLI = path.resolve('dist/src/cli/main.js')
 
-export async function freePort (): Promise<number> {
-  const server = createServer()
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  const address = server.address()
-  server.close()
-  if (address === null || typeof address === 'string') throw new Error('no port')
-  return address.port
-}
+// The tests' servers pick their port with it too.
+export { freePort }
 
 /** `narwhal token create` on a data folder (creating and migrating its database if needed). */
 export async function createToken (dataDir: string, scope: 'read' | 'push' | 'admin'): Promise<string> {

@@ -71,13 +71,20 @@ export const str = narString
 
 export type TreeNode =
   | { type: 'regular', contents: string | Uint8Array, executable?: boolean }
-  | { type: 'symlink', target: string }
-  | { type: 'directory', entries: Array<[string, TreeNode]> }
+  | { type: 'symlink', target: string | Uint8Array }
+  | { type: 'directory', entries: Array<[string | Uint8Array, TreeNode]> }
 
 /** Serialises a node exactly as `nix-store --dump` would, entries in the order given (so tests
  * can write unsorted ones on purpose). */
 export function narNode (node: TreeNode): Buffer {
-  const parts: Buffer[] = [str('('), str('type')]
+  const parts: Buffer[] = []
+  pushNode(node, parts)
+  return Buffer.concat(parts)
+}
+
+// Into one list of parts, not a Buffer per level: the fuzz tests' trees nest 260 deep.
+function pushNode (node: TreeNode, parts: Buffer[]): void {
+  parts.push(str('('), str('type'))
   if (node.type === 'regular') {
     parts.push(str('regular'))
     if (node.executable === true) parts.push(str('executable'), str(''))
@@ -87,11 +94,12 @@ export function narNode (node: TreeNode): Buffer {
   } else {
     parts.push(str('directory'))
     for (const [name, child] of node.entries) {
-      parts.push(str('entry'), str('('), str('name'), str(name), str('node'), narNode(child), str(')'))
+      parts.push(str('entry'), str('('), str('name'), str(name), str('node'))
+      pushNode(child, parts)
+      parts.push(str(')'))
     }
   }
   parts.push(str(')'))
-  return Buffer.concat(parts)
 }
 
 export function nar (node: TreeNode): Buffer {

@@ -22,17 +22,17 @@
  */
 import { existsSync, readFileSync, realpathSync } from 'node:fs'
 import { exportToBucket, type ExportCounts, type ExportResult } from '../../cache/export-to-bucket.js'
-import { beginMove, moveRows, moveStep, type MoveResult } from '../../cache/move-cache.js'
+import { beginMove, moveRows, moveStep, type MoveOptions, type MoveResult } from '../../cache/move-cache.js'
 import { openDataDir, type DataDir } from '../../cache/open-cache.js'
 import { runSingleWriter } from '../../cache/single-writer.js'
 import { loadConfig } from '../../config/config.js'
 import { formatBytes } from '../../config/units.js'
-import { parseDatabaseUrl } from '../../db/database-url.js'
+import { parseDatabaseUrl, type PostgresLocation } from '../../db/database-url.js'
 import type { LoadCounts } from '../../db/metadata-store.js'
 import { NarwhalError } from '../../errors.js'
 import { layoutFor } from '../../storage/layout.js'
 import { S3Objects } from '../../storage/s3-objects.js'
-import { parseS3Url } from '../../storage/s3-url.js'
+import { parseS3Url, type S3Location } from '../../storage/s3-url.js'
 import { parse, UsageError } from '../usage.js'
 
 const USAGE = 'usage: narwhal export [--data DIR] [--config FILE] [--storage s3://BUCKET?region=R&endpoint=HOST[:PORT]&scheme=http|https[&prefix=P]]\n' +
@@ -60,7 +60,23 @@ function whole (text: string | undefined, flag: string, max: number): number | u
   return n
 }
 
-export async function exportCommand (args: string[]): Promise<number> {
+/** The flags, checked. */
+interface ExportOptions {
+  bucketLocation: S3Location | undefined
+  /** --database as given, and parsed: always PostgreSQL. */
+  databaseUrl: string | undefined
+  database: PostgresLocation | undefined
+  dataDir: string | undefined
+  configFile: string | undefined
+  merge: boolean
+  jobs: number | undefined
+  batch: number | undefined
+  json: boolean
+  log: (line: string) => void
+}
+
+/** The flags, checked (a UsageError names the one that is wrong), or 'help' when only the usage is asked for. */
+function parseOptions (args: string[]): ExportOptions | 'help' {
   const { values, positionals } = parse(args, {
     storage: { type: 'string' },
     data: { type: 'string' },
@@ -73,7 +89,7 @@ export async function exportCommand (args: string[]): Promise<number> {
     verbose: { type: 'boolean', short: 'v' },
     help: { type: 'boolean', short: 'h' }
   }, true)
-  if (values.help === true) { process.stdout.write(USAGE + '\n'); return 0 }
+  if (values.help === true) return 'help'
   if (positionals.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}\n${USAGE}`)
   if (values.storage === undefined && values.database === undefined) {
     throw new UsageError(`say where to: --storage s3://BUCKET?…, --database postgres://…, or both\n${USAGE}`)
@@ -85,11 +101,28 @@ export async function exportCommand (args: string[]): Promise<number> {
   if (database !== undefined && database.kind !== 'postgres') {
     throw new UsageError(`--database: a cache is moved into PostgreSQL (postgres://USER@HOST[:PORT]/DB), not into a SQLite file (${JSON.stringify(values.database)})`)
   }
+  return {
+    bucketLocation,
+    databaseUrl: values.database,
+    database,
+    dataDir: values.data,
+    configFile: values.config,
+    merge: values.merge === true,
+    jobs,
+    batch,
+    json: values.json === true,
+    log: values.verbose === true ? (line: string) => { process.stdout.write(line + '\n') } : () => {}
+  }
+}
+
+export async function exportCommand (args: string[]): Promise<number> {
+  const options = parseOptions(args)
+  if (options === 'help') { process.stdout.write(USAGE + '\n'); return 0 }
+  const { database, bucketLocation } = options
   // Only the data folder (and the priority nix-cache-info states) from the configuration: the target is the flags'.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NARWHAL_DATABASE_URL' && k !== 'NARWHAL_STORAGE_URL'))
-  const config = loadConfig({ configFile: values.config, dataDir: values.data }, env)
+  const config = loadConfig({ configFile: options.configFile, dataDir: options.dataDir }, env)
   const layout = layoutFor(config.dataDir)
-  const log = values.verbose === true ? (line: string) => { process.stdout.write(line + '\n') } : () => {}
   const hasSqlite = existsSync(layout.database)
   if (!hasSqlite && (database === undefined || bucketLocation === undefined)) {
     process.stderr.write(`narwhal export: no cache in ${config.dataDir} (${layout.database} does not exist)\n`)
@@ -99,69 +132,92 @@ export async function exportCommand (args: string[]): Promise<number> {
   const output: Output = { objects: null, rows: null }
   // A cache served with `--data DIR --database URL` and no SQLite file has its rows in that database already: only its NARs move.
   const source = await moveStep('opening the cache in the data folder', async () =>
-    await openDataDir({ dataDir: config.dataDir, database: hasSqlite ? null : values.database }))
+    await openDataDir({ dataDir: config.dataDir, database: hasSqlite ? null : options.databaseUrl }))
   let target: DataDir | undefined
   const bucket = bucketLocation === undefined ? undefined : new S3Objects(bucketLocation)
   try {
-    const moveRowsToo = database !== undefined && hasSqlite
-    if (moveRowsToo) {
+    if (database !== undefined && hasSqlite) {
       target = await moveStep(`opening the target database ${database.redacted}`, async () =>
-        await openDataDir({ dataDir: config.dataDir, database: values.database }))
+        await openDataDir({ dataDir: config.dataDir, database: options.databaseUrl }))
     }
     // One export at a time into a database (its move record, and the bucket's unfinished uploads it aborts
     // at its start): the replicas' PostgreSQL advisory lock, taken before anything is read or written.
     const run = await runSingleWriter((target ?? source).metadata, 'export', async (lost) => {
-      const stillHeld = (): void => { if (lost.aborted) throw new NarwhalError('NARWHAL_BUSY', 'the export lock\'s session to PostgreSQL was lost; run the export again') }
-      let move: Awaited<ReturnType<typeof beginMove>> | undefined
-      if (target !== undefined) {
-        // Checked and recorded before any object is written: a database holding another cache stops the export here.
-        const opened = target
-        move = await moveStep('checking the target database', async () =>
-          await beginMove(opened.metadata, `sqlite:${realpathSync(layout.database)}`, { merge: values.merge === true, now: Date.now() }))
-        log(move.resumed ? 'the target database holds an earlier run of this move: resuming' : 'the target database is empty: moving')
-      }
-
-      if (bucket !== undefined) {
-        output.objects = await moveStep(`copying NARs, narinfos and logs into ${bucket.describe()}`, async () =>
-          await exportToBucket({ metadata: source.metadata, blobs: source.blobs }, bucket, {
-            priority: config.priority,
-            jobs,
-            onUploaded: (name, bytes) => { log(`uploaded ${name} (${bytes} bytes)`) }
-          }))
-      }
-
+      // Checked and recorded before any object is written: a database holding another cache stops the export here.
+      const move = target === undefined ? undefined : await beginRowMove(target, layout.database, options)
+      if (bucket !== undefined) output.objects = await exportObjects(source, bucket, config.priority, options)
       if (move !== undefined && target !== undefined) {
-        const notInBucket = new Map((output.objects?.leftOut ?? []).map(l => [l.storePath, l.reason]))
-        const folder = source.blobs
-        const rows = await moveRows(source.metadata, target.metadata, move.move, {
-          batch,
-          onStep: (step) => { stillHeld(); log(`moving ${step}`) },
-          onNarinfos: (created) => { for (const storePath of created) log(`moved ${storePath}`) },
-          // Objects before rows: in the bucket (the export above said which are not), or in the folder that stays.
-          narNotPlaced: bucket !== undefined
-            ? async (storePath) => notInBucket.get(storePath)
-            : async (_storePath, narFile) => {
-              const size = await folder.size(narFile)
-              return size === narFile.fileSize ? undefined : `its NAR file is ${size === undefined ? 'missing' : `${size} bytes, not ${narFile.fileSize},`} in ${config.dataDir}`
-            }
-        })
-        output.rows = { resumed: move.resumed, ...rows }
+        // Objects before rows: in the bucket (the export above said which are not), or in the folder that stays.
+        const narNotPlaced = bucket !== undefined ? notInBucket(output.objects) : notInFolder(source.blobs, config.dataDir)
+        output.rows = await moveTheRows(source, target, move, narNotPlaced, lost, options)
       }
     })
     if (run.kind === 'busy') {
-      const into = database?.redacted ?? values.database ?? ''
+      const into = database?.redacted ?? options.databaseUrl ?? ''
       process.stderr.write(`narwhal export: another export into ${into} is running (it holds the database's export lock); nothing done. ` +
         'Run this one again when it has finished: it resumes from where that one stopped\n')
       return 2
     }
-    process.stdout.write(values.json === true ? JSON.stringify(output, null, 2) + '\n' : formatOutput(output, bucket?.describe(), database?.redacted, layout.generatedPublicKey))
-    const leftOut = (output.objects?.leftOut.length ?? 0) + (output.rows?.leftOut.length ?? 0) + (output.rows?.conflicts.length ?? 0)
-    return leftOut === 0 ? 0 : 1
+    return report(output, options, bucket?.describe(), layout.generatedPublicKey)
   } finally {
     bucket?.close()
     await target?.close()
     await source.close()
   }
+}
+
+type RowMove = Awaited<ReturnType<typeof beginMove>>
+
+/** Checks the target database holds no other cache (unless --merge) and records the move, or finds the earlier run. */
+async function beginRowMove (target: DataDir, sqliteFile: string, options: ExportOptions): Promise<RowMove> {
+  const move = await moveStep('checking the target database', async () =>
+    await beginMove(target.metadata, `sqlite:${realpathSync(sqliteFile)}`, { merge: options.merge, now: Date.now() }))
+  options.log(move.resumed ? 'the target database holds an earlier run of this move: resuming' : 'the target database is empty: moving')
+  return move
+}
+
+/** The bucket export: NARs, narinfos and small files, laid out as a Nix binary cache. */
+async function exportObjects (source: DataDir, bucket: S3Objects, priority: number, options: ExportOptions): Promise<ExportResult> {
+  return await moveStep(`copying NARs, narinfos and logs into ${bucket.describe()}`, async () =>
+    await exportToBucket({ metadata: source.metadata, blobs: source.blobs }, bucket, {
+      priority,
+      jobs: options.jobs,
+      onUploaded: (name, bytes) => { options.log(`uploaded ${name} (${bytes} bytes)`) }
+    }))
+}
+
+type NarNotPlaced = NonNullable<MoveOptions['narNotPlaced']>
+
+function notInBucket (exported: ExportResult | null): NarNotPlaced {
+  const leftOut = new Map((exported?.leftOut ?? []).map(l => [l.storePath, l.reason]))
+  return async (storePath) => leftOut.get(storePath)
+}
+
+function notInFolder (blobs: DataDir['blobs'], dataDir: string): NarNotPlaced {
+  return async (_storePath, narFile) => {
+    const size = await blobs.size(narFile)
+    return size === narFile.fileSize ? undefined : `its NAR file is ${size === undefined ? 'missing' : `${size} bytes, not ${narFile.fileSize},`} in ${dataDir}`
+  }
+}
+
+/** The row move into PostgreSQL, each narinfo only once narNotPlaced says its NAR is in place. */
+async function moveTheRows (source: DataDir, target: DataDir, move: RowMove, narNotPlaced: NarNotPlaced,
+  lost: AbortSignal, options: ExportOptions): Promise<MoveResult> {
+  const stillHeld = (): void => { if (lost.aborted) throw new NarwhalError('NARWHAL_BUSY', 'the export lock\'s session to PostgreSQL was lost; run the export again') }
+  const rows = await moveRows(source.metadata, target.metadata, move.move, {
+    batch: options.batch,
+    onStep: (step) => { stillHeld(); options.log(`moving ${step}`) },
+    onNarinfos: (created) => { for (const storePath of created) options.log(`moved ${storePath}`) },
+    narNotPlaced
+  })
+  return { resumed: move.resumed, ...rows }
+}
+
+/** Writes what was done (text or --json) and gives the exit status: 1 when some store path was left out or kept. */
+function report (output: Output, options: ExportOptions, bucket: string | undefined, generatedKey: string): number {
+  process.stdout.write(options.json ? JSON.stringify(output, null, 2) + '\n' : formatOutput(output, bucket, options.database?.redacted, generatedKey))
+  const leftOut = (output.objects?.leftOut.length ?? 0) + (output.rows?.leftOut.length ?? 0) + (output.rows?.conflicts.length ?? 0)
+  return leftOut === 0 ? 0 : 1
 }
 
 function formatOutput (output: Output, bucket: string | undefined, database: string | undefined, generatedKey: string): string {
