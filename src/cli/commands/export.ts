@@ -216,8 +216,12 @@ async function moveTheRows (source: DataDir, target: DataDir, move: RowMove, nar
 /** Writes what was done (text or --json) and gives the exit status: 1 when some store path was left out or kept. */
 function report (output: Output, options: ExportOptions, bucket: string | undefined, generatedKey: string): number {
   process.stdout.write(options.json ? JSON.stringify(output, null, 2) + '\n' : formatOutput(output, bucket, options.database?.redacted, generatedKey))
-  const leftOut = (output.objects?.leftOut.length ?? 0) + (output.rows?.leftOut.length ?? 0) + (output.rows?.conflicts.length ?? 0)
-  return leftOut === 0 ? 0 : 1
+  return leftOutCount(output) === 0 ? 0 : 1
+}
+
+/** Store paths the export left out of the bucket or the database, or kept as the target had them. */
+function leftOutCount (output: Output): number {
+  return (output.objects?.leftOut.length ?? 0) + (output.rows?.leftOut.length ?? 0) + (output.rows?.conflicts.length ?? 0)
 }
 
 function formatOutput (output: Output, bucket: string | undefined, database: string | undefined, generatedKey: string): string {
@@ -244,7 +248,7 @@ function formatOutput (output: Output, bucket: string | undefined, database: str
       lines.push(`replicas must trust this server's generated uploader key (their data folders are scratch): trustedKeys or NARWHAL_TRUSTED_KEYS = ${readFileSync(generatedKey, 'utf8').trim()}`)
     }
   }
-  const problems = (o?.leftOut.length ?? 0) + (r?.leftOut.length ?? 0) + (r?.conflicts.length ?? 0)
+  const problems = leftOutCount(output)
   if (problems > 0) lines.push(`${problems} store paths left out or kept; narwhal fsck says what is wrong with the cache`)
   return lines.join('\n') + '\n'
 }
