@@ -16,11 +16,9 @@ export interface Narwhal { url: string, child: ChildProcess, token: string, secr
 /**
  * `narwhal serve` on a fresh data folder, or on the data folder (and with the key and token) of
  * `share`, so two configurations can serve the same cache side by side. Its log (stdout) goes to
- * `logFile` when given.
- */
-/**
- * `cli`: another build's dist/src/cli/main.js (bench/nar-download-ab.ts, versus.ts); this build's
- * by default. `key`: the key pair of a fresh data folder (a new one by default).
+ * `logFile` when given. `cli`: another build's dist/src/cli/main.js (bench/nar-download-ab.ts,
+ * versus.ts); this build's by default. `key`: the key pair of a fresh data folder (a new one by
+ * default).
  */
 export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<string, string> = {}, logFile?: string,
   share?: Pick<Narwhal, 'dataDir' | 'secretKey' | 'publicKey' | 'token'>, cli = CLI, key?: BenchKey): Promise<Narwhal> {
@@ -36,6 +34,14 @@ export async function startNarwhal (env: NodeJS.ProcessEnv, extraEnv: Record<str
     // The child holds its own copy of the descriptor.
     if (log !== 'ignore') closeSync(log)
   }
+}
+
+/** Stops a server started by startNarwhal and waits until it has exited (its database closed). */
+export async function stopNarwhal (server: Narwhal): Promise<void> {
+  if (server.child.exitCode !== null || server.child.signalCode !== null) return
+  const exited = new Promise(resolve => server.child.once('exit', resolve))
+  server.child.kill('SIGTERM')
+  await exited
 }
 
 /** The signing key pair a fresh data folder's uploads are signed with. */

@@ -3,8 +3,9 @@
  * the build of another commit, side by side in one run. The commit is built once in a git
  * worktree under a cache folder (bench/baseline.ts); the servers under test are each build's own
  * dist/src/cli/main.js, the harness is this one. Each build serves a data folder its own CLI made,
- * filled with the same closure signed by the same key, as one process and with BENCH_WORKERS
- * processes; the four take turns in every measurement, so a drift in the machine's load hits all.
+ * filled with the same closure signed by the same key (by a server of that build that stops
+ * before the measured ones start), as one process and with BENCH_WORKERS processes; the four
+ * take turns in every measurement, so a drift in the machine's load hits all.
  * Beside each figure, the server's CPU time (all its processes, from /proc): on a shared machine
  * the rates move with the neighbours, the CPU a unit of work costs much less.
  *
@@ -22,7 +23,7 @@ import path from 'node:path'
 import { prepareBaseline } from './baseline.js'
 import { bigNarInfo, bigNarStream } from './big-nar.js'
 import { buildBenchClosure } from './closure.js'
-import { freshDataDir, startNarwhal, type Narwhal } from './servers.js'
+import { freshDataDir, startNarwhal, stopNarwhal, type Narwhal } from './servers.js'
 import { downloadAll, get, narUrls, put, uploadToFresh } from './transfers.js'
 import {
   BENCH_CLIENTS, benchWorkers, cpuSecondsTree, machine, median, nixEnv, peakRssTreeMiB, prepareNix226Root,
@@ -119,6 +120,18 @@ export async function runVersus (rev: string): Promise<void> {
   const currentData = await freshDataDir(currentCli)
   // The same key for both data folders: the same narinfos, and one key for clients to trust.
   const baselineData = await freshDataDir(baseline.cli, currentData)
+  // Each build fills its own data folder through a server of its own that then stops: the servers
+  // measured below all start on a filled folder with the same history (none): a server measured
+  // right after taking the closure answered narinfos slower than its twin filled a minute
+  // earlier, with identical code (BENCHMARKS.md, the one-process narinfo "regression").
+  for (const [cli, data] of [[baseline.cli, baselineData], [currentCli, currentData]] as const) {
+    const filler = await startNarwhal(process.env, { NARWHAL_WORKERS: '1', NARWHAL_LOG_LEVEL: 'warn' }, undefined, data, cli)
+    try {
+      await sh('nix', ['copy', '--to', `${filler.url}?secret-key=${filler.secretKey}&compression=zstd`, closure.top], nixEnv([`netrc-file = ${writeNetrc(filler.token)}`]))
+    } finally {
+      await stopNarwhal(filler)
+    }
+  }
   const contenders: Contender[] = []
   const rows: Row[] = []
   try {
@@ -128,11 +141,8 @@ export async function runVersus (rev: string): Promise<void> {
         contenders.push({ build, workers: n, server, cli })
       }
     }
-    const [baseOne, currentOne] = contenders
-    if (baseOne === undefined || currentOne === undefined) throw new Error('no servers')
-    for (const s of [baseOne.server, currentOne.server]) {
-      await sh('nix', ['copy', '--to', `${s.url}?secret-key=${s.secretKey}&compression=zstd`, closure.top], nixEnv([`netrc-file = ${writeNetrc(s.token)}`]))
-    }
+    const [currentOne] = contenders.filter(c => c.build === 'current')
+    if (currentOne === undefined) throw new Error('no servers')
     const trust = [`trusted-public-keys = ${currentData.publicKey}`]
 
     if (GROUPS.has('narinfo')) {
