@@ -144,10 +144,7 @@ export class FileBlobStore implements BlobStore {
     }
   }
 
-  /**
-   * Creating the temp file goes through the thread pool: ext4 can take milliseconds to find a new
-   * inode (after many files were deleted, it skips recently freed ones; measured 2 ms per create here).
-   */
+  /** A new temp file, created off the event loop (why: TempFile). */
   async begin (): Promise<PendingBlob & TempFile> {
     // Named after this process, so that a dead worker's leftovers can be told from its siblings' uploads (removeTempFilesOf).
     const filePath = path.join(this.layout.tmpDir, `${process.pid}-${randomBytes(12).toString('hex')}.part`)

@@ -28,7 +28,7 @@ const fdatasync = promisify(fs.fdatasync)
  * through the thread pool; closing is a synchronous system call of a few microseconds, where a
  * trip through the pool cost more than the call, and nothing is removed after a successful
  * rename. Creating stays off the event loop: ext4 can take milliseconds to find a new inode
- * (after many files were deleted, it skips recently freed ones; measured 2 ms per create here).
+ * after many files were deleted (it skips recently freed ones).
  */
 export class TempFile implements PendingBlob {
   readonly path: string
