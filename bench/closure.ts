@@ -47,6 +47,15 @@ export async function buildBenchClosure (env: NodeJS.ProcessEnv, targetBytes = 9
 }
 
 /**
+ * Other paths than the bench closure's (`/usr/lib/python3` and 300 small derivations), for
+ * `BENCH_WARMUP=1 npm run bench:upstream`: substituted through a narwhal before its measured cold
+ * copy, so that copy runs in a process whose code V8 has compiled already.
+ */
+export async function buildWarmupClosure (env: NodeJS.ProcessEnv): Promise<BenchClosure> {
+  return await closureOver(env, ['/usr/lib/python3'], 300, 'warmup')
+}
+
+/**
  * The push benchmark's closure (issue 18): `/usr/lib/gcc`, `/usr/share/perl`, `/usr/lib/python3`
  * and `/usr/share/doc` (thousands of small files) and 150 small derivations, about 155 paths.
  */

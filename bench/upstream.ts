@@ -12,13 +12,15 @@
  * the ratios to nginx (goals: cold ≤ 1.3, warm ≤ 1.1). BENCH_QUICK=1: a smaller closure, 1 round;
  * BENCH_ROUNDS=N: N rounds; BENCH_BASELINE_CLI=FILE: another build's dist/src/cli/main.js run
  * beside this one; BENCH_PROFILE_DIR=DIR: CPU profiles and logs of narwhal there (node
- * --cpu-prof); BENCH_LOG_DIR=DIR: only the logs (NARWHAL_LOG_LEVEL=debug adds every request).
+ * --cpu-prof); BENCH_LOG_DIR=DIR: only the logs (NARWHAL_LOG_LEVEL=debug adds every request);
+ * BENCH_WARMUP=1: each narwhal first substitutes another closure (buildWarmupClosure), unmeasured,
+ * so that the cold copy runs in a process V8 has warmed up, as a long-running server's would.
  */
 import { mkdtempSync, openSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import type { ChildProcess } from 'node:child_process'
-import { buildBenchClosure } from './closure.js'
+import { buildBenchClosure, buildWarmupClosure } from './closure.js'
 import { startNginx } from './servers.js'
 import { freePort, median, nixEnv, sh, startProcess, timed, useScratchTmpdir } from './tools.js'
 
@@ -61,13 +63,19 @@ async function main (): Promise<void> {
   const children: ChildProcess[] = [nginx.child]
   try {
     await sh('nix', ['copy', '--to', `file://${nginx.staticRoot}?secret-key=${secretKey}&compression=zstd`, closure.top], env)
+    const warmup = process.env.BENCH_WARMUP === '1' ? await buildWarmupClosure(env) : undefined
+    if (warmup !== undefined) {
+      await sh('nix', ['copy', '--to', `file://${nginx.staticRoot}?secret-key=${secretKey}&compression=zstd`, warmup.top], env)
+      const shared = warmup.paths.filter(p => closure.paths.includes(p)).length
+      console.error(`warm-up closure: ${warmup.paths.length} paths, ${(warmup.narBytes / 1e6).toFixed(0)} MB of NAR, ${shared} shared with the measured one`)
+    }
     // Wall time and the client's CPU (user + system, from /usr/bin/time): on 2 cores, whatever
     // CPU narwhal adds competes with the client's own.
-    const substitute = async (url: string): Promise<{ seconds: number, cpu: number }> => {
+    const substitute = async (url: string, top = closure.top): Promise<{ seconds: number, cpu: number }> => {
       const store = mkdtempSync(path.join(os.tmpdir(), 'narwhal-bench-store-'))
       const timeFile = path.join(store, '..', `${path.basename(store)}.time`)
       try {
-        const seconds = await timed(async () => await sh('/usr/bin/time', ['-f', '%U %S', '-o', timeFile, 'nix', 'copy', '--from', url, '--to', store, closure.top],
+        const seconds = await timed(async () => await sh('/usr/bin/time', ['-f', '%U %S', '-o', timeFile, 'nix', 'copy', '--from', url, '--to', store, top],
           nixEnv([`trusted-public-keys = ${publicKey}`])))
         const [user, system] = readFileSync(timeFile, 'utf8').trim().split(/\s+/).slice(-2).map(Number)
         return { seconds, cpu: (user ?? NaN) + (system ?? NaN) }
@@ -94,6 +102,7 @@ async function main (): Promise<void> {
         const narwhal = await startPullThrough(contender.cli, nginx.staticUrl, publicKey)
         children.push(narwhal.child)
         try {
+          if (warmup !== undefined) await substitute(narwhal.url, warmup.top)
           const before = cpuSeconds(narwhal.child)
           const c = await substitute(narwhal.url)
           const between = cpuSeconds(narwhal.child)
@@ -118,7 +127,8 @@ async function main (): Promise<void> {
     // within one, and the median of the rounds' ratios is the steadier figure.
     const roundRatios = (values: number[]): number => median(values.map((v, i) => v / (direct[i] ?? NaN)))
     console.log(`Measured ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC, ${os.cpus().length} cores, load average ${os.loadavg()[0]?.toFixed(1)} at the end; ` +
-      `closure of ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR (zstd); medians of ${ROUNDS} rounds, taking turns.\n`)
+      `closure of ${closure.paths.length} paths, ${(closure.narBytes / 1e6).toFixed(0)} MB of NAR (zstd); medians of ${ROUNDS} rounds, taking turns` +
+      `${warmup === undefined ? '' : '; each narwhal warmed up by substituting another closure first'}.\n`)
     console.log('| substitution (nix copy --from into an empty store) | nginx direct (s) | through narwhal (s) | ratio of medians | median of rounds\' ratios | goal |')
     console.log('| --- | ---: | ---: | ---: | ---: | --- |')
     for (const [label, r] of runs) {
