@@ -93,16 +93,6 @@ function checkSignatures (info: NarInfo, trusted: TrustedKeys): string[] {
   return verifiedBy
 }
 
-/**
- * Rule 4 for a narinfo whose signatures were verified when it was pulled (Witness
- * verifiedWhenPulled): the trusted keys its signatures are named by. None any more (the
- * upstream's keys changed since): checked in full, which refuses it.
- */
-function pulledSigners (info: NarInfo, trusted: TrustedKeys): string[] {
-  const names = [...new Set(info.sigs.map(sig => signatureKeyName(sig)).filter(name => name !== undefined && trusted.has(name)))] as string[]
-  return names.length > 0 ? names : checkSignatures(info, trusted)
-}
-
 function narNotUploaded (info: NarInfo): NarwhalError {
   return new NarwhalError('NARWHAL_MISSING_DEPENDENCY',
     `narinfo field URL: NAR file ${info.url} has not been uploaded to this cache; upload the NAR before its narinfo`)
@@ -128,17 +118,7 @@ function sameContent (a: { storePath: string, narHash: string, narSize: number, 
  * metadata.flush() before it answers (the upload-batch route, once for all its parts), so the
  * narinfo's own commit need not wait for the disk.
  */
-export interface Witness {
-  provenance: Provenance
-  origin: WriteOrigin
-  flushedByCaller?: boolean
-  /**
-   * The text is a pulled narinfo as narwhal stored it, whose signatures were verified under the
-   * upstream's keys when it was pulled (cache/pulled-narinfo.ts): rule 4 names the signers
-   * without verifying each signature again.
-   */
-  verifiedWhenPulled?: boolean
-}
+export interface Witness { provenance: Provenance, origin: WriteOrigin, flushedByCaller?: boolean }
 
 /** How many times a narinfo that lost a race to another write is decided again. */
 const ATTEMPTS = 5
@@ -166,7 +146,7 @@ async function decide (text: string, urlHashPart: string, metadata: MetadataStor
   if (hashPart !== urlHashPart) {
     throw invalid(`narinfo field StorePath: ${info.storePath} does not belong at ${urlHashPart}.narinfo`)
   }
-  const verifiedBy = witness.verifiedWhenPulled === true ? pulledSigners(info, trusted) : checkSignatures(info, trusted)
+  const verifiedBy = checkSignatures(info, trusted)
   const provenance = witness.provenance.entry(witness.origin, verifiedBy)
 
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {

@@ -33,7 +33,7 @@ export interface PulledPath {
   hashPart: string
   /** The upstream's URL, recorded as the path's provenance. */
   upstream: string
-  /** The narinfo as narwhal serves it, verified when it was pulled (cache/pulled-narinfo.ts). */
+  /** The narinfo as narwhal serves it (cache/pulled-narinfo.ts). */
   narinfo: string
   /** The keys of the upstream it came from. */
   keys: TrustedKeys
@@ -78,9 +78,7 @@ export async function storePulledNar (body: AsyncIterable<Buffer>, expected: Exp
   for (const path of paths) {
     try {
       const origin = { tokenId: null, tokenName: null, clientAddress: null, upstream: path.upstream }
-      // Its signatures were verified when it was pulled; the text is the one stored then.
-      await acceptNarinfo(path.narinfo, path.hashPart, cache.metadata, path.keys, { provenance: cache.provenance, origin, verifiedWhenPulled: true },
-        true, cache.blobs)
+      await acceptNarinfo(path.narinfo, path.hashPart, cache.metadata, path.keys, { provenance: cache.provenance, origin }, true, cache.blobs)
     } catch (err) {
       // Pushed meanwhile with other content: the cache's own narinfo stays, and this one is not
       // added; the NAR may still serve the others.
