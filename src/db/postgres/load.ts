@@ -11,7 +11,7 @@
 for every table but tokens (few, and each needs its id decided).
  */
 import type {
-  AuditRow, DumpedAuxFile, DumpedGcRun, DumpedNarFile, DumpedNarinfo, LoadCounts, LoadNarinfoOutcome, MetadataLoad,
+  AuditRow, DumpedAuxFile, DumpedGcRun, DumpedNarFile, DumpedNarinfo, DumpedToken, LoadCounts, LoadNarinfoOutcome, MetadataLoad,
   MoveRecord, PinRow, TableCounts
 } from '../metadata-store.js'
 import type { PgPool, Tx } from './pool.js'
@@ -174,6 +174,78 @@ async function insertReferencesAndProvenance (tx: Tx, inserted: Array<{ id: numb
   }
 }
 
+/** Tokens by their hash, with the same ids where free; the source's ids mapped to the target's. */
+async function loadTokens (tx: Tx, rows: DumpedToken[]): Promise<{ ids: Map<number, number>, counts: LoadCounts }> {
+  // Nobody else takes an id while this picks them (`narwhal token create` at a replica waits).
+  await tx.query('LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE')
+  const ids = new Map<number, number>()
+  const c = counts()
+  let explicit = false
+  for (const t of rows) {
+    const here = (await tx.query<{ id: number, revokedAt: number | null }>(
+      'SELECT id, revoked_at AS "revokedAt" FROM tokens WHERE token_hash = $1', [t.tokenHash])).rows[0]
+    if (here !== undefined) {
+      if (here.revokedAt === null && t.revokedAt !== null) await tx.query('UPDATE tokens SET revoked_at = $2 WHERE id = $1', [here.id, t.revokedAt])
+      ids.set(t.id, here.id)
+      c.present++
+      continue
+    }
+    // The same id when it is free, so `narwhal token revoke ID` and the audit log keep meaning the same token.
+    const free = (await tx.query('SELECT 1 FROM tokens WHERE id = $1', [t.id])).rows.length === 0
+    const inserted = (await tx.query<{ id: number }>(
+      free
+        ? 'INSERT INTO tokens (id, name, scope, token_hash, created_at, expires_at, revoked_at) VALUES ($7, $1, $2, $3, $4, $5, $6) RETURNING id'
+        : 'INSERT INTO tokens (name, scope, token_hash, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id',
+      [t.name, t.scope, t.tokenHash, t.createdAt, t.expiresAt, t.revokedAt, ...(free ? [t.id] : [])])).rows[0]
+    if (inserted === undefined) throw new Error('tokens: INSERT returned no id')
+    explicit ||= free
+    ids.set(t.id, inserted.id)
+    c.created++
+  }
+  // Ids given explicitly leave the identity's sequence behind: the next token must not collide.
+  if (explicit) await tx.query("SELECT setval(pg_get_serial_sequence('tokens', 'id'), (SELECT max(id) FROM tokens))")
+  return { ids, counts: c }
+}
+
+/** Audit entries after the move's high-water mark, in the source's order; the mark advanced in the same transaction. */
+async function loadAudit (tx: Tx, moveId: number, rows: AuditRow[], tokenIds: Map<number, number>): Promise<LoadCounts> {
+  const move = await moveFor(tx, moveId)
+  const a = rows.filter(r => r.id > move.auditThrough)
+  if (a.length > 0) {
+    // In the source's order (WITH ORDINALITY), so the entries' new ids keep it.
+    await tx.query(
+      `INSERT INTO audit_log (at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason)
+       SELECT at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason
+       FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+         $10::int[], $11::text[], $12::text[]) WITH ORDINALITY
+         AS r(at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason, n)
+       ORDER BY n`,
+      [a.map(r => r.at), a.map(r => mapToken(tokenIds, r.tokenId)), a.map(r => r.tokenName), a.map(r => r.clientAddress),
+        a.map(r => r.method), a.map(r => r.subject), a.map(r => r.hashPart), a.map(r => r.fileHash), a.map(r => r.outcome),
+        a.map(r => r.status), a.map(r => r.code), a.map(r => r.reason)])
+    await tx.query('UPDATE cache_moves SET audit_through = $2 WHERE id = $1', [moveId, a.reduce((m, r) => Math.max(m, r.id), move.auditThrough)])
+  }
+  return { created: a.length, present: rows.length - a.length }
+}
+
+/** gc runs after the move's high-water mark, likewise. */
+async function loadGcRuns (tx: Tx, moveId: number, rows: DumpedGcRun[]): Promise<LoadCounts> {
+  const move = await moveFor(tx, moveId)
+  const g = rows.filter(r => r.id > move.gcRunsThrough)
+  if (g.length > 0) {
+    await tx.query(
+      `INSERT INTO gc_runs (started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes)
+       SELECT started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes
+       FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) WITH ORDINALITY
+         AS r(started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes, n)
+       ORDER BY n`,
+      [g.map(r => r.startedAt), g.map(r => r.finishedAt), g.map(r => r.trigger), g.map(r => r.storePaths), g.map(r => r.narFiles),
+        g.map(r => r.bytes), g.map(r => r.remainingBytes)])
+    await tx.query('UPDATE cache_moves SET gc_runs_through = $2 WHERE id = $1', [moveId, g.reduce((m, r) => Math.max(m, r.id), move.gcRunsThrough)])
+  }
+  return { created: g.length, present: rows.length - g.length }
+}
+
 export function pgMetadataLoad (pool: PgPool): MetadataLoad {
   return {
     contents: async () => (await pool.query<TableCounts>(
@@ -193,37 +265,7 @@ export function pgMetadataLoad (pool: PgPool): MetadataLoad {
       await pool.query('UPDATE cache_moves SET finished_at = $2 WHERE id = $1', [id, now])
     },
 
-    tokens: async (rows) => await pool.transaction(async (tx) => {
-      // Nobody else takes an id while this picks them (`narwhal token create` at a replica waits).
-      await tx.query('LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE')
-      const ids = new Map<number, number>()
-      const c = counts()
-      let explicit = false
-      for (const t of rows) {
-        const here = (await tx.query<{ id: number, revokedAt: number | null }>(
-          'SELECT id, revoked_at AS "revokedAt" FROM tokens WHERE token_hash = $1', [t.tokenHash])).rows[0]
-        if (here !== undefined) {
-          if (here.revokedAt === null && t.revokedAt !== null) await tx.query('UPDATE tokens SET revoked_at = $2 WHERE id = $1', [here.id, t.revokedAt])
-          ids.set(t.id, here.id)
-          c.present++
-          continue
-        }
-        // The same id when it is free, so `narwhal token revoke ID` and the audit log keep meaning the same token.
-        const free = (await tx.query('SELECT 1 FROM tokens WHERE id = $1', [t.id])).rows.length === 0
-        const inserted = (await tx.query<{ id: number }>(
-          free
-            ? 'INSERT INTO tokens (id, name, scope, token_hash, created_at, expires_at, revoked_at) VALUES ($7, $1, $2, $3, $4, $5, $6) RETURNING id'
-            : 'INSERT INTO tokens (name, scope, token_hash, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id',
-          [t.name, t.scope, t.tokenHash, t.createdAt, t.expiresAt, t.revokedAt, ...(free ? [t.id] : [])])).rows[0]
-        if (inserted === undefined) throw new Error('tokens: INSERT returned no id')
-        explicit ||= free
-        ids.set(t.id, inserted.id)
-        c.created++
-      }
-      // Ids given explicitly leave the identity's sequence behind: the next token must not collide.
-      if (explicit) await tx.query("SELECT setval(pg_get_serial_sequence('tokens', 'id'), (SELECT max(id) FROM tokens))")
-      return { ids, counts: c }
-    }),
+    tokens: async (rows) => await pool.transaction(async (tx) => await loadTokens(tx, rows)),
 
     upstreamRecords: async (rows) => await pool.transaction(async (tx) => inBatch(rows.length, (await tx.query(
       `INSERT INTO upstream_narinfos (hash_part, store_path, upstream, nar_url, file_hash, file_size, compression, nar_hash,
@@ -248,41 +290,8 @@ export function pgMetadataLoad (pool: PgPool): MetadataLoad {
       [rows.map(a => a.kind), rows.map(a => a.name), rows.map(a => a.contentType), rows.map(a => a.contentEncoding), rows.map(a => a.body),
         rows.map(a => a.createdAt)])).rowCount)),
 
-    audit: async (moveId, rows: AuditRow[], tokenIds) => await pool.transaction(async (tx) => {
-      const move = await moveFor(tx, moveId)
-      const a = rows.filter(r => r.id > move.auditThrough)
-      if (a.length > 0) {
-        // In the source's order (WITH ORDINALITY), so the entries' new ids keep it.
-        await tx.query(
-          `INSERT INTO audit_log (at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason)
-           SELECT at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason
-           FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-             $10::int[], $11::text[], $12::text[]) WITH ORDINALITY
-             AS r(at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason, n)
-           ORDER BY n`,
-          [a.map(r => r.at), a.map(r => mapToken(tokenIds, r.tokenId)), a.map(r => r.tokenName), a.map(r => r.clientAddress),
-            a.map(r => r.method), a.map(r => r.subject), a.map(r => r.hashPart), a.map(r => r.fileHash), a.map(r => r.outcome),
-            a.map(r => r.status), a.map(r => r.code), a.map(r => r.reason)])
-        await tx.query('UPDATE cache_moves SET audit_through = $2 WHERE id = $1', [moveId, a.reduce((m, r) => Math.max(m, r.id), move.auditThrough)])
-      }
-      return { created: a.length, present: rows.length - a.length }
-    }),
+    audit: async (moveId, rows: AuditRow[], tokenIds) => await pool.transaction(async (tx) => await loadAudit(tx, moveId, rows, tokenIds)),
 
-    gcRuns: async (moveId, rows: DumpedGcRun[]) => await pool.transaction(async (tx) => {
-      const move = await moveFor(tx, moveId)
-      const g = rows.filter(r => r.id > move.gcRunsThrough)
-      if (g.length > 0) {
-        await tx.query(
-          `INSERT INTO gc_runs (started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes)
-           SELECT started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes
-           FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) WITH ORDINALITY
-             AS r(started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes, n)
-           ORDER BY n`,
-          [g.map(r => r.startedAt), g.map(r => r.finishedAt), g.map(r => r.trigger), g.map(r => r.storePaths), g.map(r => r.narFiles),
-            g.map(r => r.bytes), g.map(r => r.remainingBytes)])
-        await tx.query('UPDATE cache_moves SET gc_runs_through = $2 WHERE id = $1', [moveId, g.reduce((m, r) => Math.max(m, r.id), move.gcRunsThrough)])
-      }
-      return { created: g.length, present: rows.length - g.length }
-    })
+    gcRuns: async (moveId, rows: DumpedGcRun[]) => await pool.transaction(async (tx) => await loadGcRuns(tx, moveId, rows))
   }
 }
