@@ -117,13 +117,18 @@ test('a cache exported to a bucket is substituted by stock Nix straight from the
   assert.deepEqual(await listBucket(engine, bucket), objects, 'no object was rewritten')
 })
 
-test('an export with a key prefix puts the cache under it, and Nix reads it there', async (t) => {
+/** A server holding one closure pushed by Nix, and an empty bucket. */
+async function oneClosure (t: TestContext): Promise<{ engine: S3Engine, key: Awaited<ReturnType<typeof nixKeyPair>>, server: TestServer, closure: TestClosure, bucket: string }> {
   const engine = s3Engine()
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const closure = await buildClosure()
   await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
-  const bucket = await createBucket(engine)
+  return { engine, key, server, closure, bucket: await createBucket(engine) }
+}
+
+test('an export with a key prefix puts the cache under it, and Nix reads it there', async (t) => {
+  const { engine, key, server, closure, bucket } = await oneClosure(t)
   await exportJson(engine, server, storageUrl(engine, bucket, '&prefix=team-a/'))
   const keys = [...(await listBucket(engine, bucket)).keys()]
   assert.ok(keys.length > 0 && keys.every(k => k.startsWith('team-a/')), `every key under team-a/: ${keys.join(' ')}`)
@@ -131,20 +136,28 @@ test('an export with a key prefix puts the cache under it, and Nix reads it ther
   await substituteFromBucket(engine, bucket + '/team-a', key.publicKey, closure)
 })
 
-test('a killed export leaves a valid cache in the bucket, and running it again completes it', async (t) => {
+/** A server holding a small closure, then one whose data path is a large NAR of `largeBytes`; and an empty public bucket. */
+async function smallAndLarge (t: TestContext, largeBytes: number): Promise<{
+  engine: S3Engine, key: Awaited<ReturnType<typeof nixKeyPair>>, server: TestServer, small: TestClosure, large: TestClosure, bucket: string
+}> {
   const engine = s3Engine()
   const key = await nixKeyPair('test-uploader-1')
   const server = await startServer(t, { trustedKeys: [key.publicKey] })
   const netrc = netrcFile((await server.token('push')))
-  // Pushed first, so exported first; the second closure's data path is one large NAR (several
-  // multipart parts), still uploading when the first closure's last narinfo is written.
   const small = await buildClosure()
-  const large = await buildClosure({ dataBytes: 64 * 1024 * 1024 })
+  const large = await buildClosure({ dataBytes: largeBytes })
   for (const closure of [small, large]) {
     await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}&compression=none`, closure.top], { config: [`netrc-file = ${netrc}`] })
   }
   const bucket = await createBucket(engine)
   await makePublicRead(engine, bucket)
+  return { engine, key, server, small, large, bucket }
+}
+
+test('a killed export leaves a valid cache in the bucket, and running it again completes it', async (t) => {
+  // Pushed first, so exported first; the second closure's data path is one large NAR (several
+  // multipart parts), still uploading when the first closure's last narinfo is written.
+  const { engine, key, server, small, large, bucket } = await smallAndLarge(t, 64 * 1024 * 1024)
 
   const child = spawn('node', [CLI, 'export', '--storage', storageUrl(engine, bucket), '--data', server.cache.layout.dataDir, '--jobs', '1', '-v'],
     { env: awsEnv(engine), stdio: ['ignore', 'pipe', 'pipe'] })
@@ -199,12 +212,7 @@ test('a killed export leaves a valid cache in the bucket, and running it again c
 })
 
 test('an export cuts no upload in flight: a multipart upload begun before it (a replica\'s, another export\'s) completes after it', async (t) => {
-  const engine = s3Engine()
-  const key = await nixKeyPair('test-uploader-1')
-  const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const closure = await buildClosure()
-  await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}`, closure.top], { config: [`netrc-file = ${netrcFile((await server.token('push')))}`] })
-  const bucket = await createBucket(engine)
+  const { engine, server, closure, bucket } = await oneClosure(t)
   await makePublicRead(engine, bucket)
   const url = storageUrl(engine, bucket)
   const { objects } = await storeFor(t, engine, url)
@@ -227,17 +235,7 @@ test('an export cuts no upload in flight: a multipart upload begun before it (a 
 })
 
 test('two exports into one bucket at once both finish, and the bucket is the whole cache', async (t) => {
-  const engine = s3Engine()
-  const key = await nixKeyPair('test-uploader-1')
-  const server = await startServer(t, { trustedKeys: [key.publicKey] })
-  const netrc = netrcFile((await server.token('push')))
-  const small = await buildClosure()
-  const large = await buildClosure({ dataBytes: 48 * 1024 * 1024 })
-  for (const closure of [small, large]) {
-    await nixOk(['copy', '--to', `${server.url}?secret-key=${key.secretFile}&compression=none`, closure.top], { config: [`netrc-file = ${netrc}`] })
-  }
-  const bucket = await createBucket(engine)
-  await makePublicRead(engine, bucket)
+  const { engine, key, server, small, large, bucket } = await smallAndLarge(t, 48 * 1024 * 1024)
   const url = storageUrl(engine, bucket)
   const [a, b] = await Promise.all([exportJson(engine, server, url), exportJson(engine, server, url)])
   for (const run of [a, b]) assert.deepEqual(run.leftOut, [])
