@@ -16,8 +16,9 @@
  * A killed export leaves unfinished multipart uploads (parts no reader sees, but which take
  * space). An export sweeps the bucket as a serving replica does (S3BlobStore.sweep): only uploads
  * older than its grace, so an upload in flight, another export's or a replica's, is never cut.
- * So two exports into one bucket at once, or an export beside serving replicas, write the same
- * bytes under the same names, each narinfo after its NAR: nothing they do undoes the other's.
+ * So two exports into one bucket at once write the same bytes under the same names, each narinfo
+ * after its NAR: nothing one does undoes the other's. (A gc at replicas could: with a database,
+ * `narwhal export` holds gc's lock.)
  */
 import { Readable } from 'node:stream'
 import type { MetadataStore } from '../db/metadata-store.js'

@@ -249,7 +249,7 @@ test('--database alone moves the rows and leaves the NARs in the data folder, wh
   await nixOk(['store', 'verify', '--recursive', '--store', store, closure.top], { config: trust })
 })
 
-test('a second export into the same database while one runs stops at once, naming the reason and writing nothing; the first finishes; gc and export wait for each other', { timeout: 2 * 60_000 }, async (t) => {
+test('a second export into the same database while one runs stops at once, naming the reason and writing nothing; the first finishes; gc, fsck --repair and export wait for each other', { timeout: 2 * 60_000 }, async (t) => {
   const oldData = tempDir('narwhal-move-old-')
   await createToken(oldData, 'push')
   const { engine, db, storage } = await sharedCache(t)
@@ -295,10 +295,16 @@ test('a second export into the same database while one runs stops at once, namin
   assert.match(second.stderr, /another export into postgres:\/\/\S+ is running \(it holds the database's export lock\); nothing done/)
   assert.equal(second.stdout, '')
   assert.ok(Date.now() - startedAt < 20_000, 'refused at once, not after waiting for the first')
-  // And a gc at a replica waits for the export.
-  const gc = await run('node', [CLI, 'gc', '--data', tempDir('narwhal-move-replica-'), '--database', db.url, '--storage', storage], { env })
+  // And a gc or an fsck --repair at a replica waits for the export (an fsck without --repair only reads, and runs).
+  const replicaArgs = ['--data', tempDir('narwhal-move-replica-'), '--database', db.url, '--storage', storage]
+  const gc = await run('node', [CLI, 'gc', ...replicaArgs], { env })
   assert.equal(gc.code, 1, gc.stdout + gc.stderr)
   assert.match(gc.stderr, /a collection is running at another replica or command; nothing done/)
+  const repair = await run('node', [CLI, 'fsck', '--repair', ...replicaArgs], { env })
+  assert.equal(repair.code, 2, repair.stdout + repair.stderr)
+  assert.match(repair.stderr, /an export, is running at another replica or command \(it holds the database's fsck lock\); nothing done/)
+  const check = await run('node', [CLI, 'fsck', ...replicaArgs], { env })
+  assert.equal(check.code, 0, check.stdout + check.stderr)
   const client = new pg.Client({ connectionString: db.url })
   await client.connect()
   client.on('error', () => {})

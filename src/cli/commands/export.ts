@@ -15,7 +15,7 @@
  *
  * Run again to resume after a kill or to catch up; nothing is written twice. One export at a time
  * into a database (its advisory lock, cache/single-writer.ts): a second stops at once, exit 2; so
- * does an export while a replica of that database runs gc, and gc waits for an export. A database
+ * does an export while a replica of that database runs gc or fsck --repair, and those wait for an export. A database
  * that holds another cache is refused unless --merge. Into a bucket alone there is nothing to lock,
  * and nothing needs it: exports write the same bytes under the same names and never cut another's
  * upload (cache/export-to-bucket.ts).
@@ -27,7 +27,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs'
 import { exportToBucket, type ExportCounts, type ExportResult } from '../../cache/export-to-bucket.js'
 import { beginMove, moveRows, moveStep, type MoveOptions, type MoveResult } from '../../cache/move-cache.js'
 import { openDataDir, type DataDir } from '../../cache/open-cache.js'
-import { runSingleWriter } from '../../cache/single-writer.js'
+import { runSingleWriters, type SingleWriterJob } from '../../cache/single-writer.js'
 import { loadConfig } from '../../config/config.js'
 import { formatBytes } from '../../config/units.js'
 import { parseDatabaseUrl, type PostgresLocation } from '../../db/database-url.js'
@@ -46,7 +46,7 @@ const USAGE = 'usage: narwhal export [--data DIR] [--config FILE] [--storage s3:
   '  logs) into PostgreSQL, each narinfo only after its NAR and references. Run it again to resume or catch up:\n' +
   '  nothing is written twice. The bucket and the database must exist (narwhal creates neither).\n' +
   '  One export at a time into a database: a second one started meanwhile stops at once (exit 2), nothing done.\n' +
-  '  While it runs, gc at replicas of that database waits (it holds gc\'s lock too). It removes only unfinished\n' +
+  '  While it runs, gc and fsck --repair at replicas of that database wait (it holds their locks too). It removes only unfinished\n' +
   '  uploads older than six hours (as serve does): another export or a replica may be uploading into the bucket.\n' +
   '  Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or profile= in the URL.\n' +
   '  --merge    go on into a database that holds another cache (its paths are kept as they are)\n' +
@@ -56,6 +56,16 @@ const USAGE = 'usage: narwhal export [--data DIR] [--config FILE] [--storage s3:
   '  exit 0 everything moved, 1 some store paths left out (listed), 2 usage error or could not run'
 
 interface Output { objects: ExportResult | null, rows: MoveResult | null }
+
+/** What holds the lock an export found taken in the database `db`. */
+function busyWith (job: SingleWriterJob, db: string): string {
+  switch (job) {
+    case 'export': return `another export into ${db} is running`
+    case 'gc': return `a gc is running at a replica of ${db}`
+    case 'fsck': return `an fsck --repair is running at a replica of ${db}`
+    case 'migrate': return `a migration of ${db} is running`
+  }
+}
 
 function whole (text: string | undefined, flag: string, max: number): number | undefined {
   if (text === undefined) return undefined
@@ -145,11 +155,9 @@ export async function exportCommand (args: string[]): Promise<number> {
         await openDataDir({ dataDir: config.dataDir, database: options.databaseUrl }))
     }
     // One export at a time into a database (its move record): the replicas' PostgreSQL advisory lock, taken
-    // before anything is read or written. And no gc at a replica meanwhile (gc's own lock): it could remove an
-    // object this export found in the bucket before the narinfo or the row that names it is written.
-    const metadata = (target ?? source).metadata
-    const run = await runSingleWriter(metadata, 'export', async (exportLost) => await runSingleWriter(metadata, 'gc', async (gcLost) => {
-      const lost = AbortSignal.any([exportLost, gcLost])
+    // before anything is read or written. And no gc or fsck --repair at a replica meanwhile (their locks): either
+    // could remove an object this export wrote or found in the bucket before the narinfo or row naming it is written.
+    const run = await runSingleWriters((target ?? source).metadata, ['export', 'gc', 'fsck'], async (lost) => {
       // Checked and recorded before any object is written: a database holding another cache stops the export here.
       const move = target === undefined ? undefined : await beginRowMove(target, layout.database, options)
       if (bucket !== undefined) output.objects = await exportObjects(source, bucket, config.priority, options)
@@ -158,16 +166,11 @@ export async function exportCommand (args: string[]): Promise<number> {
         const narNotPlaced = bucket !== undefined ? notInBucket(output.objects) : notInFolder(source.blobs, config.dataDir)
         output.rows = await moveTheRows(source, target, move, narNotPlaced, lost, options)
       }
-    }))
-    const into = database?.redacted ?? options.databaseUrl ?? ''
+    })
     if (run.kind === 'busy') {
-      process.stderr.write(`narwhal export: another export into ${into} is running (it holds the database's export lock); nothing done. ` +
-        'Run this one again when it has finished: it resumes from where that one stopped\n')
-      return 2
-    }
-    if (run.value.kind === 'busy') {
-      process.stderr.write(`narwhal export: a gc is running at a replica of ${into} (it holds the database's gc lock), and could remove ` +
-        'objects this export finds in the bucket; nothing done. Run this one again when it has finished\n')
+      process.stderr.write(`narwhal export: ${busyWith(run.job, database?.redacted ?? options.databaseUrl ?? '')} ` +
+        `(it holds the database's ${run.job} lock); nothing done. Run this one again when it has finished` +
+        `${run.job === 'export' ? ': it resumes from where that one stopped' : ''}\n`)
       return 2
     }
     return report(output, options, bucket?.describe(), layout.generatedPublicKey)
