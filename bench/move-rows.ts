@@ -1,8 +1,9 @@
 /**
  * How long `narwhal export --database` takes for the rows (cache/move-cache.ts): a SQLite cache of
  * BENCH_PATHS narinfos (each referencing the three before it, ~1.2 KB of text, with provenance and
- * two audit entries each) moved into a fresh PostgreSQL database, for a few batch sizes, then run
- * again (the no-op a resumed or repeated move costs). CPU is this process's (the CLI's); PostgreSQL's is not in it. Objects are not part of it (export-to-bucket's
+ * two audit entries each; as many upstream records, and a pin and a small build log for every tenth
+ * path) moved into a fresh PostgreSQL database, for a few batch sizes, then run again (the no-op a
+ * resumed or repeated move costs). The steps' own times are printed too. CPU is this process's (the CLI's); PostgreSQL's is not in it. Objects are not part of it (export-to-bucket's
  * own figures are the bucket's).
  *
  *   node dist/bench/move-rows.js postgres://SUPERUSER@HOST:PORT/DB   (it creates and drops its own databases)
@@ -69,9 +70,31 @@ async function main (): Promise<void> {
     code: null,
     reason: null
   }))), PATHS * 2)
+  for (let i = 0; i < PATHS; i++) {
+    const hashPart = hash()
+    await source.upstreamRecords.insert({
+      hashPart,
+      storePath: `/nix/store/${hashPart}-pulled-${i}`,
+      upstream: 'https://cache.example',
+      narUrl: `nar/${hash()}${hash()}.nar.xz`,
+      fileHash: hash() + hash(),
+      fileSize: 100_000,
+      compression: 'xz',
+      narHash: 'sha256:' + hash(),
+      narSize: 400_000,
+      references: [],
+      narinfo: `StorePath: /nix/store/${hashPart}-pulled-${i}\n${'X'.repeat(600)}\n`,
+      createdAt: i
+    })
+  }
+  for (const [i, p] of paths.entries()) {
+    if (i % 10 !== 0) continue
+    await source.retention.addPin({ hashPart: p.hashPart, storePath: `/nix/store/${p.baseName}`, keepUntil: null, note: 'bench' }, i)
+    await source.aux.put('log', `${p.baseName}.drv`, { contentType: 'text/plain; charset=utf-8', contentEncoding: null, body: randomBytes(2000) }, i)
+  }
   process.stdout.write(`source: ${PATHS} narinfos made in ${((performance.now() - t) / 1000).toFixed(1)} s\n`)
 
-  process.stdout.write('| batch | first run s | µs per narinfo | narwhal CPU µs per narinfo | second run (no-op) s |\n|---|---|---|---|---|\n')
+  process.stdout.write('| batch | first run s | µs per narinfo | narwhal CPU µs per narinfo | second run (no-op) s | first run\'s steps s |\n|---|---|---|---|---|---|\n')
   for (const batch of BATCHES) {
     const name = `narwhal_bench_move_${randomBytes(4).toString('hex')}`
     const client = new pg.Client({ connectionString: admin })
@@ -84,7 +107,10 @@ async function main (): Promise<void> {
       const { move } = await beginMove(target, `sqlite:${dir}`, { merge: false, now: Date.now() })
       t = performance.now()
       const cpu = process.cpuUsage()
-      const first = await moveRows(source, target, move, { batch })
+      const steps: Array<[string, number]> = []
+      const first = await moveRows(source, target, move, { batch, onStep: (step) => { steps.push([step, performance.now()]) } })
+      const ended = performance.now()
+      const stepTimes = steps.map(([step, at], i) => `${step} ${(((steps[i + 1]?.[1] ?? ended) - at) / 1000).toFixed(2)}`).join(', ')
       const firstS = (performance.now() - t) / 1000
       const used = process.cpuUsage(cpu)
       const cpuUs = (used.user + used.system) / PATHS
@@ -92,7 +118,7 @@ async function main (): Promise<void> {
       t = performance.now()
       await moveRows(source, target, move, { batch })
       const secondS = (performance.now() - t) / 1000
-      process.stdout.write(`| ${batch} | ${firstS.toFixed(2)} | ${(firstS * 1e6 / PATHS).toFixed(0)} | ${cpuUs.toFixed(0)} | ${secondS.toFixed(2)} |\n`)
+      process.stdout.write(`| ${batch} | ${firstS.toFixed(2)} | ${(firstS * 1e6 / PATHS).toFixed(0)} | ${cpuUs.toFixed(0)} | ${secondS.toFixed(2)} | ${stepTimes} |\n`)
     } finally {
       await target.close()
       await client.query(`DROP DATABASE ${name} WITH (FORCE)`)

@@ -14,14 +14,18 @@
  * references it, and reported; `narwhal fsck` says why. Never creates the bucket.
  *
  * A killed export leaves unfinished multipart uploads (parts no reader sees, but which take
- * space); the next export aborts every unfinished upload under nar/ when it starts. So two
- * exports must not run into one bucket at once (`narwhal export` holds the database's export lock).
+ * space). An export sweeps the bucket as a serving replica does (S3BlobStore.sweep): only uploads
+ * older than its grace, so an upload in flight, another export's or a replica's, is never cut.
+ * So two exports into one bucket at once write the same bytes under the same names, each narinfo
+ * after its NAR: nothing one does undoes the other's. (A gc at replicas could: with a database,
+ * `narwhal export` holds gc's lock.)
  */
 import { Readable } from 'node:stream'
 import type { MetadataStore } from '../db/metadata-store.js'
 import { auxFilePath, CACHE_INFO_FILE, cacheInfoText, CONTENT_TYPE, narinfoFile } from '../nix/binary-cache-files.js'
 import { parseNarInfo } from '../nix/narinfo.js'
 import type { BlobStore } from '../storage/blob-store.js'
+import { S3BlobStore } from '../storage/s3-blob-store.js'
 import type { S3Objects } from '../storage/s3-objects.js'
 
 export interface ExportOptions {
@@ -29,6 +33,8 @@ export interface ExportOptions {
   priority: number
   /** NAR uploads at once (each multipart upload also sends a few parts at once). */
   jobs?: number
+  /** The sweep's grace (S3BlobStore's default when undefined): an unfinished upload younger than it is left alone. */
+  sweepGraceMs?: number
   /** Called after each object is written to the bucket. */
   onUploaded?: (name: string, bytes: number) => void
 }
@@ -40,8 +46,10 @@ export interface ExportResult {
   nars: ExportCounts
   narinfos: ExportCounts
   otherFiles: ExportCounts
-  /** Unfinished multipart uploads of NARs, left by an earlier export, that were aborted. */
+  /** Unfinished multipart uploads (and temp objects) older than the sweep's grace, that were removed. */
   abortedUploads: number
+  /** Unfinished uploads younger than the grace, left alone: perhaps in flight (another export, a replica), perhaps killed. */
+  youngUploads: number
   /** Store paths not exported, each with why. */
   leftOut: Array<{ storePath: string, reason: string }>
 }
@@ -75,7 +83,7 @@ const counts = (): ExportCounts => ({ uploaded: 0, present: 0, bytesUploaded: 0 
 
 /** One export's state: what the bucket holds, what each store path needs, what was sent. */
 class BucketExport {
-  readonly result: ExportResult = { cacheInfo: counts(), nars: counts(), narinfos: counts(), otherFiles: counts(), abortedUploads: 0, leftOut: [] }
+  readonly result: ExportResult = { cacheInfo: counts(), nars: counts(), narinfos: counts(), otherFiles: counts(), abortedUploads: 0, youngUploads: 0, leftOut: [] }
   private readonly narJobs: Limiter
   private readonly smallJobs = limiter(SMALL_JOBS)
   /** The bucket's objects by name, with their sizes (listed once, kept up to date). */
@@ -96,14 +104,12 @@ class BucketExport {
     this.narJobs = limiter(options.jobs ?? DEFAULT_JOBS)
   }
 
-  /** Checks the bucket, aborts an earlier export's unfinished NAR uploads, lists what is there. */
+  /** Checks the bucket, sweeps what killed uploads left there long ago, lists what is there. */
   async prepareBucket (): Promise<void> {
     await this.bucket.checkBucket()
-    // Before any upload of this export begins, so every one found is another's.
-    for await (const upload of this.bucket.unfinishedUploads('nar/')) {
-      await this.bucket.abortUpload(upload)
-      this.result.abortedUploads++
-    }
+    const swept = await new S3BlobStore(this.bucket, { redirectNars: false, sweepGraceMs: this.options.sweepGraceMs }).sweepCounted()
+    this.result.abortedUploads = swept.removed
+    this.result.youngUploads = swept.inFlight
     for await (const object of this.bucket.list()) this.existing.set(object.name, object.size)
   }
 

@@ -27,7 +27,7 @@ try {
   try {
     const run = await runSingleWriter(cache.metadata, 'gc', async (lost) =>
       await collectGarbage(cache, { ...settings, upstreams, trigger: 'schedule', shouldStop: () => stopping || lost.aborted }))
-    result = run.kind === 'ran' ? { ok: true, fields: gcLogFields(run.value) } : { ok: true, fields: { skipped: 'another replica is collecting' } }
+    result = run.kind === 'ran' ? { ok: true, fields: gcLogFields(run.value) } : { ok: true, fields: { skipped: 'another replica is collecting, or an export into this database is running' } }
   } finally {
     await cache.close()
   }

@@ -492,21 +492,12 @@ export interface MetadataStore {
 export interface DumpedNarFile extends NarFileRow { createdAt: number, lastAccessedAt: number }
 
 /** A narinfo as stored, with what its insert wrote along: references, provenance, times. */
-export interface DumpedNarinfo {
+export interface DumpedNarinfo extends Omit<NarinfoRecord, 'narFileId'> {
   id: number
-  hashPart: string
-  storePath: string
-  narHash: string
-  narSize: number
-  deriver: string | null
-  ca: string | null
-  sigs: string[]
-  narinfo: string
   createdAt: number
   lastAccessedAt: number
   /** Its NAR file's row; undefined when the row is gone (fsck reports that). */
   narFile: DumpedNarFile | undefined
-  references: Array<{ hashPart: string, baseName: string }>
   /** Oldest first. Token ids are the source's. */
   provenance: ProvenanceRow[]
 }

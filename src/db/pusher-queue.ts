@@ -1,9 +1,8 @@
 /**
  * The SQL of the pusher's durable queue: a SQLite database of its own, `<queueDir>/queue.sqlite`,
- * with its own migrations (`migrations/pusher/`), run by the server's migrator. The pusher uses it
- * through the interface it defines (pusher/queue.ts, where the life of a job is drawn); `cli`
- * wires this implementation in (cli/open-queue.ts), and the compiler checks there that the two
- * agree.
+ * with its own migrations (`migrations/pusher/`), run by the server's migrator. It implements the
+ * queue declared in types/pusher-queue.d.ts (the pusher's side is pusher/queue.ts, where the life
+ * of a job is drawn); `cli` wires it in (cli/open-queue.ts).
  *
  * Every transition is one SQLite transaction (WAL, synchronous=FULL); the job id is UNIQUE, so
  * an entry enqueued twice (a crash between insert and the spool file's unlink) is one job.
@@ -11,56 +10,10 @@
 import { mkdirSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import type { Job, JobFinish, JobState, PathOutcome, Queue, QueueEntry, QueueRows } from 'narwhal:pusher-queue'
 import { migrate, openDatabase, type Db } from './database.js'
 
 export const PUSHER_MIGRATIONS_DIR = fileURLToPath(new URL('../../../migrations/pusher/', import.meta.url))
-
-// The same job and row types as pusher/queue.ts declares (neither layer may import the other);
-// cli/open-queue.ts fails to compile when the two differ.
-export type JobState = 'pending' | 'running' | 'done' | 'failed'
-
-export interface Job {
-  seq: number
-  jobId: string
-  drvPath: string
-  outPaths: string[]
-  state: JobState
-  attempts: number
-  nextAttemptAt: number
-  lastError: string | null
-  note: string | null
-  pathsTotal: number
-  pathsUploaded: number
-  bytesUploaded: number
-  createdAt: number
-  updatedAt: number
-}
-
-export interface JobFinish {
-  state: 'done' | 'failed'
-  lastError?: string | null
-  note?: string | null
-  pathsTotal: number
-  pathsUploaded: number
-  bytesUploaded: number
-}
-
-export interface PathOutcome {
-  storePath: string
-  state: 'failed' | 'dropped'
-  reason: string
-  jobSeq: number | null
-  updatedAt: number
-}
-
-export interface QueueRows {
-  counts: Record<JobState, number>
-  pending: Job[]
-  running: Job[]
-  failed: Job[]
-  paths: PathOutcome[]
-  lastSeq: number
-}
 
 /** A job as stored: outPaths is one space-separated string. */
 type JobRow = Omit<Job, 'outPaths'> & { outPaths: string }
@@ -77,13 +30,7 @@ export function queueDatabasePath (queueDir: string): string {
   return path.join(queueDir, 'queue.sqlite')
 }
 
-export interface QueueEntry {
-  jobId: string
-  drvPath: string
-  outPaths: string[]
-}
-
-export class SqlitePusherQueue {
+export class SqlitePusherQueue implements Queue {
   readonly db: Db
   private readonly stmts
 

@@ -280,19 +280,7 @@ export class NarReader {
         this.#keyword(token, KW.type, Expect.TypeValue)
         return
       case Expect.TypeValue:
-        if (token.equals(KW.regular)) {
-          this.#executable = false
-          this.#expect = Expect.RegularField
-        } else if (token.equals(KW.symlink)) {
-          this.#expect = Expect.TargetKeyword
-        } else if (token.equals(KW.directory)) {
-          if (this.#stack.length >= MAX_DEPTH) this.#fail(`directories nest deeper than ${MAX_DEPTH} at byte ${this.#tokenStart}`)
-          this.#onEntry?.({ path: this.#path, type: 'directory' })
-          this.#stack.push({ path: this.#path, prevName: undefined })
-          this.#expect = Expect.DirectoryField
-        } else {
-          this.#unexpected()
-        }
+        this.#onType(token)
         return
       case Expect.RegularField:
         if (token.equals(KW.executable)) {
@@ -348,6 +336,23 @@ export class NarReader {
         return
       default:
         this.#unexpected()
+    }
+  }
+
+  /** A node's type: what the tokens after it must be. */
+  #onType (type: Buffer): void {
+    if (type.equals(KW.regular)) {
+      this.#executable = false
+      this.#expect = Expect.RegularField
+    } else if (type.equals(KW.symlink)) {
+      this.#expect = Expect.TargetKeyword
+    } else if (type.equals(KW.directory)) {
+      if (this.#stack.length >= MAX_DEPTH) this.#fail(`directories nest deeper than ${MAX_DEPTH} at byte ${this.#tokenStart}`)
+      this.#onEntry?.({ path: this.#path, type: 'directory' })
+      this.#stack.push({ path: this.#path, prevName: undefined })
+      this.#expect = Expect.DirectoryField
+    } else {
+      this.#unexpected()
     }
   }
 

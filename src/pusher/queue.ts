@@ -1,7 +1,8 @@
 /**
- * The pusher's durable queue, as the pusher sees it: the interface it needs, the spool's way in,
- * and the status it reports. The SQL is in db/pusher-queue.ts; `cli` opens that and hands it
- * over (cli/open-queue.ts), so the pusher never imports the database.
+ * The pusher's durable queue, as the pusher sees it: the spool's way in and the status it reports.
+ * The jobs and the interface are declared once in types/pusher-queue.d.ts; the SQL is in
+ * db/pusher-queue.ts, which `cli` opens and hands over (cli/open-queue.ts), so the pusher never
+ * imports the database.
  *
  * Life of a job:
  *
@@ -16,87 +17,14 @@
  */
 import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs'
 import path from 'node:path'
+import type { Queue, QueueRows } from 'narwhal:pusher-queue'
 import { INCOMPLETE_GRACE_MS, listSpool, readSpoolFile, spoolDir, syncDir, type SpoolEntry, type SpoolRead } from './spool.js'
 
-// The same job and row types as db/pusher-queue.ts declares (neither layer may import the other);
-// cli/open-queue.ts fails to compile when the two differ.
-export type JobState = 'pending' | 'running' | 'done' | 'failed'
-
-export interface Job {
-  seq: number
-  jobId: string
-  drvPath: string
-  outPaths: string[]
-  state: JobState
-  attempts: number
-  nextAttemptAt: number
-  lastError: string | null
-  note: string | null
-  pathsTotal: number
-  pathsUploaded: number
-  bytesUploaded: number
-  createdAt: number
-  updatedAt: number
-}
-
-export interface JobFinish {
-  state: 'done' | 'failed'
-  lastError?: string | null
-  note?: string | null
-  pathsTotal: number
-  pathsUploaded: number
-  bytesUploaded: number
-}
-
-export interface PathOutcome {
-  storePath: string
-  state: 'failed' | 'dropped'
-  reason: string
-  jobSeq: number | null
-  updatedAt: number
-}
-
-/** What the queue holds: counts, the latest jobs of each unfinished or failed state, path outcomes. */
-export interface QueueRows {
-  counts: Record<JobState, number>
-  pending: Job[]
-  running: Job[]
-  failed: Job[]
-  paths: PathOutcome[]
-  lastSeq: number
-}
+export type { Job, JobFinish, JobState, PathOutcome, Queue, QueueRows } from 'narwhal:pusher-queue'
 
 export interface QueueStatus extends QueueRows {
   /** Spool files the pusher has not moved into the queue yet. */
   spooled: number
-}
-
-/** The queue the pusher and `narwhal queue` work with. Times are ms since the epoch. */
-export interface Queue {
-  /** Adds a job, or returns the one with that jobId already there. */
-  enqueue: (entry: SpoolEntry, now?: number) => Job
-  /** Adds jobs in one commit. */
-  enqueueAll: (entries: SpoolEntry[], now?: number) => void
-  /** After a crash or kill -9, jobs that were in flight start again; returns how many. */
-  recoverRunning: (now?: number) => number
-  /** The oldest pending job that is due, marked running; undefined when none is due. */
-  claimNext: (now?: number) => Job | undefined
-  /** Up to `limit` of the oldest pending jobs that are due, marked running, oldest first. */
-  claimDue: (limit: number, now?: number) => Job[]
-  /** When the next pending job becomes due, or undefined when nothing is pending. */
-  earliestPendingAt: () => number | undefined
-  job: (seq: number) => Job | undefined
-  finish: (seq: number, outcome: JobFinish, now?: number) => void
-  retryLater: (seq: number, delayMs: number, lastError: string, now?: number) => void
-  setPathOutcome: (storePath: string, state: 'failed' | 'dropped', reason: string, jobSeq: number | null, now?: number) => void
-  clearPathOutcome: (storePath: string) => void
-  lastSeq: () => number
-  /** `fn`'s transitions in one commit: a kill -9 keeps all of them or none. */
-  inOneCommit: <T>(fn: () => T) => T
-  /** Jobs with seq > `after`, plus every unfinished job, with their states (for `queue wait`). */
-  jobsSince: (after: number) => Array<{ seq: number, state: JobState }>
-  status: (limit?: number) => QueueRows
-  close: () => void
 }
 
 /** Temp files of `narwhal hook` runs that died before their rename: never to be completed. */

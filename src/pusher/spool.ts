@@ -19,14 +19,12 @@
 import { randomBytes } from 'node:crypto'
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import path from 'node:path'
+import type { QueueEntry } from 'narwhal:pusher-queue'
 
 export const SPOOL_SUFFIX = '.job'
 
-export interface SpoolEntry {
-  jobId: string
-  drvPath: string
-  outPaths: string[]
-}
+/** What a complete spool file says: the queue's entry (types/pusher-queue.d.ts). */
+export type SpoolEntry = QueueEntry
 
 export function spoolDir (queueDir: string): string {
   return path.join(queueDir, 'spool')

@@ -156,9 +156,21 @@ export class S3BlobStore implements BlobStore {
    * the grace keeps each from touching another's uploads in flight, and one already gone is success.
    */
   async sweep (now = Date.now()): Promise<void> {
+    await this.sweepCounted(now)
+  }
+
+  /** sweep(), saying how many it removed and how many it left because they may be in flight. */
+  async sweepCounted (now = Date.now()): Promise<{ removed: number, inFlight: number }> {
+    const swept = { removed: 0, inFlight: 0 }
     for await (const leftover of this.leftovers(now - this.#sweepGraceMs)) {
-      if (leftover.kind === 'stale-temp') await this.removeLeftover(leftover.subject)
+      if (leftover.kind === 'stale-temp') {
+        await this.removeLeftover(leftover.subject)
+        swept.removed++
+      } else if (leftover.kind === 'in-flight') {
+        swept.inFlight++
+      }
     }
+    return swept
   }
 
   /**

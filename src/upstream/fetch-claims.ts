@@ -5,24 +5,9 @@
  * reports how it ended; the others wait for that, then serve the stored NAR (or fail as it failed).
  */
 
-/** How the fetch of another process ended: 'abandoned' when that process died, or let go, before it told. */
-export type FetchSettled = 'stored' | 'failed' | 'abandoned'
+import type { FetchClaims, FetchTurn } from '../db/fetch-turns.js'
 
-export type FetchTurn =
-  /**
-   * This process fetches; it must call `release` with the outcome once the fetch has settled
-   * ('abandoned': it did not fetch after all, the waiters look again and claim again).
-   */
-  | { kind: 'mine', release: (outcome: FetchSettled) => void }
-  /** Another process fetched (or was fetching) it; this is how that ended. */
-  | { kind: 'settled', outcome: FetchSettled }
-
-export interface FetchClaims {
-  /** This process's turn to fetch the NAR `fileHash`, or the outcome of another's fetch of it. */
-  claim: (fileHash: string) => Promise<FetchTurn>
-  /** Lets go of what it holds (connections); turns still held are released. */
-  close?: () => Promise<void>
-}
+export type { FetchClaims, FetchSettled, FetchTurn } from '../db/fetch-turns.js'
 
 /** One process alone: every fetch is its own (nar-fetch.ts keeps it single within the process). */
 export const SOLE_PROCESS: FetchClaims = {

@@ -181,3 +181,103 @@ test('in one batch, a narinfo whose NAR file an upload is committing in the targ
   assert.deepEqual([second.leftOut, second.narinfos], [[], { created: 2, present: 2 }])
   for (const p of [busy, onBusy]) assert.deepEqual(await pathView(target, p), await pathView(source, p))
 })
+
+test('a cache with many rows of every kind moves whole over many batches: every table counted, and a sample of each compared row by row', { timeout: 5 * 60_000 }, async (t) => {
+  const source = openSqliteMetadataStore(path.join(tempDir('narwhal-move-rows-'), 'narwhal.sqlite'))
+  t.after(async () => { await source.close() })
+  const target = await openTarget(t)
+  const N = { narinfos: 240, upstreamRecords: 700, pins: 130, auxFiles: 110, auditEntries: 2600, gcRuns: 40 }
+
+  const ci = await source.tokens.insert({ name: 'ci', scope: 'push', tokenHash: 'h-ci', expiresAt: null }, 100)
+  const paths: TestPath[] = []
+  for (let i = 0; i < N.narinfos; i++) {
+    const p = testPath(`pkg-${i}`)
+    // Each references up to three before it; every third was pushed again with a second signature (two provenance rows).
+    const refs = paths.slice(-3)
+    const file = await liveNarFile(source, 1000 + i)
+    const pushed: ProvenanceEntry = { acceptedAt: 1000 + i, tokenId: ci, tokenName: 'ci', keyNames: ['k1'], clientAddress: '10.0.0.1', upstream: null }
+    assert.deepEqual(await source.narinfos.insert(narinfoRecord(p, file, refs), pushed, { upstreamReferences: false, now: 1000 + i }), { kind: 'created' })
+    if (i % 3 === 0) {
+      const stored = await source.narinfos.get(p.hashPart)
+      assert.ok(stored !== undefined)
+      const merged = await source.narinfos.mergeSignatures(stored.id, stored.sigs, [...stored.sigs, 'k2:BBBB'], `${stored.narinfo}Sig: k2:BBBB\n`,
+        { ...pushed, acceptedAt: 5000 + i, keyNames: ['k2'] })
+      assert.equal(merged.kind, 'merged')
+    }
+    paths.push(p)
+  }
+  const pulled: TestPath[] = []
+  for (let i = 0; i < N.upstreamRecords; i++) {
+    const p = testPath(`pulled-${i}`)
+    await source.upstreamRecords.insert({
+      hashPart: p.hashPart,
+      storePath: p.storePath,
+      upstream: `https://cache${i % 3}.example`,
+      narUrl: `nar/f${i}.nar.xz`,
+      fileHash: `f${i}`,
+      fileSize: 10 + i,
+      compression: 'xz',
+      narHash: `sha256:n${i}`,
+      narSize: 20 + i,
+      references: i % 2 === 0 ? [] : [pulled[i - 1]?.baseName ?? ''],
+      narinfo: `StorePath: ${p.storePath}\n`,
+      createdAt: 500 + i
+    })
+    pulled.push(p)
+  }
+  for (let i = 0; i < N.pins; i++) {
+    const p = paths[i] as TestPath
+    await source.retention.addPin({ hashPart: p.hashPart, storePath: p.storePath, keepUntil: i % 2 === 0 ? null : 90_000 + i, note: i % 5 === 0 ? null : `note ${i}` }, 4000 + i)
+  }
+  for (let i = 0; i < N.auxFiles; i++) {
+    const body = Buffer.alloc(100 + i * 13, i)
+    await source.aux.put(i % 4 === 0 ? 'ls' : 'log', `${(paths[i] as TestPath).baseName}.drv`,
+      { contentType: 'text/plain; charset=utf-8', contentEncoding: i % 2 === 0 ? null : 'zstd', body }, 4100 + i)
+  }
+  for (let i = 0; i < N.gcRuns; i++) {
+    await source.retention.recordGcRun({ startedAt: 5000 + i, finishedAt: 5100 + i, trigger: i % 2 === 0 ? 'cli' : 'schedule', storePaths: i, narFiles: i, bytes: 300 * i, remainingBytes: 900 })
+  }
+  await source.audit.append(Array.from({ length: N.auditEntries }, (_, i) => ({
+    at: 6000 + i,
+    tokenId: i % 7 === 0 ? null : ci,
+    tokenName: i % 7 === 0 ? null : 'ci',
+    clientAddress: `10.0.${i % 250}.1`,
+    method: i % 2 === 0 ? 'PUT' : 'DELETE',
+    subject: `subject ${i}`,
+    hashPart: i % 3 === 0 ? (paths[i % N.narinfos] as TestPath).hashPart : null,
+    fileHash: i % 5 === 0 ? `f${i}` : null,
+    outcome: i % 11 === 0 ? 'refused' : 'created',
+    status: i % 11 === 0 ? 400 : 201,
+    code: i % 11 === 0 ? 'NARWHAL_NARINFO_INVALID' : null,
+    reason: i % 11 === 0 ? `reason ${i}` : null
+  })), N.auditEntries)
+
+  const { move } = await beginMove(target, 'sqlite:/test/many', { merge: false, now: 7000 })
+  // 25 rows a batch: the audit log in batches of 125, logs of 2, everything else of 25.
+  const moved = await moveRows(source, target, move, { batch: 25 })
+  assert.deepEqual([moved.leftOut, moved.conflicts], [[], []])
+  assert.deepEqual([moved.narinfos, moved.upstreamRecords, moved.pins, moved.auxFiles, moved.auditEntries, moved.gcRuns].map(c => c.created),
+    [N.narinfos, N.upstreamRecords, N.pins, N.auxFiles, N.auditEntries, N.gcRuns])
+  const held = await target.load?.contents()
+  assert.deepEqual(held, { narinfos: N.narinfos, narFiles: N.narinfos, tokens: 1, pins: N.pins, auxFiles: N.auxFiles, upstreamRecords: N.upstreamRecords, auditEntries: N.auditEntries, gcRuns: N.gcRuns })
+
+  // Every narinfo with its provenance and references; a sample of the rest, row by row; the lists whole.
+  for (const p of paths) assert.deepEqual(await pathView(target, p), await pathView(source, p), p.storePath)
+  for (const p of pulled.filter((_, i) => i % 37 === 0 || i === pulled.length - 1)) {
+    assert.deepEqual(await target.upstreamRecords.get(p.hashPart), await source.upstreamRecords.get(p.hashPart), p.storePath)
+  }
+  for (const [i, p] of paths.slice(0, N.auxFiles).entries()) {
+    if (i % 9 !== 0 && i !== N.auxFiles - 1) continue
+    const kind = i % 4 === 0 ? 'ls' : 'log'
+    assert.deepEqual(await target.aux.get(kind, `${p.baseName}.drv`), await source.aux.get(kind, `${p.baseName}.drv`))
+  }
+  assert.deepEqual(await target.retention.listPins(), await source.retention.listPins())
+  const strip = (rows: Array<{ id: number }>): unknown[] => rows.map(({ id: _id, ...rest }) => rest)
+  // In the same order too: the new ids keep the source's.
+  assert.deepEqual(strip(await target.audit.query({})), strip(await source.audit.query({})))
+  assert.deepEqual(await target.retention.lastGcRun(), await source.retention.lastGcRun())
+
+  const again = await moveRows(source, target, (await beginMove(target, 'sqlite:/test/many', { merge: false, now: 8000 })).move, { batch: 25 })
+  for (const counts of [again.narinfos, again.upstreamRecords, again.pins, again.auxFiles, again.auditEntries, again.gcRuns]) assert.equal(counts.created, 0)
+  assert.deepEqual(await target.load?.contents(), held)
+})

@@ -249,13 +249,22 @@ test('--database alone moves the rows and leaves the NARs in the data folder, wh
   await nixOk(['store', 'verify', '--recursive', '--store', store, closure.top], { config: trust })
 })
 
-test('a second export into the same database while one runs stops at once, naming the reason and writing nothing; the first finishes', { timeout: 2 * 60_000 }, async (t) => {
+test('a second export into the same database while one runs stops at once, naming the reason and writing nothing; the first finishes; gc, fsck --repair and export wait for each other', { timeout: 2 * 60_000 }, async (t) => {
   const oldData = tempDir('narwhal-move-old-')
   await createToken(oldData, 'push')
   const { engine, db, storage } = await sharedCache(t)
   assert.equal((await run('node', [CLI, 'migrate', '--database', db.url])).code, 0)
   const env = { ...awsEnv(engine), PATH: process.env.PATH ?? '' }
   const exportArgs = [CLI, 'export', '--data', oldData, '--database', db.url, '--storage', storage]
+
+  // A gc at a replica could remove objects the export finds in the bucket: while one runs, the export does not start.
+  const replica = await PgMetadataStore.open(parseDatabaseUrl(db.url) as PostgresLocation)
+  const duringGc = await replica.runExclusive('gc', async () => await run('node', exportArgs, { env }))
+  await replica.close()
+  assert.equal(duringGc.kind, 'ran')
+  const refusedByGc = duringGc.kind === 'ran' ? duringGc.value : undefined
+  assert.equal(refusedByGc?.code, 2, (refusedByGc?.stdout ?? '') + (refusedByGc?.stderr ?? ''))
+  assert.match(refusedByGc?.stderr ?? '', /a gc is running at a replica of postgres:\/\/\S+ \(it holds the database's gc lock\).*nothing done/)
 
   // The first export is held mid-move, holding its lock: stopped (SIGSTOP) once it reaches the pins,
   // which a table lock keeps it from passing until it is stopped.
@@ -286,6 +295,16 @@ test('a second export into the same database while one runs stops at once, namin
   assert.match(second.stderr, /another export into postgres:\/\/\S+ is running \(it holds the database's export lock\); nothing done/)
   assert.equal(second.stdout, '')
   assert.ok(Date.now() - startedAt < 20_000, 'refused at once, not after waiting for the first')
+  // And a gc or an fsck --repair at a replica waits for the export (an fsck without --repair only reads, and runs).
+  const replicaArgs = ['--data', tempDir('narwhal-move-replica-'), '--database', db.url, '--storage', storage]
+  const gc = await run('node', [CLI, 'gc', ...replicaArgs], { env })
+  assert.equal(gc.code, 1, gc.stdout + gc.stderr)
+  assert.match(gc.stderr, /a collection is running at another replica or command; nothing done/)
+  const repair = await run('node', [CLI, 'fsck', '--repair', ...replicaArgs], { env })
+  assert.equal(repair.code, 2, repair.stdout + repair.stderr)
+  assert.match(repair.stderr, /an export, is running at another replica or command \(it holds the database's fsck lock\); nothing done/)
+  const check = await run('node', [CLI, 'fsck', ...replicaArgs], { env })
+  assert.equal(check.code, 0, check.stdout + check.stderr)
   const client = new pg.Client({ connectionString: db.url })
   await client.connect()
   client.on('error', () => {})

@@ -14,8 +14,11 @@
  *                      (`serve --data DIR --database URL`)
  *
  * Run again to resume after a kill or to catch up; nothing is written twice. One export at a time
- * into a database (its advisory lock, cache/single-writer.ts): a second stops at once, exit 2. A database that
- * holds another cache is refused unless --merge.
+ * into a database (its advisory lock, cache/single-writer.ts): a second stops at once, exit 2; so
+ * does an export while a replica of that database runs gc or fsck --repair, and those wait for an export. A database
+ * that holds another cache is refused unless --merge. Into a bucket alone there is nothing to lock,
+ * and nothing needs it: exports write the same bytes under the same names and never cut another's
+ * upload (cache/export-to-bucket.ts).
  *
  * Exit status: 0 everything moved; 1 some store paths left out or in conflict (listed, with why);
  * 2 bad usage or the move could not run (the message names the step).
@@ -24,7 +27,7 @@ import { existsSync, readFileSync, realpathSync } from 'node:fs'
 import { exportToBucket, type ExportCounts, type ExportResult } from '../../cache/export-to-bucket.js'
 import { beginMove, moveRows, moveStep, type MoveOptions, type MoveResult } from '../../cache/move-cache.js'
 import { openDataDir, type DataDir } from '../../cache/open-cache.js'
-import { runSingleWriter } from '../../cache/single-writer.js'
+import { runSingleWriters, type SingleWriterJob } from '../../cache/single-writer.js'
 import { loadConfig } from '../../config/config.js'
 import { formatBytes } from '../../config/units.js'
 import { parseDatabaseUrl, type PostgresLocation } from '../../db/database-url.js'
@@ -43,7 +46,8 @@ const USAGE = 'usage: narwhal export [--data DIR] [--config FILE] [--storage s3:
   '  logs) into PostgreSQL, each narinfo only after its NAR and references. Run it again to resume or catch up:\n' +
   '  nothing is written twice. The bucket and the database must exist (narwhal creates neither).\n' +
   '  One export at a time into a database: a second one started meanwhile stops at once (exit 2), nothing done.\n' +
-  '  At its start it aborts unfinished multipart uploads under nar/: never run two exports into one bucket at once.\n' +
+  '  While it runs, gc and fsck --repair at replicas of that database wait (it holds their locks too). It removes only unfinished\n' +
+  '  uploads older than six hours (as serve does): another export or a replica may be uploading into the bucket.\n' +
   '  Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or profile= in the URL.\n' +
   '  --merge    go on into a database that holds another cache (its paths are kept as they are)\n' +
   '  --jobs N   NAR uploads at once (default 4)\n' +
@@ -52,6 +56,16 @@ const USAGE = 'usage: narwhal export [--data DIR] [--config FILE] [--storage s3:
   '  exit 0 everything moved, 1 some store paths left out (listed), 2 usage error or could not run'
 
 interface Output { objects: ExportResult | null, rows: MoveResult | null }
+
+/** What holds the lock an export found taken in the database `db`. */
+function busyWith (job: SingleWriterJob, db: string): string {
+  switch (job) {
+    case 'export': return `another export into ${db} is running`
+    case 'gc': return `a gc is running at a replica of ${db}`
+    case 'fsck': return `an fsck --repair is running at a replica of ${db}`
+    case 'migrate': return `a migration of ${db} is running`
+  }
+}
 
 function whole (text: string | undefined, flag: string, max: number): number | undefined {
   if (text === undefined) return undefined
@@ -140,9 +154,10 @@ export async function exportCommand (args: string[]): Promise<number> {
       target = await moveStep(`opening the target database ${database.redacted}`, async () =>
         await openDataDir({ dataDir: config.dataDir, database: options.databaseUrl }))
     }
-    // One export at a time into a database (its move record, and the bucket's unfinished uploads it aborts
-    // at its start): the replicas' PostgreSQL advisory lock, taken before anything is read or written.
-    const run = await runSingleWriter((target ?? source).metadata, 'export', async (lost) => {
+    // One export at a time into a database (its move record): the replicas' PostgreSQL advisory lock, taken
+    // before anything is read or written. And no gc or fsck --repair at a replica meanwhile (their locks): either
+    // could remove an object this export wrote or found in the bucket before the narinfo or row naming it is written.
+    const run = await runSingleWriters((target ?? source).metadata, ['export', 'gc', 'fsck'], async (lost) => {
       // Checked and recorded before any object is written: a database holding another cache stops the export here.
       const move = target === undefined ? undefined : await beginRowMove(target, layout.database, options)
       if (bucket !== undefined) output.objects = await exportObjects(source, bucket, config.priority, options)
@@ -153,9 +168,9 @@ export async function exportCommand (args: string[]): Promise<number> {
       }
     })
     if (run.kind === 'busy') {
-      const into = database?.redacted ?? options.databaseUrl ?? ''
-      process.stderr.write(`narwhal export: another export into ${into} is running (it holds the database's export lock); nothing done. ` +
-        'Run this one again when it has finished: it resumes from where that one stopped\n')
+      process.stderr.write(`narwhal export: ${busyWith(run.job, database?.redacted ?? options.databaseUrl ?? '')} ` +
+        `(it holds the database's ${run.job} lock); nothing done. Run this one again when it has finished` +
+        `${run.job === 'export' ? ': it resumes from where that one stopped' : ''}\n`)
       return 2
     }
     return report(output, options, bucket?.describe(), layout.generatedPublicKey)
@@ -233,7 +248,8 @@ function formatOutput (output: Output, bucket: string | undefined, database: str
   if (o !== null) {
     lines.push(`exported to ${bucket ?? ''}`, objects('NARs', o.nars), objects('narinfos', o.narinfos),
       objects('other files (logs, listings, realisations)', o.otherFiles), objects('nix-cache-info', o.cacheInfo))
-    if (o.abortedUploads > 0) lines.push(`  aborted ${o.abortedUploads} unfinished multipart uploads of an earlier export`)
+    if (o.abortedUploads > 0) lines.push(`  removed ${o.abortedUploads} unfinished uploads older than six hours (killed uploads)`)
+    if (o.youngUploads > 0) lines.push(`  left ${o.youngUploads} unfinished uploads younger than six hours (in flight, or killed: a later export or serve sweeps them)`)
     for (const l of o.leftOut) lines.push(`left out ${l.storePath}: ${l.reason}`)
   }
   const r = output.rows

@@ -16,6 +16,7 @@
  */
 import { existsSync } from 'node:fs'
 import { openDataDir, type DataDir } from '../../cache/open-cache.js'
+import { runSingleWriter } from '../../cache/single-writer.js'
 import { checkCache, DEFAULT_GRACE_MS, repairCache, type FsckProgress, type FsckReport, type RepairResult } from '../../cache/fsck.js'
 import { formatBytes } from '../../pusher/service.js'
 import { layoutFor } from '../../storage/layout.js'
@@ -72,30 +73,42 @@ export async function fsckCommand (args: string[]): Promise<number> {
     return EXIT_CANNOT_RUN
   }
   try {
-    // A reference an upstream's verified narinfo holds is not missing (pull-through, src/upstream/).
-    const parts = { ...cache, upstreamReferences: true }
-    let report: FsckReport
-    try {
-      report = await checkCache(parts, { verifyContent: values['verify-content'] === true, graceMs, onProgress: progressPrinter() })
-    } catch (err) {
-      process.stderr.write(`narwhal fsck: ${(err as Error).message}\nnothing was changed\n`)
-      return EXIT_CANNOT_RUN
-    }
-    let repair: RepairResult
-    try {
-      repair = await repairCache(parts, report.problems, { dryRun: values.repair !== true })
-    } catch (err) {
-      process.stdout.write(formatReport(report, undefined))
-      process.stderr.write(`narwhal fsck: repair stopped: ${(err as Error).message}\n` +
-        'what was removed before that stays removed; run narwhal fsck again to see what is left\n')
-      return EXIT_UNREPAIRED
-    }
-    process.stdout.write(values.json === true ? JSON.stringify({ ...report, repair }, null, 2) + '\n' : formatReport(report, repair))
-    if (report.problems.length === 0) return EXIT_CLEAN
-    return repair.dryRun || repair.unrepaired.length === 0 ? EXIT_PROBLEMS : EXIT_UNREPAIRED
+    const options = { repair: values.repair === true, verifyContent: values['verify-content'] === true, graceMs, json: values.json === true }
+    if (!options.repair) return await fsck(cache, options)
+    // Repairs delete: one at a time, and none during an export into this database (which holds this lock too).
+    const run = await runSingleWriter(cache.metadata, 'fsck', async () => await fsck(cache, options))
+    if (run.kind === 'ran') return run.value
+    process.stderr.write('narwhal fsck: another fsck --repair, or an export, is running at another replica or command (it holds the database\'s fsck lock); nothing done\n')
+    return EXIT_CANNOT_RUN
   } finally {
     await cache.close()
   }
+}
+
+/** Checks the cache, then repairs it or says what a repair would do; prints the report and gives the exit status. */
+async function fsck (cache: DataDir, options: { repair: boolean, verifyContent: boolean, graceMs: number, json: boolean }): Promise<number> {
+  const { verifyContent, graceMs, json } = options
+  // A reference an upstream's verified narinfo holds is not missing (pull-through, src/upstream/).
+  const parts = { ...cache, upstreamReferences: true }
+  let report: FsckReport
+  try {
+    report = await checkCache(parts, { verifyContent, graceMs, onProgress: progressPrinter() })
+  } catch (err) {
+    process.stderr.write(`narwhal fsck: ${(err as Error).message}\nnothing was changed\n`)
+    return EXIT_CANNOT_RUN
+  }
+  let repair: RepairResult
+  try {
+    repair = await repairCache(parts, report.problems, { dryRun: !options.repair })
+  } catch (err) {
+    process.stdout.write(formatReport(report, undefined))
+    process.stderr.write(`narwhal fsck: repair stopped: ${(err as Error).message}\n` +
+      'what was removed before that stays removed; run narwhal fsck again to see what is left\n')
+    return EXIT_UNREPAIRED
+  }
+  process.stdout.write(json ? JSON.stringify({ ...report, repair }, null, 2) + '\n' : formatReport(report, repair))
+  if (report.problems.length === 0) return EXIT_CLEAN
+  return repair.dryRun || repair.unrepaired.length === 0 ? EXIT_PROBLEMS : EXIT_UNREPAIRED
 }
 
 function progressPrinter (): (p: FsckProgress) => void {

@@ -15,17 +15,13 @@
 import { createHash } from 'node:crypto'
 import pg from 'pg'
 import type { PostgresLocation } from '../database-url.js'
+import type { FetchClaims, FetchTurn } from '../fetch-turns.js'
 import { FETCH_LOCK_SPACE } from './advisory-lock.js'
 import { connectionConfig } from './pool.js'
 
 export const FETCH_TURN_POLL_MS = 100
 /** Longest wait for another replica's fetch; a fetch stalls at most an upstream's answerSeconds between two pieces. */
 export const FETCH_TURN_WAIT_MS = 10 * 60_000
-
-/** Same shape as upstream/fetch-claims.ts's FetchTurn (that layer is above this one). */
-export type FetchLockTurn =
-  | { kind: 'mine', release: (outcome: 'stored' | 'failed' | 'abandoned') => void }
-  | { kind: 'settled', outcome: 'failed' | 'abandoned' }
 
 /** The lock's second key: 32 bits of the SHA-256 of the file hash (a collision only serializes two fetches). */
 export function fetchLockKey (fileHash: string): number {
@@ -34,7 +30,7 @@ export function fetchLockKey (fileHash: string): number {
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
-export class PgFetchLocks {
+export class PgFetchLocks implements FetchClaims {
   readonly #location: PostgresLocation
   #session: Promise<pg.Client> | undefined
   #closed = false
@@ -57,7 +53,7 @@ export class PgFetchLocks {
     return await this.#session
   }
 
-  async claim (fileHash: string): Promise<FetchLockTurn> {
+  async claim (fileHash: string): Promise<FetchTurn> {
     const key = fetchLockKey(fileHash)
     const deadline = Date.now() + FETCH_TURN_WAIT_MS
     let waited = false

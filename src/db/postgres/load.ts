@@ -7,10 +7,11 @@
  *
  * Narinfos keep the guards of an insert (narinfos.ts): references held here (locked FOR SHARE) or
  * created earlier in the batch, a live NAR file. Their NAR file rows are inserted live: the caller
- * put the blobs in place first. Each batch is a few set-based statements (unnest), not a few per row.
+ * put the blobs in place first. Each batch is a few set-based statements (unnest), not a few per row,
+for every table but tokens (few, and each needs its id decided).
  */
 import type {
-  AuditRow, DumpedAuxFile, DumpedGcRun, DumpedNarFile, DumpedNarinfo, LoadCounts, LoadNarinfoOutcome, MetadataLoad,
+  AuditRow, DumpedAuxFile, DumpedGcRun, DumpedNarFile, DumpedNarinfo, DumpedToken, LoadCounts, LoadNarinfoOutcome, MetadataLoad,
   MoveRecord, PinRow, TableCounts
 } from '../metadata-store.js'
 import type { PgPool, Tx } from './pool.js'
@@ -21,10 +22,9 @@ const MOVE_COLUMNS = `id, source, started_at AS "startedAt", finished_at AS "fin
 
 const counts = (): LoadCounts => ({ created: 0, present: 0 })
 
-/** Adds one to created or present by whether the statement inserted a row. */
-function tally (c: LoadCounts, rowCount: number | null): void {
-  if ((rowCount ?? 0) > 0) c.created++
-  else c.present++
+/** A batch of `rows` rows inserted with ON CONFLICT DO NOTHING: those not inserted were here already. */
+function inBatch (rows: number, inserted: number | null): LoadCounts {
+  return { created: inserted ?? 0, present: rows - (inserted ?? 0) }
 }
 
 /** Token ids of the source mapped to ids here; one the source does not know becomes null. */
@@ -174,6 +174,78 @@ async function insertReferencesAndProvenance (tx: Tx, inserted: Array<{ id: numb
   }
 }
 
+/** Tokens by their hash, with the same ids where free; the source's ids mapped to the target's. */
+async function loadTokens (tx: Tx, rows: DumpedToken[]): Promise<{ ids: Map<number, number>, counts: LoadCounts }> {
+  // Nobody else takes an id while this picks them (`narwhal token create` at a replica waits).
+  await tx.query('LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE')
+  const ids = new Map<number, number>()
+  const c = counts()
+  let explicit = false
+  for (const t of rows) {
+    const here = (await tx.query<{ id: number, revokedAt: number | null }>(
+      'SELECT id, revoked_at AS "revokedAt" FROM tokens WHERE token_hash = $1', [t.tokenHash])).rows[0]
+    if (here !== undefined) {
+      if (here.revokedAt === null && t.revokedAt !== null) await tx.query('UPDATE tokens SET revoked_at = $2 WHERE id = $1', [here.id, t.revokedAt])
+      ids.set(t.id, here.id)
+      c.present++
+      continue
+    }
+    // The same id when it is free, so `narwhal token revoke ID` and the audit log keep meaning the same token.
+    const free = (await tx.query('SELECT 1 FROM tokens WHERE id = $1', [t.id])).rows.length === 0
+    const inserted = (await tx.query<{ id: number }>(
+      free
+        ? 'INSERT INTO tokens (id, name, scope, token_hash, created_at, expires_at, revoked_at) VALUES ($7, $1, $2, $3, $4, $5, $6) RETURNING id'
+        : 'INSERT INTO tokens (name, scope, token_hash, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id',
+      [t.name, t.scope, t.tokenHash, t.createdAt, t.expiresAt, t.revokedAt, ...(free ? [t.id] : [])])).rows[0]
+    if (inserted === undefined) throw new Error('tokens: INSERT returned no id')
+    explicit ||= free
+    ids.set(t.id, inserted.id)
+    c.created++
+  }
+  // Ids given explicitly leave the identity's sequence behind: the next token must not collide.
+  if (explicit) await tx.query("SELECT setval(pg_get_serial_sequence('tokens', 'id'), (SELECT max(id) FROM tokens))")
+  return { ids, counts: c }
+}
+
+/** Audit entries after the move's high-water mark, in the source's order; the mark advanced in the same transaction. */
+async function loadAudit (tx: Tx, moveId: number, rows: AuditRow[], tokenIds: Map<number, number>): Promise<LoadCounts> {
+  const move = await moveFor(tx, moveId)
+  const a = rows.filter(r => r.id > move.auditThrough)
+  if (a.length > 0) {
+    // In the source's order (WITH ORDINALITY), so the entries' new ids keep it.
+    await tx.query(
+      `INSERT INTO audit_log (at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason)
+       SELECT at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason
+       FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+         $10::int[], $11::text[], $12::text[]) WITH ORDINALITY
+         AS r(at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason, n)
+       ORDER BY n`,
+      [a.map(r => r.at), a.map(r => mapToken(tokenIds, r.tokenId)), a.map(r => r.tokenName), a.map(r => r.clientAddress),
+        a.map(r => r.method), a.map(r => r.subject), a.map(r => r.hashPart), a.map(r => r.fileHash), a.map(r => r.outcome),
+        a.map(r => r.status), a.map(r => r.code), a.map(r => r.reason)])
+    await tx.query('UPDATE cache_moves SET audit_through = $2 WHERE id = $1', [moveId, a.reduce((m, r) => Math.max(m, r.id), move.auditThrough)])
+  }
+  return { created: a.length, present: rows.length - a.length }
+}
+
+/** gc runs after the move's high-water mark, likewise. */
+async function loadGcRuns (tx: Tx, moveId: number, rows: DumpedGcRun[]): Promise<LoadCounts> {
+  const move = await moveFor(tx, moveId)
+  const g = rows.filter(r => r.id > move.gcRunsThrough)
+  if (g.length > 0) {
+    await tx.query(
+      `INSERT INTO gc_runs (started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes)
+       SELECT started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes
+       FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[]) WITH ORDINALITY
+         AS r(started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes, n)
+       ORDER BY n`,
+      [g.map(r => r.startedAt), g.map(r => r.finishedAt), g.map(r => r.trigger), g.map(r => r.storePaths), g.map(r => r.narFiles),
+        g.map(r => r.bytes), g.map(r => r.remainingBytes)])
+    await tx.query('UPDATE cache_moves SET gc_runs_through = $2 WHERE id = $1', [moveId, g.reduce((m, r) => Math.max(m, r.id), move.gcRunsThrough)])
+  }
+  return { created: g.length, present: rows.length - g.length }
+}
+
 export function pgMetadataLoad (pool: PgPool): MetadataLoad {
   return {
     contents: async () => (await pool.query<TableCounts>(
@@ -193,106 +265,33 @@ export function pgMetadataLoad (pool: PgPool): MetadataLoad {
       await pool.query('UPDATE cache_moves SET finished_at = $2 WHERE id = $1', [id, now])
     },
 
-    tokens: async (rows) => await pool.transaction(async (tx) => {
-      // Nobody else takes an id while this picks them (`narwhal token create` at a replica waits).
-      await tx.query('LOCK TABLE tokens IN SHARE ROW EXCLUSIVE MODE')
-      const ids = new Map<number, number>()
-      const c = counts()
-      let explicit = false
-      for (const t of rows) {
-        const here = (await tx.query<{ id: number, revokedAt: number | null }>(
-          'SELECT id, revoked_at AS "revokedAt" FROM tokens WHERE token_hash = $1', [t.tokenHash])).rows[0]
-        if (here !== undefined) {
-          if (here.revokedAt === null && t.revokedAt !== null) await tx.query('UPDATE tokens SET revoked_at = $2 WHERE id = $1', [here.id, t.revokedAt])
-          ids.set(t.id, here.id)
-          c.present++
-          continue
-        }
-        // The same id when it is free, so `narwhal token revoke ID` and the audit log keep meaning the same token.
-        const free = (await tx.query('SELECT 1 FROM tokens WHERE id = $1', [t.id])).rows.length === 0
-        const inserted = (await tx.query<{ id: number }>(
-          free
-            ? 'INSERT INTO tokens (id, name, scope, token_hash, created_at, expires_at, revoked_at) VALUES ($7, $1, $2, $3, $4, $5, $6) RETURNING id'
-            : 'INSERT INTO tokens (name, scope, token_hash, created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id',
-          [t.name, t.scope, t.tokenHash, t.createdAt, t.expiresAt, t.revokedAt, ...(free ? [t.id] : [])])).rows[0]
-        if (inserted === undefined) throw new Error('tokens: INSERT returned no id')
-        explicit ||= free
-        ids.set(t.id, inserted.id)
-        c.created++
-      }
-      // Ids given explicitly leave the identity's sequence behind: the next token must not collide.
-      if (explicit) await tx.query("SELECT setval(pg_get_serial_sequence('tokens', 'id'), (SELECT max(id) FROM tokens))")
-      return { ids, counts: c }
-    }),
+    tokens: async (rows) => await pool.transaction(async (tx) => await loadTokens(tx, rows)),
 
-    upstreamRecords: async (rows) => await pool.transaction(async (tx) => {
-      const c = counts()
-      for (const r of rows) {
-        tally(c, (await tx.query(
-          `INSERT INTO upstream_narinfos (hash_part, store_path, upstream, nar_url, file_hash, file_size, compression, nar_hash,
-             nar_size, refs, narinfo, created_at, refused_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) ON CONFLICT (hash_part) DO NOTHING`,
-          [r.hashPart, r.storePath, r.upstream, r.narUrl, r.fileHash, r.fileSize, r.compression, r.narHash, r.narSize,
-            r.references.join(' '), r.narinfo, r.createdAt, r.refusedAt])).rowCount)
-      }
-      return c
-    }),
+    upstreamRecords: async (rows) => await pool.transaction(async (tx) => inBatch(rows.length, (await tx.query(
+      `INSERT INTO upstream_narinfos (hash_part, store_path, upstream, nar_url, file_hash, file_size, compression, nar_hash,
+         nar_size, refs, narinfo, created_at, refused_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::text[],
+         $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::bigint[])
+       ON CONFLICT (hash_part) DO NOTHING`,
+      [rows.map(r => r.hashPart), rows.map(r => r.storePath), rows.map(r => r.upstream), rows.map(r => r.narUrl), rows.map(r => r.fileHash),
+        rows.map(r => r.fileSize), rows.map(r => r.compression), rows.map(r => r.narHash), rows.map(r => r.narSize),
+        rows.map(r => r.references.join(' ')), rows.map(r => r.narinfo), rows.map(r => r.createdAt), rows.map(r => r.refusedAt)])).rowCount)),
 
     narinfos: async (rows, tokenIds) => await pool.transaction(async (tx) => await loadNarinfos(tx, rows, tokenIds)),
 
-    pins: async (rows: PinRow[]) => await pool.transaction(async (tx) => {
-      const c = counts()
-      for (const p of rows) {
-        tally(c, (await tx.query(
-          `INSERT INTO pins (hash_part, store_path, keep_until, created_at, note) VALUES ($1, $2, $3, $4, $5)
-           ON CONFLICT (hash_part) DO NOTHING`, [p.hashPart, p.storePath, p.keepUntil, p.createdAt, p.note])).rowCount)
-      }
-      return c
-    }),
+    pins: async (rows: PinRow[]) => await pool.transaction(async (tx) => inBatch(rows.length, (await tx.query(
+      `INSERT INTO pins (hash_part, store_path, keep_until, created_at, note)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[]) ON CONFLICT (hash_part) DO NOTHING`,
+      [rows.map(p => p.hashPart), rows.map(p => p.storePath), rows.map(p => p.keepUntil), rows.map(p => p.createdAt), rows.map(p => p.note)])).rowCount)),
 
-    auxFiles: async (rows: DumpedAuxFile[]) => await pool.transaction(async (tx) => {
-      const c = counts()
-      for (const a of rows) {
-        tally(c, (await tx.query(
-          `INSERT INTO aux_files (kind, name, content_type, content_encoding, body, created_at) VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (kind, name) DO NOTHING`, [a.kind, a.name, a.contentType, a.contentEncoding, a.body, a.createdAt])).rowCount)
-      }
-      return c
-    }),
+    auxFiles: async (rows: DumpedAuxFile[]) => await pool.transaction(async (tx) => inBatch(rows.length, (await tx.query(
+      `INSERT INTO aux_files (kind, name, content_type, content_encoding, body, created_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::bigint[]) ON CONFLICT (kind, name) DO NOTHING`,
+      [rows.map(a => a.kind), rows.map(a => a.name), rows.map(a => a.contentType), rows.map(a => a.contentEncoding), rows.map(a => a.body),
+        rows.map(a => a.createdAt)])).rowCount)),
 
-    audit: async (moveId, rows: AuditRow[], tokenIds) => await pool.transaction(async (tx) => {
-      const move = await moveFor(tx, moveId)
-      const c = counts()
-      let through = move.auditThrough
-      for (const r of rows) {
-        if (r.id <= move.auditThrough) { c.present++; continue }
-        await tx.query(
-          `INSERT INTO audit_log (at, token_id, token_name, client_address, method, subject, hash_part, file_hash, outcome, status, code, reason)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-          [r.at, mapToken(tokenIds, r.tokenId), r.tokenName, r.clientAddress, r.method, r.subject, r.hashPart, r.fileHash, r.outcome,
-            r.status, r.code, r.reason])
-        c.created++
-        through = Math.max(through, r.id)
-      }
-      await tx.query('UPDATE cache_moves SET audit_through = $2 WHERE id = $1', [moveId, through])
-      return c
-    }),
+    audit: async (moveId, rows: AuditRow[], tokenIds) => await pool.transaction(async (tx) => await loadAudit(tx, moveId, rows, tokenIds)),
 
-    gcRuns: async (moveId, rows: DumpedGcRun[]) => await pool.transaction(async (tx) => {
-      const move = await moveFor(tx, moveId)
-      const c = counts()
-      let through = move.gcRunsThrough
-      for (const r of rows) {
-        if (r.id <= move.gcRunsThrough) { c.present++; continue }
-        await tx.query(
-          `INSERT INTO gc_runs (started_at, finished_at, trigger, store_paths, nar_files, bytes, remaining_bytes)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-          [r.startedAt, r.finishedAt, r.trigger, r.storePaths, r.narFiles, r.bytes, r.remainingBytes])
-        c.created++
-        through = Math.max(through, r.id)
-      }
-      await tx.query('UPDATE cache_moves SET gc_runs_through = $2 WHERE id = $1', [moveId, through])
-      return c
-    })
+    gcRuns: async (moveId, rows: DumpedGcRun[]) => await pool.transaction(async (tx) => await loadGcRuns(tx, moveId, rows))
   }
 }

@@ -12,7 +12,7 @@
  */
 import { BodyCache } from '../../nix/body-cache.js'
 import type {
-  ClosureRow, InsertNarinfoOutcome, NarFileRow, NarinfoRecord, NarinfoStore, ProvenanceEntry, RemoveOutcome, RemoveRequest, StoredNarinfo
+  ClosureRow, InsertNarinfoOptions, InsertNarinfoOutcome, NarFileRow, NarinfoRecord, NarinfoStore, ProvenanceEntry, RemoveOutcome, RemoveRequest, StoredNarinfo
 } from '../metadata-store.js'
 import type { ChangeListener } from './change-listener.js'
 import { markDeletingIfUnnamed } from './nar-files.js'
@@ -128,6 +128,45 @@ async function remove (tx: Tx, request: RemoveRequest, dryRun: boolean): Promise
   return outcome
 }
 
+/** The insert's guards and writes, in one transaction (see NarinfoStore.insert). */
+async function insertNarinfo (tx: Tx, record: NarinfoRecord, provenance: ProvenanceEntry, options: InsertNarinfoOptions): Promise<InsertNarinfoOutcome> {
+  const existing = await storedNarinfo(tx, record.hashPart)
+  if (existing !== undefined) return { kind: 'exists', existing }
+  const file = await tx.query<{ state: string }>('SELECT state FROM nar_files WHERE id = $1 FOR SHARE', [record.narFileId])
+  if (file.rows[0]?.state !== 'live') return { kind: 'nar-file-not-live' }
+  const missing = await missingReferences(tx, record, options.upstreamReferences)
+  if (missing.length > 0) return { kind: 'missing-references', baseNames: missing }
+  const inserted = await tx.query<{ id: number }>(
+    `INSERT INTO narinfos (hash_part, store_path, nar_file_id, nar_hash, nar_size, deriver, ca, sigs, narinfo, created_at, last_accessed_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (hash_part) DO NOTHING RETURNING id`,
+    [record.hashPart, record.storePath, record.narFileId, record.narHash, record.narSize, record.deriver, record.ca,
+      record.sigs.join('\n'), record.narinfo, options.now])
+  const id = inserted.rows[0]?.id
+  if (id === undefined) {
+    // Another upload of the same path committed since this one looked.
+    const now = await storedNarinfo(tx, record.hashPart)
+    if (now === undefined) throw new Error(`narinfo ${record.hashPart}: neither inserted nor present`)
+    return { kind: 'exists', existing: now }
+  }
+  if (record.references.length > 0) {
+    await tx.query(
+      `INSERT INTO narinfo_refs (narinfo_id, ref_hash_part, ref_base_name)
+       SELECT $1, h, b FROM unnest($2::text[], $3::text[]) AS t(h, b) ON CONFLICT DO NOTHING`,
+      [id, record.references.map(r => r.hashPart), record.references.map(r => r.baseName)])
+  }
+  await insertProvenance(tx, id, 'created', provenance)
+  return { kind: 'created' }
+}
+
+/** The compare-and-swap of NarinfoStore.mergeSignatures, with its provenance; false when the signatures changed meanwhile. */
+async function swapSignatures (tx: Tx, id: number, expectedSigs: string[], sigs: string[], narinfo: string, provenance: ProvenanceEntry): Promise<boolean> {
+  const updated = await tx.query('UPDATE narinfos SET sigs = $1, narinfo = $2 WHERE id = $3 AND sigs = $4',
+    [sigs.join('\n'), narinfo, id, expectedSigs.join('\n')])
+  if (updated.rowCount !== 1) return false
+  await insertProvenance(tx, id, 'merged', provenance)
+  return true
+}
+
 export function pgNarinfoStore (pool: PgPool, listener: ChangeListener): NarinfoStore {
   const bodies = new BodyCache(NARINFO_CACHE_BYTES)
 
@@ -161,46 +200,14 @@ export function pgNarinfoStore (pool: PgPool, listener: ChangeListener): Narinfo
     count: async () => (await pool.query<{ n: number }>('SELECT count(*) AS n FROM narinfos')).rows[0]?.n ?? 0,
 
     insert: async (record, provenance, options): Promise<InsertNarinfoOutcome> => {
-      const outcome = await pool.transaction(async (tx): Promise<InsertNarinfoOutcome> => {
-        const existing = await storedNarinfo(tx, record.hashPart)
-        if (existing !== undefined) return { kind: 'exists', existing }
-        const file = await tx.query<{ state: string }>('SELECT state FROM nar_files WHERE id = $1 FOR SHARE', [record.narFileId])
-        if (file.rows[0]?.state !== 'live') return { kind: 'nar-file-not-live' }
-        const missing = await missingReferences(tx, record, options.upstreamReferences)
-        if (missing.length > 0) return { kind: 'missing-references', baseNames: missing }
-        const inserted = await tx.query<{ id: number }>(
-          `INSERT INTO narinfos (hash_part, store_path, nar_file_id, nar_hash, nar_size, deriver, ca, sigs, narinfo, created_at, last_accessed_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) ON CONFLICT (hash_part) DO NOTHING RETURNING id`,
-          [record.hashPart, record.storePath, record.narFileId, record.narHash, record.narSize, record.deriver, record.ca,
-            record.sigs.join('\n'), record.narinfo, options.now])
-        const id = inserted.rows[0]?.id
-        if (id === undefined) {
-          // Another upload of the same path committed since this one looked.
-          const now = await storedNarinfo(tx, record.hashPart)
-          if (now === undefined) throw new Error(`narinfo ${record.hashPart}: neither inserted nor present`)
-          return { kind: 'exists', existing: now }
-        }
-        if (record.references.length > 0) {
-          await tx.query(
-            `INSERT INTO narinfo_refs (narinfo_id, ref_hash_part, ref_base_name)
-             SELECT $1, h, b FROM unnest($2::text[], $3::text[]) AS t(h, b) ON CONFLICT DO NOTHING`,
-            [id, record.references.map(r => r.hashPart), record.references.map(r => r.baseName)])
-        }
-        await insertProvenance(tx, id, 'created', provenance)
-        return { kind: 'created' }
-      }, { durableWithNext: options.durableWithNext === true })
+      const outcome = await pool.transaction(async (tx) => await insertNarinfo(tx, record, provenance, options),
+        { durableWithNext: options.durableWithNext === true })
       if (outcome.kind === 'created') listener.changed()
       return outcome
     },
 
     mergeSignatures: async (id, expectedSigs, sigs, narinfo, provenance) => {
-      const merged = await pool.transaction(async (tx) => {
-        const updated = await tx.query('UPDATE narinfos SET sigs = $1, narinfo = $2 WHERE id = $3 AND sigs = $4',
-          [sigs.join('\n'), narinfo, id, expectedSigs.join('\n')])
-        if (updated.rowCount !== 1) return false
-        await insertProvenance(tx, id, 'merged', provenance)
-        return true
-      })
+      const merged = await pool.transaction(async (tx) => await swapSignatures(tx, id, expectedSigs, sigs, narinfo, provenance))
       if (!merged) return { kind: 'changed-meanwhile' }
       listener.changed()
       return { kind: 'merged' }
