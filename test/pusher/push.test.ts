@@ -17,6 +17,7 @@ import { CacheClient } from '../../src/pusher/uploader.js'
 import { encodeNix32 } from '../../src/nix/nix32.js'
 import { buildClosure, nixEnv, nixKeyPair, nixOk, runOk, tempDir, testEachClient } from '../helpers/nix.js'
 import { startServer } from '../helpers/server.js'
+import { addStorePath } from '../helpers/upload.js'
 
 function options (client: CacheClient, secretFile: string, extra: Partial<PushOptions> = {}): PushOptions {
   return {
@@ -148,6 +149,20 @@ test('a path Nix collected after the closure was read is gone, not refused; the 
   assert.deepEqual(result.failed.map(f => [f.path, f.kind]), [[closure.top, 'gone']])
   assert.deepEqual([...result.uploaded].sort(), [closure.data, closure.dep].sort())
   assert.equal((await server.cache.metadata.narinfos.count()), 2)
+})
+
+test('uncompressed, a large path Nix collected after the closure was read is gone, not refused or corrupt', async (t) => {
+  const key = await nixKeyPair('pusher-test-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const client = new CacheClient(server.url, (await server.token('push')))
+  t.after(() => client.close())
+  // A path of its own (nothing references it), above batchNarBytes: PUT as it is read.
+  const large = await addStorePath({ randomBytes: 2 * 1024 * 1024, name: 'narwhal-gone' })
+  const infos = await closureInfo([large])
+  await runOk('nix-store', ['--delete', large], { env: nixEnv() })
+  const result = await pushClosure(infos, options(client, key.secretFile, { compression: 'none' }))
+  assert.deepEqual(result.failed.map(f => [f.path, f.kind]), [[large, 'gone']])
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
 test('a path whose NAR does not match the store\'s record is corrupt, and what references it is not sent', async (t) => {
