@@ -308,13 +308,13 @@ export class StoreNarBody {
     let bytes = 0
     let held: Buffer | undefined
     try {
-      for (const chunk of narChunks(this.storePath)) {
+      // Chunks of their own: the socket may still hold one when the next is read.
+      for (const chunk of narChunks(this.storePath, true)) {
         hash.update(chunk)
         bytes += chunk.length
         if (bytes > this.nar.narSize) throw new Error(`${this.storePath}: its NAR is longer than the recorded ${this.nar.narSize} bytes`)
         if (held !== undefined) yield held
-        // A copy: narChunks writes the next chunk into the same buffer, and the socket may still hold this one.
-        held = Buffer.from(chunk)
+        held = chunk
       }
       if (bytes !== this.nar.narSize || !hash.digest().equals(this.nar.narHash)) {
         throw new Error(`${this.storePath}: its NAR (${bytes} bytes) does not match the recorded NarHash/NarSize`)
