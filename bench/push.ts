@@ -3,7 +3,8 @@
  * side in one run, rounds alternated, medians.
  *
  *   WebDAV         `nix copy --to` nginx's WebDAV (zstd): plain PUTs, nothing checked or synced
- *   narwhal push   `narwhal push` of the closure to a fresh narwhal
+ *   narwhal push   `narwhal push` of the closure to a fresh narwhal: zstd level 3 (the default),
+ *                  level 1, and uncompressed (`compression: none`)
  *   nix copy       `nix copy --to` a fresh narwhal (zstd), Nix 2.8 from the host, and with
  *                  BENCH_NIX226=1 Nix 2.26 through scripts/nix-2.26-root.sh (the modern-Nix issue;
  *                  BENCH_NIX226_SCRIPT names another copy of that script)
@@ -12,7 +13,7 @@
  *                  server saw, against one `narwhal push` of the same 200 paths
  *
  * BENCH_PUSH_ROWS=copy runs only the `nix copy` rows and their WebDAV rows (the server side's
- * measure). With BENCH_NIX226=1 WebDAV is also pushed to by Nix 2.26, and each `nix copy` row is
+ * measure); BENCH_PUSH_ROWS=push only the `narwhal push` rows of the closure and the WebDAV rows. With BENCH_NIX226=1 WebDAV is also pushed to by Nix 2.26, and each `nix copy` row is
  * compared to its own client's WebDAV time.
  *
  * BENCH_BASELINE_SERVER=DIR adds the `nix copy` rows against the server of another build (a
@@ -23,11 +24,11 @@
  *
  * The closure is bench/closure.ts buildPushClosure's (about 155 paths, 315 MiB of NAR). CPU
  * seconds per GiB of NAR: the client's (with its children: `nix-store --dump`, zstd threads) from
- * /usr/bin/time, the server's from /proc. BENCH_RUNS rounds (default 3); prints a table, never
- * asserts on time.
+ * /usr/bin/time, the server's from /proc. Bytes stored: the NAR files the server (or WebDAV's
+ * folder) holds after the push. BENCH_RUNS rounds (default 3); prints a table, never asserts on time.
  */
 import { spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { buildPushClosure, chainExpression } from './closure.js'
@@ -43,7 +44,7 @@ const DRAIN_BUILDS = 200
 const WITH_226 = process.env.BENCH_NIX226 === '1'
 const NIX226_SCRIPT = path.resolve(process.env.BENCH_NIX226_SCRIPT ?? 'scripts/nix-2.26-root.sh')
 const CLK_TCK = 100
-const ONLY_COPY = process.env.BENCH_PUSH_ROWS === 'copy'
+const ONLY_ROWS = process.env.BENCH_PUSH_ROWS
 
 /** A measured command: wall seconds, and the CPU seconds of it and its children. */
 interface Timed { seconds: number, cpu: number }
@@ -85,7 +86,20 @@ async function requestsSeen (server: Narwhal): Promise<number> {
   return n
 }
 
-interface Sample extends Timed { serverCpu: number, requests: number }
+interface Sample extends Timed { serverCpu: number, requests: number, storedBytes: number }
+
+/** Bytes of the files under `dir` (0 when it does not exist). */
+function bytesUnder (dir: string): number {
+  let n = 0
+  let entries
+  try {
+    entries = readdirSync(dir, { withFileTypes: true, recursive: true })
+  } catch {
+    return 0
+  }
+  for (const e of entries) if (e.isFile()) n += statSync(path.join(e.parentPath, e.name)).size
+  return n
+}
 
 /** A fresh narwhal, `run` against it, and the server's CPU and request count over `run`. */
 async function againstFresh (run: (server: Narwhal) => Promise<Timed>, serverCli = CLI): Promise<Sample> {
@@ -98,7 +112,7 @@ async function againstFresh (run: (server: Narwhal) => Promise<Timed>, serverCli
     const serverCpu = cpuSeconds(pid) - cpuBefore
     // The scrape before counts itself.
     const requests = await requestsSeen(server) - requestsBefore - 1
-    return { ...timed, serverCpu, requests }
+    return { ...timed, serverCpu, requests, storedBytes: bytesUnder(path.join(server.dataDir, 'store', 'nar')) }
   } finally {
     server.child.kill('SIGTERM')
   }
@@ -181,6 +195,8 @@ async function main (): Promise<void> {
 
   const levelOne = path.join(exprDir, 'level-1.json')
   writeFileSync(levelOne, JSON.stringify({ compressionLevel: 1 }))
+  const uncompressed = path.join(exprDir, 'none.json')
+  writeFileSync(uncompressed, JSON.stringify({ compression: 'none' }))
   const nginx = await startNginx()
   const with226 = WITH_226
   if (with226) {
@@ -199,25 +215,27 @@ async function main (): Promise<void> {
       run: async () => {
         await resetDir(nginx.davRoot)
         const t = await nix226(['copy', '--to', `${nginx.davUrl}?compression=zstd`, closure.top], nixEnv())
-        return { ...t, serverCpu: NaN, requests: NaN }
+        return { ...t, serverCpu: NaN, requests: NaN, storedBytes: bytesUnder(path.join(nginx.davRoot, 'nar')) }
       }
     }
-    const allContenders: Array<{ what: string, bytes: number, copy?: boolean, client?: string, run: () => Promise<Sample> }> = [
+    const allContenders: Array<{ what: string, bytes: number, copy?: boolean, push?: boolean, client?: string, run: () => Promise<Sample> }> = [
       {
         what: '`nix copy --to` nginx WebDAV, zstd (Nix 2.8)',
         bytes: closure.narBytes,
         copy: true,
+        push: true,
         client: '2.8',
         run: async () => {
           await resetDir(nginx.davRoot)
           const t = await timedCommand('nix', ['copy', '--to', `${nginx.davUrl}?compression=zstd`, closure.top], nixEnv())
-          return { ...t, serverCpu: NaN, requests: NaN }
+          return { ...t, serverCpu: NaN, requests: NaN, storedBytes: bytesUnder(path.join(nginx.davRoot, 'nar')) }
         }
       },
-      ...(with226 ? [{ ...dav226, copy: true }] : []),
-      { what: '`narwhal push` to narwhal', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top])) },
-      ...(BASELINE === undefined ? [] : [{ what: '`narwhal push` to narwhal, baseline pusher', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], BASELINE)) }]),
-      { what: '`narwhal push` to narwhal, `compressionLevel: 1`', bytes: closure.narBytes, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], CLI, { NARWHAL_PUSHER_CONFIG: levelOne })) },
+      ...(with226 ? [{ ...dav226, copy: true, push: true }] : []),
+      { what: '`narwhal push` to narwhal', bytes: closure.narBytes, push: true, run: async () => await againstFresh(s => narwhalPush(s, [closure.top])) },
+      ...(BASELINE === undefined ? [] : [{ what: '`narwhal push` to narwhal, baseline pusher', bytes: closure.narBytes, push: true, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], BASELINE)) }]),
+      { what: '`narwhal push` to narwhal, `compressionLevel: 1`', bytes: closure.narBytes, push: true, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], CLI, { NARWHAL_PUSHER_CONFIG: levelOne })) },
+      { what: '`narwhal push` to narwhal, `compression: none`', bytes: closure.narBytes, push: true, run: async () => await againstFresh(s => narwhalPush(s, [closure.top], CLI, { NARWHAL_PUSHER_CONFIG: uncompressed })) },
       { what: '`nix copy --to` narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, copy: true, client: '2.8', run: async () => await againstFresh(s => nixCopy(s, closure.top)) },
       ...(with226 ? [{ what: '`nix copy --to` narwhal, zstd (Nix 2.26)', bytes: closure.narBytes, copy: true, client: '2.26', run: async () => await againstFresh(s => nix226Copy(s, closure.top)) }] : []),
       ...(BASELINE_SERVER === undefined ? [] : [{ what: '`nix copy --to` baseline narwhal, zstd (Nix 2.8)', bytes: closure.narBytes, copy: true, client: '2.8', run: async () => await againstFresh(s => nixCopy(s, closure.top), BASELINE_SERVER) }]),
@@ -226,13 +244,16 @@ async function main (): Promise<void> {
       ...(BASELINE === undefined ? [] : [{ what: 'queue drain, baseline pusher', bytes: drainBytes, run: async () => await againstFresh(s => queueDrain(s, builds, BASELINE)) }]),
       { what: `one \`narwhal push\` of the same ${DRAIN_BUILDS} paths`, bytes: drainBytes, run: async () => await againstFresh(s => narwhalPush(s, outs)) }
     ]
-    const contenders = ONLY_COPY ? allContenders.filter(c => c.copy === true) : allContenders
+    const contenders = ONLY_ROWS === 'copy'
+      ? allContenders.filter(c => c.copy === true)
+      : ONLY_ROWS === 'push' ? allContenders.filter(c => c.push === true) : allContenders
     const rows: Row[] = contenders.map(c => ({ what: c.what, samples: [], narBytes: c.bytes, client: c.client }))
     for (let round = 0; round < RUNS; round++) {
       for (const [i, c] of contenders.entries()) {
         const s = await c.run()
         rows[i]?.samples.push(s)
-        console.error(`round ${round + 1}: ${c.what}: ${s.seconds.toFixed(2)} s, client CPU ${s.cpu.toFixed(2)} s, server CPU ${s.serverCpu.toFixed(2)} s, ${s.requests} requests`)
+        console.error(`round ${round + 1}: ${c.what}: ${s.seconds.toFixed(2)} s, client CPU ${s.cpu.toFixed(2)} s, server CPU ${s.serverCpu.toFixed(2)} s, ` +
+          `${s.requests} requests, ${(s.storedBytes / 2 ** 20).toFixed(1)} MiB stored`)
       }
     }
     // Each `nix copy` row against its own client's WebDAV push when there is one; the rest against Nix 2.8's.
@@ -247,14 +268,15 @@ async function main (): Promise<void> {
         `${drainInfo.length} paths, ${(drainBytes / 2 ** 20).toFixed(0)} MiB; medians of ${RUNS} alternated rounds, each into a fresh server; load average ${os.loadavg()[0]?.toFixed(1)} at the end` +
         (with226 ? '.' : '; Nix 2.26 not measured (BENCH_NIX226 unset).'),
       '',
-      '| what | seconds (min-max) | against WebDAV | client CPU s/GiB | server CPU s/GiB | requests |',
-      '| --- | ---: | ---: | ---: | ---: | ---: |',
+      '| what | seconds (min-max) | against WebDAV | client CPU s/GiB | server CPU s/GiB | requests | MiB stored |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...rows.map(r => {
         const secs = r.samples.map(s => s.seconds)
         const gib = r.narBytes / 2 ** 30
         const t = median(secs)
         return `| ${r.what} | ${f(t)} (${f(Math.min(...secs), 1)}-${f(Math.max(...secs), 1)}) | ${r.narBytes === closure.narBytes ? f(t / davOf(r.client)) + '×' : ''} | ` +
-          `${f(median(r.samples.map(s => s.cpu)) / gib, 1)} | ${f(median(r.samples.map(s => s.serverCpu)) / gib, 1)} | ${f(median(r.samples.map(s => s.requests)), 0)} |`
+          `${f(median(r.samples.map(s => s.cpu)) / gib, 1)} | ${f(median(r.samples.map(s => s.serverCpu)) / gib, 1)} | ${f(median(r.samples.map(s => s.requests)), 0)} | ` +
+          `${f(median(r.samples.map(s => s.storedBytes)) / 2 ** 20, 1)} |`
       })
     ]
     console.log(lines.join('\n'))

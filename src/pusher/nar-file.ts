@@ -7,6 +7,11 @@
  * The file hash is the NAR's URL name, so the file must be complete before its upload starts;
  * the caller streams the temp file as the request body and removes it afterwards.
  *
+ * Uncompressed (`none`), the file is the NAR: its bytes are hashed once, and that hash is both
+ * FileHash and NarHash. Its name is then the store's recorded NarHash, known before a byte is
+ * read, so a large one is not made into a file at all: StoreNarBody streams it from the store
+ * as the upload's body.
+ *
  * zstd from the in-process writer (the default) runs as a synchronous loop over one buffer:
  * read, hash, compress (libzstd, on this thread), hash and keep what comes out, letting the event
  * loop turn every few MiB so uploads in flight keep moving. xz and `nix-store --dump` go through
@@ -67,7 +72,7 @@ const ZSTD_WORKERS = 0
  * zstd on the calling thread (ZSTD_WORKERS), as the in-process loop does, so both sources give
  * the same compressed bytes for the same NAR.
  */
-function compressor (compression: PushCompression, level?: number): Transform {
+function compressor (compression: Exclude<PushCompression, 'none'>, level?: number): Transform {
   if (compression === 'zstd') return new CompressStream({ compressionLevel: level ?? 3, nbWorkers: ZSTD_WORKERS })
   return createCompressor(compression, level)
 }
@@ -84,15 +89,39 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
   const fileHash = createHash('sha256')
   const fileCount = { bytes: 0 }
   const finish = (chunks?: Buffer[]): NarFile => {
-    const hash = encodeNix32(fileHash.digest())
+    const narDigest = narHash.digest()
+    const hash = encodeNix32(compression === 'none' ? narDigest : fileHash.digest())
     return {
       ...(chunks === undefined ? { file } : { chunks }),
       compression,
       fileHash: hash,
-      fileSize: fileCount.bytes,
-      narHash: narHash.digest(),
+      fileSize: compression === 'none' ? narCount.bytes : fileCount.bytes,
+      narHash: narDigest,
       narSize: narCount.bytes,
       url: narUrl(hash, compression)
+    }
+  }
+  // Uncompressed, the NAR is hashed once: its hash is the file's too.
+  const stages = (): NodeJS.ReadWriteStream[] => compression === 'none'
+    ? [hashing(narHash, narCount)]
+    : [hashing(narHash, narCount), compressor(compression, level), hashing(fileHash, fileCount)]
+  if (source === 'in-process' && compression === 'none') {
+    const output = new Output(file, memoryBytes)
+    try {
+      let chunks: Buffer[] | undefined
+      try {
+        for (const chunk of narChunks(storePath)) {
+          narHash.update(chunk)
+          narCount.bytes += chunk.length
+          output.put(chunk)
+        }
+      } finally {
+        chunks = output.close()
+      }
+      return finish(chunks)
+    } catch (err) {
+      await rm(file, { force: true })
+      throw err
     }
   }
   if (source === 'in-process' && compression === 'zstd') {
@@ -105,8 +134,7 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
   }
   if (source === 'in-process') {
     try {
-      await pipeline(Readable.from(dumpPath(storePath)), hashing(narHash, narCount), compressor(compression, level),
-        hashing(fileHash, fileCount), createWriteStream(file, { flags: 'wx', mode: 0o600 }))
+      await pipeline([Readable.from(dumpPath(storePath)), ...stages(), createWriteStream(file, { flags: 'wx', mode: 0o600 })])
     } catch (err) {
       await rm(file, { force: true })
       throw err
@@ -121,8 +149,7 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
     child.once('close', code => resolve(code))
   })
   try {
-    await pipeline(child.stdout, hashing(narHash, narCount), compressor(compression, level),
-      hashing(fileHash, fileCount), createWriteStream(file, { flags: 'wx', mode: 0o600 }))
+    await pipeline([child.stdout, ...stages(), createWriteStream(file, { flags: 'wx', mode: 0o600 })])
     const code = await exited
     if (code !== 0) {
       throw new NixCommandError(`nix-store --dump ${storePath} failed: ${stderr.trim().split('\n')[0] ?? `exit ${code}`}`, stderr)
@@ -194,6 +221,15 @@ class Output {
     return bytes
   }
 
+  /** Keeps a copy of `bytes` (a NAR kept uncompressed). */
+  put (bytes: Buffer): void {
+    for (let off = 0; off < bytes.length;) {
+      const n = bytes.copy(this.room(), 0, off)
+      this.took(n)
+      off += n
+    }
+  }
+
   private writeAll (bytes: Buffer): void {
     for (let off = 0; off < bytes.length;) off += writeSync(this.fd as number, bytes, off)
   }
@@ -245,4 +281,48 @@ async function zstdInProcess (storePath: string, output: Output, level: number, 
     chunks = output.close()
   }
   return chunks
+}
+
+/**
+ * A store path's NAR as an upload's body, uncompressed, read as it is sent: the URL name is the
+ * store's recorded NarHash, so nothing waits for the whole NAR, and nothing is held in memory or
+ * written to a temp file. Each byte is hashed once on its way; the last chunk is held back until
+ * the hash and size match the record, so a NAR that differs never reaches the server whole (the
+ * server, hashing it against its name, would refuse it anyway). Each call of chunks() reads the
+ * path again (a retried upload).
+ */
+export class StoreNarBody {
+  /** The NarFile the upload makes, as the narinfo names it. */
+  readonly nar: NarFile
+  /** Why the last chunks() stopped, when it was the store's side (the writer, or a NAR unlike the record). */
+  fault: Error | undefined
+
+  constructor (private readonly storePath: string, narHash: Buffer, narSize: number) {
+    const fileHash = encodeNix32(narHash)
+    this.nar = { compression: 'none', fileHash, fileSize: narSize, narHash, narSize, url: narUrl(fileHash, 'none') }
+  }
+
+  async * chunks (): AsyncGenerator<Buffer> {
+    this.fault = undefined
+    const hash = createHash('sha256')
+    let bytes = 0
+    let held: Buffer | undefined
+    try {
+      // Chunks of their own: the socket may still hold one when the next is read.
+      for (const chunk of narChunks(this.storePath, true)) {
+        hash.update(chunk)
+        bytes += chunk.length
+        if (bytes > this.nar.narSize) throw new Error(`${this.storePath}: its NAR is longer than the recorded ${this.nar.narSize} bytes`)
+        if (held !== undefined) yield held
+        held = chunk
+      }
+      if (bytes !== this.nar.narSize || !hash.digest().equals(this.nar.narHash)) {
+        throw new Error(`${this.storePath}: its NAR (${bytes} bytes) does not match the recorded NarHash/NarSize`)
+      }
+      if (held !== undefined) yield held
+    } catch (err) {
+      this.fault = err as Error
+      throw err
+    }
+  }
 }

@@ -23,8 +23,18 @@ import { narLength, narPadding, narString } from '../nix/nar-encoding.js'
 
 const CHUNK = 1 << 20
 
-/** A fixed buffer being filled; `pos` bytes of it are NAR. */
-interface Sink { buf: Buffer, pos: number }
+/**
+ * A buffer being filled; `pos` bytes of it are NAR. Once full and handed out it is written over
+ * from the start, or with `fresh` replaced by a new one (for a caller that keeps the chunks).
+ */
+interface Sink { buf: Buffer, pos: number, fresh: boolean }
+
+/** Hands out the full buffer and starts the next. */
+function * full (sink: Sink): Generator<Buffer> {
+  yield sink.buf
+  sink.pos = 0
+  if (sink.fresh) sink.buf = Buffer.allocUnsafe(CHUNK)
+}
 
 const T = Object.fromEntries(['nix-archive-1', '(', ')', 'type', 'regular', 'executable', '', 'contents', 'symlink', 'target',
   'directory', 'entry', 'name', 'node'].map(s => [s, narString(s)]))
@@ -35,10 +45,7 @@ function * put (sink: Sink, src: Buffer): Generator<Buffer> {
     const n = src.copy(sink.buf, sink.pos, off)
     sink.pos += n
     off += n
-    if (sink.pos === sink.buf.length) {
-      yield sink.buf
-      sink.pos = 0
-    }
+    if (sink.pos === sink.buf.length) yield * full(sink)
   }
 }
 
@@ -52,10 +59,7 @@ function * contents (sink: Sink, p: Buffer, size: number): Generator<Buffer> {
   try {
     let remaining = size
     while (remaining > 0) {
-      if (sink.pos === sink.buf.length) {
-        yield sink.buf
-        sink.pos = 0
-      }
+      if (sink.pos === sink.buf.length) yield * full(sink)
       const n = readSync(fd, sink.buf, sink.pos, Math.min(sink.buf.length - sink.pos, remaining), null)
       if (n === 0) throw new Error(`${p.toString()} shrank while it was being read`)
       sink.pos += n
@@ -96,10 +100,10 @@ function * node (sink: Sink, p: Buffer): Generator<Buffer> {
 
 /**
  * The NAR of `storePath` in chunks of up to 1 MiB, all views of one buffer: each is valid only
- * until the next is asked for.
+ * until the next is asked for. With `fresh`, each chunk is a buffer of its own, to be kept.
  */
-export function * narChunks (storePath: string): Generator<Buffer> {
-  const sink: Sink = { buf: Buffer.allocUnsafe(CHUNK), pos: 0 }
+export function * narChunks (storePath: string, fresh = false): Generator<Buffer> {
+  const sink: Sink = { buf: Buffer.allocUnsafe(CHUNK), pos: 0, fresh }
   yield * tokens(sink, 'nix-archive-1')
   yield * node(sink, Buffer.from(path.resolve(storePath)))
   if (sink.pos > 0) yield sink.buf.subarray(0, sink.pos)

@@ -4,7 +4,8 @@
  *   1. skip paths signed by an upstream key (`skipSignedBy`, e.g. cache.nixos.org-1)
  *   2. ask which of the rest are missing: one batched round trip (POST /api/v1/missing-paths)
  *   3. NARs, largest first, `concurrency` at a time: dump → compress → temp file → upload
- *      (large ones by PUT, small ones gathered into multipart batches)
+ *      (large ones by PUT, small ones gathered into multipart batches); uncompressed, a large NAR
+ *      is PUT as it is read from the store
  *   4. narinfos in dependency order, signed with every configured key, so the server's rule
  *      "every reference already has a narinfo" holds at each step; a narinfo always follows its NAR
  *
@@ -20,7 +21,7 @@ import type { SecretKey } from '../signing/keys.js'
 import type { BatchPartResult } from '../api/v1.js'
 import { baseName, hashPartOf, invalidPaths, topologicalOrder, type PathInfo } from './closure.js'
 import type { PushCompression, PusherConfig } from './config.js'
-import { dumpCompressed, type NarFile } from './nar-file.js'
+import { dumpCompressed, StoreNarBody, type NarFile, type NarSource } from './nar-file.js'
 import { RefusedError, TransientError, withRetries, type BackoffOptions } from './retry.js'
 import { buildNarinfo } from './signer.js'
 import type { BatchPart, CacheClient } from './uploader.js'
@@ -233,7 +234,7 @@ class NarUploads {
 
   constructor (private readonly toUpload: PathInfo[], private readonly options: PushOptions,
     private readonly retry: Retry, private readonly failed: Failures, private readonly progress: Progress) {
-    // xz compresses on one thread per NAR: those keep `concurrency` at once.
+    // xz compresses on one thread per NAR: those keep `concurrency` at once; uncompressed NARs are only read.
     this.dumpSlots = new Slots(options.compression === 'zstd' ? DUMPS_AT_ONCE : Math.max(1, options.concurrency))
   }
 
@@ -253,9 +254,14 @@ class NarUploads {
     while (this.abort === undefined && this.options.signal?.aborted !== true && this.next < this.toUpload.length) {
       const info = this.toUpload[this.next++] as PathInfo
       try {
+        // Uncompressed, a NAR's size is its file's: a large one need not be made first.
+        if (this.options.compression === 'none' && !this.batched(info.narSize)) {
+          await this.putFromStore(info)
+          continue
+        }
         const nar = await this.verifiedNar(info)
         if (nar === undefined) continue
-        if (this.options.batchNarBytes > 0 && nar.fileSize <= this.options.batchNarBytes) {
+        if (this.batched(nar.fileSize)) {
           await this.addToBatch(info, nar)
           continue
         }
@@ -267,16 +273,54 @@ class NarUploads {
     }
   }
 
-  /** The path's NAR, or undefined (and the path failed as corrupt) when it does not match the store's record. */
-  private async verifiedNar (info: PathInfo): Promise<NarFile | undefined> {
+  private batched (fileSize: number): boolean {
+    return this.options.batchNarBytes > 0 && fileSize <= this.options.batchNarBytes
+  }
+
+  /**
+   * An uncompressed NAR PUT as it is read from the store (nar-file.ts StoreNarBody). When the
+   * in-process read fails or its NAR differs from the record, `nix-store --dump` is asked, as
+   * for every other NAR (verifiedNar).
+   */
+  private async putFromStore (info: PathInfo): Promise<void> {
+    const body = new StoreNarBody(info.path, info.narHash, info.narSize)
+    try {
+      await this.retry(async () => {
+        try {
+          await this.options.client.putNar(body.nar.url, { stream: () => body.chunks() }, body.nar.fileSize)
+        } catch (err) {
+          // The store's side failed, not the server: not worth a retry of the same read.
+          throw body.fault ?? err
+        }
+      })
+    } catch (err) {
+      if (err !== body.fault) throw err
+      const nar = await this.verifiedNar(info, 'nix-store')
+      if (nar === undefined) return
+      await this.retry(() => this.options.client.putNar(nar.url, nar, nar.fileSize))
+      await this.uploaded(info, nar)
+      return
+    }
+    await this.uploaded(info, body.nar)
+  }
+
+  /**
+   * The path's NAR, or undefined (and the path failed as corrupt) when it does not match the
+   * store's record. From the in-process writer, falling back on `nix-store --dump`; or from
+   * `nix-store --dump` alone.
+   */
+  private async verifiedNar (info: PathInfo, source: NarSource = 'in-process'): Promise<NarFile | undefined> {
     const { tmpDir, compression, compressionLevel } = this.options
     await this.dumpSlots.acquire()
     let nar: NarFile
     try {
-      nar = await dumpCompressed(info.path, tmpDir, compression, compressionLevel, 'in-process', MEMORY_BYTES - this.held)
-        .catch(async () => await dumpCompressed(info.path, tmpDir, compression, compressionLevel, 'nix-store'))
+      nar = await dumpCompressed(info.path, tmpDir, compression, compressionLevel, source, MEMORY_BYTES - this.held)
+        .catch(async (err: unknown) => {
+          if (source === 'nix-store') throw err
+          return await dumpCompressed(info.path, tmpDir, compression, compressionLevel, 'nix-store')
+        })
       this.keep(nar)
-      if (!matches(nar, info)) {
+      if (!matches(nar, info) && source === 'in-process') {
         // Ask Nix itself before calling the store corrupt.
         await this.discard(nar)
         nar = await dumpCompressed(info.path, tmpDir, compression, compressionLevel, 'nix-store')

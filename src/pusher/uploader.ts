@@ -3,7 +3,7 @@
  *
  *   the Nix binary cache protocol, which any cache accepting `nix copy` understands
  *     HEAD /<hash32>.narinfo           is a path present?            (fallback, one per path)
- *     PUT  /nar/<filehash>.nar.zst     a NAR, streamed from its temp file
+ *     PUT  /nar/<filehash>.nar.zst     a NAR, streamed from its temp file, memory, or the store
  *     PUT  /<hash32>.narinfo           its signed narinfo
  *   narwhal's API (src/api/v1.ts), used when the server has it
  *     POST /api/v1/missing-paths       which of these paths are missing, in one round trip
@@ -127,11 +127,13 @@ export class CacheClient {
     return hashParts.filter(h => result.includes(h))
   }
 
-  /** Sends a NAR from its file, or from memory. */
-  async putNar (url: string, body: { file?: string, chunks?: Buffer[] }, size: number): Promise<void> {
+  /** Sends a NAR from its file, from memory, or as `stream` produces it. */
+  async putNar (url: string, body: { file?: string, chunks?: Buffer[], stream?: () => AsyncIterable<Buffer> }, size: number): Promise<void> {
     const response = await this.send('PUT', url, {
       headers: { 'content-type': 'application/x-nix-nar', 'content-length': String(size) },
-      body: body.file !== undefined ? createReadStream(body.file, { highWaterMark: 1 << 20 }) : Readable.from(body.chunks ?? [])
+      body: body.file !== undefined
+        ? createReadStream(body.file, { highWaterMark: 1 << 20 })
+        : Readable.from(body.stream?.() ?? body.chunks ?? [], { objectMode: false, highWaterMark: 1 << 20 })
     })
     await this.check(response, `PUT ${url}`)
   }

@@ -11,6 +11,9 @@
  * the blob finished (durable, still invisible) and handed back: the caller commits it under its
  * name and records its row (cache/store-nar.ts). On any failure it is discarded.
  *
+ * An uncompressed body (`none`) is its NAR: its bytes are hashed once, and that hash is both
+ * FileHash and NarHash.
+ *
  * For zstd and uncompressed bodies everything after the socket read is synchronous per chunk
  * (see createDecoder in nix/codecs.ts): no stream or async generator between the stages. Together
  * with the folder's batched writes (storage/temp-file.ts) this halved the CPU of a zstd upload (bench/ingest-cpu.ts).
@@ -141,11 +144,13 @@ class NarVerifier {
       throw explainDecodeError(err, method)
     }
     this.#reader.end()
+    const fileHash = encodeNix32(this.#fileHash.digest())
     return {
-      fileHash: encodeNix32(this.#fileHash.digest()),
+      fileHash,
       fileSize: this.#bytes,
       compression: method,
-      narHash: encodeNix32(this.#narHash.digest()),
+      // Uncompressed, the file is the NAR: its bytes were hashed once, as the file.
+      narHash: method === 'none' ? fileHash : encodeNix32(this.#narHash.digest()),
       narSize: Number(this.#reader.bytesRead)
     }
   }
@@ -166,7 +171,7 @@ class NarVerifier {
       this.#narBytes += output.length
       if (this.#narBytes > this.#maxNarSize) throw narTooLarge(this.#maxNarSize)
       reader.write(output)
-      narHash.update(output)
+      if (method !== 'none') narHash.update(output)
     })
     return this.#decode(this.#decoder, head)
   }

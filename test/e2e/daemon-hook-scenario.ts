@@ -7,7 +7,8 @@
  *
  * Declared once per side (daemon-hook.test.ts: the host's Nix 2.8; daemon-hook-2.26.test.ts: the
  * trixie root's Nix 2.26), so both run at once. The two differ in what the hook is given: Nix 2.8
- * leaves OUT_PATHS empty (the pusher asks the derivation), Nix 2.26 fills it.
+ * leaves OUT_PATHS empty (the pusher asks the derivation), Nix 2.26 fills it; and the pusher of
+ * the 2.26 side uploads uncompressed (`compression: none`), the other zstd.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -77,7 +78,9 @@ async function scenario (t: test.TestContext, side: DaemonSide): Promise<void> {
     NARWHAL_TOKEN_FILE: tokenFile,
     NARWHAL_SECRET_KEY_FILES: key.secretFile,
     NARWHAL_QUEUE_DIR: queueDir,
-    NARWHAL_MAX_RETRY_DELAY: '2'
+    NARWHAL_MAX_RETRY_DELAY: '2',
+    // One side pushes uncompressed (a large NAR streamed from the store as it is read), the other zstd.
+    NARWHAL_COMPRESSION: client.version === '2.26' ? 'none' : 'zstd'
   }
   const startPusher = async (): Promise<Child> => {
     const pusher = side.start('pusher', ['node', CLI, 'pusher'], pusherEnv, logs)
@@ -124,8 +127,10 @@ async function scenario (t: test.TestContext, side: DaemonSide): Promise<void> {
   const substitute = async (paths: string[]): Promise<void> => {
     const store = tempDir('narwhal-e2e-store-')
     const top = paths.find(p => p.includes('-e2e-c-')) ?? ''
-    await client.nixOk(['copy', '--from', url, '--to', store, top], { config: [`trusted-public-keys = ${key.publicKey}`] })
+    const trust = [`trusted-public-keys = ${key.publicKey}`]
+    await client.nixOk(['copy', '--from', url, '--to', store, top], { config: trust })
     for (const p of paths) assert.ok(existsSync(path.join(store, p)), `${p} substituted`)
+    await client.nixOk(['store', 'verify', '--recursive', '--store', store, top], { config: trust })
   }
 
   await t.test('a build by an unprivileged user reaches the cache; a fresh store substitutes every output', async () => {
@@ -134,6 +139,10 @@ async function scenario (t: test.TestContext, side: DaemonSide): Promise<void> {
     const waited = await queueWait(60)
     assert.equal(waited.code, 0, waited.stderr)
     await substitute(paths)
+    for (const p of paths) {
+      const narinfo = await (await fetch(`${url}/${path.basename(p).slice(0, 32)}.narinfo`)).text()
+      assert.match(narinfo, new RegExp(`\nCompression: ${pusherEnv.NARWHAL_COMPRESSION}\n`))
+    }
     const log = readFileSync(pusher.log, 'utf8')
     // One log line per closure; jobs may be taken in any order, so an earlier closure can already
     // have uploaded a later job's paths. Each output is reported, and the three were uploaded once.

@@ -14,8 +14,10 @@ import { pushClosure, type PushOptions } from '../../src/pusher/push-closure.js'
 import { TransientError } from '../../src/pusher/retry.js'
 import { loadSecretKeys } from '../../src/pusher/signer.js'
 import { CacheClient } from '../../src/pusher/uploader.js'
-import { buildClosure, nixEnv, nixKeyPair, nixOk, runOk, tempDir } from '../helpers/nix.js'
+import { encodeNix32 } from '../../src/nix/nix32.js'
+import { buildClosure, nixEnv, nixKeyPair, nixOk, runOk, tempDir, testEachClient } from '../helpers/nix.js'
 import { startServer } from '../helpers/server.js'
+import { addStorePath } from '../helpers/upload.js'
 
 function options (client: CacheClient, secretFile: string, extra: Partial<PushOptions> = {}): PushOptions {
   return {
@@ -66,6 +68,56 @@ for (const mode of ['multipart batches', 'plain PUTs', 'xz, plain PUTs'] as cons
   })
 }
 
+testEachClient('push uncompressed (compression none): one large NAR streamed from the store, the rest batched; Nix substitutes and verifies them', async (t, nix) => {
+  const key = await nixKeyPair('pusher-test-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const client = new CacheClient(server.url, (await server.token('push')))
+  t.after(() => client.close())
+  // The data path's NAR (2 MiB) is above batchNarBytes: PUT as it is read; the other two go in a batch.
+  const closure = await buildClosure({ dataBytes: 2 * 1024 * 1024 })
+  const infos = await closureInfo([closure.top])
+  const result = await pushClosure(infos, options(client, key.secretFile, { compression: 'none' }))
+  assert.deepEqual(result.failed, [])
+  assert.equal(result.uploaded.length, 3)
+  assert.equal(result.bytesSent, infos.reduce((n, i) => n + i.narSize, 0), 'the bytes sent are the NARs themselves')
+  for (const info of infos) {
+    const text = await (await fetch(`${server.url}/${path.basename(info.path).slice(0, 32)}.narinfo`)).text()
+    const hash = encodeNix32(info.narHash)
+    assert.match(text, new RegExp(`\nURL: nar/${hash}\\.nar\nCompression: none\nFileHash: sha256:${hash}\nFileSize: ${info.narSize}\n`))
+  }
+  const store = tempDir('narwhal-store-')
+  const trust = [`trusted-public-keys = ${key.publicKey}`]
+  await nix.nixOk(['copy', '--from', server.url, '--to', store, closure.top], { config: trust })
+  await nix.nixOk(['store', 'verify', '--recursive', '--store', store, closure.top], { config: trust })
+  assert.equal(readFileSync(path.join(store, closure.top, 'dep-ref'), 'utf8').trim(), closure.dep)
+  assert.deepEqual(readFileSync(path.join(store, closure.data, 'random.bin')), readFileSync(path.join(closure.data, 'random.bin')))
+})
+
+for (const [what, differ] of [
+  ['the recorded NarHash differs', (narHash: Buffer, narSize: number) => ({ narHash: Buffer.from(narHash.map((b, i) => i === 0 ? b ^ 1 : b)), narSize })],
+  ['the NAR is shorter than the recorded NarSize', (narHash: Buffer, narSize: number) => ({ narHash, narSize: narSize + 8 })],
+  ['the NAR is longer than the recorded NarSize', (narHash: Buffer, narSize: number) => ({ narHash, narSize: narSize - 8 })]
+] as const) {
+  test(`uncompressed, a large path is corrupt when ${what}; its NAR is never stored`, async (t) => {
+    const key = await nixKeyPair('pusher-test-1')
+    const server = await startServer(t, { trustedKeys: [key.publicKey] })
+    const client = new CacheClient(server.url, (await server.token('push')))
+    t.after(() => client.close())
+    const closure = await buildClosure({ dataBytes: 2 * 1024 * 1024 })
+    const infos = (await closureInfo([closure.top])).map(i => i.path === closure.data ? { ...i, ...differ(i.narHash, i.narSize) } : i)
+    const result = await pushClosure(infos, options(client, key.secretFile, { compression: 'none' }))
+    const kinds = new Map(result.failed.map(f => [f.path, f.kind]))
+    assert.equal(kinds.get(closure.data), 'corrupt')
+    assert.equal(kinds.get(closure.dep), 'refused', 'its reference failed: the server would refuse it')
+    assert.equal(kinds.get(closure.top), 'refused')
+    assert.equal((await server.cache.metadata.narinfos.count()), 0)
+    const data = infos.find(i => i.path === closure.data)
+    const named = await fetch(`${server.url}/nar/${encodeNix32(data?.narHash ?? Buffer.alloc(32))}.nar`)
+    await named.body?.cancel()
+    assert.equal(named.status, 404, 'nothing stored under the recorded name')
+  })
+}
+
 test('refused paths fail with the server\'s reason, and nothing is stored', async (t) => {
   const trusted = await nixKeyPair('trusted-1')
   const other = await nixKeyPair('other-1')
@@ -97,6 +149,20 @@ test('a path Nix collected after the closure was read is gone, not refused; the 
   assert.deepEqual(result.failed.map(f => [f.path, f.kind]), [[closure.top, 'gone']])
   assert.deepEqual([...result.uploaded].sort(), [closure.data, closure.dep].sort())
   assert.equal((await server.cache.metadata.narinfos.count()), 2)
+})
+
+test('uncompressed, a large path Nix collected after the closure was read is gone, not refused or corrupt', async (t) => {
+  const key = await nixKeyPair('pusher-test-1')
+  const server = await startServer(t, { trustedKeys: [key.publicKey] })
+  const client = new CacheClient(server.url, (await server.token('push')))
+  t.after(() => client.close())
+  // A path of its own (nothing references it), above batchNarBytes: PUT as it is read.
+  const large = await addStorePath({ randomBytes: 2 * 1024 * 1024, name: 'narwhal-gone' })
+  const infos = await closureInfo([large])
+  await runOk('nix-store', ['--delete', large], { env: nixEnv() })
+  const result = await pushClosure(infos, options(client, key.secretFile, { compression: 'none' }))
+  assert.deepEqual(result.failed.map(f => [f.path, f.kind]), [[large, 'gone']])
+  assert.equal((await server.cache.metadata.narinfos.count()), 0)
 })
 
 test('a path whose NAR does not match the store\'s record is corrupt, and what references it is not sent', async (t) => {
@@ -176,6 +242,11 @@ test('the in-process NAR serialiser writes exactly what nix-store --dump writes'
     assert.ok(ours.narHash.equals(info.narHash), `${info.path}: NarHash matches the store's record`)
     assert.equal(ours.narSize, info.narSize)
     assert.equal(ours.fileHash, nix.fileHash, 'same NAR, same compressed bytes')
+    for (const source of ['in-process', 'nix-store'] as const) {
+      const plain = await dumpCompressed(info.path, tmp, 'none', undefined, source)
+      assert.equal(plain.fileHash, encodeNix32(info.narHash), `${source}, uncompressed: the file hash is the NarHash`)
+      assert.deepEqual([plain.fileSize, plain.narSize, plain.url], [info.narSize, info.narSize, `nar/${plain.fileHash}.nar`])
+    }
   }
 })
 
