@@ -15,7 +15,7 @@
  *
  * Run again to resume after a kill or to catch up; nothing is written twice. One export at a time
  * into a database (its advisory lock, cache/single-writer.ts): a second stops at once, exit 2; so
- * does an export while a replica of that database runs gc or fsck --repair, and those wait for an export. A database
+ * does an export while a replica of that database runs gc or fsck --repair, and those answer busy during an export. A database
  * that holds another cache is refused unless --merge. Into a bucket alone there is nothing to lock,
  * and nothing needs it: exports write the same bytes under the same names and never cut another's
  * upload (cache/export-to-bucket.ts).
@@ -46,7 +46,7 @@ const USAGE = 'usage: narwhal export [--data DIR] [--config FILE] [--storage s3:
   '  logs) into PostgreSQL, each narinfo only after its NAR and references. Run it again to resume or catch up:\n' +
   '  nothing is written twice. The bucket and the database must exist (narwhal creates neither).\n' +
   '  One export at a time into a database: a second one started meanwhile stops at once (exit 2), nothing done.\n' +
-  '  While it runs, gc and fsck --repair at replicas of that database wait (it holds their locks too). It removes only unfinished\n' +
+  '  While it runs, gc and fsck --repair at replicas of that database answer busy (it holds their locks too). It removes only unfinished\n' +
   '  uploads older than six hours (as serve does): another export or a replica may be uploading into the bucket.\n' +
   '  Credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or profile= in the URL.\n' +
   '  --merge    go on into a database that holds another cache (its paths are kept as they are)\n' +
