@@ -106,40 +106,17 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
     ? [hashing(narHash, narCount)]
     : [hashing(narHash, narCount), compressor(compression, level), hashing(fileHash, fileCount)]
   if (source === 'in-process' && compression === 'none') {
-    const output = new Output(file, memoryBytes)
-    try {
-      let chunks: Buffer[] | undefined
-      try {
-        for (const chunk of narChunks(storePath)) {
-          narHash.update(chunk)
-          narCount.bytes += chunk.length
-          output.put(chunk)
-        }
-      } finally {
-        chunks = output.close()
-      }
-      return finish(chunks)
-    } catch (err) {
-      await rm(file, { force: true })
-      throw err
-    }
+    return await removedOnFailure(file, async () => finish(keepUncompressed(storePath, new Output(file, memoryBytes), narHash, narCount)))
   }
   if (source === 'in-process' && compression === 'zstd') {
-    try {
-      return finish(await zstdInProcess(storePath, new Output(file, memoryBytes), level ?? 3, narHash, narCount, fileHash, fileCount))
-    } catch (err) {
-      await rm(file, { force: true })
-      throw err
-    }
+    return await removedOnFailure(file, async () =>
+      finish(await zstdInProcess(storePath, new Output(file, memoryBytes), level ?? 3, narHash, narCount, fileHash, fileCount)))
   }
   if (source === 'in-process') {
-    try {
+    return await removedOnFailure(file, async () => {
       await pipeline([Readable.from(dumpPath(storePath)), ...stages(), createWriteStream(file, { flags: 'wx', mode: 0o600 })])
-    } catch (err) {
-      await rm(file, { force: true })
-      throw err
-    }
-    return finish()
+      return finish()
+    })
   }
   const child = spawn('nix-store', ['--dump', storePath], { stdio: ['ignore', 'pipe', 'pipe'] })
   let stderr = ''
@@ -160,6 +137,31 @@ export async function dumpCompressed (storePath: string, tmpDir: string, compres
     throw err
   }
   return finish()
+}
+
+/** `make`'s result; when it fails, the temp file it was writing is removed first. */
+async function removedOnFailure<T> (file: string, make: () => Promise<T>): Promise<T> {
+  try {
+    return await make()
+  } catch (err) {
+    await rm(file, { force: true })
+    throw err
+  }
+}
+
+/** The NAR kept as it is (uncompressed), hashed once on its way into `output`; its chunks when kept in memory. */
+function keepUncompressed (storePath: string, output: Output, narHash: ReturnType<typeof createHash>, narCount: { bytes: number }): Buffer[] | undefined {
+  try {
+    for (const chunk of narChunks(storePath)) {
+      narHash.update(chunk)
+      narCount.bytes += chunk.length
+      output.put(chunk)
+    }
+  } catch (err) {
+    output.close()
+    throw err
+  }
+  return output.close()
 }
 
 /** The event loop turns after this many NAR bytes. */
