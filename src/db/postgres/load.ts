@@ -8,7 +8,7 @@
  * Narinfos keep the guards of an insert (narinfos.ts): references held here (locked FOR SHARE) or
  * created earlier in the batch, a live NAR file. Their NAR file rows are inserted live: the caller
  * put the blobs in place first. Each batch is a few set-based statements (unnest), not a few per row,
-for every table but tokens (few, and each needs its id decided).
+ * for every table but tokens (few, and each needs its id decided).
  */
 import type {
   AuditRow, DumpedAuxFile, DumpedGcRun, DumpedNarFile, DumpedNarinfo, DumpedToken, LoadCounts, LoadNarinfoOutcome, MetadataLoad,
